@@ -1,0 +1,35 @@
+# Gatehouse — the two commands that matter: `make demo` and `make test`.
+GO       ?= go
+BIN      := bin/gatehouse
+GOPATHBIN := $(shell $(GO) env GOPATH)/bin
+export PATH := $(GOPATHBIN):$(PATH)
+
+.PHONY: all deps build demo test lint unit bench fuzz clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build:
+	$(GO) build -o $(BIN) ./cmd/gatehouse
+
+demo: deps build
+	./$(BIN) demo
+
+lint:
+	@test -z "$$(gofmt -l cmd internal)" || { echo "gofmt needed:"; gofmt -l cmd internal; exit 1; }
+	$(GO) vet ./...
+	staticcheck ./...
+
+# The whole suite: unit, integration with throwaway PostgreSQL clusters and the real clients,
+# short fuzz runs over the wire decoders.
+test: deps lint
+	$(GO) test -count=1 -timeout 25m ./...
+
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+	bash scripts/bench.sh
+
+clean:
+	rm -rf bin

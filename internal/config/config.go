@@ -1,0 +1,429 @@
+// Package config reads gatehouse.yaml. Operators edit it by hand, so every mistake is reported
+// with the file, line, field and what was expected, and secrets are never required inline.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration of one Gatehouse instance.
+type Config struct {
+	// Path is the file the configuration came from; empty for built-in defaults.
+	Path string `yaml:"-"`
+
+	Listen  Listen   `yaml:"listen"`
+	DataDir string   `yaml:"data_dir"`
+	TLS     TLS      `yaml:"tls"`
+	OIDC    []OIDC   `yaml:"oidc"`
+	Policy  string   `yaml:"policy_file"`
+	Targets []Target `yaml:"targets"`
+	Ledger  Ledger   `yaml:"ledger"`
+	// AllowInsecurePasswords permits cleartext tokens over non-TLS connections from
+	// non-loopback addresses. Off by default; exists only for lab set-ups.
+	AllowInsecurePasswords bool `yaml:"allow_insecure_passwords"`
+}
+
+// Listen holds the addresses Gatehouse listens on.
+type Listen struct {
+	Postgres string `yaml:"postgres"`
+	HTTP     string `yaml:"http"`
+}
+
+// TLS configures the client-facing TLS of the doors.
+type TLS struct {
+	// Mode is "auto" (generate a CA and server certificate in the data directory),
+	// "files" (use CertFile and KeyFile) or "off".
+	Mode     string `yaml:"mode"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// Hosts are extra DNS names or IPs the generated certificate covers.
+	Hosts []string `yaml:"hosts"`
+}
+
+// OIDC declares one trusted identity provider.
+type OIDC struct {
+	Issuer   string   `yaml:"issuer"`
+	Audience []string `yaml:"audience"`
+	// SubjectClaim names the claim used as the identity's subject (default "email", falling
+	// back to "sub").
+	SubjectClaim string `yaml:"subject_claim"`
+	// GroupsClaim names the claim holding group names (default "groups").
+	GroupsClaim string `yaml:"groups_claim"`
+	// CAFile lets Gatehouse trust a private IdP certificate.
+	CAFile string `yaml:"ca_file"`
+	// Line is where this provider was declared, for error messages.
+	Line int `yaml:"-"`
+}
+
+// Ledger configures where the audit ledger is kept.
+type Ledger struct {
+	// Store is "sqlite" (default, in the data directory) or "postgres".
+	Store string `yaml:"store"`
+	// DSN is the PostgreSQL connection string for Store "postgres"; DSNEnv names an
+	// environment variable holding it instead.
+	DSN    string `yaml:"dsn"`
+	DSNEnv string `yaml:"dsn_env"`
+	// CheckpointEvery and CheckpointInterval schedule signed checkpoints.
+	CheckpointEvery    int      `yaml:"checkpoint_every"`
+	CheckpointInterval Duration `yaml:"checkpoint_interval"`
+	// CheckpointFile receives a copy of every checkpoint, outside the store.
+	CheckpointFile string `yaml:"checkpoint_file"`
+	// Retention drops events older than this; zero keeps everything.
+	Retention Duration `yaml:"retention"`
+	// Sinks stream events out (JSON lines file/stdout, webhook).
+	Sinks []Sink `yaml:"sinks"`
+}
+
+// Sink declares one stream of ledger events leaving Gatehouse.
+type Sink struct {
+	Type string `yaml:"type"` // "jsonl" or "webhook"
+	Path string `yaml:"path"` // jsonl: file path, "-" for stdout
+	URL  string `yaml:"url"`  // webhook
+}
+
+// Target is one upstream database that clients reach through Gatehouse.
+type Target struct {
+	Name        string            `yaml:"name"`
+	Engine      string            `yaml:"engine"`
+	Environment string            `yaml:"environment"`
+	Labels      map[string]string `yaml:"labels"`
+	Host        string            `yaml:"host"`
+	Port        int               `yaml:"port"`
+	Database    string            `yaml:"database"`
+	User        string            `yaml:"user"`
+	// PasswordEnv or PasswordFile give the upstream password; Password inline is accepted
+	// but discouraged (and never printed).
+	PasswordEnv  string    `yaml:"password_env"`
+	PasswordFile string    `yaml:"password_file"`
+	Password     string    `yaml:"password"`
+	TLS          TargetTLS `yaml:"tls"`
+	// Roles maps an access level (read, write, admin) to the upstream database role the
+	// session runs as, so every session gets the least privilege that covers its grant.
+	Roles map[string]string `yaml:"roles"`
+	// Line is where the target was declared, for error messages.
+	Line int `yaml:"-"`
+}
+
+// TargetTLS is how Gatehouse talks TLS to the upstream database.
+type TargetTLS struct {
+	Mode   string `yaml:"mode"` // disable, require, verify-full
+	CAFile string `yaml:"ca_file"`
+}
+
+// Secret resolves the upstream password from where the target says it lives.
+func (t *Target) Secret() (string, error) {
+	switch {
+	case t.PasswordEnv != "":
+		v, ok := os.LookupEnv(t.PasswordEnv)
+		if !ok {
+			return "", fmt.Errorf("target %q: environment variable %s (password_env) is not set", t.Name, t.PasswordEnv)
+		}
+		return v, nil
+	case t.PasswordFile != "":
+		b, err := os.ReadFile(t.PasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("target %q: read password_file: %w", t.Name, err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	default:
+		return t.Password, nil
+	}
+}
+
+// Addr is host:port of the upstream.
+func (t *Target) Addr() string { return net.JoinHostPort(t.Host, fmt.Sprint(t.Port)) }
+
+// Duration accepts Go durations plus a "d" suffix for days ("30d"), the unit retention is
+// usually thought in.
+type Duration time.Duration
+
+// UnmarshalYAML parses "90s", "15m", "720h" or "30d".
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseDuration(n.Value)
+	if err != nil {
+		return &FieldError{Line: n.Line, Field: "", Msg: err.Error()}
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ParseDuration parses a Go duration or a whole number of days ("7d").
+func ParseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "0" {
+		return 0, nil
+	}
+	if strings.HasSuffix(s, "d") {
+		var days int
+		if _, err := fmt.Sscanf(s, "%dd", &days); err == nil && fmt.Sprintf("%dd", days) == s {
+			return time.Duration(days) * 24 * time.Hour, nil
+		}
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration: expected e.g. 90s, 15m, 720h or 30d", s)
+	}
+	return v, nil
+}
+
+// FieldError is a configuration mistake located in the file.
+type FieldError struct {
+	File  string
+	Line  int
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(e.File)
+		if e.Line > 0 {
+			fmt.Fprintf(&b, ":%d", e.Line)
+		}
+		b.WriteString(": ")
+	} else if e.Line > 0 {
+		fmt.Fprintf(&b, "line %d: ", e.Line)
+	}
+	if e.Field != "" {
+		b.WriteString(e.Field)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Defaults returns the configuration used when a field is left out.
+func Defaults() Config {
+	return Config{
+		Listen:  Listen{Postgres: "127.0.0.1:15432", HTTP: "127.0.0.1:8080"},
+		DataDir: DefaultDataDir(),
+		TLS:     TLS{Mode: "auto"},
+		Ledger:  Ledger{Store: "sqlite", CheckpointEvery: 1000, CheckpointInterval: Duration(time.Minute)},
+	}
+}
+
+// DefaultDataDir is under the user's data home, as the XDG convention says.
+func DefaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "gatehouse")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "share", "gatehouse")
+	}
+	return "gatehouse-data"
+}
+
+// Load reads and validates a configuration file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, b)
+}
+
+// Parse decodes and validates configuration text; path is used in error messages.
+func Parse(path string, data []byte) (*Config, error) {
+	c := Defaults()
+	c.Path = path
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+		return nil, &FieldError{File: path, Msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	if len(root.Content) > 0 {
+		if err := checkKnownFields(path, root.Content[0], reflectFields(c)); err != nil {
+			return nil, err
+		}
+		if err := root.Content[0].Decode(&c); err != nil {
+			return nil, locate(path, err)
+		}
+		recordLines(&c, root.Content[0])
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func locate(path string, err error) error {
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		fe.File = path
+		return fe
+	}
+	var te *yaml.TypeError
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		// yaml.v3 says "line N: cannot unmarshal ..."; keep its line, add the file.
+		msg := te.Errors[0]
+		line := 0
+		if _, scanErr := fmt.Sscanf(msg, "line %d:", &line); scanErr == nil {
+			msg = strings.TrimSpace(msg[strings.Index(msg, ":")+1:])
+		}
+		return &FieldError{File: path, Line: line, Msg: msg}
+	}
+	return &FieldError{File: path, Msg: err.Error()}
+}
+
+// recordLines stores the declaration line of targets and providers for later messages.
+func recordLines(c *Config, root *yaml.Node) {
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		key, val := root.Content[i], root.Content[i+1]
+		switch key.Value {
+		case "targets":
+			for j, item := range val.Content {
+				if j < len(c.Targets) {
+					c.Targets[j].Line = item.Line
+				}
+			}
+		case "oidc":
+			for j, item := range val.Content {
+				if j < len(c.OIDC) {
+					c.OIDC[j].Line = item.Line
+				}
+			}
+		}
+	}
+}
+
+// Validate checks the meaning of the configuration, not just its shape.
+func (c *Config) Validate() error {
+	errf := func(line int, field, format string, a ...any) error {
+		return &FieldError{File: c.Path, Line: line, Field: field, Msg: fmt.Sprintf(format, a...)}
+	}
+	for _, a := range []struct{ name, v string }{{"listen.postgres", c.Listen.Postgres}, {"listen.http", c.Listen.HTTP}} {
+		if a.v == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.v); err != nil {
+			return errf(0, a.name, "%q is not host:port, expected e.g. 127.0.0.1:15432", a.v)
+		}
+	}
+	switch c.TLS.Mode {
+	case "", "auto", "off":
+	case "files":
+		if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+			return errf(0, "tls", "mode files needs cert_file and key_file")
+		}
+	default:
+		return errf(0, "tls.mode", "%q is not a TLS mode, expected auto, files or off", c.TLS.Mode)
+	}
+	for i := range c.OIDC {
+		o := &c.OIDC[i]
+		if o.Issuer == "" {
+			return errf(o.Line, fmt.Sprintf("oidc[%d].issuer", i), "is required: the issuer URL of the identity provider")
+		}
+		if len(o.Audience) == 0 {
+			return errf(o.Line, fmt.Sprintf("oidc[%d].audience", i), "is required: the client id(s) tokens must be issued for")
+		}
+		if o.GroupsClaim == "" {
+			o.GroupsClaim = "groups"
+		}
+		if o.SubjectClaim == "" {
+			o.SubjectClaim = "email"
+		}
+	}
+	seen := map[string]int{}
+	for i := range c.Targets {
+		t := &c.Targets[i]
+		field := func(f string) string { return fmt.Sprintf("targets[%d].%s", i, f) }
+		if t.Name == "" {
+			return errf(t.Line, field("name"), "is required")
+		}
+		if strings.ContainsAny(t.Name, "@ /") {
+			return errf(t.Line, field("name"), "%q may not contain '@', '/' or spaces", t.Name)
+		}
+		if prev, dup := seen[t.Name]; dup {
+			return errf(t.Line, field("name"), "%q is already declared at line %d", t.Name, prev)
+		}
+		seen[t.Name] = t.Line
+		if t.Engine == "" {
+			t.Engine = "postgres"
+		}
+		if t.Engine != "postgres" && t.Engine != "mysql" {
+			return errf(t.Line, field("engine"), "%q is not supported, expected postgres or mysql", t.Engine)
+		}
+		if t.Environment == "" {
+			t.Environment = "dev"
+		}
+		if t.Host == "" {
+			return errf(t.Line, field("host"), "is required: the upstream database host")
+		}
+		if t.Port == 0 {
+			t.Port = 5432
+		}
+		if t.Port < 1 || t.Port > 65535 {
+			return errf(t.Line, field("port"), "%d is not a TCP port", t.Port)
+		}
+		if t.Database == "" {
+			t.Database = "postgres"
+		}
+		if t.User == "" {
+			return errf(t.Line, field("user"), "is required: the upstream login Gatehouse uses")
+		}
+		if t.PasswordEnv != "" && t.PasswordFile != "" {
+			return errf(t.Line, field("password_env"), "give either password_env or password_file, not both")
+		}
+		switch t.TLS.Mode {
+		case "":
+			t.TLS.Mode = "disable"
+		case "disable", "require", "verify-full":
+		default:
+			return errf(t.Line, field("tls.mode"), "%q is not an upstream TLS mode, expected disable, require or verify-full", t.TLS.Mode)
+		}
+		if t.TLS.Mode == "verify-full" && t.TLS.CAFile == "" {
+			return errf(t.Line, field("tls.ca_file"), "is required with tls.mode verify-full")
+		}
+		for level := range t.Roles {
+			if level != "read" && level != "write" && level != "admin" {
+				return errf(t.Line, field("roles"), "%q is not an access level, expected read, write or admin", level)
+			}
+		}
+	}
+	switch c.Ledger.Store {
+	case "", "sqlite":
+		c.Ledger.Store = "sqlite"
+	case "postgres":
+		if c.Ledger.DSN == "" && c.Ledger.DSNEnv == "" {
+			return errf(0, "ledger.dsn", "store postgres needs dsn or dsn_env")
+		}
+	default:
+		return errf(0, "ledger.store", "%q is not a ledger store, expected sqlite or postgres", c.Ledger.Store)
+	}
+	for i, s := range c.Ledger.Sinks {
+		switch s.Type {
+		case "jsonl":
+			if s.Path == "" {
+				return errf(0, fmt.Sprintf("ledger.sinks[%d].path", i), "is required for a jsonl sink (\"-\" for stdout)")
+			}
+		case "webhook":
+			if s.URL == "" {
+				return errf(0, fmt.Sprintf("ledger.sinks[%d].url", i), "is required for a webhook sink")
+			}
+		default:
+			return errf(0, fmt.Sprintf("ledger.sinks[%d].type", i), "%q is not a sink type, expected jsonl or webhook", s.Type)
+		}
+	}
+	return nil
+}
+
+// Target finds a target by name.
+func (c *Config) Target(name string) (*Target, bool) {
+	for i := range c.Targets {
+		if c.Targets[i].Name == name {
+			return &c.Targets[i], true
+		}
+	}
+	return nil, false
+}

@@ -1,0 +1,382 @@
+// Package gate is the one place where identity, inspection, policy, approval, masking and the
+// ledger meet. Doors (wire protocols) hand it sessions and statement text and get back
+// decisions; they never decide anything themselves, so a new protocol cannot weaken a rule
+// and a new rule never touches a protocol.
+package gate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/inspect"
+	"github.com/gatehouse/gatehouse/internal/ledger"
+)
+
+// Session is one client connection after authentication. Doors fill it in; the gate, the
+// policy and the ledger read it.
+type Session struct {
+	ID              string
+	Identity        *identity.Identity
+	Target          *config.Target
+	Database        string
+	ClientAddr      string
+	ApplicationName string
+	TLS             bool
+	// Options are the client's startup parameters other than user/database (e.g. the
+	// purpose a client declares with options=-c gatehouse.purpose=...).
+	Options map[string]string
+	// AccessLevel is the grant the identity has on the target (read, write, admin) and
+	// UpstreamRole the database role the session runs as because of it.
+	AccessLevel  string
+	UpstreamRole string
+	StartedAt    time.Time
+}
+
+// NewSessionID returns a random identifier for a session.
+func NewSessionID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Action is what happens to a statement.
+type Action string
+
+// The outcomes of a decision.
+const (
+	Allow           Action = "allow"
+	Deny            Action = "deny"
+	RequireApproval Action = "require_approval"
+)
+
+// Decision is the policy's verdict on one statement (or on the whole session for access).
+type Decision struct {
+	Action Action
+	// Rule names the rule that decided, shown to the client and kept in the ledger.
+	Rule string
+	// Message explains a deny or a hold, in words a user can act on.
+	Message string
+	// MaxRows ends a result after this many rows (0: no limit).
+	MaxRows int64
+	// MaskProfile names the masking profile applied to results ("" for the default,
+	// "none" for raw values).
+	MaskProfile string
+	// ApprovalID links a held statement to its approval request.
+	ApprovalID string
+	// Level is the access level an Access decision grants: read, write or admin.
+	Level string
+}
+
+// Via says how a statement reached the gate, for the ledger and for policies.
+type Via string
+
+// The ways a statement arrives.
+const (
+	ViaQuery    Via = "query"    // simple Query message
+	ViaParse    Via = "parse"    // extended protocol Parse
+	ViaExecute  Via = "execute"  // extended protocol Execute of a prepared statement
+	ViaFunction Via = "function" // FunctionCall message
+)
+
+// Inspector is what the gate needs from internal/inspect.
+type Inspector interface {
+	// Inspect returns the facts of every statement in sql (one for each statement of a
+	// multi-statement string). Unparseable SQL yields a statement of Category Unknown.
+	Inspect(sql string) []*inspect.Statement
+}
+
+// Input is everything a policy may look at for one statement.
+type Input struct {
+	Session   *Session
+	Statement *inspect.Statement
+	Via       Via
+	Now       time.Time
+}
+
+// Policy is what the gate needs from internal/policy.
+type Policy interface {
+	// Access decides whether the identity may open a session on the target at all, and at
+	// which level (read, write, admin), returned in Decision.Level.
+	Access(ctx context.Context, s *Session) Decision
+	// Decide decides one statement.
+	Decide(ctx context.Context, in Input) Decision
+}
+
+// Recorder is what the gate needs from internal/ledger: a durable, ordered record.
+type Recorder interface {
+	// Record appends an event and returns once it is durable. An error means the event was
+	// not recorded; the gate then refuses the statement (fail closed).
+	Record(ctx context.Context, ev *ledger.Event) error
+}
+
+// Gate runs the pipeline for every session of every door.
+type Gate struct {
+	Inspector Inspector
+	Policy    Policy
+	Recorder  Recorder
+	Validator identity.Validator
+	Masker    MaskPlanner
+	Log       *slog.Logger
+	// Now is the clock; tests may replace it.
+	Now func() time.Time
+}
+
+// Check is the gate's answer for one statement text: its facts and the decision. The door
+// keeps it until the statement completes and hands it back to Done.
+type Check struct {
+	Statements []*inspect.Statement
+	Decision   Decision
+	Via        Via
+	Started    time.Time
+	// Denied is the statement that caused a deny or hold, for the error message.
+	Denied *inspect.Statement
+}
+
+// Allowed reports whether the statement may be forwarded.
+func (c *Check) Allowed() bool { return c.Decision.Action == Allow }
+
+// OpenSession decides whether an authenticated identity may use the target and records the
+// session start. A non-nil error or a non-Allow decision means the door must refuse.
+func (g *Gate) OpenSession(ctx context.Context, s *Session) (Decision, error) {
+	if s.StartedAt.IsZero() {
+		s.StartedAt = g.now()
+	}
+	d := Decision{Action: Allow, Rule: "default", Level: "admin"}
+	if g.Policy != nil {
+		d = g.Policy.Access(ctx, s)
+	}
+	s.AccessLevel = d.Level
+	if d.Action == Allow && s.Target != nil {
+		s.UpstreamRole = leastRole(s.Target.Roles, d.Level)
+	}
+	ev := g.sessionEvent(ledger.EventSessionStart, s)
+	ev.Decision = string(d.Action)
+	ev.Rule = d.Rule
+	if err := g.record(ctx, ev); err != nil {
+		return Decision{Action: Deny, Rule: "ledger", Message: "the audit ledger cannot record this session; try again shortly"}, err
+	}
+	return d, nil
+}
+
+// CloseSession records the end of a session.
+func (g *Gate) CloseSession(ctx context.Context, s *Session, reason string) {
+	ev := g.sessionEvent(ledger.EventSessionEnd, s)
+	ev.Duration = g.now().Sub(s.StartedAt)
+	ev.Message = reason
+	if err := g.record(ctx, ev); err != nil {
+		g.log().Error("record session end", "session", s.ID, "err", err)
+	}
+}
+
+// LoginFailed records a failed authentication. Cause is for the ledger and logs only; the
+// client sees the same message whatever it was.
+func (g *Gate) LoginFailed(ctx context.Context, s *Session, user, cause string) {
+	ev := g.sessionEvent(ledger.EventLoginFailed, s)
+	ev.Subject = user
+	ev.Message = cause
+	if err := g.record(ctx, ev); err != nil {
+		g.log().Error("record login failure", "err", err)
+	}
+}
+
+// Check inspects sql and decides it. Every statement that reaches a door — each statement
+// of a simple Query, every Parse, every Execute, every COPY — passes through here before it
+// is forwarded. When any statement of a multi-statement string is refused, the whole string
+// is refused, so nothing of it runs.
+func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Check {
+	c := &Check{Via: via, Started: g.now(), Decision: Decision{Action: Allow, Rule: "default"}}
+	if g.Inspector != nil {
+		c.Statements = g.Inspector.Inspect(sql)
+	} else {
+		c.Statements = []*inspect.Statement{{Text: sql, Kind: "UNKNOWN", Category: inspect.Unknown, Redacted: sql}}
+	}
+	if g.Policy == nil {
+		return c
+	}
+	for _, st := range c.Statements {
+		d := g.Policy.Decide(ctx, Input{Session: s, Statement: st, Via: via, Now: c.Started})
+		if d.Action != Allow {
+			c.Decision = d
+			c.Denied = st
+			return c
+		}
+		// The strictest limits of the statements apply to the whole string.
+		if d.MaxRows > 0 && (c.Decision.MaxRows == 0 || d.MaxRows < c.Decision.MaxRows) {
+			c.Decision.MaxRows = d.MaxRows
+		}
+		if d.MaskProfile != "" && c.Decision.MaskProfile == "" {
+			c.Decision.MaskProfile = d.MaskProfile
+		}
+		c.Decision.Rule = d.Rule
+	}
+	return c
+}
+
+// Outcome is what happened to a statement after the door forwarded it (or refused it).
+type Outcome struct {
+	Rows     int64
+	Bytes    int64
+	SQLState string
+	Error    string
+	Masked   int64
+}
+
+// Done is the recording point: it writes the statement's event and returns once it is
+// durable. Doors call it before they release the statement's completion to the client; an
+// error means the ledger could not record, and the door must fail the statement.
+func (g *Gate) Done(ctx context.Context, s *Session, c *Check, o Outcome) error {
+	ev := g.sessionEvent(ledger.EventStatement, s)
+	ev.Via = string(c.Via)
+	ev.Decision = string(c.Decision.Action)
+	ev.Rule = c.Decision.Rule
+	ev.ApprovalID = c.Decision.ApprovalID
+	ev.Duration = g.now().Sub(c.Started)
+	ev.Rows, ev.Bytes, ev.SQLState, ev.Message, ev.ValuesMasked = o.Rows, o.Bytes, o.SQLState, o.Error, o.Masked
+	ev.Statements = ledgerStatements(c.Statements)
+	return g.record(ctx, ev)
+}
+
+// StillValid is called periodically by doors for each live session, so a revoked token ends
+// its sessions within seconds.
+func (g *Gate) StillValid(ctx context.Context, s *Session) error {
+	if g.Validator == nil {
+		return nil
+	}
+	return g.Validator.StillValid(ctx, s.Identity)
+}
+
+// DenyMessage is the text a client sees for a refused statement.
+func (c *Check) DenyMessage() string {
+	d := c.Decision
+	msg := d.Message
+	if msg == "" {
+		msg = "statement refused by policy"
+	}
+	if d.Action == RequireApproval {
+		if d.ApprovalID != "" {
+			return fmt.Sprintf("gatehouse: rule %q requires approval: %s (approval request %s)", d.Rule, msg, d.ApprovalID)
+		}
+		return fmt.Sprintf("gatehouse: rule %q requires approval: %s", d.Rule, msg)
+	}
+	return fmt.Sprintf("gatehouse: denied by rule %q: %s", d.Rule, msg)
+}
+
+func (g *Gate) record(ctx context.Context, ev *ledger.Event) error {
+	if g.Recorder == nil {
+		return nil
+	}
+	if err := g.Recorder.Record(ctx, ev); err != nil {
+		return fmt.Errorf("record %s event: %w", ev.Type, err)
+	}
+	return nil
+}
+
+func (g *Gate) now() time.Time {
+	if g.Now != nil {
+		return g.Now()
+	}
+	return time.Now()
+}
+
+func (g *Gate) log() *slog.Logger {
+	if g.Log != nil {
+		return g.Log
+	}
+	return slog.Default()
+}
+
+func (g *Gate) sessionEvent(t ledger.EventType, s *Session) *ledger.Event {
+	ev := &ledger.Event{Type: t, Time: g.now()}
+	if s == nil {
+		return ev
+	}
+	ev.SessionID = s.ID
+	ev.ClientAddr = s.ClientAddr
+	ev.ApplicationName = s.ApplicationName
+	ev.TLS = s.TLS
+	ev.Database = s.Database
+	ev.UpstreamRole = s.UpstreamRole
+	if s.Identity != nil {
+		ev.Subject = s.Identity.Subject
+		ev.IdentityKind = string(s.Identity.Kind)
+		ev.Groups = s.Identity.Groups
+		ev.AuthMethod = s.Identity.AuthMethod
+	}
+	if s.Target != nil {
+		ev.Target = s.Target.Name
+		ev.Environment = s.Target.Environment
+	}
+	if s.Options != nil {
+		ev.Purpose = s.Options["gatehouse.purpose"]
+		ev.Traceparent = s.Options["gatehouse.traceparent"]
+	}
+	return ev
+}
+
+func ledgerStatements(sts []*inspect.Statement) []ledger.Statement {
+	out := make([]ledger.Statement, len(sts))
+	for i, st := range sts {
+		out[i] = ledger.Statement{
+			Kind: st.Kind, Category: string(st.Category), Redacted: st.Redacted, Fingerprint: st.Fingerprint,
+			TablesRead: st.TablesRead, TablesWritten: st.TablesWritten,
+		}
+	}
+	return out
+}
+
+// Column describes one result column as a door sees it on the wire, so masking can map it to
+// the catalog (table OID + attribute number) and keep values valid for the type.
+type Column struct {
+	Name     string
+	TableOID uint32
+	AttNum   uint16
+	TypeOID  uint32
+	Format   int16 // 0 text, 1 binary
+}
+
+// RowMasker rewrites the values of one result's rows in place before they leave Gatehouse.
+type RowMasker interface {
+	// MaskRow replaces sensitive values in values (one per column; nil is SQL NULL) and
+	// returns how many it masked.
+	MaskRow(values [][]byte) int
+}
+
+// MaskPlanner is what the gate needs from internal/mask and internal/classify: for a result
+// shape, which columns to mask and how.
+type MaskPlanner interface {
+	Plan(ctx context.Context, s *Session, c *Check, cols []Column) RowMasker
+}
+
+// ResultMasker returns the masker for a result with these columns, or nil when nothing in it
+// needs masking for this session. Doors call it on every row description.
+func (g *Gate) ResultMasker(ctx context.Context, s *Session, c *Check, cols []Column) RowMasker {
+	if g.Masker == nil || c.Decision.MaskProfile == "none" {
+		return nil
+	}
+	return g.Masker.Plan(ctx, s, c, cols)
+}
+
+// leastRole picks the least-privileged upstream role that covers level: the role declared for
+// the level itself, else the next higher level's (a read grant on a target that declares only
+// a write role runs as that role rather than as the target's own login).
+func leastRole(roles map[string]string, level string) string {
+	order := []string{"read", "write", "admin"}
+	start := 0
+	for i, l := range order {
+		if l == level {
+			start = i
+		}
+	}
+	for _, l := range order[start:] {
+		if r := roles[l]; r != "" {
+			return r
+		}
+	}
+	return ""
+}

@@ -1,0 +1,52 @@
+// Package inspect turns SQL text into facts about what each statement really does, using the
+// real PostgreSQL parser, so guardrails cannot be bypassed by rewriting a statement.
+package inspect
+
+// Category is the coarse class of a statement that policies most often key on.
+type Category string
+
+// The statement categories. Unknown is never a free pass: policies can fail closed on it.
+const (
+	Read        Category = "read"
+	Write       Category = "write"
+	DDL         Category = "ddl"
+	Admin       Category = "admin"
+	Transaction Category = "transaction"
+	SessionCat  Category = "session"
+	Unknown     Category = "unknown"
+)
+
+// Statement holds the facts about one SQL statement. Values returned by an Inspector may be
+// shared through its cache: treat them as read-only.
+type Statement struct {
+	// Text is this statement's own text (one statement of a multi-statement string).
+	Text string
+	// Kind names what the statement does, upper case: "SELECT", "INSERT", "DROP TABLE",
+	// "CREATE INDEX", "SET", "BEGIN", "COPY", ... The worst effect wins: EXPLAIN ANALYZE
+	// DELETE is "DELETE", PREPARE of a DROP is "DROP TABLE".
+	Kind string
+	// Category is read, write, ddl, admin, transaction, session or unknown.
+	Category Category
+	// ObjectType names the object a DDL statement acts on ("table", "index", "role", ...).
+	ObjectType string
+	// TablesRead and TablesWritten are schema-qualified where the text qualifies them.
+	TablesRead    []string
+	TablesWritten []string
+	// Columns are the column names the statement references.
+	Columns []string
+	// HasWhere is true when an UPDATE or DELETE has a WHERE clause.
+	HasWhere bool
+	// HasLimit is true when a SELECT has a LIMIT (or FETCH FIRST).
+	HasLimit bool
+	// Export is true when the statement moves data out in bulk (COPY TO, SELECT INTO,
+	// CREATE TABLE AS, lo_export).
+	Export bool
+	// Functions are the functions called, lower case, schema-qualified when written so.
+	Functions []string
+	// Fingerprint identifies the statement's shape regardless of literal values.
+	Fingerprint string
+	// Redacted is the text with literals replaced, safe to store in the ledger.
+	Redacted string
+	// ParseError is set when the text could not be parsed; Category is then Unknown.
+	ParseError string
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the demo, the tests and the benchmarks need on a Debian machine: PostgreSQL
+# server binaries, the real clients (psql, pgbench, psycopg 2 and 3, pgJDBC + a JDK,
+# node-postgres), PgBouncer for benchmark comparisons, Go modules and staticcheck.
+# Idempotent and quick when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+for p in postgresql-15 postgresql-client-15 python3 python3-psycopg2 python3-psycopg \
+         libpostgresql-jdbc-java default-jdk-headless pgbouncer nodejs npm openssl ca-certificates; do
+  have "$p" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "deps: installing ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The Debian package starts a cluster of its own; tests never use it (they start their own).
+
+if [ ! -d test/clients/node/node_modules/pg ]; then
+  echo "deps: installing node-postgres"
+  (cd test/clients/node && npm ci --silent --no-audit --no-fund 2>/dev/null || npm install --silent --no-audit --no-fund)
+fi
+
+go mod download
+if ! command -v staticcheck >/dev/null 2>&1 && [ ! -x "$(go env GOPATH)/bin/staticcheck" ]; then
+  echo "deps: installing staticcheck"
+  go install honnef.co/go/tools/cmd/staticcheck@2025.1.1
+fi
