@@ -9,9 +9,14 @@ cd "$(dirname "$0")/.."
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 for p in postgresql-15 postgresql-client-15 python3 python3-psycopg2 python3-psycopg \
-         libpostgresql-jdbc-java default-jdk-headless pgbouncer nodejs npm openssl ca-certificates; do
+         libpostgresql-jdbc-java pgbouncer openssl ca-certificates; do
   have "$p" || need+=("$p")
 done
+# Java and Node may come from elsewhere than Debian (a JDK or NodeSource build already on the
+# machine); only install Debian's when the commands are missing.
+command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "deps: installing ${need[*]}"
