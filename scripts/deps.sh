@@ -33,5 +33,5 @@ fi
 go mod download
 if ! command -v staticcheck >/dev/null 2>&1 && [ ! -x "$(go env GOPATH)/bin/staticcheck" ]; then
   echo "deps: installing staticcheck"
-  go install honnef.co/go/tools/cmd/staticcheck@2025.1.1
+  go install honnef.co/go/tools/cmd/staticcheck@v0.6.1
 fi
