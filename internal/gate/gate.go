@@ -97,6 +97,17 @@ type Input struct {
 	Statement *inspect.Statement
 	Via       Via
 	Now       time.Time
+	// SensitiveClasses are the classes of sensitive data (email, ssn, card, ...) held by the
+	// tables the statement touches, from the classification catalog; empty when the catalog
+	// knows of none or is not configured.
+	SensitiveClasses []string
+}
+
+// Catalog is what the gate needs from internal/classify to tell policies which statements
+// touch sensitive data.
+type Catalog interface {
+	// SensitiveClasses returns the distinct classes of sensitive columns in tables of target.
+	SensitiveClasses(ctx context.Context, target string, tables []string) []string
 }
 
 // Policy is what the gate needs from internal/policy.
@@ -122,6 +133,7 @@ type Gate struct {
 	Recorder  Recorder
 	Validator identity.Validator
 	Masker    MaskPlanner
+	Catalog   Catalog
 	Log       *slog.Logger
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
@@ -200,7 +212,11 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 		return c
 	}
 	for _, st := range c.Statements {
-		d := g.Policy.Decide(ctx, Input{Session: s, Statement: st, Via: via, Now: c.Started})
+		in := Input{Session: s, Statement: st, Via: via, Now: c.Started}
+		if g.Catalog != nil && s.Target != nil {
+			in.SensitiveClasses = g.Catalog.SensitiveClasses(ctx, s.Target.Name, append(append([]string(nil), st.TablesRead...), st.TablesWritten...))
+		}
+		d := g.Policy.Decide(ctx, in)
 		if d.Action != Allow {
 			c.Decision = d
 			c.Denied = st
