@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"time"
 )
 
 // Kind separates people from machines, because policies and auditors treat them differently
@@ -38,6 +39,10 @@ type Identity struct {
 	TokenID string
 	// Issuer is the OIDC issuer, empty for Gatehouse tokens.
 	Issuer string
+	// ExpiresAt is when the credential behind the identity stops being valid (the token's
+	// expiry or the OIDC token's exp), so a session does not outlive its credential. Zero
+	// means no known expiry.
+	ExpiresAt time.Time
 }
 
 // InGroup reports membership, the usual question a policy asks.
