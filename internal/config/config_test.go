@@ -1,0 +1,94 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseValid(t *testing.T) {
+	t.Setenv("PROD_PW", "s3cret")
+	c, err := Parse("g.yaml", []byte(`
+listen:
+  postgres: 127.0.0.1:6000
+data_dir: /tmp/gh
+targets:
+  - name: prod-db
+    environment: prod
+    labels: {team: payments}
+    host: 10.0.0.5
+    database: app
+    user: gatehouse
+    password_env: PROD_PW
+    roles: {read: app_ro, write: app_rw}
+  - name: dev
+    host: localhost
+    user: dev
+ledger:
+  retention: 90d
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen.HTTP != "127.0.0.1:8080" {
+		t.Errorf("default http listen lost: %q", c.Listen.HTTP)
+	}
+	p, ok := c.Target("prod-db")
+	if !ok || p.Port != 5432 || p.Engine != "postgres" || p.Labels["team"] != "payments" || p.Line != 6 {
+		t.Fatalf("target = %+v", p)
+	}
+	if pw, err := p.Secret(); err != nil || pw != "s3cret" {
+		t.Fatalf("secret = %q, %v", pw, err)
+	}
+	d, _ := c.Target("dev")
+	if d.Environment != "dev" || d.Database != "postgres" || d.TLS.Mode != "disable" {
+		t.Fatalf("dev defaults = %+v", d)
+	}
+	if time.Duration(c.Ledger.Retention) != 90*24*time.Hour {
+		t.Fatalf("retention = %v", time.Duration(c.Ledger.Retention))
+	}
+}
+
+func TestParseErrorsNameFileLineAndField(t *testing.T) {
+	cases := []struct{ yaml, want string }{
+		{"targets:\n  - name: a\n    hots: x\n", "g.yaml:3: targets[0].hots: unknown field; expected one of"},
+		{"targets:\n  - name: a\n    host: h\n    user: u\n    port: lots\n", "g.yaml:5: cannot unmarshal"},
+		{"targets:\n  - name: a\n    host: h\n    user: u\n  - name: a\n    host: h\n    user: u\n", "g.yaml:5: targets[1].name: \"a\" is already declared at line 2"},
+		{"targets:\n  - name: a\n    user: u\n", "g.yaml:2: targets[0].host: is required"},
+		{"targets:\n  - name: a\n    host: h\n    user: u\n    tls: {mode: maybe}\n", "targets[0].tls.mode: \"maybe\" is not an upstream TLS mode"},
+		{"targets:\n  - name: a\n    host: h\n    user: u\n    roles: {owner: x}\n", "\"owner\" is not an access level"},
+		{"listen: {postgres: nope}\n", "listen.postgres: \"nope\" is not host:port"},
+		{"ledger: {retention: soon}\n", "g.yaml:1: \"soon\" is not a duration"},
+		{"tls: {mode: files}\n", "tls: mode files needs cert_file and key_file"},
+		{"targets: [\n", "g.yaml: not valid YAML"},
+		{"oidc:\n  - issuer: https://idp\n", "g.yaml:2: oidc[0].audience: is required"},
+	}
+	for _, c := range cases {
+		_, err := Parse("g.yaml", []byte(c.yaml))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q:\n got  %v\n want %s", c.yaml, err, c.want)
+		}
+	}
+}
+
+func TestSecretFromFileAndMissingEnv(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(f, []byte("from-file\n"), 0o600)
+	tg := Target{Name: "x", PasswordFile: f}
+	if s, err := tg.Secret(); err != nil || s != "from-file" {
+		t.Fatalf("%q %v", s, err)
+	}
+	tg = Target{Name: "x", PasswordEnv: "GATEHOUSE_TEST_UNSET_VAR"}
+	if _, err := tg.Secret(); err == nil || !strings.Contains(err.Error(), "GATEHOUSE_TEST_UNSET_VAR") {
+		t.Fatalf("missing env error = %v", err)
+	}
+}
+
+func TestEmptyFileGivesDefaults(t *testing.T) {
+	c, err := Parse("empty.yaml", nil)
+	if err != nil || c.Listen.Postgres != "127.0.0.1:15432" || c.TLS.Mode != "auto" {
+		t.Fatalf("%+v %v", c, err)
+	}
+}
