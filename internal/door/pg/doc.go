@@ -1,0 +1,14 @@
+// Package pg is Gatehouse's PostgreSQL door: it speaks the PostgreSQL wire protocol to
+// clients (psql, JDBC, pgx, psycopg, ...), authenticates them with Gatehouse or OIDC tokens,
+// connects to the target database with the target's own credentials, and relays raw protocol
+// messages in both directions. Every statement passes the gate before it is forwarded and
+// every result passes the gate's masker and recording point on its way back, so clients keep
+// using their ordinary drivers while identity, policy, masking and the ledger apply.
+//
+// The relay decodes only the messages it must look at and passes everything else through as
+// untouched bytes; that keeps it protocol-complete (COPY, LISTEN/NOTIFY, pipelining,
+// FunctionCall) and cheap. A denied statement is replaced by a statement that makes the
+// upstream server itself fail at exactly that point, so the server's own extended-protocol
+// state machine (skip to Sync, abort the transaction) stays authoritative; the door then
+// rewrites that failure into Gatehouse's SQLSTATE 42501 error.
+package pg

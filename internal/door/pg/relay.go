@@ -1,0 +1,884 @@
+package pg
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/gatehouse/gatehouse/internal/gate"
+)
+
+// pendKind is the kind of client message whose response the relay is waiting for.
+type pendKind uint8
+
+const (
+	pQuery pendKind = iota + 1
+	pFunction
+	pParse
+	pBind
+	pDescribeS
+	pDescribeP
+	pExecute
+	pClose
+	pSync
+)
+
+// pending is one client message forwarded upstream and not yet fully answered. The client
+// loop appends them in the order it forwards messages; the upstream loop matches responses
+// to them in the same order, which is the order PostgreSQL answers in.
+type pending struct {
+	kind    pendKind
+	check   *gate.Check // statements that passed the gate and must be recorded
+	denied  bool        // replaced by a failing statement; rewrite its error
+	swallow bool        // injected by Gatehouse: the client must not see the response
+	name    string      // statement or portal name
+	stmt    string      // Bind: the statement name
+	formats []int16     // Bind: result format codes
+
+	// Result state, touched only by the upstream loop.
+	started   bool
+	masker    gate.RowMasker
+	cols      []gate.Column
+	out       gate.Outcome
+	resRows   int64 // DataRows of the current result
+	rows      int64 // DataRows of the whole check, for max_rows
+	truncated bool
+	held      []byte // simple query: the last completion, released at ReadyForQuery
+}
+
+// relay is one live session: a client connection and its upstream connection.
+type relay struct {
+	srv    *Server
+	sess   *gate.Session
+	client net.Conn
+	up     net.Conn
+
+	cr *frameReader
+	ur *frameReader
+	uw *bufio.Writer // client loop only
+	cw *bufio.Writer // upstream loop only
+
+	keyPID, keySecret uint32 // Gatehouse-issued BackendKeyData
+	upPID             uint32
+	upSecret          []byte
+	upAddr            string
+
+	nonce string
+	seq   uint64
+
+	mu    sync.Mutex
+	queue []*pending
+	head  int
+
+	// fatal is the error the client is told when the session ends for a reason of our own
+	// (revocation, a protocol violation by the client); nil means the upstream went away.
+	fatal      atomic.Pointer[pgproto3.ErrorResponse]
+	clientGone atomic.Bool
+	endOnce    sync.Once
+
+	// Client-loop state: what the client has prepared, as far as the client loop knows.
+	stmtText        map[string]string
+	stmtDescribed   map[string]bool
+	portalText      map[string]string
+	portalDescribed map[string]bool
+
+	// Upstream-loop state: result shapes as PostgreSQL reported them.
+	stmtCols   map[string][]gate.Column
+	portalCols map[string][]gate.Column
+
+	row     pgproto3.DataRow
+	scratch []byte // client loop's encode buffer
+	outBuf  []byte // upstream loop's encode buffer
+}
+
+func newRelay(s *Server, c *conn, h *pgconn.HijackedConn, sess *gate.Session, fr *frameReader) *relay {
+	max := s.MaxMessageSize
+	r := &relay{
+		srv: s, sess: sess, client: c.Conn, up: h.Conn,
+		cr: fr, ur: newFrameReader(h.Conn, max),
+		uw: bufio.NewWriterSize(h.Conn, 32<<10), cw: bufio.NewWriterSize(c.Conn, 32<<10),
+		upPID: h.PID, upSecret: h.SecretKey, upAddr: h.Conn.RemoteAddr().String(),
+		nonce:    gate.NewSessionID(),
+		stmtText: map[string]string{}, stmtDescribed: map[string]bool{},
+		portalText: map[string]string{}, portalDescribed: map[string]bool{},
+		stmtCols: map[string][]gate.Column{}, portalCols: map[string][]gate.Column{},
+	}
+	r.cr.max = DefaultMaxMessageSize
+	if max > 0 {
+		r.cr.max = max
+	}
+	return r
+}
+
+func (r *relay) push(p *pending) {
+	r.mu.Lock()
+	r.queue = append(r.queue, p)
+	r.mu.Unlock()
+}
+
+// peek returns the oldest unanswered message, or nil.
+func (r *relay) peek() *pending {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.head < len(r.queue) {
+		return r.queue[r.head]
+	}
+	return nil
+}
+
+func (r *relay) pop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.head < len(r.queue) {
+		r.queue[r.head] = nil
+		r.head++
+	}
+	if r.head == len(r.queue) {
+		r.queue, r.head = r.queue[:0], 0
+	} else if r.head > 64 && r.head*2 > len(r.queue) {
+		n := copy(r.queue, r.queue[r.head:])
+		clear(r.queue[n:])
+		r.queue, r.head = r.queue[:n], 0
+	}
+}
+
+// inFlight reports whether anything the client sent is still unanswered.
+func (r *relay) inFlight() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.head < len(r.queue)
+}
+
+// end makes both loops stop: closing the upstream ends the upstream loop, which then tells
+// the client why (fatal) and closes the client connection.
+func (r *relay) end(fatal *pgproto3.ErrorResponse) {
+	if fatal != nil {
+		r.fatal.CompareAndSwap(nil, fatal)
+	}
+	r.endOnce.Do(func() { _ = r.up.Close() })
+}
+
+// relay runs the session until either side ends and returns why it ended.
+func (r *relay) relay(ctx context.Context) string {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan string, 1)
+	go func() { done <- r.clientLoop(ctx) }()
+	if every := durationOr(r.srv.RevalidateEvery, 2*time.Second); every > 0 {
+		go r.revalidate(ctx, every)
+	}
+	upReason := r.upstreamLoop(ctx)
+	_ = r.client.Close()
+	clientReason := <-done
+	r.srv.Metrics.bytes(r.cr.n, r.ur.n)
+	if f := r.fatal.Load(); f != nil {
+		return f.Message
+	}
+	if clientReason != "" {
+		return clientReason
+	}
+	return upReason
+}
+
+// revalidate ends the session when its identity is no longer valid (revoked token).
+func (r *relay) revalidate(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			vctx, cancel := context.WithTimeout(ctx, every)
+			err := r.srv.Gate.StillValid(vctx, r.sess)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				r.srv.log().Info("pg session revoked", "session", r.sess.ID, "err", err)
+				r.end(fatalErr("57P01", "session ended: token revoked or no longer valid"))
+				return
+			}
+		}
+	}
+}
+
+func fatalErr(code, msg string) *pgproto3.ErrorResponse {
+	return &pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg}
+}
+
+func errorResp(code, msg string) *pgproto3.ErrorResponse {
+	return &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: code, Message: msg}
+}
+
+// cancelUpstream asks the upstream server to cancel whatever the session's backend runs.
+func (r *relay) cancelUpstream(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", r.upAddr)
+	if err != nil {
+		return fmt.Errorf("dial upstream for cancel: %w", err)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	buf, err := (&pgproto3.CancelRequest{ProcessID: r.upPID, SecretKey: r.upSecret}).Encode(nil)
+	if err != nil {
+		return fmt.Errorf("encode cancel request: %w", err)
+	}
+	if _, err := c.Write(buf); err != nil {
+		return fmt.Errorf("send cancel request: %w", err)
+	}
+	// The server closes the connection once it has handled the request.
+	_, _ = io.Copy(io.Discard, c)
+	return nil
+}
+
+// denyToken is a statement text that fails with a syntax error at the upstream, naming this
+// session and sequence; it stands in for a denied statement.
+func (r *relay) denyToken() string {
+	r.seq++
+	return "gatehouse_deny_" + r.nonce + "_" + strconv.FormatUint(r.seq, 10)
+}
+
+// ---------------------------------------------------------------- client → upstream
+
+// clientLoop reads client messages, passes them through the gate and forwards them.
+func (r *relay) clientLoop(ctx context.Context) string {
+	for {
+		frame, err := r.cr.next()
+		if err != nil {
+			var fe *errFrame
+			if errors.As(err, &fe) {
+				r.end(fatalErr("08P01", "invalid frontend message: "+fe.msg))
+				return "protocol violation: " + fe.msg
+			}
+			r.clientVanished(ctx)
+			return "client disconnected"
+		}
+		stop, err := r.fromClient(ctx, frame)
+		if err != nil {
+			r.end(fatalErr("08P01", err.Error()))
+			return "protocol violation: " + err.Error()
+		}
+		if r.cr.buffered() == 0 || stop {
+			if err := r.uw.Flush(); err != nil {
+				r.end(nil)
+				return "upstream write failed"
+			}
+		}
+		if stop {
+			r.clientGone.Store(true)
+			r.end(nil)
+			return "client terminated the session"
+		}
+	}
+}
+
+// clientVanished cancels a running query when the client disappears, so the upstream does
+// not keep working for nobody, then closes the upstream.
+func (r *relay) clientVanished(ctx context.Context) {
+	r.clientGone.Store(true)
+	if r.inFlight() {
+		if err := r.cancelUpstream(context.WithoutCancel(ctx)); err != nil {
+			r.srv.log().Warn("pg cancel after client vanished failed", "session", r.sess.ID, "err", err)
+		}
+	}
+	r.end(nil)
+}
+
+func (r *relay) write(frame []byte) {
+	_, _ = r.uw.Write(frame) // errors surface at Flush
+}
+
+func (r *relay) writeMsg(m pgproto3.FrontendMessage) error {
+	var err error
+	r.scratch, err = m.Encode(r.scratch[:0])
+	if err != nil {
+		return fmt.Errorf("encode %T: %w", m, err)
+	}
+	r.write(r.scratch)
+	return nil
+}
+
+func (r *relay) check(ctx context.Context, sql string, via gate.Via) *gate.Check {
+	c := r.srv.Gate.Check(ctx, r.sess, sql, via)
+	r.srv.Metrics.statement(string(c.Decision.Action))
+	return c
+}
+
+// fromClient handles one client message; stop is true after Terminate.
+func (r *relay) fromClient(ctx context.Context, frame []byte) (stop bool, err error) {
+	body := frame[5:]
+	switch frame[0] {
+	case 'Q':
+		sql, _, ok := cstring(body)
+		if !ok {
+			return false, errors.New("malformed Query message")
+		}
+		c := r.check(ctx, sql, gate.ViaQuery)
+		p := &pending{kind: pQuery, check: c}
+		if !c.Allowed() {
+			p.denied = true
+			r.push(p)
+			return false, r.writeMsg(&pgproto3.Query{String: r.denyToken()})
+		}
+		r.push(p)
+	case 'P':
+		var m pgproto3.Parse
+		if err := m.Decode(body); err != nil {
+			return false, fmt.Errorf("malformed Parse message: %w", err)
+		}
+		c := r.check(ctx, m.Query, gate.ViaParse)
+		r.stmtText[m.Name] = m.Query
+		r.stmtDescribed[m.Name] = false
+		if !c.Allowed() {
+			r.push(&pending{kind: pParse, name: m.Name, check: c, denied: true})
+			return false, r.writeMsg(&pgproto3.Parse{Name: m.Name, Query: r.denyToken()})
+		}
+		// An allowed Parse is recorded when its statement executes, not now.
+		r.push(&pending{kind: pParse, name: m.Name})
+	case 'B':
+		portal, stmt, formats, err := decodeBind(body)
+		if err != nil {
+			return false, err
+		}
+		r.portalText[portal] = r.stmtText[stmt]
+		r.portalDescribed[portal] = r.stmtDescribed[stmt]
+		r.push(&pending{kind: pBind, name: portal, stmt: stmt, formats: formats})
+	case 'D':
+		var m pgproto3.Describe
+		if err := m.Decode(body); err != nil {
+			return false, fmt.Errorf("malformed Describe message: %w", err)
+		}
+		if m.ObjectType == 'S' {
+			r.stmtDescribed[m.Name] = true
+			r.push(&pending{kind: pDescribeS, name: m.Name})
+		} else {
+			r.portalDescribed[m.Name] = true
+			r.push(&pending{kind: pDescribeP, name: m.Name})
+		}
+	case 'E':
+		var m pgproto3.Execute
+		if err := m.Decode(body); err != nil {
+			return false, fmt.Errorf("malformed Execute message: %w", err)
+		}
+		text, ok := r.portalText[m.Portal]
+		if !ok {
+			// A portal the client did not Bind (a cursor opened with DECLARE): its query was
+			// checked when it was declared; this fetches from it.
+			text = "FETCH ALL FROM " + quoteIdent(m.Portal)
+		}
+		c := r.check(ctx, text, gate.ViaExecute)
+		if !c.Allowed() {
+			r.push(&pending{kind: pExecute, name: m.Portal, check: c, denied: true})
+			tok := r.denyToken()
+			return false, r.writeMsg(&pgproto3.Parse{Name: tok, Query: tok})
+		}
+		if r.srv.Gate.Masker != nil && !r.portalDescribed[m.Portal] {
+			// The masker needs the result's columns and Execute sends no RowDescription:
+			// ask for it and keep the answer from the client, who did not ask.
+			r.portalDescribed[m.Portal] = true
+			r.push(&pending{kind: pDescribeP, name: m.Portal, swallow: true})
+			if err := r.writeMsg(&pgproto3.Describe{ObjectType: 'P', Name: m.Portal}); err != nil {
+				return false, err
+			}
+		}
+		r.push(&pending{kind: pExecute, name: m.Portal, check: c})
+	case 'C':
+		var m pgproto3.Close
+		if err := m.Decode(body); err != nil {
+			return false, fmt.Errorf("malformed Close message: %w", err)
+		}
+		if m.ObjectType == 'S' {
+			delete(r.stmtText, m.Name)
+			delete(r.stmtDescribed, m.Name)
+			r.push(&pending{kind: pClose, name: m.Name, stmt: "S"})
+		} else {
+			delete(r.portalText, m.Name)
+			delete(r.portalDescribed, m.Name)
+			r.push(&pending{kind: pClose, name: m.Name, stmt: "P"})
+		}
+	case 'S':
+		r.push(&pending{kind: pSync})
+	case 'F':
+		var m pgproto3.FunctionCall
+		if err := m.Decode(body); err != nil {
+			return false, fmt.Errorf("malformed FunctionCall message: %w", err)
+		}
+		// The fast-path interface names a function by OID only (libpq's large-object
+		// functions use it). The gate sees a parseable stand-in naming the OID, with
+		// Via=function, so a policy can allow or refuse fast-path calls explicitly.
+		c := r.check(ctx, fmt.Sprintf("SELECT gatehouse_fastpath_function(%d)", m.Function), gate.ViaFunction)
+		p := &pending{kind: pFunction, check: c}
+		if !c.Allowed() {
+			p.denied = true
+			r.push(p)
+			return false, r.writeMsg(&pgproto3.Query{String: r.denyToken()})
+		}
+		r.push(p)
+	case 'H', 'd', 'c', 'f':
+		// Flush and COPY sub-protocol messages pass through.
+	case 'X':
+		r.write(frame)
+		return true, nil
+	default:
+		return false, fmt.Errorf("unexpected frontend message type %q", frame[0])
+	}
+	r.write(frame)
+	return false, nil
+}
+
+// decodeBind reads the names and result formats of a Bind message without copying its
+// parameter values (pgproto3.Bind.Decode would allocate a slice per parameter).
+func decodeBind(b []byte) (portal, stmt string, formats []int16, err error) {
+	bad := errors.New("malformed Bind message")
+	portal, b, ok := cstring(b)
+	if !ok {
+		return "", "", nil, bad
+	}
+	stmt, b, ok = cstring(b)
+	if !ok || len(b) < 2 {
+		return "", "", nil, bad
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	if len(b) < 2*n+2 {
+		return "", "", nil, bad
+	}
+	b = b[2*n:]
+	n = int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	for range n {
+		if len(b) < 4 {
+			return "", "", nil, bad
+		}
+		l := int(int32(binary.BigEndian.Uint32(b)))
+		b = b[4:]
+		if l > 0 {
+			if len(b) < l {
+				return "", "", nil, bad
+			}
+			b = b[l:]
+		}
+	}
+	if len(b) < 2 {
+		return "", "", nil, bad
+	}
+	n = int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	if len(b) != 2*n {
+		return "", "", nil, bad
+	}
+	if n > 0 {
+		formats = make([]int16, n)
+		for i := range formats {
+			formats[i] = int16(binary.BigEndian.Uint16(b[2*i:]))
+		}
+	}
+	return portal, stmt, formats, nil
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// ---------------------------------------------------------------- upstream → client
+
+// upstreamLoop reads upstream messages, matches them to what the client sent, masks and
+// limits results, records completions and forwards everything to the client.
+func (r *relay) upstreamLoop(ctx context.Context) string {
+	defer r.cw.Flush()
+	for {
+		frame, err := r.ur.next()
+		if err != nil {
+			if f := r.fatal.Load(); f != nil {
+				r.sendClient(f)
+				return f.Message
+			}
+			if r.clientGone.Load() {
+				return "client disconnected"
+			}
+			r.sendClient(fatalErr("08006", "gatehouse: the connection to the upstream database was lost"))
+			return "upstream connection lost: " + err.Error()
+		}
+		if err := r.fromUpstream(ctx, frame); err != nil {
+			r.end(nil)
+			r.sendClient(fatalErr("08P01", "gatehouse: "+err.Error()))
+			return err.Error()
+		}
+		if r.ur.buffered() == 0 {
+			if err := r.cw.Flush(); err != nil {
+				r.end(nil)
+				return "client write failed"
+			}
+		}
+	}
+}
+
+func (r *relay) sendClient(m pgproto3.BackendMessage) {
+	r.emitMsg(m)
+	_ = r.cw.Flush()
+}
+
+func (r *relay) emit(frame []byte) { _, _ = r.cw.Write(frame) }
+
+func (r *relay) emitMsg(m pgproto3.BackendMessage) {
+	var err error
+	r.outBuf, err = m.Encode(r.outBuf[:0])
+	if err == nil {
+		r.emit(r.outBuf)
+	}
+}
+
+// fromUpstream handles one upstream message.
+func (r *relay) fromUpstream(ctx context.Context, frame []byte) error {
+	typ, body := frame[0], frame[5:]
+	switch typ {
+	case 'N', 'A', 'S':
+		// Notices, notifications and parameter changes are asynchronous: pass through.
+		r.emit(frame)
+		return nil
+	}
+	p := r.peek()
+	if p == nil {
+		// Nothing outstanding: an asynchronous error (shutdown, termination) or noise.
+		r.emit(frame)
+		return nil
+	}
+	simple := p.kind == pQuery || p.kind == pFunction
+	if simple && p.held != nil && typ != 'Z' && typ != 'C' && typ != 'I' && typ != 'E' {
+		r.releaseHeld(p)
+	}
+	switch typ {
+	case '1': // ParseComplete
+		r.pop()
+	case '2': // BindComplete
+		if p.kind == pBind {
+			r.portalCols[p.name] = withFormats(r.stmtCols[p.stmt], p.formats)
+		}
+		r.pop()
+	case '3': // CloseComplete
+		if p.kind == pClose {
+			if p.stmt == "S" {
+				delete(r.stmtCols, p.name)
+			} else {
+				delete(r.portalCols, p.name)
+			}
+		}
+		r.pop()
+	case 't': // ParameterDescription
+	case 'T': // RowDescription
+		switch p.kind {
+		case pDescribeS, pDescribeP:
+			if r.srv.Gate.Masker != nil {
+				cols, err := decodeColumns(body)
+				if err != nil {
+					return err
+				}
+				if p.kind == pDescribeS {
+					r.stmtCols[p.name] = cols
+				} else {
+					r.portalCols[p.name] = cols
+				}
+			}
+			r.pop()
+			if p.swallow {
+				return nil
+			}
+		case pQuery:
+			p.resRows = 0
+			p.masker = nil
+			if r.srv.Gate.Masker != nil {
+				cols, err := decodeColumns(body)
+				if err != nil {
+					return err
+				}
+				p.masker = r.srv.Gate.ResultMasker(ctx, r.sess, p.check, cols)
+			}
+		}
+	case 'n': // NoData
+		if p.kind == pDescribeS || p.kind == pDescribeP {
+			if p.kind == pDescribeS {
+				delete(r.stmtCols, p.name)
+			} else {
+				delete(r.portalCols, p.name)
+			}
+			r.pop()
+			if p.swallow {
+				return nil
+			}
+		}
+	case 'D': // DataRow
+		return r.dataRow(ctx, p, frame)
+	case 'd': // CopyData (COPY TO STDOUT)
+		p.out.Bytes += int64(len(frame))
+	case 'C', 'I', 's': // CommandComplete, EmptyQueryResponse, PortalSuspended
+		return r.complete(ctx, p, frame)
+	case 'E':
+		return r.errorResponse(ctx, p, frame)
+	case 'Z': // ReadyForQuery
+		return r.ready(ctx, frame)
+	}
+	r.emit(frame)
+	return nil
+}
+
+// withFormats applies Bind's result format codes to a statement's columns.
+func withFormats(cols []gate.Column, formats []int16) []gate.Column {
+	if cols == nil {
+		return nil
+	}
+	out := make([]gate.Column, len(cols))
+	copy(out, cols)
+	for i := range out {
+		switch len(formats) {
+		case 0:
+			out[i].Format = 0
+		case 1:
+			out[i].Format = formats[0]
+		default:
+			if i < len(formats) {
+				out[i].Format = formats[i]
+			}
+		}
+	}
+	return out
+}
+
+func decodeColumns(body []byte) ([]gate.Column, error) {
+	var rd pgproto3.RowDescription
+	if err := rd.Decode(body); err != nil {
+		return nil, fmt.Errorf("malformed RowDescription from upstream: %w", err)
+	}
+	cols := make([]gate.Column, len(rd.Fields))
+	for i, f := range rd.Fields {
+		cols[i] = gate.Column{Name: string(f.Name), TableOID: f.TableOID, AttNum: f.TableAttributeNumber, TypeOID: f.DataTypeOID, Format: f.Format}
+	}
+	return cols, nil
+}
+
+// dataRow forwards one row, masked and within the row limit.
+func (r *relay) dataRow(ctx context.Context, p *pending, frame []byte) error {
+	if p.kind == pExecute && !p.started {
+		p.started = true
+		if r.srv.Gate.Masker != nil {
+			p.masker = r.srv.Gate.ResultMasker(ctx, r.sess, p.check, r.portalCols[p.name])
+		}
+	}
+	p.rows++
+	p.resRows++
+	if p.check != nil && p.check.Decision.MaxRows > 0 && p.rows > p.check.Decision.MaxRows {
+		if !p.truncated {
+			p.truncated = true
+			go func() {
+				if err := r.cancelUpstream(context.WithoutCancel(ctx)); err != nil {
+					r.srv.log().Warn("pg cancel for row limit failed", "session", r.sess.ID, "err", err)
+				}
+			}()
+		}
+		return nil
+	}
+	if p.masker != nil {
+		if err := r.row.Decode(frame[5:]); err != nil {
+			return fmt.Errorf("malformed DataRow from upstream: %w", err)
+		}
+		if n := p.masker.MaskRow(r.row.Values); n > 0 {
+			p.out.Masked += int64(n)
+			buf, err := r.row.Encode(r.outBuf[:0])
+			if err != nil {
+				return fmt.Errorf("encode masked row: %w", err)
+			}
+			r.outBuf = buf
+			p.out.Bytes += int64(len(buf))
+			r.emit(buf)
+			return nil
+		}
+	}
+	p.out.Bytes += int64(len(frame))
+	r.emit(frame)
+	return nil
+}
+
+// rowLimitError is what the client sees instead of a result that exceeded max_rows.
+func rowLimitError(c *gate.Check) *pgproto3.ErrorResponse {
+	return errorResp("54000", fmt.Sprintf("gatehouse: the result exceeded the policy's row limit of %d rows (rule %q); add a LIMIT or narrow the query", c.Decision.MaxRows, c.Decision.Rule))
+}
+
+// ledgerError is what the client sees when the ledger cannot record a statement.
+func ledgerError() *pgproto3.ErrorResponse {
+	return errorResp("58000", "gatehouse: the audit ledger could not record this statement, so its result is withheld; try again shortly")
+}
+
+// tagRows is the row count at the end of a command tag ("SELECT 5", "INSERT 0 3").
+func tagRows(tag []byte) (int64, bool) {
+	i := len(tag)
+	for i > 0 && tag[i-1] >= '0' && tag[i-1] <= '9' {
+		i--
+	}
+	if i == len(tag) || i == 0 || tag[i-1] != ' ' {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(tag[i:]), 10, 64)
+	return n, err == nil
+}
+
+// complete handles CommandComplete, EmptyQueryResponse and PortalSuspended.
+func (r *relay) complete(ctx context.Context, p *pending, frame []byte) error {
+	n, ok := int64(0), false
+	if frame[0] == 'C' {
+		n, ok = tagRows(frame[5 : len(frame)-1])
+	}
+	if !ok {
+		n = p.resRows
+	}
+	p.out.Rows += n
+	p.resRows = 0
+	var msg []byte
+	if p.truncated {
+		p.out.SQLState = "54000"
+		p.out.Error = "row limit exceeded"
+		p.out.Rows = p.check.Decision.MaxRows
+		msg, _ = rowLimitError(p.check).Encode(nil)
+	} else {
+		msg = frame
+	}
+	switch p.kind {
+	case pQuery:
+		if p.held != nil {
+			r.releaseHeld(p)
+		}
+		p.held = append(p.held[:0:0], msg...)
+		return nil
+	case pExecute:
+		r.pop()
+		if p.check != nil {
+			if err := r.srv.Gate.Done(ctx, r.sess, p.check, p.out); err != nil {
+				r.srv.log().Error("pg ledger record failed", "session", r.sess.ID, "err", err)
+				r.emitMsg(ledgerError())
+				return nil
+			}
+		}
+	}
+	r.emit(msg)
+	return nil
+}
+
+func (r *relay) releaseHeld(p *pending) {
+	r.emit(p.held)
+	p.held = nil
+}
+
+// errorResponse handles an ErrorResponse: rewrites Gatehouse's own stand-in failures into
+// the deny, records failed statements and drops the messages PostgreSQL now skips.
+func (r *relay) errorResponse(ctx context.Context, p *pending, frame []byte) error {
+	var er pgproto3.ErrorResponse
+	if err := er.Decode(frame[5:]); err != nil {
+		return fmt.Errorf("malformed ErrorResponse from upstream: %w", err)
+	}
+	msg := frame
+	switch {
+	case p.denied:
+		if !strings.Contains(er.Message, "gatehouse_deny_"+r.nonce) {
+			r.srv.log().Warn("pg deny stand-in failed unexpectedly", "session", r.sess.ID, "sqlstate", er.Code)
+		}
+		m := errorResp("42501", p.check.DenyMessage())
+		msg, _ = m.Encode(nil)
+		p.out.SQLState, p.out.Error = "42501", m.Message
+	case p.truncated:
+		msg, _ = rowLimitError(p.check).Encode(nil)
+		p.out.SQLState, p.out.Error = "54000", "row limit exceeded"
+		p.out.Rows = p.check.Decision.MaxRows
+	default:
+		p.out.SQLState, p.out.Error = er.Code, er.Message
+	}
+	if er.Severity == "FATAL" || er.Severity == "PANIC" {
+		// The upstream ends the session (terminated, shut down): tell the client as is.
+		r.emit(msg)
+		return nil
+	}
+	if p.kind == pQuery || p.kind == pFunction {
+		if p.held != nil {
+			r.releaseHeld(p)
+		}
+		p.held = append(p.held[:0:0], msg...)
+		return nil
+	}
+	// Extended protocol: this message failed; PostgreSQL discards everything up to Sync.
+	failed := p
+	r.pop()
+	if failed.check != nil {
+		if err := r.srv.Gate.Done(ctx, r.sess, failed.check, failed.out); err != nil {
+			r.srv.log().Error("pg ledger record failed", "session", r.sess.ID, "err", err)
+			msg, _ = ledgerError().Encode(nil)
+		}
+	}
+	r.skipToSync(ctx, "not run: an earlier message before Sync failed")
+	// Even the error of a Describe Gatehouse injected is shown: it stands for the failure
+	// of the client's Execute that follows it, which PostgreSQL now skips.
+	r.emit(msg)
+	return nil
+}
+
+// skipToSync drops the messages PostgreSQL discards after an error, up to the next Sync (or
+// simple Query, which it also discards), recording denied ones: they were refused even
+// though the client never sees that refusal.
+func (r *relay) skipToSync(ctx context.Context, why string) {
+	for {
+		p := r.peek()
+		if p == nil || p.kind == pSync {
+			return
+		}
+		r.pop()
+		if p.denied && p.check != nil {
+			if err := r.srv.Gate.Done(ctx, r.sess, p.check, gate.Outcome{SQLState: "42501", Error: why}); err != nil {
+				r.srv.log().Error("pg ledger record failed", "session", r.sess.ID, "err", err)
+			}
+		}
+	}
+}
+
+// ready handles ReadyForQuery: the end of a simple Query, a FunctionCall or a Sync.
+func (r *relay) ready(ctx context.Context, frame []byte) error {
+	for {
+		p := r.peek()
+		if p == nil {
+			break
+		}
+		if p.kind == pSync {
+			r.pop()
+			break
+		}
+		if p.kind == pQuery || p.kind == pFunction {
+			r.pop()
+			held := p.held
+			if p.check != nil {
+				if err := r.srv.Gate.Done(ctx, r.sess, p.check, p.out); err != nil {
+					r.srv.log().Error("pg ledger record failed", "session", r.sess.ID, "err", err)
+					held, _ = ledgerError().Encode(nil)
+				}
+			}
+			r.emit(held)
+			break
+		}
+		// A message that was never answered (it followed an error): drop it.
+		r.pop()
+		if p.denied && p.check != nil {
+			if err := r.srv.Gate.Done(ctx, r.sess, p.check, gate.Outcome{SQLState: "42501", Error: "not run"}); err != nil {
+				r.srv.log().Error("pg ledger record failed", "session", r.sess.ID, "err", err)
+			}
+		}
+	}
+	r.emit(frame)
+	return nil
+}

@@ -1,0 +1,664 @@
+package pg
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/gate"
+	"github.com/gatehouse/gatehouse/internal/identity"
+)
+
+// Server is the PostgreSQL door: it accepts client connections, authenticates them and
+// relays each session to its target through the gate. Set the fields, then call Serve.
+type Server struct {
+	// Gate decides, masks and records every statement.
+	Gate *gate.Gate
+	// Auth turns the password a client sends (a Gatehouse or OIDC token) into an identity.
+	Auth identity.Authenticator
+	// Target returns the current definition of a target. It is called for every new
+	// connection, so a configuration reload applies to new sessions without dropping
+	// existing ones.
+	Target func(name string) (*config.Target, bool)
+	// TLS is the client-facing TLS configuration; nil answers SSLRequest with 'N'.
+	TLS *tls.Config
+	// AllowInsecurePasswords accepts cleartext tokens over non-TLS connections from
+	// non-loopback clients. Off by default: a token is a bearer credential.
+	AllowInsecurePasswords bool
+	// StartupTimeout bounds the time from accept to an authenticated session (default 30s),
+	// so a client that sends nothing cannot hold a connection.
+	StartupTimeout time.Duration
+	// ConnectTimeout bounds connecting to the upstream (default 10s).
+	ConnectTimeout time.Duration
+	// MaxMessageSize bounds one protocol message (default DefaultMaxMessageSize); a longer
+	// length prefix ends the connection with a clear error.
+	MaxMessageSize int
+	// RevalidateEvery is how often live sessions re-check their identity (default 2s), so
+	// a revoked token ends its sessions within seconds.
+	RevalidateEvery time.Duration
+	// Log receives connection-level events; never secrets or result values.
+	Log *slog.Logger
+	// Metrics are updated when non-nil.
+	Metrics *Metrics
+
+	mu       sync.Mutex
+	sessions map[uint32]*relay // by Gatehouse-issued backend pid
+	conns    map[net.Conn]struct{}
+	wg       sync.WaitGroup
+}
+
+// Sessions returns the number of live relayed sessions, for readiness and tests.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// Serve accepts connections on l until ctx is done or l is closed. When it returns, every
+// connection it accepted has been closed and its goroutines have ended.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	if s.Gate == nil || s.Auth == nil || s.Target == nil {
+		return errors.New("pg door: Gate, Auth and Target must be set")
+	}
+	s.mu.Lock()
+	if s.sessions == nil {
+		s.sessions = make(map[uint32]*relay)
+		s.conns = make(map[net.Conn]struct{})
+	}
+	s.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { _ = l.Close() })
+	defer stop()
+	var err error
+	for {
+		var nc net.Conn
+		nc, err = l.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			break
+		}
+		s.Metrics.connection()
+		s.track(nc, true)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.track(nc, false)
+			s.handle(ctx, nc)
+		}()
+	}
+	// Closing the client connections ends every session; their goroutines clean up.
+	cancel()
+	s.mu.Lock()
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return fmt.Errorf("pg door: accept: %w", err)
+}
+
+func (s *Server) track(c net.Conn, add bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+	}
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.Default()
+}
+
+func durationOr(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// Request codes of the untyped messages a client may send first.
+const (
+	codeSSLRequest    = 80877103
+	codeGSSENCRequest = 80877104
+	codeCancelRequest = 80877102
+	// maxStartupPacket is PostgreSQL's own limit (MAX_STARTUP_PACKET_LENGTH).
+	maxStartupPacket = 10000
+)
+
+// conn is a client connection during start-up.
+type conn struct {
+	net.Conn
+	tls  bool
+	addr string
+}
+
+// readStartupPacket reads one length-prefixed untyped packet directly from the connection
+// (unbuffered, so no plaintext byte can be read ahead of a TLS handshake).
+func readStartupPacket(c net.Conn) ([]byte, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("read startup packet length: %w", err)
+	}
+	n := int(int32(binary.BigEndian.Uint32(hdr[:])))
+	if n < 8 || n > maxStartupPacket {
+		return nil, &errFrame{fmt.Sprintf("invalid startup packet length %d", n)}
+	}
+	body := make([]byte, n-4)
+	if _, err := io.ReadFull(c, body); err != nil {
+		return nil, &errFrame{"connection closed inside the startup packet"}
+	}
+	return body, nil
+}
+
+// handle runs one client connection from accept to close.
+func (s *Server) handle(ctx context.Context, nc net.Conn) {
+	defer nc.Close()
+	c := &conn{Conn: nc, addr: nc.RemoteAddr().String()}
+	startupTimeout := durationOr(s.StartupTimeout, 30*time.Second)
+	deadline := time.Now().Add(startupTimeout)
+	_ = nc.SetDeadline(deadline)
+	var params map[string]string
+	var negotiate bool
+	for params == nil {
+		body, err := readStartupPacket(c.Conn)
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				s.log().Info("pg startup ended", "client", c.addr, "err", err)
+				var fe *errFrame
+				if errors.As(err, &fe) {
+					writeFatal(c.Conn, "08P01", "invalid startup packet: "+fe.msg)
+				}
+			}
+			return
+		}
+		code := binary.BigEndian.Uint32(body)
+		switch code {
+		case codeSSLRequest:
+			if s.TLS == nil || c.tls {
+				if _, err := c.Write([]byte{'N'}); err != nil {
+					return
+				}
+				continue
+			}
+			if _, err := c.Write([]byte{'S'}); err != nil {
+				return
+			}
+			tc := tls.Server(c.Conn, s.TLS)
+			hctx, cancel := context.WithDeadline(ctx, deadline)
+			err := tc.HandshakeContext(hctx)
+			cancel()
+			if err != nil {
+				s.log().Info("pg TLS handshake failed", "client", c.addr, "err", err)
+				return
+			}
+			c.Conn, c.tls = tc, true
+		case codeGSSENCRequest:
+			if _, err := c.Write([]byte{'N'}); err != nil {
+				return
+			}
+		case codeCancelRequest:
+			s.cancelRequest(ctx, body)
+			return
+		default:
+			major, minor := code>>16, code&0xffff
+			if major != 3 {
+				writeFatal(c.Conn, "08P01", fmt.Sprintf("unsupported frontend protocol %d.%d: Gatehouse speaks protocol 3.0", major, minor))
+				return
+			}
+			if minor != 0 {
+				negotiate = true
+				binary.BigEndian.PutUint32(body, pgproto3.ProtocolVersion30)
+			}
+			var sm pgproto3.StartupMessage
+			if err := sm.Decode(body); err != nil {
+				writeFatal(c.Conn, "08P01", "invalid startup packet: "+err.Error())
+				return
+			}
+			params = sm.Parameters
+		}
+	}
+	var unrecognized []string
+	for k := range params {
+		if strings.HasPrefix(k, "_pq_.") {
+			unrecognized = append(unrecognized, k)
+			delete(params, k)
+		}
+	}
+	if negotiate || len(unrecognized) > 0 {
+		sort.Strings(unrecognized)
+		if !writeMsg(c.Conn, &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized}) {
+			return
+		}
+	}
+	s.startSession(ctx, c, params, deadline)
+}
+
+// writeMsg encodes and writes one message; it reports whether the write succeeded.
+func writeMsg(w io.Writer, msgs ...pgproto3.BackendMessage) bool {
+	var buf []byte
+	for _, m := range msgs {
+		var err error
+		buf, err = m.Encode(buf)
+		if err != nil {
+			return false
+		}
+	}
+	_, err := w.Write(buf)
+	return err == nil
+}
+
+// writeFatal sends an ErrorResponse of severity FATAL; the caller then closes the connection.
+func writeFatal(w io.Writer, code, msg string) {
+	writeMsg(w, &pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg})
+}
+
+// refusedParams are startup parameters a client may not set through Gatehouse: they would
+// change privileges (role, session_authorization), load code (preload libraries) or open a
+// replication stream without the gate seeing a statement.
+var refusedParams = map[string]bool{
+	"role": true, "session_authorization": true, "replication": true,
+	"local_preload_libraries": true, "session_preload_libraries": true,
+}
+
+// isRefusedParam reports whether name may not be set at startup.
+func isRefusedParam(name string) bool { return refusedParams[strings.ToLower(name)] }
+
+// splitOptions parses the libpq "options" startup parameter (command-line switches for the
+// backend, separated by spaces, with backslash escapes) into name/value settings.
+func splitOptions(opts string) ([][2]string, error) {
+	var words []string
+	var cur strings.Builder
+	inWord := false
+	for i := 0; i < len(opts); i++ {
+		ch := opts[i]
+		switch {
+		case ch == '\\' && i+1 < len(opts):
+			i++
+			cur.WriteByte(opts[i])
+			inWord = true
+		case ch == ' ' || ch == '\t' || ch == '\n':
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteByte(ch)
+			inWord = true
+		}
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	var out [][2]string
+	for i := 0; i < len(words); i++ {
+		w := words[i]
+		var setting string
+		switch {
+		case w == "-c" && i+1 < len(words):
+			i++
+			setting = words[i]
+		case strings.HasPrefix(w, "-c"):
+			setting = w[2:]
+		case strings.HasPrefix(w, "--"):
+			setting = w[2:]
+		default:
+			return nil, fmt.Errorf("unsupported option %q in startup options: only -c name=value settings are accepted", w)
+		}
+		name, value, ok := strings.Cut(setting, "=")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("startup option %q is not of the form name=value", setting)
+		}
+		out = append(out, [2]string{strings.ReplaceAll(name, "-", "_"), value})
+	}
+	return out, nil
+}
+
+// joinOptions re-encodes settings as a libpq options string.
+func joinOptions(settings [][2]string) string {
+	var b strings.Builder
+	esc := func(s string) {
+		for i := 0; i < len(s); i++ {
+			if s[i] == ' ' || s[i] == '\\' || s[i] == '\t' {
+				b.WriteByte('\\')
+			}
+			b.WriteByte(s[i])
+		}
+	}
+	for i, kv := range settings {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString("-c ")
+		esc(kv[0] + "=" + kv[1])
+	}
+	return b.String()
+}
+
+// isLoopback reports whether the client connected from this machine.
+func isLoopback(addr net.Addr) bool {
+	switch a := addr.(type) {
+	case *net.TCPAddr:
+		return a.IP.IsLoopback()
+	case *net.UnixAddr:
+		return true
+	}
+	return false
+}
+
+// startSession authenticates the client, opens the gate session and the upstream connection,
+// and then relays until either side ends.
+func (s *Server) startSession(ctx context.Context, c *conn, params map[string]string, deadline time.Time) {
+	user := params["user"]
+	log := s.log().With("client", c.addr)
+	if user == "" {
+		s.Metrics.loginFailed("no_user")
+		s.Gate.LoginFailed(ctx, &gate.Session{ClientAddr: c.addr, TLS: c.tls}, "", "startup packet names no user")
+		writeFatal(c, "28000", "no PostgreSQL user name specified in startup packet")
+		return
+	}
+	sess := &gate.Session{ID: gate.NewSessionID(), ClientAddr: c.addr, TLS: c.tls, ApplicationName: params["application_name"], Options: map[string]string{}}
+	loginFailed := func(cause, metric string) {
+		s.Metrics.loginFailed(metric)
+		s.Gate.LoginFailed(ctx, sess, user, cause)
+		log.Info("pg login failed", "user", user, "cause", cause)
+	}
+	if !c.tls && !s.AllowInsecurePasswords && !isLoopback(c.RemoteAddr()) {
+		loginFailed("cleartext password refused over a connection without TLS", "insecure_transport")
+		writeFatal(c, "28P01", "Gatehouse accepts tokens only over TLS from this address: connect with sslmode=require (or verify-full)")
+		return
+	}
+	if !writeMsg(c, &pgproto3.AuthenticationCleartextPassword{}) {
+		return
+	}
+	fr := newFrameReader(c, 1<<20)
+	frame, err := fr.next()
+	if err != nil || frame[0] != 'p' {
+		loginFailed("client did not send a password message", "protocol")
+		if err == nil || !errors.Is(err, io.EOF) {
+			writeFatal(c, "28P01", fmt.Sprintf("password authentication failed for user %q", user))
+		}
+		return
+	}
+	if fr.buffered() > 0 {
+		// Nothing may follow the password before the server answers; a client that pipelines
+		// past authentication is not speaking the protocol.
+		loginFailed("client sent data after the password message", "protocol")
+		writeFatal(c, "08P01", "unexpected data after the password message")
+		return
+	}
+	password, _, ok := cstring(frame[5:])
+	if !ok {
+		loginFailed("malformed password message", "protocol")
+		writeFatal(c, "28P01", fmt.Sprintf("password authentication failed for user %q", user))
+		return
+	}
+	actx, cancel := context.WithDeadline(ctx, deadline)
+	id, err := s.Auth.Authenticate(actx, user, password)
+	cancel()
+	if err != nil || id == nil {
+		cause := "no identity"
+		if err != nil {
+			cause = err.Error()
+		}
+		loginFailed(cause, "bad_credentials")
+		writeFatal(c, "28P01", fmt.Sprintf("password authentication failed for user %q", user))
+		return
+	}
+	sess.Identity = id
+	log = log.With("session", sess.ID, "subject", id.Subject)
+
+	// Routing: "db@target" picks another database on the target.
+	dbParam := params["database"]
+	if dbParam == "" {
+		dbParam = user
+	}
+	targetName, database := dbParam, ""
+	if i := strings.LastIndexByte(dbParam, '@'); i >= 0 {
+		database, targetName = dbParam[:i], dbParam[i+1:]
+	}
+	target, ok := s.Target(targetName)
+	if !ok || target == nil {
+		writeFatal(c, "3D000", fmt.Sprintf("target %q does not exist; run \"gatehouse targets\" to list the targets you can use", targetName))
+		return
+	}
+	if database == "" {
+		database = target.Database
+	}
+	sess.Target, sess.Database = target, database
+
+	upParams := map[string]string{}
+	for k, v := range params {
+		switch {
+		case k == "user" || k == "database":
+		case k == "options":
+			settings, err := splitOptions(v)
+			if err != nil {
+				writeFatal(c, "08P01", err.Error())
+				return
+			}
+			var keep [][2]string
+			for _, kv := range settings {
+				if strings.HasPrefix(kv[0], "gatehouse.") {
+					sess.Options[kv[0]] = kv[1]
+					continue
+				}
+				if isRefusedParam(kv[0]) {
+					writeFatal(c, "42501", fmt.Sprintf("startup setting %q is not allowed through Gatehouse; use SQL after connecting, where policy applies", kv[0]))
+					return
+				}
+				keep = append(keep, kv)
+			}
+			if len(keep) > 0 {
+				upParams["options"] = joinOptions(keep)
+			}
+		case isRefusedParam(k):
+			writeFatal(c, "42501", fmt.Sprintf("startup parameter %q is not allowed through Gatehouse; use SQL after connecting, where policy applies", k))
+			return
+		case strings.HasPrefix(k, "gatehouse."):
+			sess.Options[k] = v
+		default:
+			sess.Options[k] = v
+			upParams[k] = v
+		}
+	}
+
+	d, err := s.Gate.OpenSession(ctx, sess)
+	if err != nil || d.Action != gate.Allow {
+		msg := d.Message
+		if msg == "" {
+			msg = fmt.Sprintf("access to target %q denied", target.Name)
+		}
+		if d.Rule != "" && err == nil {
+			msg = fmt.Sprintf("gatehouse: denied by rule %q: %s", d.Rule, msg)
+		}
+		log.Info("pg session refused", "rule", d.Rule, "err", err)
+		writeFatal(c, "42501", msg)
+		return
+	}
+	if sess.UpstreamRole != "" {
+		upParams["role"] = sess.UpstreamRole
+	}
+	up, err := s.connectUpstream(ctx, target, database, upParams)
+	if err != nil {
+		log.Warn("pg upstream connect failed", "target", target.Name, "err", err)
+		writeFatal(c, "08006", fmt.Sprintf("could not connect to target %q: %v", target.Name, err))
+		s.Gate.CloseSession(ctx, sess, "upstream connection failed")
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	r := newRelay(s, c, up, sess, fr)
+	s.run(ctx, r, up.TxStatus, up.ParameterStatuses, log)
+}
+
+// run registers the relay for cancel requests, greets the client and relays until the end.
+func (s *Server) run(ctx context.Context, r *relay, txStatus byte, ps map[string]string, log *slog.Logger) {
+	s.mu.Lock()
+	for {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		pid := binary.BigEndian.Uint32(b[:4]) & 0x7fffffff
+		if _, taken := s.sessions[pid]; pid != 0 && !taken {
+			r.keyPID, r.keySecret = pid, binary.BigEndian.Uint32(b[4:])
+			s.sessions[pid] = r
+			break
+		}
+	}
+	s.mu.Unlock()
+	s.Metrics.sessionDelta(1)
+	defer func() {
+		s.mu.Lock()
+		delete(s.sessions, r.keyPID)
+		s.mu.Unlock()
+		s.Metrics.sessionDelta(-1)
+	}()
+	var buf []byte
+	buf, _ = (&pgproto3.AuthenticationOk{}).Encode(buf)
+	keys := make([]string, 0, len(ps))
+	for k := range ps {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		buf, _ = (&pgproto3.ParameterStatus{Name: k, Value: ps[k]}).Encode(buf)
+	}
+	var secret [4]byte
+	binary.BigEndian.PutUint32(secret[:], r.keySecret)
+	buf, _ = (&pgproto3.BackendKeyData{ProcessID: r.keyPID, SecretKey: secret[:]}).Encode(buf)
+	if txStatus == 0 {
+		txStatus = 'I'
+	}
+	buf, _ = (&pgproto3.ReadyForQuery{TxStatus: txStatus}).Encode(buf)
+	if _, err := r.client.Write(buf); err != nil {
+		_ = r.up.Close()
+		s.Gate.CloseSession(ctx, r.sess, "client went away during start-up")
+		return
+	}
+	log.Info("pg session started", "target", r.sess.Target.Name, "database", r.sess.Database, "tls", r.sess.TLS, "role", r.sess.UpstreamRole)
+	reason := r.relay(ctx)
+	log.Info("pg session ended", "reason", reason)
+	s.Gate.CloseSession(context.WithoutCancel(ctx), r.sess, reason)
+}
+
+// cancelRequest routes a client's CancelRequest to the upstream backend of the session
+// that owns the key. Unknown keys are ignored silently, as PostgreSQL does.
+func (s *Server) cancelRequest(ctx context.Context, body []byte) {
+	if len(body) != 12 {
+		return
+	}
+	pid, secret := binary.BigEndian.Uint32(body[4:]), binary.BigEndian.Uint32(body[8:])
+	s.mu.Lock()
+	r := s.sessions[pid]
+	s.mu.Unlock()
+	if r == nil || subtle.ConstantTimeEq(int32(r.keySecret), int32(secret)) != 1 {
+		return
+	}
+	if err := r.cancelUpstream(ctx); err != nil {
+		s.log().Warn("pg cancel request could not reach upstream", "session", r.sess.ID, "err", err)
+	}
+}
+
+// connectUpstream logs in to the target with its own credentials through pgconn (which
+// implements SCRAM, MD5 and TLS), then takes over the raw connection.
+func (s *Server) connectUpstream(ctx context.Context, t *config.Target, database string, params map[string]string) (*pgconn.HijackedConn, error) {
+	secret, err := t.Secret()
+	if err != nil {
+		return nil, err
+	}
+	// ParseConfig is the only way to get a config pgconn.Connect accepts; every field it may
+	// have taken from PG* environment variables is overwritten below.
+	cfg, err := pgconn.ParseConfig("sslmode=disable")
+	if err != nil {
+		return nil, fmt.Errorf("build upstream config: %w", err)
+	}
+	cfg.Host, cfg.Port, cfg.User, cfg.Password, cfg.Database = t.Host, uint16(t.Port), t.User, secret, database
+	cfg.Fallbacks = nil
+	cfg.RuntimeParams = params
+	cfg.ConnectTimeout = durationOr(s.ConnectTimeout, 10*time.Second)
+	cfg.ValidateConnect = nil
+	cfg.AfterConnect = nil
+	cfg.TLSConfig = nil
+	switch t.TLS.Mode {
+	case "", "disable":
+	case "require":
+		cfg.TLSConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // sslmode=require semantics: encrypt, do not verify
+	case "verify-full":
+		tc := &tls.Config{ServerName: t.Host, MinVersion: tls.VersionTLS12}
+		if t.TLS.CAFile != "" {
+			pem, err := os.ReadFile(t.TLS.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("read upstream CA file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("upstream CA file %s holds no PEM certificate", t.TLS.CAFile)
+			}
+			tc.RootCAs = pool
+		}
+		cfg.TLSConfig = tc
+	default:
+		return nil, fmt.Errorf("unknown upstream TLS mode %q", t.TLS.Mode)
+	}
+	cctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	defer cancel()
+	pc, err := pgconn.ConnectConfig(cctx, cfg)
+	if err != nil {
+		return nil, cleanConnectError(err)
+	}
+	if err := pc.SyncConn(cctx); err != nil {
+		_ = pc.Close(ctx)
+		return nil, fmt.Errorf("sync upstream connection: %w", err)
+	}
+	h, err := pc.Hijack()
+	if err != nil {
+		_ = pc.Close(ctx)
+		return nil, fmt.Errorf("take over upstream connection: %w", err)
+	}
+	return h, nil
+}
+
+// cleanConnectError keeps the useful part of a pgconn connect error (the server's message
+// or the network failure) without repeating the connection parameters.
+func cleanConnectError(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("upstream refused the connection: %s (SQLSTATE %s)", pe.Message, pe.Code)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return errors.New("upstream did not answer in time")
+	}
+	return err
+}
