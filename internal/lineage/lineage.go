@@ -1,0 +1,723 @@
+// Package lineage computes, from the real PostgreSQL parse tree, which source table columns
+// each output column of a statement derives from — through expressions, casts, aggregates,
+// whole-row references, subqueries, CTEs, set operations, joins and RETURNING — so masking
+// still applies when a query hides a sensitive column inside an expression, where the wire
+// protocol no longer says which table the value came from.
+package lineage
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// ColumnSource is one source table column: Table is "schema.table", Column a column name, or
+// "*" for every column of the table (a whole-row reference to a table whose columns the
+// resolver does not know).
+type ColumnSource struct {
+	Table  string
+	Column string
+}
+
+func (s ColumnSource) String() string { return s.Table + "." + s.Column }
+
+// Column is one output column and the source columns its value derives from.
+type Column struct {
+	Name    string
+	Sources []ColumnSource
+}
+
+// Result is the lineage of one statement's result. Exact is false when a `*` had to expand
+// a relation whose column list is unknown, so positions after it may not line up with the
+// result's columns.
+type Result struct {
+	Columns []Column
+	Exact   bool
+}
+
+// Resolver names a table's columns in order. schema is "" for an unqualified name, which the
+// resolver resolves as the server would (search_path); qualified is "schema.table". ok is
+// false when the table is unknown.
+type Resolver func(schema, table string) (qualified string, columns []string, ok bool)
+
+// Analyze parses sql and returns the lineage of each statement in it, in order; the entry is
+// nil for a statement that returns no rows (DDL, INSERT without RETURNING, ...).
+func Analyze(sql string, r Resolver) ([]*Result, error) {
+	tree, err := pg.Parse(sql)
+	if err != nil {
+		return nil, fmt.Errorf("parse statement for lineage: %w", err)
+	}
+	a := &analyzer{resolve: r}
+	out := make([]*Result, 0, len(tree.Stmts))
+	for _, raw := range tree.Stmts {
+		a.exact = true
+		cols := a.statement(raw.Stmt, nil)
+		if cols == nil {
+			out = append(out, nil)
+			continue
+		}
+		out = append(out, &Result{Columns: cols, Exact: a.exact})
+	}
+	return out, nil
+}
+
+// Cache keeps the lineage of recent statement texts, because the same statements run over
+// and over and parsing is the expensive part. It is bounded: when full it starts afresh.
+type Cache struct {
+	mu  sync.Mutex
+	max int
+	m   map[string]cacheEntry
+}
+
+type cacheEntry struct {
+	res []*Result
+	err error
+}
+
+// NewCache returns a cache holding up to max statement texts (1024 when max ≤ 0).
+func NewCache(max int) *Cache {
+	if max <= 0 {
+		max = 1024
+	}
+	return &Cache{max: max, m: make(map[string]cacheEntry)}
+}
+
+// Analyze is Analyze with caching. key must change whenever the resolver's answers may
+// change (e.g. a catalog generation), and identify sql together with it.
+func (c *Cache) Analyze(key, sql string, r Resolver) ([]*Result, error) {
+	c.mu.Lock()
+	e, ok := c.m[key]
+	c.mu.Unlock()
+	if ok {
+		return e.res, e.err
+	}
+	res, err := Analyze(sql, r)
+	c.mu.Lock()
+	if len(c.m) >= c.max {
+		clear(c.m)
+	}
+	c.m[key] = cacheEntry{res, err}
+	c.mu.Unlock()
+	return res, err
+}
+
+// relation is one item of a FROM clause as seen by column references.
+type relation struct {
+	name   string // alias, or the relation's own name
+	table  string // schema.table for a base table
+	cols   []Column
+	known  bool           // cols is the full column list
+	opaque []ColumnSource // every column derives from these (function calls in FROM)
+}
+
+type scope struct {
+	rels   []*relation
+	ctes   map[string][]Column
+	parent *scope
+}
+
+func (s *scope) cte(name string) ([]Column, bool) {
+	for sc := s; sc != nil; sc = sc.parent {
+		if c, ok := sc.ctes[name]; ok {
+			return c, true
+		}
+	}
+	return nil, false
+}
+
+type analyzer struct {
+	resolve Resolver
+	exact   bool
+	depth   int
+}
+
+const maxDepth = 200
+
+func (a *analyzer) statement(n *pg.Node, parent *scope) []Column {
+	switch s := n.GetNode().(type) {
+	case *pg.Node_SelectStmt:
+		return a.selectStmt(s.SelectStmt, parent)
+	case *pg.Node_InsertStmt:
+		st := s.InsertStmt
+		if len(st.ReturningList) == 0 {
+			return nil
+		}
+		sc := a.withScope(st.WithClause, parent)
+		sc.rels = append(sc.rels, a.rangeVar(st.Relation, sc))
+		return a.targets(st.ReturningList, sc)
+	case *pg.Node_UpdateStmt:
+		st := s.UpdateStmt
+		if len(st.ReturningList) == 0 {
+			return nil
+		}
+		sc := a.withScope(st.WithClause, parent)
+		sc.rels = append(sc.rels, a.rangeVar(st.Relation, sc))
+		a.fromItems(st.FromClause, sc)
+		return a.targets(st.ReturningList, sc)
+	case *pg.Node_DeleteStmt:
+		st := s.DeleteStmt
+		if len(st.ReturningList) == 0 {
+			return nil
+		}
+		sc := a.withScope(st.WithClause, parent)
+		sc.rels = append(sc.rels, a.rangeVar(st.Relation, sc))
+		a.fromItems(st.UsingClause, sc)
+		return a.targets(st.ReturningList, sc)
+	case *pg.Node_DeclareCursorStmt:
+		return a.statement(s.DeclareCursorStmt.Query, parent)
+	case *pg.Node_PrepareStmt:
+		return a.statement(s.PrepareStmt.Query, parent)
+	case *pg.Node_CopyStmt:
+		st := s.CopyStmt
+		if st.IsFrom {
+			return nil
+		}
+		if st.Query != nil {
+			return a.statement(st.Query, parent)
+		}
+		rel := a.rangeVar(st.Relation, &scope{})
+		if len(st.Attlist) == 0 {
+			if !rel.known {
+				a.exact = false
+				return []Column{{Name: "*", Sources: []ColumnSource{{rel.table, "*"}}}}
+			}
+			return rel.cols
+		}
+		var cols []Column
+		for _, at := range st.Attlist {
+			name := strVal(at)
+			cols = append(cols, Column{Name: name, Sources: []ColumnSource{{rel.table, name}}})
+		}
+		return cols
+	}
+	return nil
+}
+
+func (a *analyzer) withScope(w *pg.WithClause, parent *scope) *scope {
+	sc := &scope{parent: parent}
+	if w == nil {
+		return sc
+	}
+	sc.ctes = make(map[string][]Column)
+	for _, n := range w.Ctes {
+		cte := n.GetCommonTableExpr()
+		if cte == nil {
+			continue
+		}
+		var cols []Column
+		if sel := cte.Ctequery.GetSelectStmt(); sel != nil && w.Recursive && sel.Op != pg.SetOperation_SETOP_NONE && sel.Larg != nil {
+			// A recursive CTE refers to itself: seed it with the non-recursive branch, then
+			// let the whole query (which now sees that seed) add the recursive part.
+			sc.ctes[cte.Ctename] = renameCols(a.selectStmt(sel.Larg, sc), cte.Aliascolnames)
+		}
+		cols = a.statement(cte.Ctequery, sc)
+		if cols == nil {
+			// INSERT/UPDATE/DELETE without RETURNING in WITH: no columns.
+			cols = []Column{}
+		}
+		sc.ctes[cte.Ctename] = renameCols(cols, cte.Aliascolnames)
+	}
+	return sc
+}
+
+func renameCols(cols []Column, names []*pg.Node) []Column {
+	if len(names) == 0 {
+		return cols
+	}
+	out := make([]Column, len(cols))
+	copy(out, cols)
+	for i, n := range names {
+		if i < len(out) {
+			out[i].Name = strVal(n)
+		}
+	}
+	return out
+}
+
+func (a *analyzer) selectStmt(s *pg.SelectStmt, parent *scope) []Column {
+	if s == nil {
+		return nil
+	}
+	a.depth++
+	defer func() { a.depth-- }()
+	if a.depth > maxDepth {
+		a.exact = false
+		return nil
+	}
+	sc := a.withScope(s.WithClause, parent)
+	if s.Op != pg.SetOperation_SETOP_NONE {
+		l := a.selectStmt(s.Larg, sc)
+		r := a.selectStmt(s.Rarg, sc)
+		out := make([]Column, len(l))
+		copy(out, l)
+		for i := range out {
+			out[i].Sources = append(append([]ColumnSource(nil), l[i].Sources...), nth(r, i)...)
+		}
+		return out
+	}
+	if len(s.ValuesLists) > 0 {
+		var out []Column
+		for _, row := range s.ValuesLists {
+			items := row.GetList().GetItems()
+			for i, e := range items {
+				if i >= len(out) {
+					out = append(out, Column{Name: fmt.Sprintf("column%d", i+1)})
+				}
+				out[i].Sources = append(out[i].Sources, a.refs(e, sc)...)
+			}
+		}
+		return out
+	}
+	a.fromItems(s.FromClause, sc)
+	return a.targets(s.TargetList, sc)
+}
+
+func nth(cols []Column, i int) []ColumnSource {
+	if i < len(cols) {
+		return cols[i].Sources
+	}
+	return nil
+}
+
+func (a *analyzer) fromItems(items []*pg.Node, sc *scope) {
+	for _, it := range items {
+		sc.rels = append(sc.rels, a.fromItem(it, sc)...)
+	}
+}
+
+// fromItem returns the relations a FROM item makes visible (a join makes both sides visible).
+func (a *analyzer) fromItem(n *pg.Node, sc *scope) []*relation {
+	switch f := n.GetNode().(type) {
+	case *pg.Node_RangeVar:
+		return []*relation{a.rangeVar(f.RangeVar, sc)}
+	case *pg.Node_RangeSubselect:
+		var cols []Column
+		if sel := f.RangeSubselect.Subquery.GetSelectStmt(); sel != nil {
+			cols = a.selectStmt(sel, sc) // with the outer scope, for LATERAL references
+		} else {
+			cols = a.statement(f.RangeSubselect.Subquery, sc)
+		}
+		rel := &relation{known: true}
+		if al := f.RangeSubselect.Alias; al != nil {
+			rel.name = al.Aliasname
+			cols = renameCols(cols, al.Colnames)
+		}
+		rel.cols = cols
+		return []*relation{rel}
+	case *pg.Node_JoinExpr:
+		j := f.JoinExpr
+		inner := &scope{parent: sc.parent, ctes: sc.ctes, rels: append([]*relation(nil), sc.rels...)}
+		l := a.fromItem(j.Larg, inner)
+		inner.rels = append(inner.rels, l...)
+		r := a.fromItem(j.Rarg, inner)
+		rels := append(l, r...)
+		if j.Alias != nil {
+			// (a JOIN b) AS j: j.col is any column of either side.
+			var cols []Column
+			known := true
+			var opaque []ColumnSource
+			for _, rel := range rels {
+				cols = append(cols, rel.cols...)
+				known = known && rel.known
+				if !rel.known && rel.table != "" {
+					opaque = append(opaque, ColumnSource{rel.table, "*"})
+				}
+				opaque = append(opaque, rel.opaque...)
+			}
+			rels = append(rels, &relation{name: j.Alias.Aliasname, cols: renameCols(cols, j.Alias.Colnames), known: known, opaque: opaque})
+		}
+		return rels
+	case *pg.Node_RangeFunction:
+		rf := f.RangeFunction
+		var srcs []ColumnSource
+		name := ""
+		for _, fn := range rf.Functions {
+			for _, item := range fn.GetList().GetItems() {
+				srcs = append(srcs, a.refs(item, sc)...)
+				if fc := item.GetFuncCall(); fc != nil && name == "" && len(fc.Funcname) > 0 {
+					name = strVal(fc.Funcname[len(fc.Funcname)-1])
+				}
+			}
+		}
+		rel := &relation{name: name, opaque: srcs}
+		if rf.Alias != nil {
+			rel.name = rf.Alias.Aliasname
+			for _, c := range rf.Alias.Colnames {
+				rel.cols = append(rel.cols, Column{Name: strVal(c), Sources: srcs})
+			}
+		}
+		for _, cd := range rf.Coldeflist {
+			if d := cd.GetColumnDef(); d != nil {
+				rel.cols = append(rel.cols, Column{Name: d.Colname, Sources: srcs})
+			}
+		}
+		if len(rel.cols) == 0 {
+			rel.cols = []Column{{Name: name, Sources: srcs}}
+		}
+		rel.known = true
+		return []*relation{rel}
+	case *pg.Node_RangeTableSample:
+		return a.fromItem(f.RangeTableSample.Relation, sc)
+	}
+	// XMLTABLE, JSON_TABLE and the like: every column from everything they read.
+	srcs := a.refs(n, sc)
+	return []*relation{{opaque: srcs, known: false}}
+}
+
+func (a *analyzer) rangeVar(rv *pg.RangeVar, sc *scope) *relation {
+	if rv == nil {
+		return &relation{}
+	}
+	rel := &relation{name: rv.Relname}
+	if rv.Alias != nil {
+		rel.name = rv.Alias.Aliasname
+	}
+	if rv.Schemaname == "" {
+		if cols, ok := sc.cte(rv.Relname); ok {
+			rel.cols = renameCols(cols, aliasCols(rv.Alias))
+			rel.known = true
+			return rel
+		}
+	}
+	var names []string
+	ok := false
+	if a.resolve != nil {
+		rel.table, names, ok = a.resolve(rv.Schemaname, rv.Relname)
+	}
+	if !ok {
+		schema := rv.Schemaname
+		if schema == "" {
+			schema = "public"
+		}
+		rel.table = schema + "." + rv.Relname
+		return rel
+	}
+	rel.known = true
+	for _, c := range names {
+		rel.cols = append(rel.cols, Column{Name: c, Sources: []ColumnSource{{rel.table, c}}})
+	}
+	rel.cols = renameCols(rel.cols, aliasCols(rv.Alias))
+	return rel
+}
+
+func aliasCols(al *pg.Alias) []*pg.Node {
+	if al == nil {
+		return nil
+	}
+	return al.Colnames
+}
+
+// targets computes the output columns of a target list (SELECT list or RETURNING).
+func (a *analyzer) targets(list []*pg.Node, sc *scope) []Column {
+	var out []Column
+	for _, n := range list {
+		rt := n.GetResTarget()
+		if rt == nil {
+			continue
+		}
+		if cr := rt.Val.GetColumnRef(); cr != nil && isStar(cr) {
+			out = append(out, a.star(cr, sc)...)
+			continue
+		}
+		name := rt.Name
+		if name == "" {
+			name = figureName(rt.Val)
+		}
+		out = append(out, Column{Name: name, Sources: a.refs(rt.Val, sc)})
+	}
+	return out
+}
+
+func isStar(cr *pg.ColumnRef) bool {
+	return len(cr.Fields) > 0 && cr.Fields[len(cr.Fields)-1].GetAStar() != nil
+}
+
+// star expands `*` or `alias.*` in a target list.
+func (a *analyzer) star(cr *pg.ColumnRef, sc *scope) []Column {
+	rels := sc.rels
+	if len(cr.Fields) > 1 {
+		qual := strVal(cr.Fields[len(cr.Fields)-2])
+		rels = nil
+		if r := findRel(sc, qual); r != nil {
+			rels = []*relation{r}
+		}
+	}
+	var out []Column
+	for _, r := range rels {
+		if r.known {
+			out = append(out, r.cols...)
+			continue
+		}
+		a.exact = false
+		out = append(out, Column{Name: "*", Sources: r.wholeRow()})
+	}
+	return out
+}
+
+func (r *relation) wholeRow() []ColumnSource {
+	var s []ColumnSource
+	if r.known {
+		for _, c := range r.cols {
+			s = append(s, c.Sources...)
+		}
+	} else if r.table != "" {
+		s = append(s, ColumnSource{r.table, "*"})
+	}
+	return append(s, r.opaque...)
+}
+
+func findRel(sc *scope, name string) *relation {
+	for s := sc; s != nil; s = s.parent {
+		for i := len(s.rels) - 1; i >= 0; i-- {
+			if s.rels[i].name == name {
+				return s.rels[i]
+			}
+		}
+	}
+	return nil
+}
+
+// column resolves an unqualified column name (or a whole-row reference) in the scope chain.
+func (a *analyzer) column(name string, sc *scope) []ColumnSource {
+	for s := sc; s != nil; s = s.parent {
+		var found []ColumnSource
+		hit := false
+		for _, r := range s.rels {
+			for _, c := range r.cols {
+				if c.Name == name {
+					found = append(found, c.Sources...)
+					hit = true
+				}
+			}
+		}
+		if hit {
+			return found
+		}
+		// Relations whose columns are unknown might hold it.
+		for _, r := range s.rels {
+			if !r.known && r.table != "" {
+				found = append(found, ColumnSource{r.table, name})
+			}
+			if !r.known {
+				found = append(found, r.opaque...)
+			}
+		}
+		if len(found) > 0 {
+			return found
+		}
+		// `SELECT c FROM customers c`: a whole-row reference.
+		for _, r := range s.rels {
+			if r.name == name {
+				return r.wholeRow()
+			}
+		}
+	}
+	return nil
+}
+
+func (a *analyzer) qualified(qual, name string, sc *scope) []ColumnSource {
+	r := findRel(sc, qual)
+	if r == nil {
+		return nil
+	}
+	for _, c := range r.cols {
+		if c.Name == name {
+			return c.Sources
+		}
+	}
+	if !r.known && r.table != "" {
+		return append([]ColumnSource{{r.table, name}}, r.opaque...)
+	}
+	return r.opaque
+}
+
+// refs returns every source column an expression's value derives from.
+func (a *analyzer) refs(n proto.Message, sc *scope) []ColumnSource {
+	var out []ColumnSource
+	a.walk(n, sc, &out)
+	return dedupe(out)
+}
+
+func (a *analyzer) walk(m proto.Message, sc *scope, out *[]ColumnSource) {
+	if m == nil {
+		return
+	}
+	a.depth++
+	defer func() { a.depth-- }()
+	if a.depth > maxDepth {
+		a.exact = false
+		return
+	}
+	if n, ok := m.(*pg.Node); ok {
+		switch x := n.GetNode().(type) {
+		case nil:
+			return
+		case *pg.Node_ColumnRef:
+			*out = append(*out, a.columnRef(x.ColumnRef, sc)...)
+			return
+		case *pg.Node_SubLink:
+			sl := x.SubLink
+			if sl.SubLinkType == pg.SubLinkType_EXISTS_SUBLINK {
+				return
+			}
+			a.walk(sl.Testexpr, sc, out)
+			if sel := sl.Subselect.GetSelectStmt(); sel != nil {
+				for _, c := range a.selectStmt(sel, sc) {
+					*out = append(*out, c.Sources...)
+				}
+			}
+			return
+		case *pg.Node_FuncCall:
+			fc := x.FuncCall
+			if fname := lastName(fc.Funcname); fname == "count" || fname == "exists" {
+				return // a count reveals no value
+			}
+			for _, arg := range fc.Args {
+				a.walk(arg, sc, out)
+			}
+			return // ORDER BY, FILTER and OVER of an aggregate do not reach its value
+		case *pg.Node_NullTest:
+			return
+		case *pg.Node_SelectStmt:
+			for _, c := range a.selectStmt(x.SelectStmt, sc) {
+				*out = append(*out, c.Sources...)
+			}
+			return
+		}
+		m = protoMessageOf(n)
+		if m == nil {
+			return
+		}
+	}
+	m.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() != protoreflect.MessageKind {
+			return true
+		}
+		if fd.IsList() {
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				a.walk(l.Get(i).Message().Interface(), sc, out)
+			}
+		} else if !fd.IsMap() {
+			a.walk(v.Message().Interface(), sc, out)
+		}
+		return true
+	})
+}
+
+// protoMessageOf returns the concrete message inside a Node's oneof.
+func protoMessageOf(n *pg.Node) proto.Message {
+	var inner proto.Message
+	n.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() == protoreflect.MessageKind {
+			inner = v.Message().Interface()
+			return false
+		}
+		return true
+	})
+	return inner
+}
+
+func (a *analyzer) columnRef(cr *pg.ColumnRef, sc *scope) []ColumnSource {
+	f := cr.Fields
+	if isStar(cr) {
+		var s []ColumnSource
+		for _, c := range a.star(cr, sc) {
+			s = append(s, c.Sources...)
+		}
+		return s
+	}
+	switch len(f) {
+	case 1:
+		return a.column(strVal(f[0]), sc)
+	case 2:
+		return a.qualified(strVal(f[0]), strVal(f[1]), sc)
+	default:
+		// schema.table.column or db.schema.table.column: match on the table part.
+		return a.qualified(strVal(f[len(f)-2]), strVal(f[len(f)-1]), sc)
+	}
+}
+
+func strVal(n *pg.Node) string {
+	if s := n.GetString_(); s != nil {
+		return s.Sval
+	}
+	return ""
+}
+
+func lastName(ns []*pg.Node) string {
+	if len(ns) == 0 {
+		return ""
+	}
+	return strings.ToLower(strVal(ns[len(ns)-1]))
+}
+
+// figureName names an output column the way PostgreSQL does for the common cases.
+func figureName(n *pg.Node) string {
+	switch x := n.GetNode().(type) {
+	case *pg.Node_ColumnRef:
+		for i := len(x.ColumnRef.Fields) - 1; i >= 0; i-- {
+			if s := strVal(x.ColumnRef.Fields[i]); s != "" {
+				return s
+			}
+		}
+	case *pg.Node_FuncCall:
+		return lastName(x.FuncCall.Funcname)
+	case *pg.Node_TypeCast:
+		if name := figureName(x.TypeCast.Arg); name != "?column?" {
+			return name
+		}
+		if tn := x.TypeCast.TypeName; tn != nil {
+			return lastName(tn.Names)
+		}
+	case *pg.Node_CaseExpr:
+		return "case"
+	case *pg.Node_CoalesceExpr:
+		return "coalesce"
+	case *pg.Node_AArrayExpr:
+		return "array"
+	case *pg.Node_RowExpr:
+		return "row"
+	case *pg.Node_SubLink:
+		if x.SubLink.SubLinkType == pg.SubLinkType_EXISTS_SUBLINK {
+			return "exists"
+		}
+		if x.SubLink.SubLinkType == pg.SubLinkType_ARRAY_SUBLINK {
+			return "array"
+		}
+		if sel := x.SubLink.Subselect.GetSelectStmt(); sel != nil && len(sel.TargetList) > 0 {
+			if rt := sel.TargetList[0].GetResTarget(); rt != nil {
+				if rt.Name != "" {
+					return rt.Name
+				}
+				return figureName(rt.Val)
+			}
+		}
+	case *pg.Node_MinMaxExpr:
+		if x.MinMaxExpr.Op == pg.MinMaxOp_IS_GREATEST {
+			return "greatest"
+		}
+		return "least"
+	}
+	return "?column?"
+}
+
+func dedupe(s []ColumnSource) []ColumnSource {
+	if len(s) < 2 {
+		return s
+	}
+	out := s[:0]
+	seen := make(map[ColumnSource]struct{}, len(s))
+	for _, c := range s {
+		if _, ok := seen[c]; ok {
+			continue
+		}
+		seen[c] = struct{}{}
+		out = append(out, c)
+	}
+	return out
+}

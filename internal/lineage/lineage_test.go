@@ -1,0 +1,133 @@
+package lineage
+
+import (
+	"sort"
+	"strings"
+	"testing"
+)
+
+var schema = map[string][]string{
+	"public.customers": {"id", "name", "email", "ssn", "notes"},
+	"public.orders":    {"id", "customer_id", "order_number", "amount_cents"},
+	"billing.cards":    {"id", "customer_id", "pan"},
+}
+
+func resolver(s, t string) (string, []string, bool) {
+	if s == "" {
+		s = "public"
+	}
+	q := s + "." + t
+	cols, ok := schema[q]
+	return q, cols, ok
+}
+
+func srcs(c Column) string {
+	var s []string
+	for _, x := range c.Sources {
+		s = append(s, x.String())
+	}
+	sort.Strings(s)
+	return strings.Join(s, ",")
+}
+
+func TestLineage(t *testing.T) {
+	cases := []struct {
+		sql  string
+		want []string // sources of each output column
+	}{
+		{"SELECT lower(email), email || '', substring(ssn, 1, 3), id FROM customers", []string{"public.customers.email", "public.customers.email", "public.customers.ssn", "public.customers.id"}},
+		{"SELECT email::varchar(10), CAST(ssn AS text) FROM public.customers", []string{"public.customers.email", "public.customers.ssn"}},
+		{"SELECT row_to_json(c) FROM customers c", []string{"public.customers.email,public.customers.id,public.customers.name,public.customers.notes,public.customers.ssn"}},
+		{"SELECT to_jsonb(c.*) FROM customers AS c", []string{"public.customers.email,public.customers.id,public.customers.name,public.customers.notes,public.customers.ssn"}},
+		{"SELECT c FROM customers c", []string{"public.customers.email,public.customers.id,public.customers.name,public.customers.notes,public.customers.ssn"}},
+		{"SELECT c.* FROM customers c", []string{"public.customers.id", "public.customers.name", "public.customers.email", "public.customers.ssn", "public.customers.notes"}},
+		{"SELECT string_agg(email, ',' ORDER BY name), array_agg(ssn), count(email) FROM customers", []string{"public.customers.email", "public.customers.ssn", ""}},
+		{"SELECT x.e FROM (SELECT upper(email) AS e FROM customers) x", []string{"public.customers.email"}},
+		{"WITH t AS (SELECT email AS mail FROM customers) SELECT 'a' || mail FROM t", []string{"public.customers.email"}},
+		{"WITH t(m) AS (SELECT email FROM customers) SELECT m FROM t", []string{"public.customers.email"}},
+		{"SELECT name FROM customers UNION ALL SELECT ssn FROM customers", []string{"public.customers.name,public.customers.ssn"}},
+		{"SELECT o.order_number, c.email, k.pan FROM orders o JOIN customers c ON c.id = o.customer_id LEFT JOIN billing.cards k ON k.customer_id = c.id", []string{"public.orders.order_number", "public.customers.email", "billing.cards.pan"}},
+		{"SELECT *, lower(email) FROM customers", []string{"public.customers.id", "public.customers.name", "public.customers.email", "public.customers.ssn", "public.customers.notes", "public.customers.email"}},
+		{"UPDATE customers SET notes = 'x' WHERE id = 1 RETURNING email, id", []string{"public.customers.email", "public.customers.id"}},
+		{"DELETE FROM customers RETURNING ssn", []string{"public.customers.ssn"}},
+		{"INSERT INTO customers(email) VALUES ('a@b.co') RETURNING *", []string{"public.customers.id", "public.customers.name", "public.customers.email", "public.customers.ssn", "public.customers.notes"}},
+		{"SELECT (SELECT email FROM customers c2 WHERE c2.id = o.customer_id) FROM orders o", []string{"public.customers.email"}},
+		{"SELECT CASE WHEN id > 1 THEN email ELSE 'x' END, coalesce(ssn, '') FROM customers", []string{"public.customers.email,public.customers.id", "public.customers.ssn"}},
+		{"SELECT u FROM customers, unnest(ARRAY[email, ssn]) AS u", []string{"public.customers.email,public.customers.ssn"}},
+		{"SELECT jsonb_build_object('e', email) FROM customers", []string{"public.customers.email"}},
+		{"SELECT email FROM mystery", []string{"public.mystery.email"}},
+		{"WITH RECURSIVE r(e, n) AS (SELECT email, 1 FROM customers UNION ALL SELECT e || 'x', n+1 FROM r WHERE n < 3) SELECT e FROM r", []string{"public.customers.email"}},
+		{"DECLARE cur CURSOR FOR SELECT lower(ssn) FROM customers", []string{"public.customers.ssn"}},
+		{"COPY (SELECT email FROM customers) TO STDOUT", []string{"public.customers.email"}},
+		{"COPY customers (ssn, id) TO STDOUT", []string{"public.customers.ssn", "public.customers.id"}},
+		{"SELECT exists(SELECT 1 FROM customers WHERE email = 'x'), email IS NULL FROM customers", []string{"", ""}},
+	}
+	for _, c := range cases {
+		res, err := Analyze(c.sql, resolver)
+		if err != nil {
+			t.Errorf("%s: %v", c.sql, err)
+			continue
+		}
+		if len(res) != 1 || res[0] == nil {
+			t.Errorf("%s: results %v", c.sql, res)
+			continue
+		}
+		got := res[0].Columns
+		if len(got) != len(c.want) {
+			t.Errorf("%s: %d columns %+v, want %d", c.sql, len(got), got, len(c.want))
+			continue
+		}
+		for i := range got {
+			if s := srcs(got[i]); s != c.want[i] {
+				t.Errorf("%s: column %d (%s) sources %q, want %q", c.sql, i, got[i].Name, s, c.want[i])
+			}
+		}
+	}
+}
+
+func TestLineageNamesAndNonResults(t *testing.T) {
+	res, err := Analyze("SELECT lower(email), email AS e, id::text FROM customers; CREATE TABLE x(a int); INSERT INTO orders(id) VALUES (1)", resolver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 3 || res[1] != nil || res[2] != nil {
+		t.Fatalf("results %+v", res)
+	}
+	var names []string
+	for _, c := range res[0].Columns {
+		names = append(names, c.Name)
+	}
+	if strings.Join(names, ",") != "lower,e,id" {
+		t.Errorf("names %v", names)
+	}
+	if _, err := Analyze("SELEC nonsense", resolver); err == nil {
+		t.Error("no error for unparseable SQL")
+	}
+	unknownStar, _ := Analyze("SELECT * FROM mystery", resolver)
+	if unknownStar[0].Exact || srcs(unknownStar[0].Columns[0]) != "public.mystery.*" {
+		t.Errorf("unknown star: %+v", unknownStar[0])
+	}
+}
+
+func TestCache(t *testing.T) {
+	c := NewCache(2)
+	for i := 0; i < 5; i++ {
+		r, err := c.Analyze("g1:SELECT email FROM customers", "SELECT email FROM customers", resolver)
+		if err != nil || len(r) != 1 {
+			t.Fatal(r, err)
+		}
+		_, _ = c.Analyze(string(rune('a'+i)), "SELECT 1", resolver)
+	}
+	if len(c.m) > 2 {
+		t.Errorf("cache grew to %d", len(c.m))
+	}
+}
+
+func BenchmarkAnalyze(b *testing.B) {
+	sql := "SELECT o.order_number, lower(c.email), k.pan FROM orders o JOIN customers c ON c.id = o.customer_id LEFT JOIN billing.cards k ON k.customer_id = c.id WHERE o.amount_cents > 100"
+	for b.Loop() {
+		if _, err := Analyze(sql, resolver); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
