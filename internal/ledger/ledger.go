@@ -1,0 +1,462 @@
+package ledger
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ErrClosed is returned by Record after Close.
+var ErrClosed = errors.New("ledger is closed")
+
+// Options configure a Ledger.
+type Options struct {
+	// Instance names this Gatehouse instance's chain (default: the host name). Several
+	// instances sharing a PostgreSQL store each keep their own chain.
+	Instance string
+	// Key signs checkpoints; when nil it is loaded from (or generated into) DataDir.
+	Key     ed25519.PrivateKey
+	DataDir string
+	// CheckpointEvery and CheckpointInterval schedule signed checkpoints of the chain head
+	// (defaults 1000 events, 1 minute).
+	CheckpointEvery    int
+	CheckpointInterval time.Duration
+	// CheckpointFile receives a copy of every checkpoint as a JSON line, outside the store.
+	CheckpointFile string
+	// MaxBatch caps how many events one group commit writes (default 512).
+	MaxBatch int
+	// WriteTimeout bounds one commit, so a hung store fails Record instead of hanging the
+	// gate (default 5s).
+	WriteTimeout time.Duration
+	// Sinks receive committed events, in order, without slowing Record.
+	Sinks []Sink
+	Log   *slog.Logger
+	// Now is the clock; tests may replace it.
+	Now func() time.Time
+}
+
+// request is one Record call waiting for its group commit.
+type request struct {
+	ev   *Event
+	done chan error
+}
+
+// Ledger appends events to a Store with group commit, hash chaining and signed checkpoints.
+// Record is safe for concurrent use; one writer goroutine batches all waiting calls into a
+// single durable transaction and releases every caller of the batch when it has committed.
+type Ledger struct {
+	store Store
+	opts  Options
+	key   ed25519.PrivateKey
+	log   *slog.Logger
+	cpf   checkpointFile
+
+	reqs     chan request
+	calls    chan call
+	quit     chan struct{}
+	finished chan struct{}
+	closeMu  sync.Once
+
+	// Owned by the writer goroutine.
+	seq        int64
+	hash       string
+	stale      bool // head must be re-read from the store (after a failed commit)
+	lastCPSeq  int64
+	lastCPTime time.Time
+
+	sinks []*sinkRunner
+
+	mu      sync.Mutex
+	healthy error // last commit error, nil when healthy
+}
+
+// New starts a Ledger over store. It reads the chain head, so it fails when the store is
+// unreachable at start.
+func New(ctx context.Context, st Store, opts Options) (*Ledger, error) {
+	if opts.Instance == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "gatehouse"
+		}
+		opts.Instance = h
+	}
+	if strings.ContainsAny(opts.Instance, "\n\r") {
+		return nil, errors.New("ledger: instance name must not contain a line break")
+	}
+	if opts.CheckpointEvery <= 0 {
+		opts.CheckpointEvery = 1000
+	}
+	if opts.CheckpointInterval <= 0 {
+		opts.CheckpointInterval = time.Minute
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 512
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 5 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	l := &Ledger{store: st, opts: opts, log: opts.Log, cpf: checkpointFile{path: opts.CheckpointFile},
+		reqs: make(chan request, 4096), calls: make(chan call), quit: make(chan struct{}), finished: make(chan struct{})}
+	if l.log == nil {
+		l.log = slog.Default()
+	}
+	l.key = opts.Key
+	if l.key == nil {
+		if opts.DataDir == "" {
+			return nil, errors.New("ledger: a data directory or a key is needed to sign checkpoints")
+		}
+		k, err := LoadOrCreateKey(opts.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		l.key = k
+	}
+	seq, hash, err := st.Head(ctx, opts.Instance)
+	if err != nil {
+		return nil, fmt.Errorf("start ledger: %w", err)
+	}
+	l.seq, l.hash = seq, hash
+	cps, err := st.Checkpoints(ctx, opts.Instance)
+	if err != nil {
+		return nil, fmt.Errorf("start ledger: %w", err)
+	}
+	if n := len(cps); n > 0 {
+		l.lastCPSeq = cps[n-1].Seq
+	}
+	l.lastCPTime = opts.Now()
+	for _, s := range opts.Sinks {
+		l.sinks = append(l.sinks, newSinkRunner(st, opts.Instance, seq, s, l.log))
+	}
+	go l.run()
+	return l, nil
+}
+
+// Store returns the ledger's store (for search, export and verify).
+func (l *Ledger) Store() Store { return l.store }
+
+// Instance is the name of this ledger's chain.
+func (l *Ledger) Instance() string { return l.opts.Instance }
+
+// PublicKey is the key that verifies this ledger's checkpoints.
+func (l *Ledger) PublicKey() ed25519.PublicKey { return l.key.Public().(ed25519.PublicKey) }
+
+// Healthy returns nil when the last commit succeeded, else its error; health checks and the
+// console show it.
+func (l *Ledger) Healthy() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.healthy
+}
+
+// Record appends ev and returns once it is durable. It fills in ev.Seq, Instance, PrevHash
+// and Hash (and Time when zero). An error means the event is not known to be recorded: the
+// gate must refuse the statement. Record never blocks longer than ctx allows; an event whose
+// caller gave up may still be committed (the ledger then holds more than the client saw,
+// never less).
+func (l *Ledger) Record(ctx context.Context, ev *Event) error {
+	if ev == nil {
+		return errors.New("record: nil event")
+	}
+	if ev.Type == "" {
+		return errors.New("record: event has no type")
+	}
+	if ev.Time.IsZero() {
+		ev.Time = l.opts.Now()
+	}
+	ev.Time = ev.Time.UTC()
+	r := request{ev: ev, done: make(chan error, 1)}
+	select {
+	case <-l.quit:
+		return ErrClosed
+	default:
+	}
+	select {
+	case l.reqs <- r:
+	case <-l.quit:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("record %s event: %w", ev.Type, ctx.Err())
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-l.finished:
+		// The writer stopped; it answers every request it took before stopping.
+		select {
+		case err := <-r.done:
+			return err
+		default:
+			return ErrClosed
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("record %s event: %w", ev.Type, ctx.Err())
+	}
+}
+
+// Close stops accepting events, commits those already queued, writes a final checkpoint and
+// stops the sinks.
+func (l *Ledger) Close(ctx context.Context) error {
+	l.closeMu.Do(func() { close(l.quit) })
+	select {
+	case <-l.finished:
+	case <-ctx.Done():
+		return fmt.Errorf("close ledger: %w", ctx.Err())
+	}
+	var errs []error
+	for _, s := range l.sinks {
+		errs = append(errs, s.close(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+func (l *Ledger) run() {
+	defer close(l.finished)
+	tick := time.NewTicker(l.tickEvery())
+	defer tick.Stop()
+	batch := make([]request, 0, l.opts.MaxBatch)
+	for {
+		select {
+		case r := <-l.reqs:
+			batch = append(batch[:0], r)
+			batch = l.fill(batch)
+			l.commit(batch)
+		case c := <-l.calls:
+			c.done <- c.fn()
+		case <-tick.C:
+			if l.opts.Now().Sub(l.lastCPTime) >= l.opts.CheckpointInterval {
+				l.timedCheckpoint()
+			}
+		case <-l.quit:
+			// Commit what is already queued, then seal the head.
+			for {
+				batch = l.fill(batch[:0])
+				if len(batch) == 0 {
+					break
+				}
+				l.commit(batch)
+			}
+			l.timedCheckpoint()
+			return
+		}
+	}
+}
+
+func (l *Ledger) tickEvery() time.Duration {
+	d := l.opts.CheckpointInterval / 4
+	if d < 10*time.Millisecond {
+		d = 10 * time.Millisecond
+	}
+	if d > time.Second {
+		d = time.Second
+	}
+	return d
+}
+
+// fill adds waiting requests to batch without blocking.
+func (l *Ledger) fill(batch []request) []request {
+	for len(batch) < l.opts.MaxBatch {
+		select {
+		case r := <-l.reqs:
+			batch = append(batch, r)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+func (l *Ledger) setHealth(err error) {
+	l.mu.Lock()
+	prev := l.healthy
+	l.healthy = err
+	l.mu.Unlock()
+	if err != nil && prev == nil {
+		l.log.Error("ledger cannot write; refusing statements until it can", "instance", l.opts.Instance, "err", err)
+	}
+	if err == nil && prev != nil {
+		l.log.Info("ledger writes again", "instance", l.opts.Instance)
+	}
+}
+
+// commit seals and writes one batch and answers its callers.
+func (l *Ledger) commit(batch []request) {
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.WriteTimeout)
+	defer cancel()
+	err := l.commitBatch(ctx, batch)
+	l.setHealth(err)
+	for _, r := range batch {
+		r.done <- err
+	}
+	if err == nil {
+		for _, s := range l.sinks {
+			s.notify(l.seq)
+		}
+	}
+}
+
+func (l *Ledger) commitBatch(ctx context.Context, batch []request) error {
+	if l.stale {
+		// The last commit failed; whether it reached the disk is unknown (a lost COMMIT
+		// reply), so continue from what the store really holds.
+		seq, hash, err := l.store.Head(ctx, l.opts.Instance)
+		if err != nil {
+			return fmt.Errorf("ledger unavailable: %w", err)
+		}
+		l.seq, l.hash, l.stale = seq, hash, false
+	}
+	recs := make([]Record, len(batch))
+	seq, hash := l.seq, l.hash
+	for i, r := range batch {
+		ev := r.ev
+		seq++
+		ev.Seq, ev.Instance, ev.PrevHash = seq, l.opts.Instance, hash
+		body, err := seal(ev)
+		if err != nil {
+			// Only an unencodable event gets here; refuse the whole batch rather than
+			// leave a hole in the chain.
+			return fmt.Errorf("seal event: %w", err)
+		}
+		hash = ev.Hash
+		recs[i] = Record{Event: ev, Body: body}
+	}
+	var cps []Checkpoint
+	if seq-l.lastCPSeq >= int64(l.opts.CheckpointEvery) {
+		cps = append(cps, l.newCheckpoint(seq, hash, CheckpointPeriodic))
+	}
+	if err := l.store.Append(ctx, recs, cps); err != nil {
+		l.stale = true
+		return fmt.Errorf("ledger unavailable: %w", err)
+	}
+	l.seq, l.hash = seq, hash
+	for _, cp := range cps {
+		l.checkpointed(cp)
+	}
+	return nil
+}
+
+func (l *Ledger) newCheckpoint(seq int64, hash, kind string) Checkpoint {
+	cp := Checkpoint{Instance: l.opts.Instance, Seq: seq, Hash: hash, Time: l.opts.Now(), Kind: kind}
+	cp.sign(l.key)
+	return cp
+}
+
+// checkpointed notes a stored checkpoint and copies it to the external file.
+func (l *Ledger) checkpointed(cp Checkpoint) {
+	if cp.Kind == CheckpointPeriodic {
+		l.lastCPSeq, l.lastCPTime = cp.Seq, l.opts.Now()
+	}
+	if err := l.cpf.append(cp); err != nil {
+		// The checkpoint is in the store; the external copy is what catches a truncated
+		// store, so an operator must hear about it, but statements need not stop.
+		l.log.Error("write external checkpoint file", "path", l.cpf.path, "err", err)
+	}
+}
+
+// timedCheckpoint seals the head when events arrived since the last checkpoint.
+func (l *Ledger) timedCheckpoint() {
+	if l.stale || l.seq == l.lastCPSeq || l.seq == 0 {
+		l.lastCPTime = l.opts.Now()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.WriteTimeout)
+	defer cancel()
+	cp := l.newCheckpoint(l.seq, l.hash, CheckpointPeriodic)
+	if err := l.store.AddCheckpoint(ctx, cp); err != nil {
+		l.log.Error("store ledger checkpoint", "seq", cp.Seq, "err", err)
+		l.lastCPTime = l.opts.Now()
+		return
+	}
+	l.checkpointed(cp)
+}
+
+// Checkpoint seals the current head now (e.g. before an export or at shutdown).
+func (l *Ledger) Checkpoint(ctx context.Context) error {
+	return l.onWriter(ctx, func() error {
+		if l.seq == 0 || l.seq == l.lastCPSeq {
+			return nil
+		}
+		wctx, cancel := context.WithTimeout(ctx, l.opts.WriteTimeout)
+		defer cancel()
+		cp := l.newCheckpoint(l.seq, l.hash, CheckpointPeriodic)
+		if err := l.store.AddCheckpoint(wctx, cp); err != nil {
+			return fmt.Errorf("checkpoint ledger: %w", err)
+		}
+		l.checkpointed(cp)
+		return nil
+	})
+}
+
+// Retain deletes this instance's events older than before. Deleting the start of a hash
+// chain would make the new first event look like it lost its predecessor, so the deletion
+// stores, in the same transaction, a signed retention anchor naming the last deleted event
+// and its hash; Verify starts the chain from the newest anchor. The retention is itself
+// recorded as an admin event.
+func (l *Ledger) Retain(ctx context.Context, before time.Time) (int64, error) {
+	var n, through int64
+	err := l.onWriter(ctx, func() error {
+		wctx, cancel := context.WithTimeout(ctx, 10*l.opts.WriteTimeout)
+		defer cancel()
+		seq, hash, err := l.store.LastBefore(wctx, l.opts.Instance, before)
+		if err != nil {
+			return err
+		}
+		if seq == 0 {
+			return nil
+		}
+		anchor := l.newCheckpoint(seq, hash, CheckpointRetention)
+		n, err = l.store.DeleteThrough(wctx, l.opts.Instance, seq, anchor)
+		if err != nil {
+			return err
+		}
+		through = seq
+		if err := l.cpf.append(anchor); err != nil {
+			l.log.Error("write external checkpoint file", "path", l.cpf.path, "err", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("apply ledger retention: %w", err)
+	}
+	if n > 0 {
+		ev := &Event{Type: EventAdmin, Subject: "gatehouse", Message: fmt.Sprintf("retention deleted %d events through seq %d (older than %s)", n, through, before.UTC().Format(time.RFC3339))}
+		if err := l.Record(ctx, ev); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// onWriter runs fn on the writer goroutine, so chain state is only ever touched there.
+func (l *Ledger) onWriter(ctx context.Context, fn func() error) error {
+	c := call{fn: fn, done: make(chan error, 1)}
+	select {
+	case l.calls <- c:
+	case <-l.quit:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-c.done:
+		return err
+	case <-l.finished:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// call is work other than appending that must run on the writer goroutine.
+type call struct {
+	fn   func() error
+	done chan error
+}

@@ -1,0 +1,279 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// PostgresSchema is the schema the ledger's tables live in, so they never collide with the
+// tables of whatever else shares the database.
+const PostgresSchema = "gatehouse_ledger"
+
+// postgresMigrations mirror sqliteMigrations. The statements' text is kept in query_text with
+// a generated tsvector (simple configuration: SQL is not English prose) under a GIN index.
+var postgresMigrations = []string{`
+CREATE TABLE ledger_events (
+	instance TEXT NOT NULL,
+	seq BIGINT NOT NULL,
+	time_ns BIGINT NOT NULL,
+	type TEXT NOT NULL,
+	subject TEXT,
+	identity_kind TEXT,
+	target TEXT,
+	environment TEXT,
+	decision TEXT,
+	session TEXT,
+	hash TEXT NOT NULL,
+	body TEXT NOT NULL,
+	query_text TEXT,
+	fts tsvector GENERATED ALWAYS AS (to_tsvector('simple', COALESCE(query_text, ''))) STORED,
+	PRIMARY KEY (instance, seq)
+);
+CREATE INDEX ledger_events_time ON ledger_events(time_ns);
+CREATE INDEX ledger_events_subject ON ledger_events(subject text_pattern_ops, time_ns);
+CREATE INDEX ledger_events_subject_time ON ledger_events(subject, time_ns);
+CREATE INDEX ledger_events_kind ON ledger_events(identity_kind, time_ns);
+CREATE INDEX ledger_events_target ON ledger_events(target, time_ns);
+CREATE INDEX ledger_events_decision ON ledger_events(decision, time_ns);
+CREATE INDEX ledger_events_type ON ledger_events(type, time_ns);
+CREATE INDEX ledger_events_session ON ledger_events(session);
+CREATE INDEX ledger_events_fts ON ledger_events USING gin(fts);
+CREATE TABLE ledger_tables (
+	instance TEXT NOT NULL, seq BIGINT NOT NULL, time_ns BIGINT NOT NULL,
+	subject TEXT, identity_kind TEXT, decision TEXT,
+	tbl TEXT NOT NULL, name TEXT NOT NULL, kind TEXT, category TEXT, access TEXT,
+	PRIMARY KEY (instance, seq, tbl)
+);
+CREATE INDEX ledger_tables_name ON ledger_tables(name, time_ns);
+CREATE INDEX ledger_tables_tbl ON ledger_tables(tbl, time_ns);
+CREATE INDEX ledger_tables_agents ON ledger_tables(name, identity_kind, time_ns, subject);
+CREATE TABLE ledger_classes (
+	instance TEXT NOT NULL, seq BIGINT NOT NULL, time_ns BIGINT NOT NULL,
+	subject TEXT, identity_kind TEXT, decision TEXT,
+	class TEXT NOT NULL, col TEXT, category TEXT,
+	PRIMARY KEY (instance, seq, class)
+);
+CREATE INDEX ledger_classes_class ON ledger_classes(class, time_ns);
+CREATE INDEX ledger_classes_readers ON ledger_classes(class, category, decision, time_ns, subject, identity_kind);
+CREATE TABLE ledger_statements (
+	instance TEXT NOT NULL, seq BIGINT NOT NULL, time_ns BIGINT NOT NULL,
+	kind TEXT NOT NULL, category TEXT NOT NULL,
+	PRIMARY KEY (instance, seq, kind, category)
+);
+CREATE INDEX ledger_statements_kind ON ledger_statements(kind, time_ns);
+CREATE INDEX ledger_statements_category ON ledger_statements(category, time_ns);
+CREATE TABLE ledger_checkpoints (
+	instance TEXT NOT NULL, seq BIGINT NOT NULL, hash TEXT NOT NULL, time_ns BIGINT NOT NULL,
+	kind TEXT NOT NULL, signature TEXT NOT NULL,
+	PRIMARY KEY (instance, seq, kind)
+);
+`}
+
+// PostgresStore keeps the ledger in PostgreSQL, shared by several Gatehouse instances (each
+// appends to its own chain). A commit is durable by PostgreSQL's own rules
+// (synchronous_commit on the server decides; the default is on).
+type PostgresStore struct {
+	pool *pgxpool.Pool
+}
+
+// OpenPostgres connects to dsn, creates the ledger schema and applies its migrations. A
+// short connect timeout is set unless the DSN has one, so that while the database is down
+// Record fails fast (the gate refuses statements) instead of hanging.
+func OpenPostgres(ctx context.Context, dsn string) (*PostgresStore, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open ledger store: parse PostgreSQL DSN: %w", err)
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = 3 * time.Second
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = PostgresSchema
+	cfg.ConnConfig.RuntimeParams["application_name"] = "gatehouse-ledger"
+	cfg.MaxConns = 8
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open ledger store: %w", err)
+	}
+	s := &PostgresStore{pool: pool}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// migrate applies the migrations not yet applied, serialised across instances by an
+// advisory lock so that two instances starting together do not race.
+func (s *PostgresStore) migrate(ctx context.Context) error {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate ledger schema: connect: %w", err)
+	}
+	defer conn.Release()
+	const lockKey = 0x6761746568 // "gateh"
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, lockKey); err != nil {
+		return fmt.Errorf("migrate ledger schema: lock: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, lockKey) //nolint:errcheck // unlocked on disconnect anyway
+	if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+PostgresSchema+`;
+		CREATE TABLE IF NOT EXISTS `+PostgresSchema+`.schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`); err != nil {
+		return fmt.Errorf("migrate ledger schema: create schema: %w", err)
+	}
+	var have int
+	if err := conn.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+		return fmt.Errorf("migrate ledger schema: read version: %w", err)
+	}
+	for i := have; i < len(postgresMigrations); i++ {
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, postgresMigrations[i]); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations(version) VALUES ($1)`, i+1)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migrate ledger schema to version %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// Pool exposes the connection pool, for tests and tools that need to look underneath.
+func (s *PostgresStore) Pool() *pgxpool.Pool { return s.pool }
+
+func (s *PostgresStore) dialect() dialect { return postgresSQL }
+
+func (s *PostgresStore) queryRows(ctx context.Context, q string, args []any, fn func(scan func(dest ...any) error) error) error {
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows.Scan); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// Head implements Store.
+func (s *PostgresStore) Head(ctx context.Context, instance string) (int64, string, error) {
+	return runHead(ctx, s, instance)
+}
+
+// Append implements Store: one transaction; all rows are sent in one pipelined batch.
+func (s *PostgresStore) Append(ctx context.Context, recs []Record, cps []Checkpoint) error {
+	b := &pgx.Batch{}
+	for _, r := range recs {
+		ev := r.Event
+		ns := ev.Time.UnixNano()
+		tables, classes, stmts, text := indexRows(ev)
+		b.Queue(`INSERT INTO ledger_events(instance, seq, time_ns, type, subject, identity_kind, target, environment, decision, session, hash, body, query_text)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+			ev.Instance, ev.Seq, ns, string(ev.Type), ev.Subject, ev.IdentityKind, ev.Target, ev.Environment, ev.Decision, ev.SessionID, ev.Hash, string(r.Body), text)
+		for _, t := range tables {
+			b.Queue(`INSERT INTO ledger_tables(instance, seq, time_ns, subject, identity_kind, decision, tbl, name, kind, category, access) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+				ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, t.tbl, t.name, t.kind, t.category, t.access)
+		}
+		for _, c := range classes {
+			b.Queue(`INSERT INTO ledger_classes(instance, seq, time_ns, subject, identity_kind, decision, class, col, category) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+				ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, c.class, c.column, c.category)
+		}
+		for _, st := range stmts {
+			b.Queue(`INSERT INTO ledger_statements(instance, seq, time_ns, kind, category) VALUES ($1, $2, $3, $4, $5)`, ev.Instance, ev.Seq, ns, st.kind, st.category)
+		}
+	}
+	for _, cp := range cps {
+		b.Queue(`INSERT INTO ledger_checkpoints(instance, seq, hash, time_ns, kind, signature) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
+			cp.Instance, cp.Seq, cp.Hash, cp.Time.UnixNano(), cp.Kind, cp.Signature)
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		return tx.SendBatch(ctx, b).Close()
+	})
+	if err != nil {
+		return fmt.Errorf("append %d events to ledger: %w", len(recs), err)
+	}
+	return nil
+}
+
+// AddCheckpoint implements Store.
+func (s *PostgresStore) AddCheckpoint(ctx context.Context, cp Checkpoint) error {
+	return s.Append(ctx, nil, []Checkpoint{cp})
+}
+
+// Checkpoints implements Store.
+func (s *PostgresStore) Checkpoints(ctx context.Context, instance string) ([]Checkpoint, error) {
+	return runCheckpoints(ctx, s, instance)
+}
+
+// Instances implements Store.
+func (s *PostgresStore) Instances(ctx context.Context) ([]string, error) { return runInstances(ctx, s) }
+
+// Scan implements Store.
+func (s *PostgresStore) Scan(ctx context.Context, instance string, after int64, limit int, fn func(StoredEvent) error) error {
+	return runScan(ctx, s, instance, after, limit, fn)
+}
+
+// LastBefore implements Store.
+func (s *PostgresStore) LastBefore(ctx context.Context, instance string, t time.Time) (int64, string, error) {
+	return runLastBefore(ctx, s, instance, t)
+}
+
+// DeleteThrough implements Store.
+func (s *PostgresStore) DeleteThrough(ctx context.Context, instance string, seq int64, anchor Checkpoint) (int64, error) {
+	var n int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for _, t := range []string{"ledger_tables", "ledger_classes", "ledger_statements"} {
+			if _, err := tx.Exec(ctx, `DELETE FROM `+t+` WHERE instance = $1 AND seq <= $2`, instance, seq); err != nil {
+				return fmt.Errorf("%s: %w", t, err)
+			}
+		}
+		tag, err := tx.Exec(ctx, `DELETE FROM ledger_events WHERE instance = $1 AND seq <= $2`, instance, seq)
+		if err != nil {
+			return fmt.Errorf("events: %w", err)
+		}
+		n = tag.RowsAffected()
+		if _, err := tx.Exec(ctx, `DELETE FROM ledger_checkpoints WHERE instance = $1 AND seq < $2`, instance, seq); err != nil {
+			return fmt.Errorf("checkpoints: %w", err)
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO ledger_checkpoints(instance, seq, hash, time_ns, kind, signature) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
+			anchor.Instance, anchor.Seq, anchor.Hash, anchor.Time.UnixNano(), anchor.Kind, anchor.Signature)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("apply retention: %w", err)
+	}
+	return n, nil
+}
+
+// Search implements Store.
+func (s *PostgresStore) Search(ctx context.Context, q Query) ([]Event, error) {
+	return runSearch(ctx, s, q, time.Now())
+}
+
+// WhoDropped implements Store.
+func (s *PostgresStore) WhoDropped(ctx context.Context, table string, r TimeRange) ([]DropRecord, error) {
+	return runWhoDropped(ctx, s, table, r)
+}
+
+// PIIReaders implements Store.
+func (s *PostgresStore) PIIReaders(ctx context.Context, class string, r TimeRange) ([]IdentityCount, error) {
+	return runPIIReaders(ctx, s, class, r)
+}
+
+// AgentsQueried implements Store.
+func (s *PostgresStore) AgentsQueried(ctx context.Context, table string, r TimeRange) ([]IdentityCount, error) {
+	return runAgentsQueried(ctx, s, table, r)
+}
+
+// Close implements Store.
+func (s *PostgresStore) Close() error {
+	s.pool.Close()
+	return nil
+}
+

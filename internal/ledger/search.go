@@ -1,0 +1,294 @@
+package ledger
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// Query selects events for `gatehouse audit search` and the console API. Every filter is
+// optional; filters combine with AND.
+type Query struct {
+	// Identity is a glob over the subject (* any run, ? one character).
+	Identity string `json:"identity,omitempty"`
+	// IdentityKind is human, service or agent.
+	IdentityKind string    `json:"identity_kind,omitempty"`
+	Target       string    `json:"target,omitempty"`
+	Environment  string    `json:"environment,omitempty"`
+	Instance     string    `json:"instance,omitempty"`
+	Type         EventType `json:"type,omitempty"`
+	// StatementKind ("SELECT", "DROP TABLE", ...) and Category (read, write, ddl, ...)
+	// match when any statement of the event has them.
+	StatementKind string `json:"statement_kind,omitempty"`
+	Category      string `json:"category,omitempty"`
+	// Table matches a table the event read or wrote, with ("public.customers") or without
+	// ("customers") its schema.
+	Table string `json:"table,omitempty"`
+	// Class matches the class of a sensitive column the event touched ("email", "ssn", ...);
+	// "pii" matches any personal-data class.
+	Class    string `json:"class,omitempty"`
+	Decision string `json:"decision,omitempty"`
+	// Since is a window ending now; From (inclusive) and To (exclusive) bound it instead.
+	Since time.Duration `json:"since,omitempty"`
+	From  time.Time     `json:"from,omitzero"`
+	To    time.Time     `json:"to,omitzero"`
+	// Text is full-text search over the statements' (redacted) text: every word must occur.
+	Text string `json:"text,omitempty"`
+	// Limit caps the result (default 100, at most 10000); newest first unless Ascending.
+	Limit     int  `json:"limit,omitempty"`
+	Ascending bool `json:"ascending,omitempty"`
+}
+
+// DefaultLimit and MaxLimit bound how many events one search returns.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 10000
+)
+
+// Range resolves Since, From and To against now.
+func (q Query) Range(now time.Time) TimeRange {
+	r := TimeRange{From: q.From, To: q.To}
+	if q.Since > 0 {
+		from := now.Add(-q.Since)
+		if r.From.IsZero() || from.After(r.From) {
+			r.From = from
+		}
+	}
+	return r
+}
+
+func (q Query) limit() int {
+	switch {
+	case q.Limit <= 0:
+		return DefaultLimit
+	case q.Limit > MaxLimit:
+		return MaxLimit
+	}
+	return q.Limit
+}
+
+// Validate rejects queries that cannot mean anything.
+func (q Query) Validate() error {
+	if q.Since < 0 {
+		return errors.New("search: since must be positive")
+	}
+	if !q.From.IsZero() && !q.To.IsZero() && !q.To.After(q.From) {
+		return errors.New("search: to must be after from")
+	}
+	if q.IdentityKind != "" && q.IdentityKind != "human" && q.IdentityKind != "service" && q.IdentityKind != "agent" {
+		return fmt.Errorf("search: identity kind %q is not human, service or agent", q.IdentityKind)
+	}
+	if strings.ContainsAny(q.Identity, "[]") {
+		return errors.New("search: identity glob supports * and ? only")
+	}
+	if q.Text != "" && len(ftsTerms(q.Text)) == 0 {
+		return errors.New("search: text has no words to search for")
+	}
+	return nil
+}
+
+// dialect is the SQL flavour a query is built for.
+type dialect int
+
+const (
+	sqliteSQL dialect = iota
+	postgresSQL
+)
+
+// builder collects conditions and arguments with the dialect's placeholders.
+type builder struct {
+	d     dialect
+	args  []any
+	conds []string
+}
+
+func (b *builder) arg(v any) string {
+	b.args = append(b.args, v)
+	if b.d == postgresSQL {
+		return "$" + strconv.Itoa(len(b.args))
+	}
+	return "?"
+}
+
+func (b *builder) where(format string, args ...any) {
+	ph := make([]any, len(args))
+	for i, a := range args {
+		ph[i] = b.arg(a)
+	}
+	b.conds = append(b.conds, fmt.Sprintf(format, ph...))
+}
+
+// tableCond matches a side-table row against a table name with or without schema.
+func tableCond(b *builder, alias, table string) {
+	t := strings.ToLower(strings.TrimSpace(table))
+	if strings.Contains(t, ".") {
+		b.where(alias+".tbl = %s", t)
+	} else {
+		b.where(alias+".name = %s", t)
+	}
+}
+
+// buildSearch turns a query into SQL. The most selective side table present (table, then
+// sensitive class, then statement kind) drives the query through its (key, time_ns) index,
+// so "newest N matching" walks an index backwards instead of sorting all matches; the
+// other filters become EXISTS probes on the (instance, seq) keys.
+func buildSearch(d dialect, q Query, now time.Time) (string, []any, error) {
+	if err := q.Validate(); err != nil {
+		return "", nil, err
+	}
+	b := &builder{d: d}
+	from, to := q.Range(now).bounds()
+	driver, alias := "ledger_events", "e"
+	switch {
+	case q.Table != "":
+		driver, alias = "ledger_tables", "d"
+		tableCond(b, "d", q.Table)
+	case q.Class != "":
+		driver, alias = "ledger_classes", "d"
+		b.where("d.class = %s", strings.ToLower(q.Class))
+	case q.StatementKind != "":
+		driver, alias = "ledger_statements", "d"
+		b.where("d.kind = %s", strings.ToUpper(q.StatementKind))
+	}
+	if from > -1<<63 {
+		b.where(alias+".time_ns >= %s", from)
+	}
+	if to < 1<<63-1 {
+		b.where(alias+".time_ns < %s", to)
+	}
+	if q.Class != "" && driver != "ledger_classes" {
+		b.where("EXISTS (SELECT 1 FROM ledger_classes c WHERE c.instance = e.instance AND c.seq = e.seq AND c.class = %s)", strings.ToLower(q.Class))
+	}
+	if q.StatementKind != "" && driver != "ledger_statements" {
+		b.where("EXISTS (SELECT 1 FROM ledger_statements s WHERE s.instance = e.instance AND s.seq = e.seq AND s.kind = %s)", strings.ToUpper(q.StatementKind))
+	}
+	if q.Category != "" {
+		if driver == "ledger_statements" {
+			b.where("d.category = %s", strings.ToLower(q.Category))
+		} else {
+			b.where("EXISTS (SELECT 1 FROM ledger_statements s2 WHERE s2.instance = e.instance AND s2.seq = e.seq AND s2.category = %s)", strings.ToLower(q.Category))
+		}
+	}
+	if q.Identity != "" {
+		if !strings.ContainsAny(q.Identity, "*?") {
+			b.where("e.subject = %s", q.Identity)
+		} else if d == sqliteSQL {
+			b.where("e.subject GLOB %s", q.Identity)
+		} else {
+			b.where(`e.subject LIKE %s ESCAPE '\'`, globToLike(q.Identity))
+		}
+	}
+	for _, f := range []struct{ col, v string }{
+		{"identity_kind", q.IdentityKind}, {"target", q.Target}, {"environment", q.Environment},
+		{"instance", q.Instance}, {"type", string(q.Type)}, {"decision", q.Decision},
+	} {
+		if f.v != "" {
+			b.where("e."+f.col+" = %s", f.v)
+		}
+	}
+	if q.Text != "" {
+		if d == sqliteSQL {
+			b.where("e.id IN (SELECT rowid FROM ledger_fts WHERE ledger_fts MATCH %s)", ftsMatch(q.Text))
+		} else {
+			b.where("e.fts @@ plainto_tsquery('simple', %s)", strings.Join(ftsTerms(q.Text), " "))
+		}
+	}
+	var sb strings.Builder
+	sb.WriteString("SELECT e.body FROM ")
+	if driver == "ledger_events" {
+		sb.WriteString("ledger_events e")
+	} else {
+		sb.WriteString(driver + " d JOIN ledger_events e ON e.instance = d.instance AND e.seq = d.seq")
+	}
+	if len(b.conds) > 0 {
+		sb.WriteString(" WHERE ")
+		sb.WriteString(strings.Join(b.conds, " AND "))
+	}
+	dir := " DESC"
+	if q.Ascending {
+		dir = " ASC"
+	}
+	sb.WriteString(" ORDER BY " + alias + ".time_ns" + dir + ", " + alias + ".seq" + dir)
+	sb.WriteString(" LIMIT " + b.arg(q.limit()))
+	return sb.String(), b.args, nil
+}
+
+// globToLike converts a * ? glob to a LIKE pattern with \ as the escape character.
+func globToLike(g string) string {
+	var sb strings.Builder
+	for _, r := range g {
+		switch r {
+		case '*':
+			sb.WriteByte('%')
+		case '?':
+			sb.WriteByte('_')
+		case '%', '_', '\\':
+			sb.WriteByte('\\')
+			sb.WriteRune(r)
+		default:
+			sb.WriteRune(r)
+		}
+	}
+	return sb.String()
+}
+
+// ftsTerms splits search text into words the way both full-text indexes tokenise (runs of
+// letters and digits), lower case.
+func ftsTerms(s string) []string {
+	return strings.FieldsFunc(strings.ToLower(s), func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) })
+}
+
+// ftsMatch builds an FTS5 query in which every word must occur; each word is quoted, so
+// user text can never inject FTS5 operators.
+func ftsMatch(s string) string {
+	terms := ftsTerms(s)
+	for i, t := range terms {
+		terms[i] = `"` + t + `"`
+	}
+	return strings.Join(terms, " AND ")
+}
+
+// Aggregation SQL shared by both stores (placeholders rewritten for PostgreSQL).
+
+const whoDroppedSQL = `SELECT e.body, d.tbl, d.kind FROM ledger_tables d JOIN ledger_events e ON e.instance = d.instance AND e.seq = d.seq
+WHERE %s AND d.kind LIKE 'DROP%%' AND d.decision = 'allow' AND d.time_ns >= ? AND d.time_ns < ? ORDER BY d.time_ns, d.seq`
+
+const piiReadersSQL = `SELECT subject, identity_kind, COUNT(*), MIN(time_ns), MAX(time_ns) FROM ledger_classes
+WHERE class = ? AND category = 'read' AND decision = 'allow' AND time_ns >= ? AND time_ns < ?
+GROUP BY subject, identity_kind ORDER BY COUNT(*) DESC, subject`
+
+const agentsQueriedSQL = `SELECT subject, identity_kind, COUNT(*), MIN(time_ns), MAX(time_ns) FROM ledger_tables
+WHERE %s AND identity_kind = 'agent' AND time_ns >= ? AND time_ns < ?
+GROUP BY subject, identity_kind ORDER BY COUNT(*) DESC, subject`
+
+// tableKey returns the side-table column and value a table name matches on.
+func tableKey(table string) (string, string) {
+	t := strings.ToLower(strings.TrimSpace(table))
+	if strings.Contains(t, ".") {
+		return "tbl", t
+	}
+	return "name", t
+}
+
+// rebind rewrites ? placeholders to $n for PostgreSQL.
+func rebind(d dialect, sql string) string {
+	if d != postgresSQL {
+		return sql
+	}
+	var sb strings.Builder
+	n := 0
+	for i := 0; i < len(sql); i++ {
+		if sql[i] == '?' {
+			n++
+			sb.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		sb.WriteByte(sql[i])
+	}
+	return sb.String()
+}
+
+func nsTime(ns int64) time.Time { return time.Unix(0, ns).UTC() }

@@ -1,0 +1,223 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// runner is the little both stores share: run a query and scan each row. The search,
+// aggregation and scan logic is written once on top of it.
+type runner interface {
+	dialect() dialect
+	queryRows(ctx context.Context, sql string, args []any, fn func(scan func(dest ...any) error) error) error
+}
+
+func runSearch(ctx context.Context, r runner, q Query, now time.Time) ([]Event, error) {
+	sql, args, err := buildSearch(r.dialect(), q, now)
+	if err != nil {
+		return nil, err
+	}
+	var out []Event
+	err = r.queryRows(ctx, sql, args, func(scan func(...any) error) error {
+		var body []byte
+		if err := scan(&body); err != nil {
+			return err
+		}
+		ev, err := decodeBody(body)
+		if err != nil {
+			return err
+		}
+		out = append(out, ev)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("search ledger: %w", err)
+	}
+	return out, nil
+}
+
+func runWhoDropped(ctx context.Context, r runner, table string, tr TimeRange) ([]DropRecord, error) {
+	col, val := tableKey(table)
+	from, to := tr.bounds()
+	sql := rebind(r.dialect(), fmt.Sprintf(whoDroppedSQL, "d."+col+" = ?"))
+	var out []DropRecord
+	err := r.queryRows(ctx, sql, []any{val, from, to}, func(scan func(...any) error) error {
+		var body []byte
+		var tbl, kind string
+		if err := scan(&body, &tbl, &kind); err != nil {
+			return err
+		}
+		ev, err := decodeBody(body)
+		if err != nil {
+			return err
+		}
+		if ev.SQLState != "" && ev.SQLState != "00000" {
+			return nil // allowed but failed upstream: nothing was dropped
+		}
+		text := ""
+		for _, st := range ev.Statements {
+			if st.Kind == kind {
+				text = st.Redacted
+				break
+			}
+		}
+		out = append(out, DropRecord{
+			Time: ev.Time, Instance: ev.Instance, Seq: ev.Seq, Subject: ev.Subject, IdentityKind: ev.IdentityKind,
+			ClientAddr: ev.ClientAddr, ApplicationName: ev.ApplicationName, Target: ev.Target, Environment: ev.Environment,
+			Decision: ev.Decision, SQLState: ev.SQLState, Table: tbl, Kind: kind, Text: text,
+		})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("find who dropped %s: %w", table, err)
+	}
+	return out, nil
+}
+
+func runIdentityCounts(ctx context.Context, r runner, sql string, args []any) ([]IdentityCount, error) {
+	var out []IdentityCount
+	err := r.queryRows(ctx, rebind(r.dialect(), sql), args, func(scan func(...any) error) error {
+		var ic IdentityCount
+		var first, last int64
+		if err := scan(&ic.Subject, &ic.IdentityKind, &ic.Statements, &first, &last); err != nil {
+			return err
+		}
+		ic.First, ic.Last = nsTime(first), nsTime(last)
+		out = append(out, ic)
+		return nil
+	})
+	return out, err
+}
+
+func runPIIReaders(ctx context.Context, r runner, class string, tr TimeRange) ([]IdentityCount, error) {
+	if class == "" {
+		class = "pii"
+	}
+	from, to := tr.bounds()
+	out, err := runIdentityCounts(ctx, r, piiReadersSQL, []any{class, from, to})
+	if err != nil {
+		return nil, fmt.Errorf("find readers of %s data: %w", class, err)
+	}
+	return out, nil
+}
+
+func runAgentsQueried(ctx context.Context, r runner, table string, tr TimeRange) ([]IdentityCount, error) {
+	col, val := tableKey(table)
+	from, to := tr.bounds()
+	out, err := runIdentityCounts(ctx, r, fmt.Sprintf(agentsQueriedSQL, col+" = ?"), []any{val, from, to})
+	if err != nil {
+		return nil, fmt.Errorf("find agents that queried %s: %w", table, err)
+	}
+	return out, nil
+}
+
+const scanSQL = `SELECT seq, body, type, COALESCE(subject, ''), COALESCE(decision, ''), time_ns FROM ledger_events WHERE instance = ? AND seq > ? ORDER BY seq`
+
+func runScan(ctx context.Context, r runner, instance string, after int64, limit int, fn func(StoredEvent) error) error {
+	sql := scanSQL
+	args := []any{instance, after}
+	if limit > 0 {
+		sql += " LIMIT ?"
+		args = append(args, limit)
+	}
+	err := r.queryRows(ctx, rebind(r.dialect(), sql), args, func(scan func(...any) error) error {
+		var se StoredEvent
+		if err := scan(&se.RowSeq, &se.Body, &se.Type, &se.Subject, &se.Decision, &se.TimeNS); err != nil {
+			return err
+		}
+		return fn(se)
+	})
+	if err != nil {
+		return fmt.Errorf("scan ledger of %s: %w", instance, err)
+	}
+	return nil
+}
+
+const checkpointsSQL = `SELECT instance, seq, hash, time_ns, kind, signature FROM ledger_checkpoints`
+
+func runCheckpoints(ctx context.Context, r runner, instance string) ([]Checkpoint, error) {
+	sql := checkpointsSQL
+	var args []any
+	if instance != "" {
+		sql += " WHERE instance = ?"
+		args = append(args, instance)
+	}
+	sql += " ORDER BY instance, seq, time_ns"
+	var out []Checkpoint
+	err := r.queryRows(ctx, rebind(r.dialect(), sql), args, func(scan func(...any) error) error {
+		var cp Checkpoint
+		var ns int64
+		if err := scan(&cp.Instance, &cp.Seq, &cp.Hash, &ns, &cp.Kind, &cp.Signature); err != nil {
+			return err
+		}
+		cp.Time = nsTime(ns)
+		out = append(out, cp)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoints: %w", err)
+	}
+	return out, nil
+}
+
+func runInstances(ctx context.Context, r runner) ([]string, error) {
+	var out []string
+	err := r.queryRows(ctx, `SELECT DISTINCT instance FROM ledger_events UNION SELECT DISTINCT instance FROM ledger_checkpoints ORDER BY 1`, nil, func(scan func(...any) error) error {
+		var s string
+		if err := scan(&s); err != nil {
+			return err
+		}
+		out = append(out, s)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list ledger instances: %w", err)
+	}
+	return out, nil
+}
+
+func runLastBefore(ctx context.Context, r runner, instance string, t time.Time) (int64, string, error) {
+	var seq int64
+	var hash string
+	found := false
+	// Retention deletes a prefix of the chain: the last event older than t and everything
+	// before it. Events are appended in time order per instance up to clock steps; a prefix
+	// by seq keeps the chain contiguous even then.
+	err := r.queryRows(ctx, rebind(r.dialect(), `SELECT seq, hash FROM ledger_events WHERE instance = ? AND time_ns < ? ORDER BY time_ns DESC, seq DESC LIMIT 1`),
+		[]any{instance, t.UnixNano()}, func(scan func(...any) error) error {
+			found = true
+			return scan(&seq, &hash)
+		})
+	if err != nil {
+		return 0, "", fmt.Errorf("find events before %s: %w", t.Format(time.RFC3339), err)
+	}
+	if !found {
+		return 0, "", nil
+	}
+	return seq, hash, nil
+}
+
+func runHead(ctx context.Context, r runner, instance string) (int64, string, error) {
+	var seq int64
+	var hash string
+	found := false
+	err := r.queryRows(ctx, rebind(r.dialect(), `SELECT seq, hash FROM ledger_events WHERE instance = ? ORDER BY seq DESC LIMIT 1`), []any{instance}, func(scan func(...any) error) error {
+		found = true
+		return scan(&seq, &hash)
+	})
+	if err != nil {
+		return 0, "", fmt.Errorf("read chain head of %s: %w", instance, err)
+	}
+	if found {
+		return seq, hash, nil
+	}
+	err = r.queryRows(ctx, rebind(r.dialect(), `SELECT seq, hash FROM ledger_checkpoints WHERE instance = ? AND kind = 'retention' ORDER BY seq DESC LIMIT 1`), []any{instance}, func(scan func(...any) error) error {
+		found = true
+		return scan(&seq, &hash)
+	})
+	if err != nil {
+		return 0, "", fmt.Errorf("read retention anchor of %s: %w", instance, err)
+	}
+	return seq, hash, nil
+}

@@ -1,0 +1,310 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/store"
+)
+
+// SQLiteFile is the ledger's database file inside the data directory. The ledger has a file
+// of its own (not the shared state database) so that its fsync'd group commits never wait
+// behind, or hold up, other components' writes.
+const SQLiteFile = "ledger.db"
+
+// sqliteMigrations create the ledger's tables. Events keep their hashed record in body and
+// copies of the fields searches filter on in indexed columns; the side tables denormalise
+// the tables, sensitive classes and statement kinds of each event (with the event's time,
+// subject and identity kind) so auditor questions are answered from one index each.
+var sqliteMigrations = []string{`
+CREATE TABLE ledger_events (
+	id INTEGER PRIMARY KEY,
+	instance TEXT NOT NULL,
+	seq INTEGER NOT NULL,
+	time_ns INTEGER NOT NULL,
+	type TEXT NOT NULL,
+	subject TEXT,
+	identity_kind TEXT,
+	target TEXT,
+	environment TEXT,
+	decision TEXT,
+	session TEXT,
+	hash TEXT NOT NULL,
+	body TEXT NOT NULL,
+	UNIQUE (instance, seq)
+);
+CREATE INDEX ledger_events_time ON ledger_events(time_ns);
+CREATE INDEX ledger_events_subject ON ledger_events(subject, time_ns);
+CREATE INDEX ledger_events_kind ON ledger_events(identity_kind, time_ns);
+CREATE INDEX ledger_events_target ON ledger_events(target, time_ns);
+CREATE INDEX ledger_events_decision ON ledger_events(decision, time_ns);
+CREATE INDEX ledger_events_type ON ledger_events(type, time_ns);
+CREATE INDEX ledger_events_session ON ledger_events(session);
+CREATE TABLE ledger_tables (
+	instance TEXT NOT NULL, seq INTEGER NOT NULL, time_ns INTEGER NOT NULL,
+	subject TEXT, identity_kind TEXT, decision TEXT,
+	tbl TEXT NOT NULL, name TEXT NOT NULL, kind TEXT, category TEXT, access TEXT,
+	PRIMARY KEY (instance, seq, tbl)
+) WITHOUT ROWID;
+CREATE INDEX ledger_tables_name ON ledger_tables(name, time_ns);
+CREATE INDEX ledger_tables_tbl ON ledger_tables(tbl, time_ns);
+CREATE INDEX ledger_tables_agents ON ledger_tables(name, identity_kind, time_ns, subject);
+CREATE TABLE ledger_classes (
+	instance TEXT NOT NULL, seq INTEGER NOT NULL, time_ns INTEGER NOT NULL,
+	subject TEXT, identity_kind TEXT, decision TEXT,
+	class TEXT NOT NULL, col TEXT, category TEXT,
+	PRIMARY KEY (instance, seq, class)
+) WITHOUT ROWID;
+CREATE INDEX ledger_classes_class ON ledger_classes(class, time_ns);
+CREATE INDEX ledger_classes_readers ON ledger_classes(class, category, decision, time_ns, subject, identity_kind);
+CREATE TABLE ledger_statements (
+	instance TEXT NOT NULL, seq INTEGER NOT NULL, time_ns INTEGER NOT NULL,
+	kind TEXT NOT NULL, category TEXT NOT NULL,
+	PRIMARY KEY (instance, seq, kind, category)
+) WITHOUT ROWID;
+CREATE INDEX ledger_statements_kind ON ledger_statements(kind, time_ns);
+CREATE INDEX ledger_statements_category ON ledger_statements(category, time_ns);
+CREATE VIRTUAL TABLE ledger_fts USING fts5(text, content='', contentless_delete=1);
+CREATE TABLE ledger_checkpoints (
+	instance TEXT NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL, time_ns INTEGER NOT NULL,
+	kind TEXT NOT NULL, signature TEXT NOT NULL,
+	PRIMARY KEY (instance, seq, kind)
+);
+`}
+
+// SQLiteStore is the embedded store: one SQLite file (WAL, synchronous=FULL) in the data
+// directory.
+type SQLiteStore struct {
+	db *sql.DB
+}
+
+// OpenSQLite opens (creating and migrating) the ledger database in dataDir.
+func OpenSQLite(ctx context.Context, dataDir string) (*SQLiteStore, error) {
+	return OpenSQLiteFile(ctx, filepath.Join(dataDir, SQLiteFile))
+}
+
+// OpenSQLiteFile opens (creating and migrating) the ledger database at path.
+func OpenSQLiteFile(ctx context.Context, path string) (*SQLiteStore, error) {
+	db, err := store.Open(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("open ledger store: %w", err)
+	}
+	if err := store.Migrate(ctx, db, "ledger", sqliteMigrations); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open ledger store: %w", err)
+	}
+	return &SQLiteStore{db: db}, nil
+}
+
+// DB exposes the database, for tests and tools that need to look underneath.
+func (s *SQLiteStore) DB() *sql.DB { return s.db }
+
+func (s *SQLiteStore) dialect() dialect { return sqliteSQL }
+
+func (s *SQLiteStore) queryRows(ctx context.Context, q string, args []any, fn func(scan func(dest ...any) error) error) error {
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows.Scan); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// Head implements Store.
+func (s *SQLiteStore) Head(ctx context.Context, instance string) (int64, string, error) {
+	return runHead(ctx, s, instance)
+}
+
+// Append implements Store: one transaction, committed with synchronous=FULL.
+func (s *SQLiteStore) Append(ctx context.Context, recs []Record, cps []Checkpoint) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("append to ledger: begin: %w", err)
+	}
+	defer tx.Rollback()
+	if err := s.insert(ctx, tx, recs); err != nil {
+		return err
+	}
+	for _, cp := range cps {
+		if err := insertCheckpointTx(ctx, tx, cp); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("append to ledger: commit: %w", err)
+	}
+	return nil
+}
+
+func (s *SQLiteStore) insert(ctx context.Context, tx *sql.Tx, recs []Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	evStmt, err := tx.PrepareContext(ctx, `INSERT INTO ledger_events(instance, seq, time_ns, type, subject, identity_kind, target, environment, decision, session, hash, body)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return fmt.Errorf("append to ledger: prepare: %w", err)
+	}
+	defer evStmt.Close()
+	var tStmt, cStmt, sStmt, fStmt *sql.Stmt
+	prep := func(dst **sql.Stmt, q string) error {
+		if *dst != nil {
+			return nil
+		}
+		st, err := tx.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("append to ledger: prepare: %w", err)
+		}
+		*dst = st
+		return nil
+	}
+	defer func() {
+		for _, st := range []*sql.Stmt{tStmt, cStmt, sStmt, fStmt} {
+			if st != nil {
+				st.Close()
+			}
+		}
+	}()
+	for _, r := range recs {
+		ev := r.Event
+		ns := ev.Time.UnixNano()
+		res, err := evStmt.ExecContext(ctx, ev.Instance, ev.Seq, ns, string(ev.Type), ev.Subject, ev.IdentityKind, ev.Target, ev.Environment, ev.Decision, ev.SessionID, ev.Hash, string(r.Body))
+		if err != nil {
+			return fmt.Errorf("append event %d to ledger: %w", ev.Seq, err)
+		}
+		tables, classes, stmts, text := indexRows(ev)
+		for _, t := range tables {
+			if err := prep(&tStmt, `INSERT INTO ledger_tables(instance, seq, time_ns, subject, identity_kind, decision, tbl, name, kind, category, access) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`); err != nil {
+				return err
+			}
+			if _, err := tStmt.ExecContext(ctx, ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, t.tbl, t.name, t.kind, t.category, t.access); err != nil {
+				return fmt.Errorf("index tables of event %d: %w", ev.Seq, err)
+			}
+		}
+		for _, c := range classes {
+			if err := prep(&cStmt, `INSERT INTO ledger_classes(instance, seq, time_ns, subject, identity_kind, decision, class, col, category) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`); err != nil {
+				return err
+			}
+			if _, err := cStmt.ExecContext(ctx, ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, c.class, c.column, c.category); err != nil {
+				return fmt.Errorf("index classes of event %d: %w", ev.Seq, err)
+			}
+		}
+		for _, st := range stmts {
+			if err := prep(&sStmt, `INSERT INTO ledger_statements(instance, seq, time_ns, kind, category) VALUES (?, ?, ?, ?, ?)`); err != nil {
+				return err
+			}
+			if _, err := sStmt.ExecContext(ctx, ev.Instance, ev.Seq, ns, st.kind, st.category); err != nil {
+				return fmt.Errorf("index statements of event %d: %w", ev.Seq, err)
+			}
+		}
+		if text != "" {
+			id, err := res.LastInsertId()
+			if err != nil {
+				return fmt.Errorf("index text of event %d: %w", ev.Seq, err)
+			}
+			if err := prep(&fStmt, `INSERT INTO ledger_fts(rowid, text) VALUES (?, ?)`); err != nil {
+				return err
+			}
+			if _, err := fStmt.ExecContext(ctx, id, text); err != nil {
+				return fmt.Errorf("index text of event %d: %w", ev.Seq, err)
+			}
+		}
+	}
+	return nil
+}
+
+func insertCheckpointTx(ctx context.Context, tx *sql.Tx, cp Checkpoint) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO ledger_checkpoints(instance, seq, hash, time_ns, kind, signature) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (instance, seq, kind) DO NOTHING`,
+		cp.Instance, cp.Seq, cp.Hash, cp.Time.UnixNano(), cp.Kind, cp.Signature)
+	if err != nil {
+		return fmt.Errorf("store checkpoint at seq %d: %w", cp.Seq, err)
+	}
+	return nil
+}
+
+// AddCheckpoint implements Store.
+func (s *SQLiteStore) AddCheckpoint(ctx context.Context, cp Checkpoint) error {
+	return s.Append(ctx, nil, []Checkpoint{cp})
+}
+
+// Checkpoints implements Store.
+func (s *SQLiteStore) Checkpoints(ctx context.Context, instance string) ([]Checkpoint, error) {
+	return runCheckpoints(ctx, s, instance)
+}
+
+// Instances implements Store.
+func (s *SQLiteStore) Instances(ctx context.Context) ([]string, error) { return runInstances(ctx, s) }
+
+// Scan implements Store.
+func (s *SQLiteStore) Scan(ctx context.Context, instance string, after int64, limit int, fn func(StoredEvent) error) error {
+	return runScan(ctx, s, instance, after, limit, fn)
+}
+
+// LastBefore implements Store.
+func (s *SQLiteStore) LastBefore(ctx context.Context, instance string, t time.Time) (int64, string, error) {
+	return runLastBefore(ctx, s, instance, t)
+}
+
+// DeleteThrough implements Store.
+func (s *SQLiteStore) DeleteThrough(ctx context.Context, instance string, seq int64, anchor Checkpoint) (int64, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("apply retention: begin: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM ledger_fts WHERE rowid IN (SELECT id FROM ledger_events WHERE instance = ? AND seq <= ?)`, instance, seq); err != nil {
+		return 0, fmt.Errorf("apply retention to text index: %w", err)
+	}
+	for _, t := range []string{"ledger_tables", "ledger_classes", "ledger_statements"} {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+t+` WHERE instance = ? AND seq <= ?`, instance, seq); err != nil {
+			return 0, fmt.Errorf("apply retention to %s: %w", t, err)
+		}
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM ledger_events WHERE instance = ? AND seq <= ?`, instance, seq)
+	if err != nil {
+		return 0, fmt.Errorf("apply retention to events: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM ledger_checkpoints WHERE instance = ? AND seq < ?`, instance, seq); err != nil {
+		return 0, fmt.Errorf("apply retention to checkpoints: %w", err)
+	}
+	if err := insertCheckpointTx(ctx, tx, anchor); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("apply retention: commit: %w", err)
+	}
+	return n, nil
+}
+
+// Search implements Store.
+func (s *SQLiteStore) Search(ctx context.Context, q Query) ([]Event, error) {
+	return runSearch(ctx, s, q, time.Now())
+}
+
+// WhoDropped implements Store.
+func (s *SQLiteStore) WhoDropped(ctx context.Context, table string, r TimeRange) ([]DropRecord, error) {
+	return runWhoDropped(ctx, s, table, r)
+}
+
+// PIIReaders implements Store.
+func (s *SQLiteStore) PIIReaders(ctx context.Context, class string, r TimeRange) ([]IdentityCount, error) {
+	return runPIIReaders(ctx, s, class, r)
+}
+
+// AgentsQueried implements Store.
+func (s *SQLiteStore) AgentsQueried(ctx context.Context, table string, r TimeRange) ([]IdentityCount, error) {
+	return runAgentsQueried(ctx, s, table, r)
+}
+
+// Close implements Store.
+func (s *SQLiteStore) Close() error { return s.db.Close() }
