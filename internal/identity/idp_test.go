@@ -244,12 +244,12 @@ func startIdP(t testing.TB, l net.Listener) *testIdP {
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	p.srv = srv
-	prov, err := op.NewOpenIDProvider(issuer, &op.Config{CryptoKey: sha256.Sum256([]byte(issuer)), CodeMethodS256: true}, p)
+	prov, err := op.NewProvider(&op.Config{CryptoKey: sha256.Sum256([]byte(issuer)), CodeMethodS256: true}, p, op.StaticIssuer(issuer))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.provider = prov
-	h := prov.HttpHandler()
+	var h http.Handler = prov
 	handler.Store(&h)
 	p.caFile = filepath.Join(t.TempDir(), "idp-ca.pem")
 	if err := os.WriteFile(p.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
