@@ -62,7 +62,7 @@ func has(toks []string, words ...string) bool {
 // "phone_count", "password_changed_at").
 var metaWords = []string{"count", "verified", "confirmed", "enabled", "status", "flag", "sent", "at",
 	"type", "template", "format", "length", "len", "pref", "preference", "opt", "optin", "bounced",
-	"provider", "changed", "updated", "expires", "expiry", "policy", "reset", "hint", "required",
+	"provider", "changed", "updated", "expires", "expiry", "policy", "hint", "required",
 	"is", "has", "valid", "validated", "domain", "country", "visible", "public", "kind", "version"}
 
 // Name words of business identifiers whose values may pass a validator by chance (nine-digit
@@ -92,6 +92,8 @@ func NameClass(table, column string) Class {
 		return ""
 	}
 	switch {
+	case has(toks, "token", "secret") && !has(toks, "count", "type", "expires", "expiry"):
+		return Secret
 	case has(toks, "password", "passwd", "pwd", "passwort", "contrasena", "contraseña", "passphrase") ||
 		strings.Contains(joined, "password") || strings.Contains(joined, "motdepasse"):
 		return Password
@@ -118,6 +120,8 @@ func NameClass(table, column string) Class {
 	case has(toks, "phone", "telephone", "tel", "mobile", "cell", "cellphone", "fax", "telefono", "teléfono", "telefon", "handy", "portable", "msisdn", "telefonnummer", "movil") ||
 		strings.Contains(joined, "phone"):
 		return Phone
+	case has(toks, "geb", "gebdat") && has(toks, "datum", "dat", "gebdat"), has(toks, "fecha") && has(toks, "nac", "nacim"):
+		return DOB
 	case has(toks, "dob", "birthday", "birthdate", "geburtsdatum", "geburtstag", "nacimiento", "naissance", "birth") ||
 		strings.Contains(joined, "dateofbirth") || strings.Contains(joined, "birthdate"):
 		return DOB
@@ -180,7 +184,7 @@ const (
 
 func familyOf(typ string) typeFamily {
 	t := strings.ToLower(typ)
-	t = strings.TrimSuffix(t, "[]")
+	t = strings.TrimPrefix(strings.TrimSuffix(t, "[]"), "_")
 	switch {
 	case t == "" || t == "text" || t == "varchar" || t == "bpchar" || t == "character varying" || t == "character" ||
 		t == "citext" || t == "name" || t == "json" || t == "jsonb" || t == "bytea" || strings.HasPrefix(t, "varchar") || strings.HasPrefix(t, "char"):

@@ -1,0 +1,680 @@
+package classify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/lineage"
+	"github.com/jackc/pgx/v5"
+)
+
+// Entry is the catalog's knowledge of one upstream column.
+type Entry struct {
+	Schema   string
+	Table    string
+	Column   string
+	Type     string // pg_type name of the column (base type for domains)
+	TableOID uint32
+	AttNum   uint16
+	Kind     string // relkind: r table, p partitioned, v view, m materialized view, f foreign
+	Classification
+	// Override is true when the class comes from the operator's overrides, not detection.
+	Override bool
+}
+
+// Key is "schema.table.column", the name overrides and reports use.
+func (e *Entry) Key() string { return e.Schema + "." + e.Table + "." + e.Column }
+
+// IsSensitive reports whether the column holds sensitive data with enough confidence.
+func (e *Entry) IsSensitive() bool {
+	return e.Sensitive() && (e.Override || e.Confidence >= MinConfidence)
+}
+
+// AttKey locates a column the way RowDescription does.
+type AttKey struct {
+	TableOID uint32
+	AttNum   uint16
+}
+
+// Snapshot is the result of one scan of a target: every column of every user table and view,
+// classified. It is immutable once built; a refresh replaces it.
+type Snapshot struct {
+	Target     string
+	Generation uint64
+	ScannedAt  time.Time
+	Entries    []Entry
+	SearchPath []string
+
+	byAtt  map[AttKey]int
+	byName map[string]int
+	tables map[string][]string // schema.table → columns in attnum order
+}
+
+func (s *Snapshot) index() {
+	s.byAtt = make(map[AttKey]int, len(s.Entries))
+	s.byName = make(map[string]int, len(s.Entries))
+	s.tables = make(map[string][]string)
+	for i := range s.Entries {
+		e := &s.Entries[i]
+		s.byAtt[AttKey{e.TableOID, e.AttNum}] = i
+		s.byName[e.Key()] = i
+		t := e.Schema + "." + e.Table
+		s.tables[t] = append(s.tables[t], e.Column)
+	}
+}
+
+// ByAttr returns the entry of a result column described by table OID and attribute number.
+func (s *Snapshot) ByAttr(oid uint32, att uint16) *Entry {
+	if s == nil || oid == 0 {
+		return nil
+	}
+	if i, ok := s.byAtt[AttKey{oid, att}]; ok {
+		return &s.Entries[i]
+	}
+	return nil
+}
+
+// ByName returns the entry of table ("schema.table") and column.
+func (s *Snapshot) ByName(table, column string) *Entry {
+	if s == nil {
+		return nil
+	}
+	if i, ok := s.byName[table+"."+column]; ok {
+		return &s.Entries[i]
+	}
+	return nil
+}
+
+// Resolve implements lineage.Resolver over the snapshot: an unqualified table is looked up
+// along the search path the scan saw (public when it saw none).
+func (s *Snapshot) Resolve(schema, table string) (string, []string, bool) {
+	if s == nil {
+		return "", nil, false
+	}
+	if schema != "" {
+		q := schema + "." + table
+		cols, ok := s.tables[q]
+		return q, cols, ok
+	}
+	path := s.SearchPath
+	if len(path) == 0 {
+		path = []string{"public"}
+	}
+	for _, sc := range path {
+		q := sc + "." + table
+		if cols, ok := s.tables[q]; ok {
+			return q, cols, true
+		}
+	}
+	return "", nil, false
+}
+
+// QualifyTable turns a table name as a statement wrote it ("customers", "Sales.Orders",
+// `"Mixed"`) into the snapshot's "schema.table", resolving unqualified names along the search
+// path; unknown tables come back qualified with the first schema of the path.
+func (s *Snapshot) QualifyTable(name string) string {
+	schema, table := splitQualified(name)
+	if q, _, ok := s.Resolve(schema, table); ok {
+		return q
+	}
+	if schema == "" {
+		schema = "public"
+		if s != nil && len(s.SearchPath) > 0 {
+			schema = s.SearchPath[0]
+		}
+	}
+	return schema + "." + table
+}
+
+func splitQualified(name string) (schema, table string) {
+	parts := strings.Split(name, ".")
+	for i, p := range parts {
+		if len(p) >= 2 && p[0] == '"' && p[len(p)-1] == '"' {
+			parts[i] = strings.ReplaceAll(p[1:len(p)-1], `""`, `"`)
+		} else {
+			parts[i] = strings.ToLower(p)
+		}
+	}
+	switch len(parts) {
+	case 1:
+		return "", parts[0]
+	default:
+		return parts[len(parts)-2], parts[len(parts)-1]
+	}
+}
+
+// Sensitive returns the entries classified as sensitive, in catalog order.
+func (s *Snapshot) Sensitive() []Entry {
+	if s == nil {
+		return nil
+	}
+	var out []Entry
+	for _, e := range s.Entries {
+		if e.IsSensitive() {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// TableClasses returns the sensitive columns of the given tables as "schema.table.column" →
+// class.
+func (s *Snapshot) TableClasses(tables []string) map[string]string {
+	out := map[string]string{}
+	for _, t := range tables {
+		q := s.QualifyTable(t)
+		for _, c := range s.tables[q] {
+			if e := s.ByName(q, c); e != nil && e.IsSensitive() {
+				out[e.Key()] = e.Class
+			}
+		}
+	}
+	return out
+}
+
+// ScanOptions tune a scan.
+type ScanOptions struct {
+	// SampleSize is how many rows are read per table (default 200).
+	SampleSize int
+	// Overrides set a column's class by name ("schema.table.column" or "table.column" for the
+	// public schema) to a class or "none"; they win over detection.
+	Overrides map[string]string
+	// TableTimeout bounds the sampling of one table (default 5s).
+	TableTimeout time.Duration
+	Log          *slog.Logger
+}
+
+// Scan reads the structure of the database conn is connected to, samples every table and
+// classifies every column, then follows view definitions so view columns inherit the class
+// of the table columns they show.
+func Scan(ctx context.Context, conn *pgx.Conn, opts ScanOptions) (*Snapshot, error) {
+	if opts.SampleSize <= 0 {
+		opts.SampleSize = 200
+	}
+	if opts.TableTimeout <= 0 {
+		opts.TableTimeout = 5 * time.Second
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	snap := &Snapshot{ScannedAt: time.Now()}
+	var path, user string
+	if err := conn.QueryRow(ctx, "SELECT current_setting('search_path'), current_user").Scan(&path, &user); err == nil {
+		for _, p := range strings.Split(path, ",") {
+			p = strings.Trim(strings.TrimSpace(p), `"`)
+			if p == "$user" {
+				p = user
+			}
+			if p != "" {
+				snap.SearchPath = append(snap.SearchPath, p)
+			}
+		}
+	}
+	rows, err := conn.Query(ctx, `
+SELECT c.oid, n.nspname, c.relname, c.relkind::text, a.attnum, a.attname,
+       COALESCE(bt.typname, t.typname), c.reltuples
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+ORDER BY n.nspname, c.relname, a.attnum`)
+	if err != nil {
+		return nil, fmt.Errorf("read column catalog: %w", err)
+	}
+	reltuples := map[uint32]float32{}
+	for rows.Next() {
+		var e Entry
+		var att int16
+		var tuples float32
+		if err := rows.Scan(&e.TableOID, &e.Schema, &e.Table, &e.Kind, &att, &e.Column, &e.Type, &tuples); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read column catalog: %w", err)
+		}
+		e.AttNum = uint16(att)
+		reltuples[e.TableOID] = tuples
+		snap.Entries = append(snap.Entries, e)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read column catalog: %w", err)
+	}
+
+	// Sample and classify table by table.
+	for start := 0; start < len(snap.Entries); {
+		end := start
+		for end < len(snap.Entries) && snap.Entries[end].TableOID == snap.Entries[start].TableOID {
+			end++
+		}
+		cols := snap.Entries[start:end]
+		var samples [][]string
+		if k := cols[0].Kind; k != "v" {
+			samples, err = sampleTable(ctx, conn, cols, opts, reltuples[cols[0].TableOID])
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, fmt.Errorf("sample %s.%s: %w", cols[0].Schema, cols[0].Table, err)
+				}
+				log.Warn("classify: cannot sample table; classifying by names only", "table", cols[0].Schema+"."+cols[0].Table, "err", err)
+			}
+		}
+		for i := range cols {
+			var s []string
+			if samples != nil {
+				s = samples[i]
+			}
+			cols[i].Classification = ClassifyColumn(cols[i].Table, cols[i].Column, cols[i].Type, s)
+		}
+		start = end
+	}
+	snap.index()
+	if err := classifyViews(ctx, conn, snap); err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		log.Warn("classify: cannot follow view definitions", "err", err)
+	}
+	applyOverrides(snap, opts.Overrides)
+	return snap, nil
+}
+
+func sampleable(typ string) bool {
+	switch familyOf(typ) {
+	case famText, famNumber, famDate, famInet, famOther:
+		t := strings.ToLower(typ)
+		return t != "bytea" && t != "json" && t != "jsonb" && t != "xml" && t != "tsvector" && t != "uuid"
+	}
+	return false
+}
+
+// sampleTable reads up to SampleSize rows of the sampleable columns as text. Large tables are
+// read with TABLESAMPLE SYSTEM so the rows come from the whole table, not its first pages.
+func sampleTable(ctx context.Context, conn *pgx.Conn, cols []Entry, opts ScanOptions, tuples float32) ([][]string, error) {
+	var sel []string
+	var idx []int
+	for i, c := range cols {
+		if sampleable(c.Type) {
+			sel = append(sel, pgx.Identifier{c.Column}.Sanitize()+"::text")
+			idx = append(idx, i)
+		}
+	}
+	out := make([][]string, len(cols))
+	if len(sel) == 0 {
+		return out, nil
+	}
+	from := pgx.Identifier{cols[0].Schema, cols[0].Table}.Sanitize()
+	if tuples > float32(opts.SampleSize*50) && (cols[0].Kind == "r" || cols[0].Kind == "m") {
+		pct := 100 * float64(opts.SampleSize) * 10 / float64(tuples)
+		from += fmt.Sprintf(" TABLESAMPLE SYSTEM (%.4f)", pct)
+	}
+	q := fmt.Sprintf("SELECT %s FROM %s LIMIT %d", strings.Join(sel, ", "), from, opts.SampleSize)
+	tctx, cancel := context.WithTimeout(ctx, opts.TableTimeout)
+	defer cancel()
+	rows, err := conn.Query(tctx, q)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	vals := make([]*string, len(sel))
+	dst := make([]any, len(sel))
+	for i := range vals {
+		dst[i] = &vals[i]
+	}
+	for rows.Next() {
+		for i := range vals {
+			vals[i] = nil
+		}
+		if err := rows.Scan(dst...); err != nil {
+			return nil, err
+		}
+		for i, v := range vals {
+			if v != nil {
+				out[idx[i]] = append(out[idx[i]], *v)
+			}
+		}
+	}
+	return out, rows.Err()
+}
+
+// classifyViews gives each view column the class of the table columns it derives from,
+// following the view's definition through the same lineage analysis the masker uses.
+func classifyViews(ctx context.Context, conn *pgx.Conn, snap *Snapshot) error {
+	rows, err := conn.Query(ctx, `
+SELECT c.oid, pg_get_viewdef(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')`)
+	if err != nil {
+		return fmt.Errorf("read view definitions: %w", err)
+	}
+	defs := map[uint32]string{}
+	for rows.Next() {
+		var oid uint32
+		var def string
+		if err := rows.Scan(&oid, &def); err != nil {
+			rows.Close()
+			return fmt.Errorf("read view definitions: %w", err)
+		}
+		defs[oid] = def
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read view definitions: %w", err)
+	}
+	// Views over views: repeat until nothing changes (bounded by the nesting depth).
+	for round := 0; round < 8; round++ {
+		changed := false
+		for oid, def := range defs {
+			res, err := lineage.Analyze(def, snap.Resolve)
+			if err != nil || len(res) != 1 || res[0] == nil {
+				continue
+			}
+			for i := range snap.Entries {
+				e := &snap.Entries[i]
+				if e.TableOID != oid || int(e.AttNum) > len(res[0].Columns) {
+					continue
+				}
+				// What the view shows wins over what its column is called.
+				if best := strongestSource(snap, res[0].Columns[e.AttNum-1].Sources); best != nil && best != e &&
+					(e.Class != best.Class || e.Confidence < best.Confidence) {
+					e.Classification = Classification{best.Class, best.Confidence, "view column derived from " + best.Key()}
+					changed = true
+				}
+			}
+		}
+		if !changed {
+			break
+		}
+	}
+	return nil
+}
+
+func strongestSource(snap *Snapshot, srcs []lineage.ColumnSource) *Entry {
+	var best *Entry
+	consider := func(e *Entry) {
+		if e != nil && e.IsSensitive() && (best == nil || e.Confidence > best.Confidence) {
+			best = e
+		}
+	}
+	for _, s := range srcs {
+		if s.Column == "*" {
+			for _, c := range snap.tables[s.Table] {
+				consider(snap.ByName(s.Table, c))
+			}
+			continue
+		}
+		consider(snap.ByName(s.Table, s.Column))
+	}
+	return best
+}
+
+func applyOverrides(snap *Snapshot, overrides map[string]string) {
+	for k, class := range overrides {
+		key := strings.ToLower(k)
+		if strings.Count(key, ".") == 1 {
+			key = "public." + key
+		}
+		i, ok := snap.byName[key]
+		if !ok {
+			continue
+		}
+		e := &snap.Entries[i]
+		e.Override = true
+		e.Classification = Classification{Class: class, Confidence: 1, Evidence: "override"}
+	}
+}
+
+// Connector opens a connection to a target's database for scanning.
+type Connector func(ctx context.Context, target string) (*pgx.Conn, error)
+
+// ConfigConnector connects to the targets of a configuration with their own credentials.
+func ConfigConnector(targets []config.Target) Connector {
+	return func(ctx context.Context, name string) (*pgx.Conn, error) {
+		for i := range targets {
+			t := &targets[i]
+			if t.Name != name {
+				continue
+			}
+			secret, err := t.Secret()
+			if err != nil {
+				return nil, err
+			}
+			mode := t.TLS.Mode
+			if mode == "" {
+				mode = "disable"
+			}
+			dsn := fmt.Sprintf("host='%s' port=%d dbname='%s' user='%s' sslmode=%s", t.Host, t.Port, t.Database, t.User, mode)
+			if t.TLS.CAFile != "" {
+				dsn += fmt.Sprintf(" sslrootcert='%s'", t.TLS.CAFile)
+			}
+			cfg, err := pgx.ParseConfig(dsn)
+			if err != nil {
+				return nil, fmt.Errorf("target %q: connection settings: %w", name, err)
+			}
+			cfg.Password = secret
+			cfg.RuntimeParams["application_name"] = "gatehouse-classify"
+			c, err := pgx.ConnectConfig(ctx, cfg)
+			if err != nil {
+				return nil, fmt.Errorf("target %q: connect for classification: %w", name, err)
+			}
+			return c, nil
+		}
+		return nil, fmt.Errorf("target %q is not configured", name)
+	}
+}
+
+// Catalog keeps one Snapshot per target: scanned on first use, rescanned on the next use
+// after Invalidate (the gate calls it when DDL passes through) and periodically by Run. It
+// implements gate.Catalog.
+type Catalog struct {
+	connect Connector
+	opts    ScanOptions
+	// overrides per target, "schema.table.column" → class or "none".
+	overrides map[string]map[string]string
+	log       *slog.Logger
+	// RetryAfter is how long a failed first scan is not retried, so a down target does not
+	// make every statement wait for a connection attempt.
+	RetryAfter time.Duration
+
+	mu      sync.Mutex
+	targets map[string]*targetState
+	gen     uint64
+}
+
+type targetState struct {
+	scanning chan struct{} // capacity 1: held while scanning
+	snap     *Snapshot
+	stale    bool
+	lastErr  error
+	failedAt time.Time
+}
+
+// NewCatalog returns a catalog that scans targets through connect. overrides maps a target
+// name to its column overrides.
+func NewCatalog(connect Connector, opts ScanOptions, overrides map[string]map[string]string) *Catalog {
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Catalog{connect: connect, opts: opts, overrides: overrides, log: log, RetryAfter: 10 * time.Second, targets: map[string]*targetState{}}
+}
+
+func (c *Catalog) state(target string) *targetState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, ok := c.targets[target]
+	if !ok {
+		st = &targetState{scanning: make(chan struct{}, 1)}
+		c.targets[target] = st
+	}
+	return st
+}
+
+// Invalidate marks a target's snapshot out of date; the next use rescans it.
+func (c *Catalog) Invalidate(target string) {
+	st := c.state(target)
+	c.mu.Lock()
+	st.stale = true
+	st.failedAt = time.Time{}
+	c.mu.Unlock()
+}
+
+// Snapshot returns the target's current snapshot, scanning first when there is none yet or
+// it was invalidated. When a rescan fails the previous snapshot is returned with the error.
+func (c *Catalog) Snapshot(ctx context.Context, target string) (*Snapshot, error) {
+	st := c.state(target)
+	c.mu.Lock()
+	snap, stale, failedAt, lastErr := st.snap, st.stale, st.failedAt, st.lastErr
+	c.mu.Unlock()
+	if snap != nil && !stale {
+		return snap, nil
+	}
+	if !failedAt.IsZero() && time.Since(failedAt) < c.RetryAfter {
+		return snap, lastErr
+	}
+	return c.refresh(ctx, target, st, false)
+}
+
+// Refresh rescans a target now.
+func (c *Catalog) Refresh(ctx context.Context, target string) (*Snapshot, error) {
+	return c.refresh(ctx, target, c.state(target), true)
+}
+
+func (c *Catalog) refresh(ctx context.Context, target string, st *targetState, force bool) (*Snapshot, error) {
+	select {
+	case st.scanning <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for the catalog scan of %q: %w", target, ctx.Err())
+	}
+	defer func() { <-st.scanning }()
+	c.mu.Lock()
+	if !force && st.snap != nil && !st.stale {
+		snap := st.snap // another caller scanned while we waited
+		c.mu.Unlock()
+		return snap, nil
+	}
+	st.stale = false // invalidations from now on need another scan
+	c.mu.Unlock()
+
+	snap, err := c.scan(ctx, target)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		st.lastErr, st.failedAt = err, time.Now()
+		st.stale = st.stale || st.snap != nil
+		c.log.Error("classify: catalog scan failed", "target", target, "err", err)
+		return st.snap, err
+	}
+	c.gen++
+	snap.Generation = c.gen
+	snap.Target = target
+	st.snap, st.lastErr, st.failedAt = snap, nil, time.Time{}
+	c.log.Info("classify: catalog scanned", "target", target, "columns", len(snap.Entries), "sensitive", len(snap.Sensitive()))
+	return snap, nil
+}
+
+func (c *Catalog) scan(ctx context.Context, target string) (*Snapshot, error) {
+	if c.connect == nil {
+		return nil, errors.New("catalog has no connector")
+	}
+	conn, err := c.connect(ctx, target)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %q for classification: %w", target, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	opts := c.opts
+	opts.Overrides = c.overrides[target]
+	snap, err := Scan(ctx, conn, opts)
+	if err != nil {
+		return nil, fmt.Errorf("scan %q: %w", target, err)
+	}
+	return snap, nil
+}
+
+// Run rescans every target the catalog has seen each interval until ctx ends.
+func (c *Catalog) Run(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		names := make([]string, 0, len(c.targets))
+		for n := range c.targets {
+			names = append(names, n)
+		}
+		c.mu.Unlock()
+		for _, n := range names {
+			if _, err := c.Refresh(ctx, n); err != nil && ctx.Err() != nil {
+				return
+			}
+		}
+	}
+}
+
+// SensitiveClasses implements gate.Catalog: the distinct classes of the sensitive columns of
+// the given tables (qualified or not) of target, sorted. A target that cannot be scanned
+// yields none; masking still applies its value detectors.
+func (c *Catalog) SensitiveClasses(ctx context.Context, target string, tables []string) []string {
+	cols := c.SensitiveColumns(ctx, target, tables)
+	seen := map[string]bool{}
+	var out []string
+	for _, class := range cols {
+		if !seen[class] {
+			seen[class] = true
+			out = append(out, class)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// SensitiveColumns returns the sensitive columns of the given tables as
+// "schema.table.column" → class, for the ledger's record of what a statement touched.
+func (c *Catalog) SensitiveColumns(ctx context.Context, target string, tables []string) map[string]string {
+	if len(tables) == 0 {
+		return nil
+	}
+	snap, _ := c.Snapshot(ctx, target)
+	if snap == nil {
+		return nil
+	}
+	return snap.TableClasses(tables)
+}
+
+// FormatCatalog writes entries as an aligned table for `gatehouse catalog show TARGET`.
+func FormatCatalog(w io.Writer, entries []Entry) error {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "COLUMN\tTYPE\tCLASS\tCONFIDENCE\tEVIDENCE")
+	for _, e := range entries {
+		class := e.Class
+		if class == "" {
+			class = None
+		}
+		ev := e.Evidence
+		if e.Override {
+			ev = "override"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%s\n", e.Key(), e.Type, class, e.Confidence, ev)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write catalog: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,187 @@
+package classify
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/testkit"
+	"github.com/jackc/pgx/v5"
+)
+
+func dsnConnector(dsn string) Connector {
+	return func(ctx context.Context, target string) (*pgx.Conn, error) {
+		if target != "fixture" {
+			return nil, fmt.Errorf("unknown target %q", target)
+		}
+		return pgx.Connect(ctx, dsn)
+	}
+}
+
+// TestCatalogFixture scans the labelled fixture on a real PostgreSQL and scores the
+// classifier per class: precision (of the columns it labels X, how many are X) and recall (of
+// the columns that are X, how many it labels X).
+func TestCatalogFixture(t *testing.T) {
+	pg := testkit.StartPostgres(t)
+	fx := buildFixture(150)
+	pg.Exec(t, "postgres", fx.sql)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	cat := NewCatalog(dsnConnector(pg.DSN("postgres")), ScanOptions{SampleSize: 100}, map[string]map[string]string{
+		"fixture": {"products.color": "address", "public.customers.notes": "none"},
+	})
+	snap, err := cat.Snapshot(ctx, "fixture")
+	if err != nil {
+		t.Fatalf("scan: %v", err)
+	}
+
+	type score struct{ tp, fp, fn int }
+	scores := map[Class]*score{}
+	sc := func(c Class) *score {
+		if scores[c] == nil {
+			scores[c] = &score{}
+		}
+		return scores[c]
+	}
+	var falseSSNOrCard []string
+	for _, e := range snap.Entries {
+		if e.Override {
+			continue
+		}
+		truth := fx.labels[e.Key()]
+		got := Class("")
+		if e.IsSensitive() {
+			got = e.Class
+		}
+		switch {
+		case truth != "" && got == truth:
+			sc(truth).tp++
+		default:
+			if got != "" {
+				sc(got).fp++
+				t.Logf("false %s: %s (%s)", got, e.Key(), e.Evidence)
+				if (got == SSN || got == Card) && truth == "" {
+					falseSSNOrCard = append(falseSSNOrCard, e.Key())
+				}
+			}
+			if truth != "" {
+				sc(truth).fn++
+				t.Logf("missed %s: %s (got %q: %s)", truth, e.Key(), got, e.Evidence)
+			}
+		}
+	}
+	var classes []Class
+	for c := range scores {
+		classes = append(classes, c)
+	}
+	sort.Strings(classes)
+	var tot score
+	var report strings.Builder
+	fmt.Fprintf(&report, "\n%-12s %4s %4s %4s %9s %6s\n", "class", "tp", "fp", "fn", "precision", "recall")
+	ratio := func(a, b int) float64 {
+		if b == 0 {
+			return 1
+		}
+		return float64(a) / float64(b)
+	}
+	for _, c := range classes {
+		s := scores[c]
+		tot.tp, tot.fp, tot.fn = tot.tp+s.tp, tot.fp+s.fp, tot.fn+s.fn
+		fmt.Fprintf(&report, "%-12s %4d %4d %4d %9.2f %6.2f\n", c, s.tp, s.fp, s.fn, ratio(s.tp, s.tp+s.fp), ratio(s.tp, s.tp+s.fn))
+	}
+	precision, recall := ratio(tot.tp, tot.tp+tot.fp), ratio(tot.tp, tot.tp+tot.fn)
+	fmt.Fprintf(&report, "%-12s %4d %4d %4d %9.2f %6.2f  (%d columns scanned)", "overall", tot.tp, tot.fp, tot.fn, precision, recall, len(snap.Entries))
+	t.Log(report.String())
+	if precision < 0.95 || recall < 0.9 {
+		t.Errorf("precision %.2f (want ≥ 0.95), recall %.2f (want ≥ 0.9)", precision, recall)
+	}
+	if len(falseSSNOrCard) > 0 {
+		t.Errorf("look-alikes labelled SSN or card: %v", falseSSNOrCard)
+	}
+
+	// Overrides win over detection.
+	if e := snap.ByName("public.products", "color"); e == nil || e.Class != Address || !e.Override {
+		t.Errorf("override to address: %+v", e)
+	}
+	if e := snap.ByName("public.customers", "notes"); e == nil || e.IsSensitive() {
+		t.Errorf("override to none: %+v", e)
+	}
+	// The door's lookup: table OID + attribute number.
+	var oid uint32
+	conn, err := pgx.Connect(ctx, pg.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if err := conn.QueryRow(ctx, "SELECT 'public.customers'::regclass::oid").Scan(&oid); err != nil {
+		t.Fatal(err)
+	}
+	if e := snap.ByAttr(oid, 4); e == nil || e.Column != "email" || e.Class != Email {
+		t.Errorf("ByAttr(customers, 4) = %+v", e)
+	}
+	// gate.Catalog: unqualified names resolve through the search path.
+	got := cat.SensitiveClasses(ctx, "fixture", []string{"customers", "billing.payments", "deployments"})
+	want := []string{"address", "card", "dob", "email", "iban", "name", "phone", "ssn"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("SensitiveClasses = %v, want %v", got, want)
+	}
+	if got := cat.SensitiveClasses(ctx, "fixture", []string{"deployments", "orders"}); len(got) != 0 {
+		t.Errorf("look-alike tables have classes %v", got)
+	}
+	if got := cat.SensitiveClasses(ctx, "nosuch", []string{"customers"}); len(got) != 0 {
+		t.Errorf("unknown target has classes %v", got)
+	}
+
+	// DDL: a new sensitive column appears after Invalidate, not before.
+	pg.Exec(t, "postgres", "ALTER TABLE orders ADD COLUMN buyer_email text; UPDATE orders SET buyer_email = 'buyer' || id || '@example.com'")
+	if got := cat.SensitiveClasses(ctx, "fixture", []string{"orders"}); len(got) != 0 {
+		t.Fatalf("catalog rescanned without invalidation: %v", got)
+	}
+	cat.Invalidate("fixture")
+	if got := cat.SensitiveClasses(ctx, "fixture", []string{"public.orders"}); strings.Join(got, ",") != "email" {
+		t.Errorf("after invalidate: %v", got)
+	}
+	snap2, _ := cat.Snapshot(ctx, "fixture")
+	if snap2.Generation <= snap.Generation {
+		t.Errorf("generation did not advance: %d → %d", snap.Generation, snap2.Generation)
+	}
+
+	var buf bytes.Buffer
+	if err := FormatCatalog(&buf, snap2.Sensitive()); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, s := range []string{"COLUMN", "public.customers.email", "public.orders.buyer_email", "billing.payments.card_number", "override"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("catalog listing lacks %q:\n%s", s, out)
+		}
+	}
+	for _, e := range snap2.Sensitive() {
+		if strings.Contains(out, "@example.com") {
+			t.Errorf("listing shows a sampled value (%s)", e.Key())
+			break
+		}
+	}
+}
+
+func TestCatalogUnreachableTarget(t *testing.T) {
+	cat := NewCatalog(func(ctx context.Context, target string) (*pgx.Conn, error) {
+		return pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=x password=y dbname=z sslmode=disable connect_timeout=2", testkit.FreePort(t)))
+	}, ScanOptions{}, nil)
+	ctx := context.Background()
+	if _, err := cat.Snapshot(ctx, "down"); err == nil {
+		t.Fatal("no error scanning an unreachable target")
+	}
+	start := time.Now()
+	if got := cat.SensitiveClasses(ctx, "down", []string{"t"}); got != nil {
+		t.Errorf("classes %v", got)
+	}
+	if time.Since(start) > time.Second {
+		t.Errorf("a failed target was retried at once (%v)", time.Since(start))
+	}
+}
