@@ -47,6 +47,29 @@ type Statement struct {
 	Fingerprint string
 	// Redacted is the text with literals replaced, safe to store in the ledger.
 	Redacted string
-	// ParseError is set when the text could not be parsed; Category is then Unknown.
+	// ParseError is set when the text could not be parsed; Category is then Unknown. It never
+	// quotes the statement text (which may hold secrets), only the position of the error.
 	ParseError string
+
+	// WhereTrivial is true when a WHERE clause that HasWhere reports is a constant-true
+	// expression (WHERE true, WHERE 1=1, WHERE id = id, ...), so policies can treat it
+	// like no WHERE at all.
+	WhereTrivial bool
+	// Program is true for COPY ... TO PROGRAM / FROM PROGRAM (runs a shell command on the
+	// database server).
+	Program bool
+	// ServerFile is true for COPY to or from a file on the database server.
+	ServerFile bool
+	// Locking is true for SELECT ... FOR UPDATE / FOR SHARE: still a read, but it takes row
+	// locks that block writers.
+	Locking bool
+	// Setting names the configuration parameter of SET / RESET / SHOW / ALTER SYSTEM
+	// (lower case), or of a constant set_config() call.
+	Setting string
+	// PreparedName names the prepared statement of PREPARE, EXECUTE and DEALLOCATE, so the
+	// gate can map EXECUTE back to the facts it recorded at PREPARE.
+	PreparedName string
+	// Notes explain, in words, facts a reader of the decision should know (why a statement
+	// is unknown, that EXPLAIN ANALYZE runs its statement, ...).
+	Notes []string
 }

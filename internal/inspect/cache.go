@@ -1,0 +1,79 @@
+package inspect
+
+import (
+	"container/list"
+	"sync"
+)
+
+// maxCachedText bounds the length of a text kept in the cache, so a few huge statements
+// (bulk INSERTs with thousands of rows) cannot pin megabytes each; they are inspected every
+// time, which is what they cost anyway.
+const maxCachedText = 16 << 10
+
+// lru is a bounded least-recently-used map from statement text to its inspected facts.
+// It is a map plus a list under one mutex: the whole structure is a few lines, and no
+// dependency of the module already offers one (a sharded cache would not pay on the two
+// cores the proxy targets; the critical section is a map lookup and a list move).
+type lru struct {
+	mu    sync.Mutex
+	max   int
+	order *list.List // front = most recently used; values are *lruEntry
+	items map[string]*list.Element
+}
+
+type lruEntry struct {
+	key string
+	val []*Statement
+}
+
+func newLRU(max int) *lru {
+	if max <= 0 {
+		return nil
+	}
+	return &lru{max: max, order: list.New(), items: make(map[string]*list.Element, max)}
+}
+
+// get returns the cached facts for key. A nil *lru (cache disabled) never hits.
+func (c *lru) get(key string) ([]*Statement, bool) {
+	if c == nil {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.items[key]
+	if !ok {
+		return nil, false
+	}
+	c.order.MoveToFront(el)
+	return el.Value.(*lruEntry).val, true
+}
+
+// put stores facts for key, evicting the least recently used entry when full.
+func (c *lru) put(key string, val []*Statement) {
+	if c == nil || len(key) > maxCachedText {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[key]; ok {
+		el.Value.(*lruEntry).val = val
+		c.order.MoveToFront(el)
+		return
+	}
+	c.items[key] = c.order.PushFront(&lruEntry{key: key, val: val})
+	for c.order.Len() > c.max {
+		last := c.order.Back()
+		c.order.Remove(last)
+		delete(c.items, last.Value.(*lruEntry).key)
+	}
+}
+
+// len reports the number of cached texts.
+func (c *lru) len() int {
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.order.Len()
+}

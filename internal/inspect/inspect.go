@@ -1,0 +1,296 @@
+package inspect
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"github.com/pganalyze/pg_query_go/v6/parser"
+)
+
+// Inspector parses SQL with the real PostgreSQL parser (pg_query) and reports what each
+// statement does. One Inspector serves every session: it is safe for concurrent use.
+//
+// Facts come from one Parse and one walk of the parse tree per statement, plus pg_query's
+// Fingerprint and Normalize. pg_query's cheaper Summary() is not used: it lacks facts the
+// policy needs (WHERE/LIMIT, COPY direction, SET targets, EXPLAIN options, columns), and it
+// both drops the source table of MERGE and hides a real table whose name matches a CTE
+// anywhere in the statement, even outside that CTE's scope — a bypass for table rules
+// (TestSummaryMissesTables keeps watching this).
+type Inspector struct {
+	cache *lru
+}
+
+// New returns an Inspector that caches the facts of up to cacheEntries distinct texts
+// (0 or less disables the cache).
+func New(cacheEntries int) *Inspector {
+	return &Inspector{cache: newLRU(cacheEntries)}
+}
+
+// Inspect returns the facts of every statement in sql, one per statement of a
+// multi-statement string, in order. Text that holds no statement (empty, only comments or
+// semicolons) yields none: there is nothing to run. Text that does not parse yields one
+// statement of Kind "UNKNOWN" and Category Unknown covering the whole text.
+//
+// The returned slice and statements may be shared with other callers through the cache:
+// they must not be modified.
+func (in *Inspector) Inspect(sql string) []*Statement {
+	if v, ok := in.cache.get(sql); ok {
+		return v
+	}
+	out := inspectText(sql, 0)
+	in.cache.put(sql, out)
+	return out
+}
+
+// CacheLen reports how many texts the cache holds, for metrics and tests.
+func (in *Inspector) CacheLen() int { return in.cache.len() }
+
+// inspectText parses sql and analyses each statement. A panic anywhere below (which the
+// fuzz test hunts for) becomes an Unknown statement: never a crash, never a free pass.
+func inspectText(sql string, nesting int) (out []*Statement) {
+	defer func() {
+		if r := recover(); r != nil {
+			st := unparseable(sql, errors.New("internal inspector error"))
+			st.Notes = append(st.Notes, internalErrorNote)
+			out = []*Statement{st}
+		}
+	}()
+	tree, err := pg_query.Parse(sql)
+	if err != nil {
+		return []*Statement{unparseable(sql, err)}
+	}
+	out = make([]*Statement, 0, len(tree.Stmts))
+	for _, raw := range tree.Stmts {
+		if raw.Stmt == nil {
+			continue
+		}
+		out = append(out, analyze(stmtText(sql, raw), raw.Stmt, nesting))
+	}
+	return out
+}
+
+const internalErrorNote = "the inspector failed on this text; treated as unknown"
+
+// stmtText cuts one statement's own text out of a multi-statement string.
+func stmtText(sql string, raw *pg_query.RawStmt) string {
+	start, end := int(raw.StmtLocation), len(sql)
+	if raw.StmtLen > 0 {
+		end = start + int(raw.StmtLen)
+	}
+	if start < 0 || start > end || end > len(sql) {
+		return strings.TrimSpace(sql)
+	}
+	return strings.TrimSpace(sql[start:end])
+}
+
+// unparseable is the statement for text the parser refuses.
+func unparseable(sql string, err error) *Statement {
+	return &Statement{
+		Text:       sql,
+		Kind:       "UNKNOWN",
+		Category:   Unknown,
+		ParseError: safeParseError(err),
+		Redacted:   placeholder(sql),
+		Notes:      []string{"the text does not parse as PostgreSQL SQL"},
+	}
+}
+
+func placeholder(sql string) string {
+	return fmt.Sprintf("/* unparseable statement, %d bytes, not recorded */", len(sql))
+}
+
+// safeParseError keeps the parser's message and position but never the quoted text it
+// points at, which may be a secret (an unterminated password literal, say).
+func safeParseError(err error) string {
+	msg, pos := err.Error(), 0
+	var pe *parser.Error
+	if errors.As(err, &pe) {
+		msg, pos = pe.Message, pe.Cursorpos
+	}
+	if i := strings.Index(msg, " at or near "); i >= 0 {
+		msg = msg[:i]
+	}
+	if i := strings.IndexAny(msg, "\"'$"); i >= 0 {
+		msg = msg[:i]
+	}
+	msg = strings.TrimSpace(msg)
+	if msg == "" {
+		msg = "syntax error"
+	}
+	if pos > 0 {
+		msg = fmt.Sprintf("%s at position %d", msg, pos)
+	}
+	return msg
+}
+
+// analyze produces the facts of one parsed statement whose own text is text.
+func analyze(text string, n *pg_query.Node, nesting int) *Statement {
+	st := &Statement{Text: text}
+	a := &analyzer{st: st, w: &walker{}, nesting: nesting}
+	a.classify(n)
+	a.finish()
+	if fp, err := pg_query.Fingerprint(text); err == nil {
+		st.Fingerprint = fp
+	}
+	numbers := false
+	switch n.Node.(type) {
+	case *pg_query.Node_PrepareStmt, *pg_query.Node_CreateTableAsStmt, *pg_query.Node_ViewStmt, *pg_query.Node_RuleStmt:
+		numbers = true
+	}
+	st.Redacted = redact(text, numbers)
+	return st
+}
+
+// finish applies the worst-effect rules to what the walk found.
+func (a *analyzer) finish() {
+	st, w := a.st, a.w
+	base := st.Category
+	for _, f := range w.calls {
+		a.callEffect(f, base)
+	}
+	if w.tooDeep {
+		st.Category = Unknown
+		a.note("statement nests too deeply to inspect")
+	}
+	_, dmlTop := dmlRank[st.Kind]
+	anyCond, allWhere, trivial := false, true, false
+	for _, d := range w.dml {
+		st.Category = worse(st.Category, Write)
+		if dmlTop && dmlRank[d.kind] > dmlRank[st.Kind] {
+			st.Kind = d.kind
+		}
+		if d.kind == "UPDATE" || d.kind == "DELETE" || d.kind == "MERGE" {
+			anyCond = true
+			allWhere = allWhere && d.hasWhere
+			trivial = trivial || d.whereTrivial
+		}
+	}
+	if anyCond {
+		// Every UPDATE/DELETE in the statement, at the top or inside a CTE, must have a
+		// WHERE for the statement to count as having one.
+		st.HasWhere = allWhere
+		st.WhereTrivial = allWhere && trivial
+	}
+	if w.into && st.Kind != "SELECT INTO" {
+		st.Export = true
+		st.Category = worse(st.Category, DDL)
+	}
+	if w.locking {
+		st.Locking = true
+		a.note("FOR UPDATE/SHARE takes row locks that block writers")
+	}
+	st.TablesRead = w.read.list
+	st.TablesWritten = w.written.list
+	st.Columns = w.columns.list
+	st.Functions = w.functions.list
+}
+
+// callEffect applies what calling f does. base is the statement's category before any
+// function counted: an unknown function makes reads and writes Unknown, while DDL and
+// admin statements (which only define code, or are held anyway) keep their category
+// unless the function is a known-dangerous one.
+func (a *analyzer) callEffect(f *pg_query.FuncCall, base Category) {
+	st := a.st
+	name := funcName(f.Funcname)
+	fnBase, qualified := strings.CutPrefix(name, "pg_catalog.")
+	if !qualified && strings.Contains(name, ".") {
+		fnBase = ""
+	}
+	escalate := func(c Category) {
+		if c == Unknown && (base == DDL || base == Admin) {
+			return
+		}
+		st.Category = worse(st.Category, c)
+	}
+	switch {
+	case sqlFuncs[fnBase]:
+		a.sqlFunc(name, f, escalate)
+		return
+	case fnBase == "set_config":
+		setting, ok := constString(f, 0)
+		if !ok {
+			escalate(Unknown)
+			a.note("set_config with a computed setting name")
+			return
+		}
+		st.Setting = strings.ToLower(setting)
+		switch st.Setting {
+		case "role":
+			st.Kind = "SET ROLE"
+		case "session_authorization":
+			st.Kind = "SET SESSION AUTHORIZATION"
+		}
+		st.Category = worse(st.Category, Admin)
+		a.note("set_config changes " + st.Setting)
+		return
+	case fnBase == "lo_export":
+		st.Export = true
+	}
+	eff := classifyFunc(name)
+	escalate(eff.cat)
+	if eff.note != "" && eff.cat != Read {
+		a.note(eff.note)
+	}
+}
+
+// sqlFunc handles query_to_xml and friends, which run the SQL text they are given: a
+// constant text is inspected like any statement and its effects merged; a computed one is
+// Unknown.
+func (a *analyzer) sqlFunc(name string, f *pg_query.FuncCall, escalate func(Category)) {
+	st := a.st
+	sql, ok := constString(f, 0)
+	if !ok || a.nesting >= maxNesting {
+		escalate(Unknown)
+		a.note(name + " runs SQL the inspector cannot see")
+		return
+	}
+	a.note(name + " runs the SQL it is given; that SQL is inspected as part of this statement")
+	for _, in := range inspectText(sql, a.nesting+1) {
+		st.Category = worse(st.Category, in.Category)
+		for _, t := range in.TablesRead {
+			a.w.read.add(t)
+		}
+		for _, t := range in.TablesWritten {
+			a.w.written.add(t)
+		}
+		for _, fn := range in.Functions {
+			a.w.functions.add(fn)
+		}
+		for _, c := range in.Columns {
+			a.w.columns.add(c)
+		}
+		if k := in.Kind; k == "INSERT" || k == "UPDATE" || k == "DELETE" || k == "MERGE" {
+			a.w.dml = append(a.w.dml, dmlFact{kind: in.Kind, hasWhere: in.HasWhere, whereTrivial: in.WhereTrivial})
+		} else if in.Category != Read {
+			if in.Kind == "UNKNOWN" {
+				escalate(Unknown)
+			}
+			a.note(name + " runs " + in.Kind)
+		}
+		if in.Export {
+			st.Export = true
+		}
+	}
+}
+
+// constString returns argument i of f when it is a string constant (possibly cast).
+func constString(f *pg_query.FuncCall, i int) (string, bool) {
+	if i >= len(f.Args) {
+		return "", false
+	}
+	arg := f.Args[i]
+	if tc := arg.GetTypeCast(); tc != nil {
+		arg = tc.Arg
+	}
+	c := arg.GetAConst()
+	if c == nil {
+		return "", false
+	}
+	s, ok := c.Val.(*pg_query.A_Const_Sval)
+	if !ok {
+		return "", false
+	}
+	return s.Sval.Sval, true
+}
