@@ -14,7 +14,7 @@ func TestChainRoutesBySecretShape(t *testing.T) {
 	ctx := context.Background()
 	idp := startIdP(t, nil)
 	tokens := openTokens(t, filepath.Join(t.TempDir(), "g.db"), TokensOptions{})
-	o, err := NewOIDC([]config.OIDC{issuerConfig(idp, "gatehouse")}, OIDCOptions{})
+	o, err := NewOIDC([]config.OIDC{issuerConfig(idp, "gatehouse")}, OIDCOptions{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func BenchmarkTokenStillValid(b *testing.B) {
 func BenchmarkOIDCAuthenticate(b *testing.B) {
 	ctx := context.Background()
 	idp := startIdP(b, nil)
-	o, err := NewOIDC([]config.OIDC{issuerConfig(idp, "gatehouse")}, OIDCOptions{DiscoveryTimeout: 5 * time.Second})
+	o, err := NewOIDC([]config.OIDC{issuerConfig(idp, "gatehouse")}, OIDCOptions{Logger: testLogger(b), DiscoveryTimeout: 5 * time.Second})
 	if err != nil {
 		b.Fatal(err)
 	}

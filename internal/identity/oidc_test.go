@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http/httptest"
 	"os"
@@ -19,6 +20,9 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/config"
 )
+
+// testLogger sends the package's logs to the test's output, shown only on failure or -v.
+func testLogger(t testing.TB) *slog.Logger { return slog.New(slog.NewTextHandler(t.Output(), nil)) }
 
 // signJWT signs claims with key outside any provider, for forgeries and unreachable issuers.
 func signJWT(t testing.TB, key *ecKey, claims map[string]any) string {
@@ -64,7 +68,7 @@ func TestOIDCTokensFromARealProvider(t *testing.T) {
 	ctx := context.Background()
 	a, b, stranger := startIdP(t, nil), startIdP(t, nil), startIdP(t, nil)
 	clk := newClock()
-	o, err := NewOIDC([]config.OIDC{issuerConfig(a, "gatehouse", webClientID), issuerConfig(b, "gatehouse")}, OIDCOptions{Now: clk.Now, DiscoveryTimeout: 5 * time.Second})
+	o, err := NewOIDC([]config.OIDC{issuerConfig(a, "gatehouse", webClientID), issuerConfig(b, "gatehouse")}, OIDCOptions{Logger: testLogger(t), Now: clk.Now, DiscoveryTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +174,7 @@ func TestOIDCTokensFromARealProvider(t *testing.T) {
 func TestOIDCKeyRotation(t *testing.T) {
 	ctx := context.Background()
 	a := startIdP(t, nil)
-	o, err := NewOIDC([]config.OIDC{issuerConfig(a, "gatehouse")}, OIDCOptions{})
+	o, err := NewOIDC([]config.OIDC{issuerConfig(a, "gatehouse")}, OIDCOptions{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +224,7 @@ func TestOIDCIssuerDownAtStartup(t *testing.T) {
 
 	const timeout, retry = 400 * time.Millisecond, 300 * time.Millisecond
 	start := time.Now()
-	o, err := NewOIDC([]config.OIDC{{Issuer: issuer, Audience: []string{"gatehouse"}, CAFile: caFile}}, OIDCOptions{DiscoveryTimeout: timeout, DiscoveryRetry: retry})
+	o, err := NewOIDC([]config.OIDC{{Issuer: issuer, Audience: []string{"gatehouse"}, CAFile: caFile}}, OIDCOptions{Logger: testLogger(t), DiscoveryTimeout: timeout, DiscoveryRetry: retry})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -378,3 +378,54 @@ func TestTokenCompareConstantTime(t *testing.T) {
 		t.Fatal("compareHashes gives wrong answers")
 	}
 }
+
+// Logins, validity checks and revocations run concurrently in a proxy; run them together
+// (under -race in CI) and check the outcome is consistent.
+func TestTokensConcurrentUse(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "g.db")
+	tokens := openTokens(t, path, TokensOptions{CacheTTL: 50 * time.Millisecond})
+	names := []string{"t0", "t1", "t2", "t3"}
+	secrets := map[string]string{}
+	for _, n := range names {
+		s, _, err := tokens.Create(ctx, CreateRequest{Name: n, Kind: Agent})
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets[n] = s
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for w := range 8 {
+		wg.Go(func() {
+			n := names[w%len(names)]
+			for range 100 {
+				id, err := tokens.Authenticate(ctx, n, secrets[n])
+				if err != nil {
+					if n == "t0" && Cause(err) == CauseRevoked {
+						continue
+					}
+					errs <- err
+					return
+				}
+				if err := tokens.StillValid(ctx, id); err != nil && !(n == "t0" && Cause(err) == CauseRevoked) {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	if err := tokens.Revoke(ctx, "t0"); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("concurrent use: %v", err)
+	}
+	_, err := tokens.Authenticate(ctx, "t0", secrets["t0"])
+	wantCause(t, err, CauseRevoked)
+	if _, err := tokens.Authenticate(ctx, "t1", secrets["t1"]); err != nil {
+		t.Fatal(err)
+	}
+}
