@@ -1,0 +1,393 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/ledger"
+	"github.com/gatehouse/gatehouse/internal/server"
+)
+
+func init() { extraCommands = append(extraCommands, newAuditCmd) }
+
+func newAuditCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "audit", Short: "Search, verify and export the tamper-evident ledger"}
+	cmd.AddCommand(newAuditSearch(g), newAuditVerify(g), newAuditExport(g), newAuditPubkey(g),
+		newAuditWhoDropped(g), newAuditPIIReaders(g), newAuditAgents(g))
+	return cmd
+}
+
+// timeFlags are the --since/--from/--to flags every audit question takes.
+type timeFlags struct{ since, from, to string }
+
+func (tf *timeFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&tf.since, "since", "", "window ending now, e.g. 7d, 24h")
+	cmd.Flags().StringVar(&tf.from, "from", "", "start (RFC 3339 or YYYY-MM-DD), inclusive")
+	cmd.Flags().StringVar(&tf.to, "to", "", "end (RFC 3339 or YYYY-MM-DD), exclusive")
+}
+
+func (tf *timeFlags) apply(q *ledger.Query) error {
+	var err error
+	if tf.since != "" {
+		if q.Since, err = config.ParseDuration(tf.since); err != nil {
+			return fmt.Errorf("--since: %w", err)
+		}
+	}
+	if q.From, err = parseTime("--from", tf.from); err != nil {
+		return err
+	}
+	q.To, err = parseTime("--to", tf.to)
+	return err
+}
+
+func parseTime(flag, s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	for _, layout := range []string{time.RFC3339, "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%s %q: expected RFC 3339 (2026-01-31T12:00:00Z) or a date (2026-01-31)", flag, s)
+}
+
+func (g *globals) openLedgerStore(cmd *cobra.Command) (ledger.Store, *config.Config, error) {
+	cfg, err := g.load()
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := server.OpenLedgerStore(cmd.Context(), cfg)
+	return st, cfg, err
+}
+
+func newAuditSearch(g *globals) *cobra.Command {
+	var q ledger.Query
+	var tf timeFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "search [TEXT]",
+		Short: "Find events by identity, kind, target, environment, table, column class, decision, time and text",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				q.Text = args[0]
+			}
+			if err := tf.apply(&q); err != nil {
+				return err
+			}
+			if err := q.Validate(); err != nil {
+				return err
+			}
+			st, _, err := g.openLedgerStore(cmd)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			evs, err := st.Search(cmd.Context(), q)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				for i := range evs {
+					if err := enc.Encode(&evs[i]); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			return printEvents(cmd.OutOrStdout(), evs)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&q.Identity, "identity", "", "identity subject glob, e.g. '*@corp.example'")
+	f.StringVar(&q.IdentityKind, "kind", "", "identity kind: human, service or agent")
+	f.StringVar(&q.Target, "target", "", "target name")
+	f.StringVar(&q.Environment, "env", "", "environment, e.g. prod")
+	f.StringVar(&q.StatementKind, "statement", "", "statement kind, e.g. 'DROP TABLE', SELECT")
+	f.StringVar(&q.Category, "category", "", "read, write, ddl, admin, transaction, session, unknown")
+	f.StringVar(&q.Table, "table", "", "table read or written")
+	f.StringVar(&q.Class, "class", "", "sensitive column class, e.g. email, ssn, or pii for any personal data")
+	f.StringVar(&q.Decision, "decision", "", "allow, deny or require_approval")
+	f.StringVar((*string)(&q.Type), "type", "", "event type, e.g. statement, session.start, login.failed")
+	f.IntVar(&q.Limit, "limit", 100, "at most this many events, newest first")
+	f.BoolVar(&asJSON, "json", false, "print JSON lines instead of a table")
+	tf.add(cmd)
+	return cmd
+}
+
+func printEvents(w io.Writer, evs []ledger.Event) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tTYPE\tIDENTITY\tKIND\tTARGET\tDECISION\tSTATEMENT")
+	for _, e := range evs {
+		var texts []string
+		for _, s := range e.Statements {
+			texts = append(texts, s.Redacted)
+		}
+		text := strings.Join(texts, "; ")
+		if len(text) > 100 {
+			text = text[:97] + "..."
+		}
+		if text == "" {
+			text = e.Message
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Type, e.Subject,
+			e.IdentityKind, e.Target, e.Decision, strings.ReplaceAll(text, "\n", " "))
+	}
+	return tw.Flush()
+}
+
+func newAuditVerify(g *globals) *cobra.Command {
+	var file, pubFile, cpFile string
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Prove the ledger is complete and unaltered: checks the hash chain and every signed checkpoint",
+		Long: "Without --file, verifies the configured store with the key in the data directory.\n" +
+			"With --file (an export from `gatehouse audit export`), works offline with only --pubkey.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			var extra []ledger.Checkpoint
+			if cpFile == "" && file == "" {
+				cpFile = cfg.Ledger.CheckpointFile
+			}
+			if cpFile != "" {
+				if extra, err = ledger.ReadCheckpointFile(cmd.Context(), cpFile); err != nil {
+					return err
+				}
+			}
+			var pubPEM []byte
+			if pubFile != "" {
+				if pubPEM, err = os.ReadFile(pubFile); err != nil {
+					return err
+				}
+			} else {
+				key, err := ledger.LoadOrCreateKey(cfg.DataDir)
+				if err != nil {
+					return err
+				}
+				if pubPEM, err = ledger.PublicKeyPEM(key.Public().(ed25519PublicKey)); err != nil {
+					return err
+				}
+			}
+			pub, err := ledger.ParsePublicKey(pubPEM)
+			if err != nil {
+				return err
+			}
+			var src ledger.Source
+			if file != "" {
+				f, err := os.Open(file)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				src = ledger.JSONLSource{Reader: f, Extra: extra}
+			} else {
+				st, err := server.OpenLedgerStore(cmd.Context(), cfg)
+				if err != nil {
+					return err
+				}
+				defer st.Close()
+				src = ledger.StoreSource{Store: st, Extra: extra}
+			}
+			rep, err := ledger.Verify(cmd.Context(), src, pub)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(cmd.OutOrStdout(), rep.String())
+			if !rep.OK {
+				return fmt.Errorf("ledger verification FAILED: %d problem(s)", len(rep.Problems))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&file, "file", "", "verify an exported JSON-lines ledger instead of the store")
+	cmd.Flags().StringVar(&pubFile, "pubkey", "", "public key PEM (from `gatehouse audit pubkey`); default: the data directory's key")
+	cmd.Flags().StringVar(&cpFile, "checkpoints", "", "external checkpoint file (default: ledger.checkpoint_file)")
+	return cmd
+}
+
+func newAuditExport(g *globals) *cobra.Command {
+	var format, out, cpOut string
+	cmd := &cobra.Command{
+		Use:   "export",
+		Short: "Export the ledger as JSON lines (verifiable offline) or CSV",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, _, err := g.openLedgerStore(cmd)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			w := cmd.OutOrStdout()
+			if out != "" && out != "-" {
+				f, err := os.Create(out)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				w = f
+			}
+			switch format {
+			case "jsonl", "json":
+				err = ledger.ExportJSONL(cmd.Context(), st, "", w)
+			case "csv":
+				err = ledger.ExportCSV(cmd.Context(), st, "", w)
+			default:
+				return fmt.Errorf("--format %q: expected jsonl or csv", format)
+			}
+			if err != nil || cpOut == "" {
+				return err
+			}
+			f, err := os.Create(filepath.Clean(cpOut))
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			return ledger.ExportCheckpoints(cmd.Context(), st, "", f)
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "jsonl", "jsonl or csv")
+	cmd.Flags().StringVarP(&out, "output", "o", "-", "output file")
+	cmd.Flags().StringVar(&cpOut, "checkpoints-out", "", "also write the signed checkpoints to this file")
+	return cmd
+}
+
+func newAuditPubkey(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "pubkey",
+		Short: "Print the public key that verifies this installation's checkpoints (PEM)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			key, err := ledger.LoadOrCreateKey(cfg.DataDir)
+			if err != nil {
+				return err
+			}
+			b, err := ledger.PublicKeyPEM(key.Public().(ed25519PublicKey))
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(b)
+			return err
+		},
+	}
+}
+
+func newAuditWhoDropped(g *globals) *cobra.Command {
+	var tf timeFlags
+	cmd := &cobra.Command{
+		Use:   "who-dropped TABLE",
+		Short: "Who dropped (or tried to drop) a table, when, and from which client",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var q ledger.Query
+			if err := tf.apply(&q); err != nil {
+				return err
+			}
+			st, _, err := g.openLedgerStore(cmd)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			recs, err := st.WhoDropped(cmd.Context(), args[0], q.Range(time.Now()))
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tIDENTITY\tKIND\tCLIENT\tAPPLICATION\tTARGET\tDECISION\tSTATEMENT")
+			for _, r := range recs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.Local().Format(time.RFC3339), r.Subject, r.IdentityKind,
+					r.ClientAddr, r.ApplicationName, r.Target, r.Decision, r.Text)
+			}
+			return tw.Flush()
+		},
+	}
+	tf.add(cmd)
+	return cmd
+}
+
+func printCounts(w io.Writer, rows []ledger.IdentityCount) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "IDENTITY\tKIND\tSTATEMENTS\tFIRST\tLAST")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", r.Subject, r.IdentityKind, r.Statements, r.First.Local().Format(time.RFC3339), r.Last.Local().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func newAuditPIIReaders(g *globals) *cobra.Command {
+	var tf timeFlags
+	var class string
+	cmd := &cobra.Command{
+		Use:   "pii-readers",
+		Short: "Which identities read personal data (or one class of it) in a time range, with counts",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var q ledger.Query
+			if err := tf.apply(&q); err != nil {
+				return err
+			}
+			st, _, err := g.openLedgerStore(cmd)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			rows, err := st.PIIReaders(cmd.Context(), class, q.Range(time.Now()))
+			if err != nil {
+				return err
+			}
+			return printCounts(cmd.OutOrStdout(), rows)
+		},
+	}
+	cmd.Flags().StringVar(&class, "class", "pii", "class of sensitive data; pii means any personal data")
+	tf.add(cmd)
+	return cmd
+}
+
+func newAuditAgents(g *globals) *cobra.Command {
+	var tf timeFlags
+	cmd := &cobra.Command{
+		Use:   "agents TABLE",
+		Short: "Which AI agents queried a table in a time range, with counts",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var q ledger.Query
+			if err := tf.apply(&q); err != nil {
+				return err
+			}
+			st, _, err := g.openLedgerStore(cmd)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			rows, err := st.AgentsQueried(cmd.Context(), args[0], q.Range(time.Now()))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d agent(s) queried %s\n", len(rows), args[0])
+			return printCounts(cmd.OutOrStdout(), rows)
+		},
+	}
+	tf.add(cmd)
+	return cmd
+}
+
+type ed25519PublicKey = ed25519.PublicKey

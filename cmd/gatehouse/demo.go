@@ -1,0 +1,31 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/gatehouse/gatehouse/internal/demo"
+)
+
+func newDemoCmd(g *globals) *cobra.Command {
+	var opts demo.Options
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Start a sample shop database behind Gatehouse with three identities and print how to connect",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts.Log = g.logger()
+			d, err := demo.Start(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			d.PrintWelcome(cmd.OutOrStdout())
+			<-cmd.Context().Done()
+			cmd.Println("\nstopping the demo and removing its files")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&opts.Listen, "listen", "127.0.0.1:15432", "address of the PostgreSQL door")
+	cmd.Flags().StringVar(&opts.HTTP, "http", "127.0.0.1:8080", "address of the health and metrics endpoints")
+	return cmd
+}

@@ -1,0 +1,94 @@
+// Command gatehouse is the one binary: the proxy (serve), the demo, and the administration
+// commands for tokens, targets, the ledger and policies.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gatehouse/gatehouse/internal/config"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRoot()
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "gatehouse:", err)
+		os.Exit(1)
+	}
+}
+
+// globals are the flags every command shares.
+type globals struct {
+	configPath string
+	dataDir    string
+	logLevel   string
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "gatehouse",
+		Short:         "Identity-aware database access proxy with guardrails, masking and a tamper-evident ledger",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVarP(&g.configPath, "config", "c", "", "configuration file (default: ./gatehouse.yaml when it exists)")
+	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", "", "data directory (overrides data_dir in the configuration)")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.AddCommand(
+		newServeCmd(g),
+		newTargetsCmd(g),
+		newCACmd(g),
+		newDemoCmd(g),
+	)
+	for _, add := range extraCommands {
+		root.AddCommand(add(g))
+	}
+	return root
+}
+
+// extraCommands lets command files register themselves without editing newRoot.
+var extraCommands []func(*globals) *cobra.Command
+
+// load reads the configuration the flags point at; without a file it uses the defaults.
+func (g *globals) load() (*config.Config, error) {
+	path := g.configPath
+	if path == "" {
+		if _, err := os.Stat("gatehouse.yaml"); err == nil {
+			path = "gatehouse.yaml"
+		}
+	}
+	var cfg *config.Config
+	if path == "" {
+		d := config.Defaults()
+		cfg = &d
+	} else {
+		var err error
+		if cfg, err = config.Load(path); err != nil {
+			return nil, err
+		}
+	}
+	if g.dataDir != "" {
+		cfg.DataDir = g.dataDir
+	}
+	return cfg, nil
+}
+
+func (g *globals) logger() *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+var errUsage = errors.New("usage")

@@ -1,0 +1,170 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse/gatehouse/internal/classify"
+	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/inspect"
+	"github.com/gatehouse/gatehouse/internal/ledger"
+	"github.com/gatehouse/gatehouse/internal/policy"
+)
+
+// inspectCacheEntries bounds the per-statement-text cache of inspection results: enough for
+// the distinct statements of a busy fleet of applications, small next to the relay buffers.
+const inspectCacheEntries = 50_000
+
+// parts are the components an instance owns besides its listeners.
+type parts struct {
+	auth    *identity.Chain
+	tokens  *identity.Tokens
+	ledger  *ledger.Ledger
+	policy  *policy.Engine
+	catalog *classify.Catalog
+}
+
+// assemble builds the gate's components from the configuration.
+func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
+	led, err := OpenLedger(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	in.ledger = led
+	in.gate.Recorder = led
+
+	if in.tokens, err = identity.NewTokens(ctx, in.db, identity.TokensOptions{Recorder: led, Logger: in.log}); err != nil {
+		return fmt.Errorf("open token store: %w", err)
+	}
+	in.auth = &identity.Chain{Tokens: in.tokens}
+	if len(cfg.OIDC) > 0 {
+		if in.auth.OIDC, err = identity.NewOIDC(cfg.OIDC, identity.OIDCOptions{Logger: in.log}); err != nil {
+			return fmt.Errorf("set up OIDC: %w", err)
+		}
+	}
+	in.gate.Validator = in.auth
+
+	if in.policy, err = policy.NewEngine(policy.Options{Log: in.log, Registerer: in.reg}); err != nil {
+		return fmt.Errorf("set up policy: %w", err)
+	}
+	if cfg.Policy != "" {
+		if err := in.policy.Load(cfg.Policy); err != nil {
+			return err
+		}
+	}
+	in.gate.Policy = in.policy
+	in.gate.Inspector = inspect.New(inspectCacheEntries)
+
+	in.catalog = classify.NewCatalog(func(ctx context.Context, target string) (*pgx.Conn, error) {
+		return classify.ConfigConnector(in.cfg.Load().Targets)(ctx, target)
+	}, classify.ScanOptions{}, nil)
+	in.gate.Catalog = in.catalog
+	return nil
+}
+
+// startBackground runs the parts' periodic work until ctx ends.
+func (in *Instance) startBackground(ctx context.Context) {
+	if path := in.cfg.Load().Policy; path != "" {
+		go in.policy.Watch(ctx, path, func(err error) {
+			if err != nil {
+				in.log.Error("policy reload refused; keeping the previous policy", "file", path, "err", err)
+				return
+			}
+			in.log.Info("policy reloaded", "file", path)
+			ev := &ledger.Event{Type: ledger.EventPolicyReload, Time: time.Now(), Message: path}
+			if err := in.ledger.Record(ctx, ev); err != nil {
+				in.log.Error("record policy reload", "err", err)
+			}
+		})
+	}
+	go in.catalog.Run(ctx, 10*time.Minute)
+}
+
+func (in *Instance) readyParts() error {
+	if in.ledger == nil {
+		return errors.New("ledger not open")
+	}
+	if err := in.ledger.Healthy(); err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	return nil
+}
+
+func (in *Instance) closeParts() error {
+	var errs []error
+	if in.ledger != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		errs = append(errs, in.ledger.Close(ctx))
+		cancel()
+	}
+	return errors.Join(errs...)
+}
+
+// OpenLedger opens the ledger the configuration names, writing this host's chain.
+func OpenLedger(ctx context.Context, cfg *config.Config) (*ledger.Ledger, error) {
+	return OpenLedgerInstance(ctx, cfg, "")
+}
+
+// OpenLedgerInstance opens the ledger writing the chain named instance ("" for the host
+// name). Administrative commands use their own chain so they never fork a server's.
+func OpenLedgerInstance(ctx context.Context, cfg *config.Config, instance string) (*ledger.Ledger, error) {
+	st, err := OpenLedgerStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts := ledger.Options{
+		Instance:           instance,
+		DataDir:            cfg.DataDir,
+		CheckpointEvery:    cfg.Ledger.CheckpointEvery,
+		CheckpointInterval: time.Duration(cfg.Ledger.CheckpointInterval),
+		CheckpointFile:     cfg.Ledger.CheckpointFile,
+	}
+	for _, s := range cfg.Ledger.Sinks {
+		switch s.Type {
+		case "jsonl":
+			sink, err := ledger.NewJSONLSink(s.Path)
+			if err != nil {
+				st.Close()
+				return nil, fmt.Errorf("open ledger sink %s: %w", s.Path, err)
+			}
+			opts.Sinks = append(opts.Sinks, sink)
+		case "webhook":
+			opts.Sinks = append(opts.Sinks, ledger.NewWebhookSink(s.URL))
+		}
+	}
+	l, err := ledger.New(ctx, st, opts)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("open ledger: %w", err)
+	}
+	return l, nil
+}
+
+// OpenLedgerStore opens just the ledger's store, for offline reading.
+func OpenLedgerStore(ctx context.Context, cfg *config.Config) (ledger.Store, error) {
+	if cfg.Ledger.Store == "postgres" {
+		dsn := cfg.Ledger.DSN
+		if cfg.Ledger.DSNEnv != "" {
+			dsn = os.Getenv(cfg.Ledger.DSNEnv)
+			if dsn == "" {
+				return nil, fmt.Errorf("ledger.dsn_env: environment variable %s is not set", cfg.Ledger.DSNEnv)
+			}
+		}
+		st, err := ledger.OpenPostgres(ctx, dsn)
+		if err != nil {
+			return nil, fmt.Errorf("open PostgreSQL ledger store: %w", err)
+		}
+		return st, nil
+	}
+	st, err := ledger.OpenSQLite(ctx, cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("open SQLite ledger store in %s: %w", cfg.DataDir, err)
+	}
+	return st, nil
+}

@@ -1,0 +1,194 @@
+// Package server assembles one running Gatehouse instance from its configuration: the store,
+// identities, the gate with its inspector, policy, masker and ledger, the doors, and the
+// operational HTTP endpoints. The `serve` and `demo` commands and the integration tests all
+// start Gatehouse through here, so what is tested is what runs.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/gatehouse/gatehouse/internal/certs"
+	"github.com/gatehouse/gatehouse/internal/classify"
+	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/door/pg"
+	"github.com/gatehouse/gatehouse/internal/gate"
+	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/ledger"
+	"github.com/gatehouse/gatehouse/internal/store"
+)
+
+// Options are the things a caller may set that are not part of the configuration file.
+type Options struct {
+	Log *slog.Logger
+}
+
+// Instance is a running Gatehouse.
+type Instance struct {
+	cfgPath string
+	cfg     atomic.Pointer[config.Config]
+	log     *slog.Logger
+	db      *sql.DB
+	gate    *gate.Gate
+	tlsConf *tls.Config
+	metrics *metrics
+	reg     *prometheus.Registry
+	parts
+
+	pgLn   net.Listener
+	pgDoor *pg.Server
+	http   *httpServer
+
+	cancel context.CancelFunc
+	done   chan struct{}
+	closed atomic.Bool
+}
+
+type metrics struct {
+	configReloads *prometheus.CounterVec
+}
+
+// Start opens everything the configuration asks for and starts serving. Close stops it.
+func Start(ctx context.Context, cfg *config.Config, opts Options) (*Instance, error) {
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	in := &Instance{cfgPath: cfg.Path, log: log, reg: prometheus.NewRegistry(), done: make(chan struct{})}
+	in.cfg.Store(cfg)
+	in.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	in.metrics = &metrics{configReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatehouse_config_reloads_total", Help: "Configuration reloads by result (ok, error).",
+	}, []string{"result"})}
+	in.reg.MustRegister(in.metrics.configReloads)
+
+	ok := false
+	defer func() {
+		if !ok {
+			in.closeResources()
+		}
+	}()
+	var err error
+	if in.db, err = store.Open(ctx, filepath.Join(cfg.DataDir, "gatehouse.db")); err != nil {
+		return nil, err
+	}
+	switch cfg.TLS.Mode {
+	case "off":
+	case "files":
+		if in.tlsConf, err = certs.Files(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
+			return nil, err
+		}
+	default:
+		if in.tlsConf, err = certs.Auto(cfg.DataDir, cfg.TLS.Hosts); err != nil {
+			return nil, fmt.Errorf("set up TLS in %s: %w", cfg.DataDir, err)
+		}
+	}
+	in.gate = &gate.Gate{Log: log}
+	if err := in.assemble(ctx, cfg); err != nil {
+		return nil, err
+	}
+
+	if in.pgLn, err = net.Listen("tcp", cfg.Listen.Postgres); err != nil {
+		return nil, fmt.Errorf("listen for PostgreSQL clients on %s: %w", cfg.Listen.Postgres, err)
+	}
+	in.pgDoor = &pg.Server{
+		Gate:                   in.gate,
+		Auth:                   in.auth,
+		Target:                 in.Target,
+		TLS:                    in.tlsConf,
+		AllowInsecurePasswords: cfg.AllowInsecurePasswords,
+		Log:                    log.With("door", "postgres"),
+		Metrics:                pg.NewMetrics(in.reg),
+	}
+	if in.http, err = startHTTP(cfg.Listen.HTTP, in.reg, in.ready); err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	in.cancel = cancel
+	go in.watchConfig(runCtx)
+	in.startBackground(runCtx)
+	go func() {
+		defer close(in.done)
+		if err := in.pgDoor.Serve(runCtx, in.pgLn); err != nil && runCtx.Err() == nil {
+			log.Error("postgres door stopped", "err", err)
+		}
+	}()
+	ok = true
+	log.Info("gatehouse serving", "postgres", in.pgLn.Addr().String(), "http", in.http.Addr(), "tls", in.tlsConf != nil, "data_dir", cfg.DataDir)
+	return in, nil
+}
+
+// Config is the configuration currently in force.
+func (in *Instance) Config() *config.Config { return in.cfg.Load() }
+
+// Target looks a target up in the configuration currently in force.
+func (in *Instance) Target(name string) (*config.Target, bool) { return in.cfg.Load().Target(name) }
+
+// PostgresAddr is the address the PostgreSQL door listens on.
+func (in *Instance) PostgresAddr() string { return in.pgLn.Addr().String() }
+
+// HTTPAddr is the address of the health and metrics endpoints.
+func (in *Instance) HTTPAddr() string { return in.http.Addr() }
+
+// Gate is the instance's gate, for tests and embedded tooling.
+func (in *Instance) Gate() *gate.Gate { return in.gate }
+
+func (in *Instance) ready() error {
+	if in.closed.Load() {
+		return errors.New("shutting down")
+	}
+	return in.readyParts()
+}
+
+// Close stops accepting connections, ends sessions and releases the store.
+func (in *Instance) Close() error {
+	if !in.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	if in.cancel != nil {
+		in.cancel()
+	}
+	if in.pgLn != nil {
+		in.pgLn.Close()
+	}
+	select {
+	case <-in.done:
+	case <-time.After(10 * time.Second):
+		in.log.Warn("sessions did not end within 10s of shutdown")
+	}
+	return in.closeResources()
+}
+
+func (in *Instance) closeResources() error {
+	var errs []error
+	if in.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, in.http.Close(ctx))
+		cancel()
+	}
+	errs = append(errs, in.closeParts())
+	if in.db != nil {
+		errs = append(errs, in.db.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Tokens is the instance's token store, for the CLI-less paths (demo, tests).
+func (in *Instance) Tokens() *identity.Tokens { return in.tokens }
+
+// Ledger is the instance's ledger.
+func (in *Instance) Ledger() *ledger.Ledger { return in.ledger }
+
+// Catalog is the instance's classification catalog.
+func (in *Instance) Catalog() *classify.Catalog { return in.catalog }
