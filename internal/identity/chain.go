@@ -2,8 +2,12 @@ package identity
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
+
+	"github.com/gatehouse/gatehouse/internal/config"
 )
 
 // Chain is the Authenticator and Validator the doors use: it routes a presented secret by
@@ -48,4 +52,22 @@ func (c *Chain) StillValid(ctx context.Context, id *Identity) error {
 	default:
 		return fail(CauseNotRecognised, errors.New("identity from an authenticator that is not configured: "+id.AuthMethod))
 	}
+}
+
+// NewChain builds the authenticator a server uses: Gatehouse tokens from the store db (opened
+// with store.Open; the identity schema is migrated here) and, when issuers are configured,
+// OIDC. Nothing here contacts an identity provider; call chain.OIDC.Warm in a goroutine to
+// discover issuers early.
+func NewChain(ctx context.Context, db *sql.DB, issuers []config.OIDC, tokenOpts TokensOptions, oidcOpts OIDCOptions) (*Chain, error) {
+	tokens, err := NewTokens(ctx, db, tokenOpts)
+	if err != nil {
+		return nil, err
+	}
+	c := &Chain{Tokens: tokens}
+	if len(issuers) > 0 {
+		if c.OIDC, err = NewOIDC(issuers, oidcOpts); err != nil {
+			return nil, fmt.Errorf("configure oidc: %w", err)
+		}
+	}
+	return c, nil
 }

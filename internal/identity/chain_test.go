@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/store"
 )
 
 func TestChainRoutesBySecretShape(t *testing.T) {
@@ -62,6 +63,27 @@ func TestChainRoutesBySecretShape(t *testing.T) {
 	}
 	if err := chain.StillValid(ctx, nil); err == nil {
 		t.Fatal("nil identity accepted")
+	}
+}
+
+func TestNewChain(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "g.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	c, err := NewChain(ctx, db, nil, TokensOptions{}, OIDCOptions{})
+	if err != nil || c.Tokens == nil || c.OIDC != nil {
+		t.Fatalf("tokens-only chain: %+v %v", c, err)
+	}
+	// Migrations are idempotent: a second start on the same store works.
+	c, err = NewChain(ctx, db, []config.OIDC{{Issuer: "https://idp.example.com", Audience: []string{"gatehouse"}}}, TokensOptions{}, OIDCOptions{})
+	if err != nil || c.OIDC == nil {
+		t.Fatalf("chain with oidc: %+v %v", c, err)
+	}
+	if _, err := NewChain(ctx, db, []config.OIDC{{Issuer: "https://idp.example.com"}}, TokensOptions{}, OIDCOptions{}); err == nil {
+		t.Fatal("issuer without audience accepted")
 	}
 }
 
