@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -189,6 +190,7 @@ func startEnv(t *testing.T, opts ...envOpt) *env {
 		StartupTimeout:  2 * time.Second,
 		RevalidateEvery: 100 * time.Millisecond,
 		Metrics:         NewMetrics(nil),
+		Log:             testLogger(t),
 	}
 	for _, o := range opts {
 		o(e)
@@ -258,4 +260,24 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("timed out waiting for %s", what)
+}
+
+// testLogger writes the door's log into the test's log, shown only when a test fails or -v.
+func testLogger(t *testing.T) *slog.Logger {
+	w := &tWriter{t: t}
+	t.Cleanup(func() { w.done.Store(true) })
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// tWriter stops writing once the test has ended (testing panics on a late Log).
+type tWriter struct {
+	t    *testing.T
+	done atomic.Bool
+}
+
+func (w *tWriter) Write(p []byte) (int, error) {
+	if !w.done.Load() {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
 }
