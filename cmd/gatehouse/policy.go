@@ -1,0 +1,188 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/gate"
+	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/inspect"
+	"github.com/gatehouse/gatehouse/internal/ledger"
+	"github.com/gatehouse/gatehouse/internal/policy"
+)
+
+func init() { extraCommands = append(extraCommands, newPolicyCmd) }
+
+func newPolicyCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "policy", Short: "Test policies against statements and against the recorded ledger"}
+	cmd.AddCommand(newPolicyTest(g), newPolicyReplay(g), &cobra.Command{
+		Use:   "default",
+		Short: "Print the built-in default policy, to start your own from",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := cmd.OutOrStdout().Write(policy.DefaultText())
+			return err
+		},
+	})
+	return cmd
+}
+
+// policyEngine loads the policy file named by --policy, else the configured one, else the
+// built-in default.
+func policyEngine(g *globals, file string) (*policy.Engine, *config.Config, error) {
+	cfg, err := g.load()
+	if err != nil {
+		return nil, nil, err
+	}
+	e, err := policy.NewEngine(policy.Options{Log: g.logger()})
+	if err != nil {
+		return nil, nil, err
+	}
+	if file == "" {
+		file = cfg.Policy
+	}
+	if file != "" {
+		if err := e.Load(file); err != nil {
+			return nil, nil, err
+		}
+	}
+	return e, cfg, nil
+}
+
+// targetFor finds the target by name in the configuration, or makes one up for an
+// environment so policies can be tried without a configuration.
+func targetFor(cfg *config.Config, name, env string) *config.Target {
+	if t, ok := cfg.Target(name); ok {
+		return t
+	}
+	if env == "" {
+		env = "dev"
+		if strings.Contains(name, "prod") {
+			env = "prod"
+		}
+	}
+	return &config.Target{Name: name, Engine: "postgres", Environment: env}
+}
+
+func newPolicyTest(g *globals) *cobra.Command {
+	var file, as, kind, target, env string
+	var groups []string
+	cmd := &cobra.Command{
+		Use:   "test [flags] SQL",
+		Short: "Show the facts of a statement and what the policy decides for an identity on a target",
+		Example: `  gatehouse policy test --policy p.yaml --as alice@corp.example --target prod-db "DELETE FROM users"
+  gatehouse policy test --as support-bot --kind agent --target prod-db "SELECT email FROM customers"`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			e, cfg, err := policyEngine(g, file)
+			if err != nil {
+				return err
+			}
+			if !identity.Kind(kind).Valid() {
+				return fmt.Errorf("--kind %q: expected human, service or agent", kind)
+			}
+			sess := &gate.Session{
+				ID:       "policy-test",
+				Identity: &identity.Identity{Subject: as, Kind: identity.Kind(kind), Groups: groups, AuthMethod: "test"},
+				Target:   targetFor(cfg, target, env), ClientAddr: "127.0.0.1", StartedAt: time.Now(),
+			}
+			sts := inspect.New(0).Inspect(args[0])
+			if len(sts) == 0 {
+				return fmt.Errorf("no statement in %q", args[0])
+			}
+			refused := false
+			for i, st := range sts {
+				if i > 0 {
+					fmt.Fprintln(cmd.OutOrStdout())
+				}
+				x := e.Explain(cmd.Context(), sess, st)
+				if err := policy.FormatExplanation(cmd.OutOrStdout(), x); err != nil {
+					return err
+				}
+				refused = refused || x.Decision.Action != gate.Allow
+			}
+			if refused {
+				os.Exit(3) // scripts can tell "refused" from "error" (1) and "allowed" (0)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&file, "policy", "", "policy file (default: the configured one, else the built-in default)")
+	f.StringVar(&as, "as", "someone@example.com", "identity subject")
+	f.StringVar(&kind, "kind", "human", "identity kind: human, service or agent")
+	f.StringSliceVar(&groups, "group", nil, "identity group (repeatable)")
+	f.StringVar(&target, "target", "dev-db", "target name (from the configuration, or any name with --env)")
+	f.StringVar(&env, "env", "", "environment of a target not in the configuration (default: prod when the name says so, else dev)")
+	return cmd
+}
+
+func newPolicyReplay(g *globals) *cobra.Command {
+	var file string
+	var tf timeFlags
+	var limit int
+	cmd := &cobra.Command{
+		Use:     "replay",
+		Short:   "What would this policy have decided for the statements recorded in the ledger?",
+		Example: `  gatehouse policy replay --policy new-policy.yaml --since 7d`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			e, cfg, err := policyEngine(g, file)
+			if err != nil {
+				return err
+			}
+			q := ledger.Query{Type: ledger.EventStatement, Limit: limit, Ascending: true}
+			if err := tf.apply(&q); err != nil {
+				return err
+			}
+			st, _, err := g.openLedgerStore(cmd)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			evs, err := st.Search(cmd.Context(), q)
+			if err != nil {
+				return err
+			}
+			in := inspect.New(10_000)
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tIDENTITY\tTARGET\tWAS\tWOULD BE\tRULE\tSTATEMENT")
+			changed := 0
+			for _, ev := range evs {
+				sess := &gate.Session{
+					ID:       ev.SessionID,
+					Identity: &identity.Identity{Subject: ev.Subject, Kind: identity.Kind(ev.IdentityKind), Groups: ev.Groups, AuthMethod: ev.AuthMethod},
+					Target:   targetFor(cfg, ev.Target, ev.Environment), ClientAddr: ev.ClientAddr,
+					ApplicationName: ev.ApplicationName, Database: ev.Database, StartedAt: ev.Time,
+				}
+				for _, ls := range ev.Statements {
+					// The ledger keeps redacted text ($n for literals); it parses to the same facts.
+					for _, stmt := range in.Inspect(ls.Redacted) {
+						x := e.Explain(cmd.Context(), sess, stmt)
+						if string(x.Decision.Action) == ev.Decision {
+							continue
+						}
+						changed++
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Time.Local().Format("2006-01-02 15:04"), ev.Subject, ev.Target,
+							ev.Decision, x.Decision.Action, x.Decision.Rule, ls.Redacted)
+					}
+				}
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d of %d recorded statement events would be decided differently\n", changed, len(evs))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&file, "policy", "", "policy file to try (default: the configured one)")
+	cmd.Flags().IntVar(&limit, "limit", 10000, "at most this many events")
+	tf.add(cmd)
+	return cmd
+}
