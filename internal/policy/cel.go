@@ -42,10 +42,6 @@ type fieldDef struct {
 	get    func(ec *evalCtx, a types.Adapter) ref.Val
 }
 
-var (
-	stringList = types.NewListType(types.StringType)
-)
-
 // fieldDefs lists every field policies may use. It is a function, not a package variable, so
 // nothing at package level can be changed.
 func fieldDefs() []fieldDef {
@@ -56,6 +52,7 @@ func fieldDefs() []fieldDef {
 		}
 		return types.NewStringList(a, l)
 	}
+	stringList := types.NewListType(types.StringType)
 	return []fieldDef{
 		// identity
 		{typeIdentity, "subject", types.StringType, func(ec *evalCtx, _ types.Adapter) ref.Val { return str(ec.id.Subject) }},
@@ -97,8 +94,13 @@ func fieldDefs() []fieldDef {
 		{typeStatement, "tables_written", stringList, func(ec *evalCtx, a types.Adapter) ref.Val { return list(a, ec.st.TablesWritten) }},
 		{typeStatement, "columns", stringList, func(ec *evalCtx, a types.Adapter) ref.Val { return list(a, ec.st.Columns) }},
 		{typeStatement, "has_where", types.BoolType, func(ec *evalCtx, _ types.Adapter) ref.Val { return types.Bool(ec.st.HasWhere) }},
-		{typeStatement, "where_trivial", types.BoolType, func(ec *evalCtx, _ types.Adapter) ref.Val { return types.Bool(whereTrivial(ec.st)) }},
+		{typeStatement, "where_trivial", types.BoolType, func(ec *evalCtx, _ types.Adapter) ref.Val { return types.Bool(ec.st.WhereTrivial) }},
 		{typeStatement, "changes_role", types.BoolType, func(ec *evalCtx, _ types.Adapter) ref.Val { return types.Bool(ChangesRole(ec.st)) }},
+		{typeStatement, "program", types.BoolType, func(ec *evalCtx, _ types.Adapter) ref.Val { return types.Bool(ec.st.Program) }},
+		{typeStatement, "server_file", types.BoolType, func(ec *evalCtx, _ types.Adapter) ref.Val { return types.Bool(ec.st.ServerFile) }},
+		{typeStatement, "locking", types.BoolType, func(ec *evalCtx, _ types.Adapter) ref.Val { return types.Bool(ec.st.Locking) }},
+		{typeStatement, "setting", types.StringType, func(ec *evalCtx, _ types.Adapter) ref.Val { return str(ec.st.Setting) }},
+		{typeStatement, "prepared_name", types.StringType, func(ec *evalCtx, _ types.Adapter) ref.Val { return str(ec.st.PreparedName) }},
 		{typeStatement, "has_limit", types.BoolType, func(ec *evalCtx, _ types.Adapter) ref.Val { return types.Bool(ec.st.HasLimit) }},
 		{typeStatement, "export", types.BoolType, func(ec *evalCtx, _ types.Adapter) ref.Val { return types.Bool(ec.st.Export) }},
 		{typeStatement, "functions", stringList, func(ec *evalCtx, a types.Adapter) ref.Val { return list(a, unqualified(ec.st.Functions)) }},
@@ -112,7 +114,9 @@ func fieldDefs() []fieldDef {
 		{typeSession, "client_addr", types.StringType, func(ec *evalCtx, _ types.Adapter) ref.Val { return str(ec.sess.ClientAddr) }},
 		{typeSession, "application_name", types.StringType, func(ec *evalCtx, _ types.Adapter) ref.Val { return str(ec.sess.ApplicationName) }},
 		{typeSession, "purpose", types.StringType, func(ec *evalCtx, _ types.Adapter) ref.Val { return str(ec.sess.Options[purposeOption]) }},
-		{typeSession, "purpose_tags", stringList, func(ec *evalCtx, a types.Adapter) ref.Val { return list(a, purposeTags(ec.sess.Options[purposeOption])) }},
+		{typeSession, "purpose_tags", stringList, func(ec *evalCtx, a types.Adapter) ref.Val {
+			return list(a, purposeTags(ec.sess.Options[purposeOption]))
+		}},
 		{typeSession, "tls", types.BoolType, func(ec *evalCtx, _ types.Adapter) ref.Val { return types.Bool(ec.sess.TLS) }},
 		{typeSession, "database", types.StringType, func(ec *evalCtx, _ types.Adapter) ref.Val { return str(ec.sess.Database) }},
 		{typeSession, "access_level", types.StringType, func(ec *evalCtx, _ types.Adapter) ref.Val { return str(ec.level) }},
@@ -164,11 +168,7 @@ func purposeTags(p string) []string {
 	if p == "" {
 		return nil
 	}
-	var out []string
-	for _, t := range strings.FieldsFunc(p, func(r rune) bool { return r == ',' || r == ' ' || r == ';' }) {
-		out = append(out, t)
-	}
-	return out
+	return strings.FieldsFunc(p, func(r rune) bool { return r == ',' || r == ' ' || r == ';' })
 }
 
 // evalCtx is the activation of one decision: CEL resolves the variables to it, and field

@@ -581,25 +581,27 @@ func effectiveCategory(st *inspect.Statement) inspect.Category {
 }
 
 // ChangesRole reports whether a statement changes the role the upstream session runs as:
-// SET ROLE, SET SESSION AUTHORIZATION, their RESET forms, DISCARD ALL (which resets the
-// session authorization) and set_config(), whose arguments the facts do not show.
+// SET ROLE, SET SESSION AUTHORIZATION and their RESET forms (including set_config('role', ...),
+// which the inspector reports as SET ROLE), DISCARD ALL (it runs SET SESSION AUTHORIZATION
+// DEFAULT), and set_config() whose setting name cannot be read from the text.
 func ChangesRole(st *inspect.Statement) bool {
-	k := strings.ToUpper(st.Kind)
-	switch k {
-	case "SET ROLE", "RESET ROLE", "SET SESSION AUTHORIZATION", "RESET SESSION AUTHORIZATION",
-		"SET LOCAL ROLE", "SET LOCAL SESSION AUTHORIZATION", "SET SESSION ROLE", "SET SESSION SESSION AUTHORIZATION", "DISCARD ALL":
+	switch strings.ToUpper(st.Kind) {
+	case "SET ROLE", "RESET ROLE", "SET SESSION AUTHORIZATION", "RESET SESSION AUTHORIZATION":
 		return true
-	case "SET", "RESET", "SET LOCAL", "SET SESSION":
-		o := strings.ToLower(st.ObjectType)
-		if o == "role" || o == "session_authorization" || o == "session authorization" {
-			return true
-		}
+	case "DISCARD":
+		// DISCARD ALL | PLANS | SEQUENCES | TEMP: only ALL touches the role. A comment
+		// saying "all" errs on the safe side.
+		return strings.Contains(strings.ToUpper(st.Text), "ALL") || st.Text == ""
+	}
+	switch st.Setting {
+	case "role", "session_authorization":
+		return true
 	}
 	for _, f := range st.Functions {
 		if j := strings.LastIndexByte(f, '.'); j >= 0 {
 			f = f[j+1:]
 		}
-		if strings.EqualFold(f, "set_config") {
+		if f == "set_config" && (st.Setting == "" || st.Category == inspect.Unknown) {
 			return true
 		}
 	}

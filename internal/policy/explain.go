@@ -40,10 +40,19 @@ func FormatExplanation(w io.Writer, x Explanation) error {
 		p("columns", list(st.Columns))
 		p("functions", list(st.Functions))
 		p("has where", yes(st.HasWhere))
-		p("where trivial", yes(whereTrivial(st)))
+		p("where trivial", yes(st.WhereTrivial))
 		p("has limit", yes(st.HasLimit))
 		p("export", yes(st.Export))
 		p("changes role", yes(ChangesRole(st)))
+		if st.Program || st.ServerFile {
+			p("server program/file", fmt.Sprintf("program=%s file=%s", yes(st.Program), yes(st.ServerFile)))
+		}
+		if st.Setting != "" {
+			p("setting", st.Setting)
+		}
+		for _, n := range st.Notes {
+			p("note", n)
+		}
 		if st.ParseError != "" {
 			p("parse error", st.ParseError)
 		}

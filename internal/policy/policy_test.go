@@ -348,20 +348,28 @@ func TestDefaultPolicyGuardrails(t *testing.T) {
 		{"set role dba", dbaDev, stmt("SET ROLE", inspect.SessionCat), nil, gate.Deny, "no-role-change"},
 		{"reset role dba", dbaDev, stmt("RESET ROLE", inspect.SessionCat), nil, gate.Deny, "no-role-change"},
 		{"set session authorization dba", dbaDev, stmt("SET SESSION AUTHORIZATION", inspect.SessionCat), nil, gate.Deny, "no-role-change"},
-		{"set role as generic SET", dbaDev, &inspect.Statement{Kind: "SET", Category: inspect.SessionCat, ObjectType: "role"}, nil, gate.Deny, "no-role-change"},
-		{"discard all dba", dbaDev, stmt("DISCARD ALL", inspect.SessionCat), nil, gate.Deny, "no-role-change"},
-		{"set_config dba", dbaDev, &inspect.Statement{Kind: "SELECT", Category: inspect.Read, Functions: []string{"pg_catalog.set_config"}}, nil, gate.Deny, "no-role-change"},
-		{"set_config reader", prodHuman, &inspect.Statement{Kind: "SELECT", Category: inspect.Read, Functions: []string{"set_config"}}, nil, gate.Deny, RuleAccessLevel},
-		{"ordinary SET reader", prodHuman, &inspect.Statement{Kind: "SET", Category: inspect.SessionCat, ObjectType: "search_path"}, nil, gate.Allow, RuleDefault},
-		{"pg_read_file", dbaDev, &inspect.Statement{Kind: "SELECT", Category: inspect.Read, Functions: []string{"pg_read_file"}}, nil, gate.Deny, "no-dangerous-functions"},
-		{"qualified pg_ls_dir", dbaDev, &inspect.Statement{Kind: "SELECT", Category: inspect.Read, Functions: []string{"now", "pg_catalog.pg_ls_dir"}}, nil, gate.Deny, "no-dangerous-functions"},
-		{"lo_export", dbaDev, &inspect.Statement{Kind: "SELECT", Category: inspect.Read, Functions: []string{"lo_export"}, Export: true}, nil, gate.Deny, "no-dangerous-functions"},
-		{"lo_import", dbaDev, &inspect.Statement{Kind: "SELECT", Category: inspect.Write, Functions: []string{"lo_import"}}, nil, gate.Deny, "no-dangerous-functions"},
-		{"dblink", devHuman, &inspect.Statement{Kind: "SELECT", Category: inspect.Read, Functions: []string{"public.dblink"}}, nil, gate.Deny, "no-dangerous-functions"},
-		{"query_to_xml runs hidden sql", devHuman, &inspect.Statement{Kind: "SELECT", Category: inspect.Read, Functions: []string{"query_to_xml"}}, nil, gate.Deny, "no-dangerous-functions"},
-		{"copy to program", dbaDev, &inspect.Statement{Kind: "COPY", Category: inspect.Read, Export: true, Redacted: "COPY users TO PROGRAM $1"}, nil, gate.Deny, "no-dangerous-functions"},
-		{"copy from program", dbaDev, &inspect.Statement{Kind: "COPY", Category: inspect.Write, Redacted: "copy users from program $1"}, nil, gate.Deny, "no-dangerous-functions"},
+		{"discard all dba", dbaDev, &inspect.Statement{Kind: "DISCARD", Category: inspect.SessionCat, Text: "discard all"}, nil, gate.Deny, "no-role-change"},
+		{"discard plans reader", prodHuman, &inspect.Statement{Kind: "DISCARD", Category: inspect.SessionCat, Text: "DISCARD PLANS"}, nil, gate.Allow, RuleDefault},
+		{"discard all reader", prodHuman, &inspect.Statement{Kind: "DISCARD", Category: inspect.SessionCat, Text: "DISCARD ALL"}, nil, gate.Deny, RuleAccessLevel},
+		{"set_config role dba", dbaDev, &inspect.Statement{Kind: "SET ROLE", Category: inspect.Admin, Setting: "role", Functions: []string{"set_config"}}, nil, gate.Deny, "no-role-change"},
+		{"set_config computed name dba", dbaDev, &inspect.Statement{Kind: "SELECT", Category: inspect.Unknown, Functions: []string{"pg_catalog.set_config"}}, nil, gate.Deny, "no-role-change"},
+		{"set_config search_path dba", dbaDev, &inspect.Statement{Kind: "SELECT", Category: inspect.Admin, Setting: "search_path", Functions: []string{"set_config"}}, nil, gate.Allow, RuleDefault},
+		{"set_config search_path reader", prodHuman, &inspect.Statement{Kind: "SELECT", Category: inspect.Admin, Setting: "search_path", Functions: []string{"set_config"}}, nil, gate.Deny, RuleAccessLevel},
+		{"set role filed as session by mistake", prodHuman, &inspect.Statement{Kind: "SET", Category: inspect.SessionCat, Setting: "role"}, nil, gate.Deny, RuleAccessLevel},
+		{"ordinary SET reader", prodHuman, &inspect.Statement{Kind: "SET", Category: inspect.SessionCat, Setting: "search_path"}, nil, gate.Allow, RuleDefault},
+		{"pg_read_file", dbaDev, &inspect.Statement{Kind: "SELECT", Category: inspect.Admin, Functions: []string{"pg_read_file"}}, nil, gate.Deny, "no-dangerous-functions"},
+		{"qualified pg_ls_dir", dbaDev, &inspect.Statement{Kind: "SELECT", Category: inspect.Admin, Functions: []string{"now", "pg_catalog.pg_ls_dir"}}, nil, gate.Deny, "no-dangerous-functions"},
+		{"lo_export", dbaDev, &inspect.Statement{Kind: "SELECT", Category: inspect.Admin, Functions: []string{"lo_export"}, Export: true}, nil, gate.Deny, "no-dangerous-functions"},
+		{"lo_import", dbaDev, &inspect.Statement{Kind: "SELECT", Category: inspect.Admin, Functions: []string{"lo_import"}}, nil, gate.Deny, "no-dangerous-functions"},
+		{"dblink in another schema", dbaDev, &inspect.Statement{Kind: "SELECT", Category: inspect.Unknown, Functions: []string{"public.dblink"}}, nil, gate.Deny, "no-dangerous-functions"},
+		{"query_to_xml runs hidden sql", dbaDev, &inspect.Statement{Kind: "SELECT", Category: inspect.Read, Functions: []string{"query_to_xml"}}, nil, gate.Deny, "no-dangerous-functions"},
+		{"table_to_xml reads a table by name", devHuman, &inspect.Statement{Kind: "SELECT", Category: inspect.Read, Functions: []string{"table_to_xml"}}, nil, gate.Deny, "no-dangerous-functions"},
+		{"copy to program", dbaDev, &inspect.Statement{Kind: "COPY", Category: inspect.Admin, Export: true, Program: true}, nil, gate.Deny, "no-dangerous-functions"},
+		{"copy from program", dbaDev, &inspect.Statement{Kind: "COPY", Category: inspect.Admin, Program: true}, nil, gate.Deny, "no-dangerous-functions"},
+		{"copy from server file", dbaDev, &inspect.Statement{Kind: "COPY", Category: inspect.Admin, ServerFile: true}, nil, gate.Deny, "no-dangerous-functions"},
 		{"copy to stdout", dbaDev, &inspect.Statement{Kind: "COPY", Category: inspect.Read, Export: true, Redacted: "COPY programs TO STDOUT"}, nil, gate.Allow, RuleDefault},
+		{"update where true", devHuman, &inspect.Statement{Kind: "UPDATE", Category: inspect.Write, HasWhere: true, WhereTrivial: true}, nil, gate.Deny, "no-update-or-delete-without-where"},
+		{"delete where 1=1 as dba", dbaDev, &inspect.Statement{Kind: "DELETE", Category: inspect.Write, HasWhere: true, WhereTrivial: true}, nil, gate.Deny, "no-update-or-delete-without-where"},
 		{"plain select", prodHuman, &inspect.Statement{Kind: "SELECT", Category: inspect.Read, Functions: []string{"now", "lower"}}, nil, gate.Allow, RuleDefault},
 	}
 	for _, c := range cases {
@@ -675,6 +683,8 @@ rules:
       statement.functions == ["lower"] && statement.functions_qualified == ["pg_catalog.lower"] &&
       statement.text == "COPY (SELECT $1) TO STDOUT" && statement.fingerprint == "fp" && statement.parsed &&
       statement.sensitive_classes == ["email"] && !statement.changes_role &&
+      statement.program && !statement.server_file && statement.locking && statement.setting == "work_mem" &&
+      statement.prepared_name == "p1" &&
       session.id == "s1" && session.client_addr == "127.0.0.1" && session.application_name == "psql" &&
       session.purpose == "incident-1,audit" && session.purpose_tags == ["incident-1", "audit"] &&
       session.tls && session.database == "app" && session.access_level == "admin" && session.via == "parse" &&
@@ -692,7 +702,8 @@ rules:
 	s.Options["gatehouse.purpose"] = "incident-1,audit"
 	st := &inspect.Statement{Kind: "COPY", Category: inspect.Read, TablesRead: []string{"public.a"}, TablesWritten: []string{"public.b"},
 		Columns: []string{"email"}, HasWhere: true, HasLimit: true, Export: true, Functions: []string{"pg_catalog.lower"},
-		Text: "COPY (SELECT 'secret') TO STDOUT", Redacted: "COPY (SELECT $1) TO STDOUT", Fingerprint: "fp"}
+		Text: "COPY (SELECT 'secret') TO STDOUT", Redacted: "COPY (SELECT $1) TO STDOUT", Fingerprint: "fp",
+		Program: true, Locking: true, Setting: "work_mem", PreparedName: "p1"}
 	d := e.Decide(context.Background(), gate.Input{Session: s, Statement: st, Via: gate.ViaParse,
 		Now: time.Date(2026, 11, 23, 10, 30, 0, 0, time.UTC), SensitiveClasses: []string{"email"}})
 	if d.Rule != "all-facts" {
