@@ -34,6 +34,7 @@ type credError struct {
 	detail error
 }
 
+// Error is for logs: it names the cause and detail, never the secret.
 func (e *credError) Error() string {
 	if e.detail != nil {
 		return fmt.Sprintf("%s: %s: %v", ErrInvalidCredentials, e.cause, e.detail)
