@@ -70,7 +70,9 @@ type Ledger struct {
 	lastCPSeq  int64
 	lastCPTime time.Time
 
-	sinks []*sinkRunner
+	sinks     []*sinkRunner
+	sinksOnce sync.Once
+	sinksErr  error
 
 	mu      sync.Mutex
 	healthy error // last commit error, nil when healthy
@@ -211,11 +213,14 @@ func (l *Ledger) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("close ledger: %w", ctx.Err())
 	}
-	var errs []error
-	for _, s := range l.sinks {
-		errs = append(errs, s.close(ctx))
-	}
-	return errors.Join(errs...)
+	l.sinksOnce.Do(func() {
+		var errs []error
+		for _, s := range l.sinks {
+			errs = append(errs, s.close(ctx))
+		}
+		l.sinksErr = errors.Join(errs...)
+	})
+	return l.sinksErr
 }
 
 func (l *Ledger) run() {

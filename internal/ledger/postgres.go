@@ -276,4 +276,3 @@ func (s *PostgresStore) Close() error {
 	s.pool.Close()
 	return nil
 }
-
