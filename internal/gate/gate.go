@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/config"
@@ -108,6 +109,11 @@ type Input struct {
 type Catalog interface {
 	// SensitiveClasses returns the distinct classes of sensitive columns in tables of target.
 	SensitiveClasses(ctx context.Context, target string, tables []string) []string
+	// SensitiveColumns returns the sensitive columns of tables as "schema.table.column" →
+	// class, for the ledger's record of what a statement touched.
+	SensitiveColumns(ctx context.Context, target string, tables []string) map[string]string
+	// Invalidate drops what is known of target, after DDL changed its schema.
+	Invalidate(target string)
 }
 
 // Policy is what the gate needs from internal/policy.
@@ -148,6 +154,8 @@ type Check struct {
 	Started    time.Time
 	// Denied is the statement that caused a deny or hold, for the error message.
 	Denied *inspect.Statement
+	// LedgerDown is set when the statement was refused because the ledger could not record.
+	LedgerDown bool
 }
 
 // Allowed reports whether the statement may be forwarded.
@@ -213,8 +221,8 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 	}
 	for _, st := range c.Statements {
 		in := Input{Session: s, Statement: st, Via: via, Now: c.Started}
-		if g.Catalog != nil && s.Target != nil {
-			in.SensitiveClasses = g.Catalog.SensitiveClasses(ctx, s.Target.Name, append(append([]string(nil), st.TablesRead...), st.TablesWritten...))
+		if g.Catalog != nil && s.Target != nil && (len(st.TablesRead) > 0 || len(st.TablesWritten) > 0) {
+			in.SensitiveClasses = g.Catalog.SensitiveClasses(ctx, s.Target.Name, tablesOf(st))
 		}
 		d := g.Policy.Decide(ctx, in)
 		if d.Action != Allow {
@@ -231,7 +239,41 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 		}
 		c.Decision.Rule = d.Rule
 	}
+	if c.mayChange() {
+		// A statement that can change data is on record before it reaches the database, so
+		// a crash between forwarding and completion still leaves its trace. No record, no
+		// forwarding: the ledger fails closed.
+		ev := g.statementEvent(ctx, EventStatementIntent, s, c)
+		if err := g.record(ctx, ev); err != nil {
+			g.log().Error("ledger refused a statement intent; refusing the statement", "session", s.ID, "err", err)
+			c.Decision = Decision{Action: Deny, Rule: "ledger-unavailable", Message: "the audit ledger cannot record right now, so statements are refused until it recovers"}
+			c.LedgerDown = true
+		}
+	}
 	return c
+}
+
+// mayChange reports whether any statement can change data or schema (anything but reads,
+// transaction control and session settings), so its intent must be recorded first.
+func (c *Check) mayChange() bool {
+	for _, st := range c.Statements {
+		switch st.Category {
+		case inspect.Read, inspect.Transaction, inspect.SessionCat:
+		default:
+			return true
+		}
+	}
+	return false
+}
+
+func tablesOf(st *inspect.Statement) []string {
+	if len(st.TablesWritten) == 0 {
+		return st.TablesRead
+	}
+	if len(st.TablesRead) == 0 {
+		return st.TablesWritten
+	}
+	return append(append(make([]string, 0, len(st.TablesRead)+len(st.TablesWritten)), st.TablesRead...), st.TablesWritten...)
 }
 
 // Outcome is what happened to a statement after the door forwarded it (or refused it).
@@ -247,15 +289,75 @@ type Outcome struct {
 // durable. Doors call it before they release the statement's completion to the client; an
 // error means the ledger could not record, and the door must fail the statement.
 func (g *Gate) Done(ctx context.Context, s *Session, c *Check, o Outcome) error {
-	ev := g.sessionEvent(ledger.EventStatement, s)
+	ev := g.statementEvent(ctx, ledger.EventStatement, s, c)
+	ev.Duration = g.now().Sub(c.Started)
+	ev.Rows, ev.Bytes, ev.SQLState, ev.Message, ev.ValuesMasked = o.Rows, o.Bytes, o.SQLState, o.Error, o.Masked
+	if g.Catalog != nil && s.Target != nil && o.SQLState == "" && c.Allowed() {
+		for _, st := range c.Statements {
+			if st.Category == inspect.DDL {
+				g.Catalog.Invalidate(s.Target.Name)
+				break
+			}
+		}
+	}
+	return g.record(ctx, ev)
+}
+
+func (g *Gate) statementEvent(ctx context.Context, t ledger.EventType, s *Session, c *Check) *ledger.Event {
+	ev := g.sessionEvent(t, s)
 	ev.Via = string(c.Via)
 	ev.Decision = string(c.Decision.Action)
 	ev.Rule = c.Decision.Rule
 	ev.ApprovalID = c.Decision.ApprovalID
-	ev.Duration = g.now().Sub(c.Started)
-	ev.Rows, ev.Bytes, ev.SQLState, ev.Message, ev.ValuesMasked = o.Rows, o.Bytes, o.SQLState, o.Error, o.Masked
-	ev.Statements = ledgerStatements(c.Statements)
-	return g.record(ctx, ev)
+	ev.Statements = make([]ledger.Statement, len(c.Statements))
+	for i, st := range c.Statements {
+		ls := ledger.Statement{
+			Kind: st.Kind, Category: string(st.Category), Redacted: st.Redacted, Fingerprint: st.Fingerprint,
+			TablesRead: st.TablesRead, TablesWritten: st.TablesWritten,
+		}
+		if g.Catalog != nil && s != nil && s.Target != nil && (len(st.TablesRead) > 0 || len(st.TablesWritten) > 0) {
+			ls.Sensitive = touched(g.Catalog.SensitiveColumns(ctx, s.Target.Name, tablesOf(st)), st.Columns)
+		}
+		if p, tp := sqlComment(st.Text); p != "" || tp != "" {
+			if ev.Purpose == "" {
+				ev.Purpose = p
+			}
+			if ev.Traceparent == "" {
+				ev.Traceparent = tp
+			}
+		}
+		ev.Statements[i] = ls
+	}
+	return ev
+}
+
+// touched narrows the sensitive columns of a statement's tables to those it names; a
+// statement that names none of them explicitly (SELECT *, whole-row references) touches all.
+func touched(sensitive map[string]string, columns []string) map[string]string {
+	if len(sensitive) == 0 || len(columns) == 0 {
+		return sensitive
+	}
+	named := make(map[string]bool, len(columns))
+	for _, c := range columns {
+		if c == "*" {
+			return sensitive
+		}
+		named[c] = true
+	}
+	out := make(map[string]string)
+	for key, class := range sensitive {
+		col := key
+		if i := strings.LastIndexByte(key, '.'); i >= 0 {
+			col = key[i+1:]
+		}
+		if named[col] {
+			out[key] = class
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 // StillValid is called periodically by doors for each live session, so a revoked token ends
@@ -335,16 +437,6 @@ func (g *Gate) sessionEvent(t ledger.EventType, s *Session) *ledger.Event {
 	return ev
 }
 
-func ledgerStatements(sts []*inspect.Statement) []ledger.Statement {
-	out := make([]ledger.Statement, len(sts))
-	for i, st := range sts {
-		out[i] = ledger.Statement{
-			Kind: st.Kind, Category: string(st.Category), Redacted: st.Redacted, Fingerprint: st.Fingerprint,
-			TablesRead: st.TablesRead, TablesWritten: st.TablesWritten,
-		}
-	}
-	return out
-}
 
 // Column describes one result column as a door sees it on the wire, so masking can map it to
 // the catalog (table OID + attribute number) and keep values valid for the type.
@@ -396,3 +488,8 @@ func leastRole(roles map[string]string, level string) string {
 	}
 	return ""
 }
+
+// EventStatementIntent is recorded, durably, before a statement that can change data is
+// forwarded; the statement's own event follows when it completes. Together they let an
+// auditor see a statement that reached the database even if Gatehouse crashed mid-way.
+const EventStatementIntent ledger.EventType = "statement.intent"

@@ -84,6 +84,10 @@ func (in *Instance) startBackground(ctx context.Context) {
 		})
 	}
 	go in.catalog.Run(ctx, 10*time.Minute)
+	if in.auth.OIDC != nil {
+		// Discover the identity providers now, so the first login does not wait for it.
+		go in.auth.OIDC.Warm(ctx)
+	}
 }
 
 func (in *Instance) readyParts() error {
