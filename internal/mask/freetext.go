@@ -1,0 +1,269 @@
+package mask
+
+import (
+	"bytes"
+	"unsafe"
+
+	"github.com/gatehouse/gatehouse/internal/classify"
+)
+
+// span is one sensitive substring found in free text.
+type span struct {
+	start, end int
+	class      string
+}
+
+// str views b as a string without copying, for the classify validators, which never keep
+// their argument. The bytes must not change while the string is in use.
+func str(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// mayContainSensitive is the fast path: one pass over v that rules out almost every clean
+// value (no '@', fewer than nine digits, no token or hash prefix) before any detector runs.
+func mayContainSensitive(v []byte) bool {
+	digits := 0
+	n := len(v)
+	for i := 0; i < n; i++ {
+		c := v[i]
+		switch {
+		case c >= '0' && c <= '9':
+			digits++
+			if digits >= 9 {
+				return true
+			}
+		case c == '@':
+			return true
+		case c == '$':
+			if i+2 < n && (v[i+2] == '$' || v[i+1] == 'a' || v[i+1] == 's' || v[i+1] == 'p') {
+				return true
+			}
+		case c == '_':
+			// ghp_, gho_, github_pat_, sk_live_, rk_test_ ...
+			if i >= 3 && v[i-3] == 'g' && v[i-2] == 'h' {
+				return true
+			}
+			if i >= 2 && (v[i-2] == 's' || v[i-2] == 'r') && v[i-1] == 'k' {
+				return true
+			}
+			if i >= 6 && v[i-1] == 'b' && v[i-2] == 'u' {
+				return true
+			}
+		case c == 'I':
+			// AKIA / ASIA
+			if i >= 2 && i+1 < n && v[i-2] == 'A' && (v[i-1] == 'K' || v[i-1] == 'S') && v[i+1] == 'A' {
+				return true
+			}
+		case c == 'o':
+			if i >= 1 && i+2 < n && v[i-1] == 'x' && v[i+1] == 'x' && v[i+2] != ' ' {
+				return true
+			}
+		case c == 'J':
+			if i >= 2 && v[i-1] == 'y' && v[i-2] == 'e' {
+				return true
+			}
+		case c == 'B':
+			if i >= 5 && v[i-1] == '-' && v[i-5] == '-' {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func isEmailLocal(c byte) bool {
+	return isAlnum(c) || c == '.' || c == '_' || c == '%' || c == '+' || c == '-'
+}
+
+func isTokenChar(c byte) bool {
+	return isAlnum(c) || c == '_' || c == '-' || c == '.'
+}
+
+// findSpans appends the sensitive substrings of v to spans, in order, without overlaps.
+func findSpans(v []byte, spans []span) []span {
+	n := len(v)
+	next := 0    // where scanning resumes
+	spanEnd := 0 // where the last span ended: an e-mail's local part cannot start before it
+	for i := 0; i < n; i++ {
+		if len(spans) > 0 {
+			spanEnd = spans[len(spans)-1].end
+		}
+		if i < next {
+			continue
+		}
+		c := v[i]
+		if c == '@' {
+			s := i
+			for s > spanEnd && isEmailLocal(v[s-1]) {
+				s--
+			}
+			e := i + 1
+			for e < n && (isAlnum(v[e]) || v[e] == '.' || v[e] == '-') {
+				e++
+			}
+			for e > i+1 && (v[e-1] == '.' || v[e-1] == '-') {
+				e--
+			}
+			if s < i && classify.IsEmail(str(v[s:e])) {
+				// Drop a token or number span that ran into the local part.
+				for len(spans) > 0 && spans[len(spans)-1].end > s {
+					spans = spans[:len(spans)-1]
+				}
+				spans = append(spans, span{s, e, classify.Email})
+				next = e
+			}
+			continue
+		}
+		if i > 0 && isTokenChar(v[i-1]) && c != '-' && c != '$' {
+			continue // only at word starts
+		}
+		switch {
+		case c >= '0' && c <= '9':
+			if i+11 <= n && v[i+3] == '-' && v[i+6] == '-' && (i+11 == n || !isAlnum(v[i+11])) &&
+				classify.SSNForm(str(v[i:i+11])) == classify.SSNDashed {
+				spans = append(spans, span{i, i + 11, classify.SSN})
+				next = i + 11
+				continue
+			}
+			// A run of digits with single space or dash separators.
+			e, digits, last := i, 0, i
+			for e < n && digits <= 19 {
+				if v[e] >= '0' && v[e] <= '9' {
+					digits++
+					e++
+					last = e
+					continue
+				}
+				if (v[e] == ' ' || v[e] == '-') && e+1 < n && v[e+1] >= '0' && v[e+1] <= '9' {
+					e++
+					continue
+				}
+				break
+			}
+			if digits >= 13 && digits <= 19 && (last == n || !isAlnum(v[last])) && classify.IsCard(str(v[i:last])) {
+				spans = append(spans, span{i, last, classify.Card})
+			}
+			next = last
+		case c >= 'A' && c <= 'Z':
+			if i+4 < n && v[i+1] >= 'A' && v[i+1] <= 'Z' && v[i+2] >= '0' && v[i+2] <= '9' && v[i+3] >= '0' && v[i+3] <= '9' {
+				e := i
+				for e < n && (isAlnum(v[e]) || (v[e] == ' ' && e+1 < n && isAlnum(v[e+1]) && (e-i)%5 == 4)) {
+					e++
+				}
+				if e-i >= 15 && classify.IsIBAN(str(v[i:e])) {
+					spans = append(spans, span{i, e, classify.IBAN})
+					next = e
+					continue
+				}
+			}
+			fallthrough
+		case c >= 'a' && c <= 'z':
+			e := i
+			for e < n && isTokenChar(v[e]) {
+				e++
+			}
+			for e > i && v[e-1] == '.' {
+				e--
+			}
+			if e-i >= 15 && classify.TokenKind(str(v[i:e])) != "" {
+				spans = append(spans, span{i, e, classify.APIKey})
+			}
+			next = e
+		case c == '-':
+			if bytes.HasPrefix(v[i:], []byte("-----BEGIN ")) {
+				end := bytes.Index(v[i:], []byte("-----END "))
+				if end < 0 {
+					end = n - i
+				} else {
+					end += 9
+					if close := bytes.Index(v[i+end:], []byte("-----")); close >= 0 {
+						end += close + 5
+					} else {
+						end = n - i
+					}
+				}
+				if bytes.Contains(v[i:i+end], []byte("PRIVATE KEY")) {
+					spans = append(spans, span{i, i + end, classify.APIKey})
+					next = i + end
+				}
+			}
+		case c == '$':
+			e := i
+			for e < n && v[e] > ' ' && v[e] != '"' && v[e] != '\'' && v[e] != ',' {
+				e++
+			}
+			if classify.IsPasswordHash(str(v[i:e])) {
+				spans = append(spans, span{i, e, classify.Password})
+			}
+			next = e
+		}
+	}
+	return spans
+}
+
+// StrategyFunc returns the strategy for a class.
+type StrategyFunc func(class string) Strategy
+
+// FreeText masks the sensitive substrings of any text (e-mail addresses, card numbers, SSNs
+// written with dashes, IBANs, API keys and tokens, JWTs, PEM private keys, password hashes)
+// and appends the result to dst. n is the number of substrings masked; when it is 0 nothing
+// was appended and the caller keeps v. Clean values cost one pass and no allocation.
+func (m *Masker) FreeText(dst, v []byte, strat StrategyFunc) (out []byte, n int) {
+	if !mayContainSensitive(v) {
+		return dst, 0
+	}
+	var buf [8]span
+	spans := findSpans(v, buf[:0])
+	if len(spans) == 0 {
+		return dst, 0
+	}
+	start := len(dst)
+	prev := 0
+	for _, sp := range spans {
+		s := Partial
+		if strat != nil {
+			s = strat(sp.class)
+		}
+		if s == Raw {
+			continue
+		}
+		dst = append(dst, v[prev:sp.start]...)
+		switch s {
+		case Hash:
+			dst = m.Token(dst, v[sp.start:sp.end])
+		case Partial:
+			dst = partial(dst, sp.class, v[sp.start:sp.end])
+		default: // Redact, and Null, which cannot apply to part of a value
+			dst = append(dst, RedactedText...)
+		}
+		prev = sp.end
+		n++
+	}
+	if n == 0 {
+		return dst[:start], 0
+	}
+	return append(dst, v[prev:]...), n
+}
+
+// residueClean reports whether everything of v outside spans is separators (no letters or
+// digits), i.e. the spans account for the whole value: "a@x.com, b@y.org".
+func residueClean(v []byte, spans []span) bool {
+	prev := 0
+	for _, sp := range spans {
+		for _, c := range v[prev:sp.start] {
+			if isAlnum(c) || c >= 0x80 {
+				return false
+			}
+		}
+		prev = sp.end
+	}
+	for _, c := range v[prev:] {
+		if isAlnum(c) || c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,344 @@
+package mask
+
+import (
+	"context"
+	"log/slog"
+	"sort"
+	"strconv"
+
+	"github.com/gatehouse/gatehouse/internal/classify"
+	"github.com/gatehouse/gatehouse/internal/gate"
+	"github.com/gatehouse/gatehouse/internal/lineage"
+)
+
+// Planner implements gate.MaskPlanner: for each result shape it maps every column to a class
+// — through the catalog for plain table columns (table OID + attribute number), through the
+// statement's lineage for expressions, and through the column name as a last hint — and
+// returns a RowMasker for the session's masking profile.
+type Planner struct {
+	catalog  *classify.Catalog
+	masker   *Masker
+	profiles map[string]*Profile
+	lineage  *lineage.Cache
+	log      *slog.Logger
+}
+
+var _ gate.MaskPlanner = (*Planner)(nil)
+
+// NewPlanner returns a planner. catalog may be nil (then only lineage-free name hints and the
+// value detectors apply). profiles add to or replace the built-in profiles.
+func NewPlanner(catalog *classify.Catalog, masker *Masker, profiles map[string]*Profile, log *slog.Logger) *Planner {
+	all := BuiltinProfiles()
+	for n, p := range profiles {
+		all[n] = p
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Planner{catalog: catalog, masker: masker, profiles: all, lineage: lineage.NewCache(4096), log: log}
+}
+
+// Profile returns the profile named name ("" is default). An unknown name gets the strict
+// profile: a typo in a policy must not show raw values.
+func (p *Planner) Profile(name string) *Profile {
+	if name == "" {
+		name = ProfileDefault
+	}
+	if pr, ok := p.profiles[name]; ok {
+		return pr
+	}
+	p.log.Warn("mask: unknown masking profile; using strict", "profile", name)
+	return p.profiles[ProfileStrict]
+}
+
+// ResultMasker masks the rows of one result. It is used by one session at a time.
+type ResultMasker struct {
+	m      *Masker
+	rules  []Rule
+	active []int
+}
+
+// MaskRow implements gate.RowMasker.
+func (r *ResultMasker) MaskRow(values [][]byte) int {
+	n := 0
+	for _, i := range r.active {
+		if i >= len(values) {
+			break
+		}
+		out, masked := r.m.Apply(&r.rules[i], values[i])
+		if masked {
+			values[i] = out
+			n++
+		}
+	}
+	return n
+}
+
+// Rules returns the per-column rules, for tests and diagnostics.
+func (r *ResultMasker) Rules() []Rule { return r.rules }
+
+// Touched returns the sensitive columns this result exposes in masked form, as
+// "schema.table.column" → class, for the ledger.
+func (r *ResultMasker) Touched() map[string]string {
+	out := map[string]string{}
+	for _, rule := range r.rules {
+		for _, o := range rule.Origin {
+			cls := rule.Class
+			if c, ok := rule.Keys[lastPart(o)]; ok {
+				cls = c
+			}
+			if cls != "" {
+				out[o] = cls
+			}
+		}
+	}
+	return out
+}
+
+func lastPart(s string) string {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '.' {
+			return s[i+1:]
+		}
+	}
+	return s
+}
+
+// Plan implements gate.MaskPlanner.
+func (p *Planner) Plan(ctx context.Context, s *gate.Session, c *gate.Check, cols []gate.Column) gate.RowMasker {
+	rm := p.PlanResult(ctx, s, c, cols)
+	if rm == nil {
+		return nil
+	}
+	return rm
+}
+
+// PlanResult is Plan returning the concrete type (nil when nothing needs masking).
+func (p *Planner) PlanResult(ctx context.Context, s *gate.Session, c *gate.Check, cols []gate.Column) *ResultMasker {
+	profName := ""
+	if c != nil {
+		profName = c.Decision.MaskProfile
+	}
+	prof := p.Profile(profName)
+	if prof.Raw() {
+		return nil
+	}
+	var snap *classify.Snapshot
+	if p.catalog != nil && s != nil && s.Target != nil {
+		var err error
+		snap, err = p.catalog.Snapshot(ctx, s.Target.Name)
+		if err != nil && snap == nil {
+			p.log.Warn("mask: no catalog for target; value detectors only", "target", s.Target.Name, "err", err)
+		}
+	}
+	var lin []lineage.Column
+	var linNames map[string][]lineage.ColumnSource
+	needLineage := false
+	for _, col := range cols {
+		if col.TableOID == 0 || snap.ByAttr(col.TableOID, col.AttNum) == nil {
+			needLineage = true
+			break
+		}
+	}
+	if needLineage && c != nil {
+		lin, linNames = p.lineageFor(c, snap, len(cols))
+	}
+	rm := &ResultMasker{m: p.masker, rules: make([]Rule, len(cols))}
+	for i, col := range cols {
+		r := &rm.rules[i]
+		r.Kind, r.Format, r.Strat = KindOf(col.TypeOID), col.Format, prof.For
+		decided := false
+		if e := snap.ByAttr(col.TableOID, col.AttNum); e != nil {
+			decided = true
+			r.Origin = []string{e.Key()}
+			if e.IsSensitive() {
+				r.Class = e.Class
+			}
+		}
+		if !decided {
+			var srcs []lineage.ColumnSource
+			if lin != nil {
+				srcs = lin[i].Sources
+			} else if linNames != nil {
+				srcs = linNames[col.Name]
+			}
+			if srcs != nil {
+				decided = true
+				r.Derived = true
+				p.fromSources(r, snap, srcs)
+			}
+		}
+		if !decided {
+			// No catalog entry and no lineage: the column's name is the last hint.
+			if nc := classify.NameClass("", col.Name); nc != "" {
+				r.Class, r.Derived = nc, true
+			}
+		}
+		if r.Class != "" {
+			r.Strategy = prof.For(r.Class)
+		} else if r.Composite {
+			r.Strategy = compositeStrategy(prof, r.Keys)
+		}
+		r.FreeText = prof.FreeText && textLike(r.Kind)
+		if r.sensitive() || r.FreeText || len(r.Keys) > 0 {
+			rm.active = append(rm.active, i)
+		}
+	}
+	if len(rm.active) == 0 {
+		return nil
+	}
+	return rm
+}
+
+func textLike(k Kind) bool {
+	switch k {
+	case KindText, KindJSON, KindArray, KindJSONArr, KindRecord, KindOther:
+		return true
+	}
+	return false
+}
+
+// compositeStrategy picks the strictest strategy among the classes a mixed value holds.
+func compositeStrategy(prof *Profile, keys map[string]string) Strategy {
+	rank := map[Strategy]int{Raw: 0, Partial: 1, Hash: 2, Redact: 3, Null: 4}
+	best := Raw
+	for _, cls := range keys {
+		if cls == "" {
+			continue
+		}
+		if s := prof.For(cls); rank[s] > rank[best] {
+			best = s
+		}
+	}
+	return best
+}
+
+// fromSources fills a rule from the source columns of a derived value.
+func (p *Planner) fromSources(r *Rule, snap *classify.Snapshot, srcs []lineage.ColumnSource) {
+	classes := map[string]bool{}
+	keys := map[string]string{}
+	var origin []string
+	add := func(table, column string) {
+		e := snap.ByName(table, column)
+		cls := ""
+		if e != nil && e.IsSensitive() {
+			cls = e.Class
+		} else if e == nil {
+			// A table the catalog has not seen (created since the scan): the name decides.
+			cls = classify.NameClass(table, column)
+		}
+		if prev, ok := keys[column]; !ok || prev == "" {
+			keys[column] = cls
+		}
+		if cls != "" {
+			classes[cls] = true
+			origin = append(origin, table+"."+column)
+		}
+	}
+	var whole []string // the column list when srcs is exactly one table's whole row
+	for _, s := range srcs {
+		if s.Column == "*" {
+			if _, cols, ok := snap.Resolve(schemaOf(s.Table), lastPart(s.Table)); ok {
+				for _, c := range cols {
+					add(s.Table, c)
+				}
+			} else {
+				// Unknown table and unknown columns: treat the value as sensitive as a whole.
+				classes[classify.Secret] = true
+			}
+			continue
+		}
+		add(s.Table, s.Column)
+	}
+	if len(srcs) > 1 {
+		t := srcs[0].Table
+		same := true
+		for _, s := range srcs {
+			same = same && s.Table == t && s.Column != "*"
+		}
+		if _, cols, ok := snap.Resolve(schemaOf(t), lastPart(t)); same && ok && len(cols) == len(srcs) {
+			whole = cols
+			for i, c := range cols {
+				if srcs[i].Column != c {
+					whole = nil
+					break
+				}
+			}
+		}
+	}
+	sort.Strings(origin)
+	r.Origin = origin
+	switch len(classes) {
+	case 0:
+	case 1:
+		for c := range classes {
+			r.Class = c
+		}
+	default:
+		r.Composite = true
+	}
+	if len(srcs) > 1 {
+		r.Keys = keys
+		r.Fields = whole
+	}
+}
+
+func schemaOf(table string) string {
+	for i := len(table) - 1; i >= 0; i-- {
+		if table[i] == '.' {
+			return table[:i]
+		}
+	}
+	return ""
+}
+
+// lineageFor returns the lineage of the statement whose result has n columns; when the
+// positions cannot be trusted it returns sources by output name instead.
+func (p *Planner) lineageFor(c *gate.Check, snap *classify.Snapshot, n int) ([]lineage.Column, map[string][]lineage.ColumnSource) {
+	gen := uint64(0)
+	var resolve lineage.Resolver
+	if snap != nil {
+		gen = snap.Generation
+		resolve = snap.Resolve
+	}
+	var exact [][]lineage.Column
+	byName := map[string][]lineage.ColumnSource{}
+	for _, st := range c.Statements {
+		if st == nil || st.Text == "" {
+			continue
+		}
+		res, err := p.lineage.Analyze(strconv.FormatUint(gen, 10)+"\x00"+st.Text, st.Text, resolve)
+		if err != nil {
+			continue
+		}
+		for _, r := range res {
+			if r == nil {
+				continue
+			}
+			if r.Exact && len(r.Columns) == n {
+				exact = append(exact, r.Columns)
+			}
+			for _, col := range r.Columns {
+				byName[col.Name] = append(byName[col.Name], col.Sources...)
+			}
+		}
+	}
+	switch len(exact) {
+	case 0:
+		if len(byName) == 0 {
+			return nil, nil
+		}
+		return nil, byName
+	case 1:
+		return exact[0], nil
+	}
+	// Several statements of the same width: a column may come from any of them.
+	out := make([]lineage.Column, n)
+	for _, cols := range exact {
+		for i := range cols {
+			out[i].Name = cols[i].Name
+			out[i].Sources = append(out[i].Sources, cols[i].Sources...)
+		}
+	}
+	return out, nil
+}

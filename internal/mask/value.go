@@ -1,0 +1,333 @@
+package mask
+
+import (
+	"github.com/gatehouse/gatehouse/internal/classify"
+)
+
+// Rule says how to mask the values of one result column.
+type Rule struct {
+	Kind   Kind
+	Format int16 // 0 text, 1 binary
+	// Class is the column's sensitive class ("" when none). Composite is set instead when
+	// the value mixes several classes (email || ssn), which no partial mask can keep apart.
+	Class     string
+	Composite bool
+	Strategy  Strategy
+	// Derived is true when the value came through an expression (lineage), so its shape is
+	// not guaranteed: partial masks then apply only to values that still validate as the
+	// class, and anything else is redacted.
+	Derived bool
+	// Keys maps JSON keys / record field names to classes ("" for known non-sensitive
+	// columns) for whole-row values such as row_to_json(c).
+	Keys map[string]string
+	// Fields are the record's field names in order, for a whole-row value in text format.
+	Fields []string
+	// FreeText runs the value detectors on text no class covers.
+	FreeText bool
+	// Strat gives the strategy per class for free text and keyed structured values.
+	Strat StrategyFunc
+	// Origin names the source column(s), for the ledger ("public.customers.email").
+	Origin []string
+}
+
+// sensitive reports whether the rule masks the whole value (rather than scanning it).
+func (r *Rule) sensitive() bool {
+	return (r.Class != "" || r.Composite) && r.Strategy != Raw
+}
+
+// Apply masks one value (nil is SQL NULL and stays NULL). It returns the value to send and
+// whether it was masked; when masked is false the original slice is returned.
+func (m *Masker) Apply(r *Rule, v []byte) (out []byte, masked bool) {
+	if v == nil {
+		return nil, false
+	}
+	switch r.Kind {
+	case KindText:
+		return m.applyText(r, v)
+	case KindOther:
+		if r.Format == 0 {
+			if len(r.Fields) > 0 || len(r.Keys) > 0 {
+				return m.applyRecord(r, v)
+			}
+			return m.applyText(r, v)
+		}
+		if r.sensitive() {
+			return nil, true
+		}
+		return v, false
+	case KindJSON:
+		return m.applyJSON(r, v)
+	case KindArray, KindJSONArr:
+		return m.applyArray(r, v)
+	case KindRecord:
+		if r.Format == 0 {
+			return m.applyRecord(r, v)
+		}
+		if r.sensitive() || r.FreeText {
+			return nil, true // a binary record cannot be inspected cheaply: fail closed
+		}
+		return v, false
+	case KindDate, KindTime:
+		if !r.sensitive() {
+			return v, false
+		}
+		return maskDateValue(r, v), true
+	case KindInet:
+		if !r.sensitive() {
+			return v, false
+		}
+		if r.Strategy == Partial && r.Class == classify.IP {
+			if r.Format == 1 {
+				return maskBinaryInet(v), true
+			}
+			if out, ok := partialIP(nil, v); ok {
+				return out, true
+			}
+		}
+		return nil, true
+	}
+	// Opaque types (numbers, bytea, uuid): NULL is the only value valid for every one.
+	if r.sensitive() {
+		return nil, true
+	}
+	return v, false
+}
+
+func maskDateValue(r *Rule, v []byte) []byte {
+	s := r.Strategy
+	if s == Null {
+		return nil
+	}
+	if r.Class != classify.DOB && s == Partial {
+		s = Redact // only a date of birth has a meaningful partial (its year)
+	}
+	if r.Format == 1 {
+		if r.Kind == KindDate {
+			return maskBinaryDate(v, s)
+		}
+		return maskBinaryTimestamp(v, s)
+	}
+	if s == Partial {
+		return partialDate(nil, v)
+	}
+	if r.Kind == KindTime {
+		return []byte(placeholderDate + " 00:00:00")
+	}
+	return []byte(placeholderDate)
+}
+
+// applyText masks a text value (text format, or binary of a text type, which is the same
+// bytes).
+func (m *Masker) applyText(r *Rule, v []byte) ([]byte, bool) {
+	if r.sensitive() {
+		class, strat := r.Class, r.Strategy
+		if r.Composite && strat == Partial {
+			strat = Redact
+		}
+		out, null, _ := m.scalar(nil, class, strat, r.Derived, v, r.Strat)
+		if null {
+			return nil, true
+		}
+		return out, true
+	}
+	if r.FreeText {
+		out, n := m.FreeText(nil, v, r.Strat)
+		if n > 0 {
+			return out, true
+		}
+	}
+	return v, false
+}
+
+// hasValidator reports whether a class has a value validator, so a derived value can be
+// checked to still be of the class before a partial mask shows part of it.
+func hasValidator(class string) bool {
+	switch class {
+	case classify.Email, classify.Card, classify.SSN, classify.IBAN, classify.Phone, classify.IP, classify.NationalID:
+		return true
+	}
+	return false
+}
+
+func validates(class string, v []byte) bool {
+	s := str(v)
+	switch class {
+	case classify.Email:
+		return classify.IsEmail(s)
+	case classify.Card:
+		return classify.IsCard(s)
+	case classify.SSN:
+		return classify.SSNForm(s) != classify.NotSSN
+	case classify.IBAN:
+		return classify.IsIBAN(s)
+	case classify.Phone:
+		return classify.IsPhone(s) || (len(s) >= 7 && len(s) <= 15 && countDigits(v) == len(v))
+	case classify.IP:
+		return classify.IsIP(s)
+	case classify.NationalID:
+		return classify.IsNationalID(s) || classify.IsCanadianSIN(s)
+	}
+	return false
+}
+
+// scalar masks one scalar text value of class. For derived values with a partial strategy it
+// shows part of the value only when the value still validates as the class, or when the
+// value detectors account for all of it (string_agg of e-mails); otherwise it redacts.
+func (m *Masker) scalar(dst []byte, class string, strat Strategy, derived bool, v []byte, sf StrategyFunc) (out []byte, null, changed bool) {
+	switch strat {
+	case Raw:
+		return dst, false, false
+	case Null:
+		return dst, true, true
+	case Partial:
+		if derived && hasValidator(class) && !validates(class, v) {
+			if mayContainSensitive(v) {
+				var buf [8]span
+				if spans := findSpans(v, buf[:0]); len(spans) > 0 && residueClean(v, spans) {
+					out, n := m.FreeText(dst, v, sf)
+					if n > 0 {
+						return out, false, true
+					}
+				}
+			}
+			return append(dst, RedactedText...), false, true
+		}
+	}
+	out, ok := m.Text(dst, class, strat, v)
+	return out, !ok, true
+}
+
+// leaf returns the function masking scalars inside structured values of r.
+func (m *Masker) leaf(r *Rule, total *int) leafFunc {
+	return func(dst []byte, key string, v []byte) ([]byte, bool, bool) {
+		class, known := "", false
+		if r.Keys != nil {
+			class, known = r.Keys[key]
+		}
+		strat := Raw
+		switch {
+		case known && class != "":
+			strat = r.Strat(class)
+		case known:
+		case r.Composite && r.Strategy != Raw:
+			strat = r.Strategy
+			if strat == Partial {
+				strat = Redact
+			}
+		case r.Class != "":
+			class, strat = r.Class, r.Strategy
+		}
+		if strat != Raw {
+			out, null, ch := m.scalar(dst, class, strat, true, v, r.Strat)
+			if ch {
+				*total++
+			}
+			return out, null, ch
+		}
+		if r.FreeText {
+			out, n := m.FreeText(dst, v, r.Strat)
+			if n > 0 {
+				*total++
+				return out, false, true
+			}
+		}
+		return dst, false, false
+	}
+}
+
+func (m *Masker) applyJSON(r *Rule, v []byte) ([]byte, bool) {
+	if !r.sensitive() && !r.FreeText && len(r.Keys) == 0 {
+		return v, false
+	}
+	doc, prefix := v, []byte(nil)
+	if r.Format == 1 && r.Kind == KindJSON {
+		// jsonb binary: a version byte, then the text.
+		if len(v) == 0 || v[0] != 1 {
+			return nil, true
+		}
+		doc, prefix = v[1:], v[:1]
+	}
+	if !r.sensitive() && len(r.Keys) == 0 && !mayContainSensitive(doc) {
+		return v, false
+	}
+	total := 0
+	out, changed, err := rewriteJSON(append([]byte(nil), prefix...), doc, m.leaf(r, &total))
+	if err != nil {
+		if r.sensitive() {
+			return nil, true
+		}
+		return v, false
+	}
+	if !changed {
+		return v, false
+	}
+	return out, true
+}
+
+func (m *Masker) applyArray(r *Rule, v []byte) ([]byte, bool) {
+	if !r.sensitive() && !r.FreeText {
+		return v, false
+	}
+	if !r.sensitive() && !mayContainSensitive(v) {
+		return v, false
+	}
+	total := 0
+	leaf := m.leaf(r, &total)
+	if r.Kind == KindJSONArr {
+		inner := *r
+		inner.Kind = KindJSON
+		inner.Format = 0
+		leaf = func(dst []byte, _ string, e []byte) ([]byte, bool, bool) {
+			out, masked := m.applyJSON(&inner, e)
+			if !masked {
+				return dst, false, false
+			}
+			if out == nil {
+				return dst, true, true
+			}
+			return append(dst, out...), false, true
+		}
+		if r.Format == 1 {
+			if r.sensitive() {
+				return nil, true
+			}
+			return v, false
+		}
+	}
+	var out []byte
+	var changed bool
+	var err error
+	if r.Format == 1 {
+		out, changed, err = rewriteArrayBinary(v, leaf)
+	} else {
+		out, changed, err = rewriteArrayText(nil, v, leaf)
+	}
+	if err != nil {
+		if r.sensitive() {
+			return nil, true
+		}
+		return v, false
+	}
+	if !changed {
+		return v, false
+	}
+	return out, true
+}
+
+func (m *Masker) applyRecord(r *Rule, v []byte) ([]byte, bool) {
+	if !r.sensitive() && !r.FreeText && len(r.Keys) == 0 {
+		return v, false
+	}
+	total := 0
+	out, changed, err := rewriteRecordText(nil, v, r.Fields, m.leaf(r, &total))
+	if err != nil {
+		if r.sensitive() || len(r.Keys) > 0 {
+			return nil, true
+		}
+		return v, false
+	}
+	if !changed {
+		return v, false
+	}
+	return out, true
+}
