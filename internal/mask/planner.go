@@ -217,6 +217,7 @@ func compositeStrategy(prof *Profile, keys map[string]string) Strategy {
 func (p *Planner) fromSources(r *Rule, snap *classify.Snapshot, srcs []lineage.ColumnSource) {
 	classes := map[string]bool{}
 	keys := map[string]string{}
+	kinds := map[string]Kind{}
 	var origin []string
 	add := func(table, column string) {
 		e := snap.ByName(table, column)
@@ -229,6 +230,9 @@ func (p *Planner) fromSources(r *Rule, snap *classify.Snapshot, srcs []lineage.C
 		}
 		if prev, ok := keys[column]; !ok || prev == "" {
 			keys[column] = cls
+			if e != nil {
+				kinds[column] = KindOfTypeName(e.Type)
+			}
 		}
 		if cls != "" {
 			classes[cls] = true
@@ -279,6 +283,7 @@ func (p *Planner) fromSources(r *Rule, snap *classify.Snapshot, srcs []lineage.C
 	}
 	if len(srcs) > 1 {
 		r.Keys = keys
+		r.KeyKinds = kinds
 		r.Fields = whole
 	}
 }

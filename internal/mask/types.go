@@ -180,3 +180,27 @@ func maskBinaryInet(v []byte) []byte {
 	// A cidr stays valid: zeroing address bits never sets a host bit.
 	return out
 }
+
+// KindOfTypeName returns the kind of a column from its pg_type name (as the catalog stores
+// it), for values whose type OID the wire does not carry (record fields, COPY fields).
+func KindOfTypeName(typ string) Kind {
+	switch typ {
+	case "text", "varchar", "bpchar", "name", "char", "citext", "xml", "unknown":
+		return KindText
+	case "json", "jsonb":
+		return KindJSON
+	case "_text", "_varchar", "_bpchar", "_name", "_citext":
+		return KindArray
+	case "_json", "_jsonb":
+		return KindJSONArr
+	case "date":
+		return KindDate
+	case "timestamp", "timestamptz":
+		return KindTime
+	case "inet", "cidr":
+		return KindInet
+	case "":
+		return KindText
+	}
+	return KindOpaque
+}

@@ -20,6 +20,9 @@ type Rule struct {
 	// Keys maps JSON keys / record field names to classes ("" for known non-sensitive
 	// columns) for whole-row values such as row_to_json(c).
 	Keys map[string]string
+	// KeyKinds gives the wire kind of keyed fields where the catalog knows the column type,
+	// so a sensitive number inside a row literal becomes an empty (NULL) field, not text.
+	KeyKinds map[string]Kind
 	// Fields are the record's field names in order, for a whole-row value in text format.
 	Fields []string
 	// FreeText runs the value detectors on text no class covers.
@@ -218,6 +221,13 @@ func (m *Masker) leaf(r *Rule, total *int) leafFunc {
 			class, strat = r.Class, r.Strategy
 		}
 		if strat != Raw {
+			switch r.KeyKinds[key] {
+			case KindOpaque, KindInet, KindDate, KindTime:
+				if !(strat == Partial && (class == classify.DOB || class == classify.IP)) {
+					*total++
+					return dst, true, true
+				}
+			}
 			out, null, ch := m.scalar(dst, class, strat, true, v, r.Strat)
 			if ch {
 				*total++

@@ -1,0 +1,261 @@
+package mask
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/classify"
+	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/gate"
+	"github.com/gatehouse/gatehouse/internal/inspect"
+	"github.com/gatehouse/gatehouse/internal/testkit"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+const schemaSQL = `
+CREATE TABLE customers (id int PRIMARY KEY, name text, email text, ssn text, phone text, dob date,
+  card_number text, ip inet, notes text, tags text[], profile jsonb, score int, card_pan bigint);
+CREATE TABLE orders (id int, customer_id int, order_number text, amount_cents bigint);
+CREATE VIEW v_contacts AS SELECT id, email AS mail, lower(ssn) AS s FROM customers;
+INSERT INTO customers VALUES
+ (1, 'Johanna Smithers', 'johanna.smithers@example.com', '287-65-4321', '+14155550172', '1984-03-07', '4111111111111111', '192.168.77.20',
+  'asked to email backup address zed.backup@example.org', '{johanna.smithers@example.com,other}', '{"email":"johanna.smithers@example.com","vip":true}', 10, 4111111111111111),
+ (2, 'Pedro Alvarez', 'pedro.alvarez@example.net', '512-43-8765', '+442079460958', '1990-11-30', '5555555555554444', '10.20.30.40',
+  'no notes', '{}', '{"email":"pedro.alvarez@example.net"}', 20, 5555555555554444),
+ (3, 'Mia Wong', 'mia.wong@example.com', '601-22-3344', '+16505550123', '1975-01-15', '378282246310005', '2001:db8:aa::7',
+  NULL, NULL, NULL, 30, 378282246310005);
+INSERT INTO orders VALUES (1, 1, '123456789', 1999), (2, 2, '987654321', 4500), (3, 3, '555000111', 12);
+`
+
+// seeds are raw sensitive values (and recognisable parts of them) that must never reach a
+// masked identity.
+var seeds = []string{
+	"johanna.smithers", "smithers@", "pedro.alvarez", "mia.wong", "zed.backup",
+	"287-65", "28765", "512-43", "51243", "601-22", "60122",
+	"4111111111111111", "5555555555554444", "378282246310005", "411111111111", "555555555555",
+	"4155550172", "2079460958", "6505550123",
+	"Johanna", "Smithers", "Pedro", "Alvarez",
+	"03-07", "11-30", "01-15", "192.168.77", ".77.20", "10.20.30",
+}
+
+type harness struct {
+	pg      *testkit.Postgres
+	conn    *pgconn.PgConn
+	planner *Planner
+	session *gate.Session
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	pg := testkit.StartPostgres(t)
+	pg.Exec(t, "postgres", schemaSQL)
+	ctx := context.Background()
+	cat := classify.NewCatalog(func(ctx context.Context, target string) (*pgx.Conn, error) {
+		return pgx.Connect(ctx, pg.DSN("postgres"))
+	}, classify.ScanOptions{}, nil)
+	conn, err := pgconn.Connect(ctx, pg.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return &harness{pg: pg, conn: conn, planner: NewPlanner(cat, newMasker(t), nil, nil),
+		session: &gate.Session{ID: "s1", Target: &config.Target{Name: "pg"}}}
+}
+
+type result struct {
+	cols   []gate.Column
+	rows   [][][]byte
+	masked int
+	rm     *ResultMasker
+}
+
+// run executes sql the way a client would (all results in format), then masks every row the
+// way the door does: one plan per row description, MaskRow per data row.
+func (h *harness) run(t *testing.T, sql string, format int16, profile string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rr := h.conn.ExecParams(ctx, sql, nil, nil, nil, []int16{format})
+	var res result
+	for _, fd := range rr.FieldDescriptions() {
+		res.cols = append(res.cols, gate.Column{Name: fd.Name, TableOID: fd.TableOID, AttNum: fd.TableAttributeNumber, TypeOID: fd.DataTypeOID, Format: fd.Format})
+	}
+	check := &gate.Check{Statements: []*inspect.Statement{{Text: sql}}, Decision: gate.Decision{Action: gate.Allow, MaskProfile: profile}}
+	res.rm = h.planner.PlanResult(ctx, h.session, check, res.cols)
+	for rr.NextRow() {
+		vals := rr.Values()
+		row := make([][]byte, len(vals))
+		for i, v := range vals {
+			if v != nil {
+				row[i] = append([]byte{}, v...)
+			}
+		}
+		if res.rm != nil {
+			res.masked += res.rm.MaskRow(row)
+		}
+		res.rows = append(res.rows, row)
+	}
+	if _, err := rr.Close(); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return res
+}
+
+func leaks(res result) []string {
+	var out []string
+	for _, row := range res.rows {
+		for i, v := range row {
+			for _, s := range seeds {
+				if bytes.Contains(v, []byte(s)) {
+					out = append(out, fmt.Sprintf("column %s: %q contains %q", res.cols[i].Name, v, s))
+				}
+			}
+		}
+	}
+	return out
+}
+
+var leakQueries = []string{
+	"SELECT * FROM customers",
+	"SELECT lower(email), email || '', substring(ssn, 1, 6), upper(name), initcap(name) AS who FROM customers",
+	"SELECT row_to_json(c) FROM customers c",
+	"SELECT to_jsonb(c) FROM customers c",
+	"SELECT c FROM customers c",
+	"SELECT c.* FROM customers c",
+	"SELECT string_agg(email, ','), array_agg(ssn), json_agg(phone), jsonb_agg(card_number) FROM customers",
+	"SELECT email::varchar(12), ssn::text, CAST(dob AS text), ip::text, card_pan::text FROM customers",
+	"SELECT * FROM v_contacts",
+	"SELECT x.m FROM (SELECT email AS m FROM customers) x",
+	"WITH t AS (SELECT ssn, name FROM customers) SELECT 'x' || ssn, name FROM t",
+	"SELECT email FROM customers UNION ALL SELECT order_number FROM orders",
+	"SELECT o.order_number, c.email, c.phone FROM orders o JOIN customers c ON c.id = o.customer_id",
+	"UPDATE customers SET score = score RETURNING email, ssn, lower(name)",
+	"SELECT notes FROM customers",
+	"SELECT 'call ' || (SELECT email FROM customers ORDER BY id LIMIT 1)",
+	"SELECT dob, ip, card_number, tags, profile, card_pan FROM customers",
+	"SELECT jsonb_build_object('e', email, 'n', name), json_build_array(ssn, phone) FROM customers",
+	"SELECT ROW(email, ssn), concat_ws(' ', name, ssn), coalesce(phone, '') FROM customers",
+	"SELECT upper(e) FROM (SELECT email AS e FROM customers) s(e)",
+	"SELECT u FROM customers, unnest(tags) AS u",
+	"SELECT profile->>'email', profile->'email' FROM customers",
+	"SELECT date_trunc('day', dob), extract(year FROM dob)::text || '-' || to_char(dob, 'MM-DD') FROM customers",
+}
+
+func TestNoSeededValueReachesAMaskedIdentity(t *testing.T) {
+	h := newHarness(t)
+	for _, q := range leakQueries {
+		for _, format := range []int16{0, 1} {
+			res := h.run(t, q, format, "")
+			for _, l := range leaks(res) {
+				t.Errorf("format %d: %s\n  %s", format, q, l)
+			}
+		}
+	}
+	// The value detectors catch what no mapping can: a cursor's FETCH has no lineage.
+	mr := h.conn.Exec(context.Background(), "BEGIN; DECLARE cur CURSOR FOR SELECT lower(email) AS x, id FROM customers; FETCH ALL FROM cur; COMMIT")
+	results, err := mr.ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range results {
+		if len(r.FieldDescriptions) == 0 {
+			continue
+		}
+		var cols []gate.Column
+		for _, fd := range r.FieldDescriptions {
+			cols = append(cols, gate.Column{Name: fd.Name, TableOID: fd.TableOID, AttNum: fd.TableAttributeNumber, TypeOID: fd.DataTypeOID})
+		}
+		rm := h.planner.PlanResult(context.Background(), h.session, &gate.Check{Statements: []*inspect.Statement{{Text: "FETCH ALL FROM cur"}}}, cols)
+		for _, row := range r.Rows {
+			rm.MaskRow(row)
+			for _, s := range []string{"johanna.smithers", "pedro.alvarez", "mia.wong"} {
+				if bytes.Contains(row[0], []byte(s)) {
+					t.Errorf("FETCH leaks %q", row[0])
+				}
+			}
+		}
+	}
+}
+
+func TestMaskedValuesAreValidForTheirTypes(t *testing.T) {
+	h := newHarness(t)
+	checked := 0
+	for _, q := range leakQueries {
+		if strings.HasPrefix(q, "UPDATE") {
+			continue
+		}
+		res := h.run(t, q, 0, "")
+		for _, row := range res.rows {
+			for i, v := range row {
+				if v == nil || res.cols[i].TypeOID == OIDRecord || res.cols[i].TypeOID > 10000 {
+					continue
+				}
+				// The server parses the masked text as the column's type.
+				cast := fmt.Sprintf("SELECT $1::text::%s", typeName(t, h, res.cols[i].TypeOID))
+				rr := h.conn.ExecParams(context.Background(), cast, [][]byte{v}, nil, nil, nil)
+				rr.Read()
+				if _, err := rr.Close(); err != nil {
+					t.Errorf("%s: column %s value %q is not a valid %s: %v", q, res.cols[i].Name, v, typeName(t, h, res.cols[i].TypeOID), err)
+				}
+				checked++
+			}
+		}
+	}
+	// Whole-row values of the table's own row type must parse as that type.
+	res := h.run(t, "SELECT c FROM customers c", 0, "")
+	for _, row := range res.rows {
+		rr := h.conn.ExecParams(context.Background(), "SELECT $1::text::customers", [][]byte{row[0]}, nil, nil, nil)
+		rr.Read()
+		if _, err := rr.Close(); err != nil {
+			t.Errorf("masked row %q is not a valid customers row: %v", row[0], err)
+		}
+		checked++
+	}
+	if checked < 100 {
+		t.Errorf("only %d values checked", checked)
+	}
+}
+
+func typeName(t *testing.T, h *harness, oid uint32) string {
+	rr := h.conn.ExecParams(context.Background(), "SELECT $1::text::oid::regtype::text", [][]byte{[]byte(fmt.Sprint(oid))}, nil, nil, nil)
+	res := rr.Read()
+	if res.Err != nil || len(res.Rows) != 1 {
+		t.Fatalf("type name of %d: %v", oid, res.Err)
+	}
+	return string(res.Rows[0][0])
+}
+
+func TestAuthorizedAndNonSensitive(t *testing.T) {
+	h := newHarness(t)
+	// Profile "none" (an authorized identity) sees raw values.
+	if res := h.run(t, "SELECT email, ssn FROM customers", 0, ProfileNone); res.rm != nil || !bytes.Equal(res.rows[0][0], []byte("johanna.smithers@example.com")) {
+		t.Errorf("raw profile masked: %+v", res.rows[0])
+	}
+	// Non-sensitive columns are untouched (order numbers are nine digits, amounts are cents).
+	res := h.run(t, "SELECT id, order_number, amount_cents FROM orders ORDER BY id", 0, "")
+	if res.masked != 0 || string(res.rows[0][1]) != "123456789" || string(res.rows[0][2]) != "1999" {
+		t.Errorf("non-sensitive columns changed: %d masked, %q", res.masked, res.rows[0])
+	}
+	res = h.run(t, "SELECT id, email, score FROM customers ORDER BY id", 0, "")
+	if res.masked != 3 || string(res.rows[0][1]) != "j***@example.com" || string(res.rows[0][2]) != "10" {
+		t.Errorf("default profile: %d masked, %q", res.masked, res.rows[0])
+	}
+	if got := res.rm.Touched(); got["public.customers.email"] != classify.Email || len(got) != 1 {
+		t.Errorf("touched %v", got)
+	}
+	// The hash profile keeps equal values equal, so joins and GROUP BY still work.
+	res = h.run(t, "SELECT email FROM customers UNION ALL SELECT email FROM customers ORDER BY 1", 0, ProfileHash)
+	if len(res.rows) != 6 || !bytes.Equal(res.rows[0][0], res.rows[1][0]) || !bytes.HasPrefix(res.rows[0][0], []byte("tok_")) {
+		t.Errorf("hash profile: %q", res.rows)
+	}
+	// An unknown profile name fails closed (strict).
+	res = h.run(t, "SELECT email FROM customers", 0, "typo")
+	if string(res.rows[0][0]) != RedactedText {
+		t.Errorf("unknown profile: %q", res.rows[0][0])
+	}
+}
