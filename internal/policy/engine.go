@@ -176,11 +176,10 @@ func (e *Engine) Load(path string) error {
 // gatehouse_policy_reload_errors_total and passed to onReload (which may be nil); a
 // successful reload passes nil. Watch blocks: run it in its own goroutine.
 func (e *Engine) Watch(ctx context.Context, path string, onReload func(err error)) {
+	// The first poll always reads the file, so a change made between Load and Watch is not
+	// missed; text identical to the policy in force is not a reload.
 	var lastMod time.Time
 	var lastSize int64 = -1
-	if fi, err := os.Stat(path); err == nil {
-		lastMod, lastSize = fi.ModTime(), fi.Size()
-	}
 	lastErr := ""
 	t := time.NewTicker(e.poll)
 	defer t.Stop()
@@ -241,10 +240,10 @@ func (e *Engine) reloadFailed(path string, err error, onReload func(error)) {
 func (e *Engine) Access(ctx context.Context, s *gate.Session) gate.Decision {
 	pol := e.cur.Load()
 	ec := e.pool.Get().(*evalCtx)
-	defer e.pool.Put(ec)
 	in := gate.Input{Session: s}
 	ec.reset(&in, pol.envs.nfields, &pol.empty)
 	d, _ := pol.access(ec, e)
+	e.release(ec)
 	return d
 }
 
@@ -254,10 +253,15 @@ func (e *Engine) Decide(ctx context.Context, in gate.Input) gate.Decision {
 	ec := e.pool.Get().(*evalCtx)
 	ec.reset(&in, pol.envs.nfields, &pol.empty)
 	d := pol.decide(ec, e, nil)
+	e.release(ec)
+	return d
+}
+
+// release returns ec to the pool without keeping the session or statement alive.
+func (e *Engine) release(ec *evalCtx) {
 	ec.sess, ec.id, ec.tg, ec.st, ec.sensitive, ec.timeVal = nil, nil, nil, nil, nil, nil
 	clear(ec.cache)
 	e.pool.Put(ec)
-	return d
 }
 
 // Decision stages, telling in an Explanation where the decision was made.

@@ -264,3 +264,33 @@ func BenchmarkDecide(b *testing.B) {
 		})
 	}
 }
+
+// TestWatchPicksUpChangeBeforeStart: a file changed after Load but before Watch started is
+// still put in force on the first poll.
+func TestWatchPicksUpChangeBeforeStart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	writeFile(t, path, policyAllowReads)
+	e, err := NewEngine(Options{PollInterval: 10 * time.Millisecond, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Load(path); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, policyDenyReads)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan error, 4)
+	go e.Watch(ctx, path, func(err error) { got <- err })
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("change before Watch started was not picked up")
+	}
+	if d := decide(e, who("a@corp.example", identity.Human, "dev"), stmt("SELECT", inspect.Read)); d.Rule != "version-c" {
+		t.Fatalf("%+v", d)
+	}
+}
