@@ -1,0 +1,72 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+func TestDemoPersonasAndGuardrails(t *testing.T) {
+	ctx := context.Background()
+	d, err := Start(ctx, Options{Listen: "127.0.0.1:0", HTTP: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var out bytes.Buffer
+	d.PrintWelcome(&out)
+	if len(d.Personas) != 3 || strings.Count(out.String(), "psql \"host=localhost") != 3 {
+		t.Fatalf("welcome does not offer a psql command per persona:\n%s", out.String())
+	}
+
+	connect := func(p Persona, target string) *pgx.Conn {
+		t.Helper()
+		dsn := strings.TrimPrefix(d.PsqlCommand(p, target), "PGPASSWORD='"+p.Secret+"' psql ")
+		dsn = strings.Trim(dsn, "\"") + " password=" + p.Secret
+		c, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatalf("%s connects to %s: %v", p.Name, target, err)
+		}
+		t.Cleanup(func() { c.Close(ctx) })
+		return c
+	}
+	wantDenied := func(c *pgx.Conn, sql, rule string) {
+		t.Helper()
+		_, err := c.Exec(ctx, sql)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "42501" || !strings.Contains(pgErr.Message, rule) {
+			t.Fatalf("%q: got %v, want 42501 by %s", sql, err, rule)
+		}
+	}
+	analyst, dba, agent := connect(d.Personas[0], "shop"), connect(d.Personas[1], "shop"), connect(d.Personas[2], "shop")
+
+	var n int
+	if err := analyst.QueryRow(ctx, "SELECT count(*) FROM customers").Scan(&n); err != nil || n != 200 {
+		t.Fatalf("analyst count: %d %v", n, err)
+	}
+	wantDenied(analyst, "DELETE FROM orders", "access-level")
+	wantDenied(dba, "DROP TABLE payments", "no-drop-or-truncate-in-production")
+	wantDenied(dba, "DELETE FROM orders", "no-update-or-delete-without-where")
+	wantDenied(agent, "UPDATE orders SET status = 'x' WHERE id = 1", "access-level")
+	var role string
+	if err := analyst.QueryRow(ctx, "SELECT current_user").Scan(&role); err != nil || role != "shop_read" {
+		t.Fatalf("analyst runs as %q (%v), want shop_read", role, err)
+	}
+	// Staging: the analyst (a human) may write there, as the write role.
+	staging := connect(d.Personas[0], "shop-staging")
+	if _, err := staging.Exec(ctx, "UPDATE orders SET status = 'paid' WHERE id = 1"); err != nil {
+		t.Fatalf("analyst update on staging: %v", err)
+	}
+	if err := staging.QueryRow(ctx, "SELECT current_user").Scan(&role); err != nil || role != "shop_write" {
+		t.Fatalf("staging role %q (%v)", role, err)
+	}
+	// Nothing the guardrails refused reached the database.
+	if err := dba.QueryRow(ctx, "SELECT count(*) FROM payments").Scan(&n); err != nil || n == 0 {
+		t.Fatalf("payments after refused DROP: %d %v", n, err)
+	}
+}

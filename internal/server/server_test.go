@@ -1,0 +1,136 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/server/servertest"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestHealthReadyMetrics(t *testing.T) {
+	p := servertest.Start(t, servertest.Options{})
+	if code, body := get(t, "http://"+p.HTTPAddr+"/healthz"); code != 200 || !strings.Contains(body, "ok") {
+		t.Fatalf("healthz %d %s", code, body)
+	}
+	if code, body := get(t, "http://"+p.HTTPAddr+"/readyz"); code != 200 || !strings.Contains(body, "ready") {
+		t.Fatalf("readyz %d %s", code, body)
+	}
+	// A failed login must show up in the metrics.
+	_, err := pgx.Connect(context.Background(), p.DSN("nobody", "gat_0000000000000000_wrong", ""))
+	var pgErr *pgconn.PgError
+	if err == nil || !asPgErr(err, &pgErr) || pgErr.Code != "28P01" {
+		t.Fatalf("bad token: %v", err)
+	}
+	_, body := get(t, "http://"+p.HTTPAddr+"/metrics")
+	for _, want := range []string{"go_goroutines", "gatehouse_"} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("metrics lack %q", want)
+		}
+	}
+	if !strings.Contains(body, "login") {
+		t.Fatalf("metrics have no login failure counter:\n%s", body)
+	}
+}
+
+func asPgErr(err error, target **pgconn.PgError) bool { return errors.As(err, target) }
+
+// TestReloadTargetsKeepsSessions adds a target by editing the configuration file: new
+// connections reach it, a session opened before keeps working, and a broken file is refused
+// while the previous configuration stays in force.
+func TestReloadTargetsKeepsSessions(t *testing.T) {
+	p := servertest.Start(t, servertest.Options{})
+	ctx := context.Background()
+	p.Upstream.Exec(t, "postgres", "CREATE DATABASE second")
+	secret := p.Token(t, "svc", "service")
+
+	live, err := pgx.Connect(ctx, p.DSN("svc", secret, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close(ctx)
+
+	if _, err := pgx.Connect(ctx, p.DSN("svc", secret, "other")); err == nil || !strings.Contains(err.Error(), "3D000") {
+		t.Fatalf("unknown target before reload: %v", err)
+	}
+	writeConfig(t, p.Config, func(c *config.Config) {
+		c.Targets = append(c.Targets, config.Target{Name: "other", Host: p.Upstream.Host, Port: p.Upstream.Port,
+			Database: "second", User: p.Upstream.User, PasswordFile: c.Targets[0].PasswordFile})
+	})
+	var db string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := pgx.Connect(ctx, p.DSN("svc", secret, "other"))
+		if err == nil {
+			qerr := c.QueryRow(ctx, "SELECT current_database()").Scan(&db)
+			c.Close(ctx)
+			if qerr != nil {
+				t.Fatalf("query reloaded target: %v", qerr)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("target added by reload not reachable: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if db != "second" {
+		t.Fatalf("reloaded target reached %q", db)
+	}
+	var one int
+	if err := live.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("session opened before the reload broke: %v", err)
+	}
+
+	// A broken file is refused; the previous targets stay.
+	if err := os.WriteFile(p.Config.Path, []byte("targets: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	c, err := pgx.Connect(ctx, p.DSN("svc", secret, "other"))
+	if err != nil {
+		t.Fatalf("a broken config file dropped the previous targets: %v", err)
+	}
+	c.Close(ctx)
+	if _, body := get(t, "http://"+p.HTTPAddr+"/metrics"); !strings.Contains(body, `gatehouse_config_reloads_total{result="error"}`) {
+		t.Fatal("refused reload not counted in metrics")
+	}
+}
+
+// writeConfig writes cfg, changed by edit, to its file as YAML the loader accepts.
+func writeConfig(t *testing.T, cfg *config.Config, edit func(*config.Config)) {
+	t.Helper()
+	c := *cfg
+	c.Targets = append([]config.Target(nil), cfg.Targets...)
+	edit(&c)
+	var b strings.Builder
+	fmt.Fprintf(&b, "listen: {postgres: %q, http: %q}\ndata_dir: %q\npolicy_file: %q\ntargets:\n", c.Listen.Postgres, c.Listen.HTTP, c.DataDir, c.Policy)
+	for _, tg := range c.Targets {
+		fmt.Fprintf(&b, "  - {name: %q, host: %q, port: %d, database: %q, user: %q, password_file: %q, environment: %q}\n",
+			tg.Name, tg.Host, tg.Port, tg.Database, tg.User, tg.PasswordFile, tg.Environment)
+	}
+	if err := os.WriteFile(c.Path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
