@@ -1,0 +1,523 @@
+package mask
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+
+	"github.com/gatehouse/gatehouse/internal/classify"
+	"github.com/gatehouse/gatehouse/internal/gate"
+	"github.com/gatehouse/gatehouse/internal/lineage"
+)
+
+// CopyOptions are the output options of a COPY ... TO STDOUT statement.
+type CopyOptions struct {
+	Format    string // "text", "csv" or "binary"
+	Delimiter byte
+	Null      string
+	Quote     byte
+	Escape    byte
+	Header    bool
+}
+
+// ParseCopyOptions reads the options of a COPY statement (both the WITH (...) and the old
+// CSV HEADER spellings), with PostgreSQL's defaults.
+func ParseCopyOptions(sql string) (CopyOptions, error) {
+	o := CopyOptions{Format: "text"}
+	tree, err := pg.Parse(sql)
+	if err != nil {
+		return o, fmt.Errorf("parse COPY statement: %w", err)
+	}
+	if len(tree.Stmts) != 1 || tree.Stmts[0].Stmt.GetCopyStmt() == nil {
+		return o, errors.New("parse COPY statement: not a single COPY statement")
+	}
+	cs := tree.Stmts[0].Stmt.GetCopyStmt()
+	var delim, quote, escape, null *string
+	for _, n := range cs.Options {
+		d := n.GetDefElem()
+		if d == nil {
+			continue
+		}
+		sval := ""
+		if s := d.Arg.GetString_(); s != nil {
+			sval = s.Sval
+		}
+		switch strings.ToLower(d.Defname) {
+		case "format":
+			o.Format = strings.ToLower(sval)
+		case "delimiter":
+			delim = &sval
+		case "null":
+			null = &sval
+		case "quote":
+			quote = &sval
+		case "escape":
+			escape = &sval
+		case "header":
+			o.Header = d.Arg == nil || (d.Arg.GetBoolean() != nil && d.Arg.GetBoolean().Boolval) ||
+				(d.Arg.GetInteger() != nil && d.Arg.GetInteger().Ival != 0) ||
+				strings.EqualFold(sval, "true") || strings.EqualFold(sval, "on") || strings.EqualFold(sval, "match")
+		}
+	}
+	single := func(s *string, def byte) (byte, error) {
+		if s == nil {
+			return def, nil
+		}
+		if len(*s) != 1 {
+			return 0, fmt.Errorf("COPY option must be a single one-byte character, got %q", *s)
+		}
+		return (*s)[0], nil
+	}
+	csv := o.Format == "csv"
+	defDelim := byte('\t')
+	if csv {
+		defDelim = ','
+	}
+	if o.Delimiter, err = single(delim, defDelim); err != nil {
+		return o, err
+	}
+	if o.Quote, err = single(quote, '"'); err != nil {
+		return o, err
+	}
+	if o.Escape, err = single(escape, o.Quote); err != nil {
+		return o, err
+	}
+	switch {
+	case null != nil:
+		o.Null = *null
+	case csv:
+		o.Null = ""
+	default:
+		o.Null = `\N`
+	}
+	return o, nil
+}
+
+// CopyMasker masks the rows of one COPY ... TO STDOUT, one CopyData message (one row) at a
+// time, honouring the format's escaping so the output stays loadable with COPY FROM.
+type CopyMasker struct {
+	m       *Masker
+	rules   []Rule
+	opts    CopyOptions
+	header  bool // the next text/CSV line is the header
+	started bool // binary: the signature has been seen
+	fields  [][]byte
+	buf     []byte
+}
+
+// NewCopyMasker returns a masker for COPY output with one rule per column. Rules are for text
+// representations (Format 0) in text and CSV, binary values in binary format.
+func NewCopyMasker(m *Masker, rules []Rule, opts CopyOptions) *CopyMasker {
+	return &CopyMasker{m: m, rules: rules, opts: opts, header: opts.Header}
+}
+
+// MaskData masks one CopyData payload and returns the payload to send and how many values
+// were masked. A malformed row is an error: the door must then fail the COPY rather than
+// forward it.
+func (cm *CopyMasker) MaskData(data []byte) ([]byte, int, error) {
+	if cm.opts.Format == "binary" {
+		return cm.maskBinary(data)
+	}
+	if cm.header {
+		cm.header = false
+		return data, 0, nil
+	}
+	if len(data) == 2 && data[0] == '\\' && data[1] == '.' || len(data) == 3 && string(data) == "\\.\n" {
+		return data, 0, nil
+	}
+	var err error
+	if cm.opts.Format == "csv" {
+		cm.fields, err = splitCSV(cm.fields[:0], data, cm.opts)
+	} else {
+		cm.fields, err = splitText(cm.fields[:0], data, cm.opts)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	n := 0
+	for i, f := range cm.fields {
+		if i >= len(cm.rules) || f == nil {
+			continue
+		}
+		out, masked := cm.m.Apply(&cm.rules[i], f)
+		if masked {
+			cm.fields[i] = out
+			if out == nil {
+				cm.fields[i] = nil
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		return data, 0, nil
+	}
+	out := make([]byte, 0, len(data))
+	for i, f := range cm.fields {
+		if i > 0 {
+			out = append(out, cm.opts.Delimiter)
+		}
+		if cm.opts.Format == "csv" {
+			out = appendCSV(out, f, cm.opts)
+		} else {
+			out = appendText(out, f, cm.opts)
+		}
+	}
+	if len(data) > 0 && data[len(data)-1] == '\n' {
+		if len(data) > 1 && data[len(data)-2] == '\r' {
+			out = append(out, '\r')
+		}
+		out = append(out, '\n')
+	}
+	return out, n, nil
+}
+
+var errCopyRow = errors.New("mask COPY row: malformed")
+
+// splitText splits a text-format COPY line into decoded fields (nil for NULL).
+func splitText(fields [][]byte, line []byte, o CopyOptions) ([][]byte, error) {
+	line = trimEOL(line)
+	start := 0
+	for {
+		end := start
+		for end < len(line) && line[end] != o.Delimiter {
+			if line[end] == '\\' {
+				end++
+			}
+			end++
+		}
+		if end > len(line) {
+			return nil, errCopyRow
+		}
+		raw := line[start:end]
+		if string(raw) == o.Null {
+			fields = append(fields, nil)
+		} else {
+			fields = append(fields, unescapeText(raw))
+		}
+		if end >= len(line) {
+			return fields, nil
+		}
+		start = end + 1
+	}
+}
+
+func trimEOL(line []byte) []byte {
+	if n := len(line); n > 0 && line[n-1] == '\n' {
+		line = line[:n-1]
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
+	}
+	return line
+}
+
+func unescapeText(raw []byte) []byte {
+	out := make([]byte, 0, len(raw))
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c != '\\' || i+1 >= len(raw) {
+			out = append(out, c)
+			continue
+		}
+		i++
+		switch c = raw[i]; c {
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'v':
+			out = append(out, '\v')
+		case 'x':
+			v, k := 0, 0
+			for k < 2 && i+1 < len(raw) && isHex(raw[i+1]) {
+				i++
+				v = v*16 + hexVal(raw[i])
+				k++
+			}
+			if k == 0 {
+				out = append(out, 'x')
+			} else {
+				out = append(out, byte(v))
+			}
+		case '0', '1', '2', '3', '4', '5', '6', '7':
+			v := int(c - '0')
+			for k := 0; k < 2 && i+1 < len(raw) && raw[i+1] >= '0' && raw[i+1] <= '7'; k++ {
+				i++
+				v = v*8 + int(raw[i]-'0')
+			}
+			out = append(out, byte(v))
+		default:
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func isHex(c byte) bool { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') }
+func hexVal(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'a' && c <= 'f':
+		return int(c-'a') + 10
+	}
+	return int(c-'A') + 10
+}
+
+func appendText(out, f []byte, o CopyOptions) []byte {
+	if f == nil {
+		return append(out, o.Null...)
+	}
+	for _, c := range f {
+		switch c {
+		case '\\':
+			out = append(out, '\\', '\\')
+		case '\n':
+			out = append(out, '\\', 'n')
+		case '\r':
+			out = append(out, '\\', 'r')
+		case '\t':
+			out = append(out, '\\', 't')
+		case '\b':
+			out = append(out, '\\', 'b')
+		case '\f':
+			out = append(out, '\\', 'f')
+		case '\v':
+			out = append(out, '\\', 'v')
+		default:
+			if c == o.Delimiter {
+				out = append(out, '\\')
+			}
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// splitCSV splits one CSV record (which may contain quoted newlines) into fields; an
+// unquoted field equal to the NULL string is NULL.
+func splitCSV(fields [][]byte, line []byte, o CopyOptions) ([][]byte, error) {
+	line = trimEOL(line)
+	i := 0
+	for {
+		var f []byte
+		quoted := false
+		start := i
+		for i < len(line) && line[i] != o.Delimiter {
+			if line[i] == o.Quote {
+				quoted = true
+				i++
+				for {
+					if i >= len(line) {
+						return nil, errCopyRow
+					}
+					c := line[i]
+					if c == o.Escape && i+1 < len(line) && (line[i+1] == o.Quote || line[i+1] == o.Escape) && (o.Escape != o.Quote || line[i+1] == o.Quote) {
+						f = append(f, line[i+1])
+						i += 2
+						continue
+					}
+					if c == o.Quote {
+						i++
+						break
+					}
+					f = append(f, c)
+					i++
+				}
+				continue
+			}
+			f = append(f, line[i])
+			i++
+		}
+		switch {
+		case !quoted && string(line[start:i]) == o.Null:
+			fields = append(fields, nil)
+		case f == nil:
+			fields = append(fields, []byte{})
+		default:
+			fields = append(fields, f)
+		}
+		if i >= len(line) {
+			return fields, nil
+		}
+		i++
+	}
+}
+
+func appendCSV(out, f []byte, o CopyOptions) []byte {
+	if f == nil {
+		return append(out, o.Null...)
+	}
+	need := len(f) == 0 || string(f) == o.Null || (len(f) >= 2 && f[0] == '\\' && f[1] == '.')
+	for _, c := range f {
+		if c == o.Delimiter || c == o.Quote || c == o.Escape || c == '\n' || c == '\r' {
+			need = true
+			break
+		}
+	}
+	if !need {
+		return append(out, f...)
+	}
+	out = append(out, o.Quote)
+	for _, c := range f {
+		if c == o.Quote || c == o.Escape {
+			out = append(out, o.Escape)
+		}
+		out = append(out, c)
+	}
+	return append(out, o.Quote)
+}
+
+var binarySignature = []byte("PGCOPY\n\xff\r\n\x00")
+
+// maskBinary masks one binary COPY message: an optional file header, then a tuple (int16
+// field count, then int32 length and bytes per field; -1 is NULL), or the -1 trailer.
+func (cm *CopyMasker) maskBinary(data []byte) ([]byte, int, error) {
+	p := 0
+	if !cm.started {
+		if len(data) < 19 || string(data[:11]) != string(binarySignature) {
+			return nil, 0, errors.New("mask COPY binary: missing file header")
+		}
+		ext := int(binary.BigEndian.Uint32(data[15:19]))
+		p = 19 + ext
+		if p > len(data) {
+			return nil, 0, errCopyRow
+		}
+		cm.started = true
+	}
+	if p == len(data) {
+		return data, 0, nil
+	}
+	if p+2 > len(data) {
+		return nil, 0, errCopyRow
+	}
+	count := int(int16(binary.BigEndian.Uint16(data[p:])))
+	if count < 0 {
+		return data, 0, nil // trailer
+	}
+	out := append(make([]byte, 0, len(data)), data[:p+2]...)
+	p += 2
+	n := 0
+	for i := 0; i < count; i++ {
+		if p+4 > len(data) {
+			return nil, 0, errCopyRow
+		}
+		l := int(int32(binary.BigEndian.Uint32(data[p:])))
+		p += 4
+		if l < 0 {
+			out = binary.BigEndian.AppendUint32(out, 0xffffffff)
+			continue
+		}
+		if p+l > len(data) {
+			return nil, 0, errCopyRow
+		}
+		v := data[p : p+l]
+		p += l
+		if i < len(cm.rules) {
+			if m, masked := cm.m.Apply(&cm.rules[i], v); masked {
+				n++
+				if m == nil {
+					out = binary.BigEndian.AppendUint32(out, 0xffffffff)
+					continue
+				}
+				v = m
+			}
+		}
+		out = binary.BigEndian.AppendUint32(out, uint32(len(v)))
+		out = append(out, v...)
+	}
+	if n == 0 {
+		return data, 0, nil
+	}
+	return out, n, nil
+}
+
+// PlanCopy returns the masker for the output of a COPY ... TO STDOUT statement (c's
+// statement), or nil when nothing in it needs masking for this session. An error means the
+// statement's columns or options could not be determined; the door must then refuse the
+// COPY rather than send unmasked data.
+func (p *Planner) PlanCopy(ctx context.Context, s *gate.Session, c *gate.Check) (*CopyMasker, error) {
+	prof := p.Profile(c.Decision.MaskProfile)
+	if prof.Raw() {
+		return nil, nil
+	}
+	var sql string
+	for _, st := range c.Statements {
+		if st != nil && (sql == "" || strings.EqualFold(st.Kind, "COPY")) {
+			sql = st.Text
+		}
+	}
+	opts, err := ParseCopyOptions(sql)
+	if err != nil {
+		return nil, err
+	}
+	var snap *classify.Snapshot
+	if p.catalog != nil && s != nil && s.Target != nil {
+		snap, _ = p.catalog.Snapshot(ctx, s.Target.Name)
+	}
+	res, err := lineage.Analyze(sql, snap.Resolve)
+	if err != nil || len(res) != 1 || res[0] == nil {
+		return nil, fmt.Errorf("plan COPY masking: cannot tell the columns of %q", sql)
+	}
+	format := int16(0)
+	if opts.Format == "binary" {
+		format = 1
+	}
+	rules := make([]Rule, len(res[0].Columns))
+	active := false
+	for i, col := range res[0].Columns {
+		r := &rules[i]
+		r.Format, r.Strat, r.Kind = format, prof.For, KindText
+		if e := plainColumn(snap, col); e != nil {
+			// A plain table column: its own type and class.
+			r.Kind = KindOfTypeName(e.Type)
+			r.Origin = []string{e.Key()}
+			if e.IsSensitive() {
+				r.Class = e.Class
+			}
+		} else {
+			r.Derived = true
+			p.fromSources(r, snap, col.Sources)
+			if format == 1 && (r.Class != "" || r.Composite) {
+				r.Kind = KindOpaque // unknown binary representation: NULL is the safe value
+			}
+		}
+		if r.Class != "" {
+			r.Strategy = prof.For(r.Class)
+		} else if r.Composite {
+			r.Strategy = compositeStrategy(prof, r.Keys)
+		}
+		r.FreeText = prof.FreeText && textLike(r.Kind)
+		active = active || r.sensitive() || r.FreeText || len(r.Keys) > 0
+	}
+	if !res[0].Exact {
+		return nil, fmt.Errorf("plan COPY masking: the columns of %q are not known to the catalog", sql)
+	}
+	if !active {
+		return nil, nil
+	}
+	return NewCopyMasker(p.masker, rules, opts), nil
+}
+
+// plainColumn returns the catalog entry when an output column is a table column as it is
+// (COPY table, or a query selecting the column unchanged).
+func plainColumn(snap *classify.Snapshot, col lineage.Column) *classify.Entry {
+	if len(col.Sources) != 1 || col.Sources[0].Column == "*" {
+		return nil
+	}
+	e := snap.ByName(col.Sources[0].Table, col.Sources[0].Column)
+	if e == nil || col.Name != e.Column {
+		return nil
+	}
+	return e
+}
