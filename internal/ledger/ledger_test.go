@@ -118,7 +118,7 @@ func forEachStore(t *testing.T, fn func(t *testing.T, mk func(t *testing.T) *tes
 	}
 }
 
-func testKey(t *testing.T) ed25519.PrivateKey {
+func testKey(t testing.TB) ed25519.PrivateKey {
 	_, k, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)

@@ -71,6 +71,11 @@ CREATE TABLE ledger_checkpoints (
 	kind TEXT NOT NULL, signature TEXT NOT NULL,
 	PRIMARY KEY (instance, seq, kind)
 );
+`,
+	// 2: filters on identity kind and decision narrow the side-table scans.
+	`CREATE INDEX ledger_classes_decision ON ledger_classes(class, decision, time_ns);
+CREATE INDEX ledger_classes_kind ON ledger_classes(class, identity_kind, time_ns);
+CREATE INDEX ledger_tables_decision ON ledger_tables(name, decision, time_ns);
 `}
 
 // PostgresStore keeps the ledger in PostgreSQL, shared by several Gatehouse instances (each

@@ -181,12 +181,18 @@ func buildSearch(d dialect, q Query, now time.Time) (string, []any, error) {
 			b.where(`e.subject LIKE %s ESCAPE '\'`, globToLike(q.Identity))
 		}
 	}
-	for _, f := range []struct{ col, v string }{
-		{"identity_kind", q.IdentityKind}, {"target", q.Target}, {"environment", q.Environment},
-		{"instance", q.Instance}, {"type", string(q.Type)}, {"decision", q.Decision},
+	// The tables and classes side tables carry identity kind and decision, so with them as
+	// driver these filters narrow the driving index scan instead of probing each event.
+	sideAlias := "e"
+	if driver == "ledger_tables" || driver == "ledger_classes" {
+		sideAlias = "d"
+	}
+	for _, f := range []struct{ alias, col, v string }{
+		{sideAlias, "identity_kind", q.IdentityKind}, {"e", "target", q.Target}, {"e", "environment", q.Environment},
+		{"e", "instance", q.Instance}, {"e", "type", string(q.Type)}, {sideAlias, "decision", q.Decision},
 	} {
 		if f.v != "" {
-			b.where("e."+f.col+" = %s", f.v)
+			b.where(f.alias+"."+f.col+" = %s", f.v)
 		}
 	}
 	if q.Text != "" {

@@ -62,36 +62,44 @@ var syntheticPostgres = syntheticDialect{
 	text: "::text",
 }
 
-// syntheticStatements returns the INSERT statements that load seqs $1..$2 of instance $3,
-// with times $4 + seq*$5 nanoseconds.
-func syntheticStatements(d syntheticDialect) []string {
+// syntheticStatements returns the statements that load seqs $1..$2 of instance $3, with
+// times $4 + seq*$5 nanoseconds: for SQLite, the rows are generated once into a temporary
+// table (generating them is the slow part there) and copied into each table from it.
+func syntheticStatements(d syntheticDialect) (prep []string, inserts []string) {
 	cte := strings.NewReplacer("{SERIES}", d.series, "{FROM}", d.from).Replace(syntheticCTE)
+	src := "syn"
+	if d.fts {
+		prep = []string{`DROP TABLE IF EXISTS temp.syn_load`, `CREATE TEMP TABLE syn_load AS ` + cte + `SELECT * FROM syn`}
+		cte, src = "", "syn_load"
+	}
 	t := d.text
 	qt := ", query_text"
 	qv := ", txt"
 	if d.fts {
 		qt, qv = "", ""
 	}
-	stmts := []string{
+	inserts = []string{
 		`INSERT INTO ledger_events(instance, seq, time_ns, type, subject, identity_kind, target, environment, decision, session, hash, body` + qt + `) ` + cte +
-			`SELECT $3` + t + `, i, ns, 'statement', subj, ik, target, env, dec, 's' || (i / 20), ` + d.hex + `, ` + d.json + qv + ` FROM syn`,
+			`SELECT $3` + t + `, i, ns, 'statement', subj, ik, target, env, dec, 's' || (i / 20), ` + d.hex + `, ` + d.json + qv + ` FROM ` + src,
 		`INSERT INTO ledger_tables(instance, seq, time_ns, subject, identity_kind, decision, tbl, name, kind, category, access) ` + cte +
-			`SELECT $3` + t + `, i, ns, subj, ik, dec, 'public.' || name, name, kind, cat, CASE cat WHEN 'read' THEN 'r' ELSE 'w' END FROM syn`,
+			`SELECT $3` + t + `, i, ns, subj, ik, dec, 'public.' || name, name, kind, cat, CASE cat WHEN 'read' THEN 'r' ELSE 'w' END FROM ` + src,
 		`INSERT INTO ledger_classes(instance, seq, time_ns, subject, identity_kind, decision, class, col, category) ` + cte +
-			`SELECT $3` + t + `, i, ns, subj, ik, dec, cls, 'public.' || name || '.email', cat FROM syn WHERE cls IS NOT NULL
-			UNION ALL SELECT $3` + t + `, i, ns, subj, ik, dec, 'pii', 'public.' || name || '.email', cat FROM syn WHERE cls IS NOT NULL`,
-		`INSERT INTO ledger_statements(instance, seq, time_ns, kind, category) ` + cte + `SELECT $3` + t + `, i, ns, kind, cat FROM syn`,
+			`SELECT $3` + t + `, i, ns, subj, ik, dec, cls, 'public.' || name || '.email', cat FROM ` + src + ` WHERE cls IS NOT NULL
+			UNION ALL SELECT $3` + t + `, i, ns, subj, ik, dec, 'pii', 'public.' || name || '.email', cat FROM ` + src + ` WHERE cls IS NOT NULL`,
+		`INSERT INTO ledger_statements(instance, seq, time_ns, kind, category) ` + cte + `SELECT $3` + t + `, i, ns, kind, cat FROM ` + src,
 	}
 	if d.fts {
-		stmts = append(stmts, `INSERT INTO ledger_fts(rowid, text) `+cte+`SELECT e.id, syn.txt FROM syn JOIN ledger_events e ON e.instance = $3 AND e.seq = syn.i`)
-	}
-	if d.series != "WITH" {
+		inserts = append(inserts, `INSERT INTO ledger_fts(rowid, text) SELECT e.id, s.txt FROM syn_load s JOIN ledger_events e ON e.instance = $3 AND e.seq = s.i`)
 		// SQLite: numbered parameters are ?NNN.
-		for i, s := range stmts {
-			stmts[i] = strings.NewReplacer("$1", "?1", "$2", "?2", "$3", "?3", "$4", "?4", "$5", "?5").Replace(s)
+		r := strings.NewReplacer("$1", "?1", "$2", "?2", "$3", "?3", "$4", "?4", "$5", "?5")
+		for i := range prep {
+			prep[i] = r.Replace(prep[i])
+		}
+		for i := range inserts {
+			inserts[i] = r.Replace(inserts[i])
 		}
 	}
-	return stmts
+	return prep, inserts
 }
 
 const syntheticChunk = 250_000
@@ -104,16 +112,29 @@ func syntheticSpan(n int64, start time.Time) (base, step int64) {
 
 // LoadSynthetic implements Store.
 func (s *SQLiteStore) LoadSynthetic(ctx context.Context, instance string, n int64, start time.Time) error {
-	stmts := syntheticStatements(syntheticSQLite)
+	prep, inserts := syntheticStatements(syntheticSQLite)
 	base, step := syntheticSpan(n, start)
+	// One connection: the temporary table and a large page cache are per connection.
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("load synthetic events: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `PRAGMA cache_size = -524288`); err != nil {
+		return fmt.Errorf("load synthetic events: %w", err)
+	}
 	for lo := int64(1); lo <= n; lo += syntheticChunk {
 		hi := min(lo+syntheticChunk-1, n)
-		tx, err := s.db.BeginTx(ctx, nil)
+		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
 			return fmt.Errorf("load synthetic events: %w", err)
 		}
-		for _, q := range stmts {
-			if _, err := tx.ExecContext(ctx, q, lo, hi, instance, base, step); err != nil {
+		for _, q := range append(append([]string(nil), prep...), inserts...) {
+			var args []any
+			if strings.Contains(q, "?") {
+				args = []any{lo, hi, instance, base, step}
+			}
+			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 				tx.Rollback()
 				return fmt.Errorf("load synthetic events %d..%d: %w", lo, hi, err)
 			}
@@ -122,13 +143,16 @@ func (s *SQLiteStore) LoadSynthetic(ctx context.Context, instance string, n int6
 			return fmt.Errorf("load synthetic events: %w", err)
 		}
 	}
-	_, err := s.db.ExecContext(ctx, `ANALYZE`)
+	if _, err := conn.ExecContext(ctx, `PRAGMA cache_size = -2000`); err != nil {
+		return fmt.Errorf("load synthetic events: %w", err)
+	}
+	_, err = conn.ExecContext(ctx, `ANALYZE`)
 	return err
 }
 
 // LoadSynthetic implements Store.
 func (s *PostgresStore) LoadSynthetic(ctx context.Context, instance string, n int64, start time.Time) error {
-	stmts := syntheticStatements(syntheticPostgres)
+	_, stmts := syntheticStatements(syntheticPostgres)
 	base, step := syntheticSpan(n, start)
 	for lo := int64(1); lo <= n; lo += syntheticChunk {
 		hi := min(lo+syntheticChunk-1, n)

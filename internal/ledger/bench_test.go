@@ -1,0 +1,204 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/testkit"
+)
+
+// durablePostgres starts a throwaway cluster and turns durability back on (the kit runs
+// clusters with fsync off for speed), so append benchmarks measure real commits.
+func durablePostgres(b *testing.B) *testkit.Postgres {
+	pg := testkit.StartPostgres(b)
+	pg.Exec(b, "postgres", "ALTER SYSTEM SET fsync = on")
+	pg.Exec(b, "postgres", "ALTER SYSTEM SET synchronous_commit = on")
+	pg.Exec(b, "postgres", "ALTER SYSTEM SET full_page_writes = on")
+	pg.Exec(b, "postgres", "SELECT pg_reload_conf()")
+	return pg
+}
+
+func benchStores(b *testing.B) []struct {
+	name string
+	open func(b *testing.B) Store
+} {
+	var once sync.Once
+	var pg *testkit.Postgres
+	n := 0
+	return []struct {
+		name string
+		open func(b *testing.B) Store
+	}{
+		{"sqlite", func(b *testing.B) Store {
+			s, err := OpenSQLite(context.Background(), b.TempDir())
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			return s
+		}},
+		{"postgres", func(b *testing.B) Store {
+			once.Do(func() { pg = durablePostgres(b) })
+			n++
+			db := fmt.Sprintf("bench%d", n)
+			pg.Exec(b, "postgres", "CREATE DATABASE "+db)
+			s, err := OpenPostgres(context.Background(), pg.DSN(db))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			return s
+		}},
+	}
+}
+
+// BenchmarkAppend measures Record throughput with durability on (SQLite synchronous=FULL,
+// PostgreSQL fsync and synchronous_commit on) for 1 and 32 concurrent writers.
+func BenchmarkAppend(b *testing.B) {
+	for _, st := range benchStores(b) {
+		for _, writers := range []int{1, 32} {
+			b.Run(fmt.Sprintf("%s/writers=%d", st.name, writers), func(b *testing.B) {
+				s := st.open(b)
+				l, err := New(context.Background(), s, Options{Instance: "bench", Key: testKey(nil), CheckpointEvery: 1000})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer l.Close(context.Background())
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				b.ResetTimer()
+				for w := 0; w < writers; w++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for next.Add(1) <= int64(b.N) {
+							ev := stmtEvent("bench@corp", "SELECT", "SELECT id, email FROM public.customers WHERE id = $1", []string{"public.customers"}, map[string]string{"public.customers.email": "email"})
+							if err := l.Record(context.Background(), ev); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				b.StopTimer()
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+			})
+		}
+	}
+}
+
+// BenchmarkSearch measures searches and the auditor aggregations over a ledger of
+// GATEHOUSE_LEDGER_BENCH_EVENTS synthetic events (default 1,000,000; set 10000000 for the
+// 10M figure). GATEHOUSE_LEDGER_BENCH_DIR keeps the SQLite database between runs.
+func BenchmarkSearch(b *testing.B) {
+	n := int64(1_000_000)
+	if v := os.Getenv("GATEHOUSE_LEDGER_BENCH_EVENTS"); v != "" {
+		var err error
+		if n, err = strconv.ParseInt(v, 10, 64); err != nil || n <= 0 {
+			b.Fatalf("GATEHOUSE_LEDGER_BENCH_EVENTS=%q: want a positive number", v)
+		}
+	}
+	ctx := context.Background()
+	now := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+	var pg *testkit.Postgres
+	opens := []struct {
+		name string
+		open func(b *testing.B) (Store, bool)
+	}{
+		{"sqlite", func(b *testing.B) (Store, bool) {
+			dir := os.Getenv("GATEHOUSE_LEDGER_BENCH_DIR")
+			if dir == "" {
+				dir = b.TempDir()
+			} else {
+				dir = filepath.Join(dir, strconv.FormatInt(n, 10))
+			}
+			s, err := OpenSQLite(ctx, dir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			seq, _, _ := s.Head(ctx, "synthetic")
+			return s, seq == n
+		}},
+		{"postgres", func(b *testing.B) (Store, bool) {
+			pg = testkit.StartPostgres(b)
+			s, err := OpenPostgres(ctx, pg.DSN("postgres"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			return s, false
+		}},
+	}
+	week := TimeRange{From: now.Add(-7 * 24 * time.Hour), To: now}
+	quarter := TimeRange{From: now.Add(-90 * 24 * time.Hour), To: now}
+	queries := []struct {
+		name string
+		run  func(s Store) (int, error)
+	}{
+		{"newest100", func(s Store) (int, error) { e, err := s.Search(ctx, Query{}); return len(e), err }},
+		{"identity=user44@corp.example", func(s Store) (int, error) {
+			e, err := s.Search(ctx, Query{Identity: "user44@corp.example"})
+			return len(e), err
+		}},
+		{"identity_glob=user42*/week", func(s Store) (int, error) {
+			e, err := s.Search(ctx, Query{Identity: "user42*", From: week.From, To: week.To})
+			return len(e), err
+		}},
+		{"kind=agent+table=customers", func(s Store) (int, error) {
+			e, err := s.Search(ctx, Query{IdentityKind: "agent", Table: "customers"})
+			return len(e), err
+		}},
+		{"class=pii+decision=deny", func(s Store) (int, error) {
+			e, err := s.Search(ctx, Query{Class: "pii", Decision: "deny"})
+			return len(e), err
+		}},
+		{"statement_kind=DROP_TABLE", func(s Store) (int, error) {
+			e, err := s.Search(ctx, Query{StatementKind: "DROP TABLE"})
+			return len(e), err
+		}},
+		{"text=t129+status", func(s Store) (int, error) {
+			e, err := s.Search(ctx, Query{Text: "t129 status"})
+			return len(e), err
+		}},
+		{"who_dropped=t7/quarter", func(s Store) (int, error) { r, err := s.WhoDropped(ctx, "t7", quarter); return len(r), err }},
+		{"pii_readers/quarter", func(s Store) (int, error) { r, err := s.PIIReaders(ctx, "pii", quarter); return len(r), err }},
+		{"agents_queried=customers/week", func(s Store) (int, error) {
+			r, err := s.AgentsQueried(ctx, "customers", week)
+			return len(r), err
+		}},
+	}
+	for _, o := range opens {
+		b.Run(fmt.Sprintf("%s/events=%d", o.name, n), func(b *testing.B) {
+			s, loaded := o.open(b)
+			if !loaded {
+				start := time.Now()
+				if err := s.LoadSynthetic(ctx, "synthetic", n, now); err != nil {
+					b.Fatal(err)
+				}
+				b.Logf("loaded %d synthetic events in %s", n, time.Since(start).Round(time.Second))
+			}
+			for _, q := range queries {
+				b.Run(q.name, func(b *testing.B) {
+					rows := 0
+					for i := 0; i < b.N; i++ {
+						r, err := q.run(s)
+						if err != nil {
+							b.Fatal(err)
+						}
+						rows = r
+					}
+					b.ReportMetric(float64(rows), "rows")
+				})
+			}
+		})
+	}
+}
