@@ -185,6 +185,7 @@ type evalCtx struct {
 	now       time.Time
 	timeVal   ref.Val
 	cache     []ref.Val
+	pol       *Policy
 }
 
 // empties stand in for the missing parts of an input, so field getters never see nil.
@@ -196,7 +197,9 @@ type empties struct {
 }
 
 // reset fills ec for one decision; nil parts read as empty values.
-func (ec *evalCtx) reset(in *gate.Input, nfields int, e *empties) {
+func (ec *evalCtx) reset(in *gate.Input, pol *Policy) {
+	nfields, e := pol.envs.nfields, &pol.empty
+	ec.pol = pol
 	ec.sess, ec.id, ec.tg, ec.st = in.Session, nil, nil, in.Statement
 	if ec.sess == nil {
 		ec.sess = &e.session

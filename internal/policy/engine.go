@@ -241,7 +241,7 @@ func (e *Engine) Access(ctx context.Context, s *gate.Session) gate.Decision {
 	pol := e.cur.Load()
 	ec := e.pool.Get().(*evalCtx)
 	in := gate.Input{Session: s}
-	ec.reset(&in, pol.envs.nfields, &pol.empty)
+	ec.reset(&in, pol)
 	d, _ := pol.access(ec, e)
 	e.release(ec)
 	return d
@@ -251,7 +251,7 @@ func (e *Engine) Access(ctx context.Context, s *gate.Session) gate.Decision {
 func (e *Engine) Decide(ctx context.Context, in gate.Input) gate.Decision {
 	pol := e.cur.Load()
 	ec := e.pool.Get().(*evalCtx)
-	ec.reset(&in, pol.envs.nfields, &pol.empty)
+	ec.reset(&in, pol)
 	d := pol.decide(ec, e, nil)
 	e.release(ec)
 	return d
@@ -259,7 +259,7 @@ func (e *Engine) Decide(ctx context.Context, in gate.Input) gate.Decision {
 
 // release returns ec to the pool without keeping the session or statement alive.
 func (e *Engine) release(ec *evalCtx) {
-	ec.sess, ec.id, ec.tg, ec.st, ec.sensitive, ec.timeVal = nil, nil, nil, nil, nil, nil
+	ec.sess, ec.id, ec.tg, ec.st, ec.sensitive, ec.timeVal, ec.pol = nil, nil, nil, nil, nil, nil, nil
 	clear(ec.cache)
 	e.pool.Put(ec)
 }
@@ -318,7 +318,7 @@ func (e *Engine) Explain(ctx context.Context, sess *gate.Session, st *inspect.St
 func (e *Engine) ExplainInput(ctx context.Context, in gate.Input) Explanation {
 	pol := e.cur.Load()
 	ec := new(evalCtx)
-	ec.reset(&in, pol.envs.nfields, &pol.empty)
+	ec.reset(&in, pol)
 	x := &Explanation{Statement: in.Statement, Policy: pol.Source}
 	x.Decision = pol.decide(ec, e, x)
 	return *x
@@ -378,8 +378,7 @@ func (pol *Policy) decide(ec *evalCtx, e *Engine, x *Explanation) gate.Decision 
 	for _, r := range pol.rules {
 		matched, err := evalCond(r.when, ec)
 		if err != nil {
-			e.evalErrors.Inc()
-			e.log.Warn("policy rule condition failed", "rule", r.name, "line", r.line, "err", err)
+			e.evalFailed(pol, r.name, r.line, err)
 			matched = r.action != gate.Allow // fail closed
 		}
 		if x != nil {
@@ -429,6 +428,21 @@ func (pol *Policy) decide(ec *evalCtx, e *Engine, x *Explanation) gate.Decision 
 		}
 	}
 	return d
+}
+
+// evalFailed counts a condition that failed at run time and logs it once per condition and
+// loaded policy, so a condition that fails for every statement of some identity (a claim
+// it lacks, say) cannot flood the log.
+func (e *Engine) evalFailed(pol *Policy, name string, line int, err error) {
+	e.evalErrors.Inc()
+	if pol == nil {
+		return
+	}
+	if _, seen := pol.failedOnce.LoadOrStore(name, true); seen {
+		return
+	}
+	e.log.Warn("policy condition failed at run time (deny and approval rules then apply, allow rules and grants do not); logged once per condition and policy load",
+		"policy", pol.Source, "condition", name, "line", line, "err", err)
 }
 
 // maskFor returns the masking profile of the identity: the first raw_access entry naming it,
@@ -487,8 +501,7 @@ func (s *selector) match(ec *evalCtx, e *Engine, name string) bool {
 	if s.when != nil {
 		ok, err := evalCond(s.when, ec)
 		if err != nil {
-			e.evalErrors.Inc()
-			e.log.Warn("policy condition failed; it does not match", "in", name, "err", err)
+			e.evalFailed(ec.pol, name, 0, err)
 			return false
 		}
 		return ok

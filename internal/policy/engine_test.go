@@ -294,3 +294,50 @@ func TestWatchPicksUpChangeBeforeStart(t *testing.T) {
 		t.Fatalf("%+v", d)
 	}
 }
+
+// TestEvalErrorsLoggedOnceCountedAlways: a condition failing for every statement is counted
+// every time but logged once per policy load.
+func TestEvalErrorsLoggedOnceCountedAlways(t *testing.T) {
+	var logs strings.Builder
+	reg := prometheus.NewRegistry()
+	e, err := NewEngine(Options{Registerer: reg, Log: slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := `
+grants: [{subjects: ["*"], level: read}]
+rules:
+  - name: needs-team
+    when: identity.claims["team"] != "red"
+    action: deny
+`
+	e.Set(mustParse(t, text))
+	s := who("a@corp.example", identity.Human, "dev")
+	for i := 0; i < 5; i++ {
+		if d := decide(e, s, stmt("SELECT", inspect.Read)); d.Rule != "needs-team" {
+			t.Fatalf("%+v", d)
+		}
+	}
+	if n := strings.Count(logs.String(), "needs-team"); n != 1 {
+		t.Fatalf("logged %d times:\n%s", n, logs.String())
+	}
+	if v := metricValue(t, reg, "gatehouse_policy_eval_errors_total"); v != 5 {
+		t.Fatalf("eval errors = %v", v)
+	}
+	e.Set(mustParse(t, text)) // a new load logs again
+	decide(e, s, stmt("SELECT", inspect.Read))
+	if n := strings.Count(logs.String(), "needs-team"); n != 2 {
+		t.Fatalf("logged %d times after reload", n)
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"cel.dev/cel-go/cel"
 	"gopkg.in/yaml.v3"
@@ -60,6 +61,9 @@ type Policy struct {
 	envs      *celEnvs
 	empty     empties
 	raw       []byte
+	// failedOnce remembers conditions whose run-time failure was logged (bookkeeping only;
+	// it never changes a decision).
+	failedOnce sync.Map
 }
 
 // ruleOutcome is what applies when no rule matches.
