@@ -16,7 +16,11 @@ import (
 //     an exported or stored record).
 //  2. Remove the "hash" member.
 //  3. Re-encode with members sorted by key (bytewise, recursively), no insignificant
-//     whitespace, numbers exactly as written, strings as encoding/json escapes them.
+//     whitespace, numbers exactly as written, strings escaped as encoding/json does with
+//     HTML escaping off: ", \ and control characters escaped (\n, \t, \u00XX), U+2028 and
+//     U+2029 as \u2028 and \u2029, invalid UTF-8 replaced by U+FFFD, everything else
+//     literal UTF-8. This is RFC 8785 (JCS) for the values events hold (strings, integers,
+//     booleans), apart from the two line separators.
 //
 // The event hash is hex(SHA-256(previous event's hash as hex text || "\n" || canonical)).
 // Chaining the previous hash into the digest (and also recording it as "prev_hash" inside
@@ -36,11 +40,14 @@ func Canonical(raw []byte) ([]byte, error) {
 	}
 	delete(obj, "hash")
 	// encoding/json writes map keys sorted, recursively, and keeps json.Number verbatim.
-	out, err := json.Marshal(obj)
-	if err != nil {
+	// HTML escaping is off so that <, > and & stay literal, as in RFC 8785.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(obj); err != nil {
 		return nil, fmt.Errorf("encode canonical event: %w", err)
 	}
-	return out, nil
+	return bytes.TrimSuffix(buf.Bytes(), []byte{'\n'}), nil
 }
 
 // ChainHash returns the hash of an event given its canonical encoding and the hash of the

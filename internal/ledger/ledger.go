@@ -34,6 +34,8 @@ type Options struct {
 	// WriteTimeout bounds one commit, so a hung store fails Record instead of hanging the
 	// gate (default 5s).
 	WriteTimeout time.Duration
+	// Retention deletes events older than this, checked hourly (0 keeps everything).
+	Retention time.Duration
 	// Sinks receive committed events, in order, without slowing Record.
 	Sinks []Sink
 	Log   *slog.Logger
@@ -69,6 +71,9 @@ type Ledger struct {
 	stale      bool // head must be re-read from the store (after a failed commit)
 	lastCPSeq  int64
 	lastCPTime time.Time
+
+	ownsStore bool // Close closes the store (set by Open)
+	retDone   chan struct{}
 
 	sinks     []*sinkRunner
 	sinksOnce sync.Once
@@ -139,7 +144,32 @@ func New(ctx context.Context, st Store, opts Options) (*Ledger, error) {
 		l.sinks = append(l.sinks, newSinkRunner(st, opts.Instance, seq, s, l.log))
 	}
 	go l.run()
+	if opts.Retention > 0 {
+		l.retDone = make(chan struct{})
+		go l.retainLoop()
+	}
 	return l, nil
+}
+
+// retainLoop applies the retention setting at start and then hourly.
+func (l *Ledger) retainLoop() {
+	defer close(l.retDone)
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		if n, err := l.Retain(ctx, l.opts.Now().Add(-l.opts.Retention)); err != nil {
+			l.log.Error("ledger retention", "err", err)
+		} else if n > 0 {
+			l.log.Info("ledger retention deleted old events", "events", n)
+		}
+		cancel()
+		select {
+		case <-t.C:
+		case <-l.quit:
+			return
+		}
+	}
 }
 
 // Store returns the ledger's store (for search, export and verify).
@@ -217,6 +247,12 @@ func (l *Ledger) Close(ctx context.Context) error {
 		var errs []error
 		for _, s := range l.sinks {
 			errs = append(errs, s.close(ctx))
+		}
+		if l.retDone != nil {
+			<-l.retDone
+		}
+		if l.ownsStore {
+			errs = append(errs, l.store.Close())
 		}
 		l.sinksErr = errors.Join(errs...)
 	})

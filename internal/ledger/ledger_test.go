@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/testkit"
 )
 
@@ -701,5 +702,58 @@ func TestCanonicalIgnoresKeyOrderAndHash(t *testing.T) {
 	}
 	if _, err := Canonical([]byte(`[1]`)); err == nil {
 		t.Fatal("array accepted as event")
+	}
+}
+
+func TestOpenFromConfig(t *testing.T) {
+	ctx := context.Background()
+	cfg := new(config.Config)
+	*cfg = config.Defaults()
+	cfg.DataDir = t.TempDir()
+	cfg.Ledger.CheckpointFile = filepath.Join(cfg.DataDir, "cp.jsonl")
+	cfg.Ledger.Sinks = []config.Sink{{Type: "jsonl", Path: filepath.Join(cfg.DataDir, "stream.jsonl")}}
+	l, err := Open(ctx, cfg, "inst-a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	record(t, l, stmtEvent("alice", "SELECT", "SELECT 1", nil, nil), &Event{Type: EventTokenCreate, Subject: "admin", Message: "token for agent-7"})
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(cfg.DataDir, "stream.jsonl")); strings.Count(string(b), "\n") != 2 {
+		t.Fatalf("sink stream: %s", b)
+	}
+	// Reopen: the chain continues where it ended and still verifies with the file.
+	l, err = Open(ctx, cfg, "inst-a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &Event{Type: EventPolicyReload, Subject: "gatehouse"}
+	record(t, l, ev)
+	if ev.Seq != 3 {
+		t.Fatalf("chain did not continue: seq %d", ev.Seq)
+	}
+	rep := verifyStore(t, l, l.Store())
+	if !rep.OK || rep.Chains[0].Events != 3 {
+		t.Fatalf("%s", rep)
+	}
+	l.Close(ctx)
+	cfg.Ledger.Store = "mongodb"
+	if _, err := Open(ctx, cfg, "", nil); err == nil || !strings.Contains(err.Error(), "unknown store") {
+		t.Fatalf("bad store accepted: %v", err)
+	}
+}
+
+func TestCanonicalKeepsHTMLCharacters(t *testing.T) {
+	ev := &Event{Seq: 1, Type: EventStatement, Time: time.Unix(0, 1).UTC(), Statements: []Statement{{Kind: "SELECT", Redacted: "SELECT a FROM t WHERE a < $1 AND b > $2 AND c <> '' & 1"}}}
+	body, err := seal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(body, []byte("a < $1")) {
+		t.Fatalf("HTML characters escaped in the canonical record: %s", body)
+	}
+	if h, err := HashRecord(body); err != nil || h != ev.Hash {
+		t.Fatalf("record hash %s vs sealed %s (%v)", h, ev.Hash, err)
 	}
 }
