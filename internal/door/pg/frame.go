@@ -22,7 +22,8 @@ type frameReader struct {
 	br  *bufio.Reader
 	max int
 	buf []byte
-	n   int64 // bytes read so far, for metrics
+	hdr [5]byte // kept here so reading a header does not allocate
+	n   int64   // bytes read so far, for metrics
 }
 
 // errFrame is a malformed or oversized message: the peer is not speaking the protocol.
@@ -47,8 +48,8 @@ func (f *frameReader) next() ([]byte, error) {
 	if cap(f.buf) > shrinkAbove {
 		f.buf = make([]byte, 0, 8<<10)
 	}
-	var hdr [5]byte
-	if _, err := io.ReadFull(f.br, hdr[:]); err != nil {
+	hdr := f.hdr[:]
+	if _, err := io.ReadFull(f.br, hdr); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, &errFrame{"connection closed inside a message header"}
 		}
@@ -66,10 +67,10 @@ func (f *frameReader) next() ([]byte, error) {
 		f.buf = make([]byte, total)
 	}
 	f.buf = f.buf[:total]
-	copy(f.buf, hdr[:])
+	copy(f.buf, hdr)
 	if _, err := io.ReadFull(f.br, f.buf[5:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return nil, &errFrame{fmt.Sprintf("connection closed inside a message of type %q (%d of %d bytes)", hdr[0], 0, n-4)}
+			return nil, &errFrame{fmt.Sprintf("connection closed inside a message of type %q of %d bytes", hdr[0], n-4)}
 		}
 		return nil, err
 	}

@@ -180,7 +180,7 @@ func targetFor(name string, pg *testkit.Postgres) *config.Target {
 	return &config.Target{Name: name, Engine: "postgres", Environment: "test", Host: pg.Host, Port: pg.Port, Database: "postgres", User: pg.User, Password: pg.Password, TLS: config.TargetTLS{Mode: "disable"}}
 }
 
-func startEnv(t *testing.T, opts ...envOpt) *env {
+func startEnv(t testing.TB, opts ...envOpt) *env {
 	t.Helper()
 	e := &env{rec: &recorder{}, policy: &testPolicy{}, valid: &testValidator{}, targets: map[string]*config.Target{}}
 	e.targets["main"] = targetFor("main", shared)
@@ -263,7 +263,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 // testLogger writes the door's log into the test's log, shown only when a test fails or -v.
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	w := &tWriter{t: t}
 	t.Cleanup(func() { w.done.Store(true) })
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -271,7 +271,7 @@ func testLogger(t *testing.T) *slog.Logger {
 
 // tWriter stops writing once the test has ended (testing panics on a late Log).
 type tWriter struct {
-	t    *testing.T
+	t    testing.TB
 	done atomic.Bool
 }
 

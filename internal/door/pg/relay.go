@@ -50,7 +50,6 @@ type pending struct {
 	// Result state, touched only by the upstream loop.
 	started   bool
 	masker    gate.RowMasker
-	cols      []gate.Column
 	out       gate.Outcome
 	resRows   int64 // DataRows of the current result
 	rows      int64 // DataRows of the whole check, for max_rows
