@@ -769,3 +769,23 @@ func TestGlob(t *testing.T) {
 		}
 	}
 }
+
+func TestHasGuardsMissingClaims(t *testing.T) {
+	e := newEngine(t)
+	e.Set(mustParse(t, `
+grants:
+  - subjects: ["*"]
+    level: read
+  - subjects: ["*"]
+    when: has(identity.claims.oncall) && identity.claims.oncall == true
+    level: write
+`))
+	s := who("a@corp.example", identity.Human, "dev")
+	if d := e.Access(context.Background(), s); d.Level != "read" {
+		t.Fatalf("%+v", d)
+	}
+	s.Identity.Claims = map[string]any{"oncall": true}
+	if d := e.Access(context.Background(), s); d.Level != "write" {
+		t.Fatalf("%+v", d)
+	}
+}
