@@ -106,7 +106,6 @@ type CopyMasker struct {
 	header  bool // the next text/CSV line is the header
 	started bool // binary: the signature has been seen
 	fields  [][]byte
-	buf     []byte
 }
 
 // NewCopyMasker returns a masker for COPY output with one rule per column. Rules are for text
@@ -263,7 +262,9 @@ func unescapeText(raw []byte) []byte {
 	return out
 }
 
-func isHex(c byte) bool { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') }
+func isHex(c byte) bool {
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
+}
 func hexVal(c byte) int {
 	switch {
 	case c >= '0' && c <= '9':

@@ -21,6 +21,7 @@ type Planner struct {
 	profiles map[string]*Profile
 	lineage  *lineage.Cache
 	log      *slog.Logger
+	cursors  cursors
 }
 
 var _ gate.MaskPlanner = (*Planner)(nil)
@@ -35,7 +36,7 @@ func NewPlanner(catalog *classify.Catalog, masker *Masker, profiles map[string]*
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Planner{catalog: catalog, masker: masker, profiles: all, lineage: lineage.NewCache(4096), log: log}
+	return &Planner{catalog: catalog, masker: masker, profiles: all, lineage: lineage.NewCache(4096), log: log, cursors: cursors{max: 10000}}
 }
 
 // Profile returns the profile named name ("" is default). An unknown name gets the strict
@@ -141,7 +142,11 @@ func (p *Planner) PlanResult(ctx context.Context, s *gate.Session, c *gate.Check
 		}
 	}
 	if needLineage && c != nil {
-		lin, linNames = p.lineageFor(c, snap, len(cols))
+		sid := ""
+		if s != nil {
+			sid = s.ID
+		}
+		lin, linNames = p.lineageFor(sid, c, snap, len(cols))
 	}
 	rm := &ResultMasker{m: p.masker, rules: make([]Rule, len(cols))}
 	for i, col := range cols {
@@ -299,7 +304,7 @@ func schemaOf(table string) string {
 
 // lineageFor returns the lineage of the statement whose result has n columns; when the
 // positions cannot be trusted it returns sources by output name instead.
-func (p *Planner) lineageFor(c *gate.Check, snap *classify.Snapshot, n int) ([]lineage.Column, map[string][]lineage.ColumnSource) {
+func (p *Planner) lineageFor(session string, c *gate.Check, snap *classify.Snapshot, n int) ([]lineage.Column, map[string][]lineage.ColumnSource) {
 	gen := uint64(0)
 	var resolve lineage.Resolver
 	if snap != nil {
@@ -312,7 +317,11 @@ func (p *Planner) lineageFor(c *gate.Check, snap *classify.Snapshot, n int) ([]l
 		if st == nil || st.Text == "" {
 			continue
 		}
-		res, err := p.lineage.Analyze(strconv.FormatUint(gen, 10)+"\x00"+st.Text, st.Text, resolve)
+		text := st.Text
+		if decl := p.cursors.declaration(session, text); decl != "" {
+			text = decl
+		}
+		res, err := p.lineage.Analyze(strconv.FormatUint(gen, 10)+"\x00"+text, text, resolve)
 		if err != nil {
 			continue
 		}
