@@ -65,6 +65,34 @@ func TestDemoPersonasAndGuardrails(t *testing.T) {
 	if err := staging.QueryRow(ctx, "SELECT current_user").Scan(&role); err != nil || role != "shop_write" {
 		t.Fatalf("staging role %q (%v)", role, err)
 	}
+	// Sensitive columns are masked for the analyst and the agent; non-sensitive ones are not.
+	q := "SELECT full_name, email, ssn, card_number, id::text FROM customers WHERE id = 1"
+	var raw, masked [5]string
+	if err := d.Upstream.ExecContext(ctx, "shop", "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	direct, err := pgx.Connect(ctx, d.Upstream.DSN("shop"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close(ctx)
+	if err := direct.QueryRow(ctx, q).Scan(&raw[0], &raw[1], &raw[2], &raw[3], &raw[4]); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*pgx.Conn{analyst, agent} {
+		if err := c.QueryRow(ctx, q).Scan(&masked[0], &masked[1], &masked[2], &masked[3], &masked[4]); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 4; i++ {
+			if masked[i] == raw[i] {
+				t.Errorf("column %d came through unmasked: %q", i, masked[i])
+			}
+		}
+		if masked[4] != raw[4] {
+			t.Errorf("non-sensitive id was changed: %q -> %q", raw[4], masked[4])
+		}
+	}
+
 	// Nothing the guardrails refused reached the database.
 	if err := dba.QueryRow(ctx, "SELECT count(*) FROM payments").Scan(&n); err != nil || n == 0 {
 		t.Fatalf("payments after refused DROP: %d %v", n, err)

@@ -2,9 +2,11 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -14,6 +16,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/inspect"
 	"github.com/gatehouse/gatehouse/internal/ledger"
+	"github.com/gatehouse/gatehouse/internal/mask"
 	"github.com/gatehouse/gatehouse/internal/policy"
 )
 
@@ -65,7 +68,41 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 		return classify.ConfigConnector(in.cfg.Load().Targets)(ctx, target)
 	}, classify.ScanOptions{}, nil)
 	in.gate.Catalog = in.catalog
+
+	key, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "mask.key"))
+	if err != nil {
+		return fmt.Errorf("masking key: %w", err)
+	}
+	masker, err := mask.NewMasker(key)
+	if err != nil {
+		return fmt.Errorf("set up masking: %w", err)
+	}
+	in.gate.Masker = mask.NewPlanner(in.catalog, masker, nil, in.log)
 	return nil
+}
+
+// loadOrCreateKey reads the installation's 32-byte masking key, creating it on first start.
+// Deterministic masking tokens depend on it: the same value gives the same token on every
+// instance that shares the key, and nobody without it can reverse or confirm a guess.
+func loadOrCreateKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if len(b) != 32 {
+			return nil, fmt.Errorf("%s holds %d bytes, expected 32; restore it from backup or remove it to start a new one (masked tokens will change)", path, len(b))
+		}
+		return b, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	b = make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return b, nil
 }
 
 // startBackground runs the parts' periodic work until ctx ends.
