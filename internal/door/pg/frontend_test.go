@@ -379,3 +379,27 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestClientVanishesMidQuery checks that the upstream query of a client that disappears is
+// cancelled and its backend released.
+func TestClientVanishesMidQuery(t *testing.T) {
+	e := startEnv(t)
+	ctx := ctxT(t, 30*time.Second)
+	c, fe := rawLogin(t, e, "dave")
+	fe.Send(&pgproto3.Query{String: "select pg_sleep(30) /* vanish-marker */"})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	watcher := connect(t, shared.DSN("postgres"))
+	count := func() int {
+		var n int
+		if err := watcher.QueryRow(ctx, "select count(*) from pg_stat_activity where query like '%vanish-marker%' and pid <> pg_backend_pid()").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	eventually(t, 5*time.Second, "query to start", func() bool { return count() == 1 })
+	_ = c.Close()
+	eventually(t, 5*time.Second, "upstream backend to be released", func() bool { return count() == 0 })
+	eventually(t, 5*time.Second, "session to end", func() bool { return e.srv.Sessions() == 0 })
+}
