@@ -69,9 +69,9 @@ func (a *analyzer) classify(n *pg_query.Node) {
 			st.ObjectType = "table"
 			st.Export = true
 		}
-		st.HasLimit = hasLimit(s)
+		st.HasLimit = hasLimit(s, &w.literal)
 		st.HasWhere = s.WhereClause != nil
-		st.WhereTrivial = trivialWhere(s.WhereClause)
+		st.WhereTrivial = trivialWhere(s.WhereClause, &w.literal)
 		w.selectStmt(s)
 	case *pg_query.Node_InsertStmt:
 		a.set("INSERT", Write)
@@ -86,6 +86,11 @@ func (a *analyzer) classify(n *pg_query.Node) {
 		a.set("MERGE", Write)
 		w.node(n)
 	case *pg_query.Node_ExplainStmt:
+		for _, o := range x.ExplainStmt.Options {
+			if d := o.GetDefElem(); d != nil && d.Arg != nil {
+				w.literal = true
+			}
+		}
 		if explainAnalyze(x.ExplainStmt.Options) {
 			a.note("EXPLAIN ANALYZE executes the statement it explains")
 			a.classify(x.ExplainStmt.Query)
@@ -115,7 +120,7 @@ func (a *analyzer) classify(n *pg_query.Node) {
 	case *pg_query.Node_DeclareCursorStmt:
 		a.set("DECLARE CURSOR", Read)
 		if s := x.DeclareCursorStmt.Query.GetSelectStmt(); s != nil {
-			st.HasLimit = hasLimit(s)
+			st.HasLimit = hasLimit(s, &w.literal)
 		}
 		w.node(x.DeclareCursorStmt.Query)
 	case *pg_query.Node_FetchStmt:
@@ -144,7 +149,7 @@ func (a *analyzer) classify(n *pg_query.Node) {
 			st.Export = !c.Into.SkipData
 		}
 		if s := c.Query.GetSelectStmt(); s != nil {
-			st.HasLimit = hasLimit(s)
+			st.HasLimit = hasLimit(s, &w.literal)
 		}
 		w.node(c.Query)
 	case *pg_query.Node_CreateStmt:
@@ -220,8 +225,13 @@ func (a *analyzer) classify(n *pg_query.Node) {
 	case *pg_query.Node_RenameStmt:
 		r := x.RenameStmt
 		obj := objName(r.RenameType)
-		if r.Relation != nil && r.RelationType != pg_query.ObjectType_OBJECT_TYPE_UNDEFINED {
+		switch r.RenameType {
+		case pg_query.ObjectType_OBJECT_COLUMN, pg_query.ObjectType_OBJECT_TABCONSTRAINT,
+			pg_query.ObjectType_OBJECT_ATTRIBUTE:
+			// renaming a part of a relation: name the relation's type (ALTER TABLE)
 			obj = objName(r.RelationType)
+		case pg_query.ObjectType_OBJECT_TRIGGER, pg_query.ObjectType_OBJECT_RULE, pg_query.ObjectType_OBJECT_POLICY:
+			obj = objName(r.RenameType)
 		}
 		cat := DDL
 		if r.RenameType == pg_query.ObjectType_OBJECT_ROLE {
@@ -455,7 +465,7 @@ func (a *analyzer) copyStmt(c *pg_query.CopyStmt) {
 			w.readTable(c.Relation)
 		}
 		if s := c.Query.GetSelectStmt(); s != nil {
-			st.HasLimit = hasLimit(s)
+			st.HasLimit = hasLimit(s, &w.literal)
 		}
 		w.node(c.Query)
 	}
@@ -481,7 +491,8 @@ func (a *analyzer) variableSet(v *pg_query.VariableSetStmt) {
 	st := a.st
 	name := strings.ToLower(v.Name)
 	st.Setting = name
-	reset := v.Kind == pg_query.VariableSetKind_VAR_RESET || v.Kind == pg_query.VariableSetKind_VAR_RESET_ALL
+	reset := v.Kind == pg_query.VariableSetKind_VAR_RESET || v.Kind == pg_query.VariableSetKind_VAR_RESET_ALL ||
+		v.Kind == pg_query.VariableSetKind_VAR_SET_DEFAULT
 	prefix := "SET"
 	if reset {
 		prefix = "RESET"
@@ -564,12 +575,16 @@ func objName(t pg_query.ObjectType) string {
 
 // hasLimit reports whether a SELECT ends in a LIMIT or FETCH FIRST that bounds it
 // (LIMIT ALL and LIMIT NULL do not).
-func hasLimit(s *pg_query.SelectStmt) bool {
+// literal is set when the answer depended on a constant.
+func hasLimit(s *pg_query.SelectStmt, literal *bool) bool {
 	if s == nil || s.LimitCount == nil {
 		return false
 	}
-	if c := s.LimitCount.GetAConst(); c != nil && c.Isnull {
-		return false
+	if c := s.LimitCount.GetAConst(); c != nil {
+		*literal = true
+		if c.Isnull {
+			return false
+		}
 	}
 	return true
 }

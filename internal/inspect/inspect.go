@@ -18,14 +18,23 @@ import (
 // both drops the source table of MERGE and hides a real table whose name matches a CTE
 // anywhere in the statement, even outside that CTE's scope — a bypass for table rules
 // (TestSummaryMissesTables keeps watching this).
+//
+// Two caches keep repeats cheap. The first is keyed by the exact text. The second is keyed
+// by the normalized text (literals replaced by $n, which pg_query computes for the ledger
+// anyway, at a tenth of the cost of a parse): a single statement whose facts did not depend
+// on any literal value is shared with every text that differs from it only in literals
+// (the same lookup with another id). Statements whose facts read a literal — WHERE 1=1,
+// LIMIT ALL, set_config('role', ...), query_to_xml('...'), EXPLAIN options — are never
+// shared that way.
 type Inspector struct {
-	cache *lru
+	cache  *lru
+	shapes *lru
 }
 
-// New returns an Inspector that caches the facts of up to cacheEntries distinct texts
-// (0 or less disables the cache).
+// New returns an Inspector that caches the facts of up to cacheEntries distinct texts and
+// as many statement shapes (0 or less disables both caches).
 func New(cacheEntries int) *Inspector {
-	return &Inspector{cache: newLRU(cacheEntries)}
+	return &Inspector{cache: newLRU(cacheEntries), shapes: newLRU(cacheEntries)}
 }
 
 // Inspect returns the facts of every statement in sql, one per statement of a
@@ -39,8 +48,24 @@ func (in *Inspector) Inspect(sql string) []*Statement {
 	if v, ok := in.cache.get(sql); ok {
 		return v
 	}
-	out := inspectText(sql, 0)
+	var shape string
+	if in.shapes != nil && len(sql) <= maxCachedText && strings.IndexByte(sql, 0) < 0 {
+		if n, err := pg_query.Normalize(sql); err == nil {
+			shape = n
+			if v, ok := in.shapes.get(shape); ok {
+				st := *v[0]
+				st.Text = strings.TrimSpace(sql)
+				out := []*Statement{&st}
+				in.cache.put(sql, out)
+				return out
+			}
+		}
+	}
+	out, literal := inspectTextShape(sql, 0)
 	in.cache.put(sql, out)
+	if shape != "" && !literal && len(out) == 1 && out[0].ParseError == "" && out[0].Text == strings.TrimSpace(sql) {
+		in.shapes.put(shape, out)
+	}
 	return out
 }
 
@@ -49,26 +74,39 @@ func (in *Inspector) CacheLen() int { return in.cache.len() }
 
 // inspectText parses sql and analyses each statement. A panic anywhere below (which the
 // fuzz test hunts for) becomes an Unknown statement: never a crash, never a free pass.
-func inspectText(sql string, nesting int) (out []*Statement) {
+func inspectText(sql string, nesting int) []*Statement {
+	out, _ := inspectTextShape(sql, nesting)
+	return out
+}
+
+// inspectTextShape is inspectText that also reports whether any fact depended on the value
+// of a literal (see Inspector).
+func inspectTextShape(sql string, nesting int) (out []*Statement, literal bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			st := unparseable(sql, errors.New("internal inspector error"))
 			st.Notes = append(st.Notes, internalErrorNote)
-			out = []*Statement{st}
+			out, literal = []*Statement{st}, true
 		}
 	}()
+	if strings.IndexByte(sql, 0) >= 0 {
+		// The C parser would stop at the NUL and never see what follows it.
+		return []*Statement{unparseable(sql, errors.New("text contains a NUL byte"))}, true
+	}
 	tree, err := pg_query.Parse(sql)
 	if err != nil {
-		return []*Statement{unparseable(sql, err)}
+		return []*Statement{unparseable(sql, err)}, true
 	}
 	out = make([]*Statement, 0, len(tree.Stmts))
 	for _, raw := range tree.Stmts {
 		if raw.Stmt == nil {
 			continue
 		}
-		out = append(out, analyze(stmtText(sql, raw), raw.Stmt, nesting))
+		st, lit := analyze(stmtText(sql, raw), raw.Stmt, nesting)
+		out = append(out, st)
+		literal = literal || lit
 	}
-	return out
+	return out, literal
 }
 
 const internalErrorNote = "the inspector failed on this text; treated as unknown"
@@ -125,8 +163,9 @@ func safeParseError(err error) string {
 	return msg
 }
 
-// analyze produces the facts of one parsed statement whose own text is text.
-func analyze(text string, n *pg_query.Node, nesting int) *Statement {
+// analyze produces the facts of one parsed statement whose own text is text, and whether
+// any of them depended on the value of a literal.
+func analyze(text string, n *pg_query.Node, nesting int) (*Statement, bool) {
 	st := &Statement{Text: text}
 	a := &analyzer{st: st, w: &walker{}, nesting: nesting}
 	a.classify(n)
@@ -140,7 +179,16 @@ func analyze(text string, n *pg_query.Node, nesting int) *Statement {
 		numbers = true
 	}
 	st.Redacted = redact(text, numbers)
-	return st
+	// Only plain SELECT/INSERT/UPDATE/DELETE/MERGE are shared by shape: pg_query's
+	// fingerprint of a utility statement includes some of its literals (a role's password,
+	// say), so two utility statements of the same normalized text can differ in fingerprint.
+	shareable := false
+	switch n.Node.(type) {
+	case *pg_query.Node_SelectStmt, *pg_query.Node_InsertStmt, *pg_query.Node_UpdateStmt,
+		*pg_query.Node_DeleteStmt, *pg_query.Node_MergeStmt:
+		shareable = true
+	}
+	return st, a.w.literal || numbers || !shareable
 }
 
 // finish applies the worst-effect rules to what the walk found.
@@ -209,7 +257,7 @@ func (a *analyzer) callEffect(f *pg_query.FuncCall, base Category) {
 		a.sqlFunc(name, f, escalate)
 		return
 	case fnBase == "set_config":
-		setting, ok := constString(f, 0)
+		setting, ok := a.constString(f, 0)
 		if !ok {
 			escalate(Unknown)
 			a.note("set_config with a computed setting name")
@@ -240,7 +288,7 @@ func (a *analyzer) callEffect(f *pg_query.FuncCall, base Category) {
 // Unknown.
 func (a *analyzer) sqlFunc(name string, f *pg_query.FuncCall, escalate func(Category)) {
 	st := a.st
-	sql, ok := constString(f, 0)
+	sql, ok := a.constString(f, 0)
 	if !ok || a.nesting >= maxNesting {
 		escalate(Unknown)
 		a.note(name + " runs SQL the inspector cannot see")
@@ -276,7 +324,8 @@ func (a *analyzer) sqlFunc(name string, f *pg_query.FuncCall, escalate func(Cate
 }
 
 // constString returns argument i of f when it is a string constant (possibly cast).
-func constString(f *pg_query.FuncCall, i int) (string, bool) {
+func (a *analyzer) constString(f *pg_query.FuncCall, i int) (string, bool) {
+	a.w.literal = true
 	if i >= len(f.Args) {
 		return "", false
 	}

@@ -34,6 +34,7 @@ type walker struct {
 	tooDeep                           bool
 	into                              bool // SELECT INTO somewhere
 	locking                           bool // FOR UPDATE / FOR SHARE somewhere
+	literal                           bool // a fact depended on a constant's value
 	// skip is the target of a DDL statement, already recorded as written, so the generic
 	// walk does not also count it as read.
 	skip *pg_query.RangeVar
@@ -368,7 +369,7 @@ func (w *walker) updateStmt(s *pg_query.UpdateStmt) {
 	n := len(w.scopes)
 	w.with(s.WithClause)
 	w.writeTable(s.Relation)
-	w.dml = append(w.dml, dmlFact{kind: "UPDATE", hasWhere: s.WhereClause != nil, whereTrivial: trivialWhere(s.WhereClause)})
+	w.dml = append(w.dml, dmlFact{kind: "UPDATE", hasWhere: s.WhereClause != nil, whereTrivial: trivialWhere(s.WhereClause, &w.literal)})
 	w.assignments(s.TargetList)
 	w.nodes(s.FromClause)
 	w.node(s.WhereClause)
@@ -380,7 +381,7 @@ func (w *walker) deleteStmt(s *pg_query.DeleteStmt) {
 	n := len(w.scopes)
 	w.with(s.WithClause)
 	w.writeTable(s.Relation)
-	w.dml = append(w.dml, dmlFact{kind: "DELETE", hasWhere: s.WhereClause != nil, whereTrivial: trivialWhere(s.WhereClause)})
+	w.dml = append(w.dml, dmlFact{kind: "DELETE", hasWhere: s.WhereClause != nil, whereTrivial: trivialWhere(s.WhereClause, &w.literal)})
 	w.nodes(s.UsingClause)
 	w.node(s.WhereClause)
 	w.nodes(s.ReturningList)
@@ -392,7 +393,7 @@ func (w *walker) mergeStmt(s *pg_query.MergeStmt) {
 	w.with(s.WithClause)
 	w.writeTable(s.Relation)
 	// The join condition plays the role of a WHERE: ON true touches every row.
-	w.dml = append(w.dml, dmlFact{kind: "MERGE", hasWhere: true, whereTrivial: trivialWhere(s.JoinCondition)})
+	w.dml = append(w.dml, dmlFact{kind: "MERGE", hasWhere: true, whereTrivial: trivialWhere(s.JoinCondition, &w.literal)})
 	w.node(s.SourceRelation)
 	w.node(s.JoinCondition)
 	for _, c := range s.MergeWhenClauses {

@@ -11,9 +11,45 @@ import (
 // compared with itself (WHERE id = id, true for every row where id is not null). It is a
 // guard against the obvious ways to satisfy a "must have a WHERE" rule, not a proof: a
 // WHERE such as id > 0 that happens to match every row is not detected.
-func trivialWhere(n *pg_query.Node) bool {
+//
+// literal is set when the answer depended on the value of a constant, so the facts of this
+// statement must not be shared with a statement that differs only in its constants.
+func trivialWhere(n *pg_query.Node, literal *bool) bool {
+	if n == nil {
+		return false
+	}
+	if hasConst(n) {
+		*literal = true
+	}
 	v, ok := constBool(n, 0)
 	return ok && v
+}
+
+// hasConst reports whether constBool's answer for n can depend on the value of a constant.
+func hasConst(n *pg_query.Node) bool {
+	if n == nil {
+		return false
+	}
+	switch x := n.Node.(type) {
+	case *pg_query.Node_AConst:
+		return true
+	case *pg_query.Node_TypeCast:
+		return hasConst(x.TypeCast.Arg)
+	case *pg_query.Node_BoolExpr:
+		for _, a := range x.BoolExpr.Args {
+			if hasConst(a) {
+				return true
+			}
+		}
+	case *pg_query.Node_AExpr:
+		// compare decides only when both sides are constants (col = 42 is never decided)
+		return x.AExpr.Lexpr.GetAConst() != nil && x.AExpr.Rexpr.GetAConst() != nil
+	case *pg_query.Node_NullTest:
+		return hasConst(x.NullTest.Arg)
+	case *pg_query.Node_BooleanTest:
+		return hasConst(x.BooleanTest.Arg)
+	}
+	return false
 }
 
 // constBool evaluates n when its truth does not depend on the row.
