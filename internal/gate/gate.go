@@ -493,3 +493,44 @@ func leastRole(roles map[string]string, level string) string {
 // forwarded; the statement's own event follows when it completes. Together they let an
 // auditor see a statement that reached the database even if Gatehouse crashed mid-way.
 const EventStatementIntent ledger.EventType = "statement.intent"
+
+// CopyMasker masks the rows of one COPY ... TO STDOUT, one CopyData message at a time,
+// keeping the output loadable by COPY FROM.
+type CopyMasker interface {
+	// MaskData returns the row with sensitive fields masked and how many it masked.
+	MaskData(data []byte) ([]byte, int, error)
+}
+
+// CopyPlanner is implemented by maskers that can mask COPY output.
+type CopyPlanner interface {
+	// PlanCopy returns the masker for c's COPY ... TO STDOUT, nil when nothing needs
+	// masking. An error means the output could not be classified: the door must refuse the
+	// COPY rather than send unmasked data.
+	PlanCopy(ctx context.Context, s *Session, c *Check) (CopyMasker, error)
+}
+
+// TextMasker is implemented by maskers that can scrub free text (notices, error details)
+// with their value detectors.
+type TextMasker interface {
+	MaskText(s string) (string, int)
+}
+
+// CopyOutMasker returns the masker for a COPY ... TO STDOUT, or nil when nothing needs it.
+// Doors call it before forwarding such a statement and refuse it on error.
+func (g *Gate) CopyOutMasker(ctx context.Context, s *Session, c *Check) (CopyMasker, error) {
+	cp, ok := g.Masker.(CopyPlanner)
+	if !ok || c.Decision.MaskProfile == "none" {
+		return nil, nil
+	}
+	return cp.PlanCopy(ctx, s, c)
+}
+
+// MaskText scrubs sensitive values out of free text a door relays (NoticeResponse messages,
+// error details), unless the session may see raw values.
+func (g *Gate) MaskText(c *Check, text string) (string, int) {
+	tm, ok := g.Masker.(TextMasker)
+	if !ok || (c != nil && c.Decision.MaskProfile == "none") {
+		return text, 0
+	}
+	return tm.MaskText(text)
+}

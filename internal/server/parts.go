@@ -13,6 +13,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/classify"
 	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/inspect"
 	"github.com/gatehouse/gatehouse/internal/ledger"
@@ -77,7 +78,7 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("set up masking: %w", err)
 	}
-	in.gate.Masker = mask.NewPlanner(in.catalog, masker, nil, in.log)
+	in.gate.Masker = maskPlanner{Planner: mask.NewPlanner(in.catalog, masker, nil, in.log), masker: masker, strategies: mask.DefaultStrategies()}
 	return nil
 }
 
@@ -208,4 +209,30 @@ func OpenLedgerStore(ctx context.Context, cfg *config.Config) (ledger.Store, err
 		return nil, fmt.Errorf("open SQLite ledger store in %s: %w", cfg.DataDir, err)
 	}
 	return st, nil
+}
+
+// maskPlanner adapts the mask package to the gate's optional masking hooks (COPY output and
+// free text), which the gate declares with its own types so it need not import mask.
+type maskPlanner struct {
+	*mask.Planner
+	masker     *mask.Masker
+	strategies map[string]mask.Strategy
+}
+
+// PlanCopy implements gate.CopyPlanner.
+func (m maskPlanner) PlanCopy(ctx context.Context, s *gate.Session, c *gate.Check) (gate.CopyMasker, error) {
+	cm, err := m.Planner.PlanCopy(ctx, s, c)
+	if cm == nil || err != nil {
+		return nil, err
+	}
+	return cm, nil
+}
+
+// MaskText implements gate.TextMasker with the value detectors and the default strategies.
+func (m maskPlanner) MaskText(text string) (string, int) {
+	out, n := m.masker.FreeText(nil, []byte(text), func(class string) mask.Strategy { return m.strategies[class] })
+	if n == 0 {
+		return text, 0
+	}
+	return string(out), n
 }
