@@ -9,9 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/testkit"
 	"github.com/jackc/pgx/v5"
 )
+
+// The catalog is what the gate consults for policies and the ledger.
+var _ gate.Catalog = (*Catalog)(nil)
 
 func dsnConnector(dsn string) Connector {
 	return func(ctx context.Context, target string) (*pgx.Conn, error) {

@@ -22,26 +22,43 @@ func str(b []byte) string {
 	return unsafe.String(&b[0], len(b))
 }
 
+// Bit sets of the bytes that can start or betray a sensitive substring: digits, '$' and '-'
+// below 64; '@', 'J' (eyJ), 'K' and 'S' (AKIA, ASIA), '_' (ghp_, sk_live_) and 'x' (xox) above.
+const (
+	triggerLo uint64 = 0x3ff<<'0' | 1<<'$' | 1<<'-'
+	triggerHi uint64 = 1<<('@'-64) | 1<<('J'-64) | 1<<('K'-64) | 1<<('S'-64) | 1<<('_'-64) | 1<<('x'-64)
+)
+
 // mayContainSensitive is the fast path: one pass over v that rules out almost every clean
 // value (no '@', fewer than nine digits, no token or hash prefix) before any detector runs.
+// Most bytes cost one bit test.
 func mayContainSensitive(v []byte) bool {
 	digits := 0
 	n := len(v)
 	for i := 0; i < n; i++ {
 		c := v[i]
-		switch {
-		case c >= '0' && c <= '9':
-			digits++
-			if digits >= 9 {
-				return true
+		if c >= 128 {
+			continue
+		}
+		if c < 64 {
+			if triggerLo>>c&1 == 0 {
+				continue
 			}
-		case c == '@':
+		} else if triggerHi>>(c-64)&1 == 0 {
+			continue
+		}
+		switch c {
+		case '@':
 			return true
-		case c == '$':
+		case '$':
 			if i+2 < n && (v[i+2] == '$' || v[i+1] == 'a' || v[i+1] == 's' || v[i+1] == 'p') {
 				return true
 			}
-		case c == '_':
+		case '-':
+			if i+10 <= n && string(v[i:i+10]) == "-----BEGIN" {
+				return true
+			}
+		case '_':
 			// ghp_, gho_, github_pat_, sk_live_, rk_test_ ...
 			if i >= 3 && v[i-3] == 'g' && v[i-2] == 'h' {
 				return true
@@ -52,21 +69,22 @@ func mayContainSensitive(v []byte) bool {
 			if i >= 6 && v[i-1] == 'b' && v[i-2] == 'u' {
 				return true
 			}
-		case c == 'I':
+		case 'K', 'S':
 			// AKIA / ASIA
-			if i >= 2 && i+1 < n && v[i-2] == 'A' && (v[i-1] == 'K' || v[i-1] == 'S') && v[i+1] == 'A' {
+			if i >= 1 && i+2 < n && v[i-1] == 'A' && v[i+1] == 'I' && v[i+2] == 'A' {
 				return true
 			}
-		case c == 'o':
-			if i >= 1 && i+2 < n && v[i-1] == 'x' && v[i+1] == 'x' && v[i+2] != ' ' {
+		case 'x':
+			if i+3 < n && v[i+1] == 'o' && v[i+2] == 'x' {
 				return true
 			}
-		case c == 'J':
+		case 'J':
 			if i >= 2 && v[i-1] == 'y' && v[i-2] == 'e' {
 				return true
 			}
-		case c == 'B':
-			if i >= 5 && v[i-1] == '-' && v[i-5] == '-' {
+		default: // a digit
+			digits++
+			if digits >= 9 {
 				return true
 			}
 		}
