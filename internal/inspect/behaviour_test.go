@@ -283,4 +283,12 @@ func TestShapeCacheNeverChangesFacts(t *testing.T) {
 	if in.shapes.len() != 1 {
 		t.Errorf("shape cache holds %d entries, want 1", in.shapes.len())
 	}
+	a := in.Inspect("SELECT abalance FROM pgbench_accounts WHERE aid = 3;")
+	b := New(0).Inspect("SELECT abalance FROM pgbench_accounts WHERE aid = 3;")
+	if in.shapes.len() != 2 || !reflect.DeepEqual(a, b) {
+		t.Errorf("trailing semicolon: %d shapes, got %+v want %+v", in.shapes.len(), a[0], b[0])
+	}
+	if c := in.Inspect("SELECT abalance FROM pgbench_accounts WHERE aid = 4 ;"); c[0].Text != "SELECT abalance FROM pgbench_accounts WHERE aid = 4" {
+		t.Errorf("Text = %q", c[0].Text)
+	}
 }

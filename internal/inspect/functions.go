@@ -114,7 +114,6 @@ var sqlFuncs = toSet("query_to_xml", "query_to_xmlschema", "query_to_xml_and_xml
 // funcEffect is what one function call does to a statement.
 type funcEffect struct {
 	cat  Category
-	kind string // overrides the statement kind (set_config('role', ...) is SET ROLE)
 	note string
 }
 

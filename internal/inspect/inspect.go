@@ -54,7 +54,7 @@ func (in *Inspector) Inspect(sql string) []*Statement {
 			shape = n
 			if v, ok := in.shapes.get(shape); ok {
 				st := *v[0]
-				st.Text = strings.TrimSpace(sql)
+				st.Text = soleStatementText(sql)
 				out := []*Statement{&st}
 				in.cache.put(sql, out)
 				return out
@@ -63,7 +63,7 @@ func (in *Inspector) Inspect(sql string) []*Statement {
 	}
 	out, literal := inspectTextShape(sql, 0)
 	in.cache.put(sql, out)
-	if shape != "" && !literal && len(out) == 1 && out[0].ParseError == "" && out[0].Text == strings.TrimSpace(sql) {
+	if shape != "" && !literal && len(out) == 1 && out[0].ParseError == "" && out[0].Text == soleStatementText(sql) {
 		in.shapes.put(shape, out)
 	}
 	return out
@@ -107,6 +107,12 @@ func inspectTextShape(sql string, nesting int) (out []*Statement, literal bool) 
 		literal = literal || lit
 	}
 	return out, literal
+}
+
+// soleStatementText is the Text of a text holding a single statement: trimmed, without the
+// terminating semicolon (which the parser's statement length excludes).
+func soleStatementText(sql string) string {
+	return strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(sql), ";"))
 }
 
 const internalErrorNote = "the inspector failed on this text; treated as unknown"

@@ -118,6 +118,8 @@ var cases = []tc{
 	{sql: "SELECT public.lower('x')", kind: "SELECT", cat: Unknown, funcs: []string{"public.lower"}},
 	{sql: "SELECT nextval('s')", kind: "SELECT", cat: Write},
 	{sql: "SELECT ts_stat('SELECT vector FROM apod')", kind: "SELECT", cat: Unknown},
+	{sql: "SELECT 1 OPERATOR(public.===) 2", kind: "SELECT", cat: Unknown, funcs: []string{"public.==="}},
+	{sql: "SELECT 1 OPERATOR(pg_catalog.+) 2", kind: "SELECT", cat: Read},
 
 	// COPY
 	{sql: "COPY users TO STDOUT", kind: "COPY", cat: Read, read: []string{"users"}, flags: "export"},

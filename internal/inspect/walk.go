@@ -1,6 +1,8 @@
 package inspect
 
 import (
+	"strings"
+
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -106,6 +108,14 @@ func (w *walker) node(n *pg_query.Node) {
 		w.node(x.ResTarget.Val)
 		w.nodes(x.ResTarget.Indirection)
 	case *pg_query.Node_AExpr:
+		if len(x.AExpr.Name) > 1 {
+			// OPERATOR(schema.op): an operator outside pg_catalog runs a function the
+			// inspector cannot vouch for; it counts as a call of that function.
+			if op := funcName(x.AExpr.Name); !strings.HasPrefix(op, "pg_catalog.") {
+				w.functions.add(op)
+				w.calls = append(w.calls, &pg_query.FuncCall{Funcname: x.AExpr.Name})
+			}
+		}
 		w.node(x.AExpr.Lexpr)
 		w.node(x.AExpr.Rexpr)
 	case *pg_query.Node_BoolExpr:
