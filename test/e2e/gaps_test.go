@@ -1,0 +1,93 @@
+package e2e
+
+import (
+	"testing"
+	"time"
+)
+
+// knownGap is a hazard the built-in policy does NOT block today. Each entry asserts the
+// current behaviour (the statement runs and has its effect) inside a transaction that is
+// rolled back, so the suite passes and the fixture is unharmed; when the owners close a gap
+// this test fails and the entry moves to the blocked corpus in guardrails_test.go.
+type knownGap struct {
+	name   string
+	user   string
+	target string
+	sql    string
+	probe  string // run in the same transaction; shows the effect happened
+	want   string
+	why    string
+}
+
+func knownGaps(t *testing.T, f *guardFixture, before string) {
+	secrets := map[string]string{"dba@corp.example": f.dba, "alice@corp.example": f.alice}
+	gaps := []knownGap{
+		{
+			name: "DO block hides DELETE without WHERE (admin, prod)", user: "dba@corp.example", target: "main",
+			sql:   "DO $$ BEGIN DELETE FROM orders; END $$",
+			probe: "SELECT count(*)::text FROM orders", want: "0",
+			why: "DO is category unknown; admin level covers unknown and no default rule looks at unknown statements, so no-update-or-delete-without-where never sees the DELETE",
+		},
+		{
+			name: "DO block hides DROP TABLE in production (admin)", user: "dba@corp.example", target: "main",
+			sql:   "DO $body$ BEGIN EXECUTE 'DROP TABLE orders'; END $body$",
+			probe: "SELECT (to_regclass('public.orders') IS NULL)::text", want: "true",
+			why: "as above: no-drop-or-truncate-in-production matches statement.kind, which is DO",
+		},
+		{
+			name: "CALL of a procedure that deletes everything (admin, prod)", user: "dba@corp.example", target: "main",
+			sql:   "CALL wipe()",
+			probe: "SELECT count(*)::text FROM orders", want: "0",
+			why: "CALL is category unknown; allowed at admin level",
+		},
+		{
+			name: "MERGE ... ON true WHEN MATCHED THEN DELETE (write, dev)", user: "alice@corp.example", target: "dev",
+			sql:   "MERGE INTO orders USING (SELECT 1) s ON true WHEN MATCHED THEN DELETE",
+			probe: "SELECT count(*)::text FROM orders", want: "0",
+			why: "no-update-or-delete-without-where only looks at kind UPDATE/DELETE; MERGE's join condition is not checked for being trivial",
+		},
+		{
+			name: "MERGE ... ON true WHEN MATCHED THEN DELETE (admin, prod)", user: "dba@corp.example", target: "main",
+			sql:   "MERGE INTO orders USING (SELECT 1) s ON true WHEN MATCHED THEN UPDATE SET amount = 0",
+			probe: "SELECT sum(amount)::text FROM orders", want: "0",
+			why: "as above, for a bulk UPDATE through MERGE",
+		},
+		{
+			name: "ALTER TABLE ... ENABLE ROW LEVEL SECURITY in production without approval (admin)", user: "dba@corp.example", target: "main",
+			sql:   "ALTER TABLE orders ENABLE ROW LEVEL SECURITY",
+			probe: "SELECT relrowsecurity::text FROM pg_class WHERE oid = 'public.orders'::regclass", want: "true",
+			why: "the inspector classifies this ALTER TABLE form (also OWNER TO, DISABLE TRIGGER ALL) as category admin, not ddl, so production-schema-changes-need-approval does not hold it",
+		},
+		{
+			name: "GRANT in production without approval (admin)", user: "dba@corp.example", target: "main",
+			sql:   "GRANT ALL ON orders TO PUBLIC",
+			probe: "SELECT has_table_privilege('public', 'public.orders', 'DELETE')::text", want: "true",
+			why: "GRANT is category admin; the default policy holds only ddl in production (policy choice to confirm)",
+		},
+	}
+	for _, g := range gaps {
+		t.Run(g.name, func(t *testing.T) {
+			ctx := ctxT(t, time.Minute)
+			c := connect(t, f.p.DSN(g.user, secrets[g.user], g.target))
+			if _, err := c.Exec(ctx, "BEGIN"); err != nil {
+				t.Fatal(err)
+			}
+			_, err := c.Exec(ctx, g.sql)
+			var got string
+			if err == nil {
+				err = c.QueryRow(ctx, g.probe).Scan(&got)
+			}
+			if _, rerr := c.Exec(ctx, "ROLLBACK"); rerr != nil {
+				t.Fatalf("rollback: %v", rerr)
+			}
+			if now := f.snapshot(t); now != before {
+				t.Fatalf("gap probe left a change:\nbefore %s\nafter  %s", before, now)
+			}
+			if err != nil || got != g.want {
+				t.Fatalf("KNOWN GAP CLOSED? %q as %s on %s: err=%v probe=%q (was %q). If it is now refused, move it to the blocked corpus.",
+					g.sql, g.user, g.target, err, got, g.want)
+			}
+			t.Logf("known gap (not blocked): %s: %s", g.sql, g.why)
+		})
+	}
+}
