@@ -131,3 +131,48 @@ func BenchmarkAnalyze(b *testing.B) {
 		}
 	}
 }
+
+func TestLineageOddStatementsNeverPanic(t *testing.T) {
+	stmts := []string{
+		"VALUES (1, 'a'), (2, 'b')",
+		"SELECT * FROM customers NATURAL JOIN orders",
+		"SELECT * FROM customers c JOIN orders o USING (id)",
+		"SELECT l.e FROM customers c, LATERAL (SELECT c.email AS e) l",
+		"SELECT (c).email, (c).* FROM customers c",
+		"SELECT * FROM json_to_recordset('[{\"a\":1}]') AS x(a int)",
+		"SELECT * FROM ROWS FROM (generate_series(1,2), unnest(ARRAY['x'])) AS t(a, b)",
+		"SELECT jt.* FROM customers c, JSON_TABLE(c.notes::jsonb, '$' COLUMNS (n text PATH '$.n')) jt",
+		"SELECT email FROM customers TABLESAMPLE SYSTEM (10)",
+		"SELECT ARRAY(SELECT ssn FROM customers)",
+		"SELECT x FROM (VALUES (1)) v(x) WHERE EXISTS (SELECT 1)",
+		"WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 3) SELECT * FROM t",
+		"MERGE INTO customers c USING orders o ON c.id = o.customer_id WHEN MATCHED THEN UPDATE SET notes = 'x'",
+		"EXPLAIN SELECT email FROM customers",
+		"SELECT $1::text, email FROM customers WHERE id = $2",
+		"SELECT GROUPING(email), email FROM customers GROUP BY ROLLUP (email)",
+		"SELECT email FROM customers FOR UPDATE",
+		"TABLE customers",
+		"SELECT * FROM (SELECT * FROM (SELECT * FROM customers) a) b",
+	}
+	for _, s := range stmts {
+		if _, err := Analyze(s, resolver); err != nil {
+			t.Errorf("%s: %v", s, err)
+		}
+	}
+	res, _ := Analyze("TABLE customers", resolver)
+	if len(res[0].Columns) != 5 {
+		t.Errorf("TABLE customers: %+v", res[0])
+	}
+	res, _ = Analyze("SELECT l.e FROM customers c, LATERAL (SELECT c.email AS e) l", resolver)
+	if srcs(res[0].Columns[0]) != "public.customers.email" {
+		t.Errorf("lateral: %+v", res[0])
+	}
+	// Deep nesting is cut off, not followed into a stack overflow.
+	deep := "SELECT email FROM customers"
+	for i := 0; i < 300; i++ {
+		deep = "SELECT * FROM (" + deep + ") s"
+	}
+	if res, err := Analyze(deep, resolver); err == nil && res[0] != nil && res[0].Exact {
+		t.Error("300-deep nesting reported exact")
+	}
+}
