@@ -299,6 +299,13 @@ func (a *analyzer) classify(n *pg_query.Node) {
 		st.Setting = strings.ToLower(x.VariableShowStmt.Name)
 	case *pg_query.Node_DiscardStmt:
 		a.set("DISCARD", SessionCat)
+		if x.DiscardStmt.Target == pg_query.DiscardMode_DISCARD_ALL {
+			// DISCARD ALL runs SET SESSION AUTHORIZATION DEFAULT: back to the login role.
+			st.ObjectType = "all"
+			st.Setting = "session_authorization"
+			st.Category = Admin
+			a.note("DISCARD ALL resets the session's role to the login role")
+		}
 	case *pg_query.Node_TransactionStmt:
 		a.set(transactionKind(x.TransactionStmt.Kind), Transaction)
 	case *pg_query.Node_ConstraintsSetStmt:

@@ -23,25 +23,39 @@ type Statement struct {
 	Text string
 	// Kind names what the statement does, upper case: "SELECT", "INSERT", "DROP TABLE",
 	// "CREATE INDEX", "SET", "BEGIN", "COPY", ... The worst effect wins: EXPLAIN ANALYZE
-	// DELETE is "DELETE", PREPARE of a DROP is "DROP TABLE".
+	// DELETE is "DELETE", PREPARE p AS DELETE is "DELETE", a SELECT (or INSERT, or COPY)
+	// whose CTE deletes is "DELETE" (DELETE > UPDATE > MERGE > INSERT > SELECT), and
+	// SELECT set_config('role', ...) is "SET ROLE". PostgreSQL refuses PREPARE of a DROP,
+	// so that text is "UNKNOWN". Unparseable text is "UNKNOWN".
 	Kind string
 	// Category is read, write, ddl, admin, transaction, session or unknown.
 	Category Category
 	// ObjectType names the object a DDL statement acts on ("table", "index", "role", ...).
 	ObjectType string
-	// TablesRead and TablesWritten are schema-qualified where the text qualifies them.
+	// TablesRead and TablesWritten are schema-qualified where the text qualifies them, in
+	// the parser's spelling: unquoted names lower-cased, quoted names as written
+	// ("Public"."Users" is Public.Users). Views are listed as named. CTE names are not
+	// tables (but a table of the same name outside the CTE's scope is). TablesWritten also
+	// holds the tables a DDL statement changes or drops (ALTER, DROP, TRUNCATE, CREATE
+	// INDEX, GRANT ON); plain EXPLAIN lists everything under TablesRead.
 	TablesRead    []string
 	TablesWritten []string
-	// Columns are the column names the statement references.
+	// Columns are the column names the statement references ("*" for a star).
 	Columns []string
-	// HasWhere is true when an UPDATE or DELETE has a WHERE clause.
+	// HasWhere is true when every UPDATE and DELETE in the statement (at the top or in a
+	// CTE) has a WHERE clause; MERGE counts its ON condition. For a statement with no
+	// UPDATE/DELETE/MERGE it tells whether the top-level SELECT has a WHERE.
 	HasWhere bool
 	// HasLimit is true when a SELECT has a LIMIT (or FETCH FIRST).
 	HasLimit bool
 	// Export is true when the statement moves data out in bulk (COPY TO, SELECT INTO,
 	// CREATE TABLE AS, lo_export).
 	Export bool
-	// Functions are the functions called, lower case, schema-qualified when written so.
+	// Functions are the functions called, lower case, schema-qualified when written so
+	// (and operators written as OPERATOR(schema.op) outside pg_catalog). A function not on
+	// the inspector's list of vouched-for built-ins makes a read or write Unknown; a
+	// privileged one (server files, large objects, dblink, set_config, backend signals)
+	// makes it Admin.
 	Functions []string
 	// Fingerprint identifies the statement's shape regardless of literal values.
 	Fingerprint string

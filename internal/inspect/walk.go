@@ -157,8 +157,12 @@ func (w *walker) message(m proto.Message) {
 	case *pg_query.FuncCall:
 		w.funcCall(x)
 	case *pg_query.WithClause:
-		// a WITH outside a statement this walker handles: scope it to the enclosing walk
+		// A WITH outside a statement this walker handles: walk the CTE bodies but let
+		// their names hide nothing (a CTE reference then shows as a table, erring on the
+		// side of reporting too much).
+		n := len(w.scopes)
 		w.with(x)
+		w.scopes = w.scopes[:n]
 	case *pg_query.TypeName, *pg_query.RoleSpec, *pg_query.Alias:
 	default:
 		if !w.enter() {
