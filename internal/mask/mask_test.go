@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 
@@ -326,5 +327,26 @@ func BenchmarkMaskRow(b *testing.B) {
 		if rm.MaskRow(row) != 2 {
 			b.Fatal("not masked")
 		}
+	}
+}
+
+func TestLoadOrCreateKey(t *testing.T) {
+	path := t.TempDir() + "/sub/mask.key"
+	k1, err := LoadOrCreateKey(path)
+	if err != nil || len(k1) != KeySize {
+		t.Fatal(k1, err)
+	}
+	k2, err := LoadOrCreateKey(path)
+	if err != nil || !bytes.Equal(k1, k2) {
+		t.Fatal("key changed between loads", err)
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+		t.Errorf("key mode %v", st.Mode())
+	}
+	if err := os.WriteFile(path, []byte("short"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadOrCreateKey(path); err == nil {
+		t.Error("short key accepted")
 	}
 }

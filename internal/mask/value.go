@@ -127,14 +127,17 @@ func (m *Masker) applyText(r *Rule, v []byte) ([]byte, bool) {
 		if r.Composite && strat == Partial {
 			strat = Redact
 		}
-		out, null, _ := m.scalar(nil, class, strat, r.Derived, v, r.Strat)
+		out, null, _ := m.scalar(make([]byte, 0, len(v)+len(RedactedText)), class, strat, r.Derived, v, r.Strat)
 		if null {
 			return nil, true
 		}
 		return out, true
 	}
 	if r.FreeText {
-		out, n := m.FreeText(nil, v, r.Strat)
+		if !mayContainSensitive(v) {
+			return v, false
+		}
+		out, n := m.FreeText(make([]byte, 0, len(v)+16), v, r.Strat)
 		if n > 0 {
 			return out, true
 		}
