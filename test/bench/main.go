@@ -78,6 +78,9 @@ type leg struct {
 	unavailable string
 	// skipModes explains, per query mode, why that mode cannot run on this leg.
 	skipModes map[string]string
+	// proc is the program in the middle (PgBouncer, Gatehouse), whose CPU time per
+	// transaction the report shows; nil for the direct leg.
+	proc *process
 }
 
 // workload is one pgbench configuration.
@@ -90,8 +93,10 @@ func (w workload) String() string { return fmt.Sprintf("-M %s -c %d", w.mode, w.
 
 // cell is the outcome of one pgbench run.
 type cell struct {
-	tps  float64
-	note string // why there is no number
+	tps float64
+	// cpuPerTxn is the middle program's CPU time per transaction; zero when unknown.
+	cpuPerTxn time.Duration
+	note      string // why there is no number
 }
 
 func run(ctx context.Context, o options, log *slog.Logger) error {
@@ -164,7 +169,9 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 			}
 			jobs := min(o.jobs, w.clients)
 			args := []string{"-n", "-S", "-T", strconv.Itoa(int(o.duration.Seconds())), "-c", strconv.Itoa(w.clients), "-j", strconv.Itoa(jobs), "-M", w.mode}
+			cpuBefore := l.proc.cpuTime()
 			out, err := pgbench(ctx, l.env, args...)
+			cpu := l.proc.cpuTime() - cpuBefore
 			res, perr := parsePgbench(out)
 			switch {
 			case err != nil:
@@ -177,8 +184,12 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 				results[l.name][w] = cell{note: fmt.Sprintf("%d failed", res.failed)}
 				log.Error("pgbench transactions failed", "leg", l.name, "workload", w.String(), "failed", res.failed)
 			default:
-				results[l.name][w] = cell{tps: res.tps}
-				log.Info("pgbench", "leg", l.name, "workload", w.String(), "tps", fmt.Sprintf("%.0f", res.tps))
+				c := cell{tps: res.tps}
+				if l.proc != nil && cpu > 0 {
+					c.cpuPerTxn = cpu / time.Duration(res.processed)
+				}
+				results[l.name][w] = c
+				log.Info("pgbench", "leg", l.name, "workload", w.String(), "tps", fmt.Sprintf("%.0f", res.tps), "cpu_per_txn", c.cpuPerTxn)
 			}
 		}
 	}
@@ -222,6 +233,31 @@ func report(w io.Writer, o options, legs []leg, workloads []workload, results ma
 				line += "-\t"
 			} else {
 				line += fmt.Sprintf("%.2f\t", a.tps/b.tps)
+			}
+		}
+		fmt.Fprintln(tw, line)
+	}
+	_ = tw.Flush()
+
+	fmt.Fprintf(w, "\nCPU time of the program in the middle per transaction (all its threads; pgbench and PostgreSQL excluded)\n\n")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	header = "workload\t"
+	for _, l := range legs {
+		if l.proc != nil {
+			header += l.name + "\t"
+		}
+	}
+	fmt.Fprintln(tw, header)
+	for _, wl := range workloads {
+		line := wl.String() + "\t"
+		for _, l := range legs {
+			if l.proc == nil {
+				continue
+			}
+			if c := results[l.name][wl]; c.cpuPerTxn > 0 {
+				line += fmt.Sprintf("%.1f µs\t", float64(c.cpuPerTxn)/float64(time.Microsecond))
+			} else {
+				line += "-\t"
 			}
 		}
 		fmt.Fprintln(tw, line)
@@ -324,6 +360,34 @@ func (p *process) stop() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
+}
+
+// cpuTime is the user+system CPU time the process has used so far (0 when unknown), from
+// /proc/<pid>/stat in USER_HZ ticks (100 per second on Linux).
+func (p *process) cpuTime() time.Duration {
+	if p == nil || p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces; fields after its closing parenthesis are
+	// space separated, utime and stime being the 12th and 13th of those.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return time.Duration(utime+stime) * (time.Second / 100)
 }
 
 func (p *process) exited() bool {
@@ -459,7 +523,7 @@ pidfile = %s
 	if err != nil {
 		return nil, err
 	}
-	b := &bouncer{process: p, leg: leg{name: "pgbouncer", env: pgEnv("127.0.0.1", port, user, password, "app", "disable"), skipModes: skip}}
+	b := &bouncer{process: p, leg: leg{name: "pgbouncer", env: pgEnv("127.0.0.1", port, user, password, "app", "disable"), skipModes: skip, proc: p}}
 	dsn := fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s dbname=app sslmode=disable", port, user, password)
 	if err := waitPG(ctx, p, dsn); err != nil {
 		b.stop()
@@ -574,8 +638,8 @@ targets:
 	}
 	g := &gatehouse{
 		process: p,
-		leg:     leg{name: "gatehouse", env: pgEnv("127.0.0.1", pgPort, "bench", secret, "main", "disable")},
-		tlsLeg:  leg{name: "gatehouse-tls", env: pgEnv("127.0.0.1", pgPort, "bench", secret, "main", "require")},
+		leg:     leg{name: "gatehouse", env: pgEnv("127.0.0.1", pgPort, "bench", secret, "main", "disable"), proc: p},
+		tlsLeg:  leg{name: "gatehouse-tls", env: pgEnv("127.0.0.1", pgPort, "bench", secret, "main", "require"), proc: p},
 	}
 	dsn := fmt.Sprintf("host=127.0.0.1 port=%d user=bench password=%s dbname=main sslmode=disable", pgPort, secret)
 	if err := waitPG(ctx, p, dsn); err != nil {
