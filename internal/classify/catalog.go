@@ -485,6 +485,8 @@ type Catalog struct {
 	// RetryAfter is how long a failed first scan is not retried, so a down target does not
 	// make every statement wait for a connection attempt.
 	RetryAfter time.Duration
+	// ScanTimeout bounds one scan of a target (default 2 minutes).
+	ScanTimeout time.Duration
 
 	mu      sync.Mutex
 	targets map[string]*targetState
@@ -492,7 +494,7 @@ type Catalog struct {
 }
 
 type targetState struct {
-	scanning chan struct{} // capacity 1: held while scanning
+	inflight chan struct{} // closed when the running scan ends; nil when none runs
 	snap     *Snapshot
 	stale    bool
 	lastErr  error
@@ -506,7 +508,7 @@ func NewCatalog(connect Connector, opts ScanOptions, overrides map[string]map[st
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Catalog{connect: connect, opts: opts, overrides: overrides, log: log, RetryAfter: 10 * time.Second, targets: map[string]*targetState{}}
+	return &Catalog{connect: connect, opts: opts, overrides: overrides, log: log, RetryAfter: 10 * time.Second, ScanTimeout: 2 * time.Minute, targets: map[string]*targetState{}}
 }
 
 func (c *Catalog) state(target string) *targetState {
@@ -514,7 +516,7 @@ func (c *Catalog) state(target string) *targetState {
 	defer c.mu.Unlock()
 	st, ok := c.targets[target]
 	if !ok {
-		st = &targetState{scanning: make(chan struct{}, 1)}
+		st = &targetState{}
 		c.targets[target] = st
 	}
 	return st
@@ -551,36 +553,57 @@ func (c *Catalog) Refresh(ctx context.Context, target string) (*Snapshot, error)
 }
 
 func (c *Catalog) refresh(ctx context.Context, target string, st *targetState, force bool) (*Snapshot, error) {
-	select {
-	case st.scanning <- struct{}{}:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("wait for the catalog scan of %q: %w", target, ctx.Err())
-	}
-	defer func() { <-st.scanning }()
 	c.mu.Lock()
 	if !force && st.snap != nil && !st.stale {
-		snap := st.snap // another caller scanned while we waited
+		snap := st.snap
 		c.mu.Unlock()
 		return snap, nil
 	}
-	st.stale = false // invalidations from now on need another scan
+	done := st.inflight
+	if done == nil {
+		// One scan per target at a time, detached from the caller: a client that gives up
+		// must not abort the scan every other session is waiting for.
+		done = make(chan struct{})
+		st.inflight = done
+		st.stale = false // invalidations from now on need another scan
+		go c.runScan(target, st, done)
+	}
 	c.mu.Unlock()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		c.mu.Lock()
+		snap := st.snap
+		c.mu.Unlock()
+		return snap, fmt.Errorf("wait for the catalog scan of %q: %w", target, ctx.Err())
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !st.failedAt.IsZero() {
+		return st.snap, st.lastErr
+	}
+	return st.snap, nil
+}
 
+func (c *Catalog) runScan(target string, st *targetState, done chan struct{}) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.ScanTimeout)
+	defer cancel()
 	snap, err := c.scan(ctx, target)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer close(done)
+	st.inflight = nil
 	if err != nil {
 		st.lastErr, st.failedAt = err, time.Now()
 		st.stale = st.stale || st.snap != nil
 		c.log.Error("classify: catalog scan failed", "target", target, "err", err)
-		return st.snap, err
+		return
 	}
 	c.gen++
 	snap.Generation = c.gen
 	snap.Target = target
 	st.snap, st.lastErr, st.failedAt = snap, nil, time.Time{}
 	c.log.Info("classify: catalog scanned", "target", target, "columns", len(snap.Entries), "sensitive", len(snap.Sensitive()))
-	return snap, nil
 }
 
 func (c *Catalog) scan(ctx context.Context, target string) (*Snapshot, error) {

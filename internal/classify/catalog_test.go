@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -187,5 +188,50 @@ func TestCatalogUnreachableTarget(t *testing.T) {
 	}
 	if time.Since(start) > time.Second {
 		t.Errorf("a failed target was retried at once (%v)", time.Since(start))
+	}
+}
+
+// TestCatalogSingleScanAndImpatientCallers: concurrent first uses share one scan, and a caller
+// that gives up does not abort it for the others.
+func TestCatalogSingleScanAndImpatientCallers(t *testing.T) {
+	pg := testkit.StartPostgres(t)
+	pg.Exec(t, "postgres", "CREATE TABLE people (id int, email text, ssn text); INSERT INTO people VALUES (1, 'a@example.com', '123-45-6789')")
+	var mu sync.Mutex
+	connects := 0
+	cat := NewCatalog(func(ctx context.Context, target string) (*pgx.Conn, error) {
+		mu.Lock()
+		connects++
+		mu.Unlock()
+		time.Sleep(200 * time.Millisecond) // a slow upstream
+		return pgx.Connect(ctx, pg.DSN("postgres"))
+	}, ScanOptions{}, nil)
+
+	impatient, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := cat.Snapshot(impatient, "t"); err == nil {
+		t.Error("impatient caller got no error")
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			snap, err := cat.Snapshot(context.Background(), "t")
+			if err == nil && snap.ByName("public.people", "ssn").Class != SSN {
+				err = fmt.Errorf("ssn not classified: %+v", snap.ByName("public.people", "ssn"))
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if connects != 1 {
+		t.Errorf("%d scans for one target, want 1", connects)
 	}
 }
