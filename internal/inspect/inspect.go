@@ -61,7 +61,7 @@ func (in *Inspector) Inspect(sql string) []*Statement {
 			}
 		}
 	}
-	out, literal := inspectTextShape(sql, 0)
+	out, literal := inspectTextShape(sql, 0, shape)
 	in.cache.put(sql, out)
 	if shape != "" && !literal && len(out) == 1 && out[0].ParseError == "" && out[0].Text == soleStatementText(sql) {
 		in.shapes.put(shape, out)
@@ -75,13 +75,14 @@ func (in *Inspector) CacheLen() int { return in.cache.len() }
 // inspectText parses sql and analyses each statement. A panic anywhere below (which the
 // fuzz test hunts for) becomes an Unknown statement: never a crash, never a free pass.
 func inspectText(sql string, nesting int) []*Statement {
-	out, _ := inspectTextShape(sql, nesting)
+	out, _ := inspectTextShape(sql, nesting, "")
 	return out
 }
 
 // inspectTextShape is inspectText that also reports whether any fact depended on the value
-// of a literal (see Inspector).
-func inspectTextShape(sql string, nesting int) (out []*Statement, literal bool) {
+// of a literal (see Inspector). normalized, when not empty, is pg_query's Normalize of sql,
+// already computed by the caller.
+func inspectTextShape(sql string, nesting int, normalized string) (out []*Statement, literal bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			st := unparseable(sql, errors.New("internal inspector error"))
@@ -102,7 +103,11 @@ func inspectTextShape(sql string, nesting int) (out []*Statement, literal bool) 
 		if raw.Stmt == nil {
 			continue
 		}
-		st, lit := analyze(stmtText(sql, raw), raw.Stmt, nesting)
+		text, norm := stmtText(sql, raw), ""
+		if text == sql {
+			norm = normalized
+		}
+		st, lit := analyze(text, raw.Stmt, nesting, norm)
 		out = append(out, st)
 		literal = literal || lit
 	}
@@ -171,7 +176,7 @@ func safeParseError(err error) string {
 
 // analyze produces the facts of one parsed statement whose own text is text, and whether
 // any of them depended on the value of a literal.
-func analyze(text string, n *pg_query.Node, nesting int) (*Statement, bool) {
+func analyze(text string, n *pg_query.Node, nesting int, normalized string) (*Statement, bool) {
 	st := &Statement{Text: text}
 	a := &analyzer{st: st, w: &walker{}, nesting: nesting}
 	a.classify(n)
@@ -184,7 +189,7 @@ func analyze(text string, n *pg_query.Node, nesting int) (*Statement, bool) {
 	case *pg_query.Node_PrepareStmt, *pg_query.Node_CreateTableAsStmt, *pg_query.Node_ViewStmt, *pg_query.Node_RuleStmt:
 		numbers = true
 	}
-	st.Redacted = redact(text, numbers)
+	st.Redacted = redact(text, normalized, numbers)
 	// Only plain SELECT/INSERT/UPDATE/DELETE/MERGE are shared by shape: pg_query's
 	// fingerprint of a utility statement includes some of its literals (a role's password,
 	// say), so two utility statements of the same normalized text can differ in fingerprint.

@@ -17,10 +17,15 @@ import (
 // Normalize also leaves the numbers of a query wrapped in PREPARE, CREATE TABLE AS, CREATE
 // VIEW and CREATE RULE as written; for those (numbers=true) numeric constants are replaced
 // the same way. If either step fails, a placeholder is returned instead of the text.
-func redact(text string, numbers bool) string {
-	n, err := pg_query.Normalize(text)
-	if err != nil {
-		return placeholder(text)
+//
+// normalized, when not empty, is Normalize(text) already computed by the caller.
+func redact(text, normalized string, numbers bool) string {
+	n := normalized
+	if n == "" {
+		var err error
+		if n, err = pg_query.Normalize(text); err != nil {
+			return placeholder(text)
+		}
 	}
 	if !numbers && !mayHoldString(n) {
 		return n
