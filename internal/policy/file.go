@@ -407,7 +407,11 @@ func Parse(file string, data []byte) (*Policy, error) {
 	if len(root.Content) == 0 {
 		return nil, &config.FieldError{File: file, Msg: "the policy is empty: it needs at least one grant (an empty policy would let nobody in)"}
 	}
-	top := p.fields(root.Content[0], "", "version", "defaults", "grants", "rules", "masking", "overrides")
+	budget := maxNodes
+	if !resolveAliases(root.Content[0], 0, &budget) {
+		return nil, &config.FieldError{File: file, Msg: fmt.Sprintf("the policy nests aliases too deeply or expands to more than %d YAML nodes", maxNodes)}
+	}
+	top := p.fields(withoutExtensions(root.Content[0]), "", "version", "defaults", "grants", "rules", "masking", "overrides")
 	if n := top["version"]; n != nil && n.Value != "1" {
 		p.errf(n.Line, "version", "%q is not a supported policy version, expected 1", n.Value)
 	}
@@ -430,6 +434,49 @@ func Parse(file string, data []byte) (*Policy, error) {
 		return nil, errors.Join(p.errs...)
 	}
 	return pol, nil
+}
+
+// withoutExtensions drops top-level keys starting with "x-", the conventional place for
+// anchors shared by several entries (x-admins: &admins [dba, sre]).
+func withoutExtensions(n *yaml.Node) *yaml.Node {
+	if n.Kind != yaml.MappingNode {
+		return n
+	}
+	out := *n
+	out.Content = nil
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if !strings.HasPrefix(n.Content[i].Value, "x-") {
+			out.Content = append(out.Content, n.Content[i], n.Content[i+1])
+		}
+	}
+	return &out
+}
+
+// maxNodes bounds the YAML tree after alias expansion, so a file of nested aliases cannot
+// make loading take forever.
+const maxNodes = 100_000
+
+// resolveAliases replaces alias nodes (*name) with the nodes they stand for, so anchors can
+// be used to share lists; it fails when the tree is too deep or too large.
+func resolveAliases(n *yaml.Node, depth int, budget *int) bool {
+	*budget--
+	if depth > 64 || *budget < 0 {
+		return false
+	}
+	for i, c := range n.Content {
+		for c.Kind == yaml.AliasNode && c.Alias != nil {
+			c = c.Alias
+			*budget--
+			if *budget < 0 {
+				return false
+			}
+		}
+		n.Content[i] = c
+		if !resolveAliases(c, depth+1, budget) {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *parser) parseGrants(pol *Policy, n *yaml.Node) {

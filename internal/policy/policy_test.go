@@ -789,3 +789,46 @@ grants:
 		t.Fatalf("%+v", d)
 	}
 }
+
+func TestAliasesAndAliasBombs(t *testing.T) {
+	p := mustParse(t, `
+x-admins: &admins [dba, sre]
+grants:
+  - groups: *admins
+    level: admin
+`)
+	e := newEngine(t)
+	e.Set(p)
+	if d := e.Access(context.Background(), who("d@corp.example", identity.Human, "prod", "sre")); d.Level != "admin" {
+		t.Fatalf("x- anchor: %+v", d)
+	}
+	_, err := Parse("policy.yaml", []byte(`
+grants:
+  - groups: &admins [dba, sre]
+    level: admin
+  - groups: *admins
+    environments: [dev]
+    level: read
+`))
+	if err != nil {
+		t.Fatalf("anchors inside fields: %v", err)
+	}
+	var b strings.Builder
+	b.WriteString("a: &a [x, x, x, x, x, x, x, x, x, x]\n")
+	prev := "a"
+	for i := 0; i < 12; i++ {
+		name := fmt.Sprintf("l%d", i)
+		fmt.Fprintf(&b, "%s: &%s [*%s, *%s, *%s, *%s, *%s, *%s, *%s, *%s, *%s, *%s]\n", name, name, prev, prev, prev, prev, prev, prev, prev, prev, prev, prev)
+		prev = name
+	}
+	done := make(chan error, 1)
+	go func() { _, err := Parse("bomb.yaml", []byte(b.String())); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "YAML nodes") {
+			t.Fatalf("alias bomb: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("alias bomb not bounded")
+	}
+}
