@@ -176,3 +176,22 @@ func TestExplainThroughInspector(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkGateCheckDefaultPolicy is the per-statement decision cost a door pays: cached
+// inspection plus the default policy, for the pgbench -S statement.
+func BenchmarkGateCheckDefaultPolicy(b *testing.B) {
+	e := newEngine(b)
+	g := &gate.Gate{Inspector: inspect.New(1000), Policy: e, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ctx := context.Background()
+	s := who("alice@corp.example", identity.Human, "prod")
+	if d, err := g.OpenSession(ctx, s); err != nil || d.Action != gate.Allow {
+		b.Fatalf("%+v %v", d, err)
+	}
+	const sql = "SELECT abalance FROM pgbench_accounts WHERE aid = 4242;"
+	b.ReportAllocs()
+	for b.Loop() {
+		if c := g.Check(ctx, s, sql, gate.ViaQuery); !c.Allowed() {
+			b.Fatal(c.DenyMessage())
+		}
+	}
+}
