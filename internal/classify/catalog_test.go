@@ -196,6 +196,9 @@ func TestCatalogUnreachableTarget(t *testing.T) {
 func TestCatalogSingleScanAndImpatientCallers(t *testing.T) {
 	pg := testkit.StartPostgres(t)
 	pg.Exec(t, "postgres", "CREATE TABLE people (id int, email text, ssn text); INSERT INTO people VALUES (1, 'a@example.com', '123-45-6789')")
+	// A table big enough to be sampled with TABLESAMPLE rather than read from its first pages.
+	pg.Exec(t, "postgres", `CREATE TABLE events (id int, actor text, note text);
+INSERT INTO events SELECT g, 'user' || g || '@example.com', 'n' || g FROM generate_series(1, 30000) g; ANALYZE events`)
 	var mu sync.Mutex
 	connects := 0
 	cat := NewCatalog(func(ctx context.Context, target string) (*pgx.Conn, error) {
@@ -220,6 +223,9 @@ func TestCatalogSingleScanAndImpatientCallers(t *testing.T) {
 			snap, err := cat.Snapshot(context.Background(), "t")
 			if err == nil && snap.ByName("public.people", "ssn").Class != SSN {
 				err = fmt.Errorf("ssn not classified: %+v", snap.ByName("public.people", "ssn"))
+			}
+			if e := snap.ByName("public.events", "actor"); err == nil && (e.Class != Email || !strings.Contains(e.Evidence, "sampled")) {
+				err = fmt.Errorf("sampled big table: %+v", e)
 			}
 			errs <- err
 		}()

@@ -163,7 +163,7 @@ func cardPrefixOK(d []byte) bool {
 		return n >= 14 && n <= 19
 	case p2 == 62: // UnionPay
 		return n >= 16 && n <= 19
-	case p2 == 50 || (p2 >= 56 && p2 <= 69): // Maestro
+	case p4 == 5018 || p4 == 5020 || p4 == 5038 || p4 == 5893 || p4 == 6304 || p4 == 6759 || (p4 >= 6761 && p4 <= 6763): // Maestro
 		return n >= 12 && n <= 19
 	}
 	return false
