@@ -567,6 +567,7 @@ func TestAuditorQuestions(t *testing.T) {
 		check("statement kind", Query{StatementKind: "drop table"}, 3)
 		check("category", Query{Category: "ddl"}, 3)
 		check("full text", Query{Text: "count"}, 1)
+		check("full text finds a schema-qualified name", Query{Text: "orders"}, 3)
 		check("full text two words", Query{Text: "email customers"}, 4)
 		check("target+env", Query{Target: "prod-db", Environment: "production", Type: EventStatement}, 14)
 		evs := check("combined", Query{IdentityKind: "agent", Table: "customers", From: day.From, To: day.To, Limit: 1}, 1)

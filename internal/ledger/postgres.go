@@ -76,6 +76,34 @@ CREATE TABLE ledger_checkpoints (
 	`CREATE INDEX ledger_classes_decision ON ledger_classes(class, decision, time_ns);
 CREATE INDEX ledger_classes_kind ON ledger_classes(class, identity_kind, time_ns);
 CREATE INDEX ledger_tables_decision ON ledger_tables(name, decision, time_ns);
+`,
+	// 3: "who dropped table X" finds the DROP rows of a table directly.
+	`CREATE INDEX ledger_tables_kind ON ledger_tables(name, kind, time_ns);
+CREATE INDEX ledger_tables_tbl_kind ON ledger_tables(tbl, kind, time_ns);
+CREATE INDEX ledger_classes_readers_by_subject ON ledger_classes(class, category, decision, subject, identity_kind, time_ns);
+`,
+	// 4: PostgreSQL sorts "newest first" on (time_ns, seq); with seq in the indexes it
+	// walks them instead of sorting every match. The text vector splits on every
+	// non-alphanumeric character, as SQLite's FTS5 tokenizer does, so "t129" finds
+	// "public.t129" in both stores.
+	`DROP INDEX ledger_events_time; CREATE INDEX ledger_events_time ON ledger_events(time_ns, seq);
+DROP INDEX ledger_events_subject_time; CREATE INDEX ledger_events_subject_time ON ledger_events(subject, time_ns, seq);
+DROP INDEX ledger_events_kind; CREATE INDEX ledger_events_kind ON ledger_events(identity_kind, time_ns, seq);
+DROP INDEX ledger_events_target; CREATE INDEX ledger_events_target ON ledger_events(target, time_ns, seq);
+DROP INDEX ledger_events_decision; CREATE INDEX ledger_events_decision ON ledger_events(decision, time_ns, seq);
+DROP INDEX ledger_events_type; CREATE INDEX ledger_events_type ON ledger_events(type, time_ns, seq);
+DROP INDEX ledger_tables_name; CREATE INDEX ledger_tables_name ON ledger_tables(name, time_ns, seq);
+DROP INDEX ledger_tables_tbl; CREATE INDEX ledger_tables_tbl ON ledger_tables(tbl, time_ns, seq);
+DROP INDEX ledger_tables_decision; CREATE INDEX ledger_tables_decision ON ledger_tables(name, decision, time_ns, seq);
+CREATE INDEX ledger_tables_kind_time ON ledger_tables(name, identity_kind, time_ns, seq);
+DROP INDEX ledger_classes_class; CREATE INDEX ledger_classes_class ON ledger_classes(class, time_ns, seq);
+DROP INDEX ledger_classes_decision; CREATE INDEX ledger_classes_decision ON ledger_classes(class, decision, time_ns, seq);
+DROP INDEX ledger_classes_kind; CREATE INDEX ledger_classes_kind ON ledger_classes(class, identity_kind, time_ns, seq);
+DROP INDEX ledger_statements_kind; CREATE INDEX ledger_statements_kind ON ledger_statements(kind, time_ns, seq);
+DROP INDEX ledger_statements_category; CREATE INDEX ledger_statements_category ON ledger_statements(category, time_ns, seq);
+ALTER TABLE ledger_events DROP COLUMN fts;
+ALTER TABLE ledger_events ADD COLUMN fts tsvector GENERATED ALWAYS AS (to_tsvector('simple', regexp_replace(COALESCE(query_text, ''), '[^[:alnum:]]+', ' ', 'g'))) STORED;
+CREATE INDEX ledger_events_fts ON ledger_events USING gin(fts);
 `}
 
 // PostgresStore keeps the ledger in PostgreSQL, shared by several Gatehouse instances (each

@@ -195,8 +195,15 @@ func buildSearch(d dialect, q Query, now time.Time) (string, []any, error) {
 			b.where(f.alias+"."+f.col+" = %s", f.v)
 		}
 	}
+	ftsDriven := false
 	if q.Text != "" {
-		if d == sqliteSQL {
+		if d == sqliteSQL && driver == "ledger_events" {
+			// Text search is usually the most selective filter: let the full-text index
+			// produce the candidates (CROSS JOIN fixes that order in SQLite) rather than
+			// walking the time index and probing each event.
+			ftsDriven = true
+			b.where("ledger_fts MATCH %s", ftsMatch(q.Text))
+		} else if d == sqliteSQL {
 			b.where("e.id IN (SELECT rowid FROM ledger_fts WHERE ledger_fts MATCH %s)", ftsMatch(q.Text))
 		} else {
 			b.where("e.fts @@ plainto_tsquery('simple', %s)", strings.Join(ftsTerms(q.Text), " "))
@@ -204,7 +211,9 @@ func buildSearch(d dialect, q Query, now time.Time) (string, []any, error) {
 	}
 	var sb strings.Builder
 	sb.WriteString("SELECT e.body FROM ")
-	if driver == "ledger_events" {
+	if ftsDriven {
+		sb.WriteString("ledger_fts CROSS JOIN ledger_events e ON e.id = ledger_fts.rowid")
+	} else if driver == "ledger_events" {
 		sb.WriteString("ledger_events e")
 	} else {
 		sb.WriteString(driver + " d JOIN ledger_events e ON e.instance = d.instance AND e.seq = d.seq")
@@ -260,7 +269,7 @@ func ftsMatch(s string) string {
 // Aggregation SQL shared by both stores (placeholders rewritten for PostgreSQL).
 
 const whoDroppedSQL = `SELECT e.body, d.tbl, d.kind FROM ledger_tables d JOIN ledger_events e ON e.instance = d.instance AND e.seq = d.seq
-WHERE %s AND d.kind LIKE 'DROP%%' AND d.decision = 'allow' AND d.time_ns >= ? AND d.time_ns < ? ORDER BY d.time_ns, d.seq`
+WHERE %s AND d.kind >= 'DROP ' AND d.kind < 'DROP~' AND d.decision = 'allow' AND d.time_ns >= ? AND d.time_ns < ? ORDER BY d.time_ns, d.seq`
 
 const piiReadersSQL = `SELECT subject, identity_kind, COUNT(*), MIN(time_ns), MAX(time_ns) FROM ledger_classes
 WHERE class = ? AND category = 'read' AND decision = 'allow' AND time_ns >= ? AND time_ns < ?

@@ -78,6 +78,11 @@ CREATE TABLE ledger_checkpoints (
 	`CREATE INDEX ledger_classes_decision ON ledger_classes(class, decision, time_ns);
 CREATE INDEX ledger_classes_kind ON ledger_classes(class, identity_kind, time_ns);
 CREATE INDEX ledger_tables_decision ON ledger_tables(name, decision, time_ns);
+`,
+	// 3: "who dropped table X" finds the DROP rows of a table directly.
+	`CREATE INDEX ledger_tables_kind ON ledger_tables(name, kind, time_ns);
+CREATE INDEX ledger_tables_tbl_kind ON ledger_tables(tbl, kind, time_ns);
+CREATE INDEX ledger_classes_readers_by_subject ON ledger_classes(class, category, decision, subject, identity_kind, time_ns);
 `}
 
 // SQLiteStore is the embedded store: one SQLite file (WAL, synchronous=FULL) in the data
