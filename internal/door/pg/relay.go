@@ -55,6 +55,14 @@ type pending struct {
 	rows      int64 // DataRows of the whole check, for max_rows
 	truncated bool
 	held      []byte // simple query: the last completion, released at ReadyForQuery
+
+	// COPY ... TO STDOUT masking: copyPlans holds one masker per COPY statement of the
+	// check, in statement order (nil: that COPY needs none), planned by the client loop
+	// before forwarding. The upstream loop takes the next one at each CopyOutResponse.
+	copyPlans []gate.CopyMasker
+	copyNext  int
+	copying   bool            // between CopyOutResponse and CopyDone
+	copyMask  gate.CopyMasker // masker of the COPY output in progress, nil for none
 }
 
 // relay is one live session: a client connection and its upstream connection.
@@ -100,6 +108,10 @@ type relay struct {
 	row     pgproto3.DataRow
 	scratch []byte // client loop's encode buffer
 	outBuf  []byte // upstream loop's encode buffer
+
+	// lastCheck is the latest statement check the upstream loop has seen, for masking
+	// asynchronous messages (notices, notifications) that arrive outside any statement.
+	lastCheck *gate.Check
 }
 
 func newRelay(s *Server, c *conn, h *pgconn.HijackedConn, sess *gate.Session, fr *frameReader) *relay {
@@ -329,6 +341,9 @@ func (r *relay) fromClient(ctx context.Context, frame []byte) (stop bool, err er
 		}
 		c := r.check(ctx, sql, gate.ViaQuery)
 		p := &pending{kind: pQuery, check: c}
+		if c.Allowed() {
+			p.copyPlans = r.planCopy(ctx, c)
+		}
 		if !c.Allowed() {
 			p.denied = true
 			r.push(p)
@@ -381,6 +396,10 @@ func (r *relay) fromClient(ctx context.Context, frame []byte) (stop bool, err er
 			text = "FETCH ALL FROM " + quoteIdent(m.Portal)
 		}
 		c := r.check(ctx, text, gate.ViaExecute)
+		var plans []gate.CopyMasker
+		if c.Allowed() {
+			plans = r.planCopy(ctx, c)
+		}
 		if !c.Allowed() {
 			r.push(&pending{kind: pExecute, name: m.Portal, check: c, denied: true})
 			tok := r.denyToken()
@@ -395,7 +414,7 @@ func (r *relay) fromClient(ctx context.Context, frame []byte) (stop bool, err er
 				return false, err
 			}
 		}
-		r.push(&pending{kind: pExecute, name: m.Portal, check: c})
+		r.push(&pending{kind: pExecute, name: m.Portal, check: c, copyPlans: plans})
 	case 'C':
 		var m pgproto3.Close
 		if err := m.Decode(body); err != nil {
@@ -545,15 +564,25 @@ func (r *relay) fromUpstream(ctx context.Context, frame []byte) error {
 	typ, body := frame[0], frame[5:]
 	switch typ {
 	case 'N', 'A', 'S':
-		// Notices, notifications and parameter changes are asynchronous: pass through.
-		r.emit(frame)
-		return nil
+		// Notices, notifications and parameter changes are asynchronous: they pass, with
+		// the text of notices and notifications scrubbed of sensitive values.
+		return r.asyncMessage(frame)
 	}
 	p := r.peek()
 	if p == nil {
 		// Nothing outstanding: an asynchronous error (shutdown, termination) or noise.
+		if typ == 'E' && r.srv.Gate.Masker != nil {
+			var er pgproto3.ErrorResponse
+			if err := er.Decode(body); err == nil && r.scrubFields(r.lastCheck, &er) > 0 {
+				r.emitMsg(&er)
+				return nil
+			}
+		}
 		r.emit(frame)
 		return nil
+	}
+	if p.check != nil {
+		r.lastCheck = p.check
 	}
 	simple := p.kind == pQuery || p.kind == pFunction
 	if simple && p.held != nil && typ != 'Z' && typ != 'C' && typ != 'I' && typ != 'E' {
@@ -620,8 +649,12 @@ func (r *relay) fromUpstream(ctx context.Context, frame []byte) error {
 		}
 	case 'D': // DataRow
 		return r.dataRow(ctx, p, frame)
+	case 'H': // CopyOutResponse: COPY ... TO STDOUT output follows
+		r.copyOutStart(p)
 	case 'd': // CopyData (COPY TO STDOUT)
-		p.out.Bytes += int64(len(frame))
+		return r.copyData(ctx, p, frame)
+	case 'c': // CopyDone
+		p.copying, p.copyMask = false, nil
 	case 'C', 'I', 's': // CommandComplete, EmptyQueryResponse, PortalSuspended
 		return r.complete(ctx, p, frame)
 	case 'E':
@@ -786,6 +819,7 @@ func (r *relay) errorResponse(ctx context.Context, p *pending, frame []byte) err
 		return fmt.Errorf("malformed ErrorResponse from upstream: %w", err)
 	}
 	msg := frame
+	p.copying, p.copyMask = false, nil
 	switch {
 	case p.denied:
 		if !strings.Contains(er.Message, "gatehouse_deny_"+r.nonce) {
@@ -799,6 +833,14 @@ func (r *relay) errorResponse(ctx context.Context, p *pending, frame []byte) err
 		p.out.SQLState, p.out.Error = "54000", "row limit exceeded"
 		p.out.Rows = p.check.Decision.MaxRows
 	default:
+		if r.srv.Gate.Masker != nil {
+			if n := r.scrubFields(r.textCheck(p), &er); n > 0 {
+				if p.check != nil {
+					p.out.Masked += int64(n)
+				}
+				msg, _ = er.Encode(nil)
+			}
+		}
 		p.out.SQLState, p.out.Error = er.Code, er.Message
 	}
 	if er.Severity == "FATAL" || er.Severity == "PANIC" {

@@ -1,0 +1,222 @@
+package pg
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/gatehouse/gatehouse/internal/gate"
+	"github.com/gatehouse/gatehouse/internal/inspect"
+)
+
+// Masking outside DataRow: COPY ... TO STDOUT output, and the free text of notices, errors
+// and notifications. DataRow masking lives in relay.go (dataRow), on the hot path.
+
+// copyRefusedRule names the refusal of a COPY whose output columns could not be classified.
+const copyRefusedRule = "mask-copy-unclassified"
+
+// isCopyOut reports whether st is a COPY ... TO STDOUT: it streams rows to the client. Its
+// Kind is "COPY" unless the query inside it writes (COPY (DELETE ... RETURNING *) TO
+// STDOUT is a "DELETE"), so the text decides then.
+func isCopyOut(st *inspect.Statement) bool {
+	if st == nil || !st.Export || st.ServerFile || st.Program {
+		return false
+	}
+	return st.Kind == "COPY" || startsWithCopy(st.Text)
+}
+
+// startsWithCopy reports whether the first keyword of sql, after blanks and comments, is COPY.
+func startsWithCopy(sql string) bool {
+	for i := 0; i < len(sql); {
+		switch {
+		case sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r' || sql[i] == '\f':
+			i++
+		case strings.HasPrefix(sql[i:], "--"):
+			j := strings.IndexByte(sql[i:], '\n')
+			if j < 0 {
+				return false
+			}
+			i += j + 1
+		case strings.HasPrefix(sql[i:], "/*"):
+			j := strings.Index(sql[i+2:], "*/")
+			if j < 0 {
+				return false
+			}
+			i += j + 4
+		default:
+			rest := sql[i:]
+			return len(rest) >= 4 && strings.EqualFold(rest[:4], "copy") && (len(rest) == 4 || !isIdentByte(rest[4]))
+		}
+	}
+	return false
+}
+
+func isIdentByte(c byte) bool {
+	return c == '_' || c == '$' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
+}
+
+// planCopy asks the gate for a masker for every COPY ... TO STDOUT of an allowed check,
+// before the check is forwarded. When one of them cannot be planned (its columns could not
+// be classified), the check is turned into a deny: refusing is the only safe answer, since
+// its output would otherwise leave unmasked.
+func (r *relay) planCopy(ctx context.Context, c *gate.Check) []gate.CopyMasker {
+	if r.srv.Gate.Masker == nil {
+		return nil
+	}
+	var plans []gate.CopyMasker
+	for _, st := range c.Statements {
+		if !isCopyOut(st) {
+			continue
+		}
+		one := *c
+		one.Statements = []*inspect.Statement{st}
+		cm, err := r.srv.Gate.CopyOutMasker(ctx, r.sess, &one)
+		if err != nil {
+			// The error may quote the statement (and so its literals): log the redacted
+			// text only.
+			r.srv.log().Info("pg COPY refused: its output could not be classified for masking",
+				"session", r.sess.ID, "statement", st.Redacted)
+			c.Decision = gate.Decision{
+				Action: gate.Deny, Rule: copyRefusedRule,
+				Message: "the output columns of this COPY ... TO STDOUT could not be classified, so it is refused rather than sent unmasked; COPY a table or a query over catalogued tables, or SELECT the data instead",
+			}
+			c.Denied = st
+			return nil
+		}
+		plans = append(plans, cm)
+	}
+	return plans
+}
+
+// textCopyMasker is the last line of defence for COPY output the client loop did not plan
+// for (a COPY the inspector did not recognise as one): the value detectors scrub each row.
+type textCopyMasker struct {
+	g *gate.Gate
+	c *gate.Check
+}
+
+// MaskData implements gate.CopyMasker.
+func (m textCopyMasker) MaskData(data []byte) ([]byte, int, error) {
+	out, n := m.g.MaskText(m.c, string(data))
+	if n == 0 {
+		return data, 0, nil
+	}
+	return []byte(out), n, nil
+}
+
+// copyOutStart handles a CopyOutResponse: the COPY's output begins, masked by the next
+// planned masker of p.
+func (r *relay) copyOutStart(p *pending) {
+	p.copying, p.copyMask = true, nil
+	if p.copyNext < len(p.copyPlans) {
+		p.copyMask = p.copyPlans[p.copyNext]
+		p.copyNext++
+		return
+	}
+	if r.srv.Gate.Masker != nil && (p.check == nil || p.check.Decision.MaskProfile != "none") {
+		p.copyMask = textCopyMasker{g: r.srv.Gate, c: p.check}
+	}
+}
+
+// copyData forwards one CopyData message of COPY output, masked when its COPY needs it. A
+// row the masker cannot read ends the session: forwarding it unmasked is not an option and
+// the COPY cannot be failed half way through in a way every client understands.
+func (r *relay) copyData(ctx context.Context, p *pending, frame []byte) error {
+	if !p.copying || p.copyMask == nil {
+		p.out.Bytes += int64(len(frame))
+		r.emit(frame)
+		return nil
+	}
+	data, n, err := p.copyMask.MaskData(frame[5:])
+	if err != nil {
+		if p.check != nil {
+			o := p.out
+			o.SQLState, o.Error = "XX000", "COPY output could not be masked"
+			if derr := r.srv.Gate.Done(ctx, r.sess, p.check, o); derr != nil {
+				r.srv.log().Error("pg ledger record failed", "session", r.sess.ID, "err", derr)
+			}
+			p.check = nil
+		}
+		return fmt.Errorf("a row of the COPY output could not be masked, so the session was ended rather than send it unmasked: %w", err)
+	}
+	if n == 0 {
+		p.out.Bytes += int64(len(frame))
+		r.emit(frame)
+		return nil
+	}
+	p.out.Masked += int64(n)
+	buf := append(r.outBuf[:0], 'd', 0, 0, 0, 0)
+	binary.BigEndian.PutUint32(buf[1:], uint32(len(data)+4))
+	buf = append(buf, data...)
+	r.outBuf = buf
+	p.out.Bytes += int64(len(buf))
+	r.emit(buf)
+	return nil
+}
+
+// textCheck is the check whose masking profile applies to free text arriving now: the
+// statement being answered, else the latest one seen (nil before any: masked).
+func (r *relay) textCheck(p *pending) *gate.Check {
+	if p != nil && p.check != nil {
+		return p.check
+	}
+	return r.lastCheck
+}
+
+// scrubFields passes the free-text fields of an error or notice through the gate's value
+// detectors; a unique violation's Detail, for one, quotes the duplicate key value.
+func (r *relay) scrubFields(c *gate.Check, er *pgproto3.ErrorResponse) int {
+	total := 0
+	for _, f := range []*string{&er.Message, &er.Detail, &er.Hint, &er.Where, &er.InternalQuery} {
+		if *f == "" {
+			continue
+		}
+		out, n := r.srv.Gate.MaskText(c, *f)
+		if n > 0 {
+			*f = out
+			total += n
+		}
+	}
+	return total
+}
+
+// asyncMessage handles NoticeResponse and NotificationResponse, whose text can carry data (a
+// RAISE NOTICE of a column, a pg_notify payload built from a row): they pass through the
+// value detectors. ParameterStatus passes as is.
+func (r *relay) asyncMessage(frame []byte) error {
+	if r.srv.Gate.Masker == nil || frame[0] == 'S' {
+		r.emit(frame)
+		return nil
+	}
+	p := r.peek()
+	c := r.textCheck(p)
+	var msg pgproto3.BackendMessage
+	n := 0
+	if frame[0] == 'N' {
+		var nr pgproto3.NoticeResponse
+		if err := nr.Decode(frame[5:]); err != nil {
+			return fmt.Errorf("malformed NoticeResponse from upstream: %w", err)
+		}
+		n = r.scrubFields(c, (*pgproto3.ErrorResponse)(&nr))
+		msg = &nr
+	} else {
+		var nr pgproto3.NotificationResponse
+		if err := nr.Decode(frame[5:]); err != nil {
+			return fmt.Errorf("malformed NotificationResponse from upstream: %w", err)
+		}
+		nr.Payload, n = r.srv.Gate.MaskText(c, nr.Payload)
+		msg = &nr
+	}
+	if n == 0 {
+		r.emit(frame)
+		return nil
+	}
+	if p != nil && p.check != nil {
+		p.out.Masked += int64(n)
+	}
+	r.emitMsg(msg)
+	return nil
+}

@@ -1,0 +1,386 @@
+package pg
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/gatehouse/gatehouse/internal/gate"
+	"github.com/gatehouse/gatehouse/internal/inspect"
+	"github.com/gatehouse/gatehouse/internal/ledger"
+)
+
+// where returns the recorded statement events for which keep holds.
+func (r *recorder) where(keep func(*ledger.Event) bool) []*ledger.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*ledger.Event
+	for _, ev := range r.events {
+		if ev.Type == ledger.EventStatement && len(ev.Statements) > 0 && keep(ev) {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// fullMasker is a masking planner with every optional hook: rows (ssnMasker), COPY output
+// and free text. COPY output: SSNs keep their last four digits; a COPY whose text mentions
+// "unclassified" cannot be planned, one mentioning "nothing_sensitive" needs no masker.
+// Free text: e-mail addresses become "***@***".
+type fullMasker struct {
+	ssnMasker
+	copyPlans atomic.Int64
+}
+
+var (
+	ssnRE   = regexp.MustCompile(`\d{3}-\d{2}-(\d{4})`)
+	emailRE = regexp.MustCompile(`[a-z0-9.]+@[a-z0-9.]+\.[a-z]+`)
+)
+
+func (m *fullMasker) PlanCopy(ctx context.Context, s *gate.Session, c *gate.Check) (gate.CopyMasker, error) {
+	m.copyPlans.Add(1)
+	if len(c.Statements) != 1 {
+		return nil, errors.New("want one statement per COPY plan")
+	}
+	switch text := c.Statements[0].Text; {
+	case strings.Contains(text, "unclassified"):
+		return nil, errors.New("cannot tell the columns of " + text)
+	case strings.Contains(text, "nothing_sensitive"):
+		return nil, nil
+	case strings.Contains(text, "broken_masker"):
+		return copyMaskFunc(func(b []byte) ([]byte, int, error) { return nil, 0, errors.New("bad row") }), nil
+	}
+	return copyMaskFunc(func(b []byte) ([]byte, int, error) {
+		n := len(ssnRE.FindAllIndex(b, -1))
+		if n == 0 {
+			return b, 0, nil
+		}
+		return ssnRE.ReplaceAll(b, []byte("***-**-$1")), n, nil
+	}), nil
+}
+
+func (m *fullMasker) MaskText(s string) (string, int) {
+	n := len(emailRE.FindAllStringIndex(s, -1))
+	if n == 0 {
+		return s, 0
+	}
+	return emailRE.ReplaceAllString(s, "***@***"), n
+}
+
+type copyMaskFunc func([]byte) ([]byte, int, error)
+
+func (f copyMaskFunc) MaskData(b []byte) ([]byte, int, error) { return f(b) }
+
+// rawForCarl lets carl see raw values (masking profile "none"), like a compliance group.
+func rawForCarl(e *env) {
+	e.policy.extra = func(in gate.Input) (gate.Decision, bool) {
+		if in.Session.Identity.Subject == "carl" {
+			return gate.Decision{Action: gate.Allow, Rule: "raw", MaskProfile: "none"}, true
+		}
+		return gate.Decision{}, false
+	}
+}
+
+func maskEnv(t *testing.T) (*env, *fullMasker) {
+	m := &fullMasker{}
+	e := startEnv(t, func(e *env) {
+		e.srv.Gate.Masker = m
+		e.srv.Gate.Inspector = inspect.New(100)
+	}, rawForCarl)
+	return e, m
+}
+
+func TestCopyOutMasked(t *testing.T) {
+	e, m := maskEnv(t)
+	ctx := ctxT(t, 30*time.Second)
+	pc := connect(t, e.dsn("alice", "main")).PgConn()
+	const q = `copy (select 'ann' as name, '123-45-6789' as ssn from generate_series(1, 3)) to stdout`
+	var out bytes.Buffer
+	tag, err := pc.CopyTo(ctx, &out, q)
+	if err != nil || tag.RowsAffected() != 3 {
+		t.Fatalf("copy: %v %v", tag, err)
+	}
+	if want := strings.Repeat("ann\t***-**-6789\n", 3); out.String() != want {
+		t.Fatalf("text COPY output %q, want %q", out.String(), want)
+	}
+	ev := e.rec.statements("copy (select")
+	if len(ev) != 1 || ev[0].ValuesMasked != 3 || ev[0].Rows != 3 {
+		t.Fatalf("ledger: %+v", ev)
+	}
+
+	// CSV with a header; the COPY's kind is DELETE when its query writes, still planned.
+	out.Reset()
+	if _, err := pc.CopyTo(ctx, &out, `copy (select '987-65-4321' as ssn) to stdout with (format csv, header)`); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "ssn\n***-**-4321\n" {
+		t.Fatalf("CSV COPY output %q", out.String())
+	}
+	if _, err := pc.Exec(ctx, "create temp table w(ssn text); insert into w values ('111-22-3333')").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if _, err := pc.CopyTo(ctx, &out, `/* c */ copy (delete from w returning ssn) to stdout`); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "***-**-3333\n" {
+		t.Fatalf("COPY (DELETE ... RETURNING) output %q", out.String())
+	}
+
+	// A COPY that needs no masker passes untouched.
+	out.Reset()
+	if _, err := pc.CopyTo(ctx, &out, `copy (select 'nothing_sensitive', '123-45-6789') to stdout`); err != nil || out.String() != "nothing_sensitive\t123-45-6789\n" {
+		t.Fatalf("unmasked COPY: %q %v", out.String(), err)
+	}
+
+	// A COPY whose columns cannot be classified is refused, not sent unmasked; the session
+	// goes on.
+	out.Reset()
+	_, err = pc.CopyTo(ctx, &out, `copy (select 'unclassified', '123-45-6789') to stdout`)
+	if pgCode(err) != "42501" || !strings.Contains(pgMessage(err), "could not be classified") || out.Len() != 0 {
+		t.Fatalf("unclassifiable COPY: %v (%q)", err, out.String())
+	}
+	ev = e.rec.where(func(ev *ledger.Event) bool { return ev.Rule == copyRefusedRule })
+	if len(ev) != 1 || ev[0].Decision != "deny" || ev[0].Rule != copyRefusedRule {
+		t.Fatalf("refused COPY recorded as %+v", ev)
+	}
+	if _, err := pc.Exec(ctx, "select 1").ReadAll(); err != nil {
+		t.Fatalf("session after refused COPY: %v", err)
+	}
+
+	// COPY FROM is not COPY output: nothing to plan.
+	before := m.copyPlans.Load()
+	if _, err := pc.CopyFrom(ctx, strings.NewReader("222-33-4444\n"), "copy w from stdin"); err != nil {
+		t.Fatal(err)
+	}
+	if m.copyPlans.Load() != before {
+		t.Fatal("COPY FROM was planned as COPY output")
+	}
+
+	// Carl may see raw values: no masker.
+	pcCarl := connect(t, e.dsn("carl", "main")).PgConn()
+	out.Reset()
+	if _, err := pcCarl.CopyTo(ctx, &out, `copy (select '123-45-6789') to stdout`); err != nil || out.String() != "123-45-6789\n" {
+		t.Fatalf("raw COPY: %q %v", out.String(), err)
+	}
+}
+
+// TestCopyOutExtended drives COPY through Parse/Bind/Execute, as some drivers do.
+func TestCopyOutExtended(t *testing.T) {
+	e, _ := maskEnv(t)
+	for _, tc := range []struct{ sql, want string }{
+		{`copy (select '123-45-6789' as ssn) to stdout`, "***-**-6789\n"},
+		{`copy (select 'unclassified', '123-45-6789') to stdout`, ""},
+	} {
+		c, fe := rawLogin(t, e, "alice")
+		fe.Send(&pgproto3.Parse{Query: tc.sql})
+		fe.Send(&pgproto3.Bind{})
+		fe.Send(&pgproto3.Execute{})
+		fe.Send(&pgproto3.Sync{})
+		if err := fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		var got strings.Builder
+		code := ""
+		for done := false; !done; {
+			msg, err := fe.Receive()
+			if err != nil {
+				t.Fatalf("%s: %v", tc.sql, err)
+			}
+			switch m := msg.(type) {
+			case *pgproto3.CopyData:
+				got.Write(m.Data)
+			case *pgproto3.ErrorResponse:
+				code = m.Code
+			case *pgproto3.ReadyForQuery:
+				done = true
+			}
+		}
+		_ = c.Close()
+		if tc.want == "" {
+			if code != "42501" || got.Len() != 0 {
+				t.Fatalf("%s: want a refusal, got %q %q", tc.sql, code, got.String())
+			}
+		} else if got.String() != tc.want || code != "" {
+			t.Fatalf("%s: got %q (error %q), want %q", tc.sql, got.String(), code, tc.want)
+		}
+	}
+}
+
+// TestCopyOutOffline covers what a live server rarely produces: two COPYs in one query
+// string, COPY output nobody planned for, and a row the masker cannot read.
+func TestCopyOutOffline(t *testing.T) {
+	m := &fullMasker{}
+	upstream := func(r *relay, msgs ...pgproto3.BackendMessage) error {
+		var b []byte
+		for _, msg := range msgs {
+			var err error
+			if b, err = msg.Encode(b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r.ur = newFrameReader(bytes.NewReader(b), 1<<16)
+		for {
+			fr, err := r.ur.next()
+			if err == io.EOF {
+				return r.cw.Flush()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := r.fromUpstream(context.Background(), fr); err != nil {
+				return err
+			}
+		}
+	}
+	copyOut := func(rows ...string) []pgproto3.BackendMessage {
+		msgs := []pgproto3.BackendMessage{&pgproto3.CopyOutResponse{ColumnFormatCodes: []uint16{0}}}
+		for _, row := range rows {
+			msgs = append(msgs, &pgproto3.CopyData{Data: []byte(row)})
+		}
+		return append(msgs, &pgproto3.CopyDone{}, &pgproto3.CommandComplete{CommandTag: []byte("COPY 1")})
+	}
+	ctx := context.Background()
+
+	// Two COPYs: the first is masked, the second needs nothing.
+	r, out := offlineRelay(bytes.NewReader(nil), m)
+	r.srv.Gate.Inspector = inspect.New(10)
+	c := r.srv.Gate.Check(ctx, r.sess, "copy (select '1') to stdout; copy (select 'nothing_sensitive') to stdout", gate.ViaQuery)
+	p := &pending{kind: pQuery, check: c, copyPlans: r.planCopy(ctx, c)}
+	if len(p.copyPlans) != 2 || p.copyPlans[0] == nil || p.copyPlans[1] != nil {
+		t.Fatalf("plans %v", p.copyPlans)
+	}
+	r.push(p)
+	msgs := append(copyOut("123-45-6789\n"), copyOut("123-45-6789\n")...)
+	if err := upstream(r, append(msgs, &pgproto3.ReadyForQuery{TxStatus: 'I'})...); err != nil {
+		t.Fatal(err)
+	}
+	if s := out.String(); strings.Count(s, "***-**-6789") != 1 || strings.Count(s, "123-45-6789") != 1 {
+		t.Fatalf("two COPYs: %q", s)
+	}
+
+	// COPY output the client loop did not plan for: the value detectors scrub it.
+	r, out = offlineRelay(bytes.NewReader(nil), m)
+	r.push(&pending{kind: pQuery, check: &gate.Check{Decision: gate.Decision{Action: gate.Allow}}})
+	if err := upstream(r, append(copyOut("bob@example.com\t1\n"), &pgproto3.ReadyForQuery{TxStatus: 'I'})...); err != nil {
+		t.Fatal(err)
+	}
+	if s := out.String(); strings.Contains(s, "bob@example.com") || !strings.Contains(s, "***@***\t1\n") {
+		t.Fatalf("unplanned COPY: %q", s)
+	}
+
+	// A row the masker cannot read ends the session rather than pass unmasked.
+	r, out = offlineRelay(bytes.NewReader(nil), m)
+	r.srv.Gate.Inspector = inspect.New(10)
+	c = r.srv.Gate.Check(ctx, r.sess, "copy (select 'broken_masker') to stdout", gate.ViaQuery)
+	r.push(&pending{kind: pQuery, check: c, copyPlans: r.planCopy(ctx, c)})
+	if err := upstream(r, copyOut("123-45-6789\n")...); err == nil || !strings.Contains(err.Error(), "could not be masked") {
+		t.Fatalf("broken masker: %v", err)
+	}
+	if strings.Contains(out.String(), "123-45-6789") {
+		t.Fatalf("broken masker leaked: %q", out.String())
+	}
+}
+
+func TestStartsWithCopy(t *testing.T) {
+	for s, want := range map[string]bool{
+		"COPY t TO STDOUT": true, "  -- x\n/* y */copy(select 1) to stdout": true, "copyx": false,
+		"select 1": false, "/* unterminated": false, "-- only a comment": false, "copy": true,
+	} {
+		if got := startsWithCopy(s); got != want {
+			t.Errorf("startsWithCopy(%q) = %v", s, got)
+		}
+	}
+}
+
+// TestFreeTextScrubbed proves that notices, error fields and notification payloads pass
+// through the value detectors, except for an identity that may see raw values.
+func TestFreeTextScrubbed(t *testing.T) {
+	e, _ := maskEnv(t)
+	ctx := ctxT(t, 30*time.Second)
+	connectNotices := func(user string) (*pgx.Conn, *[]*pgconn.Notice) {
+		var notices []*pgconn.Notice
+		cfg, err := pgx.ParseConfig(e.dsn(user, "main"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n) }
+		c, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close(context.Background()) })
+		return c, &notices
+	}
+	alice, notices := connectNotices("alice")
+	const raise = `do $$ begin raise notice 'contact %', 'ann@example.com' using detail = 'or ann.b@example.org', hint = 'x'; end $$`
+	if _, err := alice.Exec(ctx, raise); err != nil {
+		t.Fatal(err)
+	}
+	if len(*notices) != 1 || (*notices)[0].Message != "contact ***@***" || (*notices)[0].Detail != "or ***@***" {
+		t.Fatalf("notice: %+v", *notices)
+	}
+	ev := e.rec.where(func(ev *ledger.Event) bool { return ev.Subject == "alice" && ev.Statements[0].Kind == "DO" })
+	if len(ev) != 1 || ev[0].ValuesMasked != 2 {
+		t.Fatalf("notice masking recorded as %+v", ev)
+	}
+
+	// A unique violation's Detail quotes the duplicate key.
+	if _, err := alice.Exec(ctx, "create temp table u(email text unique); insert into u values ('dup@example.com')"); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
+		_, err := alice.Exec(ctx, "insert into u values ('dup@example.com')", mode)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "23505" || strings.Contains(pe.Detail, "dup@") || !strings.Contains(pe.Detail, "***@***") {
+			t.Fatalf("%v: unique violation: %+v", mode, err)
+		}
+	}
+	// A RAISE EXCEPTION message, too.
+	_, err := alice.Exec(ctx, `do $$ begin raise exception 'bad row for %', 'eve@example.com'; end $$`)
+	if pgMessage(err) != "bad row for ***@***" {
+		t.Fatalf("exception: %v", err)
+	}
+
+	// Notification payloads built from data.
+	if _, err := alice.Exec(ctx, "listen gh_mask"); err != nil {
+		t.Fatal(err)
+	}
+	bob := connect(t, e.dsn("bob", "main"))
+	if _, err := bob.Exec(ctx, "select pg_notify('gh_mask', 'from zed@example.com')"); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	n, err := alice.WaitForNotification(wctx)
+	if err != nil || n.Payload != "from ***@***" {
+		t.Fatalf("notification: %+v %v", n, err)
+	}
+
+	// Carl sees everything as it is.
+	carl, carlNotices := connectNotices("carl")
+	if _, err := carl.Exec(ctx, raise); err != nil {
+		t.Fatal(err)
+	}
+	if len(*carlNotices) != 1 || (*carlNotices)[0].Message != "contact ann@example.com" {
+		t.Fatalf("raw notice: %+v", *carlNotices)
+	}
+	if _, err := carl.Exec(ctx, "create temp table u(email text unique); insert into u values ('dup@example.com')"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = carl.Exec(ctx, "insert into u values ('dup@example.com')")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || !strings.Contains(pe.Detail, "dup@example.com") {
+		t.Fatalf("raw unique violation: %v", err)
+	}
+}
