@@ -14,6 +14,7 @@ type knownGap struct {
 	user   string
 	target string
 	sql    string
+	args   []any  // sent with the extended protocol when present
 	probe  string // run in the same transaction; shows the effect happened
 	want   string
 	why    string
@@ -47,11 +48,27 @@ func knownGaps(t *testing.T, f *guardFixture, before string) {
 			why: "no-update-or-delete-without-where only looks at kind UPDATE/DELETE; MERGE's join condition is not checked for being trivial",
 		},
 		{
-			name: "MERGE ... ON true WHEN MATCHED THEN DELETE (admin, prod)", user: "dba@corp.example", target: "main",
+			name: "MERGE ... ON true WHEN MATCHED THEN UPDATE (admin, prod)", user: "dba@corp.example", target: "main",
 			sql:   "MERGE INTO orders USING (SELECT 1) s ON true WHEN MATCHED THEN UPDATE SET amount = 0",
 			probe: "SELECT sum(amount)::text FROM orders", want: "0",
 			why: "as above, for a bulk UPDATE through MERGE",
 		},
+		{
+			name: "WHERE is a bound parameter that is true (write, dev, extended protocol)", user: "alice@corp.example", target: "dev",
+			sql: "DELETE FROM orders WHERE $1::boolean", args: []any{true},
+			probe: "SELECT count(*)::text FROM orders", want: "0",
+			why: "where_trivial is decided on the text; a WHERE that is only a parameter counts as narrowing whatever is bound",
+		},
+	}
+	for _, where := range []string{"(SELECT true)", "EXISTS (SELECT 1)", "coalesce(true, id = 1)", "true::text = $$true$$", "id IS NOT NULL"} {
+		gaps = append(gaps, knownGap{
+			name: "trivial WHERE " + where + " (write, dev)", user: "alice@corp.example", target: "dev",
+			sql:   "DELETE FROM orders WHERE " + where,
+			probe: "SELECT count(*)::text FROM orders", want: "0",
+			why: "where_trivial recognises constant comparisons and col = col, not constant subqueries, constant-folded functions and casts, or IS NOT NULL on a NOT NULL column",
+		})
+	}
+	gaps = append(gaps, []knownGap{
 		{
 			name: "ALTER TABLE ... ENABLE ROW LEVEL SECURITY in production without approval (admin)", user: "dba@corp.example", target: "main",
 			sql:   "ALTER TABLE orders ENABLE ROW LEVEL SECURITY",
@@ -64,7 +81,7 @@ func knownGaps(t *testing.T, f *guardFixture, before string) {
 			probe: "SELECT has_table_privilege('public', 'public.orders', 'DELETE')::text", want: "true",
 			why: "GRANT is category admin; the default policy holds only ddl in production (policy choice to confirm)",
 		},
-	}
+	}...)
 	for _, g := range gaps {
 		t.Run(g.name, func(t *testing.T) {
 			ctx := ctxT(t, time.Minute)
@@ -72,7 +89,7 @@ func knownGaps(t *testing.T, f *guardFixture, before string) {
 			if _, err := c.Exec(ctx, "BEGIN"); err != nil {
 				t.Fatal(err)
 			}
-			_, err := c.Exec(ctx, g.sql)
+			_, err := c.Exec(ctx, g.sql, g.args...)
 			var got string
 			if err == nil {
 				err = c.QueryRow(ctx, g.probe).Scan(&got)

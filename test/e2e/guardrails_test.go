@@ -177,6 +177,8 @@ func (f *guardFixture) hazards() []hazard {
 		{"EXPLAIN ANALYZE SELECT pg_read_file('/etc/passwd')", rFunc, rLevel},
 		{"PREPARE d2 AS SELECT pg_read_file('/etc/passwd')", rFunc, rLevel},
 		{"SELECT pg_ls_dir('.')", rFunc, rLevel},
+		{"SELECT 1 FROM orders, LATERAL (SELECT pg_read_file('/etc/passwd')) f", rFunc, rLevel},
+		{"SELECT pg_read_file($1::text)", rFunc, rLevel},
 		{"SELECT pg_stat_file('postgresql.conf')", rFunc, rLevel},
 		{"SELECT lo_import('/etc/passwd')", rFunc, rLevel},
 		{fmt.Sprintf("SELECT lo_export(lo_from_bytea(0, 'x'), '%s')", out), rFunc, rLevel},
@@ -197,6 +199,7 @@ func (f *guardFixture) hazards() []hazard {
 		{"SELECT pg_catalog.set_config('role', '" + su + "', false)", rRole, rLevel},
 		{"SELECT set_config('ro' || 'le', '" + su + "', false)", rRole, rLevel},
 		{"DISCARD ALL", rRole, rLevel},
+		{"SELECT * FROM orders; SET ROLE " + su, rRole, rLevel},
 		// programs and server files
 		{fmt.Sprintf("COPY orders TO PROGRAM 'touch %s'", out), rFunc, rLevel},
 		{fmt.Sprintf("COPY (SELECT 1) TO PROGRAM 'touch %s'", out), rFunc, rLevel},
