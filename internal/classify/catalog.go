@@ -190,7 +190,10 @@ type ScanOptions struct {
 	Overrides map[string]string
 	// TableTimeout bounds the sampling of one table (default 5s).
 	TableTimeout time.Duration
-	Log          *slog.Logger
+	// MaxSampledTables bounds how many tables one scan samples (default 2000); the others
+	// are classified by their column names.
+	MaxSampledTables int
+	Log              *slog.Logger
 }
 
 // Scan reads the structure of the database conn is connected to, samples every table and
@@ -202,6 +205,9 @@ func Scan(ctx context.Context, conn *pgx.Conn, opts ScanOptions) (*Snapshot, err
 	}
 	if opts.TableTimeout <= 0 {
 		opts.TableTimeout = 5 * time.Second
+	}
+	if opts.MaxSampledTables <= 0 {
+		opts.MaxSampledTables = 2000
 	}
 	log := opts.Log
 	if log == nil {
@@ -222,7 +228,8 @@ func Scan(ctx context.Context, conn *pgx.Conn, opts ScanOptions) (*Snapshot, err
 	}
 	rows, err := conn.Query(ctx, `
 SELECT c.oid, n.nspname, c.relname, c.relkind::text, a.attnum, a.attname,
-       COALESCE(bt.typname, t.typname), c.reltuples
+       COALESCE(bt.typname, t.typname), c.reltuples,
+       COALESCE((SELECT i.inhparent FROM pg_inherits i WHERE c.relispartition AND i.inhrelid = c.oid LIMIT 1), 0)
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -236,16 +243,21 @@ ORDER BY n.nspname, c.relname, a.attnum`)
 		return nil, fmt.Errorf("read column catalog: %w", err)
 	}
 	reltuples := map[uint32]float32{}
+	parents := map[uint32]uint32{} // partition → its parent
 	for rows.Next() {
 		var e Entry
 		var att int16
 		var tuples float32
-		if err := rows.Scan(&e.TableOID, &e.Schema, &e.Table, &e.Kind, &att, &e.Column, &e.Type, &tuples); err != nil {
+		var parent uint32
+		if err := rows.Scan(&e.TableOID, &e.Schema, &e.Table, &e.Kind, &att, &e.Column, &e.Type, &tuples, &parent); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read column catalog: %w", err)
 		}
 		e.AttNum = uint16(att)
 		reltuples[e.TableOID] = tuples
+		if parent != 0 {
+			parents[e.TableOID] = parent
+		}
 		snap.Entries = append(snap.Entries, e)
 	}
 	rows.Close()
@@ -253,15 +265,24 @@ ORDER BY n.nspname, c.relname, a.attnum`)
 		return nil, fmt.Errorf("read column catalog: %w", err)
 	}
 
-	// Sample and classify table by table.
+	// Sample and classify table by table. Partitions take their parent's classes instead of
+	// being sampled one by one (a partitioned table may have thousands of them).
+	sampled := 0
+	var partitions [][]Entry
 	for start := 0; start < len(snap.Entries); {
 		end := start
 		for end < len(snap.Entries) && snap.Entries[end].TableOID == snap.Entries[start].TableOID {
 			end++
 		}
 		cols := snap.Entries[start:end]
+		start = end
+		if _, ok := parents[cols[0].TableOID]; ok {
+			partitions = append(partitions, cols)
+			continue
+		}
 		var samples [][]string
-		if k := cols[0].Kind; k != "v" {
+		if k := cols[0].Kind; k != "v" && sampled < opts.MaxSampledTables {
+			sampled++
 			samples, err = sampleTable(ctx, conn, cols, opts, reltuples[cols[0].TableOID])
 			if err != nil {
 				if ctx.Err() != nil {
@@ -277,7 +298,39 @@ ORDER BY n.nspname, c.relname, a.attnum`)
 			}
 			cols[i].Classification = ClassifyColumn(cols[i].Table, cols[i].Column, cols[i].Type, s)
 		}
+	}
+	if sampled >= opts.MaxSampledTables {
+		log.Warn("classify: too many tables to sample; the rest are classified by names only", "sampled", sampled)
+	}
+	byTable := map[uint32][]Entry{}
+	for start := 0; start < len(snap.Entries); {
+		end := start
+		for end < len(snap.Entries) && snap.Entries[end].TableOID == snap.Entries[start].TableOID {
+			end++
+		}
+		byTable[snap.Entries[start].TableOID] = snap.Entries[start:end]
 		start = end
+	}
+	for _, cols := range partitions {
+		root := parents[cols[0].TableOID]
+		for depth := 0; depth < 16; depth++ { // multi-level partitioning: go up to the root
+			p, ok := parents[root]
+			if !ok {
+				break
+			}
+			root = p
+		}
+		for i := range cols {
+			cols[i].Classification = ClassifyColumn(cols[i].Table, cols[i].Column, cols[i].Type, nil)
+			for _, pe := range byTable[root] {
+				if pe.Column == cols[i].Column {
+					cols[i].Classification = pe.Classification
+					if pe.Sensitive() {
+						cols[i].Evidence = "partition of " + pe.Schema + "." + pe.Table + ": " + pe.Evidence
+					}
+				}
+			}
+		}
 	}
 	snap.index()
 	if err := classifyViews(ctx, conn, snap); err != nil {

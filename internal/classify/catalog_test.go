@@ -199,6 +199,10 @@ func TestCatalogSingleScanAndImpatientCallers(t *testing.T) {
 	// A table big enough to be sampled with TABLESAMPLE rather than read from its first pages.
 	pg.Exec(t, "postgres", `CREATE TABLE events (id int, actor text, note text);
 INSERT INTO events SELECT g, 'user' || g || '@example.com', 'n' || g FROM generate_series(1, 30000) g; ANALYZE events`)
+	pg.Exec(t, "postgres", `CREATE TABLE logins (id int, client text, at date) PARTITION BY RANGE (at);
+CREATE TABLE logins_2024 PARTITION OF logins FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE logins_2025 PARTITION OF logins FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+INSERT INTO logins SELECT g, '10.1.' || (g % 250) || '.' || (g % 200 + 1), '2024-03-01'::date + g FROM generate_series(1, 500) g`)
 	var mu sync.Mutex
 	connects := 0
 	cat := NewCatalog(func(ctx context.Context, target string) (*pgx.Conn, error) {
@@ -226,6 +230,9 @@ INSERT INTO events SELECT g, 'user' || g || '@example.com', 'n' || g FROM genera
 			}
 			if e := snap.ByName("public.events", "actor"); err == nil && (e.Class != Email || !strings.Contains(e.Evidence, "sampled")) {
 				err = fmt.Errorf("sampled big table: %+v", e)
+			}
+			if e := snap.ByName("public.logins_2025", "client"); err == nil && (e.Class != IP || !strings.Contains(e.Evidence, "partition of public.logins")) {
+				err = fmt.Errorf("partition: %+v", e)
 			}
 			errs <- err
 		}()
