@@ -70,7 +70,10 @@ func (e endpoint) Env() []string {
 // fixture is one database under test: an endpoint factory for clients plus the upstream
 // cluster, reached directly as superuser, that checks what the clients claim happened.
 type fixture struct {
-	name       string
+	name string
+	// proxied is true when a Gatehouse sits between the clients and the upstream; some
+	// behaviours (a vanished client's query cancelled upstream) are the proxy's own.
+	proxied    bool
 	upstream   *testkit.Postgres
 	upstreamDB string
 	// client returns an endpoint for a fresh identity called name.

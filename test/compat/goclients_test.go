@@ -3,10 +3,12 @@ package compat
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,11 +40,63 @@ func testPgx(t *testing.T, f *fixture) {
 	const table = "compat_pgx"
 	f.makeTable(t, table)
 	ep := f.client(t, "compat-pgx")
-	conn, err := pgx.Connect(ctx, ep.DSN())
+	cfg, err := pgx.ParseConfig(ep.DSN())
+	if err != nil {
+		t.Fatalf("pgx config: %v", err)
+	}
+	var notices []string
+	var noticeMu sync.Mutex
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		noticeMu.Lock()
+		defer noticeMu.Unlock()
+		notices = append(notices, n.Severity+": "+n.Message)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		t.Fatalf("pgx connect: %v", err)
 	}
 	defer conn.Close(context.Background())
+	if _, isTLS := conn.PgConn().Conn().(*tls.Conn); isTLS != (ep.SSLMode != "disable") {
+		t.Errorf("pgx: connection TLS is %v with sslmode=%s", isTLS, ep.SSLMode)
+	}
+
+	// NoticeResponse and ParameterStatus pass through.
+	if _, err := conn.Exec(ctx, "DO $$BEGIN RAISE NOTICE 'hello %', 42; END$$"); err != nil {
+		t.Errorf("pgx DO with a notice: %v", err)
+	}
+	noticeMu.Lock()
+	if strings.Join(notices, ";") != "NOTICE: hello 42" {
+		t.Errorf("pgx notices: got %q, want one NOTICE: hello 42", notices)
+	}
+	noticeMu.Unlock()
+	if _, err := conn.Exec(ctx, "SET application_name = 'compat-pgx-renamed'"); err != nil {
+		t.Errorf("pgx SET application_name: %v", err)
+	}
+	if got := conn.PgConn().ParameterStatus("application_name"); got != "compat-pgx-renamed" {
+		t.Errorf("pgx ParameterStatus application_name after SET: got %q", got)
+	}
+
+	// LISTEN/NOTIFY: a notification sent by another session arrives.
+	if _, err := conn.Exec(ctx, "LISTEN compat_channel"); err != nil {
+		t.Fatalf("pgx LISTEN: %v", err)
+	}
+	other, err := pgx.Connect(ctx, f.client(t, "compat-pgx-notifier").DSN())
+	if err != nil {
+		t.Fatalf("pgx second connection: %v", err)
+	}
+	if _, err := other.Exec(ctx, "SELECT pg_notify('compat_channel', 'payload-1')"); err != nil {
+		t.Fatalf("pgx NOTIFY: %v", err)
+	}
+	other.Close(ctx)
+	nctx, ncancel := context.WithTimeout(ctx, 10*time.Second)
+	note, err := conn.WaitForNotification(nctx)
+	ncancel()
+	if err != nil || note.Channel != "compat_channel" || note.Payload != "payload-1" {
+		t.Errorf("pgx notification: got %+v, %v", note, err)
+	}
+	if _, err := conn.Exec(ctx, "UNLISTEN *"); err != nil {
+		t.Errorf("pgx UNLISTEN: %v", err)
+	}
 
 	var n int
 	var s string

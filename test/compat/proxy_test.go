@@ -13,6 +13,7 @@ func startProxy(t *testing.T) *fixture {
 	p := servertest.Start(t, servertest.Options{})
 	return &fixture{
 		name:       "gatehouse",
+		proxied:    true,
 		upstream:   p.Upstream,
 		upstreamDB: "app",
 		client: func(t *testing.T, name string) endpoint {

@@ -27,6 +27,7 @@ func testPsql(t *testing.T, f *fixture) {
 		t.Fatal(err)
 	}
 	script := fmt.Sprintf(`\set VERBOSITY verbose
+\conninfo
 \pset tuples_only on
 \pset format unaligned
 SELECT 'simple=' || (1+1) || ' ' || 'héllo';
@@ -78,6 +79,9 @@ SELECT 'after_failed_tx=ok';
 	if !strings.Contains(r.stderr, "25P02") {
 		t.Errorf("psql: a statement after an error in a transaction must fail with 25P02; stderr:\n%s", r.stderr)
 	}
+	if tlsUsed := strings.Contains(r.stdout, "SSL connection"); tlsUsed != (ep.SSLMode != "disable") {
+		t.Errorf("psql: \\conninfo reports TLS %v with sslmode=%s:\n%s", tlsUsed, ep.SSLMode, firstLine(r.stdout))
+	}
 	out, err := os.ReadFile(csvOut)
 	if err != nil {
 		t.Fatalf("psql \\copy TO wrote nothing: %v", err)
@@ -90,6 +94,39 @@ SELECT 'after_failed_tx=ok';
 	}
 
 	t.Run("cancel", func(t *testing.T) { psqlCancel(t, f, psql, ep) })
+	if f.proxied {
+		// PostgreSQL itself does not notice a vanished client during pg_sleep; Gatehouse must.
+		t.Run("vanish", func(t *testing.T) { psqlVanish(t, f, psql, ep) })
+	}
+}
+
+// psqlVanish kills psql (SIGKILL, no Terminate, no cancel) while its query runs: the
+// upstream query must be cancelled and its backend released within seconds, not left
+// sleeping for 30 s.
+func psqlVanish(t *testing.T, f *fixture, psql string, ep endpoint) {
+	const marker = "psql-vanish"
+	cmd := exec.Command(psql, "-X", "-q", "-c", "SELECT pg_sleep(30), '"+marker+"'")
+	cmd.Env = append(cleanEnv(), ep.Env()...)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start psql: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+	})
+	f.waitSleeping(t, marker, 15*time.Second)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatalf("kill psql: %v", err)
+	}
+	<-done
+	f.sleepersGone(t, marker, 10*time.Second)
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }
 
 // psqlCancel starts a 30 s sleep in psql, waits until the upstream runs it, presses Ctrl-C

@@ -109,10 +109,14 @@ except psycopg.errors.DivisionByZero as e:
     out("error_tx", e.sqlstate)
 out("recovered", conn.execute("SELECT 'ok'").fetchone()[0])
 
-# Cancel from another thread.
+# Cancel from another thread: cancel_safe() (psycopg >= 3.2, non-blocking libpq cancel) when
+# this psycopg has it, else cancel() (PQcancel). Both send a CancelRequest.
 def cancel_later():
     time.sleep(1.0)
-    conn.cancel()
+    if hasattr(conn, "cancel_safe"):
+        conn.cancel_safe()
+    else:
+        conn.cancel()
 
 
 t = threading.Thread(target=cancel_later)
