@@ -350,3 +350,20 @@ func TestLoadOrCreateKey(t *testing.T) {
 		t.Error("short key accepted")
 	}
 }
+
+func TestMaskServerText(t *testing.T) {
+	m := newMasker(t)
+	cases := []struct{ state, in, want string }{
+		{"22P02", `invalid input syntax for type integer: "Johanna Smithers"`, `invalid input syntax for type integer: "[redacted]"`},
+		{"23505", `Key (email)=(johanna@example.com) already exists.`, `Key (email)=([redacted]) already exists.`},
+		{"23505", `Key (a, b)=(x (y), 2) already exists.`, `Key (a, b)=([redacted]) already exists.`},
+		{"42P01", `relation "customers" does not exist`, `relation "customers" does not exist`},
+		{"", `NOTICE: mailing johanna@example.com`, `NOTICE: mailing j***@example.com`},
+	}
+	for _, c := range cases {
+		out, _ := m.MaskServerText(c.state, []byte(c.in), nil)
+		if string(out) != c.want {
+			t.Errorf("%s %q = %q, want %q", c.state, c.in, out, c.want)
+		}
+	}
+}
