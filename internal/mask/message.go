@@ -1,5 +1,7 @@
 package mask
 
+import "github.com/gatehouse/gatehouse/internal/gate"
+
 // MaskServerText masks a server-generated text that may quote data — an ErrorResponse's
 // message, detail or hint, a NoticeResponse, a NOTIFY payload — before it reaches a masked
 // identity. The value detectors run on all of it; for data exceptions (SQLSTATE class 22)
@@ -81,4 +83,18 @@ func matchingParen(s []byte, open int) int {
 		}
 	}
 	return -1
+}
+
+// ServerText is MaskServerText with the session's masking profile; it returns text unchanged
+// for a profile that shows raw values.
+func (p *Planner) ServerText(c *gate.Check, sqlstate string, text []byte) ([]byte, int) {
+	name := ""
+	if c != nil {
+		name = c.Decision.MaskProfile
+	}
+	prof := p.Profile(name)
+	if prof.Raw() {
+		return text, 0
+	}
+	return p.masker.MaskServerText(sqlstate, text, prof.For)
 }
