@@ -25,7 +25,7 @@ func durablePostgres(b *testing.B) *testkit.Postgres {
 	return pg
 }
 
-func benchStores(b *testing.B) []struct {
+func benchStores(parent *testing.B) []struct {
 	name string
 	open func(b *testing.B) Store
 } {
@@ -45,7 +45,7 @@ func benchStores(b *testing.B) []struct {
 			return s
 		}},
 		{"postgres", func(b *testing.B) Store {
-			once.Do(func() { pg = durablePostgres(b) })
+			once.Do(func() { pg = durablePostgres(parent) })
 			n++
 			db := fmt.Sprintf("bench%d", n)
 			pg.Exec(b, "postgres", "CREATE DATABASE "+db)
@@ -98,7 +98,8 @@ func BenchmarkAppend(b *testing.B) {
 // BenchmarkSearch measures searches and the auditor aggregations over a ledger of
 // GATEHOUSE_LEDGER_BENCH_EVENTS synthetic events (default 1,000,000; set 10000000 for the
 // 10M figure). GATEHOUSE_LEDGER_BENCH_DIR keeps the SQLite database between runs.
-func BenchmarkSearch(b *testing.B) {
+func BenchmarkSearch(parent *testing.B) {
+	b := parent
 	n := int64(1_000_000)
 	if v := os.Getenv("GATEHOUSE_LEDGER_BENCH_EVENTS"); v != "" {
 		var err error
@@ -129,7 +130,9 @@ func BenchmarkSearch(b *testing.B) {
 			return s, seq == n
 		}},
 		{"postgres", func(b *testing.B) (Store, bool) {
-			pg = testkit.StartPostgres(b)
+			if pg == nil {
+				pg = testkit.StartPostgres(parent)
+			}
 			s, err := OpenPostgres(ctx, pg.DSN("postgres"))
 			if err != nil {
 				b.Fatal(err)
