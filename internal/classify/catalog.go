@@ -118,12 +118,17 @@ func (s *Snapshot) Resolve(schema, table string) (string, []string, bool) {
 	return "", nil, false
 }
 
-// QualifyTable turns a table name as a statement wrote it ("customers", "Sales.Orders",
-// `"Mixed"`) into the snapshot's "schema.table", resolving unqualified names along the search
-// path; unknown tables come back qualified with the first schema of the path.
+// QualifyTable turns a table name as the parser reports it ("customers", "sales.orders",
+// "Mixed" for a quoted identifier) into the snapshot's "schema.table", resolving unqualified
+// names along the search path; a name written with surrounding quotes is unquoted, and an
+// unknown name is retried in lower case before it comes back qualified with the first schema
+// of the path.
 func (s *Snapshot) QualifyTable(name string) string {
 	schema, table := splitQualified(name)
 	if q, _, ok := s.Resolve(schema, table); ok {
+		return q
+	}
+	if q, _, ok := s.Resolve(strings.ToLower(schema), strings.ToLower(table)); ok {
 		return q
 	}
 	if schema == "" {
@@ -140,16 +145,12 @@ func splitQualified(name string) (schema, table string) {
 	for i, p := range parts {
 		if len(p) >= 2 && p[0] == '"' && p[len(p)-1] == '"' {
 			parts[i] = strings.ReplaceAll(p[1:len(p)-1], `""`, `"`)
-		} else {
-			parts[i] = strings.ToLower(p)
 		}
 	}
-	switch len(parts) {
-	case 1:
+	if len(parts) == 1 {
 		return "", parts[0]
-	default:
-		return parts[len(parts)-2], parts[len(parts)-1]
 	}
+	return parts[len(parts)-2], parts[len(parts)-1]
 }
 
 // Sensitive returns the entries classified as sensitive, in catalog order.

@@ -196,6 +196,7 @@ func TestCatalogUnreachableTarget(t *testing.T) {
 func TestCatalogSingleScanAndImpatientCallers(t *testing.T) {
 	pg := testkit.StartPostgres(t)
 	pg.Exec(t, "postgres", "CREATE TABLE people (id int, email text, ssn text); INSERT INTO people VALUES (1, 'a@example.com', '123-45-6789')")
+	pg.Exec(t, "postgres", `CREATE SCHEMA "Sales"; CREATE TABLE "Sales"."Leads" ("E-Mail" text); INSERT INTO "Sales"."Leads" VALUES ('x@example.com')`)
 	// A table big enough to be sampled with TABLESAMPLE rather than read from its first pages.
 	pg.Exec(t, "postgres", `CREATE TABLE events (id int, actor text, note text);
 INSERT INTO events SELECT g, 'user' || g || '@example.com', 'n' || g FROM generate_series(1, 30000) g; ANALYZE events`)
@@ -243,6 +244,12 @@ INSERT INTO logins SELECT g, '10.1.' || (g % 250) || '.' || (g % 200 + 1), '2024
 		if err != nil {
 			t.Error(err)
 		}
+	}
+	if got := cat.SensitiveClasses(context.Background(), "t", []string{"Sales.Leads"}); strings.Join(got, ",") != "email" {
+		t.Errorf("mixed-case table: %v", got)
+	}
+	if got := cat.SensitiveClasses(context.Background(), "t", []string{`"Sales"."Leads"`, "PEOPLE"}); strings.Join(got, ",") != "email,ssn" {
+		t.Errorf("quoted and upper-case names: %v", got)
 	}
 	if connects != 1 {
 		t.Errorf("%d scans for one target, want 1", connects)
