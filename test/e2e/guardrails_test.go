@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/ledger"
 	"github.com/gatehouse/gatehouse/internal/policy"
 	"github.com/gatehouse/gatehouse/internal/server/servertest"
 	"github.com/gatehouse/gatehouse/internal/testkit"
@@ -319,6 +320,8 @@ func TestGuardrails(t *testing.T) {
 	for _, ps := range personas {
 		t.Run("pgx/"+ps.name, func(t *testing.T) {
 			ctx := ctxT(t, 3*time.Minute)
+			since := time.Now()
+			refusals := 0
 			c := connect(t, f.p.DSN(ps.user, ps.secret, ps.target))
 			for _, h := range f.hazards() {
 				rule := ps.rule(h)
@@ -328,6 +331,7 @@ func TestGuardrails(t *testing.T) {
 				blocked := true
 				for _, m := range modes {
 					err := m.run(ctx, c, h.sql)
+					refusals++
 					if !denied(err, rule) {
 						blocked = false
 						t.Errorf("%s %s: %q: want 42501 naming %q, got %v", ps.name, m.name, h.sql, rule, err)
@@ -339,6 +343,30 @@ func TestGuardrails(t *testing.T) {
 				}
 				f.assertTmpEmpty(t, h.sql)
 				report = append(report, fmt.Sprintf("%-9s %-7s %-40s %s", ps.name, map[bool]string{true: "BLOCKED", false: "PASSED"}[blocked], rule, strings.ReplaceAll(h.sql, "\n", `\n`)))
+			}
+			// Every refusal is in the ledger, with its rule and SQLSTATE, without raw literals.
+			evs := searchLedger(t, f.p, ledger.Query{Type: ledger.EventStatement, Identity: ps.user, From: since, Limit: 10000},
+				func(evs []ledger.Event) bool {
+					n := 0
+					for _, ev := range evs {
+						if ev.Decision != "allow" && ev.Decision != "" {
+							n++
+						}
+					}
+					return n >= refusals
+				})
+			for _, ev := range evs {
+				if ev.Decision == "allow" || ev.Decision == "" {
+					continue
+				}
+				if ev.Rule == "" || ev.SQLState != "42501" {
+					t.Fatalf("ledger refusal without rule or SQLSTATE: %+v", ev)
+				}
+				for _, st := range ev.Statements {
+					if strings.Contains(st.Redacted, "/etc/passwd") {
+						t.Fatalf("ledger keeps a raw literal: %q", st.Redacted)
+					}
+				}
 			}
 		})
 		t.Run("psql/"+ps.name, func(t *testing.T) {
