@@ -15,6 +15,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/ledger"
+	"github.com/gatehouse/gatehouse/internal/testkit"
 )
 
 // loadClient is one concurrent writer: it inserts (client, n) rows through the proxy, each
@@ -85,7 +86,16 @@ func (c *loadClient) run(ctx context.Context, e *env, user, secret string) {
 // ledger event of its statement (its intent at least), every insert a client saw succeed
 // must have its completed statement event, and the chain must verify after every crash.
 func TestKill9UnderLoad(t *testing.T) {
-	e := newEnv(t, envOptions{CheckpointEvery: 50, CheckpointInterval: "1s"})
+	t.Run("sqlite", func(t *testing.T) {
+		kill9UnderLoad(t, newEnv(t, envOptions{CheckpointEvery: 50, CheckpointInterval: "1s"}))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		ledgerPG := testkit.StartPostgres(t)
+		kill9UnderLoad(t, newEnv(t, envOptions{LedgerDSN: ledgerPG.DSN("postgres"), CheckpointEvery: 50, CheckpointInterval: "1s"}))
+	})
+}
+
+func kill9UnderLoad(t *testing.T, e *env) {
 	e.upstream.Exec(t, "app", "CREATE TABLE t (client int NOT NULL, n int NOT NULL, PRIMARY KEY (client, n))")
 	secret := e.token("loader", "service")
 
