@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/config"
@@ -37,6 +38,26 @@ type Session struct {
 	AccessLevel  string
 	UpstreamRole string
 	StartedAt    time.Time
+
+	// prepared maps the names of SQL-level prepared statements (PREPARE p AS ...) to the
+	// facts of what they run, so EXECUTE p is decided as the statement it executes.
+	preparedMu sync.Mutex
+	prepared   map[string]*inspect.Statement
+}
+
+func (s *Session) preparedFacts(name string) *inspect.Statement {
+	s.preparedMu.Lock()
+	defer s.preparedMu.Unlock()
+	return s.prepared[name]
+}
+
+func (s *Session) rememberPrepared(name string, st *inspect.Statement) {
+	s.preparedMu.Lock()
+	defer s.preparedMu.Unlock()
+	if s.prepared == nil {
+		s.prepared = make(map[string]*inspect.Statement)
+	}
+	s.prepared[name] = st
 }
 
 // NewSessionID returns a random identifier for a session.
@@ -214,12 +235,13 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 	if g.Inspector != nil {
 		c.Statements = g.Inspector.Inspect(sql)
 	} else {
-		c.Statements = []*inspect.Statement{{Text: sql, Kind: "UNKNOWN", Category: inspect.Unknown, Redacted: sql}}
+		c.Statements = []*inspect.Statement{{Text: sql, Kind: "UNKNOWN", Category: inspect.Unknown, Redacted: "<not inspected>"}}
 	}
+	c.Statements = g.resolveExecute(s, c.Statements)
 	if g.Policy == nil {
 		return c
 	}
-	for _, st := range c.Statements {
+	for i, st := range c.Statements {
 		in := Input{Session: s, Statement: st, Via: via, Now: c.Started}
 		if g.Catalog != nil && s.Target != nil && (len(st.TablesRead) > 0 || len(st.TablesWritten) > 0) {
 			in.SensitiveClasses = g.Catalog.SensitiveClasses(ctx, s.Target.Name, tablesOf(st))
@@ -234,10 +256,21 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 		if d.MaxRows > 0 && (c.Decision.MaxRows == 0 || d.MaxRows < c.Decision.MaxRows) {
 			c.Decision.MaxRows = d.MaxRows
 		}
-		if d.MaskProfile != "" && c.Decision.MaskProfile == "" {
+		// Statements that disagree on the masking profile get the default one, which masks
+		// everything detected: one statement's "mask: none" must not unmask its neighbours.
+		if i == 0 {
 			c.Decision.MaskProfile = d.MaskProfile
+		} else if d.MaskProfile != c.Decision.MaskProfile {
+			c.Decision.MaskProfile = ""
 		}
 		c.Decision.Rule = d.Rule
+	}
+	if c.Allowed() {
+		for _, st := range c.Statements {
+			if st.PreparedName != "" && st.Kind != "EXECUTE" && st.Kind != "DEALLOCATE" {
+				s.rememberPrepared(st.PreparedName, st)
+			}
+		}
 	}
 	if c.mayChange() {
 		// A statement that can change data is on record before it reaches the database, so
@@ -251,6 +284,34 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 		}
 	}
 	return c
+}
+
+// resolveExecute replaces EXECUTE p by the facts of the statement p prepares, keeping the
+// EXECUTE's own text for the record. The inspector's slices are shared through its cache, so
+// a changed list is a copy. An EXECUTE of a name this session never prepared through the gate
+// stays unknown, and policies fail closed on it.
+func (g *Gate) resolveExecute(s *Session, sts []*inspect.Statement) []*inspect.Statement {
+	var out []*inspect.Statement
+	for i, st := range sts {
+		if st.Kind != "EXECUTE" || st.PreparedName == "" || s == nil {
+			continue
+		}
+		p := s.preparedFacts(st.PreparedName)
+		if p == nil {
+			continue
+		}
+		if out == nil {
+			out = append([]*inspect.Statement(nil), sts...)
+		}
+		resolved := *p
+		resolved.Text, resolved.Redacted, resolved.Fingerprint = st.Text, st.Redacted, st.Fingerprint
+		resolved.PreparedName = ""
+		out[i] = &resolved
+	}
+	if out == nil {
+		return sts
+	}
+	return out
 }
 
 // mayChange reports whether any statement can change data or schema (anything but reads,

@@ -153,3 +153,32 @@ func contains(s, sub string) bool {
 	}
 	return false
 }
+
+func TestExecuteIsDecidedAsWhatItPrepared(t *testing.T) {
+	g, _ := newGate(t)
+	ctx := context.Background()
+	s := session("dev", identity.Human)
+	g.OpenSession(ctx, s)
+	// Unknown prepared name: EXECUTE stays unknown, which the default policy refuses below admin.
+	if c := g.Check(ctx, s, "EXECUTE nope", gate.ViaQuery); c.Allowed() {
+		t.Fatalf("EXECUTE of an unknown name allowed: %+v", c.Decision)
+	}
+	if c := g.Check(ctx, s, "PREPARE p AS SELECT 1", gate.ViaQuery); !c.Allowed() {
+		t.Fatalf("PREPARE of a read refused: %+v", c.Decision)
+	}
+	c := g.Check(ctx, s, "EXECUTE p", gate.ViaQuery)
+	if !c.Allowed() || c.Statements[0].Kind != "SELECT" || c.Statements[0].Text != "EXECUTE p" {
+		t.Fatalf("EXECUTE of a prepared read: %+v %+v", c.Decision, c.Statements[0])
+	}
+	// A refused PREPARE is not remembered, so its EXECUTE is no way around the refusal.
+	if c := g.Check(ctx, s, "PREPARE d AS DELETE FROM orders", gate.ViaQuery); c.Allowed() {
+		t.Fatal("PREPARE of a DELETE without WHERE allowed")
+	}
+	if c := g.Check(ctx, s, "EXECUTE d", gate.ViaQuery); c.Allowed() {
+		t.Fatal("EXECUTE of a refused PREPARE allowed")
+	}
+	// The inspector's cached facts are not changed by the substitution.
+	if again := g.Inspector.Inspect("EXECUTE p"); again[0].Kind != "EXECUTE" {
+		t.Fatalf("cached facts changed: %+v", again[0])
+	}
+}
