@@ -23,9 +23,18 @@ lint:
 	staticcheck ./...
 
 # The whole suite: unit, integration with throwaway PostgreSQL clusters and the real clients,
-# short fuzz runs over the wire decoders.
+# then short fuzz runs over the wire decoders and the inspector (their seed corpora also run
+# as ordinary tests above).
+FUZZTIME ?= 10s
 test: deps lint
 	$(GO) test -count=1 -timeout 25m ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzFrontendReader$$' -fuzztime $(FUZZTIME) ./internal/door/pg
+	$(GO) test -run '^$$' -fuzz '^FuzzBackendMessages$$' -fuzztime $(FUZZTIME) ./internal/door/pg
+	$(GO) test -run '^$$' -fuzz '^FuzzInspect$$' -fuzztime $(FUZZTIME) ./internal/inspect
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/policy
 
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
