@@ -541,6 +541,10 @@ type Catalog struct {
 	RetryAfter time.Duration
 	// ScanTimeout bounds one scan of a target (default 2 minutes).
 	ScanTimeout time.Duration
+	// StaleWait is how long a statement waits for the rescan that follows an invalidation
+	// before it goes on with the previous snapshot (default 5s), so DDL on a large database
+	// does not stall every session for the whole scan.
+	StaleWait time.Duration
 
 	mu      sync.Mutex
 	targets map[string]*targetState
@@ -562,7 +566,7 @@ func NewCatalog(connect Connector, opts ScanOptions, overrides map[string]map[st
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Catalog{connect: connect, opts: opts, overrides: overrides, log: log, RetryAfter: 10 * time.Second, ScanTimeout: 2 * time.Minute, targets: map[string]*targetState{}}
+	return &Catalog{connect: connect, opts: opts, overrides: overrides, log: log, RetryAfter: 10 * time.Second, ScanTimeout: 2 * time.Minute, StaleWait: 5 * time.Second, targets: map[string]*targetState{}}
 }
 
 func (c *Catalog) state(target string) *targetState {
@@ -622,9 +626,20 @@ func (c *Catalog) refresh(ctx context.Context, target string, st *targetState, f
 		st.stale = false // invalidations from now on need another scan
 		go c.runScan(target, st, done)
 	}
+	old := st.snap
 	c.mu.Unlock()
+	var stale <-chan time.Time
+	if old != nil && !force && c.StaleWait > 0 {
+		// A rescan after DDL: wait a little for it, then carry on with what was known (the
+		// scan goes on and the next statements get its result).
+		t := time.NewTimer(c.StaleWait)
+		defer t.Stop()
+		stale = t.C
+	}
 	select {
 	case <-done:
+	case <-stale:
+		return old, nil
 	case <-ctx.Done():
 		c.mu.Lock()
 		snap := st.snap

@@ -40,6 +40,7 @@ func TestCatalogFixture(t *testing.T) {
 	cat := NewCatalog(dsnConnector(pg.DSN("postgres")), ScanOptions{SampleSize: 100}, map[string]map[string]string{
 		"fixture": {"products.color": "address", "public.customers.notes": "none"},
 	})
+	cat.StaleWait = time.Minute // this test checks that a rescan after DDL is awaited
 	snap, err := cat.Snapshot(ctx, "fixture")
 	if err != nil {
 		t.Fatalf("scan: %v", err)
@@ -253,5 +254,23 @@ INSERT INTO logins SELECT g, '10.1.' || (g % 250) || '.' || (g % 200 + 1), '2024
 	}
 	if connects != 1 {
 		t.Errorf("%d scans for one target, want 1", connects)
+	}
+
+	// After DDL the rescan is awaited only StaleWait; then the previous snapshot serves.
+	cat.StaleWait = 20 * time.Millisecond
+	first, _ := cat.Snapshot(context.Background(), "t")
+	cat.Invalidate("t")
+	start := time.Now()
+	again, err := cat.Snapshot(context.Background(), "t")
+	if err != nil || again.Generation != first.Generation || time.Since(start) > 150*time.Millisecond {
+		t.Errorf("stale wait: gen %d→%d after %v, %v", first.Generation, again.Generation, time.Since(start), err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for again.Generation == first.Generation && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		again, _ = cat.Snapshot(context.Background(), "t")
+	}
+	if again.Generation == first.Generation {
+		t.Error("the rescan after invalidation never landed")
 	}
 }
