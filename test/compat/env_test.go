@@ -96,6 +96,31 @@ func startDirect(t *testing.T) *fixture {
 	}
 }
 
+// denyEnv tells a client program whether to exercise the deny path (only a proxy with the
+// compat policy denies anything).
+func (f *fixture) denyEnv() string {
+	if f.proxied {
+		return "COMPAT_DENY=1"
+	}
+	return "COMPAT_DENY=0"
+}
+
+// withDeny adds the deny-path expectations to want when the fixture enforces the policy.
+func (f *fixture) withDeny(want map[string]string, keys ...string) map[string]string {
+	for _, k := range keys {
+		if f.proxied {
+			if strings.HasPrefix(k, "after") {
+				want[k] = "ok"
+			} else {
+				want[k] = "42501"
+			}
+		} else {
+			want[k] = ""
+		}
+	}
+	return want
+}
+
 // superQuery runs one query on the upstream as superuser and returns the first column of
 // every row as text, for verifying what a client did.
 func (f *fixture) superQuery(t *testing.T, sql string, args ...any) []string {

@@ -239,6 +239,9 @@ func testPgx(t *testing.T, f *fixture) {
 	if got := f.tableContents(t, table); got != wantTable {
 		t.Errorf("upstream %s after pgx: got %q, want %q", table, got, wantTable)
 	}
+	if f.proxied {
+		pgxDeny(ctx, t, conn)
+	}
 
 	// Cancel: a CancelRequest from pgx stops the sleep; the connection keeps working.
 	const marker = "pgx-cancel"
@@ -267,6 +270,64 @@ func testPgx(t *testing.T, f *fixture) {
 		t.Errorf("pgx after cancel: %q, %v", s, err)
 	}
 	f.sleepersGone(t, marker, 5*time.Second)
+}
+
+// pgxDeny checks the deny path in both protocols and in a pipeline: the denied statement
+// fails with 42501, statements after it in the pipeline are skipped as after any error, and
+// the connection keeps working.
+func pgxDeny(ctx context.Context, t *testing.T, conn *pgx.Conn) {
+	if _, err := conn.Exec(ctx, "SELECT * FROM compat_forbidden", pgx.QueryExecModeSimpleProtocol); sqlState(err) != "42501" {
+		t.Errorf("pgx denied simple query: want 42501, got %v", err)
+	}
+	for i := range 3 {
+		if _, err := conn.Exec(ctx, "SELECT * FROM compat_forbidden WHERE id = $1", 1); sqlState(err) != "42501" {
+			t.Errorf("pgx denied extended query (run %d): want 42501, got %v", i, err)
+		}
+	}
+	// In its default mode pgx prepares every statement of a batch before running any, so a
+	// denied Parse fails the whole batch (as a parse error from PostgreSQL would). In exec mode the batch is one pipeline of Parse/Bind/Execute with a single Sync: the
+	// statement before the denied one runs, the one after is skipped.
+	cfg := conn.Config().Copy()
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+	execConn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatalf("pgx exec-mode connection: %v", err)
+	}
+	defer execConn.Close(context.Background())
+	for _, c := range []*pgx.Conn{conn, execConn} {
+		br := denyBatch(ctx, c)
+		var b1 int
+		err1 := br.QueryRow().Scan(&b1)
+		err2 := br.QueryRow().Scan(new(int))
+		err3 := br.QueryRow().Scan(new(int))
+		_ = br.Close()
+		if c == conn {
+			if sqlState(err1) != "42501" || sqlState(err2) != "42501" || sqlState(err3) != "42501" {
+				t.Errorf("pgx prepared batch with a denied statement: every result must carry 42501, got %v / %v / %v", err1, err2, err3)
+			}
+			continue
+		}
+		if err1 != nil || b1 != 1 || sqlState(err2) != "42501" || err3 == nil {
+			t.Errorf("pgx pipelined batch with a denied statement: first %d/%v, second %v (want 42501), third %v (want skipped)", b1, err1, err2, err3)
+		}
+		var s string
+		if err := c.QueryRow(ctx, "SELECT 'ok'").Scan(&s); err != nil || s != "ok" {
+			t.Errorf("pgx after a denied batch: %q, %v", s, err)
+		}
+	}
+	var s string
+	if err := conn.QueryRow(ctx, "SELECT 'ok'").Scan(&s); err != nil || s != "ok" {
+		t.Errorf("pgx after denials: %q, %v", s, err)
+	}
+}
+
+// denyBatch sends a three-statement batch whose middle statement the policy denies.
+func denyBatch(ctx context.Context, conn *pgx.Conn) pgx.BatchResults {
+	batch := &pgx.Batch{}
+	batch.Queue("SELECT $1::int", 1)
+	batch.Queue("SELECT id FROM compat_forbidden WHERE id = $1", 1)
+	batch.Queue("SELECT $1::int", 3)
+	return conn.SendBatch(ctx, batch)
 }
 
 // testLibPQ drives lib/pq through database/sql: the simple protocol (no arguments), unnamed
@@ -338,6 +399,14 @@ func testLibPQ(t *testing.T, f *fixture) {
 		}
 		if _, err := conn.ExecContext(ctx, "SELECT 1/$1::int", 0); sqlState(err) != "22012" {
 			t.Errorf("lib/pq extended error: want 22012, got %v", err)
+		}
+		if f.proxied {
+			if _, err := conn.ExecContext(ctx, "SELECT * FROM compat_forbidden"); sqlState(err) != "42501" {
+				t.Errorf("lib/pq denied simple query: want 42501, got %v", err)
+			}
+			if _, err := conn.ExecContext(ctx, "SELECT * FROM compat_forbidden WHERE id = $1", 1); sqlState(err) != "42501" {
+				t.Errorf("lib/pq denied extended query: want 42501, got %v", err)
+			}
 		}
 		if err := conn.QueryRowContext(ctx, "SELECT 'ok'").Scan(&s); err != nil || s != "ok" {
 			t.Errorf("lib/pq after errors: %q, %v", s, err)

@@ -19,9 +19,9 @@ func testJDBC(t *testing.T, f *fixture) {
 	f.makeTable(t, table)
 	ep := f.client(t, "compat-jdbc")
 	src := filepath.Join(repoRoot(t), "test", "clients", "java", "Compat.java")
-	r := runClient(t, ep, []string{"COMPAT_TABLE=" + table}, 120*time.Second, java,
+	r := runClient(t, ep, []string{"COMPAT_TABLE=" + table, f.denyEnv()}, 120*time.Second, java,
 		"-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto", "-cp", jar, src)
-	r.expect(t, "pgJDBC", map[string]string{
+	r.expect(t, "pgJDBC", f.withDeny(map[string]string{
 		"simple":            wantSimple,
 		"multi":             "a,b",
 		"rows":              wantRows,
@@ -39,7 +39,7 @@ func testJDBC(t *testing.T, f *fixture) {
 		"cancel":            "57014",
 		"cancel_fast":       "true",
 		"after_cancel":      "ok",
-	})
+	}, "deny", "deny_prepared", "after_deny"))
 	if got := f.tableContents(t, table); got != wantTable {
 		t.Errorf("upstream %s after pgJDBC: got %q, want %q", table, got, wantTable)
 	}
@@ -54,8 +54,8 @@ func testNode(t *testing.T, f *fixture) {
 	const table = "compat_node"
 	f.makeTable(t, table)
 	ep := f.client(t, "compat-node")
-	r := runClient(t, ep, []string{"COMPAT_TABLE=" + table}, 60*time.Second, node, filepath.Join(dir, "compat.js"))
-	r.expect(t, "node-postgres", map[string]string{
+	r := runClient(t, ep, []string{"COMPAT_TABLE=" + table, f.denyEnv()}, 60*time.Second, node, filepath.Join(dir, "compat.js"))
+	r.expect(t, "node-postgres", f.withDeny(map[string]string{
 		"ssl":            wantSSL(ep),
 		"simple":         wantSimple,
 		"multi":          "a,b",
@@ -74,7 +74,7 @@ func testNode(t *testing.T, f *fixture) {
 		"cancel":         "57014",
 		"cancel_fast":    "true",
 		"after_cancel":   "ok",
-	})
+	}, "deny", "deny_extended", "after_deny"))
 	if got := f.tableContents(t, table); got != wantTableNoCopy {
 		t.Errorf("upstream %s after node-postgres: got %q, want %q", table, got, wantTableNoCopy)
 	}

@@ -6,11 +6,28 @@ import (
 	"github.com/gatehouse/gatehouse/internal/server/servertest"
 )
 
-// startProxy puts a complete Gatehouse (the permissive test policy: this suite is about the
-// protocol) between the clients and a throwaway upstream. Every client logs in with its own
-// token over verified TLS, exactly as a user would.
+// compatPolicy grants every identity admin (this suite is about the protocol) with one
+// trivial rule, so every client also proves the deny path: the statement fails with 42501
+// and the session stays usable, also inside pipelines and prepared statements.
+const compatPolicy = `version: 1
+grants:
+  - name: everyone-admin
+    kinds: [human, service, agent]
+    level: admin
+rules:
+  - name: compat-forbidden-table
+    when: 'statement.tables.exists(t, t == "compat_forbidden" || t.endsWith(".compat_forbidden"))'
+    action: deny
+    message: compat_forbidden is off limits
+masking:
+  default: none
+`
+
+// startProxy puts a complete Gatehouse between the clients and a throwaway upstream. Every
+// client logs in with its own token over verified TLS, exactly as a user would.
 func startProxy(t *testing.T) *fixture {
-	p := servertest.Start(t, servertest.Options{})
+	p := servertest.Start(t, servertest.Options{PolicyYAML: compatPolicy})
+	p.Upstream.Exec(t, "app", "CREATE TABLE compat_forbidden (id int); INSERT INTO compat_forbidden VALUES (1); GRANT ALL ON compat_forbidden TO PUBLIC")
 	return &fixture{
 		name:       "gatehouse",
 		proxied:    true,

@@ -56,12 +56,15 @@ SELECT 'in_failed_tx=yes';
 ROLLBACK;
 SELECT 'after_failed_tx=ok';
 `, table, csvIn, csvOut)
+	if f.proxied {
+		script += "SELECT * FROM compat_forbidden;\nSELECT 'after_deny=ok';\n"
+	}
 	scriptFile := filepath.Join(dir, "script.sql")
 	if err := os.WriteFile(scriptFile, []byte(script), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	r := runClient(t, ep, nil, 60*time.Second, psql, "-X", "-q", "-f", scriptFile)
-	r.expect(t, "psql", map[string]string{
+	r.expect(t, "psql", f.withDeny(map[string]string{
 		"simple":          wantSimple,
 		"multi":           "a|b|c",
 		"param_text":      wantParams,
@@ -71,7 +74,10 @@ SELECT 'after_failed_tx=ok';
 		"recovered":       "ok",
 		"in_failed_tx":    "",
 		"after_failed_tx": "ok",
-	})
+	}, "after_deny"))
+	if f.proxied && (!strings.Contains(r.stderr, "42501") || !strings.Contains(r.stderr, "compat_forbidden is off limits")) {
+		t.Errorf("psql: a denied statement must fail with 42501 and the policy's reason; stderr:\n%s", r.stderr)
+	}
 	checkRowSum(t, "psql", r.values["row"])
 	if n := strings.Count(r.stderr, "22012"); n != 2 {
 		t.Errorf("psql: want two division-by-zero errors (SQLSTATE 22012) on stderr, got %d:\n%s", n, r.stderr)

@@ -26,8 +26,8 @@ func testPsycopg2(t *testing.T, f *fixture) {
 	f.makeTable(t, table)
 	ep := f.client(t, "compat-psycopg2")
 	script := filepath.Join(repoRoot(t), "test", "clients", "python", "psycopg2_client.py")
-	r := runClient(t, ep, []string{"COMPAT_TABLE=" + table}, 90*time.Second, py, script)
-	r.expect(t, "psycopg2", map[string]string{
+	r := runClient(t, ep, []string{"COMPAT_TABLE=" + table, f.denyEnv()}, 90*time.Second, py, script)
+	r.expect(t, "psycopg2", f.withDeny(map[string]string{
 		"ssl":          wantSSL(ep),
 		"simple":       wantSimple,
 		"multi":        "b",
@@ -43,7 +43,7 @@ func testPsycopg2(t *testing.T, f *fixture) {
 		"cancel":       "57014",
 		"cancel_fast":  "true",
 		"after_cancel": "ok",
-	})
+	}, "deny", "after_deny"))
 	if got := f.tableContents(t, table); got != wantTable {
 		t.Errorf("upstream %s after psycopg2: got %q, want %q", table, got, wantTable)
 	}
@@ -58,8 +58,8 @@ func testPsycopg3(t *testing.T, f *fixture) {
 	f.makeTable(t, table)
 	ep := f.client(t, "compat-psycopg3")
 	script := filepath.Join(repoRoot(t), "test", "clients", "python", "psycopg3_client.py")
-	r := runClient(t, ep, []string{"COMPAT_TABLE=" + table}, 90*time.Second, py, script)
-	r.expect(t, "psycopg3", map[string]string{
+	r := runClient(t, ep, []string{"COMPAT_TABLE=" + table, f.denyEnv()}, 90*time.Second, py, script)
+	r.expect(t, "psycopg3", f.withDeny(map[string]string{
 		"ssl":             wantSSL(ep),
 		"simple":          wantSimple,
 		"multi":           "a,b",
@@ -81,7 +81,7 @@ func testPsycopg3(t *testing.T, f *fixture) {
 		"cancel":          "57014",
 		"cancel_fast":     "true",
 		"after_cancel":    "ok",
-	})
+	}, "deny_server", "deny_client", "deny_pipeline", "after_deny"))
 	if got := f.tableContents(t, table); got != wantTable {
 		t.Errorf("upstream %s after psycopg 3: got %q, want %q", table, got, wantTable)
 	}

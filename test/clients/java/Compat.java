@@ -172,6 +172,35 @@ public class Compat {
             out("recovered", rs.getString(1));
         }
 
+        // The deny path (only when Gatehouse enforces the compat policy): 42501, also for a
+        // prepared statement run past prepareThreshold; the connection stays usable.
+        if ("1".equals(System.getenv("COMPAT_DENY"))) {
+            try (Statement st = conn.createStatement()) {
+                st.executeQuery("SELECT * FROM compat_forbidden");
+                out("deny", "none");
+            } catch (SQLException e) {
+                out("deny", e.getSQLState());
+            }
+            String states = "";
+            try (PreparedStatement ps = conn.prepareStatement("SELECT id FROM compat_forbidden WHERE id = ?")) {
+                for (int i = 0; i < 7; i++) {
+                    ps.setInt(1, 1);
+                    try {
+                        ps.executeQuery().close();
+                        states = "none";
+                    } catch (SQLException e) {
+                        if (!states.isEmpty() && !states.equals(e.getSQLState())) states = "mixed";
+                        else states = e.getSQLState();
+                    }
+                }
+            }
+            out("deny_prepared", states);
+            try (Statement st = conn.createStatement(); ResultSet rs = st.executeQuery("SELECT 'ok'")) {
+                rs.next();
+                out("after_deny", rs.getString(1));
+            }
+        }
+
         // Statement.cancel() from another thread: a CancelRequest with the BackendKeyData.
         try (Statement st = conn.createStatement()) {
             Thread canceller = new Thread(() -> {

@@ -81,6 +81,13 @@ async function main() {
   r = await c.query("SELECT 'ok' AS v");
   out('recovered', r.rows[0].v);
 
+  if (process.env.COMPAT_DENY === '1') {
+    out('deny', await sqlstate(c.query('SELECT * FROM compat_forbidden')));
+    out('deny_extended', await sqlstate(c.query('SELECT * FROM compat_forbidden WHERE id = $1', [1])));
+    r = await c.query("SELECT 'ok' AS v");
+    out('after_deny', r.rows[0].v);
+  }
+
   // Cancel: a second connection cancels the first one's backend.
   const pid = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
   const killer = new Client(config());

@@ -91,6 +91,18 @@ cur.execute("SELECT 'ok'")
 out("recovered", cur.fetchone()[0])
 conn.commit()
 
+# The deny path (only when Gatehouse enforces the compat policy): 42501, session usable.
+if os.environ.get("COMPAT_DENY") == "1":
+    try:
+        cur.execute("SELECT * FROM compat_forbidden")
+        out("deny", "none")
+    except psycopg2.Error as e:
+        out("deny", e.pgcode)
+    conn.rollback()
+    cur.execute("SELECT 'ok'")
+    out("after_deny", cur.fetchone()[0])
+    conn.commit()
+
 # Cancel from another thread (PQcancel: a CancelRequest on a new connection).
 def cancel_later():
     time.sleep(1.0)

@@ -109,6 +109,25 @@ except psycopg.errors.DivisionByZero as e:
     out("error_tx", e.sqlstate)
 out("recovered", conn.execute("SELECT 'ok'").fetchone()[0])
 
+# The deny path (only when Gatehouse enforces the compat policy): 42501 in both binding
+# styles and inside a pipeline; the session stays usable.
+if os.environ.get("COMPAT_DENY") == "1":
+    for name, c in (("deny_server", conn.cursor()), ("deny_client", ccur)):
+        try:
+            c.execute("SELECT * FROM compat_forbidden WHERE id = %s", (1,))
+            out(name, "none")
+        except psycopg.Error as e:
+            out(name, e.sqlstate)
+    try:
+        with conn.pipeline():
+            conn.execute("SELECT %s::int", (1,))
+            conn.execute("SELECT * FROM compat_forbidden WHERE id = %s", (1,))
+            conn.execute("SELECT %s::int", (3,))
+        out("deny_pipeline", "none")
+    except psycopg.Error as e:
+        out("deny_pipeline", e.sqlstate)
+    out("after_deny", conn.execute("SELECT 'ok'").fetchone()[0])
+
 # Cancel from another thread: cancel_safe() (psycopg >= 3.2, non-blocking libpq cancel) when
 # this psycopg has it, else cancel() (PQcancel). Both send a CancelRequest.
 def cancel_later():
