@@ -101,8 +101,27 @@ SELECT 'after_failed_tx=ok';
 
 	t.Run("cancel", func(t *testing.T) { psqlCancel(t, f, psql, ep) })
 	if f.proxied {
+		t.Run("sslmodes", func(t *testing.T) { psqlSSLModes(t, psql, ep) })
 		// PostgreSQL itself does not notice a vanished client during pg_sleep; Gatehouse must.
 		t.Run("vanish", func(t *testing.T) { psqlVanish(t, f, psql, ep) })
+	}
+}
+
+// psqlSSLModes connects with every libpq sslmode: disable works from loopback (cleartext
+// tokens are allowed there), prefer — libpq's default — and require upgrade to TLS, and
+// verify-ca / verify-full check Gatehouse's certificate against its CA.
+func psqlSSLModes(t *testing.T, psql string, ep endpoint) {
+	for _, mode := range []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"} {
+		e := ep
+		e.SSLMode = mode
+		if mode != "verify-ca" && mode != "verify-full" {
+			e.RootCert = ""
+		}
+		r := runClient(t, e, nil, 30*time.Second, psql, "-X", "-q", "-c", `\conninfo`, "-c", "SELECT 'mode=' || 'ok'")
+		want := mode != "disable" && mode != "allow"
+		if got := strings.Contains(r.stdout, "SSL connection"); got != want || !strings.Contains(r.stdout, "mode=ok") {
+			t.Errorf("psql sslmode=%s: TLS %v (want %v); output:\n%s%s", mode, got, want, r.stdout, r.stderr)
+		}
 	}
 }
 
