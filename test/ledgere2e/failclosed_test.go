@@ -97,6 +97,12 @@ func TestFailClosedAndRecover(t *testing.T) {
 			t.Errorf("the read's failure does not mention the audit ledger: %s %q", code, msg)
 		}
 	}
+	if got > 0 {
+		// The ledger was already known to be down (the writes above failed on it), yet the
+		// read was forwarded and its rows streamed out: data left with no record of it.
+		t.Errorf("%d rows of a SELECT reached the client while the ledger was known to be down; "+
+			"a statement must be refused (not merely have its completion withheld) when the ledger cannot record", got)
+	}
 
 	// A new session cannot be recorded either, so it is refused.
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
