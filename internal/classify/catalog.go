@@ -491,13 +491,34 @@ func applyOverrides(snap *Snapshot, overrides map[string]string) {
 // Connector opens a connection to a target's database for scanning.
 type Connector func(ctx context.Context, target string) (*pgx.Conn, error)
 
+// TargetKey names the catalog of one database of a target: the target's name for its own
+// database, "database@target" for another database on the same server (table OIDs are per
+// database, so each database needs its own catalog).
+func TargetKey(target *config.Target, database string) string {
+	if target == nil {
+		return ""
+	}
+	if database == "" || database == target.Database {
+		return target.Name
+	}
+	return database + "@" + target.Name
+}
+
 // ConfigConnector connects to the targets of a configuration with their own credentials.
+// name is a target name or a TargetKey "database@target".
 func ConfigConnector(targets []config.Target) Connector {
 	return func(ctx context.Context, name string) (*pgx.Conn, error) {
+		database := ""
+		if at := strings.LastIndexByte(name, '@'); at > 0 {
+			database, name = name[:at], name[at+1:]
+		}
 		for i := range targets {
 			t := &targets[i]
 			if t.Name != name {
 				continue
+			}
+			if database == "" {
+				database = t.Database
 			}
 			secret, err := t.Secret()
 			if err != nil {
@@ -507,9 +528,9 @@ func ConfigConnector(targets []config.Target) Connector {
 			if mode == "" {
 				mode = "disable"
 			}
-			dsn := fmt.Sprintf("host='%s' port=%d dbname='%s' user='%s' sslmode=%s", t.Host, t.Port, t.Database, t.User, mode)
+			dsn := fmt.Sprintf("host='%s' port=%d dbname='%s' user='%s' sslmode=%s", quoteDSN(t.Host), t.Port, quoteDSN(database), quoteDSN(t.User), mode)
 			if t.TLS.CAFile != "" {
-				dsn += fmt.Sprintf(" sslrootcert='%s'", t.TLS.CAFile)
+				dsn += fmt.Sprintf(" sslrootcert='%s'", quoteDSN(t.TLS.CAFile))
 			}
 			cfg, err := pgx.ParseConfig(dsn)
 			if err != nil {
@@ -769,4 +790,9 @@ func FormatCatalog(w io.Writer, entries []Entry) error {
 		return fmt.Errorf("write catalog: %w", err)
 	}
 	return nil
+}
+
+// quoteDSN escapes a value for a single-quoted keyword/value connection string.
+func quoteDSN(v string) string {
+	return strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v)
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/testkit"
 	"github.com/jackc/pgx/v5"
@@ -272,5 +273,28 @@ INSERT INTO logins SELECT g, '10.1.' || (g % 250) || '.' || (g % 200 + 1), '2024
 	}
 	if again.Generation == first.Generation {
 		t.Error("the rescan after invalidation never landed")
+	}
+}
+
+// TestConfigConnectorPerDatabase: table OIDs are per database, so another database on the
+// same target gets its own catalog through a "database@target" key.
+func TestConfigConnectorPerDatabase(t *testing.T) {
+	pg := testkit.StartPostgres(t)
+	pg.Exec(t, "postgres", "CREATE DATABASE other")
+	pg.Exec(t, "other", "CREATE TABLE patients (id int, ssn text); INSERT INTO patients VALUES (1, '123-45-6789')")
+	target := config.Target{Name: "pg", Host: pg.Host, Port: pg.Port, Database: "postgres", User: pg.User, Password: pg.Password}
+	cat := NewCatalog(ConfigConnector([]config.Target{target}), ScanOptions{}, nil)
+	ctx := context.Background()
+	if k := TargetKey(&target, "other"); k != "other@pg" || TargetKey(&target, "postgres") != "pg" || TargetKey(&target, "") != "pg" {
+		t.Fatalf("keys: %q", k)
+	}
+	if got := cat.SensitiveClasses(ctx, "other@pg", []string{"patients"}); strings.Join(got, ",") != "ssn" {
+		t.Errorf("other database: %v", got)
+	}
+	if got := cat.SensitiveClasses(ctx, "pg", []string{"patients"}); len(got) != 0 {
+		t.Errorf("default database sees another database's table: %v", got)
+	}
+	if _, err := cat.Snapshot(ctx, "nosuch"); err == nil || !strings.Contains(err.Error(), "not configured") {
+		t.Errorf("unknown target: %v", err)
 	}
 }

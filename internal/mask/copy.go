@@ -464,7 +464,7 @@ func (p *Planner) PlanCopy(ctx context.Context, s *gate.Session, c *gate.Check) 
 	}
 	var snap *classify.Snapshot
 	if p.catalog != nil && s != nil && s.Target != nil {
-		snap, _ = p.catalog.Snapshot(ctx, s.Target.Name)
+		snap, _ = p.catalog.Snapshot(ctx, classify.TargetKey(s.Target, s.Database))
 	}
 	res, err := lineage.Analyze(sql, snap.Resolve)
 	if err != nil || len(res) != 1 || res[0] == nil {

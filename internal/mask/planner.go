@@ -127,9 +127,10 @@ func (p *Planner) PlanResult(ctx context.Context, s *gate.Session, c *gate.Check
 	var snap *classify.Snapshot
 	if p.catalog != nil && s != nil && s.Target != nil {
 		var err error
-		snap, err = p.catalog.Snapshot(ctx, s.Target.Name)
+		key := classify.TargetKey(s.Target, s.Database)
+		snap, err = p.catalog.Snapshot(ctx, key)
 		if err != nil && snap == nil {
-			p.log.Warn("mask: no catalog for target; value detectors only", "target", s.Target.Name, "err", err)
+			p.log.Warn("mask: no catalog for target; value detectors only", "target", key, "err", err)
 		}
 	}
 	var lin []lineage.Column
