@@ -271,3 +271,31 @@ func TestAuthorizedAndNonSensitive(t *testing.T) {
 		t.Errorf("unknown profile: %q", res.rows[0][0])
 	}
 }
+
+// TestPlanWithoutCatalog: when the catalog cannot be scanned, lineage and column names still
+// map sensitive columns, and the value detectors cover the rest.
+func TestPlanWithoutCatalog(t *testing.T) {
+	cat := classify.NewCatalog(func(ctx context.Context, target string) (*pgx.Conn, error) {
+		return nil, fmt.Errorf("target down")
+	}, classify.ScanOptions{}, nil)
+	p := NewPlanner(cat, newMasker(t), nil, nil)
+	s := &gate.Session{ID: "x", Target: &config.Target{Name: "down"}}
+	sql := "SELECT c.email, lower(c.ssn) AS s, c.notes, c.id FROM customers c"
+	check := &gate.Check{Statements: []*inspect.Statement{{Text: sql}}}
+	cols := []gate.Column{{Name: "email", TableOID: 16384, AttNum: 3, TypeOID: OIDText}, {Name: "s", TypeOID: OIDText},
+		{Name: "notes", TableOID: 16384, AttNum: 9, TypeOID: OIDText}, {Name: "id", TableOID: 16384, AttNum: 1, TypeOID: OIDInt4}}
+	rm := p.PlanResult(context.Background(), s, check, cols)
+	if rm == nil {
+		t.Fatal("no masker without a catalog")
+	}
+	row := [][]byte{[]byte("johanna.smithers@example.com"), []byte("287-65-4321"), []byte("call zed.backup@example.org"), []byte("1")}
+	if n := rm.MaskRow(row); n != 3 {
+		t.Errorf("masked %d values: %q", n, row)
+	}
+	if l := leaks(result{cols: cols, rows: [][][]byte{row}}); len(l) > 0 {
+		t.Errorf("leaks without a catalog: %v", l)
+	}
+	if string(row[3]) != "1" {
+		t.Errorf("id changed: %q", row[3])
+	}
+}
