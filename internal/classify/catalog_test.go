@@ -274,6 +274,22 @@ INSERT INTO logins SELECT g, '10.1.' || (g % 250) || '.' || (g % 200 + 1), '2024
 	if again.Generation == first.Generation {
 		t.Error("the rescan after invalidation never landed")
 	}
+
+	// The periodic refresh picks up schema changes that did not pass through Gatehouse.
+	pg.Exec(t, "postgres", "ALTER TABLE people ADD COLUMN mobile_phone text")
+	runCtx, stop := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { cat.Run(runCtx, 100*time.Millisecond); close(ran) }()
+	found := false
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && !found; time.Sleep(50 * time.Millisecond) {
+		snap, _ := cat.Snapshot(context.Background(), "t")
+		found = snap.ByName("public.people", "mobile_phone") != nil && snap.ByName("public.people", "mobile_phone").Class == Phone
+	}
+	stop()
+	<-ran
+	if !found {
+		t.Error("periodic refresh did not pick up a new column")
+	}
 }
 
 // TestConfigConnectorPerDatabase: table OIDs are per database, so another database on the
