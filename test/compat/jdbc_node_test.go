@@ -1,7 +1,9 @@
 package compat
 
 import (
+	"errors"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"testing"
 	"time"
@@ -112,34 +114,23 @@ type pgbenchResult struct {
 	tps       float64
 }
 
+var (
+	reProcessed = regexp.MustCompile(`(?m)^number of transactions actually processed: (\d+)`)
+	reFailed    = regexp.MustCompile(`(?m)^number of failed transactions: (\d+)`)
+	reTPS       = regexp.MustCompile(`(?m)^tps = ([0-9.]+)`)
+)
+
 // parsePgbench reads pgbench's summary.
 func parsePgbench(out string) (pgbenchResult, error) {
 	var r pgbenchResult
-	var haveProcessed, haveTPS bool
-	for _, line := range splitLines(out) {
-		switch {
-		case hasPrefixField(line, "number of transactions actually processed:"):
-			v, err := firstInt(line[len("number of transactions actually processed:"):])
-			if err != nil {
-				return r, err
-			}
-			r.processed, haveProcessed = v, true
-		case hasPrefixField(line, "number of failed transactions:"):
-			v, err := firstInt(line[len("number of failed transactions:"):])
-			if err != nil {
-				return r, err
-			}
-			r.failed = v
-		case hasPrefixField(line, "tps = "):
-			v, err := strconv.ParseFloat(firstField(line[len("tps = "):]), 64)
-			if err != nil {
-				return r, err
-			}
-			r.tps, haveTPS = v, true
-		}
+	m, tps := reProcessed.FindStringSubmatch(out), reTPS.FindStringSubmatch(out)
+	if m == nil || tps == nil {
+		return r, errors.New("pgbench printed no transaction count or tps")
 	}
-	if !haveProcessed || !haveTPS {
-		return r, errMissingSummary
+	r.processed, _ = strconv.ParseInt(m[1], 10, 64)
+	r.tps, _ = strconv.ParseFloat(tps[1], 64)
+	if f := reFailed.FindStringSubmatch(out); f != nil {
+		r.failed, _ = strconv.ParseInt(f[1], 10, 64)
 	}
 	return r, nil
 }
