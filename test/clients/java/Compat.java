@@ -71,6 +71,21 @@ public class Compat {
             out("rows", n + " " + s);
         }
 
+        // Catalog browsing as DBeaver does it on connect: DatabaseMetaData runs pgJDBC's own
+        // catalog queries (prepared, with parameters) through the proxy.
+        try (ResultSet rs = conn.getMetaData().getTables(null, "public", table, new String[] {"TABLE"})) {
+            out("metadata_table", rs.next() ? rs.getString("TABLE_NAME") : "missing");
+        }
+        try (ResultSet rs = conn.getMetaData().getColumns(null, "public", table, null)) {
+            StringBuilder cols = new StringBuilder();
+            while (rs.next()) {
+                if (cols.length() > 0) cols.append(',');
+                cols.append(rs.getString("COLUMN_NAME")).append(':').append(rs.getString("TYPE_NAME"));
+            }
+            out("metadata_columns", cols);
+        }
+        out("server_version", conn.getMetaData().getDatabaseMajorVersion() >= 12);
+
         // The same prepared statement 8 times: from the 5th run pgJDBC switches to a named
         // server-side statement with binary results.
         try (PreparedStatement ps = conn.prepareStatement("SELECT ?::int + 1, ?::text || '!', ?::int8 * 2, ?::float8, ?::timestamptz")) {
