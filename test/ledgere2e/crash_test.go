@@ -169,6 +169,11 @@ func kill9UnderLoad(t *testing.T, e *env) {
 	e.stop()
 	report := e.verify("after the final graceful stop")
 	t.Logf("final verify:\n%s", report)
+	// The verifications above compared the store with the external checkpoint file; make
+	// sure there was one to compare with, so a cut-off tail could not have gone unnoticed.
+	if cps, err := ledger.ReadCheckpointFile(context.Background(), e.cpFile); err != nil || len(cps) < cycles {
+		t.Errorf("external checkpoint file: %d checkpoints, %v; want at least one per cycle", len(cps), err)
+	}
 
 	// The database's effects are the truth.
 	db := e.direct(t)

@@ -241,4 +241,46 @@ func TestExportVerifyOfflineAndTamper(t *testing.T) {
 			t.Errorf("verify with the wrong key does not report a checkpoint problem:\n%s", out)
 		}
 	})
+
+	// Tampering in the store itself, with the proxy stopped: an edited index column (what
+	// searches see) and a cut-off tail whose store-side checkpoints were deleted too, which
+	// only the external checkpoint file can reveal.
+	t.Run("store", func(t *testing.T) {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		st, err := ledger.OpenSQLite(sctx, e.dataDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		db := st.DB()
+		exec := func(q string, args ...any) {
+			t.Helper()
+			if _, err := db.ExecContext(sctx, q, args...); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		verifyStore := func() (string, bool) {
+			out, _, err := e.cli(sctx, "audit", "verify")
+			return out, err == nil
+		}
+		exec(`UPDATE ledger_events SET subject = 'mallory' WHERE instance = ? AND seq = ?`, victim.instance, victim.seq)
+		out, ok := verifyStore()
+		if ok || !strings.Contains(out, fmt.Sprintf("%s seq %d:", victim.instance, victim.seq)) {
+			t.Errorf("verify of a store whose subject column of seq %d was edited: passed=%v, want a failure naming it:\n%s", victim.seq, ok, out)
+		}
+		exec(`UPDATE ledger_events SET subject = 'alice' WHERE instance = ? AND seq = ?`, victim.instance, victim.seq)
+		if out, ok := verifyStore(); !ok {
+			t.Fatalf("verify after undoing the edit fails:\n%s", out)
+		}
+		last := lines[chain[len(chain)-1]].seq
+		keep := last - int64(cut)
+		for _, tbl := range []string{"ledger_events", "ledger_tables", "ledger_classes", "ledger_statements", "ledger_checkpoints"} {
+			exec(`DELETE FROM `+tbl+` WHERE instance = ? AND seq > ?`, server, keep)
+		}
+		out, ok = verifyStore()
+		if ok || !strings.Contains(out, ledger.ProblemTruncated) {
+			t.Errorf("verify of a store whose tail (seq %d..%d) and its checkpoints were deleted: passed=%v, want truncated (from the external checkpoint file):\n%s", keep+1, last, ok, out)
+		}
+	})
 }
