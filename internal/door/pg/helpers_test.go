@@ -18,6 +18,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/inspect"
 	"github.com/gatehouse/gatehouse/internal/ledger"
 	"github.com/gatehouse/gatehouse/internal/testkit"
 )
@@ -68,6 +69,21 @@ func (p *testPolicy) Decide(ctx context.Context, in gate.Input) gate.Decision {
 	return gate.Decision{Action: gate.Allow, Rule: "allow-rest"}
 }
 
+// textInspector is the real inspector with the raw text kept as the redacted text, so
+// tests can find their statements' ledger events by the literals they contain.
+type textInspector struct{ in *inspect.Inspector }
+
+func (t textInspector) Inspect(sql string) []*inspect.Statement {
+	sts := t.in.Inspect(sql)
+	out := make([]*inspect.Statement, len(sts))
+	for i, st := range sts {
+		cp := *st
+		cp.Redacted = cp.Text
+		out[i] = &cp
+	}
+	return out
+}
+
 // testAuth accepts the password "secret-<user>".
 type testAuth struct{}
 
@@ -105,14 +121,21 @@ func (r *recorder) Record(ctx context.Context, ev *ledger.Event) error {
 	return nil
 }
 
-// statements returns recorded statement events whose redacted text contains s.
+// statements returns recorded statement events with a statement whose (test: raw) text
+// contains s.
 func (r *recorder) statements(s string) []*ledger.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []*ledger.Event
 	for _, ev := range r.events {
-		if ev.Type == ledger.EventStatement && len(ev.Statements) > 0 && strings.Contains(ev.Statements[0].Redacted, s) {
-			out = append(out, ev)
+		if ev.Type != ledger.EventStatement {
+			continue
+		}
+		for _, st := range ev.Statements {
+			if strings.Contains(st.Redacted, s) {
+				out = append(out, ev)
+				break
+			}
 		}
 	}
 	return out
@@ -185,7 +208,7 @@ func startEnv(t testing.TB, opts ...envOpt) *env {
 	e := &env{rec: &recorder{}, policy: &testPolicy{}, valid: &testValidator{}, targets: map[string]*config.Target{}}
 	e.targets["main"] = targetFor("main", shared)
 	e.srv = &Server{
-		Gate:            &gate.Gate{Policy: e.policy, Recorder: e.rec, Validator: e.valid},
+		Gate:            &gate.Gate{Policy: e.policy, Recorder: e.rec, Validator: e.valid, Inspector: textInspector{inspect.New(1000)}},
 		Auth:            testAuth{},
 		StartupTimeout:  2 * time.Second,
 		RevalidateEvery: 100 * time.Millisecond,

@@ -220,3 +220,111 @@ func (r *relay) asyncMessage(frame []byte) error {
 	r.emitMsg(msg)
 	return nil
 }
+
+// redactedValue stands in for a value Gatehouse removed from an error message.
+const redactedValue = "[redacted]"
+
+// touchesTables reports whether any statement of c reads or writes a table (or view), so a
+// value quoted in its error can come from stored data rather than from the client's text.
+func touchesTables(c *gate.Check) bool {
+	if c == nil {
+		return true // unknown: assume the worst
+	}
+	for _, st := range c.Statements {
+		if len(st.TablesRead) > 0 || len(st.TablesWritten) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// redactErrorValues removes the values PostgreSQL quotes in data exceptions (class 22:
+// `invalid input syntax for type integer: "<value>"`) and integrity violations (class 23:
+// `Key (email)=(<value>) already exists`, `Failing row contains (<row>)`), for a masked
+// session whose statement reads stored data: a cast that fails would otherwise show any
+// column's value, including those (names, phone numbers, dates) no value detector can find
+// in free text. It reports how many fields it changed.
+func redactErrorValues(c *gate.Check, er *pgproto3.ErrorResponse) int {
+	if len(er.Code) != 5 || (er.Code[:2] != "22" && er.Code[:2] != "23") || !touchesTables(c) {
+		return 0
+	}
+	n := 0
+	if er.Code[:2] == "22" {
+		// Data exceptions quote the offending value. (Integrity violations quote names of
+		// constraints, columns and tables in their message: those stay.)
+		for _, f := range []*string{&er.Message, &er.Detail} {
+			if out := redactQuoted(*f); out != *f {
+				*f = out
+				n++
+			}
+		}
+	}
+	if d := redactKeyValues(er.Detail); d != er.Detail {
+		er.Detail = d
+		n++
+	}
+	if er.Where != "" && er.Code[:2] == "22" {
+		// The context of a data exception can quote the input (JSON data, line 1: ...).
+		er.Where = redactedValue
+		n++
+	}
+	return n
+}
+
+// redactQuoted replaces the text from the first double quote to the last: PostgreSQL quotes
+// the offending value there, and the value itself may hold quotes (a JSON document).
+func redactQuoted(s string) string {
+	i := strings.IndexByte(s, '"')
+	if i < 0 {
+		return s
+	}
+	j := strings.LastIndexByte(s, '"')
+	if j == i {
+		return s[:i+1] + redactedValue
+	}
+	return s[:i+1] + redactedValue + s[j:]
+}
+
+// redactKeyValues replaces the values of `Key (cols)=(values)` and `Failing row contains
+// (values)` details, keeping the column names.
+func redactKeyValues(s string) string {
+	if strings.HasPrefix(s, "Failing row contains (") {
+		return "Failing row contains (" + redactedValue + ")."
+	}
+	if i := strings.Index(s, ")=("); i >= 0 && strings.HasPrefix(s, "Key (") {
+		rest := s[i+3:]
+		// The values end at the last ")" followed by a space or the end of the detail.
+		if j := strings.LastIndex(rest, ") "); j >= 0 {
+			return s[:i+3] + redactedValue + rest[j:]
+		}
+		if j := strings.LastIndexByte(rest, ')'); j >= 0 {
+			return s[:i+3] + redactedValue + rest[j:]
+		}
+		return s[:i+3] + redactedValue + ")"
+	}
+	return s
+}
+
+// observer is implemented by maskers that remember statements for later results (the query
+// of a DECLARE for its FETCHes); forgetter by those that must drop a session's memory.
+type observer interface {
+	Observe(ctx context.Context, s *gate.Session, c *gate.Check)
+}
+
+type forgetter interface {
+	Forget(sessionID string)
+}
+
+// observe shows an allowed check to the masker before it is forwarded.
+func (r *relay) observe(ctx context.Context, c *gate.Check) {
+	if o, ok := r.srv.Gate.Masker.(observer); ok && c.Allowed() {
+		o.Observe(ctx, r.sess, c)
+	}
+}
+
+// forget tells the masker the session ended.
+func (r *relay) forget() {
+	if f, ok := r.srv.Gate.Masker.(forgetter); ok {
+		f.Forget(r.sess.ID)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -342,7 +343,7 @@ func TestFreeTextScrubbed(t *testing.T) {
 	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
 		_, err := alice.Exec(ctx, "insert into u values ('dup@example.com')", mode)
 		var pe *pgconn.PgError
-		if !errors.As(err, &pe) || pe.Code != "23505" || strings.Contains(pe.Detail, "dup@") || !strings.Contains(pe.Detail, "***@***") {
+		if !errors.As(err, &pe) || pe.Code != "23505" || strings.Contains(pe.Detail, "dup@") || pe.Detail != "Key (email)=([redacted]) already exists." {
 			t.Fatalf("%v: unique violation: %+v", mode, err)
 		}
 	}
@@ -382,5 +383,69 @@ func TestFreeTextScrubbed(t *testing.T) {
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || !strings.Contains(pe.Detail, "dup@example.com") {
 		t.Fatalf("raw unique violation: %v", err)
+	}
+}
+
+func TestRedactErrorValues(t *testing.T) {
+	reads := &gate.Check{Statements: []*inspect.Statement{{TablesRead: []string{"customers"}}}}
+	literal := &gate.Check{Statements: []*inspect.Statement{{}}}
+	for _, tc := range []struct {
+		c                 *gate.Check
+		code, msg, detail string
+		wantMsg, wantDet  string
+		where, wantWhere  string
+	}{
+		{reads, "22P02", `invalid input syntax for type integer: "Maria Garcia"`, "", `invalid input syntax for type integer: "[redacted]"`, "", "", ""},
+		{reads, "22P02", `invalid input syntax for type integer: "{"name":"Maria","x":"y"}"`, "", `invalid input syntax for type integer: "[redacted]"`, "", "", ""},
+		{reads, "22P02", `invalid input syntax for type json`, `Token "Maria" is invalid.`, `invalid input syntax for type json`, `Token "[redacted]" is invalid.`, `JSON data, line 1: Maria...`, redactedValue},
+		{reads, "22003", `value "4242424242424242" is out of range for type integer`, "", `value "[redacted]" is out of range for type integer`, "", "", ""},
+		{reads, "23505", `duplicate key value violates unique constraint "u_email_key"`, `Key (email)=(ann@example.com) already exists.`,
+			`duplicate key value violates unique constraint "u_email_key"`, `Key (email)=([redacted]) already exists.`, "", ""},
+		{reads, "23502", `null value in column "full_name"`, `Failing row contains (41, null, +1 415 555 1000).`, `null value in column "full_name"`, `Failing row contains ([redacted]).`, "", ""},
+		{reads, "23503", `insert or update violates foreign key constraint`, `Key (customer_id)=(99) is not present in table "customers".`, `insert or update violates foreign key constraint`, `Key (customer_id)=([redacted]) is not present in table "customers".`, "", ""},
+		// The client's own literal, no table read: the message stays helpful.
+		{literal, "22P02", `invalid input syntax for type integer: "abc"`, "", `invalid input syntax for type integer: "abc"`, "", "", ""},
+		// Other classes are not data.
+		{reads, "42703", `column "nope" does not exist`, "", `column "nope" does not exist`, "", "", ""},
+		{reads, "22P02", `unterminated "quote`, "", `unterminated "[redacted]`, "", "", ""},
+	} {
+		er := &pgproto3.ErrorResponse{Code: tc.code, Message: tc.msg, Detail: tc.detail, Where: tc.where}
+		redactErrorValues(tc.c, er)
+		if er.Message != tc.wantMsg || er.Detail != tc.wantDet || er.Where != tc.wantWhere {
+			t.Errorf("%s %q / %q: got %q / %q / %q", tc.code, tc.msg, tc.detail, er.Message, er.Detail, er.Where)
+		}
+	}
+}
+
+// observingMasker records what the door shows it, like the mask planner's cursor memory.
+type observingMasker struct {
+	fullMasker
+	seen   []string
+	forgot atomic.Int64
+}
+
+func (m *observingMasker) Observe(ctx context.Context, s *gate.Session, c *gate.Check) {
+	for _, st := range c.Statements {
+		m.seen = append(m.seen, st.Text)
+	}
+}
+
+func (m *observingMasker) Forget(id string) { m.forgot.Add(1) }
+
+func TestMaskerObservesStatements(t *testing.T) {
+	m := &observingMasker{}
+	e := startEnv(t, func(e *env) { e.srv.Gate.Masker = m })
+	ctx := ctxT(t, 30*time.Second)
+	c := connect(t, e.dsn("alice", "main"))
+	if _, err := c.Exec(ctx, "select 'declare me'"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, "select 1 from forbidden_table"); err == nil {
+		t.Fatal("forbidden_table allowed")
+	}
+	_ = c.Close(ctx)
+	eventually(t, 5*time.Second, "the session to be forgotten", func() bool { return m.forgot.Load() == 1 })
+	if !slices.Contains(m.seen, "select 'declare me'") || slices.ContainsFunc(m.seen, func(s string) bool { return strings.Contains(s, "forbidden_table") }) {
+		t.Fatalf("observed %q: want allowed statements only", m.seen)
 	}
 }

@@ -193,6 +193,7 @@ func (r *relay) relay(ctx context.Context) string {
 	upReason := r.upstreamLoop(ctx)
 	_ = r.client.Close()
 	clientReason := <-done
+	r.forget()
 	r.srv.Metrics.bytes(r.cr.n, r.ur.n)
 	if f := r.fatal.Load(); f != nil {
 		return f.Message
@@ -327,6 +328,7 @@ func (r *relay) writeMsg(m pgproto3.FrontendMessage) error {
 func (r *relay) check(ctx context.Context, sql string, via gate.Via) *gate.Check {
 	c := r.srv.Gate.Check(ctx, r.sess, sql, via)
 	r.srv.Metrics.statement(string(c.Decision.Action))
+	r.observe(ctx, c)
 	return c
 }
 
@@ -834,7 +836,12 @@ func (r *relay) errorResponse(ctx context.Context, p *pending, frame []byte) err
 		p.out.Rows = p.check.Decision.MaxRows
 	default:
 		if r.srv.Gate.Masker != nil {
-			if n := r.scrubFields(r.textCheck(p), &er); n > 0 {
+			c := r.textCheck(p)
+			n := r.scrubFields(c, &er)
+			if c == nil || c.Decision.MaskProfile != "none" {
+				n += redactErrorValues(c, &er)
+			}
+			if n > 0 {
 				if p.check != nil {
 					p.out.Masked += int64(n)
 				}

@@ -1,0 +1,393 @@
+package maske2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/gatehouse/gatehouse/internal/ledger"
+	"github.com/gatehouse/gatehouse/internal/server/servertest"
+	"github.com/gatehouse/gatehouse/internal/testkit"
+)
+
+// env is one upstream seeded with the fixture and two Gatehouses in front of it: prod (a
+// masked identity has read level) and dev (write level, for RETURNING, COPY and DO).
+type env struct {
+	fx        *fixture
+	pg        *testkit.Postgres
+	prod, dev *servertest.Proxy
+}
+
+func startEnv(t *testing.T) *env {
+	t.Helper()
+	pg := testkit.StartPostgres(t)
+	pg.Exec(t, "postgres", "CREATE DATABASE app")
+	fx := newFixture()
+	// Seeded before the first query through a proxy: the catalog's first scan sees it.
+	seed(t, pg, fx)
+	return &env{
+		fx: fx, pg: pg,
+		prod: servertest.Start(t, servertest.Options{PolicyYAML: "default", Environment: "prod", Upstream: pg}),
+		dev:  servertest.Start(t, servertest.Options{PolicyYAML: "default", Environment: "dev", Upstream: pg}),
+	}
+}
+
+// query is one way of asking for sensitive data.
+type query struct {
+	name string
+	sql  string
+	// args for the extended protocol (the simple protocol runs sql with args inlined by pgx).
+	args []any
+	// forbidden lists derived raw values that must not be returned as a whole cell (a
+	// substring of an SSN would not show as a seeded value in the capture).
+	forbidden func(f *fixture) []string
+	// forbiddenSub lists derived raw fragments no returned cell may contain.
+	forbiddenSub func(f *fixture) []string
+	// noRaw: the query returns no seeded value even unmasked (for the anti-vacuity check).
+	noRaw bool
+}
+
+func firstN(n int, get func(c customer) string) func(f *fixture) []string {
+	return func(f *fixture) []string {
+		var out []string
+		for _, c := range f.customers {
+			if v := get(c); len(v) >= n {
+				out = append(out, v[:n])
+			}
+		}
+		return out
+	}
+}
+
+// readQueries are the ways of reading the fixture a masked identity may try. Every one of
+// them must come back without a seeded value in any byte.
+var readQueries = []query{
+	{name: "select star", sql: "SELECT * FROM customers"},
+	{name: "named columns", sql: "SELECT id, full_name, email, phone, ssn, card_number, iban, date_of_birth, api_key, session_jwt, password_hash FROM customers"},
+	{name: "qualified and aliased", sql: `SELECT c.email AS "E", c.ssn AS x, public.customers.card_number FROM public.customers, customers c WHERE c.id = public.customers.id`},
+	{name: "join", sql: "SELECT o.order_number, o.amount_cents, c.email, c.card_number FROM orders o JOIN customers c ON c.id = o.customer_id ORDER BY o.order_number"},
+	{name: "lower and upper", sql: "SELECT lower(email), upper(email), initcap(full_name) FROM customers"},
+	{name: "concatenation", sql: "SELECT email || '', '' || ssn, concat(card_number, ''), format('%s', iban), full_name || ' <' || email || '>' FROM customers"},
+	{name: "replace defeats detectors", sql: "SELECT replace(email, '@', ' at '), replace(ssn, '-', ' '), translate(card_number, '0123456789', 'abcdefghij') FROM customers",
+		forbidden: func(f *fixture) []string {
+			var out []string
+			for _, c := range f.customers {
+				out = append(out, strings.ReplaceAll(c.email, "@", " at "), strings.ReplaceAll(c.ssn, "-", " "),
+					strings.Map(func(r rune) rune { return r - '0' + 'a' }, c.card))
+			}
+			return out
+		}, noRaw: true},
+	{name: "reverse of email", sql: "SELECT reverse(email) FROM customers",
+		forbidden: func(f *fixture) []string {
+			var out []string
+			for _, c := range f.customers {
+				out = append(out, reverseString(c.email))
+			}
+			return out
+		},
+		forbiddenSub: func(f *fixture) []string {
+			var out []string
+			for _, c := range f.customers {
+				local, _, _ := strings.Cut(c.email, "@")
+				out = append(out, reverseString(local))
+			}
+			return out
+		}, noRaw: true},
+	{name: "substring of ssn", sql: "SELECT substring(ssn, 1, 3) AS a FROM customers", forbidden: firstN(3, func(c customer) string { return c.ssn }), noRaw: true},
+	{name: "prefix of card and iban", sql: "SELECT substring(card_number from 1 for 12) AS a, left(iban, 12) AS b FROM customers",
+		forbidden: func(f *fixture) []string {
+			return append(firstN(12, func(c customer) string { return c.card })(f), firstN(12, func(c customer) string { return c.iban })(f)...)
+		}, noRaw: true},
+	{name: "casts", sql: "SELECT ssn::varchar, card_number::varchar(40), email::varchar, date_of_birth::text, iban::bpchar, phone::name FROM customers"},
+	{name: "casts to json and arrays", sql: "SELECT to_json(email), to_jsonb(ssn), ARRAY[card_number], to_json(email)::text FROM customers WHERE false OR true"},
+	{name: "row_to_json", sql: "SELECT row_to_json(c) FROM customers c"},
+	{name: "to_jsonb row", sql: "SELECT to_jsonb(c), to_json(c.*) FROM customers c"},
+	{name: "json_agg", sql: "SELECT json_agg(c) FROM customers c"},
+	{name: "jsonb_agg of object", sql: "SELECT jsonb_agg(jsonb_build_object('mail', email, 'card', card_number)) FROM customers"},
+	{name: "json_build_object", sql: "SELECT json_build_object('e', email, 's', ssn), jsonb_build_array(card_number, iban), json_object_agg(id, phone) OVER () FROM customers"},
+	{name: "string_agg", sql: "SELECT string_agg(email, ','), string_agg(ssn, ' '), string_agg(card_number || ':' || iban, ';') FROM customers"},
+	{name: "array_agg", sql: "SELECT array_agg(email), array_agg(ssn ORDER BY id), array_agg(date_of_birth) FROM customers"},
+	{name: "whole row record", sql: "SELECT c FROM customers c"},
+	{name: "row constructor", sql: "SELECT ROW(email, ssn), (email, card_number) FROM customers"},
+	{name: "aggregates", sql: "SELECT min(email), max(ssn), min(card_number), max(date_of_birth), mode() WITHIN GROUP (ORDER BY iban) FROM customers"},
+	{name: "group by", sql: "SELECT email, count(*) FROM customers GROUP BY email HAVING count(*) > 0"},
+	{name: "view", sql: "SELECT * FROM customer_contacts"},
+	{name: "view with join and aggregate", sql: "SELECT * FROM big_spenders"},
+	{name: "subquery in from", sql: "SELECT x, y FROM (SELECT email AS x, ssn AS y FROM customers) s"},
+	{name: "scalar subquery", sql: "SELECT (SELECT email FROM customers c2 WHERE c2.id = c.id) AS m, (SELECT max(card_number) FROM customers) FROM customers c"},
+	{name: "cte", sql: "WITH e AS (SELECT email, ssn, api_key FROM customers) SELECT * FROM e"},
+	{name: "recursive cte", sql: "WITH RECURSIVE r(n, m) AS (SELECT 1, (SELECT email FROM customers WHERE id = 1) UNION ALL SELECT n + 1, (SELECT email FROM customers WHERE id = n + 1) FROM r WHERE n < 40) SELECT * FROM r"},
+	{name: "union", sql: "SELECT email FROM customers UNION ALL SELECT product_code FROM orders UNION SELECT ssn FROM customers"},
+	{name: "case and coalesce", sql: "SELECT CASE WHEN id > 0 THEN ssn ELSE 'x' END, coalesce(email, ''), nullif(card_number, ''), greatest(iban, '') FROM customers"},
+	{name: "lateral and unnest", sql: "SELECT u FROM customers c, LATERAL unnest(ARRAY[c.email, c.ssn, c.card_number]) AS u"},
+	{name: "values and secrets", sql: "SELECT api_key, session_jwt, password_hash, split_part(session_jwt, '.', 3) FROM customers"},
+	{name: "window function", sql: "SELECT lag(email) OVER (ORDER BY id), first_value(ssn) OVER () FROM customers"},
+	{name: "extended with parameter", sql: "SELECT email, ssn, card_number FROM customers WHERE id > $1", args: []any{0}},
+	{name: "parameter in expression", sql: "SELECT email || $1::text, substr(ssn, $2) FROM customers", args: []any{"", 1}},
+}
+
+// modes are the ways a pgx client talks: simple protocol (text), extended protocol with a
+// described statement (binary for the types pgx knows), extended without Describe (Gatehouse
+// describes the portal itself), and every result column in binary.
+var modes = []struct {
+	name string
+	opts []any
+}{
+	{"simple", []any{pgx.QueryExecModeSimpleProtocol}},
+	{"extended", []any{pgx.QueryExecModeCacheDescribe}},
+	{"exec", []any{pgx.QueryExecModeExec}},
+	{"binary", []any{pgx.QueryExecModeDescribeExec, pgx.QueryResultFormats{pgx.BinaryFormatCode}}},
+}
+
+// runQuery runs q and decodes every value (a masked value must be valid for its type: pgx
+// refuses to decode anything else), returning the cells as text.
+func runQuery(ctx context.Context, c *pgx.Conn, sql string, opts []any, args []any) ([][]string, error) {
+	rows, err := c.Query(ctx, sql, append(append([]any{}, opts...), args...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][]string
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			return nil, fmt.Errorf("decode a masked row: %w", err)
+		}
+		cells := make([]string, len(vals))
+		for i, v := range vals {
+			switch x := v.(type) {
+			case nil:
+			case string:
+				cells[i] = x
+			case map[string]any, []any:
+				b, _ := json.Marshal(x)
+				cells[i] = string(b)
+			default:
+				cells[i] = fmt.Sprint(x)
+			}
+		}
+		out = append(out, cells)
+	}
+	return out, rows.Err()
+}
+
+func reverseString(s string) string {
+	b := []byte(s)
+	slices.Reverse(b)
+	return string(b)
+}
+
+// leakCase is the outcome of one query in one mode for a masked identity.
+type leakCase struct {
+	query, mode string
+	leaked      []string
+}
+
+func TestMaskingEndToEnd(t *testing.T) {
+	e := startEnv(t)
+	ctx := ctxT(t, 4*time.Minute)
+	prodTap := startTap(t, e.prod)
+	reader := e.prod.Token(t, "reader", "service")
+	auditor := e.prod.Token(t, "auditor", "service", "compliance")
+	masked := connect(t, prodTap, "reader", reader)
+	raw := connect(t, prodTap, "auditor", auditor)
+
+	t.Run("authorized identity sees raw values", func(t *testing.T) {
+		prodTap.take()
+		rows, err := runQuery(ctx, raw, "SELECT email, ssn, card_number, iban, phone, api_key FROM customers ORDER BY id", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) != nCustomers {
+			t.Fatalf("%d rows", len(rows))
+		}
+		for i, c := range e.fx.customers {
+			want := []string{c.email, c.ssn, c.card, c.iban, c.phone, c.apiKey}
+			if !slices.Equal(rows[i], want) {
+				t.Fatalf("compliance row %d: got %q, want %q", i, rows[i], want)
+			}
+		}
+	})
+
+	t.Run("non-sensitive columns untouched", func(t *testing.T) {
+		for _, m := range modes {
+			rows, err := runQuery(ctx, masked, "SELECT order_number, customer_id, amount_cents, product_code FROM orders ORDER BY order_number", m.opts, nil)
+			if err != nil {
+				t.Fatalf("%s: %v", m.name, err)
+			}
+			if len(rows) != len(e.fx.orders) {
+				t.Fatalf("%s: %d rows", m.name, len(rows))
+			}
+			for i, o := range e.fx.orders {
+				if !slices.Equal(rows[i], o[:]) {
+					t.Fatalf("%s: order %d: got %q, want %q (look-alike values must not be masked)", m.name, i, rows[i], o)
+				}
+			}
+		}
+		// ...and next to masked ones, the id and the loyalty tier stay as they are.
+		rows, err := runQuery(ctx, masked, "SELECT id, loyalty_tier, email FROM customers ORDER BY id", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range rows {
+			if r[0] != fmt.Sprint(i+1) || r[1] != []string{"gold", "silver", "bronze"}[i%3] || r[2] == e.fx.customers[i].email {
+				t.Fatalf("row %d: %q", i, r)
+			}
+		}
+	})
+
+	t.Run("masked values keep their shape", func(t *testing.T) {
+		rows, err := runQuery(ctx, masked, "SELECT email, ssn, card_number, date_of_birth FROM customers WHERE id = 1", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rows[0]
+		if !strings.HasSuffix(r[0], "@example.com") || r[1] != "***-**-6789" || !strings.HasSuffix(r[2], "4242") || len(r[2]) != 16 {
+			t.Fatalf("masked shapes: %q", r)
+		}
+	})
+
+	var leaks []leakCase
+	for _, q := range readQueries {
+		for _, m := range modes {
+			t.Run(q.name+"/"+m.name, func(t *testing.T) {
+				prodTap.take()
+				rows, err := runQuery(ctx, masked, q.sql, m.opts, q.args)
+				captured := prodTap.take()
+				if err != nil {
+					t.Fatalf("masked: %v", err)
+				}
+				if len(rows) == 0 {
+					t.Fatal("masked: no rows")
+				}
+				if found := e.fx.leaks(captured); len(found) > 0 {
+					leaks = append(leaks, leakCase{q.name, m.name, found})
+				}
+				if q.forbidden != nil {
+					bad := map[string]bool{}
+					for _, v := range q.forbidden(e.fx) {
+						bad[v] = true
+					}
+					for _, r := range rows {
+						for _, cell := range r {
+							if bad[cell] {
+								leaks = append(leaks, leakCase{q.name, m.name, []string{"derived: " + cell}})
+								return
+							}
+						}
+					}
+				}
+				if q.forbiddenSub != nil {
+					for _, frag := range q.forbiddenSub(e.fx) {
+						for _, r := range rows {
+							for _, cell := range r {
+								if strings.Contains(cell, frag) {
+									leaks = append(leaks, leakCase{q.name, m.name, []string{"derived fragment " + frag + " in " + cell}})
+									return
+								}
+							}
+						}
+					}
+				}
+				// The same query unmasked does return seeded values: the case can fail.
+				if !q.noRaw {
+					if _, err := runQuery(ctx, raw, q.sql, m.opts, q.args); err != nil {
+						t.Fatalf("raw: %v", err)
+					}
+					if len(e.fx.leaks(prodTap.take())) == 0 {
+						t.Fatal("the query returns no seeded value even to the compliance group: it proves nothing")
+					}
+				}
+			})
+		}
+	}
+	checkLeaks(t, leaks, knownReadLeaks)
+
+	t.Run("sessions", func(t *testing.T) { testScripts(t, e, prodTap, masked, raw) })
+
+	t.Run("ledger records masking", func(t *testing.T) {
+		evs, err := e.prod.Instance.Ledger().Store().Search(ctx, ledger.Query{Identity: "reader", Table: "customers", Class: "email", Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) == 0 {
+			t.Fatal("no ledger event for the reader's statements on customers with class email")
+		}
+		var sawMasked, sawClasses bool
+		for _, ev := range evs {
+			if ev.Type != ledger.EventStatement {
+				continue
+			}
+			if ev.ValuesMasked > 0 {
+				sawMasked = true
+			}
+			for _, st := range ev.Statements {
+				classes := map[string]bool{}
+				for _, cls := range st.Sensitive {
+					classes[cls] = true
+				}
+				if classes["email"] && classes["ssn"] && classes["card"] {
+					sawClasses = true
+				}
+			}
+		}
+		if !sawMasked || !sawClasses {
+			t.Fatalf("ledger: values masked seen %v, classes email+ssn+card seen %v in %d events", sawMasked, sawClasses, len(evs))
+		}
+		// The compliance identity's reads mask nothing.
+		evs, err = e.prod.Instance.Ledger().Store().Search(ctx, ledger.Query{Identity: "auditor", Table: "customers", Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			if ev.ValuesMasked != 0 {
+				t.Fatalf("compliance event masked %d values", ev.ValuesMasked)
+			}
+		}
+	})
+}
+
+// checkLeaks fails for every leak not in known, and for every known leak that no longer
+// happens (so the table is kept honest when the masking owner fixes one).
+func checkLeaks(t *testing.T, leaks []leakCase, known map[string]string) {
+	t.Helper()
+	happened := map[string]bool{}
+	for _, l := range leaks {
+		key := l.query + "/" + l.mode
+		happened[key] = true
+		if why, ok := known[key]; ok {
+			t.Logf("KNOWN LEAK %s: %v (%s)", key, l.leaked, why)
+			continue
+		}
+		t.Errorf("LEAK %s: seeded values reached the masked client: %v", key, l.leaked)
+	}
+	for key := range known {
+		if !happened[key] {
+			t.Errorf("known leak %s no longer happens: remove it from the known-leak table", key)
+		}
+	}
+}
+
+// knownReadLeaks are leaks of the current masking code, asserted as they are so the suite
+// stays green while they are open; each is reported to the owner of internal/mask and
+// internal/lineage. The correct behaviour is no leak at all.
+var knownReadLeaks = map[string]string{
+	// reverse('maria.garcia100@example.com') is 'moc.elpmaxe@001aicrag.airam', which still
+	// validates as an e-mail address, so the derived value gets the partial e-mail mask,
+	// which keeps the domain: '001aicrag.airam', the original local part reversed. Partial
+	// masks of derived values should be limited to transformations that keep the value
+	// (lower, upper, btrim, casts), everything else redacted.
+	"reverse of email/simple":   "partial mask of a derived value keeps the reversed local part",
+	"reverse of email/extended": "partial mask of a derived value keeps the reversed local part",
+	"reverse of email/exec":     "partial mask of a derived value keeps the reversed local part",
+	"reverse of email/binary":   "partial mask of a derived value keeps the reversed local part",
+}
+
+var _ = pgconn.PgError{}
