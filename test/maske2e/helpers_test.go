@@ -116,14 +116,14 @@ func newFixture() *fixture {
 	for i := range nCustomers {
 		first, last := firstNames[i%len(firstNames)], lastNames[(i*3+i/len(firstNames))%len(lastNames)]
 		c := customer{
-			id:    i + 1,
-			name:  first + " " + last,
-			email: fmt.Sprintf("%s.%s%d@example.com", strings.ToLower(first), strings.ToLower(last), 100+i),
-			phone: fmt.Sprintf("+1 415 555 %04d", 1000+i*37),
-			ssn:   fmt.Sprintf("%03d-%02d-%04d", 201+i*7, 11+i, 1000+i*113),
-			card:  luhnComplete("4" + fmt.Sprintf("%014d", 31415926535+int64(i)*7919)),
-			iban:  germanIBAN(fmt.Sprintf("37040044%010d", 532013000+i*1117)),
-			dob:   dob.AddDate(0, 0, i*397),
+			id:     i + 1,
+			name:   first + " " + last,
+			email:  fmt.Sprintf("%s.%s%d@example.com", strings.ToLower(first), strings.ToLower(last), 100+i),
+			phone:  fmt.Sprintf("+1 415 555 %04d", 1000+i*37),
+			ssn:    fmt.Sprintf("%03d-%02d-%04d", 201+i*7, 11+i, 1000+i*113),
+			card:   luhnComplete("4" + fmt.Sprintf("%014d", 31415926535+int64(i)*7919)),
+			iban:   germanIBAN(fmt.Sprintf("37040044%010d", 532013000+i*1117)),
+			dob:    dob.AddDate(0, 0, i*397),
 			apiKey: "sk_live_" + r.chars(24, alnum),
 			jwt: b64(`{"alg":"HS256","typ":"JWT"}`) + "." + b64(fmt.Sprintf(`{"sub":"user-%d","iat":1700000000}`, i)) +
 				"." + r.chars(43, alnum),
