@@ -33,16 +33,36 @@ public class Compat {
 
     public static void main(String[] args) throws Exception {
         String table = env("COMPAT_TABLE");
-        Properties props = new Properties();
+        props = new Properties();
         props.setProperty("user", env("PGUSER"));
         props.setProperty("password", env("PGPASSWORD"));
         props.setProperty("sslmode", env("PGSSLMODE"));
         String root = System.getenv("PGSSLROOTCERT");
         if (root != null) props.setProperty("sslrootcert", root);
         props.setProperty("ApplicationName", "gatehouse-compat-jdbc");
-        String url = "jdbc:postgresql://" + env("PGHOST") + ":" + env("PGPORT") + "/" + env("PGDATABASE");
+        url = "jdbc:postgresql://" + env("PGHOST") + ":" + env("PGPORT") + "/" + env("PGDATABASE");
         try (Connection conn = DriverManager.getConnection(url, props)) {
             run(conn, table);
+        }
+    }
+
+    static String url;
+    static Properties props;
+
+    // waitRunning waits (up to 15 s) until the upstream runs the marked statement, watching
+    // from a second connection, so the cancel cannot arrive before the statement does.
+    static void waitRunning(String marker) throws Exception {
+        try (Connection w = DriverManager.getConnection(url, props);
+             PreparedStatement ps = w.prepareStatement("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%' || ? || '%' AND pid <> pg_backend_pid()")) {
+            long deadline = System.nanoTime() + 15_000_000_000L;
+            while (System.nanoTime() < deadline) {
+                ps.setString(1, marker);
+                try (ResultSet rs = ps.executeQuery()) {
+                    rs.next();
+                    if (rs.getInt(1) > 0) return;
+                }
+                Thread.sleep(50);
+            }
         }
     }
 
@@ -220,7 +240,7 @@ public class Compat {
         try (Statement st = conn.createStatement()) {
             Thread canceller = new Thread(() -> {
                 try {
-                    Thread.sleep(1000);
+                    waitRunning("jdbc-cancel");
                     st.cancel();
                 } catch (Exception e) {
                     out("cancel_thread_error", e);

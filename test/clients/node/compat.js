@@ -94,7 +94,12 @@ async function main() {
   await killer.connect();
   const start = Date.now();
   const sleeping = sqlstate(c.query("SELECT pg_sleep(30), 'node-cancel'"));
-  await new Promise((res) => setTimeout(res, 1000));
+  // Wait (up to 15 s) until the upstream runs it, so the cancel cannot arrive first.
+  for (let i = 0; i < 300; i++) {
+    r = await killer.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", [pid]);
+    if (r.rows[0].n > 0) break;
+    await new Promise((res) => setTimeout(res, 50));
+  }
   r = await killer.query('SELECT pg_cancel_backend($1::int) AS ok', [pid]);
   out('cancel_sent', r.rows[0].ok);
   out('cancel', await sleeping);

@@ -104,8 +104,23 @@ if os.environ.get("COMPAT_DENY") == "1":
     conn.commit()
 
 # Cancel from another thread (PQcancel: a CancelRequest on a new connection).
+def wait_running(marker):
+    """Waits (up to 15 s) until the upstream runs the marked statement, watching from a
+    second connection, so the cancel cannot arrive before the statement does."""
+    watcher = psycopg2.connect("")
+    watcher.autocommit = True
+    wcur = watcher.cursor()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        wcur.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%%' || %s || '%%' AND pid <> pg_backend_pid()", (marker,))
+        if wcur.fetchone()[0] > 0:
+            break
+        time.sleep(0.05)
+    watcher.close()
+
+
 def cancel_later():
-    time.sleep(1.0)
+    wait_running("psycopg2-cancel")
     conn.cancel()
 
 

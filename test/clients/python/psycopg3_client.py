@@ -130,8 +130,19 @@ if os.environ.get("COMPAT_DENY") == "1":
 
 # Cancel from another thread: cancel_safe() (psycopg >= 3.2, non-blocking libpq cancel) when
 # this psycopg has it, else cancel() (PQcancel). Both send a CancelRequest.
+def wait_running(marker):
+    """Waits (up to 15 s) until the upstream runs the marked statement, watching from a
+    second connection, so the cancel cannot arrive before the statement does."""
+    with psycopg.connect("", autocommit=True) as watcher:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%%' || %s || '%%' AND pid <> pg_backend_pid()", (marker,)).fetchone()[0] > 0:
+                break
+            time.sleep(0.05)
+
+
 def cancel_later():
-    time.sleep(1.0)
+    wait_running("psycopg3-cancel")
     if hasattr(conn, "cancel_safe"):
         conn.cancel_safe()
     else:
