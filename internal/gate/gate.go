@@ -238,6 +238,15 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 		c.Statements = []*inspect.Statement{{Text: sql, Kind: "UNKNOWN", Category: inspect.Unknown, Redacted: "<not inspected>"}}
 	}
 	c.Statements = g.resolveExecute(s, c.Statements)
+	if h, ok := g.Recorder.(interface{ Healthy() error }); ok {
+		// While the ledger cannot write, nothing runs: not even a read, whose rows would
+		// otherwise stream out before its record is known to be impossible.
+		if err := h.Healthy(); err != nil {
+			c.Decision = ledgerDown
+			c.LedgerDown = true
+			return c
+		}
+	}
 	if g.Policy == nil {
 		return c
 	}
@@ -272,14 +281,15 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 			}
 		}
 	}
-	if c.mayChange() {
+	if c.Allowed() && via != ViaParse && c.mayChange() {
 		// A statement that can change data is on record before it reaches the database, so
 		// a crash between forwarding and completion still leaves its trace. No record, no
-		// forwarding: the ledger fails closed.
+		// forwarding: the ledger fails closed. A Parse only prepares; its Execute is the
+		// statement that runs and the one whose intent is recorded.
 		ev := g.statementEvent(ctx, EventStatementIntent, s, c)
 		if err := g.record(ctx, ev); err != nil {
 			g.log().Error("ledger refused a statement intent; refusing the statement", "session", s.ID, "err", err)
-			c.Decision = Decision{Action: Deny, Rule: "ledger-unavailable", Message: "the audit ledger cannot record right now, so statements are refused until it recovers"}
+			c.Decision = ledgerDown
 			c.LedgerDown = true
 		}
 	}
@@ -313,6 +323,9 @@ func (g *Gate) resolveExecute(s *Session, sts []*inspect.Statement) []*inspect.S
 	}
 	return out
 }
+
+// ledgerDown is the decision while the ledger cannot record.
+var ledgerDown = Decision{Action: Deny, Rule: "ledger-unavailable", Message: "the audit ledger cannot record right now, so statements are refused until it recovers"}
 
 // mayChange reports whether any statement can change data or schema (anything but reads,
 // transaction control and session settings), so its intent must be recorded first.

@@ -78,7 +78,11 @@ func TestCheckDeniesWholeStringAndRecordsIntentFirst(t *testing.T) {
 	if msg := c.DenyMessage(); msg == "" || c.Decision.Rule != "no-drop-or-truncate-in-production" {
 		t.Fatalf("rule %q message %q", c.Decision.Rule, msg)
 	}
-	c = g.Check(ctx, s, "UPDATE orders SET status = 'x' WHERE id = 7", gate.ViaParse)
+	// A Parse only prepares: no intent. The Execute that runs it records one.
+	if c = g.Check(ctx, s, "UPDATE orders SET status = 'x' WHERE id = 7", gate.ViaParse); !c.Allowed() {
+		t.Fatalf("dba update with where at Parse: %+v", c.Decision)
+	}
+	c = g.Check(ctx, s, "UPDATE orders SET status = 'x' WHERE id = 7", gate.ViaExecute)
 	if !c.Allowed() {
 		t.Fatalf("dba update with where: %+v", c.Decision)
 	}

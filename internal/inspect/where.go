@@ -4,13 +4,16 @@ import (
 	"strconv"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-// trivialWhere reports whether a WHERE clause is true for every row regardless of the data:
-// constant true (WHERE true, WHERE 1=1, WHERE 'a'='a', WHERE true OR x > 0) or a column
-// compared with itself (WHERE id = id, true for every row where id is not null). It is a
-// guard against the obvious ways to satisfy a "must have a WHERE" rule, not a proof: a
-// WHERE such as id > 0 that happens to match every row is not detected.
+// trivialWhere reports whether a WHERE clause does not narrow by the rows' data: constant
+// true (WHERE true, WHERE 1=1, WHERE 'a'='a', WHERE true OR x > 0), a column compared with
+// itself (WHERE id = id), or a condition that mentions no column at all (WHERE $1,
+// WHERE (SELECT true), WHERE EXISTS (SELECT 1)), whose value is the same for every row and
+// so either changes all of them or none. It is a guard against the obvious ways to satisfy
+// a "must have a WHERE" rule, not a proof: a WHERE such as id > 0 that happens to match
+// every row is not detected.
 //
 // literal is set when the answer depended on the value of a constant, so the facts of this
 // statement must not be shared with a statement that differs only in its constants.
@@ -22,7 +25,44 @@ func trivialWhere(n *pg_query.Node, literal *bool) bool {
 		*literal = true
 	}
 	v, ok := constBool(n, 0)
-	return ok && v
+	return (ok && v) || !mentionsColumn(n.ProtoReflect(), 0)
+}
+
+// mentionsColumn reports whether a parse tree refers to any column, anywhere inside it
+// (subqueries included). Very deep trees are assumed to, so nothing is called trivial by
+// giving up.
+func mentionsColumn(m protoreflect.Message, depth int) bool {
+	if depth > 100 {
+		return true
+	}
+	if m.Descriptor().Name() == "ColumnRef" {
+		return true
+	}
+	found := false
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() != protoreflect.MessageKind {
+			return true
+		}
+		if fd.IsList() {
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				if mentionsColumn(l.Get(i).Message(), depth+1) {
+					found = true
+					return false
+				}
+			}
+			return true
+		}
+		if fd.IsMap() {
+			return true
+		}
+		if mentionsColumn(v.Message(), depth+1) {
+			found = true
+			return false
+		}
+		return true
+	})
+	return found
 }
 
 // hasConst reports whether constBool's answer for n can depend on the value of a constant.
