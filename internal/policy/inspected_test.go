@@ -75,7 +75,18 @@ func TestDefaultPolicyThroughInspector(t *testing.T) {
 		{dbaProd, "CREATE TABLE t (a int)", gate.RequireApproval, "production-schema-changes-need-approval"},
 		{dbaProd, "ALTER TABLE users DROP COLUMN email", gate.RequireApproval, "production-schema-changes-need-approval"},
 		{dbaProd, "create index concurrently on users (email)", gate.RequireApproval, "production-schema-changes-need-approval"},
-		// UPDATE / DELETE without a narrowing WHERE, in every disguise.
+		// Administrative changes and opaque code in production are held too, even for a DBA.
+		{dbaProd, "ALTER SYSTEM SET log_statement = 'none'", gate.RequireApproval, "production-schema-changes-need-approval"},
+		{dbaProd, "GRANT ALL ON users TO PUBLIC", gate.RequireApproval, "production-schema-changes-need-approval"},
+		{dbaProd, "DO $$ BEGIN DELETE FROM users; END $$", gate.RequireApproval, "production-opaque-code-needs-approval"},
+		{dbaProd, "CALL wipe()", gate.RequireApproval, "production-opaque-code-needs-approval"},
+		{dbaDev, "DO $$ BEGIN PERFORM 1; END $$", gate.Allow, RuleDefault},
+		// UPDATE / DELETE / MERGE without a narrowing condition, in every disguise.
+		{writer, "MERGE INTO users u USING (SELECT 1) s ON true WHEN MATCHED THEN DELETE", gate.Deny, "no-update-or-delete-without-where"},
+		{writer, "DELETE FROM users WHERE $1", gate.Deny, "no-update-or-delete-without-where"},
+		{writer, "DELETE FROM users WHERE (SELECT true)", gate.Deny, "no-update-or-delete-without-where"},
+		{writer, "UPDATE users SET email = NULL WHERE EXISTS (SELECT 1)", gate.Deny, "no-update-or-delete-without-where"},
+		{writer, "DELETE FROM users WHERE id = $1", gate.Allow, RuleDefault},
 		{writer, "DELETE FROM users", gate.Deny, "no-update-or-delete-without-where"},
 		{writer, "delete from public.users where true", gate.Deny, "no-update-or-delete-without-where"},
 		{writer, "UPDATE users SET email = 'x' WHERE 1 = 1", gate.Deny, "no-update-or-delete-without-where"},
