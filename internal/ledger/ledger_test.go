@@ -536,6 +536,17 @@ func TestAuditorQuestions(t *testing.T) {
 			t.Fatalf("ssn readers: %+v", r)
 		}
 
+		// Over whole days the daily rollup answers; it must agree with the per-event rows.
+		wide := TimeRange{From: base.Truncate(24 * time.Hour).Add(-5 * 24 * time.Hour), To: base.Add(5 * 24 * time.Hour)}
+		readers, err = ts.PIIReaders(ctx, "pii", wide)
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertRollupAgrees(t, ts.Store, wide)
+		if len(readers) != 4 || readers[0].Subject != "alice@corp" || readers[0].Statements != 2 {
+			t.Fatalf("PII readers over whole days: %+v", readers)
+		}
+
 		agents, err := ts.AgentsQueried(ctx, "customers", day)
 		if err != nil {
 			t.Fatal(err)
@@ -619,6 +630,14 @@ func TestRetentionKeepsChainVerifiable(t *testing.T) {
 		if !rep.OK || rep.Chains[0].FirstSeq != 6 || rep.Chains[0].AnchorSeq != 5 {
 			t.Fatalf("after retention:\n%s", rep)
 		}
+		ev := stmtEvent("bob", "SELECT", "SELECT email FROM c", []string{"c"}, map[string]string{"c.email": "email"})
+		ev.Time = now.Add(-18 * 24 * time.Hour)
+		record(t, l, ev)
+		assertRollupAgrees(t, ts.Store, TimeRange{From: now.Add(-30 * 24 * time.Hour), To: now.Add(24 * time.Hour)})
+		if _, err := l.Retain(ctx, now.Add(-15*24*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		assertRollupAgrees(t, ts.Store, TimeRange{From: now.Add(-30 * 24 * time.Hour), To: now.Add(24 * time.Hour)})
 		// Deleting more of the start without an anchor is caught.
 		ts.exec(t, `DELETE FROM ledger_events WHERE instance = 'gh-1' AND seq = 6`)
 		rep = verifyStore(t, l, ts)
@@ -756,5 +775,24 @@ func TestCanonicalKeepsHTMLCharacters(t *testing.T) {
 	}
 	if h, err := HashRecord(body); err != nil || h != ev.Hash {
 		t.Fatalf("record hash %s vs sealed %s (%v)", h, ev.Hash, err)
+	}
+}
+
+// assertRollupAgrees compares PIIReaders (rollup for whole days) with a count over the
+// per-event rows only.
+func assertRollupAgrees(t *testing.T, st Store, tr TimeRange) {
+	t.Helper()
+	ctx := context.Background()
+	got, err := st.PIIReaders(ctx, "pii", tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, to := tr.bounds()
+	want, err := runIdentityCounts(ctx, st.(runner), piiReadersSQL+"", []any{"pii", from, to})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("rollup and per-event counts differ:\nrollup %+v\nevents %+v", got, want)
 	}
 }

@@ -104,6 +104,18 @@ DROP INDEX ledger_statements_category; CREATE INDEX ledger_statements_category O
 ALTER TABLE ledger_events DROP COLUMN fts;
 ALTER TABLE ledger_events ADD COLUMN fts tsvector GENERATED ALWAYS AS (to_tsvector('simple', regexp_replace(COALESCE(query_text, ''), '[^[:alnum:]]+', ' ', 'g'))) STORED;
 CREATE INDEX ledger_events_fts ON ledger_events USING gin(fts);
+`,
+	// 5: a daily rollup of sensitive-data access per identity, so "who read PII last
+	// quarter" reads one row per reader per day instead of one per statement.
+	`CREATE TABLE ledger_class_daily (
+	class TEXT NOT NULL, category TEXT NOT NULL, decision TEXT NOT NULL, day BIGINT NOT NULL,
+	subject TEXT NOT NULL, identity_kind TEXT NOT NULL,
+	n BIGINT NOT NULL, first_ns BIGINT NOT NULL, last_ns BIGINT NOT NULL,
+	PRIMARY KEY (class, category, decision, day, subject, identity_kind)
+);
+INSERT INTO ledger_class_daily(class, category, decision, day, subject, identity_kind, n, first_ns, last_ns)
+SELECT class, COALESCE(category, ''), COALESCE(decision, ''), floor(time_ns / 86400000000000.0)::bigint, COALESCE(subject, ''), COALESCE(identity_kind, ''), COUNT(*), MIN(time_ns), MAX(time_ns)
+FROM ledger_classes GROUP BY 1, 2, 3, 4, 5, 6;
 `}
 
 // PostgresStore keeps the ledger in PostgreSQL, shared by several Gatehouse instances (each
@@ -216,6 +228,7 @@ func (s *PostgresStore) Append(ctx context.Context, recs []Record, cps []Checkpo
 		for _, c := range classes {
 			b.Queue(`INSERT INTO ledger_classes(instance, seq, time_ns, subject, identity_kind, decision, class, col, category) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
 				ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, c.class, c.column, c.category)
+			b.Queue(classDailySQL(postgresSQL), c.class, c.category, ev.Decision, floorDiv(ns, dayNS), ev.Subject, ev.IdentityKind, ns, ns)
 		}
 		for _, st := range stmts {
 			b.Queue(`INSERT INTO ledger_statements(instance, seq, time_ns, kind, category) VALUES ($1, $2, $3, $4, $5)`, ev.Instance, ev.Seq, ns, st.kind, st.category)
@@ -261,9 +274,19 @@ func (s *PostgresStore) LastBefore(ctx context.Context, instance string, t time.
 func (s *PostgresStore) DeleteThrough(ctx context.Context, instance string, seq int64, anchor Checkpoint) (int64, error) {
 	var n int64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var minNS, maxNS *int64
+		if err := tx.QueryRow(ctx, `SELECT MIN(time_ns), MAX(time_ns) FROM ledger_classes WHERE instance = $1 AND seq <= $2`, instance, seq).Scan(&minNS, &maxNS); err != nil {
+			return fmt.Errorf("rollup: %w", err)
+		}
 		for _, t := range []string{"ledger_tables", "ledger_classes", "ledger_statements"} {
 			if _, err := tx.Exec(ctx, `DELETE FROM `+t+` WHERE instance = $1 AND seq <= $2`, instance, seq); err != nil {
 				return fmt.Errorf("%s: %w", t, err)
+			}
+		}
+		if minNS != nil {
+			exec := func(q string, args ...any) error { _, err := tx.Exec(ctx, q, args...); return err }
+			if err := rebuildDays(floorDiv(*minNS, dayNS), floorDiv(*maxNS, dayNS), postgresSQL, exec); err != nil {
+				return err
 			}
 		}
 		tag, err := tx.Exec(ctx, `DELETE FROM ledger_events WHERE instance = $1 AND seq <= $2`, instance, seq)

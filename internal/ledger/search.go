@@ -275,6 +275,32 @@ const piiReadersSQL = `SELECT subject, identity_kind, COUNT(*), MIN(time_ns), MA
 WHERE class = ? AND category = 'read' AND decision = 'allow' AND time_ns >= ? AND time_ns < ?
 GROUP BY subject, identity_kind ORDER BY COUNT(*) DESC, subject`
 
+// piiReadersDailySQL reads the daily rollup (whole UTC days dayFrom <= day < dayTo).
+const piiReadersDailySQL = `SELECT subject, identity_kind, SUM(n), MIN(first_ns), MAX(last_ns) FROM ledger_class_daily
+WHERE class = ? AND category = 'read' AND decision = 'allow' AND day >= ? AND day < ?
+GROUP BY subject, identity_kind`
+
+// classDailyUpsert adds one event to the daily rollup ({MIN}/{MAX}: the dialect's two-argument
+// minimum and maximum).
+const classDailyUpsert = `INSERT INTO ledger_class_daily(class, category, decision, day, subject, identity_kind, n, first_ns, last_ns)
+VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)
+ON CONFLICT (class, category, decision, day, subject, identity_kind) DO UPDATE SET
+n = ledger_class_daily.n + 1, first_ns = {MIN}(ledger_class_daily.first_ns, excluded.first_ns), last_ns = {MAX}(ledger_class_daily.last_ns, excluded.last_ns)`
+
+// classDailyRebuildDay recomputes one day of the rollup from the per-event rows (after
+// retention deleted part of that day).
+const classDailyRebuildDay = `INSERT INTO ledger_class_daily(class, category, decision, day, subject, identity_kind, n, first_ns, last_ns)
+SELECT class, COALESCE(category, ''), COALESCE(decision, ''), ?, COALESCE(subject, ''), COALESCE(identity_kind, ''), COUNT(*), MIN(time_ns), MAX(time_ns)
+FROM ledger_classes WHERE time_ns >= ? AND time_ns < ?
+GROUP BY class, COALESCE(category, ''), COALESCE(decision, ''), COALESCE(subject, ''), COALESCE(identity_kind, '')`
+
+func classDailySQL(d dialect) string {
+	if d == postgresSQL {
+		return rebind(d, strings.NewReplacer("{MIN}", "LEAST", "{MAX}", "GREATEST").Replace(classDailyUpsert))
+	}
+	return strings.NewReplacer("{MIN}", "min", "{MAX}", "max").Replace(classDailyUpsert)
+}
+
 const agentsQueriedSQL = `SELECT subject, identity_kind, COUNT(*), MIN(time_ns), MAX(time_ns) FROM ledger_tables
 WHERE %s AND identity_kind = 'agent' AND time_ns >= ? AND time_ns < ?
 GROUP BY subject, identity_kind ORDER BY COUNT(*) DESC, subject`

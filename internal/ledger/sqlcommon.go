@@ -1,8 +1,11 @@
 package ledger
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -90,17 +93,76 @@ func runIdentityCounts(ctx context.Context, r runner, sql string, args []any) ([
 	return out, err
 }
 
+const dayNS = int64(24 * time.Hour)
+
+// runPIIReaders answers from the daily rollup for the whole UTC days inside the range and
+// from the per-event rows for the partial days at its edges, so a quarter costs about 90
+// rollup rows per reader instead of one row per statement.
 func runPIIReaders(ctx context.Context, r runner, class string, tr TimeRange) ([]IdentityCount, error) {
 	if class == "" {
 		class = "pii"
 	}
 	from, to := tr.bounds()
-	out, err := runIdentityCounts(ctx, r, piiReadersSQL, []any{class, from, to})
-	if err != nil {
-		return nil, fmt.Errorf("find readers of %s data: %w", class, err)
+	dayFrom := ceilDiv(from, dayNS)
+	dayTo := floorDiv(to, dayNS)
+	parts := [][]any{}
+	if dayFrom < dayTo {
+		parts = append(parts, []any{piiReadersDailySQL, class, dayFrom, dayTo})
+		parts = append(parts, []any{piiReadersSQL, class, from, dayFrom * dayNS})
+		parts = append(parts, []any{piiReadersSQL, class, dayTo * dayNS, to})
+	} else {
+		parts = append(parts, []any{piiReadersSQL, class, from, to})
 	}
+	merged := map[[2]string]*IdentityCount{}
+	var order [][2]string
+	for _, p := range parts {
+		if p[0] == piiReadersSQL && p[2].(int64) >= p[3].(int64) {
+			continue
+		}
+		rows, err := runIdentityCounts(ctx, r, p[0].(string), p[1:])
+		if err != nil {
+			return nil, fmt.Errorf("find readers of %s data: %w", class, err)
+		}
+		for _, ic := range rows {
+			k := [2]string{ic.Subject, ic.IdentityKind}
+			m := merged[k]
+			if m == nil {
+				c := ic
+				merged[k] = &c
+				order = append(order, k)
+				continue
+			}
+			m.Statements += ic.Statements
+			if ic.First.Before(m.First) {
+				m.First = ic.First
+			}
+			if ic.Last.After(m.Last) {
+				m.Last = ic.Last
+			}
+		}
+	}
+	out := make([]IdentityCount, 0, len(order))
+	for _, k := range order {
+		out = append(out, *merged[k])
+	}
+	slices.SortFunc(out, func(a, b IdentityCount) int {
+		if a.Statements != b.Statements {
+			return cmp.Compare(b.Statements, a.Statements)
+		}
+		return strings.Compare(a.Subject, b.Subject)
+	})
 	return out, nil
 }
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
+func ceilDiv(a, b int64) int64 { return -floorDiv(-a, b) }
 
 func runAgentsQueried(ctx context.Context, r runner, table string, tr TimeRange) ([]IdentityCount, error) {
 	col, val := tableKey(table)
@@ -178,17 +240,29 @@ func runInstances(ctx context.Context, r runner) ([]string, error) {
 }
 
 func runLastBefore(ctx context.Context, r runner, instance string, t time.Time) (int64, string, error) {
+	// Retention deletes a prefix of the chain (so it stays contiguous): the longest prefix
+	// whose events are all older than t. Walking the chain from its start stops at the
+	// first younger event, so the cost is that of the events about to be deleted.
+	one := func(q string, args []any, dest ...any) (bool, error) {
+		found := false
+		err := r.queryRows(ctx, rebind(r.dialect(), q), args, func(scan func(...any) error) error {
+			found = true
+			return scan(dest...)
+		})
+		return found, err
+	}
+	var first int64
+	found, err := one(`SELECT seq FROM ledger_events WHERE instance = ? AND time_ns >= ? ORDER BY seq LIMIT 1`, []any{instance, t.UnixNano()}, &first)
+	if err != nil {
+		return 0, "", fmt.Errorf("find events before %s: %w", t.Format(time.RFC3339), err)
+	}
+	q, args := `SELECT seq, hash FROM ledger_events WHERE instance = ? AND seq < ? ORDER BY seq DESC LIMIT 1`, []any{instance, first}
+	if !found {
+		q, args = `SELECT seq, hash FROM ledger_events WHERE instance = ? ORDER BY seq DESC LIMIT 1`, []any{instance}
+	}
 	var seq int64
 	var hash string
-	found := false
-	// Retention deletes a prefix of the chain: the last event older than t and everything
-	// before it. Events are appended in time order per instance up to clock steps; a prefix
-	// by seq keeps the chain contiguous even then.
-	err := r.queryRows(ctx, rebind(r.dialect(), `SELECT seq, hash FROM ledger_events WHERE instance = ? AND time_ns < ? ORDER BY time_ns DESC, seq DESC LIMIT 1`),
-		[]any{instance, t.UnixNano()}, func(scan func(...any) error) error {
-			found = true
-			return scan(&seq, &hash)
-		})
+	found, err = one(q, args, &seq, &hash)
 	if err != nil {
 		return 0, "", fmt.Errorf("find events before %s: %w", t.Format(time.RFC3339), err)
 	}
@@ -220,4 +294,18 @@ func runHead(ctx context.Context, r runner, instance string) (int64, string, err
 		return 0, "", fmt.Errorf("read retention anchor of %s: %w", instance, err)
 	}
 	return seq, hash, nil
+}
+
+// rebuildDays recomputes the daily rollup for days first..last from the per-event rows,
+// after retention deleted rows on those days.
+func rebuildDays(first, last int64, d dialect, exec func(q string, args ...any) error) error {
+	for day := first; day <= last; day++ {
+		if err := exec(rebind(d, `DELETE FROM ledger_class_daily WHERE day = ?`), day); err != nil {
+			return fmt.Errorf("rebuild rollup of day %d: %w", day, err)
+		}
+		if err := exec(rebind(d, classDailyRebuildDay), day, day*dayNS, (day+1)*dayNS); err != nil {
+			return fmt.Errorf("rebuild rollup of day %d: %w", day, err)
+		}
+	}
+	return nil
 }

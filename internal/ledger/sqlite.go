@@ -83,6 +83,18 @@ CREATE INDEX ledger_tables_decision ON ledger_tables(name, decision, time_ns);
 	`CREATE INDEX ledger_tables_kind ON ledger_tables(name, kind, time_ns);
 CREATE INDEX ledger_tables_tbl_kind ON ledger_tables(tbl, kind, time_ns);
 CREATE INDEX ledger_classes_readers_by_subject ON ledger_classes(class, category, decision, subject, identity_kind, time_ns);
+`,
+	// 4: a daily rollup of sensitive-data access per identity, so "who read PII last
+	// quarter" reads one row per reader per day instead of one per statement.
+	`CREATE TABLE ledger_class_daily (
+	class TEXT NOT NULL, category TEXT NOT NULL, decision TEXT NOT NULL, day BIGINT NOT NULL,
+	subject TEXT NOT NULL, identity_kind TEXT NOT NULL,
+	n BIGINT NOT NULL, first_ns BIGINT NOT NULL, last_ns BIGINT NOT NULL,
+	PRIMARY KEY (class, category, decision, day, subject, identity_kind)
+);
+INSERT INTO ledger_class_daily(class, category, decision, day, subject, identity_kind, n, first_ns, last_ns)
+SELECT class, COALESCE(category, ''), COALESCE(decision, ''), (CASE WHEN time_ns >= 0 THEN time_ns / 86400000000000 ELSE (time_ns - 86399999999999) / 86400000000000 END), COALESCE(subject, ''), COALESCE(identity_kind, ''), COUNT(*), MIN(time_ns), MAX(time_ns)
+FROM ledger_classes GROUP BY 1, 2, 3, 4, 5, 6;
 `}
 
 // SQLiteStore is the embedded store: one SQLite file (WAL, synchronous=FULL) in the data
@@ -164,7 +176,7 @@ func (s *SQLiteStore) insert(ctx context.Context, tx *sql.Tx, recs []Record) err
 		return fmt.Errorf("append to ledger: prepare: %w", err)
 	}
 	defer evStmt.Close()
-	var tStmt, cStmt, sStmt, fStmt *sql.Stmt
+	var tStmt, cStmt, dStmt, sStmt, fStmt *sql.Stmt
 	prep := func(dst **sql.Stmt, q string) error {
 		if *dst != nil {
 			return nil
@@ -177,7 +189,7 @@ func (s *SQLiteStore) insert(ctx context.Context, tx *sql.Tx, recs []Record) err
 		return nil
 	}
 	defer func() {
-		for _, st := range []*sql.Stmt{tStmt, cStmt, sStmt, fStmt} {
+		for _, st := range []*sql.Stmt{tStmt, cStmt, dStmt, sStmt, fStmt} {
 			if st != nil {
 				st.Close()
 			}
@@ -205,6 +217,12 @@ func (s *SQLiteStore) insert(ctx context.Context, tx *sql.Tx, recs []Record) err
 			}
 			if _, err := cStmt.ExecContext(ctx, ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, c.class, c.column, c.category); err != nil {
 				return fmt.Errorf("index classes of event %d: %w", ev.Seq, err)
+			}
+			if err := prep(&dStmt, classDailySQL(sqliteSQL)); err != nil {
+				return err
+			}
+			if _, err := dStmt.ExecContext(ctx, c.class, c.category, ev.Decision, floorDiv(ns, dayNS), ev.Subject, ev.IdentityKind, ns, ns); err != nil {
+				return fmt.Errorf("roll up classes of event %d: %w", ev.Seq, err)
 			}
 		}
 		for _, st := range stmts {
@@ -274,9 +292,19 @@ func (s *SQLiteStore) DeleteThrough(ctx context.Context, instance string, seq in
 	if _, err := tx.ExecContext(ctx, `DELETE FROM ledger_fts WHERE rowid IN (SELECT id FROM ledger_events WHERE instance = ? AND seq <= ?)`, instance, seq); err != nil {
 		return 0, fmt.Errorf("apply retention to text index: %w", err)
 	}
+	var minNS, maxNS sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT MIN(time_ns), MAX(time_ns) FROM ledger_classes WHERE instance = ? AND seq <= ?`, instance, seq).Scan(&minNS, &maxNS); err != nil {
+		return 0, fmt.Errorf("apply retention to the rollup: %w", err)
+	}
 	for _, t := range []string{"ledger_tables", "ledger_classes", "ledger_statements"} {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM `+t+` WHERE instance = ? AND seq <= ?`, instance, seq); err != nil {
 			return 0, fmt.Errorf("apply retention to %s: %w", t, err)
+		}
+	}
+	if minNS.Valid {
+		exec := func(q string, args ...any) error { _, err := tx.ExecContext(ctx, q, args...); return err }
+		if err := rebuildDays(floorDiv(minNS.Int64, dayNS), floorDiv(maxNS.Int64, dayNS), sqliteSQL, exec); err != nil {
+			return 0, err
 		}
 	}
 	res, err := tx.ExecContext(ctx, `DELETE FROM ledger_events WHERE instance = ? AND seq <= ?`, instance, seq)

@@ -33,8 +33,8 @@ type Store interface {
 	// DeleteThrough deletes instance's events with seq <= seq and stores anchor, in one
 	// transaction.
 	DeleteThrough(ctx context.Context, instance string, seq int64, anchor Checkpoint) (int64, error)
-	// LastBefore returns the seq and hash of the last event of instance older than t
-	// (0, "" when none).
+	// LastBefore returns the seq and hash of the end of the longest prefix of instance's
+	// chain whose events are all older than t (0, "" when none), what retention deletes.
 	LastBefore(ctx context.Context, instance string, t time.Time) (int64, string, error)
 	// Search finds events; see Query.
 	Search(ctx context.Context, q Query) ([]Event, error)

@@ -35,6 +35,7 @@ syn AS (SELECT i, ik, name, kind, cls, ns,
 
 type syntheticDialect struct {
 	series, from, hex, json, text string
+	min, max                      string
 	fts                           bool
 }
 
@@ -48,6 +49,8 @@ var syntheticSQLite = syntheticDialect{
 			'sensitive', json(CASE WHEN cls IS NULL THEN 'null' ELSE json_object('public.' || name || '.email', cls) END))))`,
 	text: "",
 	fts:  true,
+	min:  "min",
+	max:  "max",
 }
 
 var syntheticPostgres = syntheticDialect{
@@ -60,6 +63,8 @@ var syntheticPostgres = syntheticDialect{
 		'statements', json_build_array(json_build_object('kind', kind, 'category', cat, 'text', txt, 'tables_read', json_build_array('public.' || name),
 			'sensitive', CASE WHEN cls IS NULL THEN NULL ELSE json_build_object('public.' || name || '.email', cls) END)))::text`,
 	text: "::text",
+	min:  "LEAST",
+	max:  "GREATEST",
 }
 
 // syntheticStatements returns the statements that load seqs $1..$2 of instance $3, with
@@ -87,6 +92,11 @@ func syntheticStatements(d syntheticDialect) (prep []string, inserts []string) {
 			`SELECT $3` + t + `, i, ns, subj, ik, dec, cls, 'public.' || name || '.email', cat FROM ` + src + ` WHERE cls IS NOT NULL
 			UNION ALL SELECT $3` + t + `, i, ns, subj, ik, dec, 'pii', 'public.' || name || '.email', cat FROM ` + src + ` WHERE cls IS NOT NULL`,
 		`INSERT INTO ledger_statements(instance, seq, time_ns, kind, category) ` + cte + `SELECT $3` + t + `, i, ns, kind, cat FROM ` + src,
+		`INSERT INTO ledger_class_daily(class, category, decision, day, subject, identity_kind, n, first_ns, last_ns) ` + cte +
+			`SELECT * FROM (SELECT cls, cat, dec, ns / 86400000000000 AS day, subj, ik, COUNT(*) AS n, MIN(ns) AS f, MAX(ns) AS l FROM ` + src + ` WHERE cls IS NOT NULL GROUP BY cls, cat, dec, ns / 86400000000000, subj, ik
+			UNION ALL SELECT 'pii', cat, dec, ns / 86400000000000, subj, ik, COUNT(*), MIN(ns), MAX(ns) FROM ` + src + ` WHERE cls IS NOT NULL GROUP BY cat, dec, ns / 86400000000000, subj, ik) x WHERE true
+			ON CONFLICT (class, category, decision, day, subject, identity_kind) DO UPDATE SET n = ledger_class_daily.n + excluded.n,
+			first_ns = ` + d.min + `(ledger_class_daily.first_ns, excluded.first_ns), last_ns = ` + d.max + `(ledger_class_daily.last_ns, excluded.last_ns)`,
 	}
 	if d.fts {
 		inserts = append(inserts, `INSERT INTO ledger_fts(rowid, text) SELECT e.id, s.txt FROM syn_load s JOIN ledger_events e ON e.instance = $3 AND e.seq = s.i`)
