@@ -24,8 +24,10 @@ func trivialWhere(n *pg_query.Node, literal *bool) bool {
 	if hasConst(n) {
 		*literal = true
 	}
-	v, ok := constBool(n, 0)
-	return (ok && v) || !mentionsColumn(n.ProtoReflect(), 0)
+	if v, ok := constBool(n, 0); ok {
+		return v // constant false changes no row: not trivial
+	}
+	return !mentionsColumn(n.ProtoReflect(), 0)
 }
 
 // mentionsColumn reports whether a parse tree refers to any column, anywhere inside it
