@@ -35,6 +35,7 @@ type Problem struct {
 	Detail   string `json:"detail"`
 }
 
+// String renders one problem on one line, the way `gatehouse audit verify` prints it.
 func (p Problem) String() string {
 	where := fmt.Sprintf("seq %d", p.Seq)
 	if p.LastSeq != p.Seq {
