@@ -117,6 +117,15 @@ func TestMaskingWrites(t *testing.T) {
 		{name: "exception from function", admin: true, run: wantErr("P0001", execAll("SELECT fail_with_ssn()"))},
 		{name: "unique violation detail", run: wantErr("23505", execAll("INSERT INTO customers (id, full_name, email) SELECT 999, 'x', email FROM customers WHERE id = 1"))},
 		{name: "not null violation detail", run: wantErr("23502", execAll("INSERT INTO customers (id, full_name, email, phone, date_of_birth) SELECT 998, NULL, 'y' || email, phone, date_of_birth FROM customers WHERE id = 2"))},
+		{name: "launder through temp table", admin: true, run: inTx(execAll(
+			"CREATE TEMP TABLE laundry AS SELECT full_name AS a, phone AS b, email AS c, ssn AS d, date_of_birth AS e, card_number AS f FROM customers",
+			"SELECT * FROM laundry"))},
+		{name: "launder through update", run: inTx(execAll(
+			"UPDATE customers SET loyalty_tier = full_name || ' / ' || phone || ' / ' || date_of_birth WHERE id > 0",
+			"SELECT loyalty_tier FROM customers"))},
+		{name: "launder through insert select", run: inTx(execAll(
+			"INSERT INTO orders SELECT 900000000 + id, id, 1, full_name || ' ' || ssn FROM customers",
+			"SELECT product_code FROM orders WHERE order_number > 900000000"))},
 		{name: "notification payload", run: func(ctx context.Context, c *pgx.Conn) error {
 			if _, err := c.Exec(ctx, "LISTEN leak"); err != nil {
 				return err
@@ -183,7 +192,17 @@ func TestMaskingWrites(t *testing.T) {
 }
 
 // knownWriteLeaks are open leaks (see knownReadLeaks); key "case/simple".
-var knownWriteLeaks = map[string]string{}
+var knownWriteLeaks = map[string]string{
+	// A masked identity that can write can copy sensitive values into a column the catalog
+	// does not hold as sensitive (an existing one, or a new table's) and read them back:
+	// the free-text detectors catch e-mail addresses, dashed SSNs and cards, but names,
+	// phone numbers and dates pass. Either the writes carry their classification along
+	// (lineage of INSERT ... SELECT / UPDATE SET / CREATE TABLE AS into the catalog) or the
+	// policy refuses, for masked sessions, writes whose values derive from sensitive columns.
+	"launder through temp table/simple":    "sensitive values copied into a temporary table",
+	"launder through update/simple":        "sensitive values copied into a non-sensitive column",
+	"launder through insert select/simple": "sensitive values copied into another table",
+}
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
 

@@ -222,7 +222,10 @@ func seed(t testing.TB, pg *testkit.Postgres, f *fixture) {
 	if _, err := c.CopyFrom(ctx, pgx.Identifier{"orders"}, []string{"order_number", "customer_id", "amount_cents", "product_code"}, pgx.CopyFromRows(orows)); err != nil {
 		t.Fatalf("seed orders: %v", err)
 	}
-	// The upstream roles Gatehouse uses may differ; the target logs in as the superuser.
+	// Planner statistics (pg_stats) hold sampled values of every column.
+	if _, err := c.Exec(ctx, "ANALYZE customers; ANALYZE orders"); err != nil {
+		t.Fatalf("analyze fixture: %v", err)
+	}
 }
 
 // secret is one seeded sensitive value and the forms it could take on the wire.
