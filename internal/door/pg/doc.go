@@ -11,4 +11,12 @@
 // upstream server itself fail at exactly that point, so the server's own extended-protocol
 // state machine (skip to Sync, abort the transaction) stays authoritative; the door then
 // rewrites that failure into Gatehouse's SQLSTATE 42501 error.
+//
+// Masking covers every way a value can leave: DataRows (text and binary, through the
+// RowDescription's column map), COPY ... TO STDOUT output (a masker planned per COPY before
+// it is forwarded; a COPY whose columns cannot be classified is refused rather than sent
+// unmasked), and free text — notices, notification payloads and error fields pass the value
+// detectors, and for masked sessions the values PostgreSQL quotes in data exceptions and
+// constraint violations (class 22 and 23) are redacted, because a failed cast can show any
+// column's value.
 package pg
