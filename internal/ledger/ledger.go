@@ -273,6 +273,12 @@ func (l *Ledger) run() {
 		case c := <-l.calls:
 			c.done <- c.fn()
 		case <-tick.C:
+			if l.stale {
+				// Recover without waiting for traffic: the gate refuses statements while
+				// the ledger is unhealthy, so no Record may come to find out.
+				l.probe()
+				continue
+			}
 			if l.opts.Now().Sub(l.lastCPTime) >= l.opts.CheckpointInterval {
 				l.timedCheckpoint()
 			}
@@ -291,13 +297,31 @@ func (l *Ledger) run() {
 	}
 }
 
+// probe checks whether a failed store writes again and, if so, continues the chain from
+// what the store really holds.
+func (l *Ledger) probe() {
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.WriteTimeout)
+	defer cancel()
+	if err := l.store.Probe(ctx); err != nil {
+		l.setHealth(fmt.Errorf("ledger unavailable: %w", err))
+		return
+	}
+	seq, hash, err := l.store.Head(ctx, l.opts.Instance)
+	if err != nil {
+		l.setHealth(fmt.Errorf("ledger unavailable: %w", err))
+		return
+	}
+	l.seq, l.hash, l.stale = seq, hash, false
+	l.setHealth(nil)
+}
+
 func (l *Ledger) tickEvery() time.Duration {
 	d := l.opts.CheckpointInterval / 4
 	if d < 10*time.Millisecond {
 		d = 10 * time.Millisecond
 	}
-	if d > time.Second {
-		d = time.Second
+	if d > 500*time.Millisecond {
+		d = 500 * time.Millisecond
 	}
 	return d
 }

@@ -116,6 +116,9 @@ CREATE INDEX ledger_events_fts ON ledger_events USING gin(fts);
 INSERT INTO ledger_class_daily(class, category, decision, day, subject, identity_kind, n, first_ns, last_ns)
 SELECT class, COALESCE(category, ''), COALESCE(decision, ''), floor(time_ns / 86400000000000.0)::bigint, COALESCE(subject, ''), COALESCE(identity_kind, ''), COUNT(*), MIN(time_ns), MAX(time_ns)
 FROM ledger_classes GROUP BY 1, 2, 3, 4, 5, 6;
+`,
+	// 6: the row the ledger rewrites to find out that a failed store writes again.
+	`CREATE TABLE ledger_probe (id INTEGER PRIMARY KEY, at_ns BIGINT NOT NULL);
 `}
 
 // PostgresStore keeps the ledger in PostgreSQL, shared by several Gatehouse instances (each
@@ -243,6 +246,14 @@ func (s *PostgresStore) Append(ctx context.Context, recs []Record, cps []Checkpo
 	})
 	if err != nil {
 		return fmt.Errorf("append %d events to ledger: %w", len(recs), err)
+	}
+	return nil
+}
+
+// Probe implements Store: a committed one-row write.
+func (s *PostgresStore) Probe(ctx context.Context) error {
+	if _, err := s.pool.Exec(ctx, `INSERT INTO ledger_probe(id, at_ns) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at_ns = excluded.at_ns`, time.Now().UnixNano()); err != nil {
+		return fmt.Errorf("probe ledger store: %w", err)
 	}
 	return nil
 }

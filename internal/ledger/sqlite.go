@@ -95,6 +95,9 @@ CREATE INDEX ledger_classes_readers_by_subject ON ledger_classes(class, category
 INSERT INTO ledger_class_daily(class, category, decision, day, subject, identity_kind, n, first_ns, last_ns)
 SELECT class, COALESCE(category, ''), COALESCE(decision, ''), (CASE WHEN time_ns >= 0 THEN time_ns / 86400000000000 ELSE (time_ns - 86399999999999) / 86400000000000 END), COALESCE(subject, ''), COALESCE(identity_kind, ''), COUNT(*), MIN(time_ns), MAX(time_ns)
 FROM ledger_classes GROUP BY 1, 2, 3, 4, 5, 6;
+`,
+	// 5: the row the ledger rewrites to find out that a failed store writes again.
+	`CREATE TABLE ledger_probe (id INTEGER PRIMARY KEY, at_ns INTEGER NOT NULL);
 `}
 
 // SQLiteStore is the embedded store: one SQLite file (WAL, synchronous=FULL) in the data
@@ -255,6 +258,14 @@ func insertCheckpointTx(ctx context.Context, tx *sql.Tx, cp Checkpoint) error {
 		cp.Instance, cp.Seq, cp.Hash, cp.Time.UnixNano(), cp.Kind, cp.Signature)
 	if err != nil {
 		return fmt.Errorf("store checkpoint at seq %d: %w", cp.Seq, err)
+	}
+	return nil
+}
+
+// Probe implements Store: a committed (fsync'd) one-row write.
+func (s *SQLiteStore) Probe(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO ledger_probe(id, at_ns) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at_ns = excluded.at_ns`, time.Now().UnixNano()); err != nil {
+		return fmt.Errorf("probe ledger store: %w", err)
 	}
 	return nil
 }

@@ -21,6 +21,8 @@ type Store interface {
 	// Append writes events (already sealed) and checkpoints in one transaction and returns
 	// once it is durable (fsync'd / committed).
 	Append(ctx context.Context, recs []Record, cps []Checkpoint) error
+	// Probe makes one small durable write, to tell when a failed store can write again.
+	Probe(ctx context.Context) error
 	// AddCheckpoint stores one checkpoint durably.
 	AddCheckpoint(ctx context.Context, cp Checkpoint) error
 	// Checkpoints returns instance's checkpoints ordered by seq ("" for all instances).
