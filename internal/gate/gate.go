@@ -207,6 +207,9 @@ func (g *Gate) OpenSession(ctx context.Context, s *Session) (Decision, error) {
 
 // CloseSession records the end of a session.
 func (g *Gate) CloseSession(ctx context.Context, s *Session, reason string) {
+	if f, ok := g.Masker.(interface{ Forget(sessionID string) }); ok {
+		f.Forget(s.ID)
+	}
 	ev := g.sessionEvent(ledger.EventSessionEnd, s)
 	ev.Duration = g.now().Sub(s.StartedAt)
 	ev.Message = reason
@@ -279,6 +282,13 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 			if st.PreparedName != "" && st.Kind != "EXECUTE" && st.Kind != "DEALLOCATE" {
 				s.rememberPrepared(st.PreparedName, st)
 			}
+		}
+		// Maskers that follow statements across messages (a DECLARE for its FETCHes) see
+		// every allowed statement before it is forwarded.
+		if o, ok := g.Masker.(interface {
+			Observe(ctx context.Context, s *Session, c *Check)
+		}); ok {
+			o.Observe(ctx, s, c)
 		}
 	}
 	if c.Allowed() && via != ViaParse && c.mayChange() {
@@ -510,7 +520,6 @@ func (g *Gate) sessionEvent(t ledger.EventType, s *Session) *ledger.Event {
 	}
 	return ev
 }
-
 
 // Column describes one result column as a door sees it on the wire, so masking can map it to
 // the catalog (table OID + attribute number) and keep values valid for the type.

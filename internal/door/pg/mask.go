@@ -304,27 +304,3 @@ func redactKeyValues(s string) string {
 	}
 	return s
 }
-
-// observer is implemented by maskers that remember statements for later results (the query
-// of a DECLARE for its FETCHes); forgetter by those that must drop a session's memory.
-type observer interface {
-	Observe(ctx context.Context, s *gate.Session, c *gate.Check)
-}
-
-type forgetter interface {
-	Forget(sessionID string)
-}
-
-// observe shows an allowed check to the masker before it is forwarded.
-func (r *relay) observe(ctx context.Context, c *gate.Check) {
-	if o, ok := r.srv.Gate.Masker.(observer); ok && c.Allowed() {
-		o.Observe(ctx, r.sess, c)
-	}
-}
-
-// forget tells the masker the session ended.
-func (r *relay) forget() {
-	if f, ok := r.srv.Gate.Masker.(forgetter); ok {
-		f.Forget(r.sess.ID)
-	}
-}

@@ -193,7 +193,6 @@ func (r *relay) relay(ctx context.Context) string {
 	upReason := r.upstreamLoop(ctx)
 	_ = r.client.Close()
 	clientReason := <-done
-	r.forget()
 	r.srv.Metrics.bytes(r.cr.n, r.ur.n)
 	if f := r.fatal.Load(); f != nil {
 		return f.Message
@@ -328,7 +327,6 @@ func (r *relay) writeMsg(m pgproto3.FrontendMessage) error {
 func (r *relay) check(ctx context.Context, sql string, via gate.Via) *gate.Check {
 	c := r.srv.Gate.Check(ctx, r.sess, sql, via)
 	r.srv.Metrics.statement(string(c.Decision.Action))
-	r.observe(ctx, c)
 	return c
 }
 
