@@ -798,3 +798,22 @@ func assertRollupAgrees(t *testing.T, st Store, tr TimeRange) {
 		t.Fatalf("rollup and per-event counts differ:\nrollup %+v\nevents %+v", got, want)
 	}
 }
+
+func TestSyntheticLoad(t *testing.T) {
+	forEachStore(t, func(t *testing.T, mk func(t *testing.T) *testStore) {
+		ctx := context.Background()
+		ts := mk(t)
+		now := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+		if err := ts.LoadSynthetic(ctx, "synthetic", 3000, now); err != nil {
+			t.Fatal(err)
+		}
+		evs, err := ts.Search(ctx, Query{IdentityKind: "agent", Table: "customers", Limit: 5})
+		if err != nil || len(evs) == 0 || evs[0].IdentityKind != "agent" {
+			t.Fatalf("search synthetic: %d events, %v", len(evs), err)
+		}
+		if evs, err := ts.Search(ctx, Query{Text: "t129 status"}); err != nil || len(evs) == 0 {
+			t.Fatalf("text search synthetic: %d events, %v", len(evs), err)
+		}
+		assertRollupAgrees(t, ts.Store, TimeRange{From: now.Add(-60 * 24 * time.Hour), To: now})
+	})
+}

@@ -141,6 +141,9 @@ func OpenPostgres(ctx context.Context, dsn string) (*PostgresStore, error) {
 	}
 	cfg.ConnConfig.RuntimeParams["search_path"] = PostgresSchema
 	cfg.ConnConfig.RuntimeParams["application_name"] = "gatehouse-ledger"
+	// A ledger commit is acknowledged to a waiting statement: it must be on disk whatever the
+	// server's default for synchronous_commit is.
+	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "on"
 	cfg.MaxConns = 8
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

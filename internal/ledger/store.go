@@ -175,29 +175,22 @@ func indexRows(ev *Event) (tables []tableRow, classes []classRow, stmts []stmtRo
 		tables = append(tables, tableRow{tbl: key, name: bareName(key), kind: st.Kind, category: st.Category, access: access})
 	}
 	pii := ""
+	// Only completed statements feed the per-table and per-class rows the auditor questions
+	// count; a statement's intent (recorded before it ran) would count it twice. Intents stay
+	// searchable by kind and text.
+	aggregate := ev.Type == EventStatement
 	for i := range ev.Statements {
 		st := &ev.Statements[i]
-		for _, t := range st.TablesWritten {
-			addTable(t, "w", st)
-		}
-		for _, t := range st.TablesRead {
-			addTable(t, "r", st)
-		}
-		// Sorted for a deterministic choice of the column recorded per class.
-		cols := make([]string, 0, len(st.Sensitive))
-		for c := range st.Sensitive {
-			cols = append(cols, c)
-		}
-		slices.Sort(cols)
-		for _, col := range cols {
-			class := strings.ToLower(st.Sensitive[col])
-			if !cix[class] {
-				cix[class] = true
-				classes = append(classes, classRow{class: class, column: col, category: st.Category})
-			}
-			if !nonPIIClasses[class] && pii == "" {
-				pii = col
-			}
+		if aggregate {
+			indexTablesAndClasses(st, addTable, func(col, class string) {
+				if !cix[class] {
+					cix[class] = true
+					classes = append(classes, classRow{class: class, column: col, category: st.Category})
+				}
+				if !nonPIIClasses[class] && pii == "" {
+					pii = col
+				}
+			})
 		}
 		k := st.Kind + "\x00" + st.Category
 		if !six[k] {
@@ -216,6 +209,25 @@ func indexRows(ev *Event) (tables []tableRow, classes []classRow, stmts []stmtRo
 		classes = append(classes, classRow{class: "pii", column: pii, category: cat})
 	}
 	return tables, classes, stmts, strings.Join(texts, "\n")
+}
+
+// indexTablesAndClasses feeds one statement's tables and sensitive columns (sorted, for a
+// deterministic choice of the column recorded per class) to the index builders.
+func indexTablesAndClasses(st *Statement, addTable func(tbl, access string, st *Statement), addClass func(col, class string)) {
+	for _, t := range st.TablesWritten {
+		addTable(t, "w", st)
+	}
+	for _, t := range st.TablesRead {
+		addTable(t, "r", st)
+	}
+	cols := make([]string, 0, len(st.Sensitive))
+	for c := range st.Sensitive {
+		cols = append(cols, c)
+	}
+	slices.Sort(cols)
+	for _, col := range cols {
+		addClass(col, strings.ToLower(st.Sensitive[col]))
+	}
 }
 
 // bareName is a table name without its schema, lower case.

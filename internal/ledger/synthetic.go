@@ -94,7 +94,7 @@ func syntheticStatements(d syntheticDialect) (prep []string, inserts []string) {
 		`INSERT INTO ledger_statements(instance, seq, time_ns, kind, category) ` + cte + `SELECT $3` + t + `, i, ns, kind, cat FROM ` + src,
 		`INSERT INTO ledger_class_daily(class, category, decision, day, subject, identity_kind, n, first_ns, last_ns) ` + cte +
 			`SELECT * FROM (SELECT cls, cat, dec, ns / 86400000000000 AS day, subj, ik, COUNT(*) AS n, MIN(ns) AS f, MAX(ns) AS l FROM ` + src + ` WHERE cls IS NOT NULL GROUP BY cls, cat, dec, ns / 86400000000000, subj, ik
-			UNION ALL SELECT 'pii', cat, dec, ns / 86400000000000, subj, ik, COUNT(*), MIN(ns), MAX(ns) FROM ` + src + ` WHERE cls IS NOT NULL GROUP BY cat, dec, ns / 86400000000000, subj, ik) x WHERE true
+			UNION ALL SELECT 'pii', cat, dec, ns / 86400000000000, subj, ik, COUNT(*), MIN(ns), MAX(ns) FROM ` + src + ` WHERE cls IS NOT NULL GROUP BY cat, dec, ns / 86400000000000, subj, ik) x WHERE $3` + t + ` IS NOT NULL
 			ON CONFLICT (class, category, decision, day, subject, identity_kind) DO UPDATE SET n = ledger_class_daily.n + excluded.n,
 			first_ns = ` + d.min + `(ledger_class_daily.first_ns, excluded.first_ns), last_ns = ` + d.max + `(ledger_class_daily.last_ns, excluded.last_ns)`,
 	}
