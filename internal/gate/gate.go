@@ -323,8 +323,10 @@ func (g *Gate) resolveExecute(s *Session, sts []*inspect.Statement) []*inspect.S
 		if out == nil {
 			out = append([]*inspect.Statement(nil), sts...)
 		}
+		// The facts and the text (for result lineage) are the PREPARE's; the record keeps the
+		// EXECUTE's own redacted text and fingerprint.
 		resolved := *p
-		resolved.Text, resolved.Redacted, resolved.Fingerprint = st.Text, st.Redacted, st.Fingerprint
+		resolved.Redacted, resolved.Fingerprint = st.Redacted, st.Fingerprint
 		resolved.PreparedName = ""
 		out[i] = &resolved
 	}

@@ -171,7 +171,7 @@ func TestExecuteIsDecidedAsWhatItPrepared(t *testing.T) {
 		t.Fatalf("PREPARE of a read refused: %+v", c.Decision)
 	}
 	c := g.Check(ctx, s, "EXECUTE p", gate.ViaQuery)
-	if !c.Allowed() || c.Statements[0].Kind != "SELECT" || c.Statements[0].Text != "EXECUTE p" {
+	if !c.Allowed() || c.Statements[0].Kind != "SELECT" || c.Statements[0].Text != "PREPARE p AS SELECT 1" || c.Statements[0].Redacted != "EXECUTE p" {
 		t.Fatalf("EXECUTE of a prepared read: %+v %+v", c.Decision, c.Statements[0])
 	}
 	// A refused PREPARE is not remembered, so its EXECUTE is no way around the refusal.
