@@ -181,8 +181,9 @@ func (l *Ledger) Instance() string { return l.opts.Instance }
 // PublicKey is the key that verifies this ledger's checkpoints.
 func (l *Ledger) PublicKey() ed25519.PublicKey { return l.key.Public().(ed25519.PublicKey) }
 
-// Healthy returns nil when the last commit succeeded, else its error; health checks and the
-// console show it.
+// Healthy returns nil when the last commit (or recovery probe) succeeded, else its error,
+// and ErrClosed after Close. The gate refuses statements while it is not nil; health checks
+// and the console show it.
 func (l *Ledger) Healthy() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -261,6 +262,13 @@ func (l *Ledger) Close(ctx context.Context) error {
 
 func (l *Ledger) run() {
 	defer close(l.finished)
+	// A closed ledger records nothing more: say so to health checks (the gate then refuses
+	// statements instead of finding out at Record).
+	defer func() {
+		l.mu.Lock()
+		l.healthy = ErrClosed
+		l.mu.Unlock()
+	}()
 	tick := time.NewTicker(l.tickEvery())
 	defer tick.Stop()
 	batch := make([]request, 0, l.opts.MaxBatch)
