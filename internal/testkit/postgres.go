@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/gatehouse/gatehouse/internal/certs"
 )
 
 // Postgres is one running throwaway cluster with SCRAM authentication.
@@ -28,8 +30,11 @@ type Postgres struct {
 	User     string
 	Password string
 	Dir      string
+	// CAFile is the PEM of the CA that signed the server certificate (TLS clusters only).
+	CAFile string
 
-	bin  string
+	extra []string
+	bin   string
 	cred *syscall.Credential
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -76,9 +81,34 @@ func StartPostgres(t TB) *Postgres {
 	return pg
 }
 
+// PostgresOptions vary a cluster for tests of upstream authentication and transport.
+type PostgresOptions struct {
+	// Auth is the pg_hba method for TCP connections: scram-sha-256 (default) or md5.
+	Auth string
+	// TLS turns on server TLS with a certificate issued for 127.0.0.1 and localhost by a
+	// throwaway CA, whose PEM is then in Postgres.CAFile.
+	TLS bool
+}
+
+// StartPostgresWith is StartPostgres with options.
+func StartPostgresWith(t TB, opts PostgresOptions) *Postgres {
+	t.Helper()
+	pg, err := NewPostgresWith(context.Background(), "", opts)
+	if err != nil {
+		t.Fatalf("start postgres: %v", err)
+	}
+	t.Cleanup(pg.Stop)
+	return pg
+}
+
 // NewPostgres starts a cluster in dir (a new temporary directory when empty). The caller
 // must call Stop.
 func NewPostgres(ctx context.Context, dir string) (*Postgres, error) {
+	return NewPostgresWith(ctx, dir, PostgresOptions{})
+}
+
+// NewPostgresWith starts a cluster with options; the caller must call Stop.
+func NewPostgresWith(ctx context.Context, dir string, opts PostgresOptions) (*Postgres, error) {
 	bin, err := PGBinDir()
 	if err != nil {
 		return nil, err
@@ -113,9 +143,18 @@ func NewPostgres(ctx context.Context, dir string) (*Postgres, error) {
 	if pg.cred != nil {
 		_ = os.Chown(pwfile, int(pg.cred.Uid), int(pg.cred.Gid))
 	}
-	initdb := pg.command(ctx, "initdb", "-D", data, "-U", pg.User, "--pwfile", pwfile, "-A", "scram-sha-256", "-E", "UTF8", "--locale", "C", "--no-sync")
+	auth := opts.Auth
+	if auth == "" {
+		auth = "scram-sha-256"
+	}
+	initdb := pg.command(ctx, "initdb", "-D", data, "-U", pg.User, "--pwfile", pwfile, "-A", auth, "-E", "UTF8", "--locale", "C", "--no-sync")
 	if out, err := initdb.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
+	}
+	if opts.TLS {
+		if err := pg.enableTLS(data); err != nil {
+			return nil, err
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		port, err := freePort()
@@ -158,6 +197,7 @@ func (pg *Postgres) start(ctx context.Context, data string) error {
 		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+pg.Dir,
 		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
 		"-c", "max_connections=200", "-c", "shared_buffers=64MB")
+	cmd.Args = append(cmd.Args, pg.extra...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr.Setpgid = true
 	if err := cmd.Start(); err != nil {
@@ -257,4 +297,34 @@ func FreePort(t TB) int {
 		t.Fatalf("%v", err)
 	}
 	return p
+}
+
+// enableTLS issues a server certificate into the data directory and turns ssl on.
+func (pg *Postgres) enableTLS(data string) error {
+	caDir := filepath.Join(pg.Dir, "tls")
+	if _, err := certs.Auto(caDir, []string{"127.0.0.1", "localhost"}); err != nil {
+		return fmt.Errorf("issue test server certificate: %w", err)
+	}
+	pg.CAFile = certs.CAPath(caDir)
+	for _, f := range []struct{ from, to string }{{certs.ServerFile, "server.crt"}, {"server-key.pem", "server.key"}} {
+		b, err := os.ReadFile(filepath.Join(caDir, f.from))
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(data, f.to)
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			return err
+		}
+		if pg.cred != nil {
+			if err := os.Chown(dst, int(pg.cred.Uid), int(pg.cred.Gid)); err != nil {
+				return err
+			}
+		}
+	}
+	if pg.cred != nil {
+		_ = os.Chmod(caDir, 0o755)
+		_ = os.Chmod(pg.CAFile, 0o644)
+	}
+	pg.extra = append(pg.extra, "-c", "ssl=on")
+	return nil
 }
