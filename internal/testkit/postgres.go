@@ -35,10 +35,10 @@ type Postgres struct {
 
 	extra []string
 	bin   string
-	cred *syscall.Credential
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  string
+	cred  *syscall.Credential
+	cmd   *exec.Cmd
+	done  chan struct{}
+	log   string
 }
 
 // TB is the part of testing.TB the kit needs; commands (the demo) pass their own.
