@@ -65,9 +65,17 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 	in.gate.Policy = in.policy
 	in.gate.Inspector = inspect.New(inspectCacheEntries)
 
+	// The policy's catalog overrides apply to every target (as loaded at start; a policy
+	// reload that changes them takes effect at the next restart).
+	overrides := map[string]map[string]string{}
+	if o := in.policy.Overrides(); len(o) > 0 {
+		for _, t := range cfg.Targets {
+			overrides[t.Name] = o
+		}
+	}
 	in.catalog = classify.NewCatalog(func(ctx context.Context, target string) (*pgx.Conn, error) {
 		return classify.ConfigConnector(in.cfg.Load().Targets)(ctx, target)
-	}, classify.ScanOptions{}, nil)
+	}, classify.ScanOptions{}, overrides)
 	in.gate.Catalog = in.catalog
 
 	key, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "mask.key"))

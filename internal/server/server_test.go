@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/policy"
 	"github.com/gatehouse/gatehouse/internal/server/servertest"
 )
 
@@ -132,5 +133,26 @@ func writeConfig(t *testing.T, cfg *config.Config, edit func(*config.Config)) {
 	}
 	if err := os.WriteFile(c.Path, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPolicyOverridesReachTheCatalog marks an innocent-looking column sensitive through the
+// policy file's overrides and sees it masked through the proxy.
+func TestPolicyOverridesReachTheCatalog(t *testing.T) {
+	pol := string(policy.DefaultText()) + "\noverrides:\n  public.widgets.code: email\n"
+	p := servertest.Start(t, servertest.Options{PolicyYAML: pol})
+	p.Upstream.Exec(t, "app", "CREATE TABLE widgets (code text, label text); INSERT INTO widgets VALUES ('ABC-123', 'blue')")
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, p.DSN("svc", p.Token(t, "svc", "service"), ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var code, label string
+	if err := c.QueryRow(ctx, "SELECT code, label FROM widgets").Scan(&code, &label); err != nil {
+		t.Fatal(err)
+	}
+	if code == "ABC-123" || label != "blue" {
+		t.Fatalf("override not applied: code=%q label=%q", code, label)
 	}
 }
