@@ -13,13 +13,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// httpServer serves the operational endpoints: liveness, readiness and Prometheus metrics.
+// httpServer serves the operational endpoints (liveness, readiness, Prometheus metrics) and
+// the audit API.
 type httpServer struct {
 	srv *http.Server
 	ln  net.Listener
 }
 
-func startHTTP(addr string, reg *prometheus.Registry, ready func() error) (*httpServer, error) {
+func startHTTP(addr string, reg *prometheus.Registry, ready func() error, register func(*http.ServeMux)) (*httpServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen http %s: %w", addr, err)
@@ -36,6 +37,9 @@ func startHTTP(addr string, reg *prometheus.Registry, ready func() error) (*http
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if register != nil {
+		register(mux)
+	}
 	h := &httpServer{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
 	go func() {
 		if err := h.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -156,3 +156,61 @@ func TestPolicyOverridesReachTheCatalog(t *testing.T) {
 		t.Fatalf("override not applied: code=%q label=%q", code, label)
 	}
 }
+
+// TestAuditAPI answers the auditor's questions over HTTP for an auditor, refuses everyone
+// else, and records its own use.
+func TestAuditAPI(t *testing.T) {
+	p := servertest.Start(t, servertest.Options{})
+	ctx := context.Background()
+	agent := p.Token(t, "copilot", "agent")
+	auditor := p.Token(t, "audra", "human", "auditors")
+	c, err := pgx.Connect(ctx, p.DSN("copilot", agent, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, "CREATE TABLE customers (id int); SELECT * FROM customers"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, "SELECT count(*) FROM customers"); err != nil {
+		t.Fatal(err)
+	}
+	c.Close(ctx)
+
+	call := func(user, secret, path string) (int, string) {
+		req, _ := http.NewRequest("GET", "http://"+p.HTTPAddr+path, nil)
+		if user != "" {
+			req.SetBasicAuth(user, secret)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := call("", "", "/api/v1/audit/agents?table=customers&since=7d"); code != 401 {
+		t.Fatalf("anonymous: %d", code)
+	}
+	if code, _ := call("copilot", agent, "/api/v1/audit/agents?table=customers&since=7d"); code != 403 {
+		t.Fatalf("non-auditor: %d", code)
+	}
+	if code, _ := call("audra", "wrong", "/api/v1/audit/agents?table=customers"); code != 401 {
+		t.Fatalf("bad token: %d", code)
+	}
+	code, body := call("audra", auditor, "/api/v1/audit/agents?table=customers&since=7d")
+	if code != 200 || !strings.Contains(body, `"subject":"copilot"`) || !strings.Contains(body, `"statements":2`) {
+		t.Fatalf("agents: %d %s", code, body)
+	}
+	code, body = call("audra", auditor, "/api/v1/audit/events?identity=copi*&table=customers&limit=10")
+	if code != 200 || !strings.Contains(body, `"type":"statement"`) {
+		t.Fatalf("events: %d %s", code, body)
+	}
+	if code, _ := call("audra", auditor, "/api/v1/audit/events?since=soon"); code != 400 {
+		t.Fatalf("bad filter: %d", code)
+	}
+	code, body = call("audra", auditor, "/api/v1/audit/events?type=admin&identity=audra")
+	if code != 200 || !strings.Contains(body, "/api/v1/audit/agents") {
+		t.Fatalf("API use not recorded: %d %s", code, body)
+	}
+}
