@@ -3,8 +3,10 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/store"
@@ -98,12 +100,27 @@ FROM ledger_classes GROUP BY 1, 2, 3, 4, 5, 6;
 `,
 	// 5: the row the ledger rewrites to find out that a failed store writes again.
 	`CREATE TABLE ledger_probe (id INTEGER PRIMARY KEY, at_ns INTEGER NOT NULL);
+`,
+	// 6: the search indexes are built after the commit by an indexer (sqliteindex.go);
+	// this is how far each chain is indexed. Everything stored so far was indexed in its
+	// own commit.
+	`CREATE TABLE ledger_index_state (instance TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+INSERT INTO ledger_index_state(instance, seq) SELECT instance, MAX(seq) FROM ledger_events GROUP BY instance;
 `}
 
 // SQLiteStore is the embedded store: one SQLite file (WAL, synchronous=FULL) in the data
-// directory.
+// directory. Append commits the chain only, on a dedicated connection with statements
+// prepared once; an indexer derives the search indexes from committed events (see
+// sqliteindex.go) and every search first brings them up to date.
 type SQLiteStore struct {
 	db *sql.DB
+	ix *sqliteIndexer
+
+	// wmu guards the writer connection and its prepared statements (nil until first use
+	// and after an error that may have left the connection mid-transaction).
+	wmu    sync.Mutex
+	wconn  *sql.Conn
+	evStmt *sql.Stmt
 }
 
 // OpenSQLite opens (creating and migrating) the ledger database in dataDir.
@@ -121,7 +138,9 @@ func OpenSQLiteFile(ctx context.Context, path string) (*SQLiteStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("open ledger store: %w", err)
 	}
-	return &SQLiteStore{db: db}, nil
+	s := &SQLiteStore{db: db, ix: newSQLiteIndexer(db, nil)}
+	s.ix.start()
+	return s, nil
 }
 
 // DB exposes the database, for tests and tools that need to look underneath.
@@ -148,113 +167,79 @@ func (s *SQLiteStore) Head(ctx context.Context, instance string) (int64, string,
 	return runHead(ctx, s, instance)
 }
 
-// Append implements Store: one transaction, committed with synchronous=FULL.
+// Append implements Store: one transaction holding the events and checkpoints, committed
+// with synchronous=FULL. The search indexes follow from the indexer.
 func (s *SQLiteStore) Append(ctx context.Context, recs []Record, cps []Checkpoint) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("append to ledger: begin: %w", err)
-	}
-	defer tx.Rollback()
-	if err := s.insert(ctx, tx, recs); err != nil {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.appendLocked(ctx, recs, cps); err != nil {
+		// The connection may be mid-transaction or interrupted: start afresh next time.
+		s.resetWriter()
 		return err
 	}
-	for _, cp := range cps {
-		if err := insertCheckpointTx(ctx, tx, cp); err != nil {
-			return err
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("append to ledger: commit: %w", err)
-	}
+	s.ix.kick()
 	return nil
 }
 
-func (s *SQLiteStore) insert(ctx context.Context, tx *sql.Tx, recs []Record) error {
-	if len(recs) == 0 {
-		return nil
-	}
-	evStmt, err := tx.PrepareContext(ctx, `INSERT INTO ledger_events(instance, seq, time_ns, type, subject, identity_kind, target, environment, decision, session, hash, body)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		return fmt.Errorf("append to ledger: prepare: %w", err)
-	}
-	defer evStmt.Close()
-	var tStmt, cStmt, dStmt, sStmt, fStmt *sql.Stmt
-	prep := func(dst **sql.Stmt, q string) error {
-		if *dst != nil {
-			return nil
-		}
-		st, err := tx.PrepareContext(ctx, q)
+func (s *SQLiteStore) appendLocked(ctx context.Context, recs []Record, cps []Checkpoint) error {
+	if s.wconn == nil {
+		c, err := s.db.Conn(ctx)
 		if err != nil {
+			return fmt.Errorf("append to ledger: connect: %w", err)
+		}
+		st, err := c.PrepareContext(ctx, `INSERT INTO ledger_events(instance, seq, time_ns, type, subject, identity_kind, target, environment, decision, session, hash, body)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+		if err != nil {
+			c.Close()
 			return fmt.Errorf("append to ledger: prepare: %w", err)
 		}
-		*dst = st
-		return nil
+		s.wconn, s.evStmt = c, st
 	}
-	defer func() {
-		for _, st := range []*sql.Stmt{tStmt, cStmt, dStmt, sStmt, fStmt} {
-			if st != nil {
-				st.Close()
-			}
+	// IMMEDIATE: take the write lock up front (waiting up to the busy timeout for the
+	// indexer) rather than fail on a lock upgrade.
+	if _, err := s.wconn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+		return fmt.Errorf("append to ledger: begin: %w", err)
+	}
+	rollback := func(err error) error {
+		if _, rerr := s.wconn.ExecContext(context.Background(), `ROLLBACK`); rerr != nil {
+			return errors.Join(err, fmt.Errorf("append to ledger: rollback: %w", rerr))
 		}
-	}()
+		return err
+	}
 	for _, r := range recs {
 		ev := r.Event
-		ns := ev.Time.UnixNano()
-		res, err := evStmt.ExecContext(ctx, ev.Instance, ev.Seq, ns, string(ev.Type), ev.Subject, ev.IdentityKind, ev.Target, ev.Environment, ev.Decision, ev.SessionID, ev.Hash, string(r.Body))
-		if err != nil {
-			return fmt.Errorf("append event %d to ledger: %w", ev.Seq, err)
+		if _, err := s.evStmt.ExecContext(ctx, ev.Instance, ev.Seq, ev.Time.UnixNano(), string(ev.Type), ev.Subject, ev.IdentityKind, ev.Target, ev.Environment, ev.Decision, ev.SessionID, ev.Hash, string(r.Body)); err != nil {
+			return rollback(fmt.Errorf("append event %d to ledger: %w", ev.Seq, err))
 		}
-		tables, classes, stmts, text := indexRows(ev)
-		for _, t := range tables {
-			if err := prep(&tStmt, `INSERT INTO ledger_tables(instance, seq, time_ns, subject, identity_kind, decision, tbl, name, kind, category, access) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`); err != nil {
-				return err
-			}
-			if _, err := tStmt.ExecContext(ctx, ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, t.tbl, t.name, t.kind, t.category, t.access); err != nil {
-				return fmt.Errorf("index tables of event %d: %w", ev.Seq, err)
-			}
+	}
+	for _, cp := range cps {
+		if _, err := s.wconn.ExecContext(ctx, insertCheckpointSQL, cp.Instance, cp.Seq, cp.Hash, cp.Time.UnixNano(), cp.Kind, cp.Signature); err != nil {
+			return rollback(fmt.Errorf("store checkpoint at seq %d: %w", cp.Seq, err))
 		}
-		for _, c := range classes {
-			if err := prep(&cStmt, `INSERT INTO ledger_classes(instance, seq, time_ns, subject, identity_kind, decision, class, col, category) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`); err != nil {
-				return err
-			}
-			if _, err := cStmt.ExecContext(ctx, ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, c.class, c.column, c.category); err != nil {
-				return fmt.Errorf("index classes of event %d: %w", ev.Seq, err)
-			}
-			if err := prep(&dStmt, classDailySQL(sqliteSQL)); err != nil {
-				return err
-			}
-			if _, err := dStmt.ExecContext(ctx, c.class, c.category, ev.Decision, floorDiv(ns, dayNS), ev.Subject, ev.IdentityKind, ns, ns); err != nil {
-				return fmt.Errorf("roll up classes of event %d: %w", ev.Seq, err)
-			}
-		}
-		for _, st := range stmts {
-			if err := prep(&sStmt, `INSERT INTO ledger_statements(instance, seq, time_ns, kind, category) VALUES (?, ?, ?, ?, ?)`); err != nil {
-				return err
-			}
-			if _, err := sStmt.ExecContext(ctx, ev.Instance, ev.Seq, ns, st.kind, st.category); err != nil {
-				return fmt.Errorf("index statements of event %d: %w", ev.Seq, err)
-			}
-		}
-		if text != "" {
-			id, err := res.LastInsertId()
-			if err != nil {
-				return fmt.Errorf("index text of event %d: %w", ev.Seq, err)
-			}
-			if err := prep(&fStmt, `INSERT INTO ledger_fts(rowid, text) VALUES (?, ?)`); err != nil {
-				return err
-			}
-			if _, err := fStmt.ExecContext(ctx, id, text); err != nil {
-				return fmt.Errorf("index text of event %d: %w", ev.Seq, err)
-			}
-		}
+	}
+	if _, err := s.wconn.ExecContext(ctx, `COMMIT`); err != nil {
+		return rollback(fmt.Errorf("append to ledger: commit: %w", err))
 	}
 	return nil
 }
 
+// resetWriter drops the writer connection. Called with wmu held.
+func (s *SQLiteStore) resetWriter() {
+	if s.evStmt != nil {
+		s.evStmt.Close()
+		s.evStmt = nil
+	}
+	if s.wconn != nil {
+		s.wconn.Close()
+		s.wconn = nil
+	}
+}
+
+const insertCheckpointSQL = `INSERT INTO ledger_checkpoints(instance, seq, hash, time_ns, kind, signature) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (instance, seq, kind) DO NOTHING`
+
 func insertCheckpointTx(ctx context.Context, tx *sql.Tx, cp Checkpoint) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO ledger_checkpoints(instance, seq, hash, time_ns, kind, signature) VALUES (?, ?, ?, ?, ?, ?)
-		ON CONFLICT (instance, seq, kind) DO NOTHING`,
+	_, err := tx.ExecContext(ctx, insertCheckpointSQL,
 		cp.Instance, cp.Seq, cp.Hash, cp.Time.UnixNano(), cp.Kind, cp.Signature)
 	if err != nil {
 		return fmt.Errorf("store checkpoint at seq %d: %w", cp.Seq, err)
@@ -295,6 +280,10 @@ func (s *SQLiteStore) LastBefore(ctx context.Context, instance string, t time.Ti
 
 // DeleteThrough implements Store.
 func (s *SQLiteStore) DeleteThrough(ctx context.Context, instance string, seq int64, anchor Checkpoint) (int64, error) {
+	// Index first, so the rollup rebuilt below counts exactly what remains.
+	if err := s.ix.sync(ctx); err != nil {
+		return 0, fmt.Errorf("apply retention: %w", err)
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("apply retention: begin: %w", err)
@@ -337,23 +326,44 @@ func (s *SQLiteStore) DeleteThrough(ctx context.Context, instance string, seq in
 
 // Search implements Store.
 func (s *SQLiteStore) Search(ctx context.Context, q Query) ([]Event, error) {
+	if err := s.ix.sync(ctx); err != nil {
+		return nil, err
+	}
 	return runSearch(ctx, s, q, time.Now())
 }
 
 // WhoDropped implements Store.
 func (s *SQLiteStore) WhoDropped(ctx context.Context, table string, r TimeRange) ([]DropRecord, error) {
+	if err := s.ix.sync(ctx); err != nil {
+		return nil, err
+	}
 	return runWhoDropped(ctx, s, table, r)
 }
 
 // PIIReaders implements Store.
 func (s *SQLiteStore) PIIReaders(ctx context.Context, class string, r TimeRange) ([]IdentityCount, error) {
+	if err := s.ix.sync(ctx); err != nil {
+		return nil, err
+	}
 	return runPIIReaders(ctx, s, class, r)
 }
 
 // AgentsQueried implements Store.
 func (s *SQLiteStore) AgentsQueried(ctx context.Context, table string, r TimeRange) ([]IdentityCount, error) {
+	if err := s.ix.sync(ctx); err != nil {
+		return nil, err
+	}
 	return runAgentsQueried(ctx, s, table, r)
 }
 
-// Close implements Store.
-func (s *SQLiteStore) Close() error { return s.db.Close() }
+// Close implements Store: it indexes what is pending (a later open would otherwise do it),
+// then releases the connections.
+func (s *SQLiteStore) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ixErr := s.ix.stop(ctx)
+	s.wmu.Lock()
+	s.resetWriter()
+	s.wmu.Unlock()
+	return errors.Join(ixErr, s.db.Close())
+}

@@ -1,0 +1,322 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// The SQLite store keeps the commit that Record waits for as small as it can be: the chain
+// (ledger_events rows and checkpoints) only. The search indexes (ledger_tables,
+// ledger_classes, ledger_statements, the daily rollup and the full-text index) are derived
+// from committed events by an indexer, in larger transactions, off the callers' path:
+//
+//   - ledger_index_state(instance, seq) records, per chain, the highest seq whose index rows
+//     are stored; it is updated in the same transaction as the index rows it covers, so the
+//     indexes and the high-water mark can never disagree, even across a crash.
+//   - A goroutine indexes pending events after every commit; at open it catches up on
+//     whatever a crash left unindexed.
+//   - Every search and aggregation first indexes what is pending (usually nothing), so a
+//     reader always sees every event committed before it asked.
+//
+// A chain that has no state row yet starts from the highest seq already present in
+// ledger_statements (every statement event has a row there): zero for a new chain, the top
+// of a synthetic load (which writes its own index rows) otherwise.
+
+// indexBatch caps the events indexed in one transaction, so the indexer never holds the
+// write lock long enough to delay a group commit noticeably.
+const indexBatch = 256
+
+// sqliteIndexer builds the search indexes of a SQLite ledger from its committed events.
+type sqliteIndexer struct {
+	db  *sql.DB
+	log *slog.Logger
+
+	// mu serialises indexing passes (the goroutine's and the searches' catch-ups) and
+	// guards everything below it.
+	mu     sync.Mutex
+	conn   *sql.Conn
+	stmts  map[string]*sql.Stmt
+	synced int64 // MAX(ledger_events.id) when the last complete pass started; -1: none yet
+
+	wake     chan struct{}
+	quit     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+func newSQLiteIndexer(db *sql.DB, log *slog.Logger) *sqliteIndexer {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &sqliteIndexer{db: db, log: log, stmts: map[string]*sql.Stmt{}, synced: -1,
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+}
+
+// start starts the indexing goroutine, which first catches up on events a crash (or
+// another process) left unindexed.
+func (x *sqliteIndexer) start() {
+	x.kick()
+	go x.loop()
+}
+
+// kick wakes the goroutine (after a commit) without waiting.
+func (x *sqliteIndexer) kick() {
+	select {
+	case x.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (x *sqliteIndexer) loop() {
+	defer close(x.done)
+	for {
+		select {
+		case <-x.wake:
+		case <-x.quit:
+			return
+		}
+		// Let a few more group commits land so one index transaction covers them.
+		select {
+		case <-time.After(20 * time.Millisecond):
+		case <-x.quit:
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if err := x.sync(ctx); err != nil {
+			x.log.Error("index ledger events", "err", err)
+		}
+		cancel()
+	}
+}
+
+// sync indexes every committed event not yet indexed and returns when it is done. When no
+// event was added since the last complete pass it costs one index lookup.
+func (x *sqliteIndexer) sync(ctx context.Context) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var top sql.NullInt64
+	if err := x.db.QueryRowContext(ctx, `SELECT MAX(id) FROM ledger_events`).Scan(&top); err != nil {
+		return fmt.Errorf("index ledger events: %w", err)
+	}
+	if top.Int64 == x.synced {
+		return nil
+	}
+	insts, err := x.instances(ctx)
+	if err != nil {
+		return err
+	}
+	for _, inst := range insts {
+		for {
+			n, err := x.indexSome(ctx, inst)
+			if err != nil {
+				x.resetConn()
+				return fmt.Errorf("index ledger chain %s: %w", inst, err)
+			}
+			if n < indexBatch {
+				break
+			}
+		}
+	}
+	x.synced = top.Int64
+	return nil
+}
+
+// instances lists the chains in the store, one index seek per chain.
+func (x *sqliteIndexer) instances(ctx context.Context) ([]string, error) {
+	var out []string
+	last := ""
+	for {
+		var inst string
+		err := x.db.QueryRowContext(ctx, `SELECT instance FROM ledger_events WHERE instance > ? ORDER BY instance LIMIT 1`, last).Scan(&inst)
+		if errors.Is(err, sql.ErrNoRows) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list ledger chains to index: %w", err)
+		}
+		out = append(out, inst)
+		last = inst
+	}
+}
+
+// stop ends the goroutine, indexes what is pending and releases the connection.
+func (x *sqliteIndexer) stop(ctx context.Context) error {
+	x.stopOnce.Do(func() { close(x.quit) })
+	<-x.done
+	err := x.sync(ctx)
+	x.mu.Lock()
+	x.resetConn()
+	x.mu.Unlock()
+	return err
+}
+
+// resetConn drops the indexer's connection and statements (after an error or at stop);
+// the next pass opens new ones. Called with mu held.
+func (x *sqliteIndexer) resetConn() {
+	for _, st := range x.stmts {
+		st.Close()
+	}
+	clear(x.stmts)
+	if x.conn != nil {
+		x.conn.Close()
+		x.conn = nil
+	}
+}
+
+// stmt returns the indexer's prepared statement for q. Called with mu held.
+func (x *sqliteIndexer) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := x.stmts[q]; ok {
+		return st, nil
+	}
+	st, err := x.conn.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("prepare index statement: %w", err)
+	}
+	x.stmts[q] = st
+	return st, nil
+}
+
+func (x *sqliteIndexer) exec(ctx context.Context, q string, args ...any) error {
+	st, err := x.stmt(ctx, q)
+	if err != nil {
+		return err
+	}
+	_, err = st.ExecContext(ctx, args...)
+	return err
+}
+
+// indexSome indexes up to indexBatch pending events of instance in one transaction and
+// returns how many it indexed. Called with mu held.
+func (x *sqliteIndexer) indexSome(ctx context.Context, instance string) (n int, err error) {
+	if x.conn == nil {
+		c, err := x.db.Conn(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("open index connection: %w", err)
+		}
+		// The indexes are derived data, rebuilt from the chain after a crash (the
+		// high-water mark commits with them), so their commits need not wait for fsync;
+		// WAL keeps them consistent, and the next chain commit syncs them anyway.
+		if _, err := c.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+			c.Close()
+			return 0, fmt.Errorf("configure index connection: %w", err)
+		}
+		x.conn = c
+	}
+	// IMMEDIATE: take the write lock before reading the high-water mark, so a concurrent
+	// indexer (another process searching the same file) cannot index the same events.
+	if _, err := x.conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			if _, rerr := x.conn.ExecContext(context.Background(), `ROLLBACK`); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
+			}
+		}
+	}()
+	var hwm int64
+	st, err := x.stmt(ctx, `SELECT seq FROM ledger_index_state WHERE instance = ?`)
+	if err != nil {
+		return 0, err
+	}
+	err = st.QueryRowContext(ctx, instance).Scan(&hwm)
+	if errors.Is(err, sql.ErrNoRows) {
+		var top sql.NullInt64
+		if err := x.conn.QueryRowContext(ctx, `SELECT MAX(seq) FROM ledger_statements WHERE instance = ?`, instance).Scan(&top); err != nil {
+			return 0, fmt.Errorf("read index high-water mark: %w", err)
+		}
+		hwm = top.Int64
+	} else if err != nil {
+		return 0, fmt.Errorf("read index high-water mark: %w", err)
+	}
+	type pending struct {
+		id, seq int64
+		body    []byte
+	}
+	var evs []pending
+	st, err = x.stmt(ctx, `SELECT id, seq, body FROM ledger_events WHERE instance = ? AND seq > ? ORDER BY seq LIMIT `+fmt.Sprint(indexBatch))
+	if err != nil {
+		return 0, err
+	}
+	rows, err := st.QueryContext(ctx, instance, hwm)
+	if err != nil {
+		return 0, fmt.Errorf("read events to index: %w", err)
+	}
+	for rows.Next() {
+		var p pending
+		if err := rows.Scan(&p.id, &p.seq, &p.body); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("read events to index: %w", err)
+		}
+		evs = append(evs, p)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("read events to index: %w", err)
+	}
+	if len(evs) == 0 {
+		return 0, nil
+	}
+	for _, p := range evs {
+		ev, err := decodeBody(p.body)
+		if err != nil {
+			// A record that does not decode (tampered) cannot be indexed; Verify reports
+			// it. Skip it rather than stop indexing the rest of the chain.
+			x.log.Warn("ledger event not indexed: record does not decode", "instance", instance, "id", p.id)
+			continue
+		}
+		ev.Instance, ev.Seq = instance, p.seq // index under the row's key, as searches join on it
+		if err := x.indexEvent(ctx, p.id, &ev); err != nil {
+			return 0, err
+		}
+	}
+	top := evs[len(evs)-1].seq
+	if err := x.exec(ctx, `INSERT INTO ledger_index_state(instance, seq) VALUES (?, ?) ON CONFLICT (instance) DO UPDATE SET seq = excluded.seq`, instance, top); err != nil {
+		return 0, fmt.Errorf("store index high-water mark: %w", err)
+	}
+	if _, err := x.conn.ExecContext(ctx, `COMMIT`); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	committed = true
+	return len(evs), nil
+}
+
+// indexEvent writes the side-table rows, rollup and full text of one event (stored with
+// row id id). Called with mu held, inside the indexer's transaction.
+func (x *sqliteIndexer) indexEvent(ctx context.Context, id int64, ev *Event) error {
+	ns := ev.Time.UnixNano()
+	tables, classes, stmts, text := indexRows(ev)
+	for _, t := range tables {
+		if err := x.exec(ctx, `INSERT INTO ledger_tables(instance, seq, time_ns, subject, identity_kind, decision, tbl, name, kind, category, access) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, t.tbl, t.name, t.kind, t.category, t.access); err != nil {
+			return fmt.Errorf("index tables of event %d: %w", ev.Seq, err)
+		}
+	}
+	for _, c := range classes {
+		if err := x.exec(ctx, `INSERT INTO ledger_classes(instance, seq, time_ns, subject, identity_kind, decision, class, col, category) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, c.class, c.column, c.category); err != nil {
+			return fmt.Errorf("index classes of event %d: %w", ev.Seq, err)
+		}
+		if err := x.exec(ctx, classDailySQL(sqliteSQL), c.class, c.category, ev.Decision, floorDiv(ns, dayNS), ev.Subject, ev.IdentityKind, ns, ns); err != nil {
+			return fmt.Errorf("roll up classes of event %d: %w", ev.Seq, err)
+		}
+	}
+	for _, st := range stmts {
+		if err := x.exec(ctx, `INSERT INTO ledger_statements(instance, seq, time_ns, kind, category) VALUES (?, ?, ?, ?, ?)`,
+			ev.Instance, ev.Seq, ns, st.kind, st.category); err != nil {
+			return fmt.Errorf("index statements of event %d: %w", ev.Seq, err)
+		}
+	}
+	if text != "" {
+		if err := x.exec(ctx, `INSERT INTO ledger_fts(rowid, text) VALUES (?, ?)`, id, text); err != nil {
+			return fmt.Errorf("index text of event %d: %w", ev.Seq, err)
+		}
+	}
+	return nil
+}
