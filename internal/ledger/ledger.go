@@ -392,7 +392,7 @@ func (l *Ledger) commitBatch(ctx context.Context, batch []request) error {
 		ev := r.ev
 		seq++
 		ev.Seq, ev.Instance, ev.PrevHash = seq, l.opts.Instance, hash
-		body, err := seal(ev)
+		body, err := sealEvent(ev)
 		if err != nil {
 			// Only an unencodable event gets here; refuse the whole batch rather than
 			// leave a hole in the chain.
