@@ -29,7 +29,7 @@ import (
 
 // indexBatch caps the events indexed in one transaction, so the indexer never holds the
 // write lock long enough to delay a group commit noticeably.
-const indexBatch = 256
+const indexBatch = 64
 
 // sqliteIndexer builds the search indexes of a SQLite ledger from its committed events.
 type sqliteIndexer struct {
@@ -43,6 +43,8 @@ type sqliteIndexer struct {
 	stmts  map[string]*sql.Stmt
 	synced int64 // MAX(ledger_events.id) when the last complete pass started; -1: none yet
 
+	dailySQL string // the rollup upsert, built once
+
 	wake     chan struct{}
 	quit     chan struct{}
 	done     chan struct{}
@@ -53,7 +55,7 @@ func newSQLiteIndexer(db *sql.DB, log *slog.Logger) *sqliteIndexer {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &sqliteIndexer{db: db, log: log, stmts: map[string]*sql.Stmt{}, synced: -1,
+	return &sqliteIndexer{db: db, log: log, stmts: map[string]*sql.Stmt{}, synced: -1, dailySQL: classDailySQL(sqliteSQL),
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -303,7 +305,7 @@ func (x *sqliteIndexer) indexEvent(ctx context.Context, id int64, ev *Event) err
 			ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, c.class, c.column, c.category); err != nil {
 			return fmt.Errorf("index classes of event %d: %w", ev.Seq, err)
 		}
-		if err := x.exec(ctx, classDailySQL(sqliteSQL), c.class, c.category, ev.Decision, floorDiv(ns, dayNS), ev.Subject, ev.IdentityKind, ns, ns); err != nil {
+		if err := x.exec(ctx, x.dailySQL, c.class, c.category, ev.Decision, floorDiv(ns, dayNS), ev.Subject, ev.IdentityKind, ns, ns); err != nil {
 			return fmt.Errorf("roll up classes of event %d: %w", ev.Seq, err)
 		}
 	}
