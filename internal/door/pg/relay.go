@@ -2,6 +2,7 @@ package pg
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -768,8 +769,9 @@ func tagRows(tag []byte) (int64, bool) {
 // complete handles CommandComplete, EmptyQueryResponse and PortalSuspended.
 func (r *relay) complete(ctx context.Context, p *pending, frame []byte) error {
 	n, ok := int64(0), false
-	if frame[0] == 'C' {
-		n, ok = tagRows(frame[5 : len(frame)-1])
+	if frame[0] == 'C' && len(frame) > 5 {
+		// The tag is a C string; a malformed upstream message without one has no count.
+		n, ok = tagRows(bytes.TrimSuffix(frame[5:], []byte{0}))
 	}
 	if !ok {
 		n = p.resRows
