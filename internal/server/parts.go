@@ -2,10 +2,9 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"os"
+	"log/slog"
 	"path/filepath"
 	"time"
 
@@ -36,7 +35,7 @@ type parts struct {
 
 // assemble builds the gate's components from the configuration.
 func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
-	led, err := OpenLedger(ctx, cfg)
+	led, err := ledger.Open(ctx, cfg, "", in.log)
 	if err != nil {
 		return err
 	}
@@ -78,7 +77,7 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 	}, classify.ScanOptions{}, overrides)
 	in.gate.Catalog = in.catalog
 
-	key, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "mask.key"))
+	key, err := mask.LoadOrCreateKey(filepath.Join(cfg.DataDir, "mask.key"))
 	if err != nil {
 		return fmt.Errorf("masking key: %w", err)
 	}
@@ -90,29 +89,6 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 	return nil
 }
 
-// loadOrCreateKey reads the installation's 32-byte masking key, creating it on first start.
-// Deterministic masking tokens depend on it: the same value gives the same token on every
-// instance that shares the key, and nobody without it can reverse or confirm a guess.
-func loadOrCreateKey(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		if len(b) != 32 {
-			return nil, fmt.Errorf("%s holds %d bytes, expected 32; restore it from backup or remove it to start a new one (masked tokens will change)", path, len(b))
-		}
-		return b, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	b = make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		return nil, fmt.Errorf("write %s: %w", path, err)
-	}
-	return b, nil
-}
 
 // startBackground runs the parts' periodic work until ctx ends.
 func (in *Instance) startBackground(ctx context.Context) {
@@ -156,41 +132,11 @@ func (in *Instance) closeParts() error {
 	return errors.Join(errs...)
 }
 
-// OpenLedger opens the ledger the configuration names, writing this host's chain.
-func OpenLedger(ctx context.Context, cfg *config.Config) (*ledger.Ledger, error) {
-	return OpenLedgerInstance(ctx, cfg, "")
-}
-
 // OpenLedgerInstance opens the ledger writing the chain named instance ("" for the host
 // name). Administrative commands use their own chain so they never fork a server's.
 func OpenLedgerInstance(ctx context.Context, cfg *config.Config, instance string) (*ledger.Ledger, error) {
-	st, err := OpenLedgerStore(ctx, cfg)
+	l, err := ledger.Open(ctx, cfg, instance, slog.Default())
 	if err != nil {
-		return nil, err
-	}
-	opts := ledger.Options{
-		Instance:           instance,
-		DataDir:            cfg.DataDir,
-		CheckpointEvery:    cfg.Ledger.CheckpointEvery,
-		CheckpointInterval: time.Duration(cfg.Ledger.CheckpointInterval),
-		CheckpointFile:     cfg.Ledger.CheckpointFile,
-	}
-	for _, s := range cfg.Ledger.Sinks {
-		switch s.Type {
-		case "jsonl":
-			sink, err := ledger.NewJSONLSink(s.Path)
-			if err != nil {
-				st.Close()
-				return nil, fmt.Errorf("open ledger sink %s: %w", s.Path, err)
-			}
-			opts.Sinks = append(opts.Sinks, sink)
-		case "webhook":
-			opts.Sinks = append(opts.Sinks, ledger.NewWebhookSink(s.URL))
-		}
-	}
-	l, err := ledger.New(ctx, st, opts)
-	if err != nil {
-		st.Close()
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}
 	return l, nil
@@ -198,25 +144,7 @@ func OpenLedgerInstance(ctx context.Context, cfg *config.Config, instance string
 
 // OpenLedgerStore opens just the ledger's store, for offline reading.
 func OpenLedgerStore(ctx context.Context, cfg *config.Config) (ledger.Store, error) {
-	if cfg.Ledger.Store == "postgres" {
-		dsn := cfg.Ledger.DSN
-		if cfg.Ledger.DSNEnv != "" {
-			dsn = os.Getenv(cfg.Ledger.DSNEnv)
-			if dsn == "" {
-				return nil, fmt.Errorf("ledger.dsn_env: environment variable %s is not set", cfg.Ledger.DSNEnv)
-			}
-		}
-		st, err := ledger.OpenPostgres(ctx, dsn)
-		if err != nil {
-			return nil, fmt.Errorf("open PostgreSQL ledger store: %w", err)
-		}
-		return st, nil
-	}
-	st, err := ledger.OpenSQLite(ctx, cfg.DataDir)
-	if err != nil {
-		return nil, fmt.Errorf("open SQLite ledger store in %s: %w", cfg.DataDir, err)
-	}
-	return st, nil
+	return ledger.OpenStore(ctx, cfg.Ledger, cfg.DataDir)
 }
 
 // maskPlanner adapts the mask package to the gate's optional masking hooks (COPY output and
