@@ -18,7 +18,7 @@ demo: deps build
 	./$(BIN) demo
 
 lint:
-	@test -z "$$(gofmt -l cmd internal)" || { echo "gofmt needed:"; gofmt -l cmd internal; exit 1; }
+	@test -z "$$(gofmt -l cmd internal test)" || { echo "gofmt needed:"; gofmt -l cmd internal test; exit 1; }
 	$(GO) vet ./...
 	staticcheck ./...
 

@@ -89,7 +89,6 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 	return nil
 }
 
-
 // startBackground runs the parts' periodic work until ctx ends.
 func (in *Instance) startBackground(ctx context.Context) {
 	if path := in.cfg.Load().Policy; path != "" {
