@@ -4,11 +4,8 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -107,7 +104,7 @@ func newAuditSearch(g *globals) *cobra.Command {
 				}
 				return nil
 			}
-			return printEvents(cmd.OutOrStdout(), evs)
+			return ledger.WriteTable(cmd.OutOrStdout(), evs)
 		},
 	}
 	f := cmd.Flags()
@@ -125,27 +122,6 @@ func newAuditSearch(g *globals) *cobra.Command {
 	f.BoolVar(&asJSON, "json", false, "print JSON lines instead of a table")
 	tf.add(cmd)
 	return cmd
-}
-
-func printEvents(w io.Writer, evs []ledger.Event) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tTYPE\tIDENTITY\tKIND\tTARGET\tDECISION\tSTATEMENT")
-	for _, e := range evs {
-		var texts []string
-		for _, s := range e.Statements {
-			texts = append(texts, s.Redacted)
-		}
-		text := strings.Join(texts, "; ")
-		if len(text) > 100 {
-			text = text[:97] + "..."
-		}
-		if text == "" {
-			text = e.Message
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Type, e.Subject,
-			e.IdentityKind, e.Target, e.Decision, strings.ReplaceAll(text, "\n", " "))
-	}
-	return tw.Flush()
 }
 
 func newAuditVerify(g *globals) *cobra.Command {
@@ -180,7 +156,7 @@ func newAuditVerify(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if pubPEM, err = ledger.PublicKeyPEM(key.Public().(ed25519PublicKey)); err != nil {
+				if pubPEM, err = ledger.PublicKeyPEM(key.Public().(ed25519.PublicKey)); err != nil {
 					return err
 				}
 			}
@@ -281,7 +257,7 @@ func newAuditPubkey(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			b, err := ledger.PublicKeyPEM(key.Public().(ed25519PublicKey))
+			b, err := ledger.PublicKeyPEM(key.Public().(ed25519.PublicKey))
 			if err != nil {
 				return err
 			}
@@ -291,12 +267,13 @@ func newAuditPubkey(g *globals) *cobra.Command {
 	}
 }
 
-func newAuditWhoDropped(g *globals) *cobra.Command {
+// questionCmd builds one of the auditor's standing questions: a time range, the store, and
+// a function that asks and prints.
+func questionCmd(g *globals, use, short string, args cobra.PositionalArgs, setup func(*cobra.Command),
+	ask func(cmd *cobra.Command, st ledger.Store, args []string, r ledger.TimeRange) error) *cobra.Command {
 	var tf timeFlags
 	cmd := &cobra.Command{
-		Use:   "who-dropped TABLE",
-		Short: "Who dropped (or tried to drop) a table, when, and from which client",
-		Args:  cobra.ExactArgs(1),
+		Use: use, Short: short, Args: args,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var q ledger.Query
 			if err := tf.apply(&q); err != nil {
@@ -307,87 +284,50 @@ func newAuditWhoDropped(g *globals) *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			recs, err := st.WhoDropped(cmd.Context(), args[0], q.Range(time.Now()))
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TIME\tIDENTITY\tKIND\tCLIENT\tAPPLICATION\tTARGET\tDECISION\tSTATEMENT")
-			for _, r := range recs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.Local().Format(time.RFC3339), r.Subject, r.IdentityKind,
-					r.ClientAddr, r.ApplicationName, r.Target, r.Decision, r.Text)
-			}
-			return tw.Flush()
+			return ask(cmd, st, args, q.Range(time.Now()))
 		},
 	}
 	tf.add(cmd)
+	if setup != nil {
+		setup(cmd)
+	}
 	return cmd
 }
 
-func printCounts(w io.Writer, rows []ledger.IdentityCount) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "IDENTITY\tKIND\tSTATEMENTS\tFIRST\tLAST")
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", r.Subject, r.IdentityKind, r.Statements, r.First.Local().Format(time.RFC3339), r.Last.Local().Format(time.RFC3339))
-	}
-	return tw.Flush()
+func newAuditWhoDropped(g *globals) *cobra.Command {
+	return questionCmd(g, "who-dropped TABLE", "Who dropped a table, when, and from which client", cobra.ExactArgs(1), nil,
+		func(cmd *cobra.Command, st ledger.Store, args []string, r ledger.TimeRange) error {
+			recs, err := st.WhoDropped(cmd.Context(), args[0], r)
+			if err != nil {
+				return err
+			}
+			return ledger.WriteDrops(cmd.OutOrStdout(), recs)
+		})
 }
 
 func newAuditPIIReaders(g *globals) *cobra.Command {
-	var tf timeFlags
 	var class string
-	cmd := &cobra.Command{
-		Use:   "pii-readers",
-		Short: "Which identities read personal data (or one class of it) in a time range, with counts",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var q ledger.Query
-			if err := tf.apply(&q); err != nil {
-				return err
-			}
-			st, _, err := g.openLedgerStore(cmd)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			rows, err := st.PIIReaders(cmd.Context(), class, q.Range(time.Now()))
-			if err != nil {
-				return err
-			}
-			return printCounts(cmd.OutOrStdout(), rows)
+	return questionCmd(g, "pii-readers", "Which identities read personal data (or one class of it) in a time range, with counts", cobra.NoArgs,
+		func(cmd *cobra.Command) {
+			cmd.Flags().StringVar(&class, "class", "pii", "class of sensitive data; pii means any personal data")
 		},
-	}
-	cmd.Flags().StringVar(&class, "class", "pii", "class of sensitive data; pii means any personal data")
-	tf.add(cmd)
-	return cmd
+		func(cmd *cobra.Command, st ledger.Store, _ []string, r ledger.TimeRange) error {
+			rows, err := st.PIIReaders(cmd.Context(), class, r)
+			if err != nil {
+				return err
+			}
+			return ledger.WriteIdentityCounts(cmd.OutOrStdout(), rows)
+		})
 }
 
 func newAuditAgents(g *globals) *cobra.Command {
-	var tf timeFlags
-	cmd := &cobra.Command{
-		Use:   "agents TABLE",
-		Short: "Which AI agents queried a table in a time range, with counts",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var q ledger.Query
-			if err := tf.apply(&q); err != nil {
-				return err
-			}
-			st, _, err := g.openLedgerStore(cmd)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			rows, err := st.AgentsQueried(cmd.Context(), args[0], q.Range(time.Now()))
+	return questionCmd(g, "agents TABLE", "Which AI agents queried a table in a time range, with counts", cobra.ExactArgs(1), nil,
+		func(cmd *cobra.Command, st ledger.Store, args []string, r ledger.TimeRange) error {
+			rows, err := st.AgentsQueried(cmd.Context(), args[0], r)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%d agent(s) queried %s\n", len(rows), args[0])
-			return printCounts(cmd.OutOrStdout(), rows)
-		},
-	}
-	tf.add(cmd)
-	return cmd
+			return ledger.WriteIdentityCounts(cmd.OutOrStdout(), rows)
+		})
 }
-
-type ed25519PublicKey = ed25519.PublicKey
