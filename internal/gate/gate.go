@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -128,8 +129,6 @@ type Input struct {
 // Catalog is what the gate needs from internal/classify to tell policies which statements
 // touch sensitive data.
 type Catalog interface {
-	// SensitiveClasses returns the distinct classes of sensitive columns in tables of target.
-	SensitiveClasses(ctx context.Context, target string, tables []string) []string
 	// SensitiveColumns returns the sensitive columns of tables as "schema.table.column" →
 	// class, for the ledger's record of what a statement touched.
 	SensitiveColumns(ctx context.Context, target string, tables []string) map[string]string
@@ -177,6 +176,41 @@ type Check struct {
 	Denied *inspect.Statement
 	// LedgerDown is set when the statement was refused because the ledger could not record.
 	LedgerDown bool
+
+	// sensitive caches, per statement, the catalog's sensitive columns of its tables, so the
+	// decision, the intent and the completion record ask the catalog once.
+	sensitive []map[string]string
+	asked     []bool
+}
+
+// sensitiveColumns returns the sensitive columns of statement i's tables ("schema.table.
+// column" → class), asking the catalog at most once per check.
+func (g *Gate) sensitiveColumns(ctx context.Context, s *Session, c *Check, i int) map[string]string {
+	st := c.Statements[i]
+	if g.Catalog == nil || s == nil || s.Target == nil || (len(st.TablesRead) == 0 && len(st.TablesWritten) == 0) {
+		return nil
+	}
+	if c.asked == nil {
+		c.sensitive = make([]map[string]string, len(c.Statements))
+		c.asked = make([]bool, len(c.Statements))
+	}
+	if !c.asked[i] {
+		c.sensitive[i] = g.Catalog.SensitiveColumns(ctx, s.Target.Name, tablesOf(st))
+		c.asked[i] = true
+	}
+	return c.sensitive[i]
+}
+
+// classesOf is the sorted set of classes among sensitive columns.
+func classesOf(cols map[string]string) []string {
+	out := make([]string, 0, len(cols))
+	for _, class := range cols {
+		if !slices.Contains(out, class) {
+			out = append(out, class)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Allowed reports whether the statement may be forwarded.
@@ -255,8 +289,8 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 	}
 	for i, st := range c.Statements {
 		in := Input{Session: s, Statement: st, Via: via, Now: c.Started}
-		if g.Catalog != nil && s.Target != nil && (len(st.TablesRead) > 0 || len(st.TablesWritten) > 0) {
-			in.SensitiveClasses = g.Catalog.SensitiveClasses(ctx, s.Target.Name, tablesOf(st))
+		if cols := g.sensitiveColumns(ctx, s, c, i); len(cols) > 0 {
+			in.SensitiveClasses = classesOf(cols)
 		}
 		d := g.Policy.Decide(ctx, in)
 		if d.Action != Allow {
@@ -401,9 +435,7 @@ func (g *Gate) statementEvent(ctx context.Context, t ledger.EventType, s *Sessio
 			Kind: st.Kind, Category: string(st.Category), Redacted: st.Redacted, Fingerprint: st.Fingerprint,
 			TablesRead: st.TablesRead, TablesWritten: st.TablesWritten,
 		}
-		if g.Catalog != nil && s != nil && s.Target != nil && (len(st.TablesRead) > 0 || len(st.TablesWritten) > 0) {
-			ls.Sensitive = touched(g.Catalog.SensitiveColumns(ctx, s.Target.Name, tablesOf(st)), st.Columns)
-		}
+		ls.Sensitive = touched(g.sensitiveColumns(ctx, s, c, i), st.Columns)
 		if p, tp := sqlComment(st.Text); p != "" || tp != "" {
 			if ev.Purpose == "" {
 				ev.Purpose = p
