@@ -451,6 +451,10 @@ func (r *relay) fromClient(ctx context.Context, frame []byte) (stop bool, err er
 	case 'H', 'd', 'c', 'f':
 		// Flush and COPY sub-protocol messages pass through.
 	case 'X':
+		// Mark the client as leaving before Terminate can reach the upstream: its close is
+		// then the expected end, not an upstream failure to report (08006) to a client that
+		// is still reading.
+		r.clientGone.Store(true)
 		r.write(frame)
 		return true, nil
 	default:

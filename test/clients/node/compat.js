@@ -111,6 +111,7 @@ async function main() {
 }
 
 main().catch((e) => {
+  // exitCode, not exit(): a pipe write is asynchronous and exit() would drop the message.
   process.stderr.write(`compat.js: ${e && e.stack ? e.stack : e}\n`);
-  process.exit(1);
+  process.exitCode = 1;
 });
