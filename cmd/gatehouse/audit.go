@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -268,10 +269,12 @@ func newAuditPubkey(g *globals) *cobra.Command {
 }
 
 // questionCmd builds one of the auditor's standing questions: a time range, the store, and
-// a function that asks and prints.
+// a function that asks and returns the answer rows and how to print them as a table (--json
+// prints the rows as a JSON array instead, for scripts).
 func questionCmd(g *globals, use, short string, args cobra.PositionalArgs, setup func(*cobra.Command),
-	ask func(cmd *cobra.Command, st ledger.Store, args []string, r ledger.TimeRange) error) *cobra.Command {
+	ask func(cmd *cobra.Command, st ledger.Store, args []string, r ledger.TimeRange) (any, func(io.Writer) error, error)) *cobra.Command {
 	var tf timeFlags
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use: use, Short: short, Args: args,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -284,10 +287,19 @@ func questionCmd(g *globals, use, short string, args cobra.PositionalArgs, setup
 				return err
 			}
 			defer st.Close()
-			return ask(cmd, st, args, q.Range(time.Now()))
+			rows, table, err := ask(cmd, st, args, q.Range(time.Now()))
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				return enc.Encode(rows)
+			}
+			return table(cmd.OutOrStdout())
 		},
 	}
 	tf.add(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the answer as a JSON array instead of a table")
 	if setup != nil {
 		setup(cmd)
 	}
@@ -296,12 +308,12 @@ func questionCmd(g *globals, use, short string, args cobra.PositionalArgs, setup
 
 func newAuditWhoDropped(g *globals) *cobra.Command {
 	return questionCmd(g, "who-dropped TABLE", "Who dropped a table, when, and from which client", cobra.ExactArgs(1), nil,
-		func(cmd *cobra.Command, st ledger.Store, args []string, r ledger.TimeRange) error {
+		func(cmd *cobra.Command, st ledger.Store, args []string, r ledger.TimeRange) (any, func(io.Writer) error, error) {
 			recs, err := st.WhoDropped(cmd.Context(), args[0], r)
-			if err != nil {
-				return err
+			if recs == nil {
+				recs = []ledger.DropRecord{}
 			}
-			return ledger.WriteDrops(cmd.OutOrStdout(), recs)
+			return recs, func(w io.Writer) error { return ledger.WriteDrops(w, recs) }, err
 		})
 }
 
@@ -311,23 +323,25 @@ func newAuditPIIReaders(g *globals) *cobra.Command {
 		func(cmd *cobra.Command) {
 			cmd.Flags().StringVar(&class, "class", "pii", "class of sensitive data; pii means any personal data")
 		},
-		func(cmd *cobra.Command, st ledger.Store, _ []string, r ledger.TimeRange) error {
+		func(cmd *cobra.Command, st ledger.Store, _ []string, r ledger.TimeRange) (any, func(io.Writer) error, error) {
 			rows, err := st.PIIReaders(cmd.Context(), class, r)
-			if err != nil {
-				return err
+			if rows == nil {
+				rows = []ledger.IdentityCount{}
 			}
-			return ledger.WriteIdentityCounts(cmd.OutOrStdout(), rows)
+			return rows, func(w io.Writer) error { return ledger.WriteIdentityCounts(w, rows) }, err
 		})
 }
 
 func newAuditAgents(g *globals) *cobra.Command {
 	return questionCmd(g, "agents TABLE", "Which AI agents queried a table in a time range, with counts", cobra.ExactArgs(1), nil,
-		func(cmd *cobra.Command, st ledger.Store, args []string, r ledger.TimeRange) error {
+		func(cmd *cobra.Command, st ledger.Store, args []string, r ledger.TimeRange) (any, func(io.Writer) error, error) {
 			rows, err := st.AgentsQueried(cmd.Context(), args[0], r)
-			if err != nil {
-				return err
+			if rows == nil {
+				rows = []ledger.IdentityCount{}
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%d agent(s) queried %s\n", len(rows), args[0])
-			return ledger.WriteIdentityCounts(cmd.OutOrStdout(), rows)
+			return rows, func(w io.Writer) error {
+				fmt.Fprintf(w, "%d agent(s) queried %s\n", len(rows), args[0])
+				return ledger.WriteIdentityCounts(w, rows)
+			}, err
 		})
 }

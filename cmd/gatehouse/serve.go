@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"text/tabwriter"
 
@@ -13,7 +14,8 @@ import (
 )
 
 func newServeCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var cpuProfile, instance string
+	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the proxy: PostgreSQL clients on listen.postgres, health and metrics on listen.http",
 		Args:  cobra.NoArgs,
@@ -23,7 +25,14 @@ func newServeCmd(g *globals) *cobra.Command {
 				return err
 			}
 			log := g.logger()
-			inst, err := server.Start(cmd.Context(), cfg, server.Options{Log: log})
+			if cpuProfile != "" {
+				stop, err := startCPUProfile(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
+			inst, err := server.Start(cmd.Context(), cfg, server.Options{Log: log, Instance: instance})
 			if err != nil {
 				return err
 			}
@@ -32,6 +41,28 @@ func newServeCmd(g *globals) *cobra.Command {
 			return inst.Close()
 		},
 	}
+	cmd.Flags().StringVar(&instance, "instance", "", "name of this instance's ledger chain (default: the host name); instances sharing a PostgreSQL store need distinct names")
+	// Profiling the proxy under a real load (scripts/bench.sh -cpuprofile) is how its hot
+	// path is tuned; the flag is for engineers, so it stays out of the help text.
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile to this file until shutdown")
+	_ = cmd.Flags().MarkHidden("cpuprofile")
+	return cmd
+}
+
+// startCPUProfile starts a CPU profile into path and returns what stops and writes it.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("create CPU profile %s: %w", path, err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start CPU profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 func newTargetsCmd(g *globals) *cobra.Command {

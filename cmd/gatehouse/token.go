@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/user"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,7 +15,6 @@ import (
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/ledger"
 	"github.com/gatehouse/gatehouse/internal/server"
-	"github.com/gatehouse/gatehouse/internal/store"
 )
 
 func init() { extraCommands = append(extraCommands, newTokenCmd) }
@@ -35,7 +33,7 @@ func (g *globals) openAdmin(ctx context.Context) (*adminSession, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := store.Open(ctx, filepath.Join(cfg.DataDir, "gatehouse.db"))
+	db, err := server.OpenStateStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}

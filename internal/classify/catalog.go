@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -26,6 +27,9 @@ type Entry struct {
 	TableOID uint32
 	AttNum   uint16
 	Kind     string // relkind: r table, p partitioned, v view, m materialized view, f foreign
+	// NotNull is pg_attribute.attnotnull: the column never holds NULL (a WHERE col IS NOT
+	// NULL on it restricts nothing).
+	NotNull bool
 	Classification
 	// Override is true when the class comes from the operator's overrides, not detection.
 	Override bool
@@ -57,6 +61,44 @@ type Snapshot struct {
 	byAtt  map[AttKey]int
 	byName map[string]int
 	tables map[string][]string // schema.table → columns in attnum order
+	// samples locates the system catalog columns that hold sampled values of other columns
+	// (see StatsColumn), as "pg_catalog.relation.column".
+	samples map[AttKey]string
+}
+
+// statsColumns are the columns of the system catalogs and views that hold values sampled
+// from every analysed column of every table — planner statistics: most common values,
+// histogram bounds, most common array elements, per-expression and extended statistics.
+var statsColumns = map[string][]string{
+	"pg_stats":              {"most_common_vals", "most_common_elems", "histogram_bounds"},
+	"pg_stats_ext":          {"most_common_vals"},
+	"pg_stats_ext_exprs":    {"most_common_vals", "most_common_elems", "histogram_bounds"},
+	"pg_statistic":          {"stavalues1", "stavalues2", "stavalues3", "stavalues4", "stavalues5"},
+	"pg_statistic_ext_data": {"stxdmcv", "stxdexpr"},
+}
+
+// StatsColumn reports whether column of table (a system catalog or view, named with or
+// without its pg_catalog schema) holds sampled values of other columns, whatever table they
+// describe: such a column is sensitive as a whole.
+func StatsColumn(table, column string) bool {
+	schema, rel := splitQualified(table)
+	if schema != "" && schema != "pg_catalog" && schema != "public" {
+		// "public" is what lineage assumes for an unqualified relation it does not know,
+		// and pg_catalog comes first on every search path.
+		return false
+	}
+	return slices.Contains(statsColumns[rel], column)
+}
+
+// SampleColumn returns the name ("pg_catalog.pg_stats.most_common_vals") of the statistics
+// column a result column described by table OID and attribute number is, if it is one (see
+// StatsColumn).
+func (s *Snapshot) SampleColumn(oid uint32, att uint16) (string, bool) {
+	if s == nil || oid == 0 {
+		return "", false
+	}
+	name, ok := s.samples[AttKey{oid, att}]
+	return name, ok
 }
 
 func (s *Snapshot) index() {
@@ -230,7 +272,8 @@ func Scan(ctx context.Context, conn *pgx.Conn, opts ScanOptions) (*Snapshot, err
 	rows, err := conn.Query(ctx, `
 SELECT c.oid, n.nspname, c.relname, c.relkind::text, a.attnum, a.attname,
        COALESCE(bt.typname, t.typname), c.reltuples,
-       COALESCE((SELECT i.inhparent FROM pg_inherits i WHERE c.relispartition AND i.inhrelid = c.oid LIMIT 1), 0)
+       COALESCE((SELECT i.inhparent FROM pg_inherits i WHERE c.relispartition AND i.inhrelid = c.oid LIMIT 1), 0),
+       a.attnotnull
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -250,7 +293,7 @@ ORDER BY n.nspname, c.relname, a.attnum`)
 		var att int16
 		var tuples float32
 		var parent uint32
-		if err := rows.Scan(&e.TableOID, &e.Schema, &e.Table, &e.Kind, &att, &e.Column, &e.Type, &tuples, &parent); err != nil {
+		if err := rows.Scan(&e.TableOID, &e.Schema, &e.Table, &e.Kind, &att, &e.Column, &e.Type, &tuples, &parent, &e.NotNull); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read column catalog: %w", err)
 		}
@@ -334,6 +377,12 @@ ORDER BY n.nspname, c.relname, a.attnum`)
 		}
 	}
 	snap.index()
+	if err := findSampleColumns(ctx, conn, snap); err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		log.Warn("classify: cannot locate the planner statistics columns; they are masked by name only", "err", err)
+	}
 	if err := classifyViews(ctx, conn, snap); err != nil {
 		if ctx.Err() != nil {
 			return nil, err
@@ -400,6 +449,39 @@ func sampleTable(ctx context.Context, conn *pgx.Conn, cols []Entry, opts ScanOpt
 		}
 	}
 	return out, rows.Err()
+}
+
+// findSampleColumns locates the statistics columns (StatsColumn) by table OID and attribute
+// number, the way RowDescription names them, so `SELECT * FROM pg_stats` is masked too.
+func findSampleColumns(ctx context.Context, conn *pgx.Conn, snap *Snapshot) error {
+	rels := make([]string, 0, len(statsColumns))
+	for r := range statsColumns {
+		rels = append(rels, r)
+	}
+	rows, err := conn.Query(ctx, `
+SELECT c.oid, c.relname, a.attnum, a.attname FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relname = ANY($1)`, rels)
+	if err != nil {
+		return fmt.Errorf("read statistics columns: %w", err)
+	}
+	defer rows.Close()
+	snap.samples = map[AttKey]string{}
+	for rows.Next() {
+		var oid uint32
+		var rel, col string
+		var att int16
+		if err := rows.Scan(&oid, &rel, &att, &col); err != nil {
+			return fmt.Errorf("read statistics columns: %w", err)
+		}
+		if StatsColumn(rel, col) {
+			snap.samples[AttKey{oid, uint16(att)}] = "pg_catalog." + rel + "." + col
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read statistics columns: %w", err)
+	}
+	return nil
 }
 
 // classifyViews gives each view column the class of the table columns it derives from,
@@ -769,6 +851,31 @@ func (c *Catalog) SensitiveColumns(ctx context.Context, target string, tables []
 		return nil
 	}
 	return snap.TableClasses(tables)
+}
+
+// NotNull implements the gate's check of WHERE clauses that restrict nothing when columns
+// are NOT NULL (inspect.Statement.WhereTrivialIfNotNull): whether every one of columns of
+// table (as the parser names it) is NOT NULL in target. Unknown tables and columns, and a
+// target that cannot be scanned, are not.
+func (c *Catalog) NotNull(ctx context.Context, target, table string, columns []string) bool {
+	snap, _ := c.Snapshot(ctx, target)
+	return snap.NotNull(table, columns)
+}
+
+// NotNull reports whether every one of columns of table (as the parser names it, resolved
+// along the scan's search path) is known to be NOT NULL.
+func (s *Snapshot) NotNull(table string, columns []string) bool {
+	if s == nil || len(columns) == 0 {
+		return false
+	}
+	qualified := s.QualifyTable(table)
+	for _, col := range columns {
+		e := s.ByName(qualified, col)
+		if e == nil || !e.NotNull {
+			return false
+		}
+	}
+	return true
 }
 
 // FormatCatalog writes entries as an aligned table for `gatehouse catalog show TARGET`.

@@ -11,13 +11,9 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/config"
-	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/testkit"
 	"github.com/jackc/pgx/v5"
 )
-
-// The catalog is what the gate consults for policies and the ledger.
-var _ gate.Catalog = (*Catalog)(nil)
 
 func dsnConnector(dsn string) Connector {
 	return func(ctx context.Context, target string) (*pgx.Conn, error) {
@@ -45,6 +41,24 @@ func TestCatalogFixture(t *testing.T) {
 	snap, err := cat.Snapshot(ctx, "fixture")
 	if err != nil {
 		t.Fatalf("scan: %v", err)
+	}
+
+	// The planner statistics columns are located the way RowDescription names them.
+	var statsOID uint32
+	var statsAtt int16
+	conn, err := pgx.Connect(ctx, pg.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if err := conn.QueryRow(ctx, "SELECT attrelid::oid, attnum FROM pg_attribute WHERE attrelid = 'pg_catalog.pg_stats'::regclass AND attname = 'histogram_bounds'").Scan(&statsOID, &statsAtt); err != nil {
+		t.Fatal(err)
+	}
+	if name, ok := snap.SampleColumn(statsOID, uint16(statsAtt)); !ok || name != "pg_catalog.pg_stats.histogram_bounds" {
+		t.Errorf("pg_stats.histogram_bounds: %q %v", name, ok)
+	}
+	if _, ok := snap.SampleColumn(statsOID, 1); ok {
+		t.Error("pg_stats.schemaname taken for a statistics column")
 	}
 
 	type score struct{ tp, fp, fn int }
@@ -120,11 +134,6 @@ func TestCatalogFixture(t *testing.T) {
 	}
 	// The door's lookup: table OID + attribute number.
 	var oid uint32
-	conn, err := pgx.Connect(ctx, pg.DSN("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	if err := conn.QueryRow(ctx, "SELECT 'public.customers'::regclass::oid").Scan(&oid); err != nil {
 		t.Fatal(err)
 	}
@@ -312,5 +321,65 @@ func TestConfigConnectorPerDatabase(t *testing.T) {
 	}
 	if _, err := cat.Snapshot(ctx, "nosuch"); err == nil || !strings.Contains(err.Error(), "not configured") {
 		t.Errorf("unknown target: %v", err)
+	}
+}
+
+func TestStatsColumn(t *testing.T) {
+	for _, c := range []struct {
+		table, column string
+		want          bool
+	}{
+		{"pg_stats", "most_common_vals", true},
+		{"pg_catalog.pg_stats", "histogram_bounds", true},
+		{"public.pg_stats", "most_common_elems", true}, // lineage's name for an unknown unqualified relation
+		{"pg_statistic", "stavalues5", true},
+		{"pg_stats_ext_exprs", "histogram_bounds", true},
+		{"pg_statistic_ext_data", "stxdmcv", true},
+		{"pg_stats", "attname", false},
+		{"pg_stats", "most_common_freqs", false},
+		{"app.pg_stats", "most_common_vals", false},
+		{"customers", "histogram_bounds", false},
+	} {
+		if got := StatsColumn(c.table, c.column); got != c.want {
+			t.Errorf("StatsColumn(%q, %q) = %v", c.table, c.column, got)
+		}
+	}
+}
+
+// TestCatalogNotNull checks the nullability facts the gate uses to see that
+// WHERE id IS NOT NULL restricts nothing on a NOT NULL column.
+func TestCatalogNotNull(t *testing.T) {
+	pg := testkit.StartPostgres(t)
+	pg.Exec(t, "postgres", `
+		CREATE SCHEMA s;
+		CREATE TABLE s.t (id int PRIMARY KEY, a int NOT NULL, b int, "Mixed" int NOT NULL);
+		CREATE VIEW public.v AS SELECT * FROM s.t;
+		CREATE TABLE public.p (id int NOT NULL, note text) PARTITION BY RANGE (id);
+		CREATE TABLE public.p1 PARTITION OF public.p FOR VALUES FROM (0) TO (10);`)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cat := NewCatalog(dsnConnector(pg.DSN("postgres")), ScanOptions{SampleSize: 10}, nil)
+	for _, c := range []struct {
+		table string
+		cols  []string
+		want  bool
+	}{
+		{"s.t", []string{"id"}, true},
+		{"s.t", []string{"id", "a"}, true},
+		{"s.t", []string{"id", "b"}, false},
+		{"s.t", []string{"Mixed"}, true},
+		{"s.t", []string{"mixed"}, false},
+		{"s.t", []string{"nosuch"}, false},
+		{"s.t", nil, false},
+		{"t", []string{"id"}, false}, // s is not on the search path
+		{"v", []string{"id"}, false}, // a view's columns carry no NOT NULL
+		{"p", []string{"id"}, true},
+		{"p1", []string{"id"}, true},
+		{"p", []string{"note"}, false},
+		{"nosuch", []string{"id"}, false},
+	} {
+		if got := cat.NotNull(ctx, "fixture", c.table, c.cols); got != c.want {
+			t.Errorf("NotNull(%s, %v) = %v, want %v", c.table, c.cols, got, c.want)
+		}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,6 +30,9 @@ type Config struct {
 	Policy  string   `yaml:"policy_file"`
 	Targets []Target `yaml:"targets"`
 	Ledger  Ledger   `yaml:"ledger"`
+	// Approvals configures who may approve statements that policy holds for approval, and
+	// how long requests and approvals stay good.
+	Approvals Approvals `yaml:"approvals"`
 	// AllowInsecurePasswords permits cleartext tokens over non-TLS connections from
 	// non-loopback addresses. Off by default; exists only for lab set-ups.
 	AllowInsecurePasswords bool `yaml:"allow_insecure_passwords"`
@@ -61,6 +66,10 @@ type OIDC struct {
 	GroupsClaim string `yaml:"groups_claim"`
 	// CAFile lets Gatehouse trust a private IdP certificate.
 	CAFile string `yaml:"ca_file"`
+	// JWKSRefresh is how long the IdP's signing keys are cached before they are fetched
+	// again, bounding how long a key the IdP withdrew keeps verifying (1m to 1h). Unset:
+	// the JWKS response's Cache-Control max-age within those bounds, else 10m.
+	JWKSRefresh Duration `yaml:"jwks_refresh"`
 	// Line is where this provider was declared, for error messages.
 	Line int `yaml:"-"`
 }
@@ -90,6 +99,33 @@ type Sink struct {
 	Path string `yaml:"path"` // jsonl: file path, "-" for stdout
 	URL  string `yaml:"url"`  // webhook
 }
+
+// Approvals configures the approval workflow. Which statements need an approval is policy
+// (require_approval rules); who may give one and for how long is operations, so it lives here.
+type Approvals struct {
+	// Approvers are the groups whose members may approve or deny requests (default: dba).
+	// Nobody may decide their own request, whatever their groups.
+	Approvers []string `yaml:"approvers"`
+	// RequestTTL is how long a request waits for a decision before it lapses (default 24h).
+	RequestTTL Duration `yaml:"request_ttl"`
+	// ValidFor is how long after approval the requester may run the statement, once
+	// (default 1h).
+	ValidFor Duration `yaml:"valid_for"`
+	// Line and the field lines locate the section for error messages.
+	Line           int `yaml:"-"`
+	approversLine  int
+	requestTTLLine int
+	validForLine   int
+}
+
+// Default approval settings.
+const (
+	DefaultApprovalRequestTTL = 24 * time.Hour
+	DefaultApprovalValidFor   = time.Hour
+)
+
+// DefaultApprovers is the approver group when the configuration names none.
+var DefaultApprovers = []string{"dba"}
 
 // Target is one upstream database that clients reach through Gatehouse.
 type Target struct {
@@ -210,6 +246,8 @@ func Defaults() Config {
 		DataDir: DefaultDataDir(),
 		TLS:     TLS{Mode: "auto"},
 		Ledger:  Ledger{Store: "sqlite", CheckpointEvery: 1000, CheckpointInterval: Duration(time.Minute)},
+		Approvals: Approvals{Approvers: slices.Clone(DefaultApprovers), RequestTTL: Duration(DefaultApprovalRequestTTL),
+			ValidFor: Duration(DefaultApprovalValidFor)},
 	}
 }
 
@@ -291,6 +329,19 @@ func recordLines(c *Config, root *yaml.Node) {
 			for j, item := range val.Content {
 				if j < len(c.OIDC) {
 					c.OIDC[j].Line = item.Line
+				}
+			}
+		case "approvals":
+			a := &c.Approvals
+			a.Line = key.Line
+			for j := 0; j+1 < len(val.Content); j += 2 {
+				switch val.Content[j].Value {
+				case "approvers":
+					a.approversLine = val.Content[j].Line
+				case "request_ttl":
+					a.requestTTLLine = val.Content[j].Line
+				case "valid_for":
+					a.validForLine = val.Content[j].Line
 				}
 			}
 		}
@@ -401,6 +452,9 @@ func (c *Config) Validate() error {
 	default:
 		return errf(0, "ledger.store", "%q is not a ledger store, expected sqlite or postgres", c.Ledger.Store)
 	}
+	if err := c.Approvals.validate(errf); err != nil {
+		return err
+	}
 	for i, s := range c.Ledger.Sinks {
 		switch s.Type {
 		case "jsonl":
@@ -414,6 +468,43 @@ func (c *Config) Validate() error {
 		default:
 			return errf(0, fmt.Sprintf("ledger.sinks[%d].type", i), "%q is not a sink type, expected jsonl or webhook", s.Type)
 		}
+	}
+	return nil
+}
+
+// approverGroupRE is the shape of a group name (as for token groups).
+var approverGroupRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$`)
+
+// validate fills in the approval defaults and checks the bounds.
+func (a *Approvals) validate(errf func(line int, field, format string, args ...any) error) error {
+	line := func(l int) int {
+		if l == 0 {
+			return a.Line
+		}
+		return l
+	}
+	switch {
+	case a.Approvers == nil:
+		a.Approvers = slices.Clone(DefaultApprovers)
+	case len(a.Approvers) == 0:
+		return errf(line(a.approversLine), "approvals.approvers", "is empty: name at least one group whose members may approve (default dba)")
+	}
+	for i, g := range a.Approvers {
+		if !approverGroupRE.MatchString(g) {
+			return errf(line(a.approversLine), fmt.Sprintf("approvals.approvers[%d]", i), "%q is not a group name: use 1-128 letters, digits or . _ : @ / - starting with a letter or digit", g)
+		}
+	}
+	if a.RequestTTL == 0 {
+		a.RequestTTL = Duration(DefaultApprovalRequestTTL)
+	}
+	if d := time.Duration(a.RequestTTL); d < time.Minute || d > 30*24*time.Hour {
+		return errf(line(a.requestTTLLine), "approvals.request_ttl", "%s is out of range: a request must wait between 1m and 30d for a decision", d)
+	}
+	if a.ValidFor == 0 {
+		a.ValidFor = Duration(DefaultApprovalValidFor)
+	}
+	if d := time.Duration(a.ValidFor); d < time.Second || d > 7*24*time.Hour {
+		return errf(line(a.validForLine), "approvals.valid_for", "%s is out of range: an approval must stay usable between 1s and 7d", d)
 	}
 	return nil
 }

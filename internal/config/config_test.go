@@ -92,3 +92,37 @@ func TestEmptyFileGivesDefaults(t *testing.T) {
 		t.Fatalf("%+v %v", c, err)
 	}
 }
+
+func TestApprovalsSection(t *testing.T) {
+	c, err := Parse("g.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := c.Approvals; len(a.Approvers) != 1 || a.Approvers[0] != "dba" || time.Duration(a.RequestTTL) != 24*time.Hour || time.Duration(a.ValidFor) != time.Hour {
+		t.Fatalf("approval defaults = %+v", a)
+	}
+	c, err = Parse("g.yaml", []byte("approvals:\n  approvers: [dba, security]\n  request_ttl: 2d\n  valid_for: 15m\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := c.Approvals; len(a.Approvers) != 2 || a.Approvers[1] != "security" || time.Duration(a.RequestTTL) != 48*time.Hour || time.Duration(a.ValidFor) != 15*time.Minute {
+		t.Fatalf("approvals = %+v", a)
+	}
+	c, err = Parse("g.yaml", []byte("approvals:\n  valid_for: 2s\n"))
+	if err != nil || c.Approvals.Approvers[0] != "dba" || time.Duration(c.Approvals.ValidFor) != 2*time.Second {
+		t.Fatalf("partial section: %+v %v", c.Approvals, err)
+	}
+	cases := []struct{ yaml, want string }{
+		{"data_dir: /x\napprovals:\n  approvers: []\n", "g.yaml:3: approvals.approvers: is empty"},
+		{"approvals:\n  approvers: [dba, \"no spaces\"]\n", "g.yaml:2: approvals.approvers[1]: \"no spaces\" is not a group name"},
+		{"approvals:\n  approvers: [dba]\n  request_ttl: 10s\n", "g.yaml:3: approvals.request_ttl: 10s is out of range"},
+		{"approvals:\n\n  valid_for: 30d\n", "g.yaml:3: approvals.valid_for: 720h0m0s is out of range"},
+		{"approvals:\n  approver: [dba]\n", "g.yaml:2: approvals.approver: unknown field"},
+	}
+	for _, c := range cases {
+		_, err := Parse("g.yaml", []byte(c.yaml))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q:\n got  %v\n want %s", c.yaml, err, c.want)
+		}
+	}
+}

@@ -117,6 +117,7 @@ func Start(ctx context.Context, opts Options) (d *Demo, err error) {
 		{Name: "alice@corp.example", Kind: "human", Role: "analyst", Groups: []string{"analysts"}},
 		{Name: "dana@corp.example", Kind: "human", Role: "DBA", Groups: []string{"dba"}},
 		{Name: "support-bot", Kind: "agent", Role: "AI agent", Groups: []string{"support"}},
+		{Name: "sam@corp.example", Kind: "human", Role: "second DBA, approves", Groups: []string{"dba"}},
 	} {
 		secret, _, err := d.Instance.Tokens().Create(ctx, identity.CreateRequest{
 			Name: p.Name, Kind: identity.Kind(p.Kind), Groups: p.Groups, TTL: 24 * time.Hour, CreatedBy: "demo",
@@ -154,6 +155,11 @@ func (d *Demo) PrintWelcome(w io.Writer) {
 	fmt.Fprintf(w, "  DELETE FROM orders;                                                -- refused: no WHERE clause\n")
 	fmt.Fprintf(w, "  DROP TABLE payments;                                               -- refused in production (try as the DBA)\n")
 	fmt.Fprintf(w, "  UPDATE orders SET status = 'paid' WHERE id = 1;                    -- the analyst only has read access to prod\n")
+	fmt.Fprintf(w, "  ALTER TABLE orders ADD COLUMN note text;                           -- as the DBA: held for approval in production\n")
+	if len(d.Personas) > 3 {
+		fmt.Fprintf(w, "      approve it as the second DBA, then run it again as the DBA:\n")
+		fmt.Fprintf(w, "      GATEHOUSE_TOKEN='%s' ./bin/gatehouse approvals approve apr_… --server http://%s\n", d.Personas[3].Secret, d.Instance.HTTPAddr())
+	}
 	fmt.Fprintf(w, "  connect to dbname=shop-staging to see the staging rules\n\n")
 	fmt.Fprintf(w, "Ctrl-C stops everything and removes what the demo created.\n")
 }

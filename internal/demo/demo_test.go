@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -20,7 +22,7 @@ func TestDemoPersonasAndGuardrails(t *testing.T) {
 	defer d.Close()
 	var out bytes.Buffer
 	d.PrintWelcome(&out)
-	if len(d.Personas) != 3 || strings.Count(out.String(), "psql \"host=localhost") != 3 {
+	if len(d.Personas) != 4 || strings.Count(out.String(), "psql \"host=localhost") != 4 || !strings.Contains(out.String(), "approvals approve") {
 		t.Fatalf("welcome does not offer a psql command per persona:\n%s", out.String())
 	}
 
@@ -91,6 +93,35 @@ func TestDemoPersonasAndGuardrails(t *testing.T) {
 		if masked[4] != raw[4] {
 			t.Errorf("non-sensitive id was changed: %q -> %q", raw[4], masked[4])
 		}
+	}
+
+	// A schema change in production waits for another DBA's approval, then runs once.
+	const alter = "ALTER TABLE orders ADD COLUMN note text"
+	_, err = dba.Exec(ctx, alter)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+		t.Fatalf("%q by the DBA: %v, want held for approval", alter, err)
+	}
+	id := regexp.MustCompile(`apr_[0-9a-z]{10}`).FindString(pgErr.Message)
+	if id == "" {
+		t.Fatalf("held message names no approval request: %s", pgErr.Message)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+d.Instance.HTTPAddr()+"/api/v1/approvals/"+id+"/approve", strings.NewReader(`{"comment":"demo"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+d.Personas[3].Secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("second DBA approves %s: HTTP %d", id, resp.StatusCode)
+	}
+	if _, err := dba.Exec(ctx, alter); err != nil {
+		t.Fatalf("%q after approval: %v", alter, err)
 	}
 
 	// Nothing the guardrails refused reached the database.

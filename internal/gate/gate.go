@@ -160,9 +160,14 @@ type Gate struct {
 	Validator identity.Validator
 	Masker    MaskPlanner
 	Catalog   Catalog
+	// Approvals, when set, files requests for statements policy holds for approval and lets
+	// an approved one run once (see approval.go).
+	Approvals Approvals
 	Log       *slog.Logger
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
+
+	launder launderState
 }
 
 // Check is the gate's answer for one statement text: its facts and the decision. The door
@@ -181,6 +186,8 @@ type Check struct {
 	// decision, the intent and the completion record ask the catalog once.
 	sensitive []map[string]string
 	asked     []bool
+	// approvals found for held statements, used when the whole check is allowed.
+	approvals []heldApproval
 }
 
 // sensitiveColumns returns the sensitive columns of statement i's tables ("schema.table.
@@ -288,11 +295,21 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 		return c
 	}
 	for i, st := range c.Statements {
+		st = g.resolveNotNull(ctx, s, c, i)
 		in := Input{Session: s, Statement: st, Via: via, Now: c.Started}
 		if cols := g.sensitiveColumns(ctx, s, c, i); len(cols) > 0 {
 			in.SensitiveClasses = classesOf(cols)
 		}
 		d := g.Policy.Decide(ctx, in)
+		if d.Action == RequireApproval {
+			d = g.approve(ctx, s, c, st, d)
+		}
+		if d.Action == Allow {
+			// Masked sessions may not copy masked values where masking no longer sees them.
+			if ld, refused := g.launders(ctx, s, st, d.MaskProfile, in.SensitiveClasses); refused {
+				d = ld
+			}
+		}
 		if d.Action != Allow {
 			c.Decision = d
 			c.Denied = st
@@ -310,6 +327,9 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 			c.Decision.MaskProfile = ""
 		}
 		c.Decision.Rule = d.Rule
+	}
+	if c.Allowed() && len(c.approvals) > 0 {
+		g.useApprovals(ctx, c, via)
 	}
 	if c.Allowed() {
 		for _, st := range c.Statements {
@@ -495,7 +515,7 @@ func (c *Check) DenyMessage() string {
 		msg = "statement refused by policy"
 	}
 	if d.Action == RequireApproval {
-		if d.ApprovalID != "" {
+		if d.ApprovalID != "" && !strings.Contains(msg, d.ApprovalID) {
 			return fmt.Sprintf("gatehouse: rule %q requires approval: %s (approval request %s)", d.Rule, msg, d.ApprovalID)
 		}
 		return fmt.Sprintf("gatehouse: rule %q requires approval: %s", d.Rule, msg)
@@ -627,9 +647,10 @@ type CopyPlanner interface {
 }
 
 // TextMasker is implemented by maskers that can scrub free text (notices, error details)
-// with their value detectors.
+// with their value detectors, following the masking profile a decision named ("" is the
+// default profile).
 type TextMasker interface {
-	MaskText(s string) (string, int)
+	MaskText(profile, s string) (string, int)
 }
 
 // CopyOutMasker returns the masker for a COPY ... TO STDOUT, or nil when nothing needs it.
@@ -643,11 +664,16 @@ func (g *Gate) CopyOutMasker(ctx context.Context, s *Session, c *Check) (CopyMas
 }
 
 // MaskText scrubs sensitive values out of free text a door relays (NoticeResponse messages,
-// error details), unless the session may see raw values.
+// error details) with the masking profile of c's decision (the default one before the
+// session's first statement), unless the session may see raw values.
 func (g *Gate) MaskText(c *Check, text string) (string, int) {
 	tm, ok := g.Masker.(TextMasker)
 	if !ok || (c != nil && c.Decision.MaskProfile == "none") {
 		return text, 0
 	}
-	return tm.MaskText(text)
+	profile := ""
+	if c != nil {
+		profile = c.Decision.MaskProfile
+	}
+	return tm.MaskText(profile, text)
 }

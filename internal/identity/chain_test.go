@@ -9,13 +9,14 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/store"
+	"github.com/gatehouse/gatehouse/internal/testkit/idp"
 )
 
 func TestChainRoutesBySecretShape(t *testing.T) {
 	ctx := context.Background()
-	idp := startIdP(t, nil)
+	prov := idp.Start(t)
 	tokens := openTokens(t, filepath.Join(t.TempDir(), "g.db"), TokensOptions{})
-	o, err := NewOIDC([]config.OIDC{issuerConfig(idp, "gatehouse")}, OIDCOptions{Logger: testLogger(t)})
+	o, err := NewOIDC([]config.OIDC{issuerConfig(prov, idp.ClientID)}, OIDCOptions{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +32,7 @@ func TestChainRoutesBySecretShape(t *testing.T) {
 	if err != nil || tid.AuthMethod != AuthMethodToken {
 		t.Fatalf("token via chain: %+v %v", tid, err)
 	}
-	oid, err := chain.Authenticate(ctx, ccClientID, idp.accessToken(t))
+	oid, err := chain.Authenticate(ctx, idp.ClientID, prov.AccessToken(t, ""))
 	if err != nil || oid.AuthMethod != AuthMethodOIDC {
 		t.Fatalf("oidc via chain: %+v %v", oid, err)
 	}
@@ -54,7 +55,7 @@ func TestChainRoutesBySecretShape(t *testing.T) {
 	wantCause(t, chain.StillValid(ctx, tid), CauseRevoked)
 
 	// A chain without OIDC refuses JWTs with a precise cause, and vice versa.
-	_, err = (&Chain{Tokens: tokens}).Authenticate(ctx, ccClientID, idp.accessToken(t))
+	_, err = (&Chain{Tokens: tokens}).Authenticate(ctx, idp.ClientID, prov.AccessToken(t, ""))
 	wantCause(t, err, CauseUnknownIssuer)
 	_, err = (&Chain{OIDC: o}).Authenticate(ctx, "etl", secret)
 	wantCause(t, err, CauseNotRecognised)
@@ -126,18 +127,18 @@ func BenchmarkTokenStillValid(b *testing.B) {
 
 func BenchmarkOIDCAuthenticate(b *testing.B) {
 	ctx := context.Background()
-	idp := startIdP(b, nil)
-	o, err := NewOIDC([]config.OIDC{issuerConfig(idp, "gatehouse")}, OIDCOptions{Logger: testLogger(b), DiscoveryTimeout: 5 * time.Second})
+	prov := idp.Start(b)
+	o, err := NewOIDC([]config.OIDC{issuerConfig(prov, idp.ClientID)}, OIDCOptions{Logger: testLogger(b), DiscoveryTimeout: 5 * time.Second})
 	if err != nil {
 		b.Fatal(err)
 	}
-	tok := idp.accessToken(b)
-	if _, err := o.Authenticate(ctx, ccClientID, tok); err != nil {
+	tok := prov.AccessToken(b, "")
+	if _, err := o.Authenticate(ctx, idp.ClientID, tok); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := o.Authenticate(ctx, ccClientID, tok); err != nil {
+		if _, err := o.Authenticate(ctx, idp.ClientID, tok); err != nil {
 			b.Fatal(err)
 		}
 	}

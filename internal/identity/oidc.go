@@ -12,11 +12,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/gatehouse/gatehouse/internal/config"
 )
@@ -45,15 +47,27 @@ type OIDCOptions struct {
 	// DiscoveryTimeout bounds discovery and key fetches, so an unreachable issuer costs a
 	// login at most this long; default DefaultDiscoveryTimeout.
 	DiscoveryTimeout time.Duration
-	// DiscoveryRetry is how long after a failed discovery logins fail fast before discovery
-	// is tried again, so a dead IdP is not hammered; default DefaultDiscoveryRetry.
+	// DiscoveryRetry is how long after a failed discovery (or key fetch) logins fail fast
+	// (or use the last good keys) before it is tried again, so a dead IdP is not hammered;
+	// default DefaultDiscoveryRetry.
 	DiscoveryRetry time.Duration
+	// JWKSRefresh is how long fetched signing keys are used before they are fetched again,
+	// for issuers whose configuration sets no jwks_refresh; zero follows the JWKS response's
+	// Cache-Control (see JWKSOptions.Refresh). Not bounded, so tests can make it short.
+	JWKSRefresh time.Duration
+	// JWKSMissInterval is the least time between key fetches caused by tokens naming an
+	// unknown key id; default DefaultJWKSMissInterval.
+	JWKSMissInterval time.Duration
+	// JWKSMaxStale is how long the last good keys keep verifying while the IdP cannot be
+	// reached; default DefaultJWKSMaxStale.
+	JWKSMaxStale time.Duration
 }
 
 // OIDC accepts ID tokens and JWT access tokens signed by configured issuers. Discovery is
 // lazy (first login for that issuer), bounded by a timeout and retried, so an unreachable
-// IdP never blocks startup; signing keys are fetched from the issuer's JWKS and refetched
-// when a token names an unknown key, so key rotation needs no restart. It is an
+// IdP never blocks startup; signing keys come from the issuer's JWKS through a JWKS cache
+// (TTL-bound, rate-limited refetch for unknown key ids, none for bad signatures), so key
+// rotation and withdrawal need no restart and tokens cannot drive IdP traffic. It is an
 // Authenticator and a Validator. Safe for concurrent use.
 type OIDC struct {
 	issuers map[string]*oidcIssuer
@@ -61,6 +75,7 @@ type OIDC struct {
 	now     func() time.Time
 	timeout time.Duration
 	retry   time.Duration
+	opts    OIDCOptions
 }
 
 // oidcIssuer is one trusted issuer and its lazily discovered verifier.
@@ -70,6 +85,7 @@ type oidcIssuer struct {
 
 	mu       sync.Mutex
 	verifier *oidc.IDTokenVerifier
+	keys     *JWKS
 	failedAt time.Time
 	lastErr  error
 }
@@ -77,7 +93,7 @@ type oidcIssuer struct {
 // NewOIDC checks the issuer configuration (URLs, audiences, CA files) without contacting any
 // issuer.
 func NewOIDC(cfgs []config.OIDC, opts OIDCOptions) (*OIDC, error) {
-	o := &OIDC{issuers: map[string]*oidcIssuer{}, log: opts.Logger, now: opts.Now, timeout: opts.DiscoveryTimeout, retry: opts.DiscoveryRetry}
+	o := &OIDC{issuers: map[string]*oidcIssuer{}, log: opts.Logger, now: opts.Now, timeout: opts.DiscoveryTimeout, retry: opts.DiscoveryRetry, opts: opts}
 	if o.log == nil {
 		o.log = slog.Default()
 	}
@@ -114,6 +130,9 @@ func NewOIDC(cfgs []config.OIDC, opts OIDCOptions) (*OIDC, error) {
 		if c.GroupsClaim == "" {
 			c.GroupsClaim = "groups"
 		}
+		if r := time.Duration(c.JWKSRefresh); r != 0 && (r < MinJWKSRefresh || r > MaxJWKSRefresh) {
+			return nil, fmt.Errorf("%s: issuer %s: jwks_refresh %s is outside %s..%s", where, c.Issuer, r, MinJWKSRefresh, MaxJWKSRefresh)
+		}
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		if c.CAFile != "" {
 			pem, err := os.ReadFile(c.CAFile)
@@ -136,12 +155,17 @@ func isLoopbackHost(h string) bool {
 	return h == "localhost" || h == "127.0.0.1" || h == "::1" || strings.HasPrefix(h, "127.")
 }
 
-// Warm tries discovery for every issuer and logs failures; call it in a goroutine at start so
-// the first login does not pay for discovery. It never fails: logins retry later.
+// Warm tries discovery and a key fetch for every issuer and logs failures; call it in a
+// goroutine at start so the first login does not pay for them. It never fails: logins retry
+// later.
 func (o *OIDC) Warm(ctx context.Context) {
 	for _, is := range o.issuers {
 		if _, err := o.verifierFor(ctx, is); err != nil {
 			o.log.Warn("oidc discovery failed; will retry on demand", "issuer", is.cfg.Issuer, "err", err)
+			continue
+		}
+		if err := is.keys.Prefetch(ctx); err != nil {
+			o.log.Warn("oidc signing keys not fetched; will retry on demand", "issuer", is.cfg.Issuer, "err", err)
 		}
 	}
 }
@@ -161,16 +185,52 @@ func (o *OIDC) verifierFor(ctx context.Context, is *oidcIssuer) (*oidc.IDTokenVe
 	dctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, is.client), o.timeout)
 	defer cancel()
 	p, err := oidc.NewProvider(dctx, is.cfg.Issuer)
+	if err == nil {
+		err = o.useProvider(is, p)
+	}
 	if err != nil {
 		is.failedAt, is.lastErr = time.Now(), err
 		return nil, fmt.Errorf("discover %s: %w", is.cfg.Issuer, err)
 	}
-	// The audience is checked against the configured list below (go-oidc checks only one
-	// client id); expiry, nbf, issuer and signature are go-oidc's.
-	is.verifier = p.Verifier(&oidc.Config{SkipClientIDCheck: true, Now: o.now})
 	is.failedAt, is.lastErr = time.Time{}, nil
 	o.log.Info("oidc issuer discovered", "issuer", is.cfg.Issuer)
 	return is.verifier, nil
+}
+
+// useProvider builds the issuer's verifier from its discovery document: signatures are
+// checked with a JWKS cache for its jwks_uri (go-oidc's own key set would refetch on every
+// bad signature and never drop a withdrawn key), algorithms are those it advertises.
+func (o *OIDC) useProvider(is *oidcIssuer, p *oidc.Provider) error {
+	var meta struct {
+		JWKSURI string   `json:"jwks_uri"`
+		Algs    []string `json:"id_token_signing_alg_values_supported"`
+	}
+	if err := p.Claims(&meta); err != nil {
+		return fmt.Errorf("read discovery document: %w", err)
+	}
+	u, err := url.Parse(meta.JWKSURI)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname()))) {
+		return fmt.Errorf("discovery document: jwks_uri %q: want an https URL", meta.JWKSURI)
+	}
+	var algs []string
+	for _, a := range meta.Algs {
+		if slices.Contains(signingAlgs, jose.SignatureAlgorithm(a)) {
+			algs = append(algs, a)
+		}
+	}
+	refresh := time.Duration(is.cfg.JWKSRefresh)
+	if refresh == 0 {
+		refresh = o.opts.JWKSRefresh
+	}
+	is.keys = NewJWKS(meta.JWKSURI, JWKSOptions{
+		Client: is.client, Timeout: o.timeout, Refresh: refresh, MissInterval: o.opts.JWKSMissInterval,
+		RetryInterval: o.retry, MaxStale: o.opts.JWKSMaxStale, Logger: o.log.With("issuer", is.cfg.Issuer),
+	})
+	// The audience is checked against the configured list in Authenticate (go-oidc checks
+	// only one client id); expiry, nbf, issuer and the algorithm are go-oidc's. Without
+	// advertised algorithms go-oidc allows RS256 only, as before.
+	is.verifier = oidc.NewVerifier(is.cfg.Issuer, is.keys, &oidc.Config{SkipClientIDCheck: true, Now: o.now, SupportedSigningAlgs: algs})
+	return nil
 }
 
 // LooksLikeJWT reports whether s has the shape of a compact JWS (three base64url parts), so a
@@ -202,24 +262,41 @@ func LooksLikeJWT(s string) bool {
 // unverifiedIssuer reads the iss claim without verifying anything, only to choose which
 // issuer's keys to verify with.
 func unverifiedIssuer(raw string) (string, error) {
+	c, err := unverifiedClaims(raw)
+	return c.Iss, err
+}
+
+// unverifiedSubject reads the sub claim of a JWT without verifying it, only to name the
+// login; verification follows.
+func unverifiedSubject(raw string) (string, error) {
+	c, err := unverifiedClaims(raw)
+	return c.Sub, err
+}
+
+// peekedClaims are the claims read before a token is verified, to route its verification.
+type peekedClaims struct {
+	Iss string `json:"iss"`
+	Sub string `json:"sub"`
+}
+
+func unverifiedClaims(raw string) (peekedClaims, error) {
+	var c peekedClaims
 	parts := strings.Split(raw, ".")
 	if len(parts) != 3 {
-		return "", errors.New("not a compact JWT")
+		return c, errors.New("not a compact JWT")
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
 	if err != nil {
-		return "", fmt.Errorf("decode payload: %w", err)
-	}
-	var c struct {
-		Iss string `json:"iss"`
+		return c, fmt.Errorf("decode payload: %w", err)
 	}
 	if err := json.Unmarshal(payload, &c); err != nil {
-		return "", fmt.Errorf("parse payload: %w", err)
+		return c, fmt.Errorf("parse payload: %w", err)
 	}
-	return c.Iss, nil
+	return c, nil
 }
 
-// classify maps a go-oidc verification error to a login failure cause.
+// classify maps a go-oidc verification error that did not come from the key set to a login
+// failure cause.
 func classify(err error) string {
 	var exp *oidc.TokenExpiredError
 	if errors.As(err, &exp) {
@@ -227,8 +304,6 @@ func classify(err error) string {
 	}
 	msg := err.Error()
 	switch {
-	case strings.Contains(msg, "fetching keys"):
-		return CauseIssuerUnavailable
 	case strings.Contains(msg, "nbf"):
 		return CauseNotYetValid
 	case strings.Contains(msg, "different provider"):
@@ -262,8 +337,14 @@ func (o *OIDC) Authenticate(ctx context.Context, user, secret string) (*Identity
 	if err != nil {
 		return nil, fail(CauseIssuerUnavailable, err)
 	}
-	tok, err := v.Verify(ctx, secret)
-	if err != nil {
+	out := &verifyOutcome{}
+	tok, err := v.Verify(context.WithValue(ctx, verifyOutcomeKey{}, out), secret)
+	switch {
+	case err != nil && errors.Is(out.err, errKeysUnavailable):
+		return nil, fail(CauseIssuerUnavailable, err)
+	case err != nil && out.err != nil:
+		return nil, fail(CauseBadSignature, err)
+	case err != nil:
 		return nil, fail(classify(err), err)
 	}
 	if !audienceOK(tok.Audience, is.cfg.Audience) {

@@ -4,46 +4,20 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"log/slog"
-	"net"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
-
 	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/testkit/idp"
 )
 
 // testLogger sends the package's logs to the test's output, shown only on failure or -v.
-func testLogger(t testing.TB) *slog.Logger { return slog.New(slog.NewTextHandler(t.Output(), nil)) }
-
-// signJWT signs claims with key outside any provider, for forgeries and unreachable issuers.
-func signJWT(t testing.TB, key *ecKey, claims map[string]any) string {
-	t.Helper()
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key.priv}, (&jose.SignerOptions{}).WithHeader("kid", key.id).WithType("JWT"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, err := json.Marshal(claims)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jws, err := signer.Sign(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := jws.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // jwtPart decodes one part of a compact JWT.
@@ -60,26 +34,26 @@ func jwtPart(t testing.TB, tok string, i int) map[string]any {
 	return m
 }
 
-func issuerConfig(p *testIdP, aud ...string) config.OIDC {
-	return config.OIDC{Issuer: p.issuer, Audience: aud, CAFile: p.caFile}
+func issuerConfig(p *idp.Provider, aud ...string) config.OIDC {
+	return config.OIDC{Issuer: p.Issuer, Audience: aud, CAFile: p.CAFile}
 }
 
 func TestOIDCTokensFromARealProvider(t *testing.T) {
 	ctx := context.Background()
-	a, b, stranger := startIdP(t, nil), startIdP(t, nil), startIdP(t, nil)
+	a, b, stranger := idp.Start(t), idp.Start(t), idp.Start(t)
 	clk := newClock()
-	o, err := NewOIDC([]config.OIDC{issuerConfig(a, "gatehouse", webClientID), issuerConfig(b, "gatehouse")}, OIDCOptions{Logger: testLogger(t), Now: clk.Now, DiscoveryTimeout: 5 * time.Second})
+	o, err := NewOIDC([]config.OIDC{issuerConfig(a, idp.ClientID, idp.WebClientID), issuerConfig(b, idp.ClientID)}, OIDCOptions{Logger: testLogger(t), Now: clk.Now, DiscoveryTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	// A JWT access token from the client-credentials grant: a service, groups from the claim.
-	at := a.accessToken(t)
-	id, err := o.Authenticate(ctx, ccClientID, at)
+	at := a.Token(t, idp.Claims{Groups: []string{"analysts", "oncall"}})
+	id, err := o.Authenticate(ctx, idp.ClientID, at)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id.Subject != ccClientID || id.Kind != Service || id.AuthMethod != AuthMethodOIDC || id.Issuer != a.issuer ||
+	if id.Subject != idp.ClientID || id.Kind != Service || id.AuthMethod != AuthMethodOIDC || id.Issuer != a.Issuer ||
 		!slices.Equal(id.Groups, []string{"analysts", "oncall"}) || id.ExpiresAt.IsZero() || id.TokenID != "" {
 		t.Fatalf("identity = %+v", id)
 	}
@@ -90,79 +64,77 @@ func TestOIDCTokensFromARealProvider(t *testing.T) {
 	wantCause(t, err, CauseUserMismatch)
 
 	// An ID token from the authorization-code flow: a person, subject is the email.
-	it := a.idToken(t)
+	it := a.IDToken(t, "ann@corp.example", "analysts")
 	t.Logf("id token claims: %v", jwtPart(t, it, 1))
 	if jwtPart(t, it, 1)["nonce"] != "n" {
 		t.Fatal("not an ID token")
 	}
-	for _, user := range []string{"test-user@zitadel.ch", "TEST-USER@127.0.0.1"} {
+	for _, user := range []string{"ann@corp.example", "ANN@Corp.Example"} {
 		hid, err := o.Authenticate(ctx, user, it)
 		if err != nil {
 			t.Fatalf("login as %s: %v", user, err)
 		}
-		if hid.Subject != "test-user@zitadel.ch" || hid.Kind != Human || !hid.InGroup("analysts") {
+		if hid.Subject != "ann@corp.example" || hid.Kind != Human || !hid.InGroup("analysts") {
 			t.Fatalf("identity = %+v", hid)
 		}
 	}
 
 	// A second configured issuer works side by side; an unconfigured one is refused.
-	b.set([]string{"gatehouse"}, []string{"dba"}, nil)
-	bid, err := o.Authenticate(ctx, ccClientID, b.accessToken(t))
-	if err != nil || bid.Issuer != b.issuer || !slices.Equal(bid.Groups, []string{"dba"}) {
+	bid, err := o.Authenticate(ctx, idp.ClientID, b.Token(t, idp.Claims{Groups: []string{"dba"}}))
+	if err != nil || bid.Issuer != b.Issuer || !slices.Equal(bid.Groups, []string{"dba"}) {
 		t.Fatalf("second issuer: %+v %v", bid, err)
 	}
-	_, err = o.Authenticate(ctx, ccClientID, stranger.accessToken(t))
+	_, err = o.Authenticate(ctx, idp.ClientID, stranger.AccessToken(t, ""))
 	wantCause(t, err, CauseUnknownIssuer)
 
 	// The IdP may declare the kind.
-	a.set([]string{"gatehouse"}, []string{"bots"}, map[string]any{KindClaim: "agent"})
-	aid, err := o.Authenticate(ctx, ccClientID, a.accessToken(t))
+	aid, err := o.Authenticate(ctx, idp.ClientID, a.Token(t, idp.Claims{Groups: []string{"bots"}, Extra: map[string]any{KindClaim: "agent"}}))
 	if err != nil || aid.Kind != Agent {
 		t.Fatalf("claimed kind: %+v %v", aid, err)
 	}
 
 	// An email subject the IdP says is unverified is refused; a verified one is the subject.
-	a.set([]string{"gatehouse"}, nil, map[string]any{"email": "svc@example.com", "email_verified": false})
-	_, err = o.Authenticate(ctx, "svc@example.com", a.accessToken(t))
+	_, err = o.Authenticate(ctx, "svc@example.com", a.Token(t, idp.Claims{Extra: map[string]any{"email": "svc@example.com", "email_verified": false}}))
 	wantCause(t, err, CauseEmailUnverified)
-	a.set([]string{"gatehouse"}, nil, map[string]any{"email": "svc@example.com", "email_verified": true})
-	eid, err := o.Authenticate(ctx, "svc@example.com", a.accessToken(t))
+	eid, err := o.Authenticate(ctx, "svc@example.com", a.Token(t, idp.Claims{Extra: map[string]any{"email": "svc@example.com", "email_verified": true}}))
 	if err != nil || eid.Subject != "svc@example.com" {
 		t.Fatalf("verified email: %+v %v", eid, err)
 	}
 
 	// A token minted for another application is refused.
-	a.set([]string{"some-other-app"}, nil, nil)
-	_, err = o.Authenticate(ctx, ccClientID, a.accessToken(t))
+	_, err = o.Authenticate(ctx, idp.ClientID, a.Token(t, idp.Claims{Audience: []string{"some-other-app"}}))
 	wantCause(t, err, CauseWrongAudience)
 
 	// Tampering: a changed signature, or a changed payload under the old signature.
 	parts := strings.Split(at, ".")
 	sig := []byte(parts[2])
 	sig[10] = map[bool]byte{true: 'B', false: 'A'}[sig[10] == 'A']
-	_, err = o.Authenticate(ctx, ccClientID, parts[0]+"."+parts[1]+"."+string(sig))
+	_, err = o.Authenticate(ctx, idp.ClientID, parts[0]+"."+parts[1]+"."+string(sig))
 	wantCause(t, err, CauseBadSignature)
 	claims := jwtPart(t, at, 1)
 	claims["groups"] = []string{"admins"}
 	forgedPayload, _ := json.Marshal(claims)
-	_, err = o.Authenticate(ctx, ccClientID, parts[0]+"."+base64.RawURLEncoding.EncodeToString(forgedPayload)+"."+parts[2])
+	_, err = o.Authenticate(ctx, idp.ClientID, parts[0]+"."+base64.RawURLEncoding.EncodeToString(forgedPayload)+"."+parts[2])
 	wantCause(t, err, CauseBadSignature)
 	// A token claiming the issuer and its key id but signed with someone else's key.
-	impostor := newECKey(t, jwtPart(t, at, 0)["kid"].(string))
-	_, err = o.Authenticate(ctx, ccClientID, signJWT(t, impostor, claims))
+	impostor := newTestKey(t, "ES256", jwtPart(t, at, 0)["kid"].(string))
+	_, err = o.Authenticate(ctx, idp.ClientID, impostor.sign(t, claims))
+	wantCause(t, err, CauseBadSignature)
+	// A key id chosen to look like another cause does not change the cause.
+	_, err = o.Authenticate(ctx, idp.ClientID, newTestKey(t, "ES256", errKeysUnavailable.Error()+" nbf").sign(t, claims))
 	wantCause(t, err, CauseBadSignature)
 	// An unsigned token ("alg":"none") is refused.
 	none := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + parts[1] + "." + parts[2]
-	if _, err = o.Authenticate(ctx, ccClientID, none); !errors.Is(err, ErrInvalidCredentials) {
+	if _, err = o.Authenticate(ctx, idp.ClientID, none); !errors.Is(err, ErrInvalidCredentials) {
 		t.Fatalf("alg none: %v", err)
 	}
 
 	// Time: not yet valid before nbf; expired after exp, at login and for live sessions.
 	clk.Advance(-time.Hour)
-	_, err = o.Authenticate(ctx, ccClientID, at)
+	_, err = o.Authenticate(ctx, idp.ClientID, at)
 	wantCause(t, err, CauseNotYetValid)
 	clk.Advance(3 * time.Hour)
-	_, err = o.Authenticate(ctx, ccClientID, at)
+	_, err = o.Authenticate(ctx, idp.ClientID, at)
 	wantCause(t, err, CauseExpired)
 	wantCause(t, o.StillValid(ctx, id), CauseExpired)
 	// Without the typed expiry, the exp claim is used.
@@ -173,65 +145,59 @@ func TestOIDCTokensFromARealProvider(t *testing.T) {
 
 func TestOIDCKeyRotation(t *testing.T) {
 	ctx := context.Background()
-	a := startIdP(t, nil)
-	o, err := NewOIDC([]config.OIDC{issuerConfig(a, "gatehouse")}, OIDCOptions{Logger: testLogger(t)})
+	a := idp.Start(t)
+	// Each step below rotates right after the previous fetch; the unknown-key rate limit is
+	// tested on its own (TestJWKSUnknownKeyIDRateLimited).
+	o, err := NewOIDC([]config.OIDC{issuerConfig(a, idp.ClientID)}, OIDCOptions{Logger: testLogger(t), JWKSMissInterval: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := a.accessToken(t)
-	if _, err := o.Authenticate(ctx, ccClientID, old); err != nil {
+	old := a.AccessToken(t, "")
+	if _, err := o.Authenticate(ctx, idp.ClientID, old); err != nil {
 		t.Fatal(err)
 	}
 	// The provider switches to a new key and stops publishing the old one.
-	newKey := a.rotate(t, false)
-	fresh := a.accessToken(t)
-	if kid := jwtPart(t, fresh, 0)["kid"]; kid != newKey.id {
-		t.Fatalf("provider signed with %v, want the new key %s", kid, newKey.id)
+	a.RotateKey(t, false)
+	fresh := a.AccessToken(t, "")
+	if jwtPart(t, fresh, 0)["kid"] == jwtPart(t, old, 0)["kid"] {
+		t.Fatal("provider did not sign with the new key")
 	}
-	if _, err := o.Authenticate(ctx, ccClientID, fresh); err != nil {
+	if _, err := o.Authenticate(ctx, idp.ClientID, fresh); err != nil {
 		t.Fatalf("token signed with the rotated key refused: %v", err)
 	}
 	// The retired key no longer verifies anything once the key set was refreshed.
-	_, err = o.Authenticate(ctx, ccClientID, old)
+	time.Sleep(2 * time.Millisecond)
+	_, err = o.Authenticate(ctx, idp.ClientID, old)
 	wantCause(t, err, CauseBadSignature)
 	// Overlapping rotation: old and new published together, both accepted.
-	a.rotate(t, true)
-	if _, err := o.Authenticate(ctx, ccClientID, a.accessToken(t)); err != nil {
+	time.Sleep(2 * time.Millisecond)
+	a.RotateKey(t, true)
+	if _, err := o.Authenticate(ctx, idp.ClientID, a.AccessToken(t, "")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := o.Authenticate(ctx, ccClientID, fresh); err != nil {
+	if _, err := o.Authenticate(ctx, idp.ClientID, fresh); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// An issuer that is unreachable (here: accepting TCP but never answering) neither blocks
+// An issuer that is unreachable (here: accepting requests but never answering) neither blocks
 // construction nor any login beyond the discovery timeout, and works once it comes up.
 func TestOIDCIssuerDownAtStartup(t *testing.T) {
 	ctx := context.Background()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// httptest serves the same built-in certificate on every TLS server; write it out now so
-	// the configuration can name a CA file before the issuer exists.
-	probe := httptest.NewTLSServer(nil)
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: probe.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	probe.Close()
-	issuer := "https://" + l.Addr().String()
+	p := idp.Start(t)
+	tok := p.AccessToken(t, "")
+	p.SetOutage(idp.Hanging)
 
 	const timeout, retry = 400 * time.Millisecond, 300 * time.Millisecond
 	start := time.Now()
-	o, err := NewOIDC([]config.OIDC{{Issuer: issuer, Audience: []string{"gatehouse"}, CAFile: caFile}}, OIDCOptions{Logger: testLogger(t), DiscoveryTimeout: timeout, DiscoveryRetry: retry})
+	o, err := NewOIDC([]config.OIDC{issuerConfig(p, idp.ClientID)}, OIDCOptions{Logger: testLogger(t), DiscoveryTimeout: timeout, DiscoveryRetry: retry})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d > 100*time.Millisecond {
 		t.Fatalf("NewOIDC took %s: it must not contact the issuer", d)
 	}
-	forged := signJWT(t, newECKey(t, "k"), map[string]any{"iss": issuer, "sub": "x", "aud": "gatehouse", "exp": time.Now().Add(time.Hour).Unix()})
+	forged := newTestKey(t, "ES256", "k").sign(t, map[string]any{"iss": p.Issuer, "sub": "x", "aud": idp.ClientID, "exp": time.Now().Add(time.Hour).Unix()})
 	start = time.Now()
 	_, err = o.Authenticate(ctx, "x", forged)
 	wantCause(t, err, CauseIssuerUnavailable)
@@ -247,14 +213,13 @@ func TestOIDCIssuerDownAtStartup(t *testing.T) {
 	}
 	o.Warm(ctx) // logs, never fails
 
-	// The issuer comes up on the same address; after the retry interval logins work.
-	p := startIdP(t, l)
-	tok := p.accessToken(t)
+	// The issuer comes up; after the retry interval logins work.
+	p.SetOutage(idp.Up)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		id, err := o.Authenticate(ctx, ccClientID, tok)
+		id, err := o.Authenticate(ctx, idp.ClientID, tok)
 		if err == nil {
-			if id.Issuer != issuer {
+			if id.Issuer != p.Issuer {
 				t.Fatalf("issuer = %q", id.Issuer)
 			}
 			break
@@ -273,6 +238,8 @@ func TestOIDCConfigValidation(t *testing.T) {
 		{Issuer: "http://idp.example.com", Audience: []string{"a"}},
 		{Issuer: "https://idp.example.com"},
 		{Issuer: "https://idp.example.com", Audience: []string{"a"}, CAFile: "/nonexistent/ca.pem"},
+		{Issuer: "https://idp.example.com", Audience: []string{"a"}, JWKSRefresh: config.Duration(10 * time.Second)},
+		{Issuer: "https://idp.example.com", Audience: []string{"a"}, JWKSRefresh: config.Duration(2 * time.Hour)},
 	} {
 		if _, err := NewOIDC([]config.OIDC{c}, OIDCOptions{}); err == nil {
 			t.Errorf("NewOIDC(%+v) accepted", c)
@@ -281,6 +248,9 @@ func TestOIDCConfigValidation(t *testing.T) {
 	dup := config.OIDC{Issuer: "https://idp.example.com", Audience: []string{"a"}}
 	if _, err := NewOIDC([]config.OIDC{dup, dup}, OIDCOptions{}); err == nil {
 		t.Error("duplicate issuer accepted")
+	}
+	if _, err := NewOIDC([]config.OIDC{{Issuer: "https://idp.example.com", Audience: []string{"a"}, JWKSRefresh: config.Duration(5 * time.Minute)}}, OIDCOptions{}); err != nil {
+		t.Errorf("jwks_refresh 5m refused: %v", err)
 	}
 	if _, err := NewOIDC([]config.OIDC{{Issuer: "http://127.0.0.1:1", Audience: []string{"a"}}}, OIDCOptions{}); err != nil {
 		t.Errorf("loopback http issuer refused: %v", err)

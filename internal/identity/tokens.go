@@ -32,9 +32,17 @@ const DefaultTokenTTL = 720 * time.Hour
 // MaxTokenTTL caps how long a token may live; a token that never expires is a liability.
 const MaxTokenTTL = 5 * 366 * 24 * time.Hour
 
-// MaxCacheTTL is the longest a Tokens validator may trust its cached view of revocations,
-// so a revoked token's sessions end within seconds.
+// MaxCacheTTL is the longest a Tokens validator may trust its cached view of revocations
+// when nothing tells it of changes, so a revoked token's sessions end within seconds.
 const MaxCacheTTL = time.Second
+
+// ListenCacheTTL is how long the view may be trusted while a shared store's notifications
+// arrive (store.Invalidations): every revocation invalidates it at once, so the periodic
+// re-read is only a safety net and need not load the shared database every second.
+const ListenCacheTTL = 10 * time.Second
+
+// tokensTopic is the notification topic of token revocations on a shared store.
+const tokensTopic = "tokens"
 
 // AuthMethodToken is the Identity.AuthMethod of a Gatehouse token login.
 const AuthMethodToken = "token"
@@ -85,6 +93,28 @@ var tokenMigrations = []string{
 	);
 	CREATE UNIQUE INDEX identity_tokens_active_name ON identity_tokens(lower(name)) WHERE revoked_at IS NULL;
 	CREATE TABLE identity_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+	INSERT INTO identity_meta(key, value) VALUES ('revocation_generation', 0);`,
+}
+
+// tokenPostgresMigrations are tokenMigrations for a PostgreSQL store shared by several
+// instances: the same tables and semantics, in PostgreSQL's types (nanosecond times need
+// BIGINT). Never edit a released entry; append.
+var tokenPostgresMigrations = []string{
+	`CREATE TABLE identity_tokens (
+		id            TEXT PRIMARY KEY,
+		name          TEXT NOT NULL,
+		kind          TEXT NOT NULL,
+		groups_json   TEXT NOT NULL,
+		secret_hash   BYTEA NOT NULL,
+		created_at    BIGINT NOT NULL,
+		created_by    TEXT NOT NULL,
+		expires_at    BIGINT NOT NULL,
+		revoked_at    BIGINT,
+		revoke_reason TEXT,
+		last_used_at  BIGINT
+	);
+	CREATE UNIQUE INDEX identity_tokens_active_name ON identity_tokens(lower(name)) WHERE revoked_at IS NULL;
+	CREATE TABLE identity_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
 	INSERT INTO identity_meta(key, value) VALUES ('revocation_generation', 0);`,
 }
 
@@ -142,15 +172,23 @@ type TokensOptions struct {
 	// Now is the clock, replaceable in tests; default time.Now.
 	Now func() time.Time
 	// CacheTTL bounds how long StillValid trusts its view of revocations made by other
-	// processes (the CLI revokes through the same SQLite file). Default and maximum
-	// MaxCacheTTL.
+	// processes (the CLI revokes through the same SQLite file, other instances through a
+	// shared PostgreSQL store). Default and maximum MaxCacheTTL.
 	CacheTTL time.Duration
+	// Invalidations, for a shared PostgreSQL store, delivers other instances' revocations
+	// as they commit; while it is listening the cached view is trusted up to ListenCacheTTL,
+	// and whenever it is not, the store is polled every CacheTTL as without it.
+	Invalidations store.Invalidations
 }
 
-// Tokens issues, lists, revokes and checks Gatehouse tokens kept in the embedded store. It is
-// an Authenticator and a Validator. Safe for concurrent use.
+// Tokens issues, lists, revokes and checks Gatehouse tokens kept in the state store: the
+// embedded SQLite database, or a PostgreSQL database shared by several instances (one
+// implementation, its queries rebound to the store's dialect). It is an Authenticator and a
+// Validator. Safe for concurrent use.
 type Tokens struct {
 	db       *sql.DB
+	dialect  store.Dialect
+	inval    store.Invalidations
 	rec      Recorder
 	log      *slog.Logger
 	now      func() time.Time
@@ -169,16 +207,16 @@ type tokenState struct {
 	expiresAt time.Time
 }
 
-// NewTokens migrates the identity schema in db (opened with store.Open) and returns the
-// token store.
+// NewTokens migrates the identity schema in db (opened with store.Open, or
+// store.OpenPostgres for a store shared by several instances) and returns the token store.
 func NewTokens(ctx context.Context, db *sql.DB, opts TokensOptions) (*Tokens, error) {
 	if db == nil {
 		return nil, errors.New("identity: nil store")
 	}
-	if err := store.Migrate(ctx, db, "identity", tokenMigrations); err != nil {
+	if err := store.MigrateDialect(ctx, db, "identity", tokenMigrations, tokenPostgresMigrations); err != nil {
 		return nil, fmt.Errorf("prepare token store: %w", err)
 	}
-	t := &Tokens{db: db, rec: opts.Recorder, log: opts.Logger, now: opts.Now, cacheTTL: opts.CacheTTL, states: map[string]tokenState{}}
+	t := &Tokens{db: db, dialect: store.DialectOf(db), inval: opts.Invalidations, rec: opts.Recorder, log: opts.Logger, now: opts.Now, cacheTTL: opts.CacheTTL, states: map[string]tokenState{}}
 	if t.log == nil {
 		t.log = slog.Default()
 	}
@@ -188,8 +226,21 @@ func NewTokens(ctx context.Context, db *sql.DB, opts TokensOptions) (*Tokens, er
 	if t.cacheTTL <= 0 || t.cacheTTL > MaxCacheTTL {
 		t.cacheTTL = MaxCacheTTL
 	}
+	if t.inval != nil {
+		t.inval.Subscribe(tokensTopic, t.invalidate)
+	}
 	return t, nil
 }
+
+// invalidate makes the next StillValid re-read the revocation generation.
+func (t *Tokens) invalidate() {
+	t.mu.Lock()
+	t.genCheckedAt = time.Time{}
+	t.mu.Unlock()
+}
+
+// q adapts a query written with ? placeholders to the store's dialect.
+func (t *Tokens) q(query string) string { return store.Rebind(t.dialect, query) }
 
 // hashSecret returns the stored form of a token secret. A single SHA-256 is the right tool
 // here, unlike for passwords: the secret is 256 bits from crypto/rand, so there is nothing to
@@ -289,14 +340,14 @@ func (t *Tokens) Create(ctx context.Context, req CreateRequest) (string, Token, 
 	defer tx.Rollback()
 	// Retire expired holders of the name first (a write, so the transaction takes the write
 	// lock before it reads anything and cannot hit a stale-snapshot upgrade).
-	if _, err := tx.ExecContext(ctx, `UPDATE identity_tokens SET revoked_at = ?, revoke_reason = 'expired; name reused'
-		WHERE lower(name) = lower(?) AND revoked_at IS NULL AND expires_at <= ?`, now.UnixNano(), req.Name, now.UnixNano()); err != nil {
+	if _, err := tx.ExecContext(ctx, t.q(`UPDATE identity_tokens SET revoked_at = ?, revoke_reason = 'expired; name reused'
+		WHERE lower(name) = lower(?) AND revoked_at IS NULL AND expires_at <= ?`), now.UnixNano(), req.Name, now.UnixNano()); err != nil {
 		return "", Token{}, fmt.Errorf("create token %s: retire expired: %w", req.Name, err)
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO identity_tokens(id, name, kind, groups_json, secret_hash, created_at, created_by, expires_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, id, req.Name, string(req.Kind), string(groupsJSON), hashSecret(id, secret), now.UnixNano(), req.CreatedBy, tok.ExpiresAt.UnixNano())
+	_, err = tx.ExecContext(ctx, t.q(`INSERT INTO identity_tokens(id, name, kind, groups_json, secret_hash, created_at, created_by, expires_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`), id, req.Name, string(req.Kind), string(groupsJSON), hashSecret(id, secret), now.UnixNano(), req.CreatedBy, tok.ExpiresAt.UnixNano())
 	if err != nil {
-		if strings.Contains(err.Error(), "UNIQUE constraint failed") {
+		if store.IsUniqueViolation(err) {
 			return "", Token{}, fmt.Errorf("create token %s: %w", req.Name, ErrTokenNameTaken)
 		}
 		return "", Token{}, fmt.Errorf("create token %s: %w", req.Name, err)
@@ -311,7 +362,7 @@ func (t *Tokens) Create(ctx context.Context, req CreateRequest) (string, Token, 
 		ev := &ledger.Event{Type: ledger.EventTokenCreate, Time: now, Subject: req.CreatedBy, IdentityKind: string(req.Kind), Groups: groups, AuthMethod: AuthMethodToken,
 			Message: fmt.Sprintf("created token %s (id %s, kind %s, expires %s)", req.Name, id, req.Kind, tok.ExpiresAt.Format(time.RFC3339))}
 		if err := t.rec.Record(ctx, ev); err != nil {
-			if _, derr := t.db.ExecContext(context.WithoutCancel(ctx), `DELETE FROM identity_tokens WHERE id = ?`, id); derr != nil {
+			if _, derr := t.db.ExecContext(context.WithoutCancel(ctx), t.q(`DELETE FROM identity_tokens WHERE id = ?`), id); derr != nil {
 				t.log.Error("withdraw unrecorded token", "token", req.Name, "id", id, "err", derr)
 			}
 			return "", Token{}, fmt.Errorf("create token %s: record in ledger: %w", req.Name, err)
@@ -322,8 +373,8 @@ func (t *Tokens) Create(ctx context.Context, req CreateRequest) (string, Token, 
 
 // List returns every token the store knows, active, expired and revoked, oldest first.
 func (t *Tokens) List(ctx context.Context) ([]Token, error) {
-	rows, err := t.db.QueryContext(ctx, `SELECT id, name, kind, groups_json, created_at, created_by, expires_at, revoked_at, last_used_at
-		FROM identity_tokens ORDER BY created_at, id`)
+	rows, err := t.db.QueryContext(ctx, t.q(`SELECT id, name, kind, groups_json, created_at, created_by, expires_at, revoked_at, last_used_at
+		FROM identity_tokens ORDER BY created_at, id`))
 	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
@@ -372,16 +423,20 @@ func (t *Tokens) RevokeBy(ctx context.Context, name, by string) error {
 	}
 	defer tx.Rollback()
 	var id, kind string
-	err = tx.QueryRowContext(ctx, `UPDATE identity_tokens SET revoked_at = ?, revoke_reason = 'revoked'
-		WHERE lower(name) = lower(?) AND revoked_at IS NULL RETURNING id, kind`, now.UnixNano(), name).Scan(&id, &kind)
+	err = tx.QueryRowContext(ctx, t.q(`UPDATE identity_tokens SET revoked_at = ?, revoke_reason = 'revoked'
+		WHERE lower(name) = lower(?) AND revoked_at IS NULL RETURNING id, kind`), now.UnixNano(), name).Scan(&id, &kind)
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("revoke token %s: %w", name, ErrTokenNotFound)
 	}
 	if err != nil {
 		return fmt.Errorf("revoke token %s: %w", name, err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE identity_meta SET value = value + 1 WHERE key = 'revocation_generation'`); err != nil {
+	if _, err := tx.ExecContext(ctx, t.q(`UPDATE identity_meta SET value = value + 1 WHERE key = 'revocation_generation'`)); err != nil {
 		return fmt.Errorf("revoke token %s: bump revocation generation: %w", name, err)
+	}
+	// Other instances sharing the store hear of it at commit and re-check their sessions.
+	if err := store.Notify(ctx, t.dialect, tx, tokensTopic); err != nil {
+		return fmt.Errorf("revoke token %s: %w", name, err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("revoke token %s: %w", name, err)
@@ -419,8 +474,8 @@ func (t *Tokens) Authenticate(ctx context.Context, user, secret string) (*Identi
 		expires                           int64
 		revoked, lastUsed                 sql.NullInt64
 	)
-	err := t.db.QueryRowContext(ctx, `SELECT name, kind, groups_json, secret_hash, created_by, expires_at, revoked_at, last_used_at
-		FROM identity_tokens WHERE id = ?`, id).Scan(&name, &kind, &groupsJSON, &hash, &createdBy, &expires, &revoked, &lastUsed)
+	err := t.db.QueryRowContext(ctx, t.q(`SELECT name, kind, groups_json, secret_hash, created_by, expires_at, revoked_at, last_used_at
+		FROM identity_tokens WHERE id = ?`), id).Scan(&name, &kind, &groupsJSON, &hash, &createdBy, &expires, &revoked, &lastUsed)
 	want := hashSecret(id, sec)
 	if errors.Is(err, sql.ErrNoRows) {
 		// Spend the same comparison an existing id would, so timing says nothing either way.
@@ -450,7 +505,7 @@ func (t *Tokens) Authenticate(ctx context.Context, user, secret string) (*Identi
 	}
 	if !lastUsed.Valid || now.Sub(time.Unix(0, lastUsed.Int64)) >= lastUsedEvery {
 		// At most one write a minute per token: a login storm must not become a write storm.
-		if _, err := t.db.ExecContext(ctx, `UPDATE identity_tokens SET last_used_at = ? WHERE id = ?`, now.UnixNano(), id); err != nil {
+		if _, err := t.db.ExecContext(ctx, t.q(`UPDATE identity_tokens SET last_used_at = ? WHERE id = ?`), now.UnixNano(), id); err != nil {
 			t.log.Warn("record token last use", "token", name, "id", id, "err", err)
 		}
 	}
@@ -497,9 +552,13 @@ func (t *Tokens) StillValid(ctx context.Context, id *Identity) error {
 func (t *Tokens) state(ctx context.Context, id string, now time.Time) (tokenState, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.genCheckedAt.IsZero() || now.Sub(t.genCheckedAt) >= t.cacheTTL || now.Before(t.genCheckedAt) {
+	ttl := t.cacheTTL
+	if t.inval != nil && t.inval.Listening() {
+		ttl = ListenCacheTTL
+	}
+	if t.genCheckedAt.IsZero() || now.Sub(t.genCheckedAt) >= ttl || now.Before(t.genCheckedAt) {
 		var gen int64
-		if err := t.db.QueryRowContext(ctx, `SELECT value FROM identity_meta WHERE key = 'revocation_generation'`).Scan(&gen); err != nil {
+		if err := t.db.QueryRowContext(ctx, t.q(`SELECT value FROM identity_meta WHERE key = 'revocation_generation'`)).Scan(&gen); err != nil {
 			return tokenState{}, fmt.Errorf("read revocation generation: %w", err)
 		}
 		if gen != t.gen {
@@ -516,7 +575,7 @@ func (t *Tokens) state(ctx context.Context, id string, now time.Time) (tokenStat
 		revoked sql.NullInt64
 		st      tokenState
 	)
-	err := t.db.QueryRowContext(ctx, `SELECT expires_at, revoked_at FROM identity_tokens WHERE id = ?`, id).Scan(&expires, &revoked)
+	err := t.db.QueryRowContext(ctx, t.q(`SELECT expires_at, revoked_at FROM identity_tokens WHERE id = ?`), id).Scan(&expires, &revoked)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		st.missing = true

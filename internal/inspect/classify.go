@@ -71,7 +71,7 @@ func (a *analyzer) classify(n *pg_query.Node) {
 		}
 		st.HasLimit = hasLimit(s, &w.literal)
 		st.HasWhere = s.WhereClause != nil
-		st.WhereTrivial = trivialWhere(s.WhereClause, &w.literal)
+		st.WhereTrivial, _ = trivialWhere(s.WhereClause, nil, &w.literal)
 		w.selectStmt(s)
 	case *pg_query.Node_InsertStmt:
 		a.set("INSERT", Write)
@@ -366,6 +366,11 @@ func (a *analyzer) classify(n *pg_query.Node) {
 		a.ddl("ALTER DATABASE", Admin, "database", nil, n)
 	case *pg_query.Node_AlterDatabaseSetStmt:
 		a.ddl("ALTER DATABASE", Admin, "database", nil, n)
+		// ALTER DATABASE ... SET role / session_authorization changes the role of every
+		// later login: Setting names it, so the policy sees a role change.
+		if s := x.AlterDatabaseSetStmt.Setstmt; s != nil {
+			st.Setting = strings.ToLower(s.Name)
+		}
 	case *pg_query.Node_CreateExtensionStmt:
 		a.ddl("CREATE EXTENSION", Admin, "extension", nil, n)
 	case *pg_query.Node_AlterExtensionStmt:

@@ -181,6 +181,10 @@ func analyze(text string, n *pg_query.Node, nesting int, normalized string) (*St
 	a := &analyzer{st: st, w: &walker{}, nesting: nesting}
 	a.classify(n)
 	a.finish()
+	flowLiteral := false
+	if a.mayWriteValues() {
+		st.Writes, flowLiteral = writeFlows(n)
+	}
 	if fp, err := pg_query.Fingerprint(text); err == nil {
 		st.Fingerprint = fp
 	}
@@ -199,7 +203,7 @@ func analyze(text string, n *pg_query.Node, nesting int, normalized string) (*St
 		*pg_query.Node_DeleteStmt, *pg_query.Node_MergeStmt:
 		shareable = true
 	}
-	return st, a.w.literal || numbers || !shareable
+	return st, a.w.literal || flowLiteral || numbers || !shareable
 }
 
 // finish applies the worst-effect rules to what the walk found.
@@ -215,6 +219,7 @@ func (a *analyzer) finish() {
 	}
 	_, dmlTop := dmlRank[st.Kind]
 	anyCond, allWhere, trivial := false, true, false
+	var conds []NotNullCondition
 	for _, d := range w.dml {
 		st.Category = worse(st.Category, Write)
 		if dmlTop && dmlRank[d.kind] > dmlRank[st.Kind] {
@@ -224,6 +229,9 @@ func (a *analyzer) finish() {
 			anyCond = true
 			allWhere = allWhere && d.hasWhere
 			trivial = trivial || d.whereTrivial
+			if d.ifNotNull != nil {
+				conds = append(conds, *d.ifNotNull)
+			}
 		}
 	}
 	if anyCond {
@@ -231,6 +239,9 @@ func (a *analyzer) finish() {
 		// WHERE for the statement to count as having one.
 		st.HasWhere = allWhere
 		st.WhereTrivial = allWhere && trivial
+		if allWhere && !trivial {
+			st.WhereTrivialIfNotNull = conds
+		}
 	}
 	if w.into && st.Kind != "SELECT INTO" {
 		st.Export = true
@@ -321,7 +332,14 @@ func (a *analyzer) sqlFunc(name string, f *pg_query.FuncCall, escalate func(Cate
 			a.w.columns.add(c)
 		}
 		if k := in.Kind; k == "INSERT" || k == "UPDATE" || k == "DELETE" || k == "MERGE" {
-			a.w.dml = append(a.w.dml, dmlFact{kind: in.Kind, hasWhere: in.HasWhere, whereTrivial: in.WhereTrivial})
+			d := dmlFact{kind: in.Kind, hasWhere: in.HasWhere, whereTrivial: in.WhereTrivial}
+			a.w.dml = append(a.w.dml, d)
+			for i := range in.WhereTrivialIfNotNull {
+				// Carried as facts of the same kind, one per condition (any one holding
+				// makes the statement's WHERE trivial).
+				d.ifNotNull = &in.WhereTrivialIfNotNull[i]
+				a.w.dml = append(a.w.dml, d)
+			}
 		} else if in.Category != Read {
 			if in.Kind == "UNKNOWN" {
 				escalate(Unknown)

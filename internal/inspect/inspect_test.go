@@ -181,6 +181,12 @@ var cases = []tc{
 	{sql: "CREATE USER bob", kind: "CREATE ROLE", cat: Admin},
 	{sql: "ALTER ROLE bob SUPERUSER", kind: "ALTER ROLE", cat: Admin},
 	{sql: "ALTER USER bob SET search_path = x", kind: "ALTER ROLE", cat: Admin, setting: "search_path"},
+	// persistent role changes, effective at the next login: Setting lets the policy see them
+	{sql: "ALTER ROLE bob SET role = 'postgres'", kind: "ALTER ROLE", cat: Admin, setting: "role"},
+	{sql: "ALTER ROLE ALL IN DATABASE app SET session_authorization TO postgres", kind: "ALTER ROLE", cat: Admin, setting: "session_authorization"},
+	{sql: "ALTER DATABASE app SET role = 'postgres'", kind: "ALTER DATABASE", cat: Admin, setting: "role"},
+	{sql: "ALTER DATABASE app SET session_authorization TO postgres", kind: "ALTER DATABASE", cat: Admin, setting: "session_authorization"},
+	{sql: "ALTER DATABASE app SET work_mem = '1MB'", kind: "ALTER DATABASE", cat: Admin, setting: "work_mem"},
 	{sql: "DROP ROLE bob", kind: "DROP ROLE", cat: Admin},
 	{sql: "ALTER SYSTEM SET log_statement = 'none'", kind: "ALTER SYSTEM", cat: Admin, setting: "log_statement"},
 	{sql: "VACUUM FULL t", kind: "VACUUM", cat: Admin, written: []string{"t"}},

@@ -69,6 +69,12 @@ type Statement struct {
 	// expression (WHERE true, WHERE 1=1, WHERE id = id, ...), so policies can treat it
 	// like no WHERE at all.
 	WhereTrivial bool
+	// WhereTrivialIfNotNull is set when WhereTrivial is false but a WHERE would restrict
+	// nothing if some columns of its target were NOT NULL (DELETE FROM t WHERE id IS NOT
+	// NULL): one entry per such UPDATE/DELETE/MERGE. The inspector does not know the
+	// catalog; the gate, which does, treats the statement as WhereTrivial when every column
+	// of one entry is NOT NULL in its table.
+	WhereTrivialIfNotNull []NotNullCondition
 	// Program is true for COPY ... TO PROGRAM / FROM PROGRAM (runs a shell command on the
 	// database server).
 	Program bool
@@ -83,7 +89,20 @@ type Statement struct {
 	// PreparedName names the prepared statement of PREPARE, EXECUTE and DEALLOCATE, so the
 	// gate can map EXECUTE back to the facts it recorded at PREPARE.
 	PreparedName string
+	// Writes are the places the statement stores values that may derive from what it reads
+	// (table columns, new tables and views, settings, sequences, notifications), each with
+	// the query producing the stored values, for the gate's check that masked sessions do
+	// not copy sensitive values out of the catalog's sight. Empty for reads and for writes of
+	// constants and parameters only.
+	Writes []WriteFlow
 	// Notes explain, in words, facts a reader of the decision should know (why a statement
 	// is unknown, that EXPLAIN ANALYZE runs its statement, ...).
 	Notes []string
+}
+
+// NotNullCondition names columns of one table (spelled as in TablesWritten) that, when all
+// are NOT NULL, make a WHERE clause on that table restrict nothing.
+type NotNullCondition struct {
+	Table   string
+	Columns []string
 }

@@ -18,6 +18,20 @@ type dmlFact struct {
 	kind         string
 	hasWhere     bool
 	whereTrivial bool
+	// ifNotNull, when whereTrivial is false, is the condition under which the WHERE would be
+	// trivial: these columns of the target are NOT NULL (see trivialWhere).
+	ifNotNull *NotNullCondition
+}
+
+// dmlWhere is the fact of one UPDATE / DELETE / MERGE on target whose condition is where.
+func (w *walker) dmlWhere(kind string, target *pg_query.RangeVar, where *pg_query.Node) dmlFact {
+	d := dmlFact{kind: kind, hasWhere: where != nil}
+	cols := []string(nil)
+	d.whereTrivial, cols = trivialWhere(where, target, &w.literal)
+	if len(cols) > 0 {
+		d.ifNotNull = &NotNullCondition{Table: tableName(target), Columns: cols}
+	}
+	return d
 }
 
 // walker collects facts from a parse tree. It handles the node types whose meaning matters
@@ -383,7 +397,7 @@ func (w *walker) updateStmt(s *pg_query.UpdateStmt) {
 	n := len(w.scopes)
 	w.with(s.WithClause)
 	w.writeTable(s.Relation)
-	w.dml = append(w.dml, dmlFact{kind: "UPDATE", hasWhere: s.WhereClause != nil, whereTrivial: trivialWhere(s.WhereClause, &w.literal)})
+	w.dml = append(w.dml, w.dmlWhere("UPDATE", s.Relation, s.WhereClause))
 	w.assignments(s.TargetList)
 	w.nodes(s.FromClause)
 	w.node(s.WhereClause)
@@ -395,7 +409,7 @@ func (w *walker) deleteStmt(s *pg_query.DeleteStmt) {
 	n := len(w.scopes)
 	w.with(s.WithClause)
 	w.writeTable(s.Relation)
-	w.dml = append(w.dml, dmlFact{kind: "DELETE", hasWhere: s.WhereClause != nil, whereTrivial: trivialWhere(s.WhereClause, &w.literal)})
+	w.dml = append(w.dml, w.dmlWhere("DELETE", s.Relation, s.WhereClause))
 	w.nodes(s.UsingClause)
 	w.node(s.WhereClause)
 	w.nodes(s.ReturningList)
@@ -407,7 +421,8 @@ func (w *walker) mergeStmt(s *pg_query.MergeStmt) {
 	w.with(s.WithClause)
 	w.writeTable(s.Relation)
 	// The join condition plays the role of a WHERE: ON true touches every row.
-	w.dml = append(w.dml, dmlFact{kind: "MERGE", hasWhere: true, whereTrivial: trivialWhere(s.JoinCondition, &w.literal)})
+	w.dml = append(w.dml, w.dmlWhere("MERGE", s.Relation, s.JoinCondition))
+	w.dml[len(w.dml)-1].hasWhere = true
 	w.node(s.SourceRelation)
 	w.node(s.JoinCondition)
 	for _, c := range s.MergeWhenClauses {

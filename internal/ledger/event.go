@@ -22,6 +22,18 @@ const (
 	EventAdmin        EventType = "admin"
 )
 
+// The approval workflow's event types: a statement held for approval files a request, someone
+// else approves or denies it, and the approved statement's run uses it once. Each carries the
+// request id (ApprovalID), the rule that held the statement, the target and the redacted
+// statement; Subject is who acted (the requester for requested and used, the approver for
+// approved and denied) and Message names the other party.
+const (
+	EventApprovalRequested EventType = "approval.requested"
+	EventApprovalApproved  EventType = "approval.approved"
+	EventApprovalDenied    EventType = "approval.denied"
+	EventApprovalUsed      EventType = "approval.used"
+)
+
 // Statement is what the ledger keeps of one SQL statement: never raw literals or bind
 // parameters, only the redacted text and the facts.
 type Statement struct {

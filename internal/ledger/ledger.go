@@ -194,7 +194,8 @@ func (l *Ledger) Healthy() error {
 // and Hash (and Time when zero). An error means the event is not known to be recorded: the
 // gate must refuse the statement. Record never blocks longer than ctx allows; an event whose
 // caller gave up may still be committed (the ledger then holds more than the client saw,
-// never less).
+// never less). The ledger keeps ev (its store indexes it after the commit): the caller must
+// not change it once Record is called.
 func (l *Ledger) Record(ctx context.Context, ev *Event) error {
 	if ev == nil {
 		return errors.New("record: nil event")

@@ -5,8 +5,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -59,24 +59,10 @@ func storeMakers(parent *testing.T) []storeMaker {
 				}
 			}
 			ts.break_ = func(t *testing.T) func() {
-				// Another connection holds the write lock: every commit of the ledger
-				// waits and fails, as when the disk or the file is unavailable.
-				other, err := sql.Open("sqlite", "file:"+filepath.Join(dir, SQLiteFile)+"?_pragma=busy_timeout(100)")
-				if err != nil {
-					t.Fatal(err)
-				}
-				conn, err := other.Conn(context.Background())
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := conn.ExecContext(context.Background(), "BEGIN EXCLUSIVE"); err != nil {
-					t.Fatal(err)
-				}
-				return func() {
-					conn.ExecContext(context.Background(), "ROLLBACK")
-					conn.Close()
-					other.Close()
-				}
+				// Every sync of the commit log fails after its write reached the file,
+				// as on a failing disk: the failed batch must be cut off again.
+				s.setSyncFault(errors.New("injected: the disk holding the ledger fails"))
+				return func() { s.setSyncFault(nil) }
 			}
 			return ts
 		}},

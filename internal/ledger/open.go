@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/config"
@@ -33,8 +34,10 @@ func OpenStore(ctx context.Context, c config.Ledger, dataDir string) (Store, err
 	return nil, fmt.Errorf("ledger store: unknown store %q (sqlite or postgres)", c.Store)
 }
 
-// OpenSinks builds the sinks the configuration declares.
-func OpenSinks(c config.Ledger) ([]Sink, error) {
+// OpenSinks builds the sinks the configuration declares. With a data directory each sink
+// is resumable: its cursor lives in dataDir/ledger-sinks under an identity derived from its
+// type and path or URL, so it resumes where it stopped across restarts.
+func OpenSinks(c config.Ledger, dataDir string) ([]Sink, error) {
 	var out []Sink
 	for i, s := range c.Sinks {
 		switch s.Type {
@@ -44,14 +47,25 @@ func OpenSinks(c config.Ledger) ([]Sink, error) {
 			}
 			js, err := NewJSONLSink(s.Path)
 			if err != nil {
+				for _, o := range out {
+					o.Close()
+				}
 				return nil, err
 			}
-			out = append(out, js)
+			id := "jsonl:stdout"
+			if s.Path != "-" {
+				abs, err := filepath.Abs(s.Path)
+				if err != nil {
+					abs = s.Path
+				}
+				id = "jsonl:" + abs
+			}
+			out = append(out, resumable(js, dataDir, id))
 		case "webhook":
 			if s.URL == "" {
 				return nil, fmt.Errorf("ledger sink %d: webhook needs a url", i+1)
 			}
-			out = append(out, NewWebhookSink(s.URL))
+			out = append(out, resumable(NewWebhookSink(s.URL), dataDir, "webhook:"+s.URL))
 		default:
 			return nil, fmt.Errorf("ledger sink %d: unknown type %q (jsonl or webhook)", i+1, s.Type)
 		}
@@ -67,7 +81,7 @@ func Open(ctx context.Context, cfg *config.Config, instance string, log *slog.Lo
 	if err != nil {
 		return nil, err
 	}
-	sinks, err := OpenSinks(cfg.Ledger)
+	sinks, err := OpenSinks(cfg.Ledger, cfg.DataDir)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -91,4 +105,13 @@ func Open(ctx context.Context, cfg *config.Config, instance string, log *slog.Lo
 	}
 	l.ownsStore = true
 	return l, nil
+}
+
+// resumable wraps s with a cursor in dataDir, or leaves it as it is without a data
+// directory (it then starts at the chain head, as before).
+func resumable(s Sink, dataDir, id string) Sink {
+	if dataDir == "" {
+		return s
+	}
+	return Resumable(s, filepath.Join(dataDir, SinkCursorDir), id)
 }

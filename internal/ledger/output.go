@@ -55,10 +55,10 @@ func WriteIdentityCounts(w io.Writer, rows []IdentityCount) error {
 // WriteDrops prints "who dropped table X" as a table.
 func WriteDrops(w io.Writer, rows []DropRecord) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tSUBJECT\tKIND\tCLIENT\tAPPLICATION\tTARGET\tTABLE\tSTATEMENT")
+	fmt.Fprintln(tw, "TIME\tSUBJECT\tKIND\tCLIENT\tAPPLICATION\tTARGET\tTABLE\tOUTCOME\tSTATEMENT")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.UTC().Format(time.RFC3339), r.Subject, r.IdentityKind,
-			r.ClientAddr, cell(r.ApplicationName, 24), r.Target, r.Table, cell(r.Text, 60))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.UTC().Format(time.RFC3339), r.Subject, r.IdentityKind,
+			r.ClientAddr, cell(r.ApplicationName, 24), r.Target, r.Table, r.Outcome, cell(r.Text, 60))
 	}
 	return tw.Flush()
 }

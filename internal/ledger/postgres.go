@@ -119,6 +119,23 @@ FROM ledger_classes GROUP BY 1, 2, 3, 4, 5, 6;
 `,
 	// 6: the row the ledger rewrites to find out that a failed store writes again.
 	`CREATE TABLE ledger_probe (id INTEGER PRIMARY KEY, at_ns BIGINT NOT NULL);
+`,
+	// 7: intents get side-table rows too, told apart by type (see the SQLite migration 7).
+	`ALTER TABLE ledger_tables ADD COLUMN type TEXT NOT NULL DEFAULT 'statement';
+ALTER TABLE ledger_classes ADD COLUMN type TEXT NOT NULL DEFAULT 'statement';
+ALTER TABLE ledger_statements ADD COLUMN type TEXT NOT NULL DEFAULT 'statement';
+UPDATE ledger_statements s SET type = 'statement.intent' FROM ledger_events e WHERE e.instance = s.instance AND e.seq = s.seq AND e.type = 'statement.intent';
+DROP INDEX ledger_tables_agents;
+CREATE INDEX ledger_tables_agents ON ledger_tables(name, identity_kind, time_ns, subject, type);
+DROP INDEX ledger_classes_readers;
+CREATE INDEX ledger_classes_readers ON ledger_classes(class, category, decision, time_ns, subject, identity_kind, type);
+DROP INDEX ledger_classes_readers_by_subject;
+CREATE INDEX ledger_classes_readers_by_subject ON ledger_classes(class, category, decision, subject, identity_kind, time_ns, type);
+CREATE INDEX ledger_tables_intents ON ledger_tables(name, identity_kind, time_ns) WHERE type = 'statement.intent';
+CREATE INDEX ledger_classes_intents ON ledger_classes(class, category, time_ns) WHERE type = 'statement.intent';
+CREATE INDEX ledger_statements_intents ON ledger_statements(kind, time_ns) WHERE type = 'statement.intent';
+DROP INDEX ledger_events_session;
+CREATE INDEX ledger_events_session ON ledger_events(session, seq);
 `}
 
 // PostgresStore keeps the ledger in PostgreSQL, shared by several Gatehouse instances (each
@@ -228,16 +245,18 @@ func (s *PostgresStore) Append(ctx context.Context, recs []Record, cps []Checkpo
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
 			ev.Instance, ev.Seq, ns, string(ev.Type), ev.Subject, ev.IdentityKind, ev.Target, ev.Environment, ev.Decision, ev.SessionID, ev.Hash, string(r.Body), text)
 		for _, t := range tables {
-			b.Queue(`INSERT INTO ledger_tables(instance, seq, time_ns, subject, identity_kind, decision, tbl, name, kind, category, access) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-				ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, t.tbl, t.name, t.kind, t.category, t.access)
+			b.Queue(`INSERT INTO ledger_tables(instance, seq, time_ns, subject, identity_kind, decision, tbl, name, kind, category, access, type) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+				ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, t.tbl, t.name, t.kind, t.category, t.access, string(ev.Type))
 		}
 		for _, c := range classes {
-			b.Queue(`INSERT INTO ledger_classes(instance, seq, time_ns, subject, identity_kind, decision, class, col, category) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-				ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, c.class, c.column, c.category)
-			b.Queue(classDailySQL(postgresSQL), c.class, c.category, ev.Decision, floorDiv(ns, dayNS), ev.Subject, ev.IdentityKind, ns, ns)
+			b.Queue(`INSERT INTO ledger_classes(instance, seq, time_ns, subject, identity_kind, decision, class, col, category, type) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+				ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, c.class, c.column, c.category, string(ev.Type))
+			if ev.Type == EventStatement { // the rollup counts completed statements only
+				b.Queue(classDailySQL(postgresSQL), c.class, c.category, ev.Decision, floorDiv(ns, dayNS), ev.Subject, ev.IdentityKind, ns, ns)
+			}
 		}
 		for _, st := range stmts {
-			b.Queue(`INSERT INTO ledger_statements(instance, seq, time_ns, kind, category) VALUES ($1, $2, $3, $4, $5)`, ev.Instance, ev.Seq, ns, st.kind, st.category)
+			b.Queue(`INSERT INTO ledger_statements(instance, seq, time_ns, kind, category, type) VALUES ($1, $2, $3, $4, $5, $6)`, ev.Instance, ev.Seq, ns, st.kind, st.category, string(ev.Type))
 		}
 	}
 	for _, cp := range cps {

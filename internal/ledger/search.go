@@ -268,11 +268,16 @@ func ftsMatch(s string) string {
 
 // Aggregation SQL shared by both stores (placeholders rewritten for PostgreSQL).
 
+// whoDroppedSQL finds the allowed DROPs of a table. {NOIX} is "+" for SQLite: it keeps the
+// decision and time terms out of index selection, so the (table, kind, time_ns) index seeks
+// to the table's few DROP rows; with only sampled statistics SQLite would otherwise walk
+// every row of the table through the (name, decision, time_ns) index (0.2-0.4 s cold at ten
+// million events instead of milliseconds).
 const whoDroppedSQL = `SELECT e.body, d.tbl, d.kind FROM ledger_tables d JOIN ledger_events e ON e.instance = d.instance AND e.seq = d.seq
-WHERE %s AND d.kind >= 'DROP ' AND d.kind < 'DROP~' AND d.decision = 'allow' AND d.time_ns >= ? AND d.time_ns < ? ORDER BY d.time_ns, d.seq`
+WHERE %s AND d.kind >= 'DROP ' AND d.kind < 'DROP~' AND {NOIX}d.type = 'statement' AND {NOIX}d.decision = 'allow' AND {NOIX}d.time_ns >= ? AND {NOIX}d.time_ns < ? ORDER BY d.time_ns, d.seq`
 
 const piiReadersSQL = `SELECT subject, identity_kind, COUNT(*), MIN(time_ns), MAX(time_ns) FROM ledger_classes
-WHERE class = ? AND category = 'read' AND decision = 'allow' AND time_ns >= ? AND time_ns < ?
+WHERE class = ? AND category = 'read' AND decision = 'allow' AND time_ns >= ? AND time_ns < ? AND type = 'statement'
 GROUP BY subject, identity_kind ORDER BY COUNT(*) DESC, subject`
 
 // piiReadersDailySQL reads the daily rollup (whole UTC days dayFrom <= day < dayTo).
@@ -291,7 +296,7 @@ n = ledger_class_daily.n + 1, first_ns = {MIN}(ledger_class_daily.first_ns, excl
 // retention deleted part of that day).
 const classDailyRebuildDay = `INSERT INTO ledger_class_daily(class, category, decision, day, subject, identity_kind, n, first_ns, last_ns)
 SELECT class, COALESCE(category, ''), COALESCE(decision, ''), ?, COALESCE(subject, ''), COALESCE(identity_kind, ''), COUNT(*), MIN(time_ns), MAX(time_ns)
-FROM ledger_classes WHERE time_ns >= ? AND time_ns < ?
+FROM ledger_classes WHERE time_ns >= ? AND time_ns < ? AND type = 'statement'
 GROUP BY class, COALESCE(category, ''), COALESCE(decision, ''), COALESCE(subject, ''), COALESCE(identity_kind, '')`
 
 func classDailySQL(d dialect) string {
@@ -302,7 +307,7 @@ func classDailySQL(d dialect) string {
 }
 
 const agentsQueriedSQL = `SELECT subject, identity_kind, COUNT(*), MIN(time_ns), MAX(time_ns) FROM ledger_tables
-WHERE %s AND identity_kind = 'agent' AND time_ns >= ? AND time_ns < ?
+WHERE %s AND identity_kind = 'agent' AND time_ns >= ? AND time_ns < ? AND type = 'statement'
 GROUP BY subject, identity_kind ORDER BY COUNT(*) DESC, subject`
 
 // tableKey returns the side-table column and value a table name matches on.

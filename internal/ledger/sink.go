@@ -17,7 +17,8 @@ import (
 
 // Sink streams committed events out of Gatehouse (to a SIEM, a log shipper, a file). Sinks
 // run behind the ledger: a slow or failing sink never slows or fails Record; it catches up
-// from the store when it recovers.
+// from the store when it recovers, and a ResumableSink also catches up on what was
+// committed while Gatehouse was stopped.
 type Sink interface {
 	// Name identifies the sink in logs.
 	Name() string
@@ -64,6 +65,13 @@ func (s *JSONLSink) Write(_ context.Context, events []Event) error {
 	if err := s.w.Flush(); err != nil {
 		return fmt.Errorf("write events to %s: %w", s.name, err)
 	}
+	if s.f != nil {
+		// The runner advances the sink's cursor once Write returns: the lines must be on
+		// disk by then, or a power loss would drop them for good.
+		if err := s.f.Sync(); err != nil {
+			return fmt.Errorf("sync %s: %w", s.name, err)
+		}
+	}
 	return nil
 }
 
@@ -91,8 +99,8 @@ func NewWebhookSink(url string) *WebhookSink {
 	return &WebhookSink{URL: url, Client: &http.Client{Timeout: 10 * time.Second}}
 }
 
-// Name implements Sink.
-func (s *WebhookSink) Name() string { return "webhook:" + s.URL }
+// Name implements Sink (user information and query left out: they may hold credentials).
+func (s *WebhookSink) Name() string { return "webhook:" + redactURL(s.URL) }
 
 // Write implements Sink.
 func (s *WebhookSink) Write(ctx context.Context, events []Event) error {
@@ -129,20 +137,23 @@ func (s *WebhookSink) Close() error { return nil }
 
 // sinkRunner feeds one sink from the store: told the new head after each commit, it reads
 // the events it has not delivered yet and writes them in batches, retrying with backoff.
-// Delivery starts at the head the ledger found at start-up; events committed while the
-// process was down are delivered only by an export.
+// A ResumableSink starts from its cursor (what it acknowledged before a restart or an
+// outage) and the cursor advances after every acknowledged batch, so delivery is
+// at-least-once in chain order: a crash between a delivery and its cursor write repeats that
+// batch. Other sinks start at the head the ledger found at start-up.
 type sinkRunner struct {
 	sink     Sink
 	store    Store
 	instance string
 	log      *slog.Logger
+	cursor   *sinkCursor // nil: not resumable
 
 	mu     sync.Mutex
 	target int64
+	sent   int64
 	wake   chan struct{}
 	quit   chan struct{}
 	done   chan struct{}
-	sent   int64
 	cancel context.CancelFunc
 }
 
@@ -150,8 +161,59 @@ func newSinkRunner(st Store, instance string, from int64, s Sink, log *slog.Logg
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &sinkRunner{sink: s, store: st, instance: instance, log: log, target: from, sent: from,
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}), cancel: cancel}
+	if rs, ok := s.(*ResumableSink); ok {
+		r.cursor = cursorFor(rs, instance)
+		rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+		r.sent = r.resume(rctx, from)
+		rcancel()
+	}
 	go r.run(ctx)
 	return r
+}
+
+// resume returns where delivery starts: the sink's cursor, or the head (written as the
+// cursor at once, so that what is committed from now on reaches the sink even if the
+// process stops before its first delivery).
+func (r *sinkRunner) resume(ctx context.Context, head int64) int64 {
+	c := r.cursor
+	found, err := c.load()
+	if err != nil {
+		r.log.Error("ledger sink cursor unreadable; delivering from the chain head", "sink", r.sink.Name(), "err", err)
+	}
+	if !found {
+		if err := c.save(head, ""); err != nil {
+			r.log.Error("ledger sink cursor", "sink", r.sink.Name(), "err", err)
+		}
+		return head
+	}
+	if c.Seq > head {
+		// The store holds less than the sink already received: it is a different chain
+		// (a new store). Every event of this one is new to the sink.
+		r.log.Warn("ledger sink cursor is past the chain head (new store?); delivering the chain from its start",
+			"sink", r.sink.Name(), "cursor", c.Seq, "head", head)
+		return 0
+	}
+	if c.Hash != "" && c.Seq > 0 {
+		err := r.store.Scan(ctx, r.instance, c.Seq-1, 1, func(se StoredEvent) error {
+			ev, err := decodeBody(se.Body)
+			if err != nil {
+				return err
+			}
+			if ev.Seq == c.Seq && ev.Hash != c.Hash {
+				r.log.Warn("ledger sink cursor names an event the store does not hold (new store?); delivering the chain from its start",
+					"sink", r.sink.Name(), "cursor", c.Seq)
+				c.Seq = 0
+			}
+			return nil
+		})
+		if err != nil {
+			r.log.Warn("ledger sink cannot check its cursor against the store; resuming from it", "sink", r.sink.Name(), "err", err)
+		}
+	}
+	if c.Seq < head {
+		r.log.Info("ledger sink resumes", "sink", r.sink.Name(), "from", c.Seq, "head", head)
+	}
+	return c.Seq
 }
 
 func (r *sinkRunner) notify(head int64) {
@@ -171,9 +233,9 @@ func (r *sinkRunner) run(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for {
 		r.mu.Lock()
-		target := r.target
+		target, sent := r.target, r.sent
 		r.mu.Unlock()
-		if r.sent >= target {
+		if sent >= target {
 			select {
 			case <-r.wake:
 				continue
@@ -182,7 +244,7 @@ func (r *sinkRunner) run(ctx context.Context) {
 			}
 		}
 		var batch []Event
-		err := r.store.Scan(ctx, r.instance, r.sent, 500, func(se StoredEvent) error {
+		err := r.store.Scan(ctx, r.instance, sent, 500, func(se StoredEvent) error {
 			ev, err := decodeBody(se.Body)
 			if err != nil {
 				return err
@@ -194,7 +256,7 @@ func (r *sinkRunner) run(ctx context.Context) {
 			err = r.sink.Write(ctx, batch)
 		}
 		if err != nil {
-			r.log.Warn("ledger sink cannot deliver; will retry", "sink", r.sink.Name(), "err", err)
+			r.log.Warn("ledger sink cannot deliver; will retry", "sink", r.sink.Name(), "err", err, "retry_in", backoff)
 			select {
 			case <-time.After(backoff):
 			case <-r.quit:
@@ -211,8 +273,15 @@ func (r *sinkRunner) run(ctx context.Context) {
 			r.mu.Unlock()
 			continue
 		}
+		last := &batch[len(batch)-1]
+		if r.cursor != nil {
+			if err := r.cursor.save(last.Seq, last.Hash); err != nil {
+				// Delivery goes on; after a restart the sink receives these events again.
+				r.log.Warn("ledger sink cursor not saved", "sink", r.sink.Name(), "err", err)
+			}
+		}
 		r.mu.Lock()
-		r.sent = batch[len(batch)-1].Seq
+		r.sent = last.Seq
 		r.mu.Unlock()
 	}
 }

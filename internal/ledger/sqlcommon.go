@@ -40,10 +40,18 @@ func runSearch(ctx context.Context, r runner, q Query, now time.Time) ([]Event, 
 	return out, nil
 }
 
+// runWhoDropped answers "who dropped table X": the completed, successful DROPs of the
+// table, and the DROPs whose intent is recorded without a completion (Gatehouse died while
+// the statement ran, so it may have dropped the table), marked OutcomeUnknown. A DROP with
+// both an intent and a completion appears once.
 func runWhoDropped(ctx context.Context, r runner, table string, tr TimeRange) ([]DropRecord, error) {
 	col, val := tableKey(table)
 	from, to := tr.bounds()
-	sql := rebind(r.dialect(), fmt.Sprintf(whoDroppedSQL, "d."+col+" = ?"))
+	noix := ""
+	if r.dialect() == sqliteSQL {
+		noix = "+"
+	}
+	sql := rebind(r.dialect(), strings.ReplaceAll(fmt.Sprintf(whoDroppedSQL, "d."+col+" = ?"), "{NOIX}", noix))
 	var out []DropRecord
 	err := r.queryRows(ctx, sql, []any{val, from, to}, func(scan func(...any) error) error {
 		var body []byte
@@ -58,22 +66,26 @@ func runWhoDropped(ctx context.Context, r runner, table string, tr TimeRange) ([
 		if ev.SQLState != "" && ev.SQLState != "00000" {
 			return nil // allowed but failed upstream: nothing was dropped
 		}
-		text := ""
-		for _, st := range ev.Statements {
-			if st.Kind == kind {
-				text = st.Redacted
-				break
-			}
-		}
-		out = append(out, DropRecord{
-			Time: ev.Time, Instance: ev.Instance, Seq: ev.Seq, Subject: ev.Subject, IdentityKind: ev.IdentityKind,
-			ClientAddr: ev.ClientAddr, ApplicationName: ev.ApplicationName, Target: ev.Target, Environment: ev.Environment,
-			Decision: ev.Decision, SQLState: ev.SQLState, Table: tbl, Kind: kind, Text: text,
-		})
+		rec := dropRecord(&ev, kind)
+		rec.Table, rec.Outcome = tbl, OutcomeCompleted
+		out = append(out, rec)
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("find who dropped %s: %w", table, err)
+	}
+	unknown, err := droppedByIntent(ctx, r, table, tr)
+	if err != nil {
+		return nil, err
+	}
+	if len(unknown) > 0 {
+		out = append(out, unknown...)
+		slices.SortStableFunc(out, func(a, b DropRecord) int {
+			if c := a.Time.Compare(b.Time); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.Seq, b.Seq)
+		})
 	}
 	return out, nil
 }
@@ -97,7 +109,8 @@ const dayNS = int64(24 * time.Hour)
 
 // runPIIReaders answers from the daily rollup for the whole UTC days inside the range and
 // from the per-event rows for the partial days at its edges, so a quarter costs about 90
-// rollup rows per reader instead of one row per statement.
+// rollup rows per reader instead of one row per statement. Reads whose intent is recorded
+// without a completion count too (they may have run while Gatehouse died), once each.
 func runPIIReaders(ctx context.Context, r runner, class string, tr TimeRange) ([]IdentityCount, error) {
 	if class == "" {
 		class = "pii"
@@ -151,7 +164,11 @@ func runPIIReaders(ctx context.Context, r runner, class string, tr TimeRange) ([
 		}
 		return strings.Compare(a.Subject, b.Subject)
 	})
-	return out, nil
+	unknown, err := readersByIntent(ctx, r, class, tr)
+	if err != nil {
+		return nil, err
+	}
+	return addIntentCounts(out, unknown), nil
 }
 
 func floorDiv(a, b int64) int64 {
@@ -164,6 +181,8 @@ func floorDiv(a, b int64) int64 {
 
 func ceilDiv(a, b int64) int64 { return -floorDiv(-a, b) }
 
+// runAgentsQueried counts the agents' statements on a table; a write whose intent is
+// recorded without a completion counts too (it may have run while Gatehouse died), once.
 func runAgentsQueried(ctx context.Context, r runner, table string, tr TimeRange) ([]IdentityCount, error) {
 	col, val := tableKey(table)
 	from, to := tr.bounds()
@@ -171,7 +190,11 @@ func runAgentsQueried(ctx context.Context, r runner, table string, tr TimeRange)
 	if err != nil {
 		return nil, fmt.Errorf("find agents that queried %s: %w", table, err)
 	}
-	return out, nil
+	unknown, err := agentsByIntent(ctx, r, table, tr)
+	if err != nil {
+		return nil, err
+	}
+	return addIntentCounts(out, unknown), nil
 }
 
 const scanSQL = `SELECT seq, body, type, COALESCE(subject, ''), COALESCE(decision, ''), time_ns FROM ledger_events WHERE instance = ? AND seq > ? ORDER BY seq`

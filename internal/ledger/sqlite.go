@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -106,21 +108,51 @@ FROM ledger_classes GROUP BY 1, 2, 3, 4, 5, 6;
 	// own commit.
 	`CREATE TABLE ledger_index_state (instance TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 INSERT INTO ledger_index_state(instance, seq) SELECT instance, MAX(seq) FROM ledger_events GROUP BY instance;
+`,
+	// 7: intents get side-table rows too, told apart by type, so the auditor questions
+	// can count a statement whose completion was lost (intent.go). The covering indexes of
+	// the aggregations carry type last; one small partial index per side table finds the
+	// intents; the session index orders a session's events, for pairing intents with their
+	// completions. ledger_statements always held intents: mark them. (Intents stored
+	// before this version have no table or class rows.)
+	`ALTER TABLE ledger_tables ADD COLUMN type TEXT NOT NULL DEFAULT 'statement';
+ALTER TABLE ledger_classes ADD COLUMN type TEXT NOT NULL DEFAULT 'statement';
+ALTER TABLE ledger_statements ADD COLUMN type TEXT NOT NULL DEFAULT 'statement';
+UPDATE ledger_statements SET type = 'statement.intent' WHERE (instance, seq) IN (SELECT instance, seq FROM ledger_events WHERE type = 'statement.intent');
+DROP INDEX ledger_tables_agents;
+CREATE INDEX ledger_tables_agents ON ledger_tables(name, identity_kind, time_ns, subject, type);
+DROP INDEX ledger_classes_readers;
+CREATE INDEX ledger_classes_readers ON ledger_classes(class, category, decision, time_ns, subject, identity_kind, type);
+DROP INDEX ledger_classes_readers_by_subject;
+CREATE INDEX ledger_classes_readers_by_subject ON ledger_classes(class, category, decision, subject, identity_kind, time_ns, type);
+CREATE INDEX ledger_tables_intents ON ledger_tables(name, identity_kind, time_ns) WHERE type = 'statement.intent';
+CREATE INDEX ledger_classes_intents ON ledger_classes(class, category, time_ns) WHERE type = 'statement.intent';
+CREATE INDEX ledger_statements_intents ON ledger_statements(kind, time_ns) WHERE type = 'statement.intent';
+DROP INDEX ledger_events_session;
+CREATE INDEX ledger_events_session ON ledger_events(session, seq);
 `}
 
-// SQLiteStore is the embedded store: one SQLite file (WAL, synchronous=FULL) in the data
-// directory. Append commits the chain only, on a dedicated connection with statements
-// prepared once; an indexer derives the search indexes from committed events (see
-// sqliteindex.go) and every search first brings them up to date.
+// SQLiteStore is the embedded store: one SQLite file (WAL) in the data directory, fed by
+// a commit log next to it (journal.go). Append makes a batch durable in the log; the
+// indexer then stores it in SQLite and derives the search indexes (sqliteindex.go), and
+// every read first brings SQLite up to date with the log.
 type SQLiteStore struct {
-	db *sql.DB
-	ix *sqliteIndexer
+	db      *sql.DB
+	ix      *sqliteIndexer
+	pending *pendingLog
+	log     *slog.Logger
 
-	// wmu guards the writer connection and its prepared statements (nil until first use
-	// and after an error that may have left the connection mid-transaction).
-	wmu    sync.Mutex
-	wconn  *sql.Conn
-	evStmt *sql.Stmt
+	// wmu serialises appends to the log and guards heads.
+	wmu sync.Mutex
+	jr  *journal
+	// heads is the last event each chain appended through this store, which the log
+	// holds even while SQLite lags behind it.
+	heads map[string]chainHead
+}
+
+type chainHead struct {
+	seq  int64
+	hash string
 }
 
 // OpenSQLite opens (creating and migrating) the ledger database in dataDir.
@@ -128,7 +160,8 @@ func OpenSQLite(ctx context.Context, dataDir string) (*SQLiteStore, error) {
 	return OpenSQLiteFile(ctx, filepath.Join(dataDir, SQLiteFile))
 }
 
-// OpenSQLiteFile opens (creating and migrating) the ledger database at path.
+// OpenSQLiteFile opens (creating and migrating) the ledger database at path, and stores
+// what the commit logs of crashed writers hold.
 func OpenSQLiteFile(ctx context.Context, path string) (*SQLiteStore, error) {
 	db, err := store.Open(ctx, path)
 	if err != nil {
@@ -138,9 +171,104 @@ func OpenSQLiteFile(ctx context.Context, path string) (*SQLiteStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("open ledger store: %w", err)
 	}
-	s := &SQLiteStore{db: db, ix: newSQLiteIndexer(db, nil)}
+	log := slog.Default()
+	if err := recoverLogs(ctx, db, journalDir(path), log); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open ledger store: %w", err)
+	}
+	p := &pendingLog{}
+	s := &SQLiteStore{db: db, ix: newSQLiteIndexer(db, p, log), pending: p, log: log,
+		jr: &journal{dir: journalDir(path), token: randomToken(), pending: p, log: log, maxPending: maxPendingRecords}, heads: map[string]chainHead{}}
+	s.ix.logDir, s.ix.ownToken = s.jr.dir, s.jr.token
 	s.ix.start()
 	return s, nil
+}
+
+// recoverLogs stores the records of commit logs no live process writes (their writer
+// crashed or was killed) and deletes the logs. Records already stored are skipped.
+func recoverLogs(ctx context.Context, db *sql.DB, dir string, log *slog.Logger) error {
+	files, err := orphanLogs(dir)
+	if err != nil {
+		return err
+	}
+	defer closeAll(files)
+	for _, f := range files {
+		if err := recoverLogFile(ctx, db, f, log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recoverLogFile stores every record of the log f (locked by the caller) and deletes it.
+func recoverLogFile(ctx context.Context, db *sql.DB, f *os.File, log *slog.Logger) error {
+	rows, cps, torn, err := readLog(f.Name())
+	if err != nil {
+		return err
+	}
+	if torn {
+		log.Warn("ledger log ends in a torn write (a crash during a commit that was never acknowledged); ignoring the tail", "file", f.Name())
+	}
+	if len(rows)+len(cps) > 0 {
+		tx, err := db.BeginTx(ctx, nil) // synchronous=FULL: durable before the log goes
+		if err != nil {
+			return fmt.Errorf("recover ledger log %s: %w", f.Name(), err)
+		}
+		prep := func(q string) (*sql.Stmt, error) { return tx.PrepareContext(ctx, q) }
+		if err := storeLogged(ctx, prep, rows, cps); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("recover ledger log %s: %w", f.Name(), err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("recover ledger log %s: %w", f.Name(), err)
+		}
+		log.Info("recovered ledger events from the commit log", "file", f.Name(), "events", len(rows), "checkpoints", len(cps))
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		return fmt.Errorf("remove recovered ledger log: %w", err)
+	}
+	os.Remove(ackPath(f.Name()))
+	return nil
+}
+
+const insertEventSQL = `INSERT INTO ledger_events(instance, seq, time_ns, type, subject, identity_kind, target, environment, decision, session, hash, body)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (instance, seq) DO NOTHING`
+
+// storeLogged inserts logged events and checkpoints (skipping any already stored) with
+// statements from prep, inside the caller's transaction.
+func storeLogged(ctx context.Context, prep func(string) (*sql.Stmt, error), rows []eventRow, cps []Checkpoint) error {
+	if len(rows) > 0 {
+		st, err := prep(insertEventSQL)
+		if err != nil {
+			return err
+		}
+		for i := range rows {
+			r := &rows[i]
+			if _, err := st.ExecContext(ctx, r.instance, r.seq, r.timeNS, r.typ, r.subject, r.identityKind, r.target, r.environment, r.decision, r.session, r.hash, string(r.body)); err != nil {
+				return fmt.Errorf("store event %s/%d: %w", r.instance, r.seq, err)
+			}
+		}
+	}
+	if len(cps) > 0 {
+		st, err := prep(insertCheckpointSQL)
+		if err != nil {
+			return err
+		}
+		for _, cp := range cps {
+			if _, err := st.ExecContext(ctx, cp.Instance, cp.Seq, cp.Hash, cp.Time.UnixNano(), cp.Kind, cp.Signature); err != nil {
+				return fmt.Errorf("store checkpoint at seq %d: %w", cp.Seq, err)
+			}
+		}
+	}
+	return nil
+}
+
+// setSyncFault makes every commit-log sync fail with err (nil: heal), for tests of what a
+// failing disk does.
+func (s *SQLiteStore) setSyncFault(err error) {
+	s.wmu.Lock()
+	s.jr.syncFault = err
+	s.wmu.Unlock()
 }
 
 // DB exposes the database, for tests and tools that need to look underneath.
@@ -164,75 +292,38 @@ func (s *SQLiteStore) queryRows(ctx context.Context, q string, args []any, fn fu
 
 // Head implements Store.
 func (s *SQLiteStore) Head(ctx context.Context, instance string) (int64, string, error) {
+	s.wmu.Lock()
+	h, ok := s.heads[instance]
+	s.wmu.Unlock()
+	if ok {
+		return h.seq, h.hash, nil
+	}
+	if err := s.ix.sync(ctx); err != nil {
+		return 0, "", err
+	}
 	return runHead(ctx, s, instance)
 }
 
-// Append implements Store: one transaction holding the events and checkpoints, committed
-// with synchronous=FULL. The search indexes follow from the indexer.
+// Append implements Store: the batch is durable in the commit log when it returns; SQLite
+// follows from the indexer.
 func (s *SQLiteStore) Append(ctx context.Context, recs []Record, cps []Checkpoint) error {
+	rows := make([]eventRow, len(recs))
+	for i, r := range recs {
+		rows[i] = rowOf(r.Event, r.Body)
+	}
 	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if err := s.appendLocked(ctx, recs, cps); err != nil {
-		// The connection may be mid-transaction or interrupted: start afresh next time.
-		s.resetWriter()
-		return err
+	err := s.jr.append(rows, cps)
+	if err == nil {
+		for _, r := range rows {
+			s.heads[r.instance] = chainHead{r.seq, r.hash}
+		}
+	}
+	s.wmu.Unlock()
+	if err != nil {
+		return fmt.Errorf("append to ledger: %w", err)
 	}
 	s.ix.kick()
 	return nil
-}
-
-func (s *SQLiteStore) appendLocked(ctx context.Context, recs []Record, cps []Checkpoint) error {
-	if s.wconn == nil {
-		c, err := s.db.Conn(ctx)
-		if err != nil {
-			return fmt.Errorf("append to ledger: connect: %w", err)
-		}
-		st, err := c.PrepareContext(ctx, `INSERT INTO ledger_events(instance, seq, time_ns, type, subject, identity_kind, target, environment, decision, session, hash, body)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-		if err != nil {
-			c.Close()
-			return fmt.Errorf("append to ledger: prepare: %w", err)
-		}
-		s.wconn, s.evStmt = c, st
-	}
-	// IMMEDIATE: take the write lock up front (waiting up to the busy timeout for the
-	// indexer) rather than fail on a lock upgrade.
-	if _, err := s.wconn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
-		return fmt.Errorf("append to ledger: begin: %w", err)
-	}
-	rollback := func(err error) error {
-		if _, rerr := s.wconn.ExecContext(context.Background(), `ROLLBACK`); rerr != nil {
-			return errors.Join(err, fmt.Errorf("append to ledger: rollback: %w", rerr))
-		}
-		return err
-	}
-	for _, r := range recs {
-		ev := r.Event
-		if _, err := s.evStmt.ExecContext(ctx, ev.Instance, ev.Seq, ev.Time.UnixNano(), string(ev.Type), ev.Subject, ev.IdentityKind, ev.Target, ev.Environment, ev.Decision, ev.SessionID, ev.Hash, string(r.Body)); err != nil {
-			return rollback(fmt.Errorf("append event %d to ledger: %w", ev.Seq, err))
-		}
-	}
-	for _, cp := range cps {
-		if _, err := s.wconn.ExecContext(ctx, insertCheckpointSQL, cp.Instance, cp.Seq, cp.Hash, cp.Time.UnixNano(), cp.Kind, cp.Signature); err != nil {
-			return rollback(fmt.Errorf("store checkpoint at seq %d: %w", cp.Seq, err))
-		}
-	}
-	if _, err := s.wconn.ExecContext(ctx, `COMMIT`); err != nil {
-		return rollback(fmt.Errorf("append to ledger: commit: %w", err))
-	}
-	return nil
-}
-
-// resetWriter drops the writer connection. Called with wmu held.
-func (s *SQLiteStore) resetWriter() {
-	if s.evStmt != nil {
-		s.evStmt.Close()
-		s.evStmt = nil
-	}
-	if s.wconn != nil {
-		s.wconn.Close()
-		s.wconn = nil
-	}
 }
 
 const insertCheckpointSQL = `INSERT INTO ledger_checkpoints(instance, seq, hash, time_ns, kind, signature) VALUES (?, ?, ?, ?, ?, ?)
@@ -247,9 +338,16 @@ func insertCheckpointTx(ctx context.Context, tx *sql.Tx, cp Checkpoint) error {
 	return nil
 }
 
-// Probe implements Store: a committed (fsync'd) one-row write.
+// Probe implements Store: a synced write to the commit log, and room in it (see
+// maxPendingRecords).
 func (s *SQLiteStore) Probe(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO ledger_probe(id, at_ns) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at_ns = excluded.at_ns`, time.Now().UnixNano()); err != nil {
+	s.wmu.Lock()
+	err := s.jr.pending.full(s.jr.maxPending)
+	if err == nil {
+		err = s.jr.probe()
+	}
+	s.wmu.Unlock()
+	if err != nil {
 		return fmt.Errorf("probe ledger store: %w", err)
 	}
 	return nil
@@ -262,26 +360,40 @@ func (s *SQLiteStore) AddCheckpoint(ctx context.Context, cp Checkpoint) error {
 
 // Checkpoints implements Store.
 func (s *SQLiteStore) Checkpoints(ctx context.Context, instance string) ([]Checkpoint, error) {
+	if err := s.ix.syncAll(ctx); err != nil {
+		return nil, err
+	}
 	return runCheckpoints(ctx, s, instance)
 }
 
 // Instances implements Store.
-func (s *SQLiteStore) Instances(ctx context.Context) ([]string, error) { return runInstances(ctx, s) }
+func (s *SQLiteStore) Instances(ctx context.Context) ([]string, error) {
+	if err := s.ix.syncAll(ctx); err != nil {
+		return nil, err
+	}
+	return runInstances(ctx, s)
+}
 
 // Scan implements Store.
 func (s *SQLiteStore) Scan(ctx context.Context, instance string, after int64, limit int, fn func(StoredEvent) error) error {
+	if err := s.ix.syncAll(ctx); err != nil {
+		return err
+	}
 	return runScan(ctx, s, instance, after, limit, fn)
 }
 
 // LastBefore implements Store.
 func (s *SQLiteStore) LastBefore(ctx context.Context, instance string, t time.Time) (int64, string, error) {
+	if err := s.ix.syncAll(ctx); err != nil {
+		return 0, "", err
+	}
 	return runLastBefore(ctx, s, instance, t)
 }
 
 // DeleteThrough implements Store.
 func (s *SQLiteStore) DeleteThrough(ctx context.Context, instance string, seq int64, anchor Checkpoint) (int64, error) {
 	// Index first, so the rollup rebuilt below counts exactly what remains.
-	if err := s.ix.sync(ctx); err != nil {
+	if err := s.ix.syncAll(ctx); err != nil {
 		return 0, fmt.Errorf("apply retention: %w", err)
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -326,7 +438,7 @@ func (s *SQLiteStore) DeleteThrough(ctx context.Context, instance string, seq in
 
 // Search implements Store.
 func (s *SQLiteStore) Search(ctx context.Context, q Query) ([]Event, error) {
-	if err := s.ix.sync(ctx); err != nil {
+	if err := s.ix.syncAll(ctx); err != nil {
 		return nil, err
 	}
 	return runSearch(ctx, s, q, time.Now())
@@ -334,7 +446,7 @@ func (s *SQLiteStore) Search(ctx context.Context, q Query) ([]Event, error) {
 
 // WhoDropped implements Store.
 func (s *SQLiteStore) WhoDropped(ctx context.Context, table string, r TimeRange) ([]DropRecord, error) {
-	if err := s.ix.sync(ctx); err != nil {
+	if err := s.ix.syncAll(ctx); err != nil {
 		return nil, err
 	}
 	return runWhoDropped(ctx, s, table, r)
@@ -342,7 +454,7 @@ func (s *SQLiteStore) WhoDropped(ctx context.Context, table string, r TimeRange)
 
 // PIIReaders implements Store.
 func (s *SQLiteStore) PIIReaders(ctx context.Context, class string, r TimeRange) ([]IdentityCount, error) {
-	if err := s.ix.sync(ctx); err != nil {
+	if err := s.ix.syncAll(ctx); err != nil {
 		return nil, err
 	}
 	return runPIIReaders(ctx, s, class, r)
@@ -350,20 +462,21 @@ func (s *SQLiteStore) PIIReaders(ctx context.Context, class string, r TimeRange)
 
 // AgentsQueried implements Store.
 func (s *SQLiteStore) AgentsQueried(ctx context.Context, table string, r TimeRange) ([]IdentityCount, error) {
-	if err := s.ix.sync(ctx); err != nil {
+	if err := s.ix.syncAll(ctx); err != nil {
 		return nil, err
 	}
 	return runAgentsQueried(ctx, s, table, r)
 }
 
-// Close implements Store: it indexes what is pending (a later open would otherwise do it),
-// then releases the connections.
+// Close implements Store: it stores and indexes what is pending, deletes the commit log
+// it no longer needs (a later open would otherwise replay it), then releases the
+// connections.
 func (s *SQLiteStore) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ixErr := s.ix.stop(ctx)
 	s.wmu.Lock()
-	s.resetWriter()
+	s.jr.close()
 	s.wmu.Unlock()
+	ixErr := s.ix.stop(ctx)
 	return errors.Join(ixErr, s.db.Close())
 }

@@ -33,8 +33,13 @@ const indexBatch = 64
 
 // sqliteIndexer builds the search indexes of a SQLite ledger from its committed events.
 type sqliteIndexer struct {
-	db  *sql.DB
-	log *slog.Logger
+	db      *sql.DB
+	log     *slog.Logger
+	pending *pendingLog // what the commit log holds that SQLite does not yet
+	// logDir and ownToken locate other processes' commit logs; others is how far each
+	// of those logs is stored (guarded by mu).
+	logDir, ownToken string
+	others           map[string]int64
 
 	// mu serialises indexing passes (the goroutine's and the searches' catch-ups) and
 	// guards everything below it.
@@ -44,6 +49,8 @@ type sqliteIndexer struct {
 	synced int64 // MAX(ledger_events.id) when the last complete pass started; -1: none yet
 
 	dailySQL string // the rollup upsert, built once
+	// busyTimeout, when set (tests), replaces the store's lock wait on this connection.
+	busyTimeout time.Duration
 
 	wake     chan struct{}
 	quit     chan struct{}
@@ -51,11 +58,11 @@ type sqliteIndexer struct {
 	stopOnce sync.Once
 }
 
-func newSQLiteIndexer(db *sql.DB, log *slog.Logger) *sqliteIndexer {
+func newSQLiteIndexer(db *sql.DB, pending *pendingLog, log *slog.Logger) *sqliteIndexer {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &sqliteIndexer{db: db, log: log, stmts: map[string]*sql.Stmt{}, synced: -1, dailySQL: classDailySQL(sqliteSQL),
+	return &sqliteIndexer{db: db, log: log, pending: pending, others: map[string]int64{}, stmts: map[string]*sql.Stmt{}, synced: -1, dailySQL: classDailySQL(sqliteSQL),
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -82,9 +89,11 @@ func (x *sqliteIndexer) loop() {
 		case <-x.quit:
 			return
 		}
-		// Let a few more group commits land so one index transaction covers them.
+		// Let more group commits land so one transaction covers them: SQLite writes each
+		// changed page once per transaction, so larger ones cost less per event. Readers
+		// never wait for this: they store what is pending themselves.
 		select {
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(50 * time.Millisecond):
 		case <-x.quit:
 			return
 		}
@@ -99,8 +108,28 @@ func (x *sqliteIndexer) loop() {
 // sync indexes every committed event not yet indexed and returns when it is done. When no
 // event was added since the last complete pass it costs one index lookup.
 func (x *sqliteIndexer) sync(ctx context.Context) error {
+	return x.syncWith(ctx, false)
+}
+
+// syncAll is sync for readers: it also stores what other processes' commit logs hold
+// acknowledged, so a search in one process sees what another has committed.
+func (x *sqliteIndexer) syncAll(ctx context.Context) error {
+	return x.syncWith(ctx, true)
+}
+
+func (x *sqliteIndexer) syncWith(ctx context.Context, others bool) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if others {
+		if err := x.catchUpOthers(ctx); err != nil {
+			x.resetConn()
+			return err
+		}
+	}
+	if err := x.materialize(ctx); err != nil {
+		x.resetConn()
+		return err
+	}
 	var top sql.NullInt64
 	if err := x.db.QueryRowContext(ctx, `SELECT MAX(id) FROM ledger_events`).Scan(&top); err != nil {
 		return fmt.Errorf("index ledger events: %w", err)
@@ -195,19 +224,8 @@ func (x *sqliteIndexer) exec(ctx context.Context, q string, args ...any) error {
 // indexSome indexes up to indexBatch pending events of instance in one transaction and
 // returns how many it indexed. Called with mu held.
 func (x *sqliteIndexer) indexSome(ctx context.Context, instance string) (n int, err error) {
-	if x.conn == nil {
-		c, err := x.db.Conn(ctx)
-		if err != nil {
-			return 0, fmt.Errorf("open index connection: %w", err)
-		}
-		// The indexes are derived data, rebuilt from the chain after a crash (the
-		// high-water mark commits with them), so their commits need not wait for fsync;
-		// WAL keeps them consistent, and the next chain commit syncs them anyway.
-		if _, err := c.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
-			c.Close()
-			return 0, fmt.Errorf("configure index connection: %w", err)
-		}
-		x.conn = c
+	if err := x.connect(ctx); err != nil {
+		return 0, err
 	}
 	// IMMEDIATE: take the write lock before reading the high-water mark, so a concurrent
 	// indexer (another process searching the same file) cannot index the same events.
@@ -222,21 +240,11 @@ func (x *sqliteIndexer) indexSome(ctx context.Context, instance string) (n int, 
 			}
 		}
 	}()
-	var hwm int64
-	st, err := x.stmt(ctx, `SELECT seq FROM ledger_index_state WHERE instance = ?`)
+	hwm, err := x.highWater(ctx, instance)
 	if err != nil {
 		return 0, err
 	}
-	err = st.QueryRowContext(ctx, instance).Scan(&hwm)
-	if errors.Is(err, sql.ErrNoRows) {
-		var top sql.NullInt64
-		if err := x.conn.QueryRowContext(ctx, `SELECT MAX(seq) FROM ledger_statements WHERE instance = ?`, instance).Scan(&top); err != nil {
-			return 0, fmt.Errorf("read index high-water mark: %w", err)
-		}
-		hwm = top.Int64
-	} else if err != nil {
-		return 0, fmt.Errorf("read index high-water mark: %w", err)
-	}
+	var st *sql.Stmt
 	type pending struct {
 		id, seq int64
 		body    []byte
@@ -279,7 +287,7 @@ func (x *sqliteIndexer) indexSome(ctx context.Context, instance string) (n int, 
 		}
 	}
 	top := evs[len(evs)-1].seq
-	if err := x.exec(ctx, `INSERT INTO ledger_index_state(instance, seq) VALUES (?, ?) ON CONFLICT (instance) DO UPDATE SET seq = excluded.seq`, instance, top); err != nil {
+	if err := x.exec(ctx, setHighWaterSQL, instance, top); err != nil {
 		return 0, fmt.Errorf("store index high-water mark: %w", err)
 	}
 	if _, err := x.conn.ExecContext(ctx, `COMMIT`); err != nil {
@@ -289,29 +297,207 @@ func (x *sqliteIndexer) indexSome(ctx context.Context, instance string) (n int, 
 	return len(evs), nil
 }
 
+// highWater reads how far instance's chain is indexed. Called with mu held, in a
+// transaction.
+func (x *sqliteIndexer) highWater(ctx context.Context, instance string) (int64, error) {
+	var hwm int64
+	st, err := x.stmt(ctx, `SELECT seq FROM ledger_index_state WHERE instance = ?`)
+	if err != nil {
+		return 0, err
+	}
+	err = st.QueryRowContext(ctx, instance).Scan(&hwm)
+	if errors.Is(err, sql.ErrNoRows) {
+		var top sql.NullInt64
+		if err := x.conn.QueryRowContext(ctx, `SELECT MAX(seq) FROM ledger_statements WHERE instance = ?`, instance).Scan(&top); err != nil {
+			return 0, fmt.Errorf("read index high-water mark: %w", err)
+		}
+		return top.Int64, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read index high-water mark: %w", err)
+	}
+	return hwm, nil
+}
+
+const setHighWaterSQL = `INSERT INTO ledger_index_state(instance, seq) VALUES (?, ?) ON CONFLICT (instance) DO UPDATE SET seq = excluded.seq`
+
+// connect opens the indexer's connection. Called with mu held.
+func (x *sqliteIndexer) connect(ctx context.Context) error {
+	if x.conn != nil {
+		return nil
+	}
+	c, err := x.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("open index connection: %w", err)
+	}
+	// Everything this connection writes can be derived again after a crash: events and
+	// checkpoints from the commit log (deleted only after a synced commit, see retire),
+	// index rows from the events (the high-water mark commits with them). So its commits
+	// need not wait for fsync; WAL keeps them consistent.
+	if _, err := c.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+		c.Close()
+		return fmt.Errorf("configure index connection: %w", err)
+	}
+	if x.busyTimeout > 0 {
+		if _, err := c.ExecContext(ctx, fmt.Sprintf(`PRAGMA busy_timeout = %d`, x.busyTimeout.Milliseconds())); err != nil {
+			c.Close()
+			return fmt.Errorf("configure index connection: %w", err)
+		}
+	}
+	x.conn = c
+	return nil
+}
+
+// materializeBatch caps the logged records stored in one transaction.
+const materializeBatch = 4096
+
+// materialize stores in SQLite what the commit log holds and SQLite does not yet, then
+// deletes the log files that are fully stored. Called with mu held.
+func (x *sqliteIndexer) materialize(ctx context.Context) error {
+	if x.pending == nil {
+		return nil
+	}
+	for {
+		bs := x.pending.peek(materializeBatch)
+		if len(bs) > 0 {
+			if err := x.storeBatches(ctx, bs); err != nil {
+				err = fmt.Errorf("store logged ledger events: %w", err)
+				x.pending.failed(err)
+				return err
+			}
+		}
+		if done := x.pending.drop(len(bs)); len(done) > 0 {
+			if err := x.retire(ctx, done); err != nil {
+				return err
+			}
+		}
+		if len(bs) == 0 {
+			return nil
+		}
+	}
+}
+
+// storeBatches inserts logged batches in one transaction. Called with mu held.
+func (x *sqliteIndexer) storeBatches(ctx context.Context, bs []logBatch) (err error) {
+	if err := x.connect(ctx); err != nil {
+		return err
+	}
+	if _, err := x.conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			if _, rerr := x.conn.ExecContext(context.Background(), `ROLLBACK`); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
+			}
+		}
+	}()
+	// Events are indexed in the same transaction when their chain's index is caught up
+	// (the usual case), which saves reading them back; otherwise indexSome does it after.
+	hwms := map[string]int64{} // per chain: the last seq indexed here; -1 once not contiguous
+	ins, err := x.stmt(ctx, insertEventSQL)
+	if err != nil {
+		return err
+	}
+	for _, b := range bs {
+		for i := range b.rows {
+			r := &b.rows[i]
+			res, err := ins.ExecContext(ctx, r.instance, r.seq, r.timeNS, r.typ, r.subject, r.identityKind, r.target, r.environment, r.decision, r.session, r.hash, string(r.body))
+			if err != nil {
+				return fmt.Errorf("store event %s/%d: %w", r.instance, r.seq, err)
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				continue // stored before (replay after a crash)
+			}
+			hwm, ok := hwms[r.instance]
+			if !ok {
+				if hwm, err = x.highWater(ctx, r.instance); err != nil {
+					return err
+				}
+			}
+			if hwm < 0 || hwm != r.seq-1 {
+				hwms[r.instance] = -1
+				continue
+			}
+			id, err := res.LastInsertId()
+			if err != nil {
+				return fmt.Errorf("store event %s/%d: %w", r.instance, r.seq, err)
+			}
+			ev := r.ev
+			if ev == nil {
+				dec, err := decodeBody(r.body)
+				if err != nil {
+					hwms[r.instance] = -1 // indexSome skips it with a warning
+					continue
+				}
+				ev = &dec
+			}
+			if err := x.indexEvent(ctx, id, ev); err != nil {
+				return err
+			}
+			hwms[r.instance] = r.seq
+		}
+		if err := storeLogged(ctx, func(q string) (*sql.Stmt, error) { return x.stmt(ctx, q) }, nil, b.cps); err != nil {
+			return err
+		}
+	}
+	for inst, hwm := range hwms {
+		if hwm > 0 {
+			if err := x.exec(ctx, setHighWaterSQL, inst, hwm); err != nil {
+				return fmt.Errorf("store index high-water mark: %w", err)
+			}
+		}
+	}
+	if _, err := x.conn.ExecContext(ctx, `COMMIT`); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// retire makes everything stored so far durable in SQLite (one commit with
+// synchronous=FULL syncs the WAL, which holds every earlier commit), then deletes the log
+// files whose records are all stored. Called with mu held.
+func (x *sqliteIndexer) retire(ctx context.Context, files []string) error {
+	if err := x.connect(ctx); err != nil {
+		return err
+	}
+	for _, q := range []string{`PRAGMA synchronous = FULL`, `INSERT INTO ledger_probe(id, at_ns) VALUES (2, ` + fmt.Sprint(time.Now().UnixNano()) + `) ON CONFLICT (id) DO UPDATE SET at_ns = excluded.at_ns`, `PRAGMA synchronous = NORMAL`} {
+		if _, err := x.conn.ExecContext(ctx, q); err != nil {
+			x.resetConn() // never leave the connection in FULL or NORMAL by surprise
+			x.pending.reseal(files)
+			return fmt.Errorf("sync ledger store before dropping its commit log: %w", err)
+		}
+	}
+	removeLogs(files, x.log)
+	return nil
+}
+
 // indexEvent writes the side-table rows, rollup and full text of one event (stored with
 // row id id). Called with mu held, inside the indexer's transaction.
 func (x *sqliteIndexer) indexEvent(ctx context.Context, id int64, ev *Event) error {
 	ns := ev.Time.UnixNano()
 	tables, classes, stmts, text := indexRows(ev)
 	for _, t := range tables {
-		if err := x.exec(ctx, `INSERT INTO ledger_tables(instance, seq, time_ns, subject, identity_kind, decision, tbl, name, kind, category, access) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, t.tbl, t.name, t.kind, t.category, t.access); err != nil {
+		if err := x.exec(ctx, `INSERT INTO ledger_tables(instance, seq, time_ns, subject, identity_kind, decision, tbl, name, kind, category, access, type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, t.tbl, t.name, t.kind, t.category, t.access, string(ev.Type)); err != nil {
 			return fmt.Errorf("index tables of event %d: %w", ev.Seq, err)
 		}
 	}
 	for _, c := range classes {
-		if err := x.exec(ctx, `INSERT INTO ledger_classes(instance, seq, time_ns, subject, identity_kind, decision, class, col, category) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, c.class, c.column, c.category); err != nil {
+		if err := x.exec(ctx, `INSERT INTO ledger_classes(instance, seq, time_ns, subject, identity_kind, decision, class, col, category, type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, c.class, c.column, c.category, string(ev.Type)); err != nil {
 			return fmt.Errorf("index classes of event %d: %w", ev.Seq, err)
+		}
+		if ev.Type != EventStatement {
+			continue // the rollup counts completed statements only
 		}
 		if err := x.exec(ctx, x.dailySQL, c.class, c.category, ev.Decision, floorDiv(ns, dayNS), ev.Subject, ev.IdentityKind, ns, ns); err != nil {
 			return fmt.Errorf("roll up classes of event %d: %w", ev.Seq, err)
 		}
 	}
 	for _, st := range stmts {
-		if err := x.exec(ctx, `INSERT INTO ledger_statements(instance, seq, time_ns, kind, category) VALUES (?, ?, ?, ?, ?)`,
-			ev.Instance, ev.Seq, ns, st.kind, st.category); err != nil {
+		if err := x.exec(ctx, `INSERT INTO ledger_statements(instance, seq, time_ns, kind, category, type) VALUES (?, ?, ?, ?, ?, ?)`,
+			ev.Instance, ev.Seq, ns, st.kind, st.category, string(ev.Type)); err != nil {
 			return fmt.Errorf("index statements of event %d: %w", ev.Seq, err)
 		}
 	}

@@ -121,6 +121,9 @@ type DropRecord struct {
 	Table           string    `json:"table"`
 	Kind            string    `json:"kind"`
 	Text            string    `json:"text"`
+	// Outcome is OutcomeCompleted, or OutcomeUnknown for a drop whose intent is recorded
+	// but whose completion is not (Gatehouse died while it ran): it may have happened.
+	Outcome string `json:"outcome"`
 }
 
 // IdentityCount is one identity and how many matching statements it ran.
@@ -175,10 +178,10 @@ func indexRows(ev *Event) (tables []tableRow, classes []classRow, stmts []stmtRo
 		tables = append(tables, tableRow{tbl: key, name: bareName(key), kind: st.Kind, category: st.Category, access: access})
 	}
 	pii := ""
-	// Only completed statements feed the per-table and per-class rows the auditor questions
-	// count; a statement's intent (recorded before it ran) would count it twice. Intents stay
-	// searchable by kind and text.
-	aggregate := ev.Type == EventStatement
+	// Completed statements and their intents (recorded before they ran) get per-table and
+	// per-class rows; the rows carry the event type, so the auditor questions count
+	// completions, and intents only when no completion answers them (intent.go).
+	aggregate := ev.Type == EventStatement || ev.Type == EventStatementIntent
 	for i := range ev.Statements {
 		st := &ev.Statements[i]
 		if aggregate {

@@ -2,7 +2,10 @@ package ledger
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 )
@@ -120,21 +123,68 @@ func syntheticSpan(n int64, start time.Time) (base, step int64) {
 	return start.Add(-90 * 24 * time.Hour).UnixNano(), step
 }
 
-// LoadSynthetic implements Store.
-func (s *SQLiteStore) LoadSynthetic(ctx context.Context, instance string, n int64, start time.Time) error {
+// sqliteSyntheticChunk is how many synthetic events one SQLite transaction loads: large, as
+// the load runs without fsync and with the secondary indexes dropped.
+const sqliteSyntheticChunk = 1_000_000
+
+// syntheticIndexedTables are the tables whose secondary indexes a SQLite synthetic load
+// drops and rebuilds: building an index once from sorted data is much cheaper than keeping
+// it up to date row by row once it no longer fits in the page cache.
+var syntheticIndexedTables = []string{"ledger_events", "ledger_tables", "ledger_classes", "ledger_statements"}
+
+// LoadSynthetic implements Store. For speed it loads with synchronous=OFF (a crash during
+// the load can lose the load, never events committed before: they are durable already) and
+// drops the secondary indexes of the event and side tables for the load, building them again
+// at the end, also when the load fails. A process killed during the load leaves the
+// database without them: synthetic databases are for benchmarks, throw such one away.
+func (s *SQLiteStore) LoadSynthetic(ctx context.Context, instance string, n int64, start time.Time) (err error) {
 	prep, inserts := syntheticStatements(syntheticSQLite)
 	base, step := syntheticSpan(n, start)
-	// One connection: the temporary table and a large page cache are per connection.
+	// One connection: the temporary table, the page cache and the pragmas are per connection.
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("load synthetic events: %w", err)
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `PRAGMA cache_size = -524288`); err != nil {
-		return fmt.Errorf("load synthetic events: %w", err)
+	for _, p := range []string{`PRAGMA cache_size = -1048576`, `PRAGMA synchronous = OFF`, `PRAGMA temp_store = MEMORY`, `PRAGMA threads = 4`} {
+		if _, err := conn.ExecContext(ctx, p); err != nil {
+			return fmt.Errorf("load synthetic events: %s: %w", p, err)
+		}
 	}
-	for lo := int64(1); lo <= n; lo += syntheticChunk {
-		hi := min(lo+syntheticChunk-1, n)
+	defer func() {
+		// Back to the store's settings before the connection returns to the pool.
+		for _, p := range []string{`PRAGMA cache_size = -2000`, `PRAGMA synchronous = FULL`, `PRAGMA temp_store = DEFAULT`, `PRAGMA threads = 0`, `PRAGMA analysis_limit = 0`, `DROP TABLE IF EXISTS temp.syn_load`} {
+			if _, perr := conn.ExecContext(context.WithoutCancel(ctx), p); perr != nil {
+				err = errors.Join(err, fmt.Errorf("load synthetic events: %s: %w", p, perr))
+			}
+		}
+	}()
+	indexes, err := dropSecondaryIndexes(ctx, conn)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Rebuild even when the load failed: the store must keep its indexes.
+		t := time.Now()
+		for _, ix := range indexes {
+			if _, ierr := conn.ExecContext(context.WithoutCancel(ctx), ix); ierr != nil {
+				err = errors.Join(err, fmt.Errorf("load synthetic events: rebuild index: %w", ierr))
+			}
+		}
+		slog.Debug("synthetic load rebuilt indexes", "indexes", len(indexes), "took", time.Since(t))
+		if err == nil {
+			// Statistics for the planner, from a sample of each index (a full ANALYZE of
+			// ten million rows takes minutes).
+			if _, err = conn.ExecContext(ctx, `PRAGMA analysis_limit = 10000`); err == nil {
+				_, err = conn.ExecContext(ctx, `ANALYZE`)
+			}
+			if err != nil {
+				err = fmt.Errorf("load synthetic events: analyze: %w", err)
+			}
+		}
+	}()
+	for lo := int64(1); lo <= n; lo += sqliteSyntheticChunk {
+		hi := min(lo+sqliteSyntheticChunk-1, n)
 		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
 			return fmt.Errorf("load synthetic events: %w", err)
@@ -149,15 +199,52 @@ func (s *SQLiteStore) LoadSynthetic(ctx context.Context, instance string, n int6
 				return fmt.Errorf("load synthetic events %d..%d: %w", lo, hi, err)
 			}
 		}
+		// The load wrote the index rows of its events itself: the indexer must not do it
+		// again.
+		if _, err := tx.ExecContext(ctx, `INSERT INTO ledger_index_state(instance, seq) VALUES (?, ?)
+			ON CONFLICT (instance) DO UPDATE SET seq = max(seq, excluded.seq)`, instance, hi); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("load synthetic events: %w", err)
+		}
 		if err := tx.Commit(); err != nil {
 			return fmt.Errorf("load synthetic events: %w", err)
 		}
 	}
-	if _, err := conn.ExecContext(ctx, `PRAGMA cache_size = -2000`); err != nil {
-		return fmt.Errorf("load synthetic events: %w", err)
+	return nil
+}
+
+// dropSecondaryIndexes drops the explicitly created indexes of the tables a synthetic load
+// fills and returns the statements that create them again.
+func dropSecondaryIndexes(ctx context.Context, conn *sql.Conn) ([]string, error) {
+	q := `SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ('` +
+		strings.Join(syntheticIndexedTables, "', '") + `') ORDER BY name`
+	rows, err := conn.QueryContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("load synthetic events: list indexes: %w", err)
 	}
-	_, err = conn.ExecContext(ctx, `ANALYZE`)
-	return err
+	var names, creates []string
+	for rows.Next() {
+		var name, create string
+		if err := rows.Scan(&name, &create); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("load synthetic events: list indexes: %w", err)
+		}
+		names, creates = append(names, name), append(creates, create)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("load synthetic events: list indexes: %w", err)
+	}
+	for i, name := range names {
+		if _, err := conn.ExecContext(ctx, `DROP INDEX "`+name+`"`); err != nil {
+			// Put back what was dropped so far.
+			for _, c := range creates[:i] {
+				conn.ExecContext(context.WithoutCancel(ctx), c)
+			}
+			return nil, fmt.Errorf("load synthetic events: drop index %s: %w", name, err)
+		}
+	}
+	return creates, nil
 }
 
 // LoadSynthetic implements Store.

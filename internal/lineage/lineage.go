@@ -29,6 +29,17 @@ func (s ColumnSource) String() string { return s.Table + "." + s.Column }
 type Column struct {
 	Name    string
 	Sources []ColumnSource
+	// Preserved is true when every source value reaches the output as it is or through a
+	// transformation that keeps the value: casts, case and blank changes (lower, upper,
+	// initcap, trim), coalesce/nullif/greatest/least/CASE branches, value-picking aggregates
+	// and window functions (min, max, lag, first_value, ...), and containers that hold the
+	// values whole (ARRAY, ROW, array_agg, to_json, json_build_object, whole-row references).
+	// A shape-keeping partial mask may then show part of it. It is false for any other
+	// expression over a source (reverse, substring, ||, overlay, translate, md5, string_agg,
+	// ...), whose output may still look like the class while a partial mask of it would show
+	// a different part of the value; only a strategy revealing nothing is safe there.
+	// A column without sources is Preserved.
+	Preserved bool
 }
 
 // Result is the lineage of one statement's result. Exact is false when a `*` had to expand
@@ -183,14 +194,14 @@ func (a *analyzer) statement(n *pg.Node, parent *scope) []Column {
 		if len(st.Attlist) == 0 {
 			if !rel.known {
 				a.exact = false
-				return []Column{{Name: "*", Sources: []ColumnSource{{rel.table, "*"}}}}
+				return []Column{{Name: "*", Sources: []ColumnSource{{rel.table, "*"}}, Preserved: true}}
 			}
 			return rel.cols
 		}
 		var cols []Column
 		for _, at := range st.Attlist {
 			name := strVal(at)
-			cols = append(cols, Column{Name: name, Sources: []ColumnSource{{rel.table, name}}})
+			cols = append(cols, Column{Name: name, Sources: []ColumnSource{{rel.table, name}}, Preserved: true})
 		}
 		return cols
 	}
@@ -256,6 +267,7 @@ func (a *analyzer) selectStmt(s *pg.SelectStmt, parent *scope) []Column {
 		copy(out, l)
 		for i := range out {
 			out[i].Sources = append(append([]ColumnSource(nil), l[i].Sources...), nth(r, i)...)
+			out[i].Preserved = l[i].Preserved && (i >= len(r) || r[i].Preserved)
 		}
 		return out
 	}
@@ -265,9 +277,10 @@ func (a *analyzer) selectStmt(s *pg.SelectStmt, parent *scope) []Column {
 			items := row.GetList().GetItems()
 			for i, e := range items {
 				if i >= len(out) {
-					out = append(out, Column{Name: fmt.Sprintf("column%d", i+1)})
+					out = append(out, Column{Name: fmt.Sprintf("column%d", i+1), Preserved: true})
 				}
 				out[i].Sources = append(out[i].Sources, a.refs(e, sc)...)
+				out[i].Preserved = out[i].Preserved && a.preserves(e, sc)
 			}
 		}
 		return out
@@ -343,20 +356,22 @@ func (a *analyzer) fromItem(n *pg.Node, sc *scope) []*relation {
 				}
 			}
 		}
+		// What a function in FROM returns is not its arguments' values as they are.
+		pres := len(srcs) == 0
 		rel := &relation{name: name, opaque: srcs}
 		if rf.Alias != nil {
 			rel.name = rf.Alias.Aliasname
 			for _, c := range rf.Alias.Colnames {
-				rel.cols = append(rel.cols, Column{Name: strVal(c), Sources: srcs})
+				rel.cols = append(rel.cols, Column{Name: strVal(c), Sources: srcs, Preserved: pres})
 			}
 		}
 		for _, cd := range rf.Coldeflist {
 			if d := cd.GetColumnDef(); d != nil {
-				rel.cols = append(rel.cols, Column{Name: d.Colname, Sources: srcs})
+				rel.cols = append(rel.cols, Column{Name: d.Colname, Sources: srcs, Preserved: pres})
 			}
 		}
 		if len(rel.cols) == 0 {
-			rel.cols = []Column{{Name: name, Sources: srcs}}
+			rel.cols = []Column{{Name: name, Sources: srcs, Preserved: pres}}
 		}
 		rel.known = true
 		return []*relation{rel}
@@ -398,7 +413,7 @@ func (a *analyzer) rangeVar(rv *pg.RangeVar, sc *scope) *relation {
 	}
 	rel.known = true
 	for _, c := range names {
-		rel.cols = append(rel.cols, Column{Name: c, Sources: []ColumnSource{{rel.table, c}}})
+		rel.cols = append(rel.cols, Column{Name: c, Sources: []ColumnSource{{rel.table, c}}, Preserved: true})
 	}
 	rel.cols = renameCols(rel.cols, aliasCols(rv.Alias))
 	return rel
@@ -427,7 +442,7 @@ func (a *analyzer) targets(list []*pg.Node, sc *scope) []Column {
 		if name == "" {
 			name = figureName(rt.Val)
 		}
-		out = append(out, Column{Name: name, Sources: a.refs(rt.Val, sc)})
+		out = append(out, Column{Name: name, Sources: a.refs(rt.Val, sc), Preserved: a.preserves(rt.Val, sc)})
 	}
 	return out
 }
@@ -453,7 +468,7 @@ func (a *analyzer) star(cr *pg.ColumnRef, sc *scope) []Column {
 			continue
 		}
 		a.exact = false
-		out = append(out, Column{Name: "*", Sources: r.wholeRow()})
+		out = append(out, Column{Name: "*", Sources: r.wholeRow(), Preserved: r.wholePreserved()})
 	}
 	return out
 }
@@ -470,6 +485,19 @@ func (r *relation) wholeRow() []ColumnSource {
 	return append(s, r.opaque...)
 }
 
+// wholePreserved reports whether a whole-row reference to r holds its columns' values as
+// they are.
+func (r *relation) wholePreserved() bool {
+	if r.known {
+		for _, c := range r.cols {
+			if !c.Preserved {
+				return false
+			}
+		}
+	}
+	return len(r.opaque) == 0
+}
+
 func findRel(sc *scope, name string) *relation {
 	for s := sc; s != nil; s = s.parent {
 		for i := len(s.rels) - 1; i >= 0; i-- {
@@ -481,58 +509,65 @@ func findRel(sc *scope, name string) *relation {
 	return nil
 }
 
-// column resolves an unqualified column name (or a whole-row reference) in the scope chain.
-func (a *analyzer) column(name string, sc *scope) []ColumnSource {
+// column resolves an unqualified column name (or a whole-row reference) in the scope chain,
+// and tells whether the value is its sources' values as they are (see Column.Preserved).
+func (a *analyzer) column(name string, sc *scope) ([]ColumnSource, bool) {
 	for s := sc; s != nil; s = s.parent {
 		var found []ColumnSource
-		hit := false
+		hit, pres := false, true
 		for _, r := range s.rels {
 			for _, c := range r.cols {
 				if c.Name == name {
 					found = append(found, c.Sources...)
 					hit = true
+					pres = pres && c.Preserved
 				}
 			}
 		}
 		if hit {
-			return found
+			return found, pres
 		}
-		// Relations whose columns are unknown might hold it.
+		// Relations whose columns are unknown might hold it; one of them called so may also
+		// be a whole-row reference to it.
 		for _, r := range s.rels {
 			if !r.known && r.table != "" {
 				found = append(found, ColumnSource{r.table, name})
+				if r.name == name {
+					found = append(found, ColumnSource{r.table, "*"})
+				}
 			}
 			if !r.known {
 				found = append(found, r.opaque...)
+				pres = pres && len(r.opaque) == 0
 			}
 		}
 		if len(found) > 0 {
-			return found
+			return found, pres
 		}
 		// `SELECT c FROM customers c`: a whole-row reference.
 		for _, r := range s.rels {
 			if r.name == name {
-				return r.wholeRow()
+				return r.wholeRow(), r.wholePreserved()
 			}
 		}
 	}
-	return nil
+	return nil, true
 }
 
-func (a *analyzer) qualified(qual, name string, sc *scope) []ColumnSource {
+func (a *analyzer) qualified(qual, name string, sc *scope) ([]ColumnSource, bool) {
 	r := findRel(sc, qual)
 	if r == nil {
-		return nil
+		return nil, true
 	}
 	for _, c := range r.cols {
 		if c.Name == name {
-			return c.Sources
+			return c.Sources, c.Preserved
 		}
 	}
 	if !r.known && r.table != "" {
-		return append([]ColumnSource{{r.table, name}}, r.opaque...)
+		return append([]ColumnSource{{r.table, name}}, r.opaque...), len(r.opaque) == 0
 	}
-	return r.opaque
+	return r.opaque, len(r.opaque) == 0
 }
 
 // refs returns every source column an expression's value derives from.
@@ -557,7 +592,8 @@ func (a *analyzer) walk(m proto.Message, sc *scope, out *[]ColumnSource) {
 		case nil:
 			return
 		case *pg.Node_ColumnRef:
-			*out = append(*out, a.columnRef(x.ColumnRef, sc)...)
+			srcs, _ := a.columnRef(x.ColumnRef, sc)
+			*out = append(*out, srcs...)
 			return
 		case *pg.Node_SubLink:
 			sl := x.SubLink
@@ -579,7 +615,13 @@ func (a *analyzer) walk(m proto.Message, sc *scope, out *[]ColumnSource) {
 			for _, arg := range fc.Args {
 				a.walk(arg, sc, out)
 			}
-			return // ORDER BY, FILTER and OVER of an aggregate do not reach its value
+			if fc.AggWithinGroup {
+				// mode() WITHIN GROUP (ORDER BY x), percentile_disc(...): the value is x.
+				for _, o := range fc.AggOrder {
+					a.walk(o, sc, out)
+				}
+			}
+			return // ORDER BY, FILTER and OVER of any other aggregate do not reach its value
 		case *pg.Node_NullTest:
 			return
 		case *pg.Node_SelectStmt:
@@ -622,14 +664,16 @@ func protoMessageOf(n *pg.Node) proto.Message {
 	return inner
 }
 
-func (a *analyzer) columnRef(cr *pg.ColumnRef, sc *scope) []ColumnSource {
+func (a *analyzer) columnRef(cr *pg.ColumnRef, sc *scope) ([]ColumnSource, bool) {
 	f := cr.Fields
 	if isStar(cr) {
 		var s []ColumnSource
+		pres := true
 		for _, c := range a.star(cr, sc) {
 			s = append(s, c.Sources...)
+			pres = pres && c.Preserved
 		}
-		return s
+		return s, pres
 	}
 	switch len(f) {
 	case 1:
@@ -720,4 +764,117 @@ func dedupe(s []ColumnSource) []ColumnSource {
 		out = append(out, c)
 	}
 	return out
+}
+
+// keepValue are the functions whose result holds their arguments' values as they are, up to
+// case and blanks (lower, btrim), or picks one of them (min, lag), or wraps them whole in a
+// container a masker walks value by value (array_agg, to_json, json_build_object). Any other
+// function over a source column derives a new value (see Column.Preserved).
+var keepValue = map[string]bool{
+	"lower": true, "upper": true, "initcap": true, "btrim": true, "ltrim": true, "rtrim": true, "trim": true,
+	"text": true, "varchar": true, "bpchar": true, "name": true, "date": true, "timestamp": true, "timestamptz": true,
+	"min": true, "max": true, "any_value": true, "mode": true, "percentile_disc": true,
+	"first_value": true, "last_value": true, "nth_value": true, "lag": true, "lead": true,
+	"array_agg": true, "json_agg": true, "jsonb_agg": true, "json_agg_strict": true, "jsonb_agg_strict": true,
+	"to_json": true, "to_jsonb": true, "row_to_json": true, "array_to_json": true,
+	"json_build_array": true, "jsonb_build_array": true, "json_build_object": true, "jsonb_build_object": true,
+	"coalesce": true, "nullif": true, "greatest": true, "least": true,
+}
+
+// preserves reports whether the value of expression n is its source columns' values as they
+// are, or through a value-keeping transformation (see Column.Preserved). An expression
+// without sources preserves trivially.
+func (a *analyzer) preserves(n *pg.Node, sc *scope) bool {
+	if n == nil {
+		return true
+	}
+	a.depth++
+	defer func() { a.depth-- }()
+	if a.depth > maxDepth {
+		a.exact = false
+		return false
+	}
+	all := func(ns []*pg.Node) bool {
+		for _, x := range ns {
+			if !a.preserves(x, sc) {
+				return false
+			}
+		}
+		return true
+	}
+	switch x := n.GetNode().(type) {
+	case *pg.Node_ColumnRef:
+		_, pres := a.columnRef(x.ColumnRef, sc)
+		return pres
+	case *pg.Node_AConst, *pg.Node_ParamRef, *pg.Node_NullTest, *pg.Node_SqlvalueFunction:
+		return true
+	case *pg.Node_TypeCast:
+		return a.preserves(x.TypeCast.Arg, sc)
+	case *pg.Node_CollateClause:
+		return a.preserves(x.CollateClause.Arg, sc)
+	case *pg.Node_AIndirection:
+		// (c).email, arr[1]: a part of a preserved container is preserved.
+		return a.preserves(x.AIndirection.Arg, sc)
+	case *pg.Node_CoalesceExpr:
+		return all(x.CoalesceExpr.Args)
+	case *pg.Node_MinMaxExpr:
+		return all(x.MinMaxExpr.Args)
+	case *pg.Node_AArrayExpr:
+		return all(x.AArrayExpr.Elements)
+	case *pg.Node_RowExpr:
+		return all(x.RowExpr.Args)
+	case *pg.Node_CaseExpr:
+		// The conditions decide which branch; the value is one of the results.
+		for _, w := range x.CaseExpr.Args {
+			if cw := w.GetCaseWhen(); cw != nil && !a.preserves(cw.Result, sc) {
+				return false
+			}
+		}
+		return a.preserves(x.CaseExpr.Defresult, sc)
+	case *pg.Node_AExpr:
+		if x.AExpr.Kind == pg.A_Expr_Kind_AEXPR_NULLIF {
+			return a.preserves(x.AExpr.Lexpr, sc) && a.preserves(x.AExpr.Rexpr, sc)
+		}
+	case *pg.Node_FuncCall:
+		fc := x.FuncCall
+		name := lastName(fc.Funcname)
+		if name == "count" || name == "exists" {
+			return true // no value of a source
+		}
+		if keepValue[name] {
+			if fc.AggWithinGroup {
+				for _, o := range fc.AggOrder {
+					if sb := o.GetSortBy(); sb != nil && !a.preserves(sb.Node, sc) {
+						return false
+					}
+				}
+			}
+			return all(fc.Args)
+		}
+	case *pg.Node_SubLink:
+		sl := x.SubLink
+		switch sl.SubLinkType {
+		case pg.SubLinkType_EXISTS_SUBLINK:
+			return true
+		case pg.SubLinkType_EXPR_SUBLINK, pg.SubLinkType_ARRAY_SUBLINK:
+			if sel := sl.Subselect.GetSelectStmt(); sel != nil {
+				for _, c := range a.selectStmt(sel, sc) {
+					if !c.Preserved {
+						return false
+					}
+				}
+				return true
+			}
+		}
+	case *pg.Node_SelectStmt:
+		for _, c := range a.selectStmt(x.SelectStmt, sc) {
+			if !c.Preserved {
+				return false
+			}
+		}
+		return true
+	}
+	// Anything else (operators such as ||, other functions, XML and SQL/JSON constructors)
+	// derives a new value from whatever sources it reads.
+	return len(a.refs(n, sc)) == 0
 }

@@ -56,6 +56,7 @@ func TestLineage(t *testing.T) {
 		{"SELECT u FROM customers, unnest(ARRAY[email, ssn]) AS u", []string{"public.customers.email,public.customers.ssn"}},
 		{"SELECT jsonb_build_object('e', email) FROM customers", []string{"public.customers.email"}},
 		{"SELECT email FROM mystery", []string{"public.mystery.email"}},
+		{"SELECT m FROM mystery m", []string{"public.mystery.*,public.mystery.m"}},
 		{"WITH RECURSIVE r(e, n) AS (SELECT email, 1 FROM customers UNION ALL SELECT e || 'x', n+1 FROM r WHERE n < 3) SELECT e FROM r", []string{"public.customers.email"}},
 		{"DECLARE cur CURSOR FOR SELECT lower(ssn) FROM customers", []string{"public.customers.ssn"}},
 		{"COPY (SELECT email FROM customers) TO STDOUT", []string{"public.customers.email"}},
@@ -174,5 +175,46 @@ func TestLineageOddStatementsNeverPanic(t *testing.T) {
 	}
 	if res, err := Analyze(deep, resolver); err == nil && res[0] != nil && res[0].Exact {
 		t.Error("300-deep nesting reported exact")
+	}
+}
+
+func TestPreserved(t *testing.T) {
+	cases := []struct {
+		sql  string
+		want []bool // Preserved of each output column
+	}{
+		{"SELECT email, lower(email), upper(email)::varchar(40), btrim(email), trim(both ' ' from email), initcap(name) FROM customers", []bool{true, true, true, true, true, true}},
+		{"SELECT reverse(email), substring(ssn, 1, 3), email || '', concat(email, ''), md5(email), translate(ssn, '0', 'a') FROM customers", []bool{false, false, false, false, false, false}},
+		{"SELECT overlay(email placing 'x' from 1 for 1), left(ssn, 3), replace(email, '@', ' at '), string_agg(email, ','), split_part(email, '@', 1) FROM customers", []bool{false, false, false, false, false}},
+		{"SELECT coalesce(email, ''), nullif(ssn, ''), greatest(email, ''), CASE WHEN id > 0 THEN ssn ELSE 'x' END, CASE WHEN id > 0 THEN reverse(ssn) END FROM customers", []bool{true, true, true, true, false}},
+		{"SELECT min(email), max(ssn), mode() WITHIN GROUP (ORDER BY email), mode() WITHIN GROUP (ORDER BY reverse(email)), lag(email) OVER (ORDER BY id), count(email) FROM customers", []bool{true, true, true, false, true, true}},
+		{"SELECT array_agg(email), ARRAY[email, ssn], ROW(email, ssn), to_json(email), row_to_json(c), c, jsonb_build_object('e', email), jsonb_build_object('e', reverse(email)) FROM customers c", []bool{true, true, true, true, true, true, true, false}},
+		{"SELECT x.e, x.r FROM (SELECT upper(email) AS e, reverse(email) AS r FROM customers) x", []bool{true, false}},
+		{"WITH t AS (SELECT reverse(email) AS m, email FROM customers) SELECT * FROM t", []bool{false, true}},
+		{"SELECT email FROM customers UNION SELECT reverse(ssn) FROM customers", []bool{false}},
+		{"SELECT (SELECT email FROM customers LIMIT 1), (SELECT reverse(email) FROM customers LIMIT 1), ARRAY(SELECT ssn FROM customers)", []bool{true, false, true}},
+		{"SELECT u FROM customers, unnest(ARRAY[email]) AS u", []bool{false}},
+		{"SELECT (s.c).email FROM (SELECT c FROM customers c) s", []bool{true}},
+		{"SELECT r FROM (SELECT reverse(email) AS r FROM customers) s(r)", []bool{false}},
+		{"SELECT 'x' || 'y', now()::text, id + 1 FROM orders", []bool{true, true, false}},
+		{"SELECT email FROM mystery", []bool{true}},
+		{"SELECT m.x, reverse(m.y) FROM mystery m", []bool{true, false}},
+	}
+	for _, c := range cases {
+		res, err := Analyze(c.sql, resolver)
+		if err != nil {
+			t.Errorf("%s: %v", c.sql, err)
+			continue
+		}
+		got := res[0].Columns
+		if len(got) != len(c.want) {
+			t.Errorf("%s: %d columns, want %d", c.sql, len(got), len(c.want))
+			continue
+		}
+		for i := range got {
+			if got[i].Preserved != c.want[i] {
+				t.Errorf("%s: column %d (%s) preserved %v, want %v", c.sql, i, got[i].Name, got[i].Preserved, c.want[i])
+			}
+		}
 	}
 }

@@ -478,7 +478,7 @@ func (p *Planner) PlanCopy(ctx context.Context, s *gate.Session, c *gate.Check) 
 	active := false
 	for i, col := range res[0].Columns {
 		r := &rules[i]
-		r.Format, r.Strat, r.Kind = format, prof.For, KindText
+		r.Format, r.Kind = format, KindText
 		if e := plainColumn(snap, col); e != nil {
 			// A plain table column: its own type and class.
 			r.Kind = KindOfTypeName(e.Type)
@@ -487,18 +487,13 @@ func (p *Planner) PlanCopy(ctx context.Context, s *gate.Session, c *gate.Check) 
 				r.Class = e.Class
 			}
 		} else {
-			r.Derived = true
+			r.Derived, r.Transformed = true, !col.Preserved
 			p.fromSources(r, snap, col.Sources)
 			if format == 1 && (r.Class != "" || r.Composite) {
 				r.Kind = KindOpaque // unknown binary representation: NULL is the safe value
 			}
 		}
-		if r.Class != "" {
-			r.Strategy = prof.For(r.Class)
-		} else if r.Composite {
-			r.Strategy = compositeStrategy(prof, r.Keys)
-		}
-		r.FreeText = prof.FreeText && textLike(r.Kind)
+		r.plan(prof)
 		active = active || r.sensitive() || r.FreeText || len(r.Keys) > 0
 	}
 	if !res[0].Exact {
@@ -513,7 +508,7 @@ func (p *Planner) PlanCopy(ctx context.Context, s *gate.Session, c *gate.Check) 
 // plainColumn returns the catalog entry when an output column is a table column as it is
 // (COPY table, or a query selecting the column unchanged).
 func plainColumn(snap *classify.Snapshot, col lineage.Column) *classify.Entry {
-	if len(col.Sources) != 1 || col.Sources[0].Column == "*" {
+	if len(col.Sources) != 1 || col.Sources[0].Column == "*" || !col.Preserved {
 		return nil
 	}
 	e := snap.ByName(col.Sources[0].Table, col.Sources[0].Column)

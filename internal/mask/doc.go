@@ -7,10 +7,17 @@ package mask
 //     columns of tables the catalog has not seen; for a FETCH, the lineage of the cursor's
 //     DECLARE (see Planner.Observe); the column name as a last hint. Text-like columns no
 //     class covers go through the value detectors (FreeText) unless the profile turns them off.
-//   - Derived values (through an expression) keep a partial mask only when they still
-//     validate as their class (lower(email) is still an e-mail); otherwise, unless the value
-//     detectors account for the whole value (string_agg of e-mails), they are redacted:
-//     substring(ssn, 1, 3) must not show three digits because a partial SSN mask keeps four.
+//   - Derived values (through an expression) keep a partial mask only when the expression
+//     keeps the value (lineage.Column.Preserved: casts, lower/upper/trim/initcap,
+//     coalesce/nullif/CASE branches, min/max and other value-picking aggregates, arrays, rows
+//     and JSON of it) and the value still validates as its class (lower(email) is still an
+//     e-mail), or the value detectors account for all of it. Any other expression
+//     (reverse, substring, ||, md5, string_agg, ...) gets the class's strategy with partial
+//     replaced by redaction: reverse(email) still validates as an e-mail, and its partial
+//     mask would show the reversed local part as a domain.
+//   - Planner statistics (pg_stats, pg_stats_ext, pg_stats_ext_exprs, pg_statistic,
+//     pg_statistic_ext_data sample columns) hold values of every column: NULL for every
+//     non-raw profile, found by table OID + attnum (the catalog locates them) or by lineage.
 //   - Values mixing several classes (email || ssn, ROW(email, ssn)) are redacted as a whole,
 //     or hashed under the hash profile; whole-row values (row_to_json(c), to_jsonb(c), c, c.*)
 //     are masked field by field, keyed by the source column names, so their structure stays.
@@ -25,5 +32,6 @@ package mask
 //   - Free-text detectors: e-mail, payment card (Luhn + issuer prefix), SSN with dashes, IBAN
 //     (mod-97), AWS/GitHub/Slack/Stripe keys, JWT, PEM private keys, password hashes. Phone
 //     numbers and bare nine-digit numbers are not detected in free text: too many false hits.
-//   - An unknown profile name falls back to strict, so a typo in a policy never shows raw
-//     values.
+//   - Profiles a policy file names (masking.profiles, see FromPolicy) are the default
+//     strategies overridden by the profile's per-class strategies and raw classes. An unknown
+//     profile name falls back to strict, so a typo never shows raw values.

@@ -51,7 +51,13 @@ func mayContainSensitive(v []byte) bool {
 		case '@':
 			return true
 		case '$':
-			if i+2 < n && (v[i+2] == '$' || v[i+1] == 'a' || v[i+1] == 's' || v[i+1] == 'p') {
+			// $1$ $5$ $6$ $7$ $y$, $2a$ $2b$ $2y$ (bcrypt), $argon2, $scrypt, $pbkdf2, and the
+			// '$' after pbkdf2_sha256 / SCRAM-SHA-256.
+			if i+2 < n && (v[i+2] == '$' || v[i+1] == 'a' || v[i+1] == 's' || v[i+1] == 'p' ||
+				(v[i+1] == '2' && i+3 < n && v[i+3] == '$')) {
+				return true
+			}
+			if i >= 3 && (string(v[i-3:i]) == "256" || string(v[i-3:i]) == "ha1") {
 				return true
 			}
 		case '-':
@@ -183,6 +189,14 @@ func findSpans(v []byte, spans []span) []span {
 			for e < n && isTokenChar(v[e]) {
 				e++
 			}
+			if e < n && v[e] == '$' {
+				// pbkdf2_sha256$..., SCRAM-SHA-256$...
+				if he := hashEnd(v, i); classify.IsPasswordHash(str(v[i:he])) {
+					spans = append(spans, span{i, he, classify.Password})
+					next = he
+					continue
+				}
+			}
 			for e > i && v[e-1] == '.' {
 				e--
 			}
@@ -209,10 +223,7 @@ func findSpans(v []byte, spans []span) []span {
 				}
 			}
 		case c == '$':
-			e := i
-			for e < n && v[e] > ' ' && v[e] != '"' && v[e] != '\'' && v[e] != ',' {
-				e++
-			}
+			e := hashEnd(v, i)
 			if classify.IsPasswordHash(str(v[i:e])) {
 				spans = append(spans, span{i, e, classify.Password})
 			}
@@ -220,6 +231,36 @@ func findSpans(v []byte, spans []span) []span {
 		}
 	}
 	return spans
+}
+
+// endsToken reports whether c ends a hash or key token: blanks, quotes, and the punctuation
+// of array, JSON, record and list syntax ({$2b$...,...}, ["$2b$..."], ($2b$...)).
+func endsToken(c byte) bool {
+	switch c {
+	case '"', '\'', ',', '{', '}', '(', ')', '[', ']', ';', '\\':
+		return true
+	}
+	return c <= ' '
+}
+
+// hashEnd returns where the password hash that may start at v[i] ends. Argon2 parameters
+// hold commas ($argon2id$v=19$m=65536,t=3,p=4$...): a comma followed by a parameter name
+// continues the hash there.
+func hashEnd(v []byte, i int) int {
+	n := len(v)
+	argon := bytes.HasPrefix(v[i:], []byte("$argon2"))
+	e := i
+	for e < n {
+		if v[e] == ',' && argon && e+2 < n && v[e+1] >= 'a' && v[e+1] <= 'z' && v[e+2] == '=' {
+			e++
+			continue
+		}
+		if endsToken(v[e]) {
+			break
+		}
+		e++
+	}
+	return e
 }
 
 // StrategyFunc returns the strategy for a class.

@@ -16,10 +16,16 @@ import (
 // NULL (JSON null, array NULL, empty record field); changed is false when v stays as it is.
 type leafFunc func(dst []byte, key string, v []byte) (out []byte, null, changed bool)
 
-// rewriteJSON masks the strings (and numbers) of a JSON document through leaf, keeping the
+// keyFunc masks one object key: the key to write and whether it changed.
+type keyFunc func(key string) (string, bool)
+
+// rewriteJSONKeys masks the strings (and numbers) of a JSON document through leaf, keeping the
 // document valid and its key order. changed is false when nothing was masked, and then the
 // caller keeps the original bytes.
-func rewriteJSON(dst, doc []byte, leaf leafFunc) (out []byte, changed bool, err error) {
+//
+// Every object key passes through keyf (nil keeps keys as they are); the values under a key
+// are still looked up by the original key.
+func rewriteJSONKeys(dst, doc []byte, leaf leafFunc, keyf keyFunc) (out []byte, changed bool, err error) {
 	dec := json.NewDecoder(bytes.NewReader(doc))
 	dec.UseNumber()
 	type frame struct {
@@ -83,6 +89,14 @@ func rewriteJSON(dst, doc []byte, leaf leafFunc) (out []byte, changed bool, err 
 			if len(stack) > 0 && stack[len(stack)-1].object && stack[len(stack)-1].expectKey {
 				sep()
 				stack[len(stack)-1].key = t
+				if keyf != nil {
+					if k, ch := keyf(t); ch {
+						dst = appendJSONString(dst, k)
+						changed = true
+						after()
+						continue
+					}
+				}
 				dst = appendJSONString(dst, t)
 				after()
 				continue

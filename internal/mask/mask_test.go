@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/gatehouse/gatehouse/internal/classify"
+	"github.com/gatehouse/gatehouse/internal/policy"
 )
 
 func newMasker(t testing.TB) *Masker {
@@ -364,6 +365,73 @@ func TestMaskServerText(t *testing.T) {
 		out, _ := m.MaskServerText(c.state, []byte(c.in), nil)
 		if string(out) != c.want {
 			t.Errorf("%s %q = %q, want %q", c.state, c.in, out, c.want)
+		}
+	}
+}
+
+// TestFreeTextTokenBoundaries: hashes and keys are found wherever array, JSON, record or list
+// punctuation puts them (the first element of '{$2b$12$...,...}', the last before '}'), and
+// whatever digits they happen to hold (the fast path used to count on nine of them).
+func TestFreeTextTokenBoundaries(t *testing.T) {
+	m := newMasker(t)
+	bc := "$2b$12$abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ." // three digits only
+	argon := "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+	django := "pbkdf2_sha256$600000$salt$aGFzaGhhc2hoYXNoaGFzaGhhc2g="
+	scram := "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy"
+	key := "sk_live_4eC39HqLyjWDarjtT1zdp7dc"
+	r := RedactedText
+	cases := []struct{ in, want string }{
+		{bc, r},
+		{"{" + bc + "," + bc + "}", "{" + r + "," + r + "}"},
+		{"{" + bc + "}", "{" + r + "}"},
+		{`["` + bc + `"]`, `["` + r + `"]`},
+		{"(" + bc + ",x)", "(" + r + ",x)"},
+		{"[" + bc + "]", "[" + r + "]"},
+		{`{"pw":"` + bc + `"}`, `{"pw":"` + r + `"}`},
+		{"{" + argon + "}", "{" + r + "}"},
+		{"(" + django + ")", "(" + r + ")"},
+		{"{" + scram + "}", "{" + r + "}"},
+		{"{" + key + "," + key + "}", "{" + r + "," + r + "}"},
+		{"{a@example.com,(b@example.org)}", "{*@example.com,(*@example.org)}"},
+		{"[4242424242424242]", "[************4242]"},
+		{"{123-45-6789}", "{***-**-6789}"},
+	}
+	for _, c := range cases {
+		out, n := m.FreeText(nil, []byte(c.in), nil)
+		if n == 0 || string(out) != c.want {
+			t.Errorf("FreeText(%q) = %q (%d), want %q", c.in, out, n, c.want)
+		}
+	}
+	// Dollar signs that are no hash stay.
+	for _, c := range []string{"{$1,$2}", "price $12$ discount", "{$2b$}", "$argon2 is a function"} {
+		if out, n := m.FreeText(nil, []byte(c), nil); n != 0 {
+			t.Errorf("FreeText(%q) masked: %q", c, out)
+		}
+	}
+}
+
+func TestFromPolicy(t *testing.T) {
+	cases := []struct {
+		pp   policy.Profile
+		want map[string]Strategy
+		raw  bool
+	}{
+		{policy.Profile{Name: "a", Raw: []string{classify.Email}}, map[string]Strategy{classify.Email: Raw, classify.SSN: Partial, classify.APIKey: Redact, "other": Partial}, false},
+		{policy.Profile{Name: "b", Strategies: map[string]string{classify.SSN: "hash", "*": "redact"}}, map[string]Strategy{classify.Email: Redact, classify.SSN: Hash, classify.DOB: Redact}, false},
+		{policy.Profile{Name: "c", Raw: []string{"*"}}, map[string]Strategy{classify.Email: Raw, classify.Password: Raw}, true},
+		{policy.Profile{Name: "d", Raw: []string{"*"}, Strategies: map[string]string{classify.Card: "null"}}, map[string]Strategy{classify.Email: Raw, classify.Card: Null}, false},
+		{policy.Profile{Name: "e", Raw: []string{classify.Phone}, Strategies: map[string]string{"*": "hash"}}, map[string]Strategy{classify.Phone: Raw, classify.Email: Hash}, false},
+		{policy.Profile{Name: "bad", Strategies: map[string]string{classify.SSN: "shred"}}, map[string]Strategy{classify.SSN: Redact, classify.Email: Redact}, false},
+	}
+	for _, c := range cases {
+		p := FromPolicy(&c.pp)
+		for class, want := range c.want {
+			if got := p.For(class); got != want {
+				t.Errorf("%s: %s = %s, want %s", c.pp.Name, class, got, want)
+			}
+		}
+		if p.Raw() != c.raw {
+			t.Errorf("%s: raw %v", c.pp.Name, p.Raw())
 		}
 	}
 }

@@ -5,10 +5,17 @@ import (
 	"log/slog"
 	"sort"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
 
 	"github.com/gatehouse/gatehouse/internal/classify"
 	"github.com/gatehouse/gatehouse/internal/gate"
+	"github.com/gatehouse/gatehouse/internal/inspect"
 	"github.com/gatehouse/gatehouse/internal/lineage"
+	"github.com/gatehouse/gatehouse/internal/policy"
 )
 
 // Planner implements gate.MaskPlanner: for each result shape it maps every column to a class
@@ -22,6 +29,19 @@ type Planner struct {
 	lineage  *lineage.Cache
 	log      *slog.Logger
 	cursors  cursors
+	// policy looks up the profiles a policy file names (nil: built-in profiles only);
+	// converted holds their masking form per loaded profile.
+	policy     func(name string) (*policy.Profile, bool)
+	converted  sync.Map // *policy.Profile → *Profile
+	nconverted atomic.Int64
+}
+
+// UsePolicy makes the profiles a policy file defines (masking.profiles) drive masking: a
+// decision naming one gets its per-class strategies and raw classes (see FromPolicy), ahead
+// of the built-in profiles of the same name. lookup is called per result (the policy can be
+// reloaded); each loaded profile is converted once.
+func (p *Planner) UsePolicy(lookup func(name string) (*policy.Profile, bool)) {
+	p.policy = lookup
 }
 
 var _ gate.MaskPlanner = (*Planner)(nil)
@@ -45,11 +65,51 @@ func (p *Planner) Profile(name string) *Profile {
 	if name == "" {
 		name = ProfileDefault
 	}
+	if p.policy != nil && name != ProfileDefault && name != ProfileNone {
+		if pp, ok := p.policy(name); ok && pp != nil {
+			if pr, ok := p.converted.Load(pp); ok {
+				return pr.(*Profile)
+			}
+			pr := FromPolicy(pp)
+			if p.nconverted.Add(1) > 256 {
+				// Many policy reloads: forget the profiles of the old ones.
+				p.converted.Clear()
+				p.nconverted.Store(1)
+			}
+			p.converted.Store(pp, pr)
+			return pr
+		}
+	}
 	if pr, ok := p.profiles[name]; ok {
 		return pr
 	}
 	p.log.Warn("mask: unknown masking profile; using strict", "profile", name)
 	return p.profiles[ProfileStrict]
+}
+
+// ShowsRaw reports whether the profile named name shows every value raw, so a door can tell
+// whether a result it cannot place (a fast-path function call) may pass.
+func (p *Planner) ShowsRaw(name string) bool { return p.Profile(name).Raw() }
+
+// The planner's MaskText is the gate's TextMasker: an interface the gate checks at run time,
+// so a signature drift would silently turn free-text masking off.
+var _ gate.TextMasker = (*Planner)(nil)
+
+// MaskText scrubs the sensitive values the value detectors find in free text (notices,
+// error messages and details, notification payloads, COPY rows no plan covers) with the
+// strategies of the profile named profile ("" is default): a session whose profile shows
+// e-mail addresses raw sees them raw in a notice too, and a strict one sees them redacted.
+// It implements the gate's TextMasker.
+func (p *Planner) MaskText(profile, text string) (string, int) {
+	prof := p.Profile(profile)
+	if prof.Raw() {
+		return text, 0
+	}
+	out, n := p.masker.FreeText(nil, []byte(text), prof.For)
+	if n == 0 {
+		return text, 0
+	}
+	return string(out), n
 }
 
 // ResultMasker masks the rows of one result. It is used by one session at a time.
@@ -134,10 +194,10 @@ func (p *Planner) PlanResult(ctx context.Context, s *gate.Session, c *gate.Check
 		}
 	}
 	var lin []lineage.Column
-	var linNames map[string][]lineage.ColumnSource
+	var linNames map[string]lineage.Column
 	needLineage := false
 	for _, col := range cols {
-		if col.TableOID == 0 || snap.ByAttr(col.TableOID, col.AttNum) == nil {
+		if _, ok := snap.SampleColumn(col.TableOID, col.AttNum); !ok && (col.TableOID == 0 || snap.ByAttr(col.TableOID, col.AttNum) == nil) {
 			needLineage = true
 			break
 		}
@@ -152,9 +212,12 @@ func (p *Planner) PlanResult(ctx context.Context, s *gate.Session, c *gate.Check
 	rm := &ResultMasker{m: p.masker, rules: make([]Rule, len(cols))}
 	for i, col := range cols {
 		r := &rm.rules[i]
-		r.Kind, r.Format, r.Strat = KindOf(col.TypeOID), col.Format, prof.For
+		r.Kind, r.Format = KindOf(col.TypeOID), col.Format
 		decided := false
-		if e := snap.ByAttr(col.TableOID, col.AttNum); e != nil {
+		if name, ok := snap.SampleColumn(col.TableOID, col.AttNum); ok {
+			decided = true
+			r.Origin, r.Class, r.samples = []string{name}, classify.Secret, true
+		} else if e := snap.ByAttr(col.TableOID, col.AttNum); e != nil {
 			decided = true
 			r.Origin = []string{e.Key()}
 			if e.IsSensitive() {
@@ -162,30 +225,28 @@ func (p *Planner) PlanResult(ctx context.Context, s *gate.Session, c *gate.Check
 			}
 		}
 		if !decided {
-			var srcs []lineage.ColumnSource
+			var lc lineage.Column
+			found := false
 			if lin != nil {
-				srcs = lin[i].Sources
+				lc, found = lin[i], lin[i].Sources != nil
 			} else if linNames != nil {
-				srcs = linNames[col.Name]
+				lc, found = linNames[col.Name]
+				found = found && lc.Sources != nil
 			}
-			if srcs != nil {
+			if found {
 				decided = true
-				r.Derived = true
-				p.fromSources(r, snap, srcs)
+				r.Derived, r.Transformed = true, !lc.Preserved
+				p.fromSources(r, snap, lc.Sources)
 			}
 		}
 		if !decided {
-			// No catalog entry and no lineage: the column's name is the last hint.
+			// No catalog entry and no lineage: the column's name is the last hint, and what
+			// made the value is unknown, so nothing of it may show.
 			if nc := classify.NameClass("", col.Name); nc != "" {
-				r.Class, r.Derived = nc, true
+				r.Class, r.Derived, r.Transformed = nc, true, true
 			}
 		}
-		if r.Class != "" {
-			r.Strategy = prof.For(r.Class)
-		} else if r.Composite {
-			r.Strategy = compositeStrategy(prof, r.Keys)
-		}
-		r.FreeText = prof.FreeText && textLike(r.Kind)
+		r.plan(prof)
 		if r.sensitive() || r.FreeText || len(r.Keys) > 0 {
 			rm.active = append(rm.active, i)
 		}
@@ -193,7 +254,42 @@ func (p *Planner) PlanResult(ctx context.Context, s *gate.Session, c *gate.Check
 	if len(rm.active) == 0 {
 		return nil
 	}
+	var consts map[string]bool
+	for _, i := range rm.active {
+		if r := &rm.rules[i]; r.Kind == KindJSON || r.Kind == KindJSONArr {
+			if consts == nil && c != nil {
+				consts = stringLiterals(c.Statements)
+			}
+			r.ConstKeys = consts
+		}
+	}
 	return rm
+}
+
+// stringLiterals are the plain quoted string literals ('...') of the statements, for the
+// JSON keys the client wrote itself (see Rule.ConstKeys). Other spellings (E'...', dollar
+// quotes) are left out: a key spelled so is masked like data, which is safe.
+func stringLiterals(sts []*inspect.Statement) map[string]bool {
+	out := map[string]bool{}
+	for _, st := range sts {
+		if st == nil {
+			continue
+		}
+		res, err := pg.Scan(st.Text)
+		if err != nil {
+			continue
+		}
+		for _, tok := range res.Tokens {
+			if tok.Token != pg.Token_SCONST || tok.Start < 0 || int(tok.End) > len(st.Text) || tok.Start >= tok.End {
+				continue
+			}
+			lit := st.Text[tok.Start:tok.End]
+			if len(lit) >= 2 && lit[0] == '\'' && lit[len(lit)-1] == '\'' {
+				out[strings.ReplaceAll(lit[1:len(lit)-1], "''", "'")] = true
+			}
+		}
+	}
+	return out
 }
 
 func textLike(k Kind) bool {
@@ -204,15 +300,49 @@ func textLike(k Kind) bool {
 	return false
 }
 
+// plan sets the rule's strategies from the profile once its class, keys and kind are known.
+// A transformed value (an expression other than a value-keeping one over its sources, see
+// lineage.Column.Preserved) never gets a partial mask, which would show some part of
+// something else than the value (the domain of reverse(email) is the reversed local part):
+// the class's partial strategy becomes redaction there, for the value and for anything the
+// value detectors find in it.
+func (r *Rule) plan(prof *Profile) {
+	r.Strat = prof.For
+	if r.Transformed {
+		r.Strat = revealNothing(prof.For)
+	}
+	if r.Class != "" {
+		r.Strategy = r.Strat(r.Class)
+	} else if r.Composite {
+		r.Strategy = compositeStrategy(r.Strat, r.Keys)
+	}
+	r.FreeText = prof.FreeText && textLike(r.Kind)
+	if r.samples {
+		// Planner statistics hold values of every column, whatever their class: nothing of
+		// them shows, and NULL is valid for their anyarray type in text and binary alike.
+		r.Strategy = Null
+	}
+}
+
+// revealNothing is f with the partial strategy replaced by redaction.
+func revealNothing(f StrategyFunc) StrategyFunc {
+	return func(class string) Strategy {
+		if s := f(class); s != Partial {
+			return s
+		}
+		return Redact
+	}
+}
+
 // compositeStrategy picks the strictest strategy among the classes a mixed value holds.
-func compositeStrategy(prof *Profile, keys map[string]string) Strategy {
+func compositeStrategy(f StrategyFunc, keys map[string]string) Strategy {
 	rank := map[Strategy]int{Raw: 0, Partial: 1, Hash: 2, Redact: 3, Null: 4}
 	best := Raw
 	for _, cls := range keys {
 		if cls == "" {
 			continue
 		}
-		if s := prof.For(cls); rank[s] > rank[best] {
+		if s := f(cls); rank[s] > rank[best] {
 			best = s
 		}
 	}
@@ -228,9 +358,14 @@ func (p *Planner) fromSources(r *Rule, snap *classify.Snapshot, srcs []lineage.C
 	add := func(table, column string) {
 		e := snap.ByName(table, column)
 		cls := ""
-		if e != nil && e.IsSensitive() {
+		switch {
+		case e != nil && e.IsSensitive():
 			cls = e.Class
-		} else if e == nil {
+		case e != nil:
+		case classify.StatsColumn(table, column):
+			// Planner statistics (pg_stats.most_common_vals, pg_statistic.stavalues1, ...).
+			cls, r.samples = classify.Secret, true
+		default:
 			// A table the catalog has not seen (created since the scan): the name decides.
 			cls = classify.NameClass(table, column)
 		}
@@ -305,7 +440,7 @@ func schemaOf(table string) string {
 
 // lineageFor returns the lineage of the statement whose result has n columns; when the
 // positions cannot be trusted it returns sources by output name instead.
-func (p *Planner) lineageFor(session string, c *gate.Check, snap *classify.Snapshot, n int) ([]lineage.Column, map[string][]lineage.ColumnSource) {
+func (p *Planner) lineageFor(session string, c *gate.Check, snap *classify.Snapshot, n int) ([]lineage.Column, map[string]lineage.Column) {
 	gen := uint64(0)
 	var resolve lineage.Resolver
 	if snap != nil {
@@ -313,7 +448,7 @@ func (p *Planner) lineageFor(session string, c *gate.Check, snap *classify.Snaps
 		resolve = snap.Resolve
 	}
 	var exact [][]lineage.Column
-	byName := map[string][]lineage.ColumnSource{}
+	byName := map[string]lineage.Column{}
 	for _, st := range c.Statements {
 		if st == nil || st.Text == "" {
 			continue
@@ -334,7 +469,8 @@ func (p *Planner) lineageFor(session string, c *gate.Check, snap *classify.Snaps
 				exact = append(exact, r.Columns)
 			}
 			for _, col := range r.Columns {
-				byName[col.Name] = append(byName[col.Name], col.Sources...)
+				prev, seen := byName[col.Name]
+				byName[col.Name] = lineage.Column{Name: col.Name, Sources: append(prev.Sources, col.Sources...), Preserved: col.Preserved && (!seen || prev.Preserved)}
 			}
 		}
 	}
@@ -349,10 +485,14 @@ func (p *Planner) lineageFor(session string, c *gate.Check, snap *classify.Snaps
 	}
 	// Several statements of the same width: a column may come from any of them.
 	out := make([]lineage.Column, n)
+	for i := range out {
+		out[i].Preserved = true
+	}
 	for _, cols := range exact {
 		for i := range cols {
 			out[i].Name = cols[i].Name
 			out[i].Sources = append(out[i].Sources, cols[i].Sources...)
+			out[i].Preserved = out[i].Preserved && cols[i].Preserved
 		}
 	}
 	return out, nil

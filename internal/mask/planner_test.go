@@ -299,3 +299,91 @@ func TestPlanWithoutCatalog(t *testing.T) {
 		t.Errorf("id changed: %q", row[3])
 	}
 }
+
+// TestDerivedValuesRevealNothing: a partial mask applies only to a column's value or a
+// value-keeping transformation of it (lower, casts, coalesce); any other expression over a
+// sensitive column is redacted (or hashed), even when its result still looks like the class:
+// reverse('johanna.smithers@example.com') is an e-mail address whose domain is the reversed
+// local part.
+func TestDerivedValuesRevealNothing(t *testing.T) {
+	h := newHarness(t)
+	res := h.run(t, `SELECT reverse(email), lower(email), substring(ssn, 1, 3), upper(email)::varchar(60), coalesce(ssn, ''),
+	  reverse(email) || '', overlay(email placing 'x' from 1 for 1), initcap(name), left(name, 3), date_of_birth
+	  FROM (SELECT *, dob + 1 AS date_of_birth FROM customers) c WHERE id = 1`, 0, "")
+	want := []string{RedactedText, "j***@example.com", RedactedText, "J***@EXAMPLE.COM", "***-**-4321",
+		RedactedText, RedactedText, "J****** S*******", RedactedText, placeholderDate}
+	for i, w := range want {
+		if got := string(res.rows[0][i]); got != w {
+			t.Errorf("column %d (%s): %q, want %q", i, res.cols[i].Name, got, w)
+		}
+	}
+	// Structured values built from a transformed value redact the fields it fills.
+	res = h.run(t, "SELECT jsonb_build_object('email', reverse(email)), ARRAY[reverse(email)], jsonb_build_object('email', email) FROM customers WHERE id = 1", 0, "")
+	if got := string(res.rows[0][0]); got != `{"email":"[redacted]"}` {
+		t.Errorf("json of reverse: %s", got)
+	}
+	if got := string(res.rows[0][1]); got != `{[redacted]}` {
+		t.Errorf("array of reverse: %s", got)
+	}
+	if got := string(res.rows[0][2]); got != `{"email":"j***@example.com"}` {
+		t.Errorf("json of email: %s", got)
+	}
+	// The hash profile hashes derived values: a keyed token reveals nothing either.
+	res = h.run(t, "SELECT reverse(email) FROM customers WHERE id = 1", 0, ProfileHash)
+	if got := string(res.rows[0][0]); !strings.HasPrefix(got, "tok_") {
+		t.Errorf("hash profile, reverse: %q", got)
+	}
+	// COPY applies the same rule, even when the expression is named like the column.
+	check := &gate.Check{Statements: []*inspect.Statement{{Text: "COPY (SELECT reverse(email) AS email, lower(email) AS l FROM customers WHERE id = 1) TO STDOUT"}}}
+	cm, err := h.planner.PlanCopy(context.Background(), h.session, check)
+	if err != nil || cm == nil {
+		t.Fatalf("plan COPY: %v %v", cm, err)
+	}
+	out, _, err := cm.MaskData([]byte("moc.elpmaxe@srehtims.annahoj\tjohanna.smithers@example.com\n"))
+	if err != nil || string(out) != RedactedText+"\tj***@example.com\n" {
+		t.Errorf("COPY: %q %v", out, err)
+	}
+}
+
+// TestPlannerStatisticsMasked: pg_stats and pg_statistic hold sampled values of every
+// column; for a masked identity they are NULL whatever table they describe, found by table
+// OID and attribute number (SELECT *) or through the statement's lineage (expressions).
+func TestPlannerStatisticsMasked(t *testing.T) {
+	h := newHarness(t)
+	h.pg.Exec(t, "postgres", "ANALYZE customers")
+	queries := []string{
+		"SELECT * FROM pg_stats WHERE tablename = 'customers'",
+		"SELECT attname, most_common_vals::text, histogram_bounds::text, most_common_elems FROM pg_catalog.pg_stats WHERE tablename = 'customers'",
+		"SELECT s.attname, 'x' || s.histogram_bounds::text FROM pg_stats s WHERE s.tablename = 'customers'",
+		"SELECT (SELECT histogram_bounds::text FROM pg_stats WHERE tablename = 'customers' AND attname = 'email')",
+		"SELECT * FROM pg_statistic WHERE starelid = 'customers'::regclass",
+		"SELECT stavalues1::text, array_to_string(stavalues1, ',') FROM pg_statistic WHERE starelid = 'customers'::regclass",
+		"SELECT s FROM pg_stats s WHERE tablename = 'customers'",
+	}
+	for _, q := range queries {
+		for _, format := range []int16{0, 1} {
+			res := h.run(t, q, format, "")
+			if len(res.rows) == 0 {
+				t.Fatalf("%s: no rows", q)
+			}
+			for _, l := range leaks(res) {
+				t.Errorf("format %d: %s\n  %s", format, q, l)
+			}
+			for i, c := range res.cols {
+				switch c.Name {
+				case "most_common_vals", "histogram_bounds", "most_common_elems", "stavalues1", "stavalues2", "stavalues3":
+					for _, row := range res.rows {
+						if row[i] != nil {
+							t.Errorf("format %d: %s: %s = %q, want NULL", format, q, c.Name, row[i])
+						}
+					}
+				}
+			}
+		}
+	}
+	// The raw profile still sees them (who may is policy).
+	res := h.run(t, "SELECT histogram_bounds::text FROM pg_stats WHERE tablename = 'customers' AND attname = 'email'", 0, ProfileNone)
+	if len(res.rows) != 1 || !bytes.Contains(res.rows[0][0], []byte("johanna.smithers@example.com")) {
+		t.Errorf("raw profile: %q", res.rows)
+	}
+}

@@ -2,8 +2,10 @@ package mask
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/gatehouse/gatehouse/internal/classify"
+	"github.com/gatehouse/gatehouse/internal/policy"
 )
 
 // Profile is a named set of masking choices that policy assigns per identity (the decision's
@@ -87,4 +89,36 @@ func (p *Profile) Validate() error {
 		}
 	}
 	return nil
+}
+
+// FromPolicy turns a policy file's named profile into a masking profile: the default
+// strategies, then the profile's strategies ("*" for every class it does not name), then its
+// raw classes shown as they are ("*" for all). The value detectors run unless everything is
+// raw.
+func FromPolicy(pp *policy.Profile) *Profile {
+	out := &Profile{Name: pp.Name, Strategies: DefaultStrategies(), Default: Partial, FreeText: true}
+	if slices.Contains(pp.Raw, "*") {
+		out.Strategies, out.Default = map[string]Strategy{}, Raw
+	}
+	if all, ok := pp.Strategies["*"]; ok {
+		out.Strategies, out.Default = map[string]Strategy{}, Strategy(all)
+	}
+	for class, s := range pp.Strategies {
+		if class != "*" {
+			out.Strategies[class] = Strategy(s)
+		}
+	}
+	for _, class := range pp.Raw {
+		if class != "*" {
+			out.Strategies[class] = Raw
+		}
+	}
+	if out.Default == Raw && len(pp.Strategies) == 0 {
+		out.FreeText = false
+	}
+	if out.Validate() != nil {
+		// The policy parser checks strategy names; should one slip through, fail closed.
+		return &Profile{Name: pp.Name, Strategies: map[string]Strategy{classify.DOB: Null}, Default: Redact, FreeText: true}
+	}
+	return out
 }

@@ -1,6 +1,8 @@
 package mask
 
 import (
+	"strconv"
+
 	"github.com/gatehouse/gatehouse/internal/classify"
 )
 
@@ -17,9 +19,18 @@ type Rule struct {
 	// not guaranteed: partial masks then apply only to values that still validate as the
 	// class, and anything else is redacted.
 	Derived bool
+	// Transformed is true for a derived value that is not its sources' values as they are
+	// (reverse(email), substring(ssn, 1, 3)): no partial mask applies, see Rule.plan.
+	Transformed bool
+	// samples marks planner statistics columns, masked as NULL whatever the profile's
+	// strategy for their class (see Rule.plan).
+	samples bool
 	// Keys maps JSON keys / record field names to classes ("" for known non-sensitive
 	// columns) for whole-row values such as row_to_json(c).
 	Keys map[string]string
+	// ConstKeys are the string literals of the statement: a JSON object key equal to one
+	// was written by the client (json_build_object('e', email)) and is not masked.
+	ConstKeys map[string]bool
 	// KeyKinds gives the wire kind of keyed fields where the catalog knows the column type,
 	// so a sensitive number inside a row literal becomes an empty (NULL) field, not text.
 	KeyKinds map[string]Kind
@@ -264,7 +275,7 @@ func (m *Masker) applyJSON(r *Rule, v []byte) ([]byte, bool) {
 		return v, false
 	}
 	total := 0
-	out, changed, err := rewriteJSON(append([]byte(nil), prefix...), doc, m.leaf(r, &total))
+	out, changed, err := rewriteJSONKeys(append([]byte(nil), prefix...), doc, m.leaf(r, &total), m.jsonKey(r, &total))
 	if err != nil {
 		if r.sensitive() {
 			return nil, true
@@ -275,6 +286,48 @@ func (m *Masker) applyJSON(r *Rule, v []byte) ([]byte, bool) {
 		return v, false
 	}
 	return out, true
+}
+
+// jsonKey masks the object keys of a JSON value that may be data: json_object_agg(email,
+// id) and json_build_object(ssn, 1) make keys of sensitive values. A key is kept when it
+// names a source column (r.Keys: to_json(c), json_build_object('email', email) over a
+// column of that name) or is a string literal of the statement (ConstKeys: the client wrote
+// it); any other key of a value derived as a whole from sensitive data (a class, or a mix
+// of classes) takes the value's strategy, never a partial one: a keyed token for hash
+// (distinct values stay distinct keys), else a numbered redaction ("[redacted 1]",
+// "[redacted 2]", ...) so the object keeps one key per entry and stays valid. In a record
+// of columns (row_to_json(c): keys are its column names, nested keys are data of a JSON
+// column) and in values without a class the value detectors decide, as for the values.
+func (m *Masker) jsonKey(r *Rule, total *int) keyFunc {
+	strat := Raw
+	if r.Class != "" || r.Composite {
+		strat = r.Strategy
+	}
+	n := 0
+	return func(key string) (string, bool) {
+		if _, ok := r.Keys[key]; ok {
+			return key, false
+		}
+		if r.ConstKeys[key] {
+			return key, false
+		}
+		s := strat
+		if s == Raw {
+			if !r.FreeText {
+				return key, false
+			}
+			if _, found := m.FreeText(nil, []byte(key), r.Strat); found == 0 {
+				return key, false
+			}
+			s = Redact
+		}
+		*total++
+		if s == Hash {
+			return string(m.Token(nil, []byte(key))), true
+		}
+		n++
+		return RedactedText[:len(RedactedText)-1] + " " + strconv.Itoa(n) + "]", true
+	}
 }
 
 func (m *Masker) applyArray(r *Rule, v []byte) ([]byte, bool) {

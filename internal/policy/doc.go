@@ -30,13 +30,14 @@
 //  5. No rule matched: the policy's defaults (allow unless the file says deny), rule
 //     "default".
 //
-// require_approval is returned as such; until the approval workflow exists its message says
-// that approval requests are not available, so the client gets a clear refusal.
+// require_approval is returned as such, with the rule's message; the gate's approval workflow
+// (internal/approval) files the request and tells the client what to do.
 //
 // Masking: an allow carries the rule's mask profile, else the first masking.raw_access
 // entry naming the identity, else masking.default. The built-in "default" profile (sent to
 // the gate as "") masks every detected class; "none" shows raw values; named profiles list
-// the classes they show raw.
+// the classes they show raw and may choose a strategy per class (partial, hash, redact,
+// null; "*" for every class not named), which internal/mask applies.
 //
 // # CEL
 //

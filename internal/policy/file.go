@@ -101,7 +101,7 @@ type rule struct {
 	whenSrc      string
 	when         cel.Program
 	action       gate.Action
-	message      string // what the client sees (for require_approval, with the approval notice)
+	message      string // what the client sees
 	maxRows      int64
 	mask         string // "" leaves the identity's masking profile
 	allowUnknown bool
@@ -119,13 +119,21 @@ type maskAccess struct {
 	profile string
 }
 
-// Profile is a masking profile: the classes of sensitive data it shows raw. Everything else
-// detected is masked.
+// Profile is a masking profile: the classes of sensitive data it shows raw, and optionally
+// how it masks others. Everything else detected is masked the default way.
 type Profile struct {
 	Name string
 	// Raw lists classes shown unmasked; "*" means all of them.
 	Raw []string
+	// Strategies maps a class to how it is masked: one of MaskStrategies; the key "*" is
+	// every class not listed (and not raw). Classes in neither keep the default strategy.
+	Strategies map[string]string
 }
+
+// MaskStrategies are the strategies a profile may give a class: partial keeps the shape and a
+// little of the value, hash a keyed token (joins still work), redact a fixed text, null SQL
+// NULL. Raw is said with the profile's raw list.
+var MaskStrategies = []string{"partial", "hash", "redact", "null"}
 
 // ShowsRaw reports whether values of class are shown unmasked under the profile.
 func (p *Profile) ShowsRaw(class string) bool {
@@ -168,8 +176,9 @@ func (p *Policy) RuleNames() []string {
 	return out
 }
 
-// approvalNotice is appended to require_approval messages until the approval workflow exists.
-const approvalNotice = "approval is required, but approval requests are not available in this Gatehouse yet, so the statement was not run"
+// approvalMessage is the message of a require_approval rule that gives none. The gate adds
+// what to do (the approval request filed for the statement) when it holds one.
+const approvalMessage = "this statement needs an approval before it runs"
 
 // parser accumulates every problem in a policy file, so one run shows them all.
 type parser struct {
@@ -574,9 +583,7 @@ func (p *parser) parseRules(pol *Policy, n *yaml.Node) {
 		}
 		switch {
 		case r.action == gate.RequireApproval && r.message == "":
-			r.message = approvalNotice
-		case r.action == gate.RequireApproval:
-			r.message = strings.TrimRight(r.message, ". ") + "; " + approvalNotice
+			r.message = approvalMessage
 		case r.action == gate.Deny && r.message == "":
 			r.message = "refused by policy rule " + strconv.Quote(r.name)
 		}
@@ -613,8 +620,9 @@ func (p *parser) parseMasking(pol *Policy, n *yaml.Node) {
 					p.errf(k.Line, path, "given twice")
 					continue
 				}
-				pf := p.fields(v, path, "raw")
-				pol.masking.profiles[k.Value] = &Profile{Name: k.Value, Raw: p.strs(pf["raw"], path+".raw")}
+				pf := p.fields(v, path, "raw", "strategies")
+				pol.masking.profiles[k.Value] = &Profile{Name: k.Value, Raw: p.strs(pf["raw"], path+".raw"),
+					Strategies: p.strategies(pf["strategies"], path+".strategies")}
 			}
 		}
 	}
@@ -657,6 +665,32 @@ func (p *parser) parseMasking(pol *Policy, n *yaml.Node) {
 			pol.masking.access = append(pol.masking.access, a)
 		}
 	}
+}
+
+// strategies reads a profile's class → strategy mapping.
+func (p *parser) strategies(n *yaml.Node, path string) map[string]string {
+	m := p.strMap(n, path)
+	if len(m) == 0 {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Value == "" || strings.ContainsAny(k.Value, " .") {
+			p.errf(k.Line, join(path, k.Value), "%q is not a class: give a class name such as email, or * for every other class", k.Value)
+			delete(m, k.Value)
+			continue
+		}
+		if v.Value == "raw" {
+			p.errf(v.Line, join(path, k.Value), "list the classes shown raw under raw, not as a strategy")
+			delete(m, k.Value)
+			continue
+		}
+		if !slices.Contains(MaskStrategies, v.Value) {
+			p.errf(v.Line, join(path, k.Value), "%q is not a strategy, expected %s", v.Value, strings.Join(MaskStrategies, ", "))
+			delete(m, k.Value)
+		}
+	}
+	return m
 }
 
 func (p *parser) parseOverrides(pol *Policy, n *yaml.Node) {

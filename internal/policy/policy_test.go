@@ -279,6 +279,9 @@ rules:
     when: statement.category == "write"
     action: allow
 `)
+	if pr, ok := p.MaskProfile("support"); !ok || !pr.ShowsRaw("email") || pr.ShowsRaw("ssn") || pr.Strategies != nil {
+		t.Fatalf("support profile: %+v", pr)
+	}
 	e := newEngine(t)
 	e.Set(p)
 	s := who("s@corp.example", identity.Human, "dev", "support")
@@ -294,7 +297,7 @@ rules:
 		t.Fatalf("got %+v", d)
 	}
 	d = decide(e, s, &inspect.Statement{Kind: "INSERT", Category: inspect.Write})
-	if d.Action != gate.RequireApproval || d.Rule != "all-writes-held" || !strings.Contains(d.Message, "not available") {
+	if d.Action != gate.RequireApproval || d.Rule != "all-writes-held" || d.Message != approvalMessage {
 		t.Fatalf("got %+v", d)
 	}
 	d = decide(e, s, stmt("BEGIN", inspect.Transaction))
@@ -381,8 +384,8 @@ func TestDefaultPolicyGuardrails(t *testing.T) {
 			if d.Action != gate.Allow && d.Message == "" {
 				t.Fatal("refusal without a message")
 			}
-			if d.Action == gate.RequireApproval && !strings.Contains(d.Message, "approval requests are not available") {
-				t.Fatalf("approval message must say approvals are not available yet: %q", d.Message)
+			if d.Action == gate.RequireApproval && strings.Contains(d.Message, "not available") {
+				t.Fatalf("approval message must not say approvals are unavailable (the gate files requests): %q", d.Message)
 			}
 		})
 	}
@@ -562,6 +565,23 @@ rules:
 			`policy.yaml:14: rules[2]: max_rows and mask only apply to allow rules`,
 			`policy.yaml:21: rules[3].mask: "secret" is not a masking profile, expected default, none`,
 			`policy.yaml:25: rules[4].max_rows: expected a whole number`,
+		}},
+		{"profile strategies", `
+grants: [{subjects: ["*"], level: read}]
+masking:
+  profiles:
+    support:
+      raw: [email]
+      strategies:
+        ssn: hash
+        card: shred
+        phone: raw
+        "a.b": redact
+        "*": null
+`, []string{
+			`policy.yaml:9: masking.profiles.support.strategies.card: "shred" is not a strategy, expected partial, hash, redact, null`,
+			`policy.yaml:10: masking.profiles.support.strategies.phone: list the classes shown raw under raw`,
+			`policy.yaml:11: masking.profiles.support.strategies.a.b: "a.b" is not a class`,
 		}},
 		{"no grants", `
 rules: []

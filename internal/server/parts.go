@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/gatehouse/gatehouse/internal/approval"
 	"github.com/gatehouse/gatehouse/internal/classify"
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/gate"
@@ -18,6 +19,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/ledger"
 	"github.com/gatehouse/gatehouse/internal/mask"
 	"github.com/gatehouse/gatehouse/internal/policy"
+	"github.com/gatehouse/gatehouse/internal/store"
 )
 
 // inspectCacheEntries bounds the per-statement-text cache of inspection results: enough for
@@ -31,18 +33,29 @@ type parts struct {
 	ledger  *ledger.Ledger
 	policy  *policy.Engine
 	catalog *classify.Catalog
+	// approvals files and decides requests for statements policy holds for approval.
+	approvals *approval.Store
+	// listener hears other instances' revocations on a shared PostgreSQL store (nil for
+	// the embedded store).
+	listener *store.Listener
+	// instance names the ledger chain ("" for the host name).
+	instance string
 }
 
 // assemble builds the gate's components from the configuration.
 func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
-	led, err := ledger.Open(ctx, cfg, "", in.log)
+	led, err := ledger.Open(ctx, cfg, in.instance, in.log)
 	if err != nil {
 		return err
 	}
 	in.ledger = led
 	in.gate.Recorder = led
 
-	if in.tokens, err = identity.NewTokens(ctx, in.db, identity.TokensOptions{Recorder: led, Logger: in.log}); err != nil {
+	topts := identity.TokensOptions{Recorder: led, Logger: in.log}
+	if in.listener != nil {
+		topts.Invalidations = in.listener
+	}
+	if in.tokens, err = identity.NewTokens(ctx, in.db, topts); err != nil {
 		return fmt.Errorf("open token store: %w", err)
 	}
 	in.auth = &identity.Chain{Tokens: in.tokens}
@@ -52,6 +65,19 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 	in.gate.Validator = in.auth
+
+	// Approvals live in the state database beside the tokens (SQLite for one instance, or
+	// the PostgreSQL store instances share); the approvers and windows come from the
+	// configuration in force, so a reload applies.
+	akey, err := approval.LoadOrCreateKey(filepath.Join(cfg.DataDir, approval.KeyFile))
+	if err != nil {
+		return err
+	}
+	if in.approvals, err = approval.Open(ctx, in.db, approval.Options{Recorder: led, Key: akey, Log: in.log,
+		Settings: func() approval.Settings { return approval.SettingsFrom(in.cfg.Load().Approvals) }}); err != nil {
+		return err
+	}
+	in.gate.Approvals = in.approvals
 
 	if in.policy, err = policy.NewEngine(policy.Options{Log: in.log, Registerer: in.reg}); err != nil {
 		return fmt.Errorf("set up policy: %w", err)
@@ -85,9 +111,14 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("set up masking: %w", err)
 	}
-	in.gate.Masker = maskPlanner{Planner: mask.NewPlanner(in.catalog, masker, nil, in.log), masker: masker, strategies: mask.DefaultStrategies()}
+	planner := mask.NewPlanner(in.catalog, masker, nil, in.log)
+	planner.UsePolicy(in.policy.MaskProfile) // the policy file's masking profiles drive masking
+	in.gate.Masker = maskPlanner{Planner: planner}
 	return nil
 }
+
+// Approvals is the instance's approval store, for tests and embedded tooling.
+func (in *Instance) Approvals() *approval.Store { return in.approvals }
 
 // startBackground runs the parts' periodic work until ctx ends.
 func (in *Instance) startBackground(ctx context.Context) {
@@ -105,6 +136,9 @@ func (in *Instance) startBackground(ctx context.Context) {
 		})
 	}
 	go in.catalog.Run(ctx, 10*time.Minute)
+	if in.listener != nil {
+		go in.listener.Run(ctx)
+	}
 	if in.auth.OIDC != nil {
 		// Discover the identity providers now, so the first login does not wait for it.
 		go in.auth.OIDC.Warm(ctx)
@@ -149,9 +183,7 @@ func OpenLedgerStore(ctx context.Context, cfg *config.Config) (ledger.Store, err
 // maskPlanner adapts the mask package to the gate's optional masking hooks (COPY output and
 // free text), which the gate declares with its own types so it need not import mask.
 type maskPlanner struct {
-	*mask.Planner
-	masker     *mask.Masker
-	strategies map[string]mask.Strategy
+	*mask.Planner // its MaskText implements gate.TextMasker with the decision's profile
 }
 
 // PlanCopy implements gate.CopyPlanner.
@@ -161,13 +193,4 @@ func (m maskPlanner) PlanCopy(ctx context.Context, s *gate.Session, c *gate.Chec
 		return nil, err
 	}
 	return cm, nil
-}
-
-// MaskText implements gate.TextMasker with the value detectors and the default strategies.
-func (m maskPlanner) MaskText(text string) (string, int) {
-	out, n := m.masker.FreeText(nil, []byte(text), func(class string) mask.Strategy { return m.strategies[class] })
-	if n == 0 {
-		return text, 0
-	}
-	return string(out), n
 }

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -26,12 +25,14 @@ import (
 	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/ledger"
-	"github.com/gatehouse/gatehouse/internal/store"
 )
 
 // Options are the things a caller may set that are not part of the configuration file.
 type Options struct {
 	Log *slog.Logger
+	// Instance names this instance's ledger chain ("" for the host name). Instances sharing
+	// a PostgreSQL store each need their own; on separate hosts the host name does.
+	Instance string
 }
 
 // Instance is a running Gatehouse.
@@ -80,9 +81,13 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Instance, er
 		}
 	}()
 	var err error
-	if in.db, err = store.Open(ctx, filepath.Join(cfg.DataDir, "gatehouse.db")); err != nil {
+	if in.db, err = OpenStateStore(ctx, cfg); err != nil {
 		return nil, err
 	}
+	if in.listener, err = openStateListener(cfg, log); err != nil {
+		return nil, err
+	}
+	in.instance = opts.Instance
 	switch cfg.TLS.Mode {
 	case "off":
 	case "files":

@@ -1,6 +1,8 @@
-// Package store opens the embedded SQLite database in the data directory that holds tokens,
-// state and (by default) the ledger. Each component owns its tables and brings its own
-// ordered migrations, so the schema evolves without a central list that everybody edits.
+// Package store opens the state database that holds tokens and approval requests: the
+// embedded SQLite database in the data directory (which by default also holds the ledger), or
+// a PostgreSQL database shared by several instances, which tell each other of changes with
+// LISTEN/NOTIFY. Each component owns its tables and brings its own ordered migrations, so the
+// schema evolves without a central list that everybody edits.
 package store
 
 import (

@@ -39,3 +39,19 @@ func TestMigrateAppliesOnceInOrder(t *testing.T) {
 		t.Fatal("a broken migration was accepted")
 	}
 }
+
+func TestRebind(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{`SELECT a FROM t WHERE x = ? AND y = ?`, `SELECT a FROM t WHERE x = $1 AND y = $2`},
+		{`UPDATE t SET r = 'why?' WHERE "odd?" = ? LIMIT ?`, `UPDATE t SET r = 'why?' WHERE "odd?" = $1 LIMIT $2`},
+		{`SELECT 'it''s?', ?`, `SELECT 'it''s?', $1`},
+		{`SELECT 1`, `SELECT 1`},
+	} {
+		if got := Rebind(Postgres, c.in); got != c.want {
+			t.Errorf("Rebind(%q) = %q, want %q", c.in, got, c.want)
+		}
+		if got := Rebind(SQLite, c.in); got != c.in {
+			t.Errorf("SQLite Rebind changed %q to %q", c.in, got)
+		}
+	}
+}

@@ -43,6 +43,7 @@ type options struct {
 	gatehouse string
 	tls       bool
 	keep      bool
+	profile   string
 }
 
 func main() {
@@ -54,6 +55,7 @@ func main() {
 	flag.StringVar(&o.gatehouse, "gatehouse", "bin/gatehouse", "the gatehouse binary to measure")
 	flag.BoolVar(&o.tls, "tls", false, "also measure Gatehouse with client TLS (sslmode=require)")
 	flag.BoolVar(&o.keep, "keep-logs", false, "print the PgBouncer and Gatehouse logs at the end")
+	flag.StringVar(&o.profile, "cpuprofile", "", "write Gatehouse's CPU profile over the whole run to this file")
 	flag.Parse()
 	if o.duration < time.Second || o.scale < 1 || o.clients < 1 || o.jobs < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -duration must be at least 1s and -scale, -clients, -jobs at least 1")
@@ -630,7 +632,15 @@ targets:
 	if secret == "" {
 		return na("`gatehouse token create` printed no secret"), nil
 	}
-	cmd := exec.Command(bin, "--config", cfgPath, "--log-level", "warn", "serve")
+	args := []string{"--config", cfgPath, "--log-level", "warn", "serve"}
+	if o.profile != "" {
+		prof, err := filepath.Abs(o.profile)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "--cpuprofile", prof)
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Env = env
 	p, err := start("gatehouse", cmd, filepath.Join(work, "gatehouse.log"))
 	if err != nil {

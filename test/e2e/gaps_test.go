@@ -37,6 +37,8 @@ var closed = map[string]string{
 	"DELETE FROM orders WHERE true::text = $$true$$":                                       "no-update-or-delete-without-where",
 	"ALTER TABLE orders ENABLE ROW LEVEL SECURITY":                                         "production-schema-changes-need-approval",
 	"GRANT ALL ON orders TO PUBLIC":                                                        "production-schema-changes-need-approval",
+	"DELETE FROM orders WHERE coalesce(true, id = 1)":                                      "no-update-or-delete-without-where",
+	"DELETE FROM orders WHERE id IS NOT NULL":                                              "no-update-or-delete-without-where",
 }
 
 func knownGaps(t *testing.T, f *guardFixture, before string) {

@@ -167,6 +167,19 @@ func (f *guardFixture) hazards() []hazard {
 		{"DELETE FROM orders USING customers", rWhere, rWhere},
 		{"DELETE FROM ONLY orders", rWhere, rWhere},
 		{`delete from "orders"`, rWhere, rWhere},
+		// WHEREs that fold to TRUE for every row (constant folding over three-valued logic)
+		{"DELETE FROM orders WHERE coalesce(true, id = 1)", rWhere, rWhere},
+		{"DELETE FROM orders WHERE coalesce(NULL, true)", rWhere, rWhere},
+		{"DELETE FROM orders WHERE nullif(true, true) IS NULL", rWhere, rWhere},
+		{"DELETE FROM orders WHERE CASE WHEN true THEN true END", rWhere, rWhere},
+		{"DELETE FROM orders WHERE CASE WHEN id = 1 THEN true ELSE true END", rWhere, rWhere},
+		{"DELETE FROM orders WHERE greatest(true, id = 1)", rWhere, rWhere},
+		{"DELETE FROM orders WHERE (id = 1) IS NOT FALSE OR true", rWhere, rWhere},
+		// IS NOT NULL on NOT NULL columns (the gate asks the catalog)
+		{"DELETE FROM orders WHERE id IS NOT NULL", rWhere, rWhere},
+		{"UPDATE orders SET amount = 0 WHERE orders.id IS NOT NULL AND NOT (id IS NULL)", rWhere, rWhere},
+		{"DELETE FROM orders o USING customers c WHERE o.id IS NOT NULL", rWhere, rWhere},
+		{"WITH d AS (DELETE FROM orders WHERE id IS NOT NULL RETURNING 1) SELECT count(*) FROM d", rWhere, rWhere},
 		// functions that read files, run SQL from strings or touch large objects
 		{"SELECT pg_read_file('/etc/passwd')", rFunc, rLevel},
 		{"SELECT pg_catalog.pg_read_file('/etc/passwd')", rFunc, rLevel},
@@ -226,7 +239,10 @@ func (f *guardFixture) hazards() []hazard {
 		{"ALTER SYSTEM SET work_mem = '1MB'", "", rLevel},
 		{"VACUUM FULL orders", "", rLevel},
 		{"ALTER ROLE app_ro SUPERUSER", "", rLevel},
-		{"ALTER DATABASE app SET role = '" + su + "'", "", rLevel},
+		{"ALTER DATABASE app SET role = '" + su + "'", rRole, rLevel},
+		{"ALTER DATABASE app SET session_authorization = '" + su + "'", rRole, rLevel},
+		{"ALTER ROLE app_ro SET role = '" + su + "'", rRole, rLevel},
+		{"ALTER ROLE ALL IN DATABASE app SET role TO " + su, rRole, rLevel},
 		{"ALTER TABLE orders ENABLE ROW LEVEL SECURITY", "", rLevel},
 		{"CREATE EXTENSION IF NOT EXISTS pageinspect", "", rLevel},
 		{"LOAD 'plpgsql'", "", rLevel},
@@ -474,6 +490,9 @@ func TestGuardrails(t *testing.T) {
 			"INSERT INTO marks VALUES (500)",
 			"UPDATE marks SET id = 501 WHERE id = 500",
 			"DELETE FROM marks WHERE id = 501",
+			// IS NOT NULL on a nullable column narrows (on a NOT NULL one it is refused)
+			"DELETE FROM marks WHERE id IS NOT NULL",
+			"UPDATE orders SET amount = amount WHERE customer_id IS NOT NULL",
 			"SELECT $q$; DROP TABLE orders; $q$",
 			"/* /* nested */ DROP TABLE orders */ SELECT 1",
 		} {

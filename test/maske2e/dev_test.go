@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/ledger"
 )
 
@@ -26,6 +27,9 @@ type writeCase struct {
 	run   func(ctx context.Context, c *pgx.Conn) error
 	// check looks at what the masked client got, beyond the leak search.
 	check func(t *testing.T, e *env, out []byte)
+	// refused cases copy masked values server-side (laundering): the masked identity must
+	// get SQLSTATE 42501 from the gate's no-copy rule; the raw identity runs them freely.
+	refused bool
 }
 
 func execAll(sqls ...string) func(ctx context.Context, c *pgx.Conn) error {
@@ -117,23 +121,60 @@ func TestMaskingWrites(t *testing.T) {
 		{name: "exception from function", admin: true, run: wantErr("P0001", execAll("SELECT fail_with_ssn()"))},
 		{name: "unique violation detail", run: wantErr("23505", execAll("INSERT INTO customers (id, full_name, email) SELECT 999, 'x', email FROM customers WHERE id = 1"))},
 		{name: "not null violation detail", run: wantErr("23502", execAll("INSERT INTO customers (id, full_name, email, phone, date_of_birth) SELECT 998, NULL, 'y' || email, phone, date_of_birth FROM customers WHERE id = 2"))},
-		{name: "launder through temp table", admin: true, run: inTx(execAll(
+		{name: "launder through temp table", admin: true, refused: true, run: inTx(execAll(
 			"CREATE TEMP TABLE laundry AS SELECT full_name AS a, phone AS b, email AS c, ssn AS d, date_of_birth AS e, card_number AS f FROM customers",
 			"SELECT * FROM laundry"))},
-		{name: "launder through update", run: inTx(execAll(
+		{name: "launder through update", refused: true, run: inTx(execAll(
 			"UPDATE customers SET loyalty_tier = full_name || ' / ' || phone || ' / ' || date_of_birth WHERE id > 0",
 			"SELECT loyalty_tier FROM customers"))},
-		{name: "launder through insert select", run: inTx(execAll(
+		{name: "launder through insert select", refused: true, run: inTx(execAll(
 			"INSERT INTO orders SELECT 900000000 + id, id, 1, full_name || ' ' || ssn FROM customers",
 			"SELECT product_code FROM orders WHERE order_number > 900000000"))},
-		{name: "launder through a setting", admin: true, run: execAll(
+		{name: "launder through a setting", admin: true, refused: true, run: execAll(
 			"SELECT set_config('application_name', full_name || ' ' || phone, false) FROM customers WHERE id = 1",
 			"SELECT current_setting('application_name')")},
-		{name: "notification payload", run: func(ctx context.Context, c *pgx.Conn) error {
+		{name: "launder through a custom setting subquery", admin: true, refused: true, run: execAll(
+			"SELECT set_config('x.y', (SELECT full_name || ' ' || phone FROM customers WHERE id = 1), false)",
+			"SELECT current_setting('x.y')")},
+		{name: "launder through insert values subquery", refused: true, run: inTx(execAll(
+			"INSERT INTO orders (order_number, customer_id, amount_cents, product_code) VALUES (900000001, 1, 1, (SELECT full_name || ' ' || phone FROM customers WHERE id = 1))",
+			"SELECT product_code FROM orders WHERE order_number = 900000001"))},
+		{name: "launder through update from join", refused: true, run: inTx(execAll(
+			"UPDATE orders o SET product_code = c.phone || ' ' || c.date_of_birth FROM customers c WHERE c.id = o.customer_id",
+			"SELECT product_code FROM orders"))},
+		{name: "launder through update subquery", refused: true, run: inTx(execAll(
+			"UPDATE orders SET product_code = (SELECT full_name FROM customers c WHERE c.id = orders.customer_id) WHERE order_number > 0",
+			"SELECT product_code FROM orders"))},
+		{name: "launder through merge", refused: true, run: inTx(execAll(
+			"MERGE INTO orders o USING customers c ON o.customer_id = c.id WHEN MATCHED THEN UPDATE SET product_code = c.full_name",
+			"SELECT product_code FROM orders"))},
+		{name: "launder through on conflict", refused: true, run: inTx(execAll(
+			"INSERT INTO customers (id, full_name, email) SELECT id, full_name, email FROM customers WHERE id = 1 ON CONFLICT (id) DO UPDATE SET loyalty_tier = excluded.full_name",
+			"SELECT loyalty_tier FROM customers WHERE id = 1"))},
+		{name: "launder through data-modifying cte", refused: true, run: inTx(execAll(
+			"WITH moved AS (UPDATE orders SET product_code = c.full_name FROM customers c WHERE c.id = orders.customer_id RETURNING order_number) SELECT count(*) FROM moved",
+			"SELECT product_code FROM orders"))},
+		{name: "launder through select into", admin: true, refused: true, run: inTx(execAll(
+			"SELECT full_name, phone, date_of_birth INTO TEMP laundry2 FROM customers",
+			"SELECT * FROM laundry2"))},
+		{name: "launder through materialized view", admin: true, refused: true, run: inTx(execAll(
+			"CREATE MATERIALIZED VIEW laundry_mv AS SELECT full_name AS a, phone AS b FROM customers",
+			"SELECT * FROM laundry_mv"))},
+		{name: "launder through temp view", admin: true, refused: true, run: inTx(execAll(
+			"CREATE TEMP VIEW laundry_v AS SELECT full_name AS a, phone AS b FROM customers",
+			"SELECT * FROM laundry_v"))},
+		{name: "launder through extended protocol", refused: true, run: inTx(func(ctx context.Context, c *pgx.Conn) error {
+			if _, err := c.Exec(ctx, "INSERT INTO orders (order_number, customer_id, amount_cents, product_code) SELECT 900000000 + id, id, 1, full_name FROM customers WHERE id > $1", 0); err != nil {
+				return err
+			}
+			_, err := runQuery(ctx, c, "SELECT product_code FROM orders WHERE order_number > 900000000", nil, nil)
+			return err
+		})},
+		{name: "notification payload", refused: true, run: func(ctx context.Context, c *pgx.Conn) error {
 			if _, err := c.Exec(ctx, "LISTEN leak"); err != nil {
 				return err
 			}
-			if _, err := c.Exec(ctx, "SELECT pg_notify('leak', email || ' ' || ssn || ' ' || card_number) FROM customers WHERE id = 1"); err != nil {
+			if _, err := c.Exec(ctx, "SELECT pg_notify('leak', full_name || ' ' || email || ' ' || ssn || ' ' || card_number) FROM customers WHERE id = 1"); err != nil {
 				return err
 			}
 			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -154,7 +195,12 @@ func TestMaskingWrites(t *testing.T) {
 			}
 			c := connect(t, tp, user, secret)
 			tp.take()
-			if err := wc.run(ctx, c); err != nil {
+			err := wc.run(ctx, c)
+			var pe *pgconn.PgError
+			switch {
+			case wc.refused && (!asPgErr(err, &pe) || pe.Code != "42501" || !strings.Contains(pe.Message, gate.RuleNoMaskedCopy)):
+				t.Fatalf("masked: want the gate's 42501 refusal (%s), got %v", gate.RuleNoMaskedCopy, err)
+			case !wc.refused && err != nil:
 				t.Fatalf("masked: %v", err)
 			}
 			captured := tp.take()
@@ -177,6 +223,38 @@ func TestMaskingWrites(t *testing.T) {
 	}
 	checkLeaks(t, leaks, knownWriteLeaks)
 
+	t.Run("writes that copy no masked value run", func(t *testing.T) {
+		w, d := connect(t, tp, "writer", writer), connect(t, tp, "dba", dba)
+		for _, tc := range notRefused {
+			c := w
+			if tc.admin {
+				c = d
+			}
+			if err := inTx(func(ctx context.Context, c *pgx.Conn) error {
+				_, err := c.Exec(ctx, tc.sql, tc.args...)
+				return err
+			})(ctx, c); err != nil {
+				t.Errorf("%s: %v", tc.sql, err)
+			}
+		}
+	})
+
+	t.Run("ledger records the refused copies", func(t *testing.T) {
+		evs, err := e.dev.Instance.Ledger().Store().Search(ctx, ledger.Query{Identity: "writer", Decision: "deny", Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, ev := range evs {
+			if ev.Rule == gate.RuleNoMaskedCopy && ev.SQLState == "42501" && strings.Contains(ev.Message, "public.customers.") {
+				n++
+			}
+		}
+		if n < 5 {
+			t.Fatalf("%d refused copies on record (of %d denials)", n, len(evs))
+		}
+	})
+
 	t.Run("ledger records masked COPY", func(t *testing.T) {
 		evs, err := e.dev.Instance.Ledger().Store().Search(ctx, ledger.Query{Identity: "writer", StatementKind: "COPY", Limit: 100})
 		if err != nil {
@@ -194,22 +272,32 @@ func TestMaskingWrites(t *testing.T) {
 	})
 }
 
-// knownWriteLeaks are open leaks (see knownReadLeaks); key "case/simple".
-var knownWriteLeaks = map[string]string{
-	// A masked identity that can write can copy sensitive values into a column the catalog
-	// does not hold as sensitive (an existing one, or a new table's) and read them back:
-	// the free-text detectors catch e-mail addresses, dashed SSNs and cards, but names,
-	// phone numbers and dates pass. Either the writes carry their classification along
-	// (lineage of INSERT ... SELECT / UPDATE SET / CREATE TABLE AS into the catalog) or the
-	// policy refuses, for masked sessions, writes whose values derive from sensitive columns.
-	"launder through temp table/simple":    "sensitive values copied into a temporary table",
-	"launder through update/simple":        "sensitive values copied into a non-sensitive column",
-	"launder through insert select/simple": "sensitive values copied into another table",
-	// The same through session state (admin only: set_config is privileged): the value
-	// comes back in the ParameterStatus message and from current_setting(), neither of
-	// which has lineage to the table.
-	"launder through a setting/simple": "sensitive values copied into a setting",
+// notRefused are writes by masked identities that the no-copy rule must let through: the
+// destination has the source's class, only non-sensitive values are written, or sensitive
+// columns appear only in conditions or counts.
+var notRefused = []struct {
+	admin bool
+	sql   string
+	args  []any
+}{
+	{sql: "UPDATE customers SET email = lower(email) WHERE id = 1"},
+	{sql: "UPDATE customers SET full_name = initcap(full_name), phone = replace(phone, ' ', '') WHERE id = 2"},
+	{sql: "INSERT INTO orders (order_number, customer_id, amount_cents, product_code) SELECT 900000200 + id, id, 1, 'SKU-X' FROM customers WHERE email = $1", args: []any{"maria.garcia100@example.com"}},
+	{sql: "INSERT INTO orders (order_number, customer_id, amount_cents, product_code) VALUES (900000300, 1, 5, 'SKU-1'), ($1, $2, $3, $4)", args: []any{900000301, 2, 6, "SKU-2"}},
+	{sql: "UPDATE orders o SET amount_cents = o.amount_cents + 1 FROM customers c WHERE c.id = o.customer_id AND c.ssn LIKE '1%'"},
+	{sql: "WITH c AS (SELECT id FROM customers WHERE phone IS NOT NULL) UPDATE orders SET amount_cents = 0 WHERE customer_id IN (SELECT id FROM c)"},
+	{sql: "INSERT INTO orders (order_number, customer_id, amount_cents, product_code) SELECT 900000400 + id, id, count(*) OVER (), 'SKU-' || id FROM customers WHERE full_name LIKE 'M%'"},
+	{sql: "MERGE INTO orders o USING customers c ON o.customer_id = c.id AND c.email LIKE 'm%' WHEN MATCHED THEN UPDATE SET amount_cents = o.amount_cents + 1"},
+	{sql: "INSERT INTO customers (id, full_name, email, ssn, card_number, phone) SELECT id + 2000, full_name, 'z' || email, ssn, card_number, phone FROM customers"},
+	{sql: "INSERT INTO customers (id, full_name, email) VALUES (3000, 'New Person', 'new@example.org') ON CONFLICT (id) DO UPDATE SET email = excluded.email"},
+	{admin: true, sql: "CREATE TEMP TABLE ids AS SELECT id, loyalty_tier FROM customers WHERE email LIKE '%@example.com'"},
+	{admin: true, sql: "SELECT set_config('application_name', 'report-' || count(*)::text, false) FROM customers WHERE ssn IS NOT NULL"},
 }
+
+// knownWriteLeaks are open leaks (see knownReadLeaks); key "case/simple". Copies of masked
+// values into places the catalog does not hold as sensitive (laundering) are refused by the
+// gate (rule no-copy-of-masked-values), so none is open.
+var knownWriteLeaks = map[string]string{}
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
 

@@ -18,6 +18,30 @@ import (
 // copyRefusedRule names the refusal of a COPY whose output columns could not be classified.
 const copyRefusedRule = "mask-copy-unclassified"
 
+// fastPathRefusedRule names the refusal of a fast-path FunctionCall in a masked session.
+const fastPathRefusedRule = "mask-fastpath"
+
+// refuseMaskedFastPath turns an allowed FunctionCall into a deny when the session's results
+// are masked. Its result comes with no row description and no statement text to follow, from
+// any function the client names by OID (query_to_xml of any query, a large object's bytes),
+// so neither the column map nor lineage can place it, and the value detectors alone would
+// let names, phone numbers and dates of birth through: refusing is the only sound answer.
+func (r *relay) refuseMaskedFastPath(c *gate.Check) {
+	if !c.Allowed() || r.srv.Gate.Masker == nil || c.Decision.MaskProfile == "none" {
+		return
+	}
+	if rp, ok := r.srv.Gate.Masker.(interface{ ShowsRaw(profile string) bool }); ok && rp.ShowsRaw(c.Decision.MaskProfile) {
+		return
+	}
+	c.Decision = gate.Decision{
+		Action: gate.Deny, Rule: fastPathRefusedRule,
+		Message: "fast-path function calls (the FunctionCall message, e.g. libpq large-object functions) are refused for sessions whose results are masked, because their results cannot be masked; call the function in a SELECT instead",
+	}
+	if len(c.Statements) > 0 {
+		c.Denied = c.Statements[0]
+	}
+}
+
 // isCopyOut reports whether st is a COPY ... TO STDOUT: it streams rows to the client. Its
 // Kind is "COPY" unless the query inside it writes (COPY (DELETE ... RETURNING *) TO
 // STDOUT is a "DELETE"), so the text decides then.

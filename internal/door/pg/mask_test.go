@@ -70,7 +70,7 @@ func (m *fullMasker) PlanCopy(ctx context.Context, s *gate.Session, c *gate.Chec
 	}), nil
 }
 
-func (m *fullMasker) MaskText(s string) (string, int) {
+func (m *fullMasker) MaskText(_, s string) (string, int) {
 	n := len(emailRE.FindAllStringIndex(s, -1))
 	if n == 0 {
 		return s, 0

@@ -441,6 +441,7 @@ func (r *relay) fromClient(ctx context.Context, frame []byte) (stop bool, err er
 		// functions use it). The gate sees a parseable stand-in naming the OID, with
 		// Via=function, so a policy can allow or refuse fast-path calls explicitly.
 		c := r.check(ctx, fmt.Sprintf("SELECT gatehouse_fastpath_function(%d)", m.Function), gate.ViaFunction)
+		r.refuseMaskedFastPath(c)
 		p := &pending{kind: pFunction, check: c}
 		if !c.Allowed() {
 			p.denied = true

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/approval"
 	"github.com/gatehouse/gatehouse/internal/certs"
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/identity"
@@ -45,6 +46,15 @@ type Options struct {
 	Configure func(*config.Config)
 	// Log receives the instance's logs (default: discarded unless GATEHOUSE_TEST_LOG is set).
 	Log *slog.Logger
+	// SharedStoreDSN, if set, keeps the ledger, tokens and approvals in that PostgreSQL
+	// database, as several instances sharing one store do.
+	SharedStoreDSN string
+	// Instance names the ledger chain (default the host name); instances sharing a store in
+	// one test need distinct names.
+	Instance string
+	// KeysFrom copies the approval and masking keys from another instance's data directory,
+	// as an operator adding an instance to a shared store does.
+	KeysFrom string
 }
 
 // Proxy is a running Gatehouse with its upstream.
@@ -98,6 +108,23 @@ func Start(t testing.TB, opts Options) *Proxy {
 			t.Fatalf("write policy: %v", err)
 		}
 	}
+	if opts.SharedStoreDSN != "" {
+		cfg.Ledger.Store, cfg.Ledger.DSN = "postgres", opts.SharedStoreDSN
+	}
+	if opts.KeysFrom != "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			t.Fatalf("create data directory: %v", err)
+		}
+		for _, name := range []string{approval.KeyFile, "mask.key"} {
+			b, err := os.ReadFile(filepath.Join(opts.KeysFrom, name))
+			if err != nil {
+				t.Fatalf("copy key: %v", err)
+			}
+			if err := os.WriteFile(filepath.Join(cfg.DataDir, name), b, 0o600); err != nil {
+				t.Fatalf("copy key: %v", err)
+			}
+		}
+	}
 	if opts.Configure != nil {
 		opts.Configure(&cfg)
 	}
@@ -114,7 +141,7 @@ func Start(t testing.TB, opts Options) *Proxy {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	inst, err := server.Start(ctx, &cfg, server.Options{Log: log})
+	inst, err := server.Start(ctx, &cfg, server.Options{Log: log, Instance: opts.Instance})
 	if err != nil {
 		t.Fatalf("start gatehouse: %v", err)
 	}

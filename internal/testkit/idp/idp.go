@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,6 +63,68 @@ type Provider struct {
 
 	// tokenMu serializes token requests so each one carries the claims its caller chose.
 	tokenMu sync.Mutex
+
+	keyFetches atomic.Int64
+
+	outageMu sync.Mutex
+	outage   Outage
+	healed   chan struct{} // closed when a Hanging outage ends
+}
+
+// Outage is how the provider misbehaves, to test what Gatehouse does when its IdP fails.
+type Outage int
+
+// The outage modes.
+const (
+	// Up serves normally.
+	Up Outage = iota
+	// Failing answers every request with 503 Service Unavailable.
+	Failing
+	// Hanging accepts requests and never answers them (until the client gives up or the
+	// outage ends), the worst case for a caller without a timeout.
+	Hanging
+)
+
+// SetOutage switches the provider into (or, with Up, out of) an outage. Everything is
+// affected, token requests of the test included: mint tokens before.
+func (p *Provider) SetOutage(o Outage) {
+	p.outageMu.Lock()
+	defer p.outageMu.Unlock()
+	if p.outage == Hanging && o != Hanging {
+		close(p.healed)
+	}
+	if o == Hanging && p.outage != Hanging {
+		p.healed = make(chan struct{})
+	}
+	p.outage = o
+}
+
+// KeyFetches reports how many requests for the JWKS (the jwks_uri, /keys) the provider has
+// received, outages included, so tests can count what logins make Gatehouse fetch.
+func (p *Provider) KeyFetches() int64 { return p.keyFetches.Load() }
+
+// serve counts key fetches and applies the outage before the provider proper.
+func (p *Provider) serve(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/keys" {
+			p.keyFetches.Add(1)
+		}
+		p.outageMu.Lock()
+		o, healed := p.outage, p.healed
+		p.outageMu.Unlock()
+		switch o {
+		case Failing:
+			http.Error(w, "identity provider unavailable (test outage)", http.StatusServiceUnavailable)
+			return
+		case Hanging:
+			select {
+			case <-r.Context().Done():
+				return
+			case <-healed:
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Claims describe one access token.
@@ -285,16 +348,22 @@ func Start(t testing.TB) *Provider {
 	if err != nil {
 		t.Fatalf("idp: new provider: %v", err)
 	}
-	srv := httptest.NewUnstartedServer(prov)
+	p := &Provider{Issuer: issuer, ClientID: ClientID, store: s}
+	srv := httptest.NewUnstartedServer(p.serve(prov))
 	_ = srv.Listener.Close()
 	srv.Listener = l
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
+	// Registered after srv.Close, so it runs first: a hanging request must end before
+	// Close waits for it.
+	t.Cleanup(func() { p.SetOutage(Up) })
+	p.srv = srv
 	caFile := filepath.Join(t.TempDir(), "idp-ca.pem")
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
 		t.Fatalf("idp: write CA file: %v", err)
 	}
-	return &Provider{Issuer: issuer, CAFile: caFile, ClientID: ClientID, srv: srv, store: s}
+	p.CAFile = caFile
+	return p
 }
 
 // RotateKey makes a fresh key the signer; keepOld keeps publishing the previous keys (a

@@ -1,0 +1,288 @@
+package ledger
+
+import (
+	"context"
+	"crypto/ed25519"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// crash leaves the store as a kill -9 would: the indexer stops where it is, the commit log
+// keeps whatever was not stored in SQLite yet, and the log file's lock is released.
+func (s *SQLiteStore) crash() {
+	s.ix.stopOnce.Do(func() { close(s.ix.quit) })
+	<-s.ix.done
+	s.ix.mu.Lock()
+	s.ix.resetConn()
+	s.ix.mu.Unlock()
+	s.wmu.Lock()
+	if s.jr.f != nil {
+		s.jr.f.Close()
+		s.jr.f = nil
+	}
+	s.wmu.Unlock()
+	s.db.Close()
+}
+
+// abandonedLedger is a ledger whose store will crash: it never checkpoints on its own, so
+// nothing writes after the crash.
+func abandonedLedger(t *testing.T, s *SQLiteStore, dir string) *Ledger {
+	t.Helper()
+	l, err := New(context.Background(), s, Options{Instance: "gh-1", DataDir: dir, CheckpointEvery: 1 << 30, CheckpointInterval: time.Hour, WriteTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func logFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(journalDir(filepath.Join(dir, SQLiteFile)), "*.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func reopenVerified(t *testing.T, dir string, wantEvents int) *SQLiteStore {
+	t.Helper()
+	ctx := context.Background()
+	s, err := OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatalf("reopen after crash: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	key, err := LoadOrCreateKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify(ctx, StoreSource{Store: s}, key.Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK || len(rep.Chains) != 1 || rep.Chains[0].Events != int64(wantEvents) || rep.Chains[0].LastSeq != int64(wantEvents) {
+		t.Fatalf("after the crash the store holds:\n%s\nwant one intact chain of %d events", rep, wantEvents)
+	}
+	if left := logFiles(t, dir); len(left) != 0 {
+		t.Fatalf("recovered commit logs not deleted: %v", left)
+	}
+	return s
+}
+
+// TestCommitLogCrashRecovery: everything acknowledged before a crash is in the store after
+// it, from the commit log when SQLite had not stored it yet; a batch whose sync failed is
+// cut off the log and never reappears; a torn tail is ignored.
+func TestCommitLogCrashRecovery(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keep SQLite from storing anything, so every acknowledged event lives only in the log
+	// (and let the indexer give up on the lock quickly, so the crash need not wait).
+	s.ix.busyTimeout = 50 * time.Millisecond
+	lock := lockSQLite(t, dir)
+	l := abandonedLedger(t, s, dir)
+	fill(t, l, 5)
+
+	s.setSyncFault(errors.New("injected: the disk fails"))
+	if err := l.Record(ctx, stmtEvent("mallory", "SELECT", "SELECT 'lost'", nil, nil)); err == nil {
+		t.Fatal("an event whose sync failed was acknowledged")
+	}
+	s.setSyncFault(nil)
+	for deadline := time.Now().Add(10 * time.Second); l.Healthy() != nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("ledger did not recover after the disk healed: %v", l.Healthy())
+		}
+	}
+	fill(t, l, 3)
+	files := logFiles(t, dir)
+	if len(files) != 1 {
+		t.Fatalf("commit log files: %v", files)
+	}
+	s.crash()
+	lock()
+
+	// A crash in the middle of the next write leaves a torn frame after the last
+	// acknowledged one.
+	f, err := os.OpenFile(files[0], os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := readAck(files[0])
+	if end <= int64(len(journalMagic)) {
+		t.Fatalf("acknowledged end of the log: %d", end)
+	}
+	if _, err := f.WriteAt(appendEventFrame(nil, &eventRow{instance: "gh-1", seq: 9, hash: "x", body: []byte(`{"torn":`)})[:23], end); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, _, torn, err := readLog(files[0]); err != nil || !torn {
+		t.Fatalf("the torn frame is not seen as torn: %v %v", torn, err)
+	}
+
+	s2 := reopenVerified(t, dir, 8)
+	evs, err := s2.Search(ctx, Query{Text: "lost", Limit: 10})
+	if err != nil || len(evs) != 0 {
+		t.Fatalf("the event whose sync failed is in the store: %d, %v", len(evs), err)
+	}
+	if evs, err := s2.Search(ctx, Query{Limit: 100}); err != nil || len(evs) != 8 {
+		t.Fatalf("search after recovery: %d events, %v; want 8", len(evs), err)
+	}
+}
+
+// TestCommitLogBackpressure: when SQLite cannot be written for long, the log stops taking
+// records (the ledger fails closed) instead of queueing without end, and everything flows
+// again when the database can be written.
+func TestCommitLogBackpressure(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.jr.maxPending = 20
+	l, err := New(ctx, s, Options{Instance: "gh-1", DataDir: dir, WriteTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(ctx)
+	unlock := lockSQLite(t, dir)
+	var refused error
+	for i := 0; i < 100 && refused == nil; i++ {
+		refused = l.Record(ctx, stmtEvent("alice", "SELECT", "SELECT 1", nil, nil))
+	}
+	if refused == nil || !strings.Contains(refused.Error(), "wait for the database") {
+		t.Fatalf("a locked database never made the ledger refuse: %v", refused)
+	}
+	unlock()
+	for deadline := time.Now().Add(20 * time.Second); l.Healthy() != nil; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("ledger did not recover: %v", l.Healthy())
+		}
+	}
+	fill(t, l, 3)
+	rep := verifyStore(t, l, s)
+	if !rep.OK || rep.Chains[0].Events != 23 {
+		t.Fatalf("after the database came back:\n%s", rep)
+	}
+}
+
+// lockSQLite holds the ledger database's write lock from another connection until the
+// returned function is called.
+func lockSQLite(t *testing.T, dir string) func() {
+	t.Helper()
+	other, err := sql.Open("sqlite", "file:"+filepath.Join(dir, SQLiteFile)+"?_pragma=busy_timeout(100)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := other.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(context.Background(), "BEGIN EXCLUSIVE"); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		conn.ExecContext(context.Background(), "ROLLBACK")
+		conn.Close()
+		other.Close()
+	}
+}
+
+// TestCommitLogSeenByOtherProcesses: a reader with its own handle on the store (the CLI
+// while `gatehouse serve` runs) sees every event the writer acknowledged, even those the
+// writer has not stored in SQLite yet, and nothing is stored twice.
+func TestCommitLogSeenByOtherProcesses(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	w, err := OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	// The writer's indexer stays idle, so its events live only in its log.
+	w.ix.stopOnce.Do(func() { close(w.ix.quit) })
+	<-w.ix.done
+	l := abandonedLedger(t, w, dir)
+	fill(t, l, 7)
+	record(t, l, stmtEvent("dba@corp", "DROP TABLE", "DROP TABLE public.old", []string{"public.old"}, nil))
+
+	r, err := OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if evs, err := r.Search(ctx, Query{Limit: 100}); err != nil || len(evs) != 8 {
+		t.Fatalf("another handle's search: %d events, %v; want the 8 acknowledged", len(evs), err)
+	}
+	if drops, err := r.WhoDropped(ctx, "old", TimeRange{}); err != nil || len(drops) != 1 {
+		t.Fatalf("another handle's who-dropped: %v, %v", drops, err)
+	}
+	record(t, l, stmtEvent("dba@corp", "DROP TABLE", "DROP TABLE public.old2", []string{"public.old2"}, nil))
+	if drops, err := r.WhoDropped(ctx, "old2", TimeRange{}); err != nil || len(drops) != 1 {
+		t.Fatalf("who-dropped after one more event: %v, %v", drops, err)
+	}
+	// The writer stores its own log too: each event once, the chain intact.
+	if _, err := w.Search(ctx, Query{Limit: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := r.DB().QueryRowContext(ctx, `SELECT COUNT(*) FROM ledger_events`).Scan(&n); err != nil || n != 9 {
+		t.Fatalf("events stored: %d, %v; want 9", n, err)
+	}
+	rep := verifyStore(t, l, r)
+	if !rep.OK || rep.Chains[0].Events != 9 {
+		t.Fatalf("chain:\n%s", rep)
+	}
+}
+
+// TestCommitLogRotation: a writer moves on to new (prepared) log files as they fill; after
+// a crash every file is replayed in order, and a clean close leaves no file behind.
+func TestCommitLogRotation(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ix.busyTimeout = 50 * time.Millisecond
+	lock := lockSQLite(t, dir)
+	l := abandonedLedger(t, s, dir)
+	pad := strings.Repeat("x", 900)
+	const n = 2000 // about 2.5 MB of frames: the 1 MiB first file and part of the next
+	for i := 1; i <= n; i++ {
+		record(t, l, stmtEvent("etl", "SELECT", fmt.Sprintf("SELECT '%s' FROM t WHERE id = %d", pad, i), []string{"public.t"}, nil))
+	}
+	if files := logFiles(t, dir); len(files) < 2 {
+		t.Fatalf("after %d events the log has %d files; want a rotation", n, len(files))
+	}
+	s.crash()
+	lock()
+	s2 := reopenVerified(t, dir, n)
+	l2, err := New(ctx, s2, Options{Instance: "gh-1", DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill(t, l2, 5)
+	if err := l2.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left := logFiles(t, dir); len(left) != 0 {
+		t.Fatalf("log files left after a clean close: %v", left)
+	}
+	if m, _ := filepath.Glob(filepath.Join(journalDir(filepath.Join(dir, SQLiteFile)), "*")); len(m) != 0 {
+		t.Fatalf("files left in the log directory after a clean close: %v", m)
+	}
+}
