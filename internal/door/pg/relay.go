@@ -113,6 +113,11 @@ type relay struct {
 	// lastCheck is the latest statement check the upstream loop has seen, for masking
 	// asynchronous messages (notices, notifications) that arrive outside any statement.
 	lastCheck *gate.Check
+
+	// limitCancel is closed when the cancel request sent for an exceeded row limit has been
+	// handled by the upstream (upstream loop only). ReadyForQuery waits for it, so the
+	// cancel cannot land on the client's next statement.
+	limitCancel chan struct{}
 }
 
 func newRelay(s *Server, c *conn, h *pgconn.HijackedConn, sess *gate.Session, fr *frameReader) *relay {
@@ -719,11 +724,16 @@ func (r *relay) dataRow(ctx context.Context, p *pending, frame []byte) error {
 	if p.check != nil && p.check.Decision.MaxRows > 0 && p.rows > p.check.Decision.MaxRows {
 		if !p.truncated {
 			p.truncated = true
-			go func() {
-				if err := r.cancelUpstream(context.WithoutCancel(ctx)); err != nil {
-					r.srv.log().Warn("pg cancel for row limit failed", "session", r.sess.ID, "err", err)
-				}
-			}()
+			if r.limitCancel == nil {
+				done := make(chan struct{})
+				r.limitCancel = done
+				go func() {
+					defer close(done)
+					if err := r.cancelUpstream(context.WithoutCancel(ctx)); err != nil {
+						r.srv.log().Warn("pg cancel for row limit failed", "session", r.sess.ID, "err", err)
+					}
+				}()
+			}
 		}
 		return nil
 	}
@@ -903,6 +913,17 @@ func (r *relay) skipToSync(ctx context.Context, why string) {
 
 // ready handles ReadyForQuery: the end of a simple Query, a FunctionCall or a Sync.
 func (r *relay) ready(ctx context.Context, frame []byte) error {
+	if r.limitCancel != nil {
+		// The upstream signals a cancelled backend asynchronously: the client may send its
+		// next statement only once the signal has been delivered, which the upstream
+		// confirms by closing the cancel connection. A backend that is idle by then ignores
+		// it (PostgreSQL drops a cancel that arrives while it waits for a command).
+		select {
+		case <-r.limitCancel:
+		case <-ctx.Done():
+		}
+		r.limitCancel = nil
+	}
 	for {
 		p := r.peek()
 		if p == nil {
