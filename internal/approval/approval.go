@@ -90,6 +90,9 @@ type Request struct {
 	textHash string
 }
 
+// errNoRecorder: a read-only store (the CLI's) was asked to change something.
+var errNoRecorder = errors.New("approval store has no ledger to record to")
+
 // Errors the HTTP API maps to statuses.
 var (
 	// ErrNotFound: no request has that id.
@@ -316,19 +319,6 @@ func (s *Store) textHash(text string) (string, error) {
 	return hex.EncodeToString(m.Sum(nil)), nil
 }
 
-// expire marks pending requests past their TTL and approvals past their validity expired.
-// Status is also judged against the clock wherever it matters, so this only keeps what
-// lists show truthful.
-func (s *Store) expire(ctx context.Context) error {
-	now := s.now().UnixNano()
-	_, err := s.exec(ctx, `UPDATE approval_requests SET status = 'expired'
-		WHERE (status = 'pending' AND expires_at <= ?) OR (status = 'approved' AND valid_until <= ?)`, now, now)
-	if err != nil {
-		return fmt.Errorf("expire approval requests: %w", err)
-	}
-	return nil
-}
-
 const requestColumns = `id, requester, requester_kind, target, environment, database, session_id, statement_kind, category,
 	redacted, fingerprint, text_hash, tables_read, tables_written, rule, message, reason, created_at, expires_at, status,
 	decided_by, decided_kind, decided_at, comment, valid_until, used_at, used_session`
@@ -367,9 +357,6 @@ func (s *Store) Get(ctx context.Context, id string) (Request, error) {
 	if !ok {
 		return Request{}, ErrNotFound
 	}
-	if err := s.expire(ctx); err != nil {
-		return Request{}, err
-	}
 	return s.get(ctx, id)
 }
 
@@ -381,6 +368,7 @@ func (s *Store) get(ctx context.Context, id string) (Request, error) {
 	if err != nil {
 		return Request{}, fmt.Errorf("read approval request %s: %w", id, err)
 	}
+	r.lapse(s.now())
 	return r, nil
 }
 
@@ -399,9 +387,7 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Request, error) {
 	if f.Status != "" && !ValidStatus(f.Status) {
 		return nil, fmt.Errorf("%q is not a status, expected pending, approved, denied, expired or used", f.Status)
 	}
-	if err := s.expire(ctx); err != nil {
-		return nil, err
-	}
+	now := s.now()
 	limit := f.Limit
 	if limit <= 0 {
 		limit = 100
@@ -410,8 +396,8 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Request, error) {
 	q := `SELECT ` + requestColumns + ` FROM approval_requests WHERE 1 = 1`
 	var args []any
 	if f.Status != "" {
-		q += ` AND status = ?`
-		args = append(args, string(f.Status))
+		q += ` AND ` + effectiveStatus + ` = ?`
+		args = append(args, now.UnixNano(), now.UnixNano(), string(f.Status))
 	}
 	if f.Requester != "" {
 		q += ` AND requester = ?`
@@ -430,6 +416,7 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Request, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read approval request: %w", err)
 		}
+		r.lapse(now)
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
@@ -481,9 +468,6 @@ func (s *Store) decide(ctx context.Context, rawID string, approver *identity.Ide
 	id, ok := NormalizeID(rawID)
 	if !ok || approver == nil {
 		return Request{}, ErrNotFound
-	}
-	if err := s.expire(ctx); err != nil {
-		return Request{}, err
 	}
 	r, err := s.get(ctx, id)
 	if err != nil {
@@ -569,7 +553,7 @@ func (s *Store) event(r Request, t ledger.EventType, now time.Time) *ledger.Even
 
 func (s *Store) record(ctx context.Context, ev *ledger.Event) error {
 	if s.rec == nil {
-		return errors.New("approval store has no ledger to record to")
+		return errNoRecorder
 	}
 	if err := s.rec.Record(ctx, ev); err != nil {
 		return fmt.Errorf("record %s event: %w", ev.Type, err)

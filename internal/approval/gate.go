@@ -114,7 +114,9 @@ func (s *Store) Hold(ctx context.Context, h gate.Held) (gate.Decision, error) {
 	if err != nil {
 		return gate.Decision{}, err
 	}
-	if err := s.expire(ctx); err != nil {
+	// Record and clear lapsed requests first: a lapsed pending request for this statement
+	// would otherwise block filing a new one (one pending request per statement).
+	if _, err := s.Expire(ctx); err != nil {
 		return gate.Decision{}, err
 	}
 	d := gate.Decision{Action: gate.RequireApproval, Rule: h.Rule}

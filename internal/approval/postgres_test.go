@@ -34,6 +34,22 @@ func TestPostgresStore(t *testing.T) {
 	}
 	fixtureDB = fresh
 	defer func() { fixtureDB = nil }()
+	// Two handles (pools) on one database, as two instances sharing it have.
+	twoHandles := func(t *testing.T) []*sql.DB {
+		n++
+		name := fmt.Sprintf("state%d", n)
+		pg.Exec(t, "postgres", "CREATE DATABASE "+name)
+		var dbs []*sql.DB
+		for range 2 {
+			db, err := store.OpenPostgres(context.Background(), pg.DSN(name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			dbs = append(dbs, db)
+		}
+		return dbs
+	}
 	for name, fn := range map[string]func(*testing.T){
 		"RequestApproveUseOnce":    TestRequestApproveUseOnce,
 		"LiteralsNeverStored":      TestLiteralsNeverStored,
@@ -41,6 +57,9 @@ func TestPostgresStore(t *testing.T) {
 		"ConcurrentUseOneWins":     TestConcurrentUseExactlyOneWins,
 		"ConcurrentHoldFilesOne":   TestConcurrentHoldFilesOneRequest,
 		"UnrecordedActionsUndone":  TestUnrecordedActionsAreUndone,
+		"ExpiryRecordedOnce":       TestExpiryRecordedOnce,
+		"UnrecordedExpiryRetried":  TestUnrecordedExpiryIsRetried,
+		"ExpiryRaceRecordsOnce":    func(t *testing.T) { testExpiryRaceRecordsOnce(t, twoHandles(t)...) },
 		"InstancesShareRequests":   func(t *testing.T) { testInstancesShareRequests(t, fresh(t)) },
 		"InstancesMustShareTheKey": func(t *testing.T) { testInstancesMustShareTheKey(t, fresh(t)) },
 	} {

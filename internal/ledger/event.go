@@ -26,12 +26,15 @@ const (
 // else approves or denies it, and the approved statement's run uses it once. Each carries the
 // request id (ApprovalID), the rule that held the statement, the target and the redacted
 // statement; Subject is who acted (the requester for requested and used, the approver for
-// approved and denied) and Message names the other party.
+// approved and denied) and Message names the other party. Expired records, once per request,
+// that a deadline passed with nobody acting: a pending request's request_ttl or an unused
+// approval's valid_for (the message starts with which); its Subject is the requester.
 const (
 	EventApprovalRequested EventType = "approval.requested"
 	EventApprovalApproved  EventType = "approval.approved"
 	EventApprovalDenied    EventType = "approval.denied"
 	EventApprovalUsed      EventType = "approval.used"
+	EventApprovalExpired   EventType = "approval.expired"
 )
 
 // Statement is what the ledger keeps of one SQL statement: never raw literals or bind

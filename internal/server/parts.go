@@ -136,6 +136,9 @@ func (in *Instance) startBackground(ctx context.Context) {
 		})
 	}
 	go in.catalog.Run(ctx, 10*time.Minute)
+	// Every instance sweeps lapsed approval requests onto the ledger; the store's claim
+	// keeps it to one event per lapse when several share a store.
+	go in.approvals.RunExpiry(ctx)
 	if in.listener != nil {
 		go in.listener.Run(ctx)
 	}
