@@ -103,9 +103,15 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 	}, classify.ScanOptions{}, overrides)
 	in.gate.Catalog = in.catalog
 
-	key, err := mask.LoadOrCreateKey(filepath.Join(cfg.DataDir, "mask.key"))
+	keyPath := filepath.Join(cfg.DataDir, mask.KeyFile)
+	key, err := mask.LoadOrCreateKey(keyPath)
 	if err != nil {
 		return fmt.Errorf("masking key: %w", err)
+	}
+	// Instances sharing a store must mask alike, or the same value gets different tokens
+	// depending on the instance a client reached.
+	if err := mask.CheckSharedKey(ctx, in.db, key, keyPath); err != nil {
+		return err
 	}
 	masker, err := mask.NewMasker(key)
 	if err != nil {
