@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -104,19 +105,41 @@ func TestReloadTargetsKeepsSessions(t *testing.T) {
 		t.Fatalf("session opened before the reload broke: %v", err)
 	}
 
-	// A broken file is refused; the previous targets stay.
+	// A broken file is refused; the previous targets stay. The watcher polls the file, so
+	// wait for the refusal to be counted (on a busy machine that can take longer than a
+	// couple of ticks) before checking that the old targets are still in force.
+	refusedBefore := refusedReloads(t, p.HTTPAddr)
 	if err := os.WriteFile(p.Config.Path, []byte("targets: [\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2500 * time.Millisecond)
+	for deadline := time.Now().Add(15 * time.Second); refusedReloads(t, p.HTTPAddr) == refusedBefore; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("refused reload not counted in metrics")
+		}
+	}
 	c, err := pgx.Connect(ctx, p.DSN("svc", secret, "other"))
 	if err != nil {
 		t.Fatalf("a broken config file dropped the previous targets: %v", err)
 	}
 	c.Close(ctx)
-	if _, body := get(t, "http://"+p.HTTPAddr+"/metrics"); !strings.Contains(body, `gatehouse_config_reloads_total{result="error"}`) {
-		t.Fatal("refused reload not counted in metrics")
+}
+
+// refusedReloads reads the count of refused configuration reloads from /metrics (0 while
+// none has been counted).
+func refusedReloads(t *testing.T, httpAddr string) float64 {
+	t.Helper()
+	const series = `gatehouse_config_reloads_total{result="error"} `
+	_, body := get(t, "http://"+httpAddr+"/metrics")
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, series); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("metrics line %q: %v", line, err)
+			}
+			return n
+		}
 	}
+	return 0
 }
 
 // writeConfig writes cfg, changed by edit, to its file as YAML the loader accepts.

@@ -320,10 +320,20 @@ func TestCancelReachesUpstream(t *testing.T) {
 	c2 := connect(t, e.dsn("alice", "main"))
 	done := make(chan error, 1)
 	go func() {
-		_, err := c2.PgConn().Exec(context.Background(), "select pg_sleep(30)").ReadAll()
+		_, err := c2.PgConn().Exec(context.Background(), "select pg_sleep(30) /* cancel-marker */").ReadAll()
 		done <- err
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// A cancel that reaches the upstream before the query runs there cancels nothing, so
+	// wait until the upstream shows the query active rather than for a fixed time.
+	watcher := connect(t, shared.DSN("postgres"))
+	wctx := ctxT(t, 15*time.Second)
+	eventually(t, 10*time.Second, "pg_sleep(30) to run upstream", func() bool {
+		var n int
+		if err := watcher.QueryRow(wctx, "select count(*) from pg_stat_activity where state = 'active' and query like '%cancel-marker%' and pid <> pg_backend_pid()").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	})
 	if err := c2.PgConn().CancelRequest(ctxT(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
