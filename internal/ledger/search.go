@@ -121,14 +121,11 @@ func (b *builder) where(format string, args ...any) {
 	b.conds = append(b.conds, fmt.Sprintf(format, ph...))
 }
 
-// tableCond matches a side-table row against a table name with or without schema.
+// tableCond matches a side-table row against a table name with or without schema. A
+// schema-qualified name is matched through the bare-name indexes plus a filter on tbl.
 func tableCond(b *builder, alias, table string) {
-	t := strings.ToLower(strings.TrimSpace(table))
-	if strings.Contains(t, ".") {
-		b.where(alias+".tbl = %s", t)
-	} else {
-		b.where(alias+".name = %s", t)
-	}
+	cond, args := tableMatch(alias, table)
+	b.where(strings.ReplaceAll(cond, "?", "%s"), args...)
 }
 
 // buildSearch turns a query into SQL. The most selective side table present (table, then
@@ -317,6 +314,20 @@ func tableKey(table string) (string, string) {
 		return "tbl", t
 	}
 	return "name", t
+}
+
+// tableMatch is the side-table condition (with ? placeholders, columns prefixed with
+// alias when it is not empty) that matches table, and its arguments: the bare name always
+// leads, so every query seeks the (name, ...) indexes; a schema-qualified name adds tbl.
+func tableMatch(alias, table string) (string, []any) {
+	if alias != "" {
+		alias += "."
+	}
+	col, val := tableKey(table)
+	if col == "tbl" {
+		return alias + "name = ? AND " + alias + "tbl = ?", []any{bareName(val), val}
+	}
+	return alias + "name = ?", []any{val}
 }
 
 // rebind rewrites ? placeholders to $n for PostgreSQL.

@@ -45,15 +45,15 @@ func runSearch(ctx context.Context, r runner, q Query, now time.Time) ([]Event, 
 // the statement ran, so it may have dropped the table), marked OutcomeUnknown. A DROP with
 // both an intent and a completion appears once.
 func runWhoDropped(ctx context.Context, r runner, table string, tr TimeRange) ([]DropRecord, error) {
-	col, val := tableKey(table)
+	cond, args := tableMatch("d", table)
 	from, to := tr.bounds()
 	noix := ""
 	if r.dialect() == sqliteSQL {
 		noix = "+"
 	}
-	sql := rebind(r.dialect(), strings.ReplaceAll(fmt.Sprintf(whoDroppedSQL, "d."+col+" = ?"), "{NOIX}", noix))
+	sql := rebind(r.dialect(), strings.ReplaceAll(fmt.Sprintf(whoDroppedSQL, cond), "{NOIX}", noix))
 	var out []DropRecord
-	err := r.queryRows(ctx, sql, []any{val, from, to}, func(scan func(...any) error) error {
+	err := r.queryRows(ctx, sql, append(args, from, to), func(scan func(...any) error) error {
 		var body []byte
 		var tbl, kind string
 		if err := scan(&body, &tbl, &kind); err != nil {
@@ -184,9 +184,9 @@ func ceilDiv(a, b int64) int64 { return -floorDiv(-a, b) }
 // runAgentsQueried counts the agents' statements on a table; a write whose intent is
 // recorded without a completion counts too (it may have run while Gatehouse died), once.
 func runAgentsQueried(ctx context.Context, r runner, table string, tr TimeRange) ([]IdentityCount, error) {
-	col, val := tableKey(table)
+	cond, args := tableMatch("", table)
 	from, to := tr.bounds()
-	out, err := runIdentityCounts(ctx, r, fmt.Sprintf(agentsQueriedSQL, col+" = ?"), []any{val, from, to})
+	out, err := runIdentityCounts(ctx, r, fmt.Sprintf(agentsQueriedSQL, cond), append(args, from, to))
 	if err != nil {
 		return nil, fmt.Errorf("find agents that queried %s: %w", table, err)
 	}
