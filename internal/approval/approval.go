@@ -7,7 +7,7 @@
 // Requests live in the state database beside the tokens: the embedded SQLite database of one
 // instance, or a PostgreSQL database shared by several, so an approval given through any
 // instance is usable through every other. They keep the redacted statement and a keyed hash of its exact text, never the
-// literals. Every request, decision and use is written to the ledger.
+// literals. Every request, decision, use and lapse is written to the ledger.
 package approval
 
 import (
