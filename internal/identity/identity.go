@@ -62,6 +62,9 @@ type Authenticator interface {
 
 // Validator re-checks an identity during a session, so a revoked token ends live sessions.
 type Validator interface {
-	// StillValid returns nil while the identity may keep its sessions open.
+	// StillValid returns nil while the identity may keep its sessions open, and an error
+	// wrapping ErrInvalidCredentials once it may not (revoked, expired, unknown). Any other
+	// error means the check could not be made (for example the store is unreachable) and
+	// says nothing about the identity; doors keep the session and check again.
 	StillValid(ctx context.Context, id *Identity) error
 }

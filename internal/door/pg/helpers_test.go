@@ -94,12 +94,22 @@ func (testAuth) Authenticate(ctx context.Context, user, secret string) (*identit
 	return &identity.Identity{Subject: user, Kind: identity.Human, AuthMethod: "token", TokenID: user}, nil
 }
 
-// testValidator revokes subjects on demand.
-type testValidator struct{ revoked sync.Map }
+// testValidator revokes subjects on demand; unreachable makes its checks fail the way a
+// validator whose store is down does (an error that is not ErrInvalidCredentials), counted
+// in failedChecks.
+type testValidator struct {
+	revoked      sync.Map
+	unreachable  atomic.Bool
+	failedChecks atomic.Int64
+}
 
 func (v *testValidator) StillValid(ctx context.Context, id *identity.Identity) error {
+	if v.unreachable.Load() {
+		v.failedChecks.Add(1)
+		return errors.New("read revocation generation: connection refused")
+	}
 	if _, ok := v.revoked.Load(id.Subject); ok {
-		return errors.New("token revoked")
+		return fmt.Errorf("%w: revoked", identity.ErrInvalidCredentials)
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/gatehouse/gatehouse/internal/gate"
+	"github.com/gatehouse/gatehouse/internal/identity"
 )
 
 // pendKind is the kind of client message whose response the relay is waiting for.
@@ -209,10 +210,15 @@ func (r *relay) relay(ctx context.Context) string {
 	return upReason
 }
 
-// revalidate ends the session when its identity is no longer valid (revoked token).
+// revalidate ends the session when its identity is no longer valid (revoked token). A check
+// that could not be made (the state store is unreachable) says nothing about the identity: the
+// session stays and is checked again at the next tick, so a revocation made meanwhile ends it
+// at the first check that reaches the store. Ending it instead would turn every store outage
+// into the loss of every live session, reported to clients as a revocation.
 func (r *relay) revalidate(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var unchecked time.Time // when the checks started failing; zero while they succeed
 	for {
 		select {
 		case <-ctx.Done():
@@ -221,10 +227,23 @@ func (r *relay) revalidate(ctx context.Context, every time.Duration) {
 			vctx, cancel := context.WithTimeout(ctx, every)
 			err := r.srv.Gate.StillValid(vctx, r.sess)
 			cancel()
-			if err != nil && ctx.Err() == nil {
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err == nil:
+				if !unchecked.IsZero() {
+					r.srv.log().Info("pg session identity checked again", "session", r.sess.ID, "unchecked_for", time.Since(unchecked).Round(time.Millisecond))
+					unchecked = time.Time{}
+				}
+			case errors.Is(err, identity.ErrInvalidCredentials):
 				r.srv.log().Info("pg session revoked", "session", r.sess.ID, "err", err)
 				r.end(fatalErr("57P01", "session ended: token revoked or no longer valid"))
 				return
+			default:
+				if unchecked.IsZero() {
+					unchecked = time.Now()
+					r.srv.log().Warn("pg session identity could not be checked; keeping the session and retrying", "session", r.sess.ID, "err", err)
+				}
 			}
 		}
 	}

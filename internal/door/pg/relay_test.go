@@ -433,6 +433,36 @@ func TestLedgerFailureFailsClosed(t *testing.T) {
 	}
 }
 
+// A validator that cannot check (its store is down) must not end live sessions: that says
+// nothing about the identity. Once it can check again, a revocation made meanwhile ends the
+// session as usual.
+func TestRevalidationSurvivesUncheckableIdentity(t *testing.T) {
+	e := startEnv(t)
+	ctx := ctxT(t, 30*time.Second)
+	c := connect(t, e.dsn("carol", "main"))
+	e.valid.unreachable.Store(true)
+	eventually(t, 10*time.Second, "five failed identity checks (there are no more once the session is ended)", func() bool { return e.valid.failedChecks.Load() >= 5 })
+	if _, err := c.Exec(ctx, "select 1"); err != nil {
+		t.Fatalf("session ended while its identity could not be checked: %v", err)
+	}
+	e.valid.revoked.Store("carol", true)
+	e.valid.unreachable.Store(false)
+	start := time.Now()
+	var err error
+	for time.Since(start) < 5*time.Second {
+		if _, err = c.Exec(ctx, "select 1"); err != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err == nil {
+		t.Fatal("session of a token revoked during the outage still works once the validator can check again")
+	}
+	if pgCode(err) != "57P01" && !c.IsClosed() {
+		t.Fatalf("revoked session: %v", err)
+	}
+}
+
 func TestRevokedTokenEndsSession(t *testing.T) {
 	e := startEnv(t)
 	ctx := ctxT(t, 30*time.Second)
