@@ -70,6 +70,10 @@ type OIDC struct {
 	// again, bounding how long a key the IdP withdrew keeps verifying (1m to 1h). Unset:
 	// the JWKS response's Cache-Control max-age within those bounds, else 10m.
 	JWKSRefresh Duration `yaml:"jwks_refresh"`
+	// CLIClientID is the public client `gatehouse login` uses for the device authorization
+	// grant against this issuer; it must also be in Audience, since the ID tokens it obtains
+	// are issued for it.
+	CLIClientID string `yaml:"cli_client_id"`
 	// Line is where this provider was declared, for error messages.
 	Line int `yaml:"-"`
 }
@@ -377,6 +381,10 @@ func (c *Config) Validate() error {
 		}
 		if len(o.Audience) == 0 {
 			return errf(o.Line, fmt.Sprintf("oidc[%d].audience", i), "is required: the client id(s) tokens must be issued for")
+		}
+		if o.CLIClientID != "" && !slices.Contains(o.Audience, o.CLIClientID) {
+			return errf(o.Line, fmt.Sprintf("oidc[%d].cli_client_id", i),
+				"%q must also be listed in audience: the ID tokens `gatehouse login` obtains are issued for it", o.CLIClientID)
 		}
 		if o.GroupsClaim == "" {
 			o.GroupsClaim = "groups"

@@ -33,7 +33,6 @@ import (
 	"github.com/zitadel/oidc/v3/example/server/storage"
 	zoidc "github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
-	"golang.org/x/text/language"
 )
 
 // Fixed client credentials of the provider's two clients.
@@ -123,6 +122,13 @@ func (p *Provider) serve(next http.Handler) http.Handler {
 			case <-healed:
 			}
 		}
+		if r.URL.Path == deviceFormPath {
+			p.serveDeviceForm(w, r)
+			return
+		}
+		if p.interceptDevicePoll(w, r) {
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
 }
@@ -148,6 +154,14 @@ type state struct {
 	pending Claims   // the claims of the access token being minted
 	users   map[string]*storage.User
 	groups  map[string][]string // by user ID, for ID tokens
+
+	// Device authorization (device.go).
+	cliIDTokenTTL time.Duration
+	refresh       map[string]*cliRefresh // the CLI client's live refresh tokens
+	refreshes     int
+	expired       map[*op.DeviceAuthorizationState]bool
+	slowDowns     int
+	polls         []time.Time
 }
 
 // opStorage is the example storage (authorization-code machinery) with what tests control
@@ -251,6 +265,9 @@ func (assertingClient) IDTokenUserinfoClaimsAssertion() bool { return true }
 
 // GetClientByClientID serves the web client with claims asserted in the ID token.
 func (s *opStorage) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
+	if id == CLIClientID {
+		return cliClient{s.st}, nil
+	}
 	c, err := s.Storage.GetClientByClientID(ctx, id)
 	if err != nil {
 		return nil, err
@@ -273,8 +290,12 @@ func (s *opStorage) ClientCredentialsTokenRequest(_ context.Context, _ string, s
 	return ccRequest{aud: append([]string(nil), s.st.pending.Audience...), scopes: scopes}, nil
 }
 
-// CreateAccessToken returns a token id and the pending expiry.
-func (s *opStorage) CreateAccessToken(context.Context, op.TokenRequest) (string, time.Time, error) {
+// CreateAccessToken returns a token id and the pending expiry (an hour for device grants).
+func (s *opStorage) CreateAccessToken(_ context.Context, req op.TokenRequest) (string, time.Time, error) {
+	if _, ok := req.(*op.DeviceAuthorizationState); ok {
+		id, err := newOpaque("at-")
+		return id, time.Now().Add(time.Hour), err
+	}
 	s.st.mu.Lock()
 	defer s.st.mu.Unlock()
 	return fmt.Sprintf("at-%d", time.Now().UnixNano()), time.Now().Add(s.st.pending.TTL), nil
@@ -340,11 +361,21 @@ func Start(t testing.TB) *Provider {
 	if err != nil {
 		t.Fatalf("idp: %v", err)
 	}
-	st := &state{keys: []*ecKey{key}, users: map[string]*storage.User{}, groups: map[string][]string{}}
+	st := &state{keys: []*ecKey{key}, users: map[string]*storage.User{}, groups: map[string][]string{},
+		cliIDTokenTTL: time.Hour, refresh: map[string]*cliRefresh{}, expired: map[*op.DeviceAuthorizationState]bool{}}
 	s := &opStorage{st: st, Storage: storage.NewStorageWithClients(userStore{st}, map[string]*storage.Client{
 		WebClientID: storage.WebClient(WebClientID, webSecret, webRedirect),
+		// Registered so the example storage accepts its device codes; GetClientByClientID
+		// serves it as the public cliClient.
+		CLIClientID: storage.DeviceClient(CLIClientID, ""),
 	})}
-	prov, err := op.NewProvider(&op.Config{CryptoKey: sha256.Sum256([]byte(issuer)), CodeMethodS256: true}, s, op.StaticIssuer(issuer))
+	prov, err := op.NewProvider(&op.Config{
+		CryptoKey: sha256.Sum256([]byte(issuer)), CodeMethodS256: true, GrantTypeRefreshToken: true,
+		DeviceAuthorization: op.DeviceAuthorizationConfig{
+			Lifetime: 5 * time.Minute, PollInterval: DevicePollInterval, UserFormPath: deviceFormPath,
+			UserCode: op.UserCodeBase20,
+		},
+	}, s, op.StaticIssuer(issuer))
 	if err != nil {
 		t.Fatalf("idp: new provider: %v", err)
 	}
@@ -426,13 +457,7 @@ func (p *Provider) Token(t testing.TB, c Claims) string {
 // authorization-code flow for WebClientID programmatically and returns the ID token.
 func (p *Provider) IDToken(t testing.TB, email string, groups ...string) string {
 	t.Helper()
-	id := "u-" + strings.ToLower(email)
-	p.store.st.mu.Lock()
-	p.store.st.users[id] = &storage.User{ID: id, Username: email, Password: userPassword, FirstName: "Test",
-		LastName: "User", Email: email, EmailVerified: true, PreferredLanguage: language.English}
-	p.store.st.groups[id] = append([]string(nil), groups...)
-	p.store.st.mu.Unlock()
-
+	p.addUser(email, groups)
 	c := p.srv.Client()
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	q := url.Values{"client_id": {WebClientID}, "redirect_uri": {webRedirect}, "response_type": {"code"},
