@@ -64,6 +64,7 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"tls: {mode: files}\n", "tls: mode files needs cert_file and key_file"},
 		{"targets: [\n", "g.yaml: not valid YAML"},
 		{"oidc:\n  - issuer: https://idp\n", "g.yaml:2: oidc[0].audience: is required"},
+		{"oidc:\n  - issuer: https://idp\n    audience: [web]\n    cli_client_id: cli\n", "g.yaml:2: oidc[0].cli_client_id: \"cli\" must also be listed in audience"},
 	}
 	for _, c := range cases {
 		_, err := Parse("g.yaml", []byte(c.yaml))

@@ -4,7 +4,10 @@
 //
 // Access tokens come from the client-credentials grant (JWT access tokens, RFC 9068 style)
 // with the claims a test chooses; ID tokens come from a programmatic authorization-code
-// flow for a user the test names. Everything stops when the test ends.
+// flow for a user the test names, or from the device authorization grant (RFC 8628) for the
+// public CLIClientID, whose user code a test approves or denies at the provider's
+// verification page (ApproveDevice, DenyDevice), with refresh tokens and knobs for expiry and
+// slow_down (device.go). Everything stops when the test ends.
 package idp
 
 import (
