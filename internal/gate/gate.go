@@ -87,6 +87,11 @@ type Decision struct {
 	Message string
 	// MaxRows ends a result after this many rows (0: no limit).
 	MaxRows int64
+	// MaxAffectedRows caps the rows one UPDATE, DELETE, MERGE or INSERT may change (0: no
+	// limit). The door runs such a write so that it can still be rolled back once its row
+	// count is known, and rolls it back when the count exceeds the cap. The gate keeps it
+	// only on checks that hold such a write.
+	MaxAffectedRows int64
 	// MaskProfile names the masking profile applied to results ("" for the default,
 	// "none" for raw values).
 	MaskProfile string
@@ -294,6 +299,8 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 	if g.Policy == nil {
 		return c
 	}
+	var capped *inspect.Statement // the write whose affected-rows limit applies, and its rule
+	var capRule string
 	for i, st := range c.Statements {
 		st = g.resolveNotNull(ctx, s, c, i)
 		in := Input{Session: s, Statement: st, Via: via, Now: c.Started}
@@ -319,6 +326,10 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 		if d.MaxRows > 0 && (c.Decision.MaxRows == 0 || d.MaxRows < c.Decision.MaxRows) {
 			c.Decision.MaxRows = d.MaxRows
 		}
+		if d.MaxAffectedRows > 0 && CapsWrites(st) && (c.Decision.MaxAffectedRows == 0 || d.MaxAffectedRows < c.Decision.MaxAffectedRows) {
+			c.Decision.MaxAffectedRows = d.MaxAffectedRows
+			capped, capRule = st, d.Rule
+		}
 		// Statements that disagree on the masking profile get the default one, which masks
 		// everything detected: one statement's "mask: none" must not unmask its neighbours.
 		if i == 0 {
@@ -327,6 +338,15 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 			c.Decision.MaskProfile = ""
 		}
 		c.Decision.Rule = d.Rule
+	}
+	if capped != nil && len(c.Statements) > 1 {
+		// A door caps a write by the row count of its own completion and rolls back what it
+		// changed; in a string of several statements the counts and the rollback would
+		// belong to the whole string, so a capped write must come on its own.
+		c.Decision = Decision{Action: Deny, Rule: capRule, Level: c.Decision.Level,
+			Message: fmt.Sprintf("this write is limited to %d affected rows, which Gatehouse can only enforce for a statement sent on its own; send it as a separate query", c.Decision.MaxAffectedRows)}
+		c.Denied = capped
+		return c
 	}
 	if c.Allowed() && len(c.approvals) > 0 {
 		g.useApprovals(ctx, c, via)
@@ -388,6 +408,17 @@ func (g *Gate) resolveExecute(s *Session, sts []*inspect.Statement) []*inspect.S
 		return sts
 	}
 	return out
+}
+
+// CapsWrites reports whether st is a write whose affected rows an affected-rows limit
+// (Decision.MaxAffectedRows) counts: UPDATE, DELETE, MERGE and INSERT, including a read
+// whose CTE writes (the inspector names those by the write).
+func CapsWrites(st *inspect.Statement) bool {
+	switch st.Kind {
+	case "UPDATE", "DELETE", "MERGE", "INSERT":
+		return true
+	}
+	return false
 }
 
 // ledgerDown is the decision while the ledger cannot record.

@@ -408,7 +408,8 @@ func (pol *Policy) decide(ec *evalCtx, e *Engine, x *Explanation) gate.Decision 
 		if pol.defaults.action != gate.Allow {
 			return gate.Decision{Action: pol.defaults.action, Rule: RuleDefault, Message: pol.defaults.message, Level: level}
 		}
-		return gate.Decision{Action: gate.Allow, Rule: RuleDefault, Level: level, MaxRows: pol.defaults.maxRows, MaskProfile: pol.maskFor(ec, e)}
+		return gate.Decision{Action: gate.Allow, Rule: RuleDefault, Level: level, MaxRows: pol.defaults.maxRows,
+			MaxAffectedRows: pol.defaults.maxAffected, MaskProfile: pol.maskFor(ec, e)}
 	}
 	if x != nil {
 		x.Stage = StageRule
@@ -418,6 +419,10 @@ func (pol *Policy) decide(ec *evalCtx, e *Engine, x *Explanation) gate.Decision 
 		d.MaxRows = decided.maxRows
 		if d.MaxRows == 0 {
 			d.MaxRows = pol.defaults.maxRows
+		}
+		d.MaxAffectedRows = decided.maxAffected
+		if d.MaxAffectedRows == 0 {
+			d.MaxAffectedRows = pol.defaults.maxAffected
 		}
 		d.MaskProfile = decided.mask
 		if d.MaskProfile == "" {

@@ -91,6 +91,9 @@ func FormatExplanation(w io.Writer, x Explanation) error {
 		if d.MaxRows > 0 {
 			p("max rows", fmt.Sprint(d.MaxRows))
 		}
+		if d.MaxAffectedRows > 0 {
+			p("max affected rows", fmt.Sprint(d.MaxAffectedRows))
+		}
 		mp := d.MaskProfile
 		if mp == "" {
 			mp = ProfileDefault + " (sensitive values masked)"

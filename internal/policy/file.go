@@ -71,6 +71,8 @@ type ruleOutcome struct {
 	action  gate.Action
 	message string
 	maxRows int64
+	// maxAffected caps the rows one UPDATE, DELETE, MERGE or INSERT may change (0: none).
+	maxAffected int64
 }
 
 // selector matches identities by subject glob, kind and group, plus an optional CEL condition.
@@ -103,6 +105,7 @@ type rule struct {
 	action       gate.Action
 	message      string // what the client sees
 	maxRows      int64
+	maxAffected  int64  // max_affected_rows: rows one write may change, else rolled back
 	mask         string // "" leaves the identity's masking profile
 	allowUnknown bool
 }
@@ -425,12 +428,13 @@ func Parse(file string, data []byte) (*Policy, error) {
 		p.errf(n.Line, "version", "%q is not a supported policy version, expected 1", n.Value)
 	}
 	if n := top["defaults"]; n != nil {
-		f := p.fields(n, "defaults", "action", "message", "max_rows")
+		f := p.fields(n, "defaults", "action", "message", "max_rows", "max_affected_rows")
 		if f["action"] != nil {
 			pol.defaults.action = p.action(f["action"], "defaults.action", false)
 		}
 		pol.defaults.message = p.str(f["message"], "defaults.message")
 		pol.defaults.maxRows = p.int(f["max_rows"], "defaults.max_rows")
+		pol.defaults.maxAffected = p.int(f["max_affected_rows"], "defaults.max_affected_rows")
 	}
 	if pol.defaults.message == "" {
 		pol.defaults.message = "no rule allows this statement"
@@ -540,7 +544,7 @@ func (p *parser) parseRules(pol *Policy, n *yaml.Node) {
 	seen := map[string]int{}
 	for i, item := range n.Content {
 		path := fmt.Sprintf("rules[%d]", i)
-		f := p.fields(item, path, "name", "when", "action", "message", "max_rows", "mask", "allow_unknown")
+		f := p.fields(item, path, "name", "when", "action", "message", "max_rows", "max_affected_rows", "mask", "allow_unknown")
 		if f == nil {
 			continue
 		}
@@ -566,6 +570,7 @@ func (p *parser) parseRules(pol *Policy, n *yaml.Node) {
 		}
 		r.message = p.str(f["message"], join(path, "message"))
 		r.maxRows = p.int(f["max_rows"], join(path, "max_rows"))
+		r.maxAffected = p.int(f["max_affected_rows"], join(path, "max_affected_rows"))
 		r.mask = p.str(f["mask"], join(path, "mask"))
 		if r.mask != "" {
 			if _, ok := pol.MaskProfile(r.mask); !ok {
@@ -580,6 +585,9 @@ func (p *parser) parseRules(pol *Policy, n *yaml.Node) {
 		}
 		if r.action != gate.Allow && (r.maxRows > 0 || r.mask != "") {
 			p.errf(item.Line, path, "max_rows and mask only apply to allow rules")
+		}
+		if r.action != gate.Allow && r.maxAffected > 0 {
+			p.errf(item.Line, path, "max_affected_rows only applies to allow rules")
 		}
 		switch {
 		case r.action == gate.RequireApproval && r.message == "":

@@ -247,6 +247,84 @@ rules:
 	}
 }
 
+// TestMaxAffectedRows: a rule's max_affected_rows, else the defaults', reaches the decision;
+// it is refused on rules that do not allow.
+func TestMaxAffectedRows(t *testing.T) {
+	p := mustParse(t, `
+defaults:
+  max_affected_rows: 50
+grants:
+  - subjects: ["*"]
+    level: write
+rules:
+  - name: deletes-capped
+    when: statement.kind == "DELETE"
+    action: allow
+    max_affected_rows: 10
+  - name: updates-plain
+    when: statement.kind == "UPDATE"
+    action: allow
+`)
+	e := newEngine(t)
+	e.Set(p)
+	s := who("w@corp.example", identity.Human, "dev")
+	write := func(kind string) *inspect.Statement {
+		return &inspect.Statement{Kind: kind, Category: inspect.Write, HasWhere: true}
+	}
+	if d := decide(e, s, write("DELETE")); d.Action != gate.Allow || d.MaxAffectedRows != 10 || d.Rule != "deletes-capped" {
+		t.Fatalf("rule limit: got %+v", d)
+	}
+	if d := decide(e, s, write("UPDATE")); d.MaxAffectedRows != 50 || d.Rule != "updates-plain" {
+		t.Fatalf("defaults under a rule without one: got %+v", d)
+	}
+	if d := decide(e, s, write("INSERT")); d.MaxAffectedRows != 50 || d.Rule != RuleDefault {
+		t.Fatalf("defaults when no rule matches: got %+v", d)
+	}
+	_, err := Parse("policy.yaml", []byte(`
+grants: [{subjects: ["*"], level: write}]
+rules:
+  - name: d
+    when: "true"
+    action: deny
+    max_affected_rows: 5
+`))
+	if err == nil || !strings.Contains(err.Error(), "max_affected_rows only applies to allow rules") {
+		t.Fatalf("max_affected_rows on a deny rule: %v", err)
+	}
+}
+
+// TestDefaultPolicyCapsProductionWrites: the built-in policy caps UPDATE/DELETE/MERGE in
+// production for sessions below admin (a policy that grants them write there) and leaves
+// admins and other environments alone.
+func TestDefaultPolicyCapsProductionWrites(t *testing.T) {
+	text := strings.Replace(string(DefaultText()), "grants:\n", "grants:\n  - {name: prod-writer, subjects: [w@corp.example], level: write}\n", 1)
+	p, err := Parse("default.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEngine(t)
+	e.Set(p)
+	del := &inspect.Statement{Kind: "DELETE", Category: inspect.Write, HasWhere: true}
+	for _, kind := range []string{"UPDATE", "DELETE", "MERGE"} {
+		st := &inspect.Statement{Kind: kind, Category: inspect.Write, HasWhere: true}
+		if d := decide(e, who("w@corp.example", identity.Human, "prod"), st); d.Action != gate.Allow || d.MaxAffectedRows != 1000 || d.Rule != "production-writes-capped" {
+			t.Fatalf("%s by a production writer: got %+v", kind, d)
+		}
+	}
+	ins := &inspect.Statement{Kind: "INSERT", Category: inspect.Write}
+	if d := decide(e, who("w@corp.example", identity.Human, "prod"), ins); d.Action != gate.Allow || d.MaxAffectedRows != 0 {
+		t.Fatalf("INSERT by a production writer: got %+v", d)
+	}
+	dba := who("dba@corp.example", identity.Human, "prod", "dba")
+	if d := decide(e, dba, del); d.Action != gate.Allow || d.MaxAffectedRows != 0 {
+		t.Fatalf("admin in production: got %+v", d)
+	}
+	dev := who("w@corp.example", identity.Human, "dev")
+	if d := decide(e, dev, del); d.Action != gate.Allow || d.MaxAffectedRows != 0 {
+		t.Fatalf("writer outside production: got %+v", d)
+	}
+}
+
 func TestFirstMatchWins(t *testing.T) {
 	p := mustParse(t, `
 defaults:
@@ -528,7 +606,7 @@ colour: blue
 `, []string{
 			`policy.yaml:4: grants[0].levle: unknown field; valid fields are environments, groups, kinds, labels, level, name, production, subjects, targets, when`,
 			`policy.yaml:3: grants[0].level: is required`,
-			`policy.yaml:8: rules[0].acton: unknown field; valid fields are action, allow_unknown, mask, max_rows, message, name, when`,
+			`policy.yaml:8: rules[0].acton: unknown field; valid fields are action, allow_unknown, mask, max_affected_rows, max_rows, message, name, when`,
 			`policy.yaml:6: rules[0].action: is required`,
 			`policy.yaml:9: colour: unknown field; valid fields are defaults, grants, masking, overrides, rules, version`,
 		}},
@@ -647,7 +725,7 @@ func TestDefaultPolicyTextParses(t *testing.T) {
 	}
 	want := []string{"no-role-change", "no-dangerous-functions", "no-drop-or-truncate-in-production",
 		"production-schema-changes-need-approval", "production-opaque-code-needs-approval", "no-update-or-delete-without-where",
-		"production-sensitive-export-needs-approval"}
+		"production-sensitive-export-needs-approval", "production-writes-capped"}
 	if got := strings.Join(p.RuleNames(), ","); got != strings.Join(want, ",") {
 		t.Fatalf("rules: %s", got)
 	}

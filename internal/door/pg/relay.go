@@ -65,6 +65,14 @@ type pending struct {
 	copyNext  int
 	copying   bool            // between CopyOutResponse and CopyDone
 	copyMask  gate.CopyMasker // masker of the COPY output in progress, nil for none
+
+	// Affected-rows limits (writecap.go). swallowNoData: a Describe injected for a simple
+	// Query sent as extended messages, whose RowDescription stands for the Query's and whose
+	// NoData is kept from the client. capAbort: the failing message that undoes a write over
+	// its limit. cap: the Execute of a write with a limit.
+	swallowNoData bool
+	capAbort      bool
+	cap           *capState
 }
 
 // relay is one live session: a client connection and its upstream connection.
@@ -119,6 +127,12 @@ type relay struct {
 	// handled by the upstream (upstream loop only). ReadyForQuery waits for it, so the
 	// cancel cannot land on the client's next statement.
 	limitCancel chan struct{}
+
+	// upGone is closed when the upstream loop has ended (a client loop waiting for a
+	// capped write's count stops waiting). skipping (guarded by mu) is set while PostgreSQL
+	// skips messages until Sync after an extended-protocol error.
+	upGone   chan struct{}
+	skipping bool
 }
 
 func newRelay(s *Server, c *conn, h *pgconn.HijackedConn, sess *gate.Session, fr *frameReader) *relay {
@@ -132,6 +146,7 @@ func newRelay(s *Server, c *conn, h *pgconn.HijackedConn, sess *gate.Session, fr
 		stmtText: map[string]string{}, stmtDescribed: map[string]bool{},
 		portalText: map[string]string{}, portalDescribed: map[string]bool{},
 		stmtCols: map[string][]gate.Column{}, portalCols: map[string][]gate.Column{},
+		upGone: make(chan struct{}),
 	}
 	r.cr.max = DefaultMaxMessageSize
 	if max > 0 {
@@ -160,6 +175,9 @@ func (r *relay) pop() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.head < len(r.queue) {
+		if c := r.queue[r.head].cap; c != nil {
+			close(c.done)
+		}
 		r.queue[r.head] = nil
 		r.head++
 	}
@@ -198,6 +216,7 @@ func (r *relay) relay(ctx context.Context) string {
 		go r.revalidate(ctx, every)
 	}
 	upReason := r.upstreamLoop(ctx)
+	close(r.upGone)
 	_ = r.client.Close()
 	clientReason := <-done
 	r.srv.Metrics.bytes(r.cr.n, r.ur.n)
@@ -365,6 +384,9 @@ func (r *relay) fromClient(ctx context.Context, frame []byte) (stop bool, err er
 			return false, errors.New("malformed Query message")
 		}
 		c := r.check(ctx, sql, gate.ViaQuery)
+		if c.Allowed() && c.Decision.MaxAffectedRows > 0 {
+			return false, r.cappedQuery(ctx, c, sql)
+		}
 		p := &pending{kind: pQuery, check: c}
 		if c.Allowed() {
 			p.copyPlans = r.planCopy(ctx, c)
@@ -429,6 +451,9 @@ func (r *relay) fromClient(ctx context.Context, frame []byte) (stop bool, err er
 			r.push(&pending{kind: pExecute, name: m.Portal, check: c, denied: true})
 			tok := r.denyToken()
 			return false, r.writeMsg(&pgproto3.Parse{Name: tok, Query: tok})
+		}
+		if c.Decision.MaxAffectedRows > 0 {
+			return false, r.cappedExecute(ctx, &m, frame, c, plans)
 		}
 		if r.srv.Gate.Masker != nil && !r.portalDescribed[m.Portal] {
 			// The masker needs the result's columns and Execute sends no RowDescription:
@@ -621,11 +646,17 @@ func (r *relay) fromUpstream(ctx context.Context, frame []byte) error {
 	switch typ {
 	case '1': // ParseComplete
 		r.pop()
+		if p.swallow {
+			return nil
+		}
 	case '2': // BindComplete
 		if p.kind == pBind {
 			r.portalCols[p.name] = withFormats(r.stmtCols[p.stmt], p.formats)
 		}
 		r.pop()
+		if p.swallow {
+			return nil
+		}
 	case '3': // CloseComplete
 		if p.kind == pClose {
 			if p.stmt == "S" {
@@ -673,7 +704,7 @@ func (r *relay) fromUpstream(ctx context.Context, frame []byte) error {
 				delete(r.portalCols, p.name)
 			}
 			r.pop()
-			if p.swallow {
+			if p.swallow || p.swallowNoData {
 				return nil
 			}
 		}
@@ -829,6 +860,9 @@ func (r *relay) complete(ctx context.Context, p *pending, frame []byte) error {
 		p.held = append(p.held[:0:0], msg...)
 		return nil
 	case pExecute:
+		if p.cap != nil {
+			msg = r.capVerdict(p, frame, n, ok, msg)
+		}
 		r.pop()
 		if p.check != nil {
 			if err := r.srv.Gate.Done(ctx, r.sess, p.check, p.out); err != nil {
@@ -898,7 +932,13 @@ func (r *relay) errorResponse(ctx context.Context, p *pending, frame []byte) err
 	}
 	// Extended protocol: this message failed; PostgreSQL discards everything up to Sync.
 	failed := p
+	r.setSkipping(true)
 	r.pop()
+	if failed.capAbort {
+		// Gatehouse's own failure that undid a write over its limit: the client was told.
+		r.skipToSync(ctx, "not run: an earlier message before Sync failed")
+		return nil
+	}
 	if failed.check != nil {
 		if err := r.srv.Gate.Done(ctx, r.sess, failed.check, failed.out); err != nil {
 			r.srv.log().Error("pg ledger record failed", "session", r.sess.ID, "err", err)
@@ -932,6 +972,9 @@ func (r *relay) skipToSync(ctx context.Context, why string) {
 
 // ready handles ReadyForQuery: the end of a simple Query, a FunctionCall or a Sync.
 func (r *relay) ready(ctx context.Context, frame []byte) error {
+	if r.skipping {
+		r.setSkipping(false)
+	}
 	if r.limitCancel != nil {
 		// The upstream signals a cancelled backend asynchronously: the client may send its
 		// next statement only once the signal has been delivered, which the upstream
