@@ -412,8 +412,12 @@ func (g *Gate) resolveExecute(s *Session, sts []*inspect.Statement) []*inspect.S
 
 // CapsWrites reports whether st is a write whose affected rows an affected-rows limit
 // (Decision.MaxAffectedRows) counts: UPDATE, DELETE, MERGE and INSERT, including a read
-// whose CTE writes (the inspector names those by the write).
+// whose CTE writes (the inspector names those by the write) and the EXECUTE of a prepared
+// write, but not the PREPARE of one, which changes nothing (its EXECUTE is capped).
 func CapsWrites(st *inspect.Statement) bool {
+	if st.PreparedName != "" {
+		return false
+	}
 	switch st.Kind {
 	case "UPDATE", "DELETE", "MERGE", "INSERT":
 		return true

@@ -77,7 +77,7 @@ func refuseCapped(c *gate.Check, why string) {
 // cappedQuery runs a simple Query that holds a capped write (the gate allows only one
 // statement in it) as an extended-protocol exchange.
 func (r *relay) cappedQuery(ctx context.Context, c *gate.Check, sql string) error {
-	ex := &pending{kind: pExecute, check: c, cap: &capState{done: make(chan struct{})}}
+	ex := &pending{kind: pExecute, check: c, copyPlans: r.planCopy(ctx, c), cap: &capState{done: make(chan struct{})}}
 	// The Parse carries the check too: if it fails, its error is the statement's outcome.
 	if !r.pushUnlessSkipping(
 		&pending{kind: pParse, check: c, swallow: true},

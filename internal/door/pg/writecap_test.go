@@ -14,9 +14,9 @@ import (
 
 // startCapEnv caps every statement mentioning capped_t at 3 affected rows; capped_t holds
 // ids 1..10.
-func startCapEnv(t *testing.T) *env {
+func startCapEnv(t *testing.T, opts ...envOpt) *env {
 	t.Helper()
-	e := startEnv(t)
+	e := startEnv(t, opts...)
 	e.policy.extra = func(in gate.Input) (gate.Decision, bool) {
 		if strings.Contains(in.Statement.Text, "capped_t") {
 			return gate.Decision{Action: gate.Allow, Rule: "three", MaxAffectedRows: 3}, true
@@ -132,6 +132,29 @@ func TestWriteCapRefusals(t *testing.T) {
 		}
 	})
 
+	t.Run("prepared", func(t *testing.T) {
+		// PREPARE changes nothing and runs; its EXECUTE is the capped write.
+		c, err := pgx.Connect(ctxT(t, 10*time.Second), e.dsn("alice", "main"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(context.Background())
+		ctx := ctxT(t, 10*time.Second)
+		if _, err := c.Exec(ctx, "PREPARE wipe(int) AS DELETE FROM capped_t WHERE id > $1"); err != nil {
+			t.Fatalf("PREPARE of a capped write: %v", err)
+		}
+		if _, err := c.Exec(ctx, "EXECUTE wipe(0)"); pgCode(err) != "54000" {
+			t.Fatalf("EXECUTE over the cap: %v", err)
+		}
+		if tag, err := c.Exec(ctx, "EXECUTE wipe(8)"); err != nil || tag.RowsAffected() != 2 {
+			t.Fatalf("EXECUTE under the cap: %v %v", tag, err)
+		}
+		if n := cappedCount(t); n != 8 {
+			t.Fatalf("want 8 rows left, got %d", n)
+		}
+		shared.Exec(t, "postgres", "INSERT INTO capped_t VALUES (9), (10)")
+	})
+
 	t.Run("insert-select", func(t *testing.T) {
 		c, err := pgx.Connect(ctxT(t, 10*time.Second), e.dsn("alice", "main"))
 		if err != nil {
@@ -154,4 +177,43 @@ func TestWriteCapRefusals(t *testing.T) {
 			t.Fatalf("ledger: want the refusal recorded with 54000, got %+v", evs)
 		}
 	})
+}
+
+// TestWriteCapMaskedReturning: a capped simple Query runs as extended messages; its
+// RETURNING rows still get the RowDescription a simple Query has and are still masked.
+func TestWriteCapMaskedReturning(t *testing.T) {
+	m := &ssnMasker{}
+	e := startCapEnv(t, func(e *env) { e.srv.Gate.Masker = m })
+	shared.Exec(t, "postgres", "ALTER TABLE capped_t ADD COLUMN ssn text DEFAULT '123-45-6789'")
+	c, err := pgx.Connect(ctxT(t, 10*time.Second), e.dsn("alice", "main"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	ctx := ctxT(t, 20*time.Second)
+	for i, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec, pgx.QueryExecModeCacheStatement} {
+		rows, err := c.Query(ctx, "UPDATE capped_t SET id = id WHERE id = $1 RETURNING id, ssn", mode, i+1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		type row struct {
+			ID  int
+			SSN string
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+		if err != nil || len(got) != 1 || got[0].ID != i+1 || got[0].SSN != "***-**-****" {
+			t.Fatalf("%v: capped UPDATE ... RETURNING: %+v %v", mode, got, err)
+		}
+		if fields := rows.FieldDescriptions(); len(fields) != 2 || fields[1].Name != "ssn" {
+			t.Fatalf("%v: columns: %+v", mode, fields)
+		}
+		_, err = c.Exec(ctx, "UPDATE capped_t SET ssn = ssn WHERE id > $1 RETURNING ssn", mode, 0)
+		if pgCode(err) != "54000" {
+			t.Fatalf("%v: over the cap with RETURNING: %v", mode, err)
+		}
+	}
+	var one int
+	if err := c.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+		t.Fatal(err)
+	}
 }
