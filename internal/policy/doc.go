@@ -20,9 +20,10 @@
 //     name, DISCARD ALL) count as admin whatever their category, because they would escape
 //     the least-privileged upstream role. Not covered: Deny, rule "access-level".
 //  3. Rules, in file order; the first whose condition holds decides (allow, deny or
-//     require_approval, with max_rows and a masking profile on allow). A condition that
-//     fails at run time (a missing claim, say) counts as matching for deny and
-//     require_approval rules and as not matching for allow rules: errors fail closed.
+//     require_approval, with max_rows, max_affected_rows and a masking profile on
+//     allow). A condition that fails at run time (a missing claim, say) counts as matching
+//     for deny and require_approval rules and as not matching for allow rules: errors fail
+//     closed.
 //  4. Unknown statements (DO, CALL, unvouched functions, unparseable text) below admin
 //     level are refused, rule "unknown-statement", unless the deciding rule denies or holds
 //     them, or is an allow rule with allow_unknown: true. A generic allow rule never lets

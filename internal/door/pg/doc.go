@@ -10,7 +10,10 @@
 // FunctionCall) and cheap. A denied statement is replaced by a statement that makes the
 // upstream server itself fail at exactly that point, so the server's own extended-protocol
 // state machine (skip to Sync, abort the transaction) stays authoritative; the door then
-// rewrites that failure into Gatehouse's SQLSTATE 42501 error.
+// rewrites that failure into Gatehouse's SQLSTATE 42501 error. The same device enforces
+// affected-rows limits (writecap.go): a capped write runs with a Flush, the relay waits for
+// its row count before anything can commit it, and a write over the limit is undone by a
+// failing message that makes PostgreSQL abort the transaction holding it.
 //
 // Masking covers every way a value can leave: DataRows (text and binary, through the
 // RowDescription's column map), COPY ... TO STDOUT output (a masker planned per COPY before
