@@ -21,7 +21,7 @@ func init() { extraCommands = append(extraCommands, newAuditCmd) }
 func newAuditCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "audit", Short: "Search, verify and export the tamper-evident ledger"}
 	cmd.AddCommand(newAuditSearch(g), newAuditVerify(g), newAuditExport(g), newAuditPubkey(g),
-		newAuditWhoDropped(g), newAuditPIIReaders(g), newAuditAgents(g))
+		newAuditWhoDropped(g), newAuditPIIReaders(g), newAuditAgents(g), newAuditEvidence(g))
 	return cmd
 }
 

@@ -213,7 +213,7 @@ func Verify(ctx context.Context, src Source, pub ed25519.PublicKey) (*Report, er
 			continue
 		}
 		c.sum.Checkpoints++
-		if cp.Kind == CheckpointRetention {
+		if cp.Kind == CheckpointRetention || cp.Kind == CheckpointPeriodStart {
 			if c.anchor == nil || cp.Seq > c.anchor.Seq {
 				a := cp
 				c.anchor = &a
