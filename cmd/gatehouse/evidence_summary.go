@@ -512,7 +512,9 @@ per chain, a signed "period-start" anchor (the hash the first exported event lin
 ## Without Gatehouse
 
     sha256sum summary.md events.jsonl checkpoints.jsonl pubkey.pem VERIFY.md   # compare with manifest.json
-    base64 -d manifest.sig > manifest.sig.bin
-    openssl pkeyutl -verify -pubin -inkey pubkey.pem -rawin -in manifest.json -sigfile manifest.sig.bin
+    base64 -d manifest.sig > /tmp/manifest.sig.bin
+    openssl pkeyutl -verify -pubin -inkey pubkey.pem -rawin -in manifest.json -sigfile /tmp/manifest.sig.bin
+
+(Keep the pack directory as it is: `+"`--check`"+` also fails on a file the manifest does not list.)
 `, ts(r.From), ts(r.To))
 }
