@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/gatehouse/gatehouse/internal/ledger"
 	"github.com/gatehouse/gatehouse/internal/server/servertest"
 	"github.com/gatehouse/gatehouse/internal/testkit"
 )
@@ -228,5 +230,65 @@ INSERT INTO customers VALUES (1, 'team', 3), (2, 'free', 1);`)
 	b, _ = os.ReadFile(filepath.Join(dir2, evSummary))
 	if !strings.Contains(string(b), "| mallory | 1 |") || strings.Contains(string(b), "no-drop-or-truncate-in-production") {
 		t.Errorf("the mid-period summary should hold the failed login and not the earlier DROP:\n%s", b)
+	}
+}
+
+// A ledger whose store was edited yields a pack that says so plainly: the summary names the
+// altered event, the pack vouches for no slice of that chain, and --check fails.
+func TestAuditEvidenceTamperedStore(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dataDir := t.TempDir()
+	st, err := ledger.OpenSQLite(ctx, dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	led, err := ledger.New(ctx, st, ledger.Options{Instance: "gh-1", DataDir: dataDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		ev := &ledger.Event{Type: ledger.EventLoginFailed, Subject: "mallory", ClientAddr: "127.0.0.1:" + strconv.Itoa(40000+i)}
+		if err := led.Record(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := led.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	// Reopened, the store has indexed everything its journal holds.
+	if st, err = ledger.OpenSQLite(ctx, dataDir); err != nil {
+		t.Fatal(err)
+	}
+	var body string
+	if err := st.DB().QueryRowContext(ctx, `SELECT body FROM ledger_events WHERE instance = 'gh-1' AND seq = 3`).Scan(&body); err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(body, `"subject":"mallory"`, `"subject":"someone-else"`, 1)
+	if edited == body {
+		t.Fatalf("no subject in %s", body)
+	}
+	if _, err := st.DB().ExecContext(ctx, `UPDATE ledger_events SET body = ?, subject = 'someone-else' WHERE instance = 'gh-1' AND seq = 3`, edited); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	dir := filepath.Join(t.TempDir(), "pack")
+	out, err := run(t, "audit", "evidence", "--since", "1d", "-o", dir, "--data-dir", dataDir)
+	if err == nil || !strings.Contains(err.Error(), "verification FAILED") {
+		t.Fatalf("evidence over an edited store: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, evSummary))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Ledger verification: FAILED", "gh-1 seq 3: altered", "Offline verification of this pack: FAILED"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("summary.md lacks %q:\n%s", want, b)
+		}
+	}
+	if out, err := run(t, "audit", "evidence", "--check", dir); err == nil || !strings.Contains(err.Error(), evEvents) {
+		t.Errorf("--check of a pack of an edited store: %v\n%s", err, out)
 	}
 }
