@@ -68,16 +68,23 @@ func TestSQLitePlansUseIndexes(t *testing.T) {
 			t.Errorf("%s: plan does not use %s:\n%s", tc.name, tc.want, got)
 		}
 	}
-	for _, q := range []Query{{Table: "customers"}, {Table: "public.customers"}, {Table: "customers", Decision: "deny"}} {
+	for _, tc := range []struct {
+		q    Query
+		want string
+	}{
+		{Query{Table: "customers"}, "INDEX ledger_tables_name ("},
+		{Query{Table: "public.customers"}, "INDEX ledger_tables_name ("},
+		{Query{Table: "customers", Decision: "deny"}, "INDEX ledger_tables_decision ("},
+		{Query{Class: "email", Decision: "deny"}, "INDEX ledger_classes_decision ("},
+		{Query{Decision: "deny"}, "INDEX ledger_events_decision ("},
+		{Query{Type: EventSessionStart}, "INDEX ledger_events_type ("},
+	} {
+		q, want := tc.q, tc.want
 		sql, args, err := buildSearch(sqliteSQL, q, now)
 		if err != nil {
 			t.Fatal(err)
 		}
 		got := plan(sql, args...)
-		want := "INDEX ledger_tables_name ("
-		if q.Decision != "" {
-			want = "INDEX ledger_tables_decision ("
-		}
 		// A sort of ties on time (LAST TERM) is fine; a sort of every match is not.
 		if !strings.Contains(got, want) || strings.Contains(got, "TEMP B-TREE FOR ORDER BY") {
 			t.Errorf("search %+v: plan does not walk %s in time order:\n%s", q, want, got)

@@ -192,6 +192,15 @@ func buildSearch(d dialect, q Query, now time.Time) (string, []any, error) {
 			b.where(f.alias+"."+f.col+" = %s", f.v)
 		}
 	}
+	// The SQLite decision and type indexes are partial (refusals; events other than
+	// completed statements); their condition must appear in the query word for word for
+	// SQLite to use them.
+	if q.Decision != "" && q.Decision != "allow" {
+		b.conds = append(b.conds, sideAlias+".decision <> 'allow'")
+	}
+	if q.Type != "" && q.Type != EventStatement {
+		b.conds = append(b.conds, "e.type <> 'statement'")
+	}
 	ftsDriven := false
 	if q.Text != "" {
 		if d == sqliteSQL && driver == "ledger_events" {

@@ -140,6 +140,18 @@ DROP INDEX ledger_tables_tbl_kind;
 DROP INDEX ledger_tables_kind;
 CREATE INDEX ledger_tables_drops ON ledger_tables(name, kind, time_ns) WHERE kind >= 'DROP ' AND kind < 'DROP~';
 DROP INDEX ledger_classes_readers_by_subject;
+`,
+	// 9: the decision and type indexes hold only the rows searches use them for (refusals,
+	// events other than completed statements): the common allowed statement skips four
+	// B-trees. Searches add the matching "<> 'allow'" / "<> 'statement'" term (search.go).
+	`DROP INDEX ledger_events_type;
+CREATE INDEX ledger_events_type ON ledger_events(type, time_ns) WHERE type <> 'statement';
+DROP INDEX ledger_events_decision;
+CREATE INDEX ledger_events_decision ON ledger_events(decision, time_ns) WHERE decision <> 'allow';
+DROP INDEX ledger_tables_decision;
+CREATE INDEX ledger_tables_decision ON ledger_tables(name, decision, time_ns) WHERE decision <> 'allow';
+DROP INDEX ledger_classes_decision;
+CREATE INDEX ledger_classes_decision ON ledger_classes(class, decision, time_ns) WHERE decision <> 'allow';
 `}
 
 // SQLiteStore is the embedded store: one SQLite file (WAL) in the data directory, fed by
