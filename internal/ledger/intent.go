@@ -142,10 +142,10 @@ const intentDropsSQL = `SELECT e.body, s.kind FROM ledger_statements s {IX} JOIN
 WHERE s.kind >= 'DROP ' AND s.kind < 'DROP~' AND s.type = 'statement.intent' AND s.time_ns >= ? AND s.time_ns < ? AND e.decision = 'allow'
 ORDER BY s.time_ns, s.seq`
 
-// intentAgentsSQL finds the agents' intents on a table (%s: the extra condition on the
-// schema-qualified name, or TRUE) through the (name, identity_kind, time_ns) intents index.
+// intentAgentsSQL finds the agents' intents on a table (%s: tableMatch's condition, which
+// leads with the bare name) through the (name, identity_kind, time_ns) intents index.
 const intentAgentsSQL = `SELECT e.body FROM ledger_tables d {IX} JOIN ledger_events e ON e.instance = d.instance AND e.seq = d.seq
-WHERE d.name = ? AND d.identity_kind = 'agent' AND d.type = 'statement.intent' AND d.time_ns >= ? AND d.time_ns < ? AND %s
+WHERE %s AND d.identity_kind = 'agent' AND d.type = 'statement.intent' AND d.time_ns >= ? AND d.time_ns < ?
 ORDER BY d.time_ns, d.seq`
 
 // intentReadersSQL finds the intents that read a class of sensitive data through the
@@ -238,15 +238,11 @@ func droppedByIntent(ctx context.Context, r runner, table string, tr TimeRange) 
 // agentsByIntent returns the agents' intents on table (in the range) that no completion
 // answers: writes that may have run while Gatehouse died.
 func agentsByIntent(ctx context.Context, r runner, table string, tr TimeRange) ([]Event, error) {
-	col, val := tableKey(table)
+	cond, args := tableMatch("d", table)
+	name := args[0].(string) // the bare name, which the side-table rows pair on
 	from, to := tr.bounds()
-	name, extra, args := val, "1 = 1", []any{}
-	if col == "tbl" {
-		name, extra = bareName(val), "d.tbl = ?"
-		args = append(args, val)
-	}
-	q := intentSQL(r.dialect(), fmt.Sprintf(intentAgentsSQL, extra), "ledger_tables_intents")
-	intents, err := queryIntents(ctx, r, q, append([]any{name, from, to}, args...))
+	q := intentSQL(r.dialect(), fmt.Sprintf(intentAgentsSQL, cond), "ledger_tables_intents")
+	intents, err := queryIntents(ctx, r, q, append(args, from, to))
 	if err != nil {
 		return nil, fmt.Errorf("find agents' intents on %s: %w", table, err)
 	}
