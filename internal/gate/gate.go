@@ -155,7 +155,13 @@ type Recorder interface {
 	// Record appends an event and returns once it is durable. An error means the event was
 	// not recorded; the gate then refuses the statement (fail closed).
 	Record(ctx context.Context, ev *ledger.Event) error
+	// Submit appends an event without waiting; the Ack says when it is durable. Acks
+	// complete in submission order, so a door may keep relaying and hold back only the
+	// client-bound bytes that follow a record whose Ack has not completed.
+	Submit(ctx context.Context, ev *ledger.Event) *ledger.Ack
 }
+
+var _ Recorder = (*ledger.Ledger)(nil)
 
 // Gate runs the pipeline for every session of every door.
 type Gate struct {
@@ -464,6 +470,13 @@ type Outcome struct {
 // durable. Doors call it before they release the statement's completion to the client; an
 // error means the ledger could not record, and the door must fail the statement.
 func (g *Gate) Done(ctx context.Context, s *Session, c *Check, o Outcome) error {
+	return g.Finish(ctx, s, c, o).Wait(ctx)
+}
+
+// Finish is Done without the wait: it submits the statement's event and returns its Ack. A
+// door that pipelines keeps relaying and releases the statement's completion (and anything
+// after it) to the client only once the Ack is answered without error.
+func (g *Gate) Finish(ctx context.Context, s *Session, c *Check, o Outcome) *ledger.Ack {
 	ev := g.statementEvent(ctx, ledger.EventStatement, s, c)
 	ev.Duration = g.now().Sub(c.Started)
 	ev.Rows, ev.Bytes, ev.SQLState, ev.Message, ev.ValuesMasked = o.Rows, o.Bytes, o.SQLState, o.Error, o.Masked
@@ -475,7 +488,7 @@ func (g *Gate) Done(ctx context.Context, s *Session, c *Check, o Outcome) error 
 			}
 		}
 	}
-	return g.record(ctx, ev)
+	return g.submit(ctx, ev)
 }
 
 func (g *Gate) statementEvent(ctx context.Context, t ledger.EventType, s *Session, c *Check) *ledger.Event {
@@ -566,6 +579,14 @@ func (g *Gate) record(ctx context.Context, ev *ledger.Event) error {
 		return fmt.Errorf("record %s event: %w", ev.Type, err)
 	}
 	return nil
+}
+
+// submit hands ev to the ledger without waiting (an answered Ack when there is no ledger).
+func (g *Gate) submit(ctx context.Context, ev *ledger.Event) *ledger.Ack {
+	if g.Recorder == nil {
+		return ledger.AnsweredAck(nil)
+	}
+	return g.Recorder.Submit(ctx, ev)
 }
 
 func (g *Gate) now() time.Time {

@@ -197,42 +197,96 @@ func (l *Ledger) Healthy() error {
 // never less). The ledger keeps ev (its store indexes it after the commit): the caller must
 // not change it once Record is called.
 func (l *Ledger) Record(ctx context.Context, ev *Event) error {
+	return l.Submit(ctx, ev).Wait(ctx)
+}
+
+// Ack is an event on its way into the ledger. Its Wait returns once the event is durable
+// (or could not be recorded). Acks of one caller complete in the order they were submitted,
+// because commits are ordered: waiting for the newest Ack of a session covers all its older
+// ones. An Ack is safe to wait on from several goroutines.
+type Ack struct {
+	done chan error // receives the commit's result once
+	once sync.Once
+	err  error
+	// finished, when non-nil, is closed when the ledger's writer has stopped.
+	finished <-chan struct{}
+}
+
+// AnsweredAck is an Ack that is already answered with err (nil: recorded), for recorders
+// that write synchronously.
+func AnsweredAck(err error) *Ack { return failedAck(err) }
+
+// failedAck is an Ack that is already answered with err.
+func failedAck(err error) *Ack {
+	a := &Ack{done: make(chan error, 1)}
+	a.done <- err
+	return a
+}
+
+// Ready returns a channel that becomes readable once the Ack is answered, for select; call
+// Wait afterwards for the result (the channel delivers it only once).
+func (a *Ack) Ready() <-chan error { return a.done }
+
+// Wait returns once the event is durable, or the error that kept it from being recorded.
+// It returns early (with ctx's error) when ctx ends; the event may still be committed.
+func (a *Ack) Wait(ctx context.Context) error {
+	select {
+	case err, ok := <-a.done:
+		if ok {
+			a.once.Do(func() { a.err = err; close(a.done) })
+		}
+		return a.err
+	default:
+	}
+	select {
+	case err, ok := <-a.done:
+		if ok {
+			a.once.Do(func() { a.err = err; close(a.done) })
+		}
+		return a.err
+	case <-a.finished:
+		// The writer stopped; it answers every request it took before stopping.
+		select {
+		case err, ok := <-a.done:
+			if ok {
+				a.once.Do(func() { a.err = err; close(a.done) })
+			}
+			return a.err
+		default:
+			return ErrClosed
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("record event: %w", ctx.Err())
+	}
+}
+
+// Submit hands ev to the group commit and returns without waiting for it; the returned Ack
+// says when it is durable. Everything said of Record holds for Submit + Ack.Wait.
+func (l *Ledger) Submit(ctx context.Context, ev *Event) *Ack {
 	if ev == nil {
-		return errors.New("record: nil event")
+		return failedAck(errors.New("record: nil event"))
 	}
 	if ev.Type == "" {
-		return errors.New("record: event has no type")
+		return failedAck(errors.New("record: event has no type"))
 	}
 	if ev.Time.IsZero() {
 		ev.Time = l.opts.Now()
 	}
 	ev.Time = ev.Time.UTC()
-	r := request{ev: ev, done: make(chan error, 1)}
 	select {
 	case <-l.quit:
-		return ErrClosed
+		return failedAck(ErrClosed)
 	default:
 	}
+	a := &Ack{done: make(chan error, 1), finished: l.finished}
+	r := request{ev: ev, done: a.done}
 	select {
 	case l.reqs <- r:
+		return a
 	case <-l.quit:
-		return ErrClosed
+		return failedAck(ErrClosed)
 	case <-ctx.Done():
-		return fmt.Errorf("record %s event: %w", ev.Type, ctx.Err())
-	}
-	select {
-	case err := <-r.done:
-		return err
-	case <-l.finished:
-		// The writer stopped; it answers every request it took before stopping.
-		select {
-		case err := <-r.done:
-			return err
-		default:
-			return ErrClosed
-		}
-	case <-ctx.Done():
-		return fmt.Errorf("record %s event: %w", ev.Type, ctx.Err())
+		return failedAck(fmt.Errorf("record %s event: %w", ev.Type, ctx.Err()))
 	}
 }
 

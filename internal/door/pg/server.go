@@ -5,14 +5,12 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -24,6 +22,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/upstream"
 )
 
 // Server is the PostgreSQL door: it accepts client connections, authenticates them and
@@ -591,74 +590,8 @@ func (s *Server) cancelRequest(ctx context.Context, body []byte) {
 	}
 }
 
-// connectUpstream logs in to the target with its own credentials through pgconn (which
-// implements SCRAM, MD5 and TLS), then takes over the raw connection.
+// connectUpstream logs in to the target with its own credentials and takes over the raw
+// connection (internal/upstream, shared with the other doors).
 func (s *Server) connectUpstream(ctx context.Context, t *config.Target, database string, params map[string]string) (*pgconn.HijackedConn, error) {
-	secret, err := t.Secret()
-	if err != nil {
-		return nil, err
-	}
-	// ParseConfig is the only way to get a config pgconn.Connect accepts; every field it may
-	// have taken from PG* environment variables is overwritten below.
-	cfg, err := pgconn.ParseConfig("sslmode=disable")
-	if err != nil {
-		return nil, fmt.Errorf("build upstream config: %w", err)
-	}
-	cfg.Host, cfg.Port, cfg.User, cfg.Password, cfg.Database = t.Host, uint16(t.Port), t.User, secret, database
-	cfg.Fallbacks = nil
-	cfg.RuntimeParams = params
-	cfg.ConnectTimeout = durationOr(s.ConnectTimeout, 10*time.Second)
-	cfg.ValidateConnect = nil
-	cfg.AfterConnect = nil
-	cfg.TLSConfig = nil
-	switch t.TLS.Mode {
-	case "", "disable":
-	case "require":
-		cfg.TLSConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // sslmode=require semantics: encrypt, do not verify
-	case "verify-full":
-		tc := &tls.Config{ServerName: t.Host, MinVersion: tls.VersionTLS12}
-		if t.TLS.CAFile != "" {
-			pem, err := os.ReadFile(t.TLS.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("read upstream CA file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("upstream CA file %s holds no PEM certificate", t.TLS.CAFile)
-			}
-			tc.RootCAs = pool
-		}
-		cfg.TLSConfig = tc
-	default:
-		return nil, fmt.Errorf("unknown upstream TLS mode %q", t.TLS.Mode)
-	}
-	cctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
-	defer cancel()
-	pc, err := pgconn.ConnectConfig(cctx, cfg)
-	if err != nil {
-		return nil, cleanConnectError(err)
-	}
-	if err := pc.SyncConn(cctx); err != nil {
-		_ = pc.Close(ctx)
-		return nil, fmt.Errorf("sync upstream connection: %w", err)
-	}
-	h, err := pc.Hijack()
-	if err != nil {
-		_ = pc.Close(ctx)
-		return nil, fmt.Errorf("take over upstream connection: %w", err)
-	}
-	return h, nil
-}
-
-// cleanConnectError keeps the useful part of a pgconn connect error (the server's message
-// or the network failure) without repeating the connection parameters.
-func cleanConnectError(err error) error {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		return fmt.Errorf("upstream refused the connection: %s (SQLSTATE %s)", pe.Message, pe.Code)
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return errors.New("upstream did not answer in time")
-	}
-	return err
+	return upstream.Hijack(ctx, upstream.Request{Target: t, Database: database, Params: params, Timeout: durationOr(s.ConnectTimeout, 10*time.Second)})
 }
