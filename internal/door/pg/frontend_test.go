@@ -255,6 +255,39 @@ func readError(c net.Conn) (code, msg string) {
 	}
 }
 
+// TestPasswordTrailingBytes: a password message with bytes after its NUL terminator is not
+// the token it starts with; it is refused with 28P01 and recorded, as PostgreSQL refuses it.
+func TestPasswordTrailingBytes(t *testing.T) {
+	e := startEnv(t)
+	c, err := net.Dial("tcp", e.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	rawStartup(t, c, map[string]string{"user": "alice", "database": "main"})
+	fe := pgproto3.NewFrontend(c, c)
+	if m, err := fe.Receive(); err != nil {
+		t.Fatal(err)
+	} else if _, ok := m.(*pgproto3.AuthenticationCleartextPassword); !ok {
+		t.Fatalf("want cleartext password request, got %T", m)
+	}
+	body := append([]byte("secret-alice\x00junk"), 0)
+	msg := append([]byte{'p', 0, 0, 0, 0}, body...)
+	binary.BigEndian.PutUint32(msg[1:], uint32(4+len(body)))
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	code, text := readError(c)
+	if code != "28P01" || text != `password authentication failed for user "alice"` {
+		t.Fatalf("password with trailing bytes: got %s %q, want 28P01", code, text)
+	}
+	fails := e.rec.ofType(ledger.EventLoginFailed)
+	if len(fails) != 1 || fails[0].Subject != "alice" || !strings.Contains(fails[0].Message, "malformed password") {
+		t.Fatalf("login failure recorded as %+v", fails)
+	}
+}
+
 func TestFunctionCall(t *testing.T) {
 	e := startEnv(t)
 	var oid uint32

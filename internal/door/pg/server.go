@@ -419,8 +419,10 @@ func (s *Server) startSession(ctx context.Context, c *conn, params map[string]st
 		writeFatal(c, "08P01", "unexpected data after the password message")
 		return
 	}
-	password, _, ok := cstring(frame[5:])
-	if !ok {
+	// A password message is exactly one NUL-terminated string; PostgreSQL refuses anything
+	// after the terminator, and so does Gatehouse: "<token>\0junk" is not the token.
+	password, rest, ok := cstring(frame[5:])
+	if !ok || len(rest) > 0 {
 		loginFailed("malformed password message", "protocol")
 		writeFatal(c, "28P01", fmt.Sprintf("password authentication failed for user %q", user))
 		return
