@@ -122,6 +122,22 @@ func TestReloadTargetsKeepsSessions(t *testing.T) {
 		t.Fatalf("a broken config file dropped the previous targets: %v", err)
 	}
 	c.Close(ctx)
+
+	// An emptied file parses (every key has a default) but leaves no targets: refused too.
+	refusedBefore = refusedReloads(t, p.HTTPAddr)
+	if err := os.WriteFile(p.Config.Path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(15 * time.Second); refusedReloads(t, p.HTTPAddr) == refusedBefore; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a reload to an empty configuration was not refused")
+		}
+	}
+	c, err = pgx.Connect(ctx, p.DSN("svc", secret, "other"))
+	if err != nil {
+		t.Fatalf("an empty config file dropped the previous targets: %v", err)
+	}
+	c.Close(ctx)
 }
 
 // refusedReloads reads the count of refused configuration reloads from /metrics (0 while
