@@ -87,7 +87,7 @@ type relay struct {
 	uw *bufio.Writer // client loop only
 	cw *bufio.Writer // upstream loop only
 
-	keyPID, keySecret uint32 // Gatehouse-issued BackendKeyData
+	keyPID, keySecret uint32 // BackendKeyData sent to the client: upstream PID, Gatehouse secret
 	upPID             uint32
 	upSecret          []byte
 	upAddr            string

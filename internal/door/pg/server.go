@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -57,8 +58,11 @@ type Server struct {
 	// Metrics are updated when non-nil.
 	Metrics *Metrics
 
-	mu       sync.Mutex
-	sessions map[uint32]*relay // by Gatehouse-issued backend pid
+	mu sync.Mutex
+	// sessions are the live relays by the PID in their BackendKeyData, which is the real
+	// upstream backend's PID; sessions on different targets may share a PID, so a cancel
+	// request is routed by the (PID, secret) pair.
+	sessions map[uint32][]*relay
 	conns    map[net.Conn]struct{}
 	wg       sync.WaitGroup
 }
@@ -67,7 +71,11 @@ type Server struct {
 func (s *Server) Sessions() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.sessions)
+	n := 0
+	for _, rs := range s.sessions {
+		n += len(rs)
+	}
+	return n
 }
 
 // Serve accepts connections on l until ctx is done or l is closed. When it returns, every
@@ -78,7 +86,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	}
 	s.mu.Lock()
 	if s.sessions == nil {
-		s.sessions = make(map[uint32]*relay)
+		s.sessions = make(map[uint32][]*relay)
 		s.conns = make(map[net.Conn]struct{})
 	}
 	s.mu.Unlock()
@@ -527,23 +535,10 @@ func (s *Server) startSession(ctx context.Context, c *conn, params map[string]st
 
 // run registers the relay for cancel requests, greets the client and relays until the end.
 func (s *Server) run(ctx context.Context, r *relay, txStatus byte, ps map[string]string, log *slog.Logger) {
-	s.mu.Lock()
-	for {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		pid := binary.BigEndian.Uint32(b[:4]) & 0x7fffffff
-		if _, taken := s.sessions[pid]; pid != 0 && !taken {
-			r.keyPID, r.keySecret = pid, binary.BigEndian.Uint32(b[4:])
-			s.sessions[pid] = r
-			break
-		}
-	}
-	s.mu.Unlock()
+	s.register(r)
 	s.Metrics.sessionDelta(1)
 	defer func() {
-		s.mu.Lock()
-		delete(s.sessions, r.keyPID)
-		s.mu.Unlock()
+		s.unregister(r)
 		s.Metrics.sessionDelta(-1)
 	}()
 	var buf []byte
@@ -574,17 +569,59 @@ func (s *Server) run(ctx context.Context, r *relay, txStatus byte, ps map[string
 	s.Gate.CloseSession(context.WithoutCancel(ctx), r.sess, reason)
 }
 
-// cancelRequest routes a client's CancelRequest to the upstream backend of the session
-// that owns the key. Unknown keys are ignored silently, as PostgreSQL does.
+// register gives the relay its BackendKeyData and makes it reachable by cancel requests. The
+// PID is the upstream backend's own, so pg_backend_pid(), the PID in NotificationResponse and
+// pg_terminate_backend(PID) agree with what the client was told; the secret is Gatehouse's,
+// random per session and unique among the sessions sharing that PID (the upstream's secret
+// never leaves Gatehouse, so a client cannot cancel upstream directly).
+func (s *Server) register(r *relay) {
+	r.keyPID = r.upPID
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		secret := binary.BigEndian.Uint32(b[:])
+		taken := false
+		for _, o := range s.sessions[r.keyPID] {
+			taken = taken || o.keySecret == secret
+		}
+		if !taken {
+			r.keySecret = secret
+			break
+		}
+	}
+	s.sessions[r.keyPID] = append(s.sessions[r.keyPID], r)
+}
+
+// unregister removes the relay from cancel routing.
+func (s *Server) unregister(r *relay) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rs := slices.DeleteFunc(s.sessions[r.keyPID], func(o *relay) bool { return o == r })
+	if len(rs) == 0 {
+		delete(s.sessions, r.keyPID)
+	} else {
+		s.sessions[r.keyPID] = rs
+	}
+}
+
+// cancelRequest routes a client's CancelRequest to the upstream backend of the session that
+// owns the (PID, secret) pair. Unknown keys are ignored silently, as PostgreSQL does.
 func (s *Server) cancelRequest(ctx context.Context, body []byte) {
 	if len(body) != 12 {
 		return
 	}
 	pid, secret := binary.BigEndian.Uint32(body[4:]), binary.BigEndian.Uint32(body[8:])
+	var r *relay
 	s.mu.Lock()
-	r := s.sessions[pid]
+	for _, o := range s.sessions[pid] {
+		if subtle.ConstantTimeEq(int32(o.keySecret), int32(secret)) == 1 {
+			r = o
+		}
+	}
 	s.mu.Unlock()
-	if r == nil || subtle.ConstantTimeEq(int32(r.keySecret), int32(secret)) != 1 {
+	if r == nil {
 		return
 	}
 	if err := r.cancelUpstream(ctx); err != nil {
