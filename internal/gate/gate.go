@@ -272,6 +272,24 @@ func (g *Gate) CloseSession(ctx context.Context, s *Session, reason string) {
 
 // LoginFailed records a failed authentication. Cause is for the ledger and logs only; the
 // client sees the same message whatever it was.
+// SessionRefused records a connection that authenticated but was refused before its session
+// began for a reason of the door's own (an unknown target, a startup parameter Gatehouse does
+// not pass), as a session.start event decided "deny" by rule, so every refused connection is
+// on the ledger with its identity. A ledger failure is logged: the client is refused anyway.
+func (g *Gate) SessionRefused(ctx context.Context, s *Session, rule, cause string) {
+	if s.StartedAt.IsZero() {
+		s.StartedAt = g.now()
+	}
+	ev := g.sessionEvent(ledger.EventSessionStart, s)
+	ev.Decision = string(Deny)
+	ev.Rule = rule
+	ev.Message = cause
+	if err := g.record(ctx, ev); err != nil {
+		g.log().Error("record refused session", "rule", rule, "err", err)
+	}
+}
+
+// LoginFailed records a failed login (user is the name the client gave, cause why it failed).
 func (g *Gate) LoginFailed(ctx context.Context, s *Session, user, cause string) {
 	ev := g.sessionEvent(ledger.EventLoginFailed, s)
 	ev.Subject = user

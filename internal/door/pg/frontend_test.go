@@ -19,6 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/ledger"
@@ -81,6 +82,49 @@ func TestLoginFailuresAndRouting(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("purpose from startup options not recorded")
+	}
+}
+
+// TestRefusedConnectionsRecorded: connections refused after authentication (an unknown
+// target, a startup parameter Gatehouse does not pass) are on the ledger with the identity
+// and counted by cause; a login while the ledger cannot record gets the outage's SQLSTATE,
+// not a permission error.
+func TestRefusedConnectionsRecorded(t *testing.T) {
+	e := startEnv(t)
+	ctx := ctxT(t, 30*time.Second)
+	if _, err := pgconn.Connect(ctx, e.dsn("alice", "nosuch")); pgCode(err) != "3D000" {
+		t.Fatalf("unknown target: %v", err)
+	}
+	if _, err := pgconn.Connect(ctx, e.dsn("alice", "main", "options='-c role=pg_monitor'")); pgCode(err) != "42501" {
+		t.Fatalf("refused startup setting: %v", err)
+	}
+	rules := map[string]*ledger.Event{}
+	for _, ev := range e.rec.ofType(ledger.EventSessionStart) {
+		if ev.Decision == string(gate.Deny) {
+			rules[ev.Rule] = ev
+		}
+	}
+	for _, rule := range []string{"unknown-target", "startup-parameter"} {
+		ev := rules[rule]
+		if ev == nil || ev.Subject != "alice" || ev.Message == "" {
+			t.Fatalf("refused connection (%s) recorded as %+v", rule, ev)
+		}
+	}
+	if got := testutil.ToFloat64(e.srv.Metrics.RefusedConnections.WithLabelValues("unknown_target")); got != 1 {
+		t.Errorf("refused connections (unknown_target) = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(e.srv.Metrics.RefusedConnections.WithLabelValues("startup_parameter")); got != 1 {
+		t.Errorf("refused connections (startup_parameter) = %v, want 1", got)
+	}
+
+	e.rec.failSessions.Store(true)
+	_, err := pgconn.Connect(ctx, e.dsn("alice", "main"))
+	e.rec.failSessions.Store(false)
+	if pgCode(err) != "58000" || !strings.Contains(pgMessage(err), "ledger") {
+		t.Fatalf("login during a ledger outage: want 58000 naming the ledger, got %v", err)
+	}
+	if got := testutil.ToFloat64(e.srv.Metrics.RefusedConnections.WithLabelValues("ledger_unavailable")); got != 1 {
+		t.Errorf("refused connections (ledger_unavailable) = %v, want 1", got)
 	}
 }
 

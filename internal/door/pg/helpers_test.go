@@ -119,10 +119,12 @@ type recorder struct {
 	mu     sync.Mutex
 	events []*ledger.Event
 	fail   atomic.Bool
+	// failSessions makes it refuse session events too (a ledger outage at login).
+	failSessions atomic.Bool
 }
 
 func (r *recorder) Record(ctx context.Context, ev *ledger.Event) error {
-	if r.fail.Load() && ev.Type == ledger.EventStatement {
+	if r.fail.Load() && ev.Type == ledger.EventStatement || r.failSessions.Load() && ev.Type == ledger.EventSessionStart {
 		return errors.New("disk full")
 	}
 	r.mu.Lock()

@@ -12,6 +12,10 @@ type Metrics struct {
 	// LoginFailures counts failed logins by cause (bad_credentials, insecure_transport,
 	// no_user, protocol, ...); the client sees the same error whatever the cause.
 	LoginFailures *prometheus.CounterVec
+	// RefusedConnections counts connections refused before a session began, by cause
+	// (the LoginFailures causes, plus unknown_target, startup_parameter, policy,
+	// ledger_unavailable, upstream_unavailable).
+	RefusedConnections *prometheus.CounterVec
 	// Statements counts gate decisions by action (allow, deny, require_approval).
 	Statements *prometheus.CounterVec
 	// Bytes counts relayed bytes by direction (client_to_upstream, upstream_to_client).
@@ -33,6 +37,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "gatehouse", Subsystem: "pg", Name: "login_failures_total",
 			Help: "Failed PostgreSQL logins by cause.",
 		}, []string{"cause"}),
+		RefusedConnections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gatehouse", Subsystem: "pg", Name: "refused_connections_total",
+			Help: "PostgreSQL connections refused before a session began, by cause.",
+		}, []string{"cause"}),
 		Statements: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "gatehouse", Subsystem: "pg", Name: "statements_total",
 			Help: "Statements checked by the gate, by decision.",
@@ -43,7 +51,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"direction"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Connections, m.ActiveSessions, m.LoginFailures, m.Statements, m.Bytes)
+		reg.MustRegister(m.Connections, m.ActiveSessions, m.LoginFailures, m.RefusedConnections, m.Statements, m.Bytes)
 	}
 	return m
 }
@@ -63,6 +71,13 @@ func (m *Metrics) sessionDelta(d float64) {
 func (m *Metrics) loginFailed(cause string) {
 	if m != nil {
 		m.LoginFailures.WithLabelValues(cause).Inc()
+		m.RefusedConnections.WithLabelValues(cause).Inc()
+	}
+}
+
+func (m *Metrics) refused(cause string) {
+	if m != nil {
+		m.RefusedConnections.WithLabelValues(cause).Inc()
 	}
 }
 

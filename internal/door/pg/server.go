@@ -461,6 +461,8 @@ func (s *Server) startSession(ctx context.Context, c *conn, params map[string]st
 	}
 	target, ok := s.Target(targetName)
 	if !ok || target == nil {
+		s.Metrics.refused("unknown_target")
+		s.Gate.SessionRefused(ctx, sess, "unknown-target", fmt.Sprintf("target %q does not exist", targetName))
 		writeFatal(c, "3D000", fmt.Sprintf("target %q does not exist; run \"gatehouse targets\" to list the targets you can use", targetName))
 		return
 	}
@@ -476,6 +478,8 @@ func (s *Server) startSession(ctx context.Context, c *conn, params map[string]st
 		case k == "options":
 			settings, err := splitOptions(v)
 			if err != nil {
+				s.Metrics.refused("startup_parameter")
+				s.Gate.SessionRefused(ctx, sess, "startup-parameter", "malformed options startup parameter")
 				writeFatal(c, "08P01", err.Error())
 				return
 			}
@@ -486,6 +490,8 @@ func (s *Server) startSession(ctx context.Context, c *conn, params map[string]st
 					continue
 				}
 				if isRefusedParam(kv[0]) {
+					s.Metrics.refused("startup_parameter")
+					s.Gate.SessionRefused(ctx, sess, "startup-parameter", fmt.Sprintf("startup setting %q refused", kv[0]))
 					writeFatal(c, "42501", fmt.Sprintf("startup setting %q is not allowed through Gatehouse; use SQL after connecting, where policy applies", kv[0]))
 					return
 				}
@@ -495,6 +501,8 @@ func (s *Server) startSession(ctx context.Context, c *conn, params map[string]st
 				upParams["options"] = joinOptions(keep)
 			}
 		case isRefusedParam(k):
+			s.Metrics.refused("startup_parameter")
+			s.Gate.SessionRefused(ctx, sess, "startup-parameter", fmt.Sprintf("startup parameter %q refused", k))
 			writeFatal(c, "42501", fmt.Sprintf("startup parameter %q is not allowed through Gatehouse; use SQL after connecting, where policy applies", k))
 			return
 		case strings.HasPrefix(k, "gatehouse."):
@@ -506,15 +514,24 @@ func (s *Server) startSession(ctx context.Context, c *conn, params map[string]st
 	}
 
 	d, err := s.Gate.OpenSession(ctx, sess)
-	if err != nil || d.Action != gate.Allow {
+	if err != nil {
+		// The ledger cannot record the session: an outage, not a permission problem, so the
+		// client gets the outage's SQLSTATE (as statements do) and a reason to retry.
+		s.Metrics.refused("ledger_unavailable")
+		log.Warn("pg session refused: ledger unavailable", "err", err)
+		writeFatal(c, "58000", "gatehouse: the audit ledger cannot record this session, so it is refused; try again shortly")
+		return
+	}
+	if d.Action != gate.Allow {
+		s.Metrics.refused("policy")
 		msg := d.Message
 		if msg == "" {
 			msg = fmt.Sprintf("access to target %q denied", target.Name)
 		}
-		if d.Rule != "" && err == nil {
+		if d.Rule != "" {
 			msg = fmt.Sprintf("gatehouse: denied by rule %q: %s", d.Rule, msg)
 		}
-		log.Info("pg session refused", "rule", d.Rule, "err", err)
+		log.Info("pg session refused", "rule", d.Rule)
 		writeFatal(c, "42501", msg)
 		return
 	}
@@ -523,6 +540,7 @@ func (s *Server) startSession(ctx context.Context, c *conn, params map[string]st
 	}
 	up, err := s.connectUpstream(ctx, target, database, upParams)
 	if err != nil {
+		s.Metrics.refused("upstream_unavailable")
 		log.Warn("pg upstream connect failed", "target", target.Name, "err", err)
 		writeFatal(c, "08006", fmt.Sprintf("could not connect to target %q: %v", target.Name, err))
 		s.Gate.CloseSession(ctx, sess, "upstream connection failed")
