@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/classify"
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/inspect"
@@ -139,6 +140,12 @@ type Catalog interface {
 	SensitiveColumns(ctx context.Context, target string, tables []string) map[string]string
 	// Invalidate drops what is known of target, after DDL changed its schema.
 	Invalidate(target string)
+	// Snapshot returns the classified columns of a target (a TargetKey: "target" or
+	// "database@target"), for the lineage of values a statement stores (launder.go).
+	Snapshot(ctx context.Context, target string) (*classify.Snapshot, error)
+	// NotNull reports whether every one of columns of table (as the parser names it) is
+	// NOT NULL in target. Unknown tables or columns are not.
+	NotNull(ctx context.Context, target, table string, columns []string) bool
 }
 
 // Policy is what the gate needs from internal/policy.
@@ -159,6 +166,8 @@ type Recorder interface {
 	// complete in submission order, so a door may keep relaying and hold back only the
 	// client-bound bytes that follow a record whose Ack has not completed.
 	Submit(ctx context.Context, ev *ledger.Event) *ledger.Ack
+	// Healthy is nil while the ledger writes; otherwise nothing runs, not even a read.
+	Healthy() error
 }
 
 var _ Recorder = (*ledger.Ledger)(nil)
@@ -179,6 +188,28 @@ type Gate struct {
 	Now func() time.Time
 
 	launder launderState
+}
+
+// Complete reports the collaborators a production gate must have and lacks. Tests may run a
+// partial gate; a server refuses to start with one, so no control is silently off.
+func (g *Gate) Complete() error {
+	var missing []string
+	for _, part := range []struct {
+		name string
+		set  bool
+	}{
+		{"inspector", g.Inspector != nil}, {"policy", g.Policy != nil}, {"ledger", g.Recorder != nil},
+		{"identity validator", g.Validator != nil}, {"masking", g.Masker != nil},
+		{"classification catalog", g.Catalog != nil}, {"approvals", g.Approvals != nil},
+	} {
+		if !part.set {
+			missing = append(missing, part.name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("gate: %s not configured; refusing to start with controls off", strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 // Check is the gate's answer for one statement text: its facts and the decision. The door
@@ -259,8 +290,8 @@ func (g *Gate) OpenSession(ctx context.Context, s *Session) (Decision, error) {
 
 // CloseSession records the end of a session.
 func (g *Gate) CloseSession(ctx context.Context, s *Session, reason string) {
-	if f, ok := g.Masker.(interface{ Forget(sessionID string) }); ok {
-		f.Forget(s.ID)
+	if g.Masker != nil {
+		g.Masker.Forget(s.ID)
 	}
 	ev := g.sessionEvent(ledger.EventSessionEnd, s)
 	ev.Duration = g.now().Sub(s.StartedAt)
@@ -311,10 +342,10 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 		c.Statements = []*inspect.Statement{{Text: sql, Kind: "UNKNOWN", Category: inspect.Unknown, Redacted: "<not inspected>"}}
 	}
 	c.Statements = g.resolveExecute(s, c.Statements)
-	if h, ok := g.Recorder.(interface{ Healthy() error }); ok {
+	if g.Recorder != nil {
 		// While the ledger cannot write, nothing runs: not even a read, whose rows would
 		// otherwise stream out before its record is known to be impossible.
-		if err := h.Healthy(); err != nil {
+		if err := g.Recorder.Healthy(); err != nil {
 			c.Decision = ledgerDown
 			c.LedgerDown = true
 			return c
@@ -383,10 +414,8 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 		}
 		// Maskers that follow statements across messages (a DECLARE for its FETCHes) see
 		// every allowed statement before it is forwarded.
-		if o, ok := g.Masker.(interface {
-			Observe(ctx context.Context, s *Session, c *Check)
-		}); ok {
-			o.Observe(ctx, s, c)
+		if g.Masker != nil {
+			g.Masker.Observe(ctx, s, c)
 		}
 	}
 	if c.Allowed() && via != ViaParse && c.mayChange() {
@@ -667,9 +696,21 @@ type RowMasker interface {
 }
 
 // MaskPlanner is what the gate needs from internal/mask and internal/classify: for a result
-// shape, which columns to mask and how.
+// shape, which columns to mask and how, and the masking of COPY output and free text. Every
+// method is required, so a masker whose signatures drift fails to compile instead of
+// silently turning a control off.
 type MaskPlanner interface {
 	Plan(ctx context.Context, s *Session, c *Check, cols []Column) RowMasker
+	CopyPlanner
+	TextMasker
+	ClassMasker
+	// ShowsRaw reports whether masking profile shows every class raw.
+	ShowsRaw(profile string) bool
+	// Observe sees every allowed statement before it is forwarded, for maskers that
+	// follow statements across messages (a DECLARE for its FETCHes).
+	Observe(ctx context.Context, s *Session, c *Check)
+	// Forget drops what the masker keeps for a session that ended.
+	Forget(sessionID string)
 }
 
 // ResultMasker returns the masker for a result with these columns, or nil when nothing in it
@@ -712,7 +753,7 @@ type CopyMasker interface {
 	MaskData(data []byte) ([]byte, int, error)
 }
 
-// CopyPlanner is implemented by maskers that can mask COPY output.
+// CopyPlanner is the part of MaskPlanner that masks COPY output.
 type CopyPlanner interface {
 	// PlanCopy returns the masker for c's COPY ... TO STDOUT, nil when nothing needs
 	// masking. An error means the output could not be classified: the door must refuse the
@@ -720,8 +761,8 @@ type CopyPlanner interface {
 	PlanCopy(ctx context.Context, s *Session, c *Check) (CopyMasker, error)
 }
 
-// TextMasker is implemented by maskers that can scrub free text (notices, error details)
-// with their value detectors, following the masking profile a decision named ("" is the
+// TextMasker is the part of MaskPlanner that scrubs free text (notices, error details)
+// with its value detectors, following the masking profile a decision named ("" is the
 // default profile).
 type TextMasker interface {
 	MaskText(profile, s string) (string, int)
@@ -730,24 +771,22 @@ type TextMasker interface {
 // CopyOutMasker returns the masker for a COPY ... TO STDOUT, or nil when nothing needs it.
 // Doors call it before forwarding such a statement and refuse it on error.
 func (g *Gate) CopyOutMasker(ctx context.Context, s *Session, c *Check) (CopyMasker, error) {
-	cp, ok := g.Masker.(CopyPlanner)
-	if !ok || c.Decision.MaskProfile == "none" {
+	if g.Masker == nil || c.Decision.MaskProfile == "none" {
 		return nil, nil
 	}
-	return cp.PlanCopy(ctx, s, c)
+	return g.Masker.PlanCopy(ctx, s, c)
 }
 
 // MaskText scrubs sensitive values out of free text a door relays (NoticeResponse messages,
 // error details) with the masking profile of c's decision (the default one before the
 // session's first statement), unless the session may see raw values.
 func (g *Gate) MaskText(c *Check, text string) (string, int) {
-	tm, ok := g.Masker.(TextMasker)
-	if !ok || (c != nil && c.Decision.MaskProfile == "none") {
+	if g.Masker == nil || (c != nil && c.Decision.MaskProfile == "none") {
 		return text, 0
 	}
 	profile := ""
 	if c != nil {
 		profile = c.Decision.MaskProfile
 	}
-	return tm.MaskText(profile, text)
+	return g.Masker.MaskText(profile, text)
 }

@@ -2,6 +2,7 @@ package gate_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/gatehouse/gatehouse/internal/config"
@@ -184,5 +185,23 @@ func TestExecuteIsDecidedAsWhatItPrepared(t *testing.T) {
 	// The inspector's cached facts are not changed by the substitution.
 	if again := g.Inspector.Inspect("EXECUTE p"); again[0].Kind != "EXECUTE" {
 		t.Fatalf("cached facts changed: %+v", again[0])
+	}
+}
+
+// TestCompleteNamesMissingControls: a gate without one of its controls is reported, by name,
+// so the server refuses to start instead of running with masking (or any other control) off.
+func TestCompleteNamesMissingControls(t *testing.T) {
+	g, _ := newGate(t)
+	err := g.Complete()
+	if err == nil {
+		t.Fatal("a gate without masking, catalog, validator and approvals reported complete")
+	}
+	for _, part := range []string{"masking", "classification catalog", "identity validator", "approvals"} {
+		if !strings.Contains(err.Error(), part) {
+			t.Errorf("Complete() = %v, want it to name %q", err, part)
+		}
+	}
+	if strings.Contains(err.Error(), "ledger") || strings.Contains(err.Error(), "inspector") {
+		t.Errorf("Complete() = %v names a part that is set", err)
 	}
 }

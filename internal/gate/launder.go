@@ -18,18 +18,11 @@ import (
 // where they could be read back unmasked. Sessions with raw access are not concerned.
 const RuleNoMaskedCopy = "no-copy-of-masked-values"
 
-// ClassMasker is implemented by maskers that can tell which classes a masking profile hides.
-// Without it the gate assumes every profile but "none" hides every class.
+// ClassMasker is the part of MaskPlanner that tells which classes a masking profile hides.
 type ClassMasker interface {
 	// MasksClass reports whether sessions with the named profile see values of class
 	// masked.
 	MasksClass(profile, class string) bool
-}
-
-// columnCatalog is the part of classify.Catalog the check needs: every column of a target
-// with its classification, and a resolver for the lineage analysis.
-type columnCatalog interface {
-	Snapshot(ctx context.Context, target string) (*classify.Snapshot, error)
 }
 
 // launderState caches the lineage of write flows per catalog generation, so a statement
@@ -53,8 +46,8 @@ func (g *Gate) launders(ctx context.Context, s *Session, st *inspect.Statement, 
 	if len(st.Writes) == 0 || g.Masker == nil || profile == "none" || s == nil || s.Target == nil {
 		return Decision{}, false
 	}
-	cat, ok := g.Catalog.(columnCatalog)
-	if !ok {
+	cat := g.Catalog
+	if cat == nil {
 		return Decision{}, false
 	}
 	key := classify.TargetKey(s.Target, s.Database)
@@ -69,10 +62,7 @@ func (g *Gate) launders(ctx context.Context, s *Session, st *inspect.Statement, 
 		// runs on its value detectors only.
 		return Decision{}, false
 	}
-	masks := func(class string) bool { return true }
-	if cm, ok := g.Masker.(ClassMasker); ok {
-		masks = func(class string) bool { return cm.MasksClass(profile, class) }
-	}
+	masks := func(class string) bool { return g.Masker.MasksClass(profile, class) }
 	for i := range st.Writes {
 		if why := g.flowCopiesMasked(snap, st, &st.Writes[i], masks); why != "" {
 			return Decision{Action: Deny, Rule: RuleNoMaskedCopy, Message: why, MaskProfile: profile}, true

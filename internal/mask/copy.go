@@ -446,8 +446,17 @@ func (cm *CopyMasker) maskBinary(data []byte) ([]byte, int, error) {
 // PlanCopy returns the masker for the output of a COPY ... TO STDOUT statement (c's
 // statement), or nil when nothing in it needs masking for this session. An error means the
 // statement's columns or options could not be determined; the door must then refuse the
-// COPY rather than send unmasked data.
-func (p *Planner) PlanCopy(ctx context.Context, s *gate.Session, c *gate.Check) (*CopyMasker, error) {
+// COPY rather than send unmasked data. It implements gate.CopyPlanner.
+func (p *Planner) PlanCopy(ctx context.Context, s *gate.Session, c *gate.Check) (gate.CopyMasker, error) {
+	cm, err := p.planCopy(ctx, s, c)
+	if cm == nil || err != nil {
+		// An untyped nil: a nil *CopyMasker in the interface would read as a masker.
+		return nil, err
+	}
+	return cm, nil
+}
+
+func (p *Planner) planCopy(ctx context.Context, s *gate.Session, c *gate.Check) (*CopyMasker, error) {
 	prof := p.Profile(c.Decision.MaskProfile)
 	if prof.Raw() {
 		return nil, nil

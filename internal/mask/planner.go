@@ -91,7 +91,7 @@ func (p *Planner) Profile(name string) *Profile {
 // whether a result it cannot place (a fast-path function call) may pass.
 func (p *Planner) ShowsRaw(name string) bool { return p.Profile(name).Raw() }
 
-// The planner's MaskText is the gate's TextMasker: an interface the gate checks at run time,
+// The planner's MaskText is the gate's TextMasker (part of the required gate.MaskPlanner),
 // so a signature drift would silently turn free-text masking off.
 var _ gate.TextMasker = (*Planner)(nil)
 

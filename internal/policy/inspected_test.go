@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gatehouse/gatehouse/internal/classify"
 	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/inspect"
@@ -37,6 +38,12 @@ func (c tableClasses) SensitiveColumns(_ context.Context, _ string, tables []str
 }
 
 func (c tableClasses) Invalidate(string) {}
+
+// Snapshot and NotNull complete gate.Catalog: no column-level catalogue in these tests.
+func (c tableClasses) Snapshot(context.Context, string) (*classify.Snapshot, error) { return nil, nil }
+func (c tableClasses) NotNull(context.Context, string, string, []string) bool       { return false }
+
+var _ gate.Catalog = tableClasses(nil)
 
 // TestDefaultPolicyThroughInspector runs real SQL through the real inspector and the gate's
 // Check with the default policy: the hazards are refused however they are written.

@@ -119,7 +119,7 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 	}
 	planner := mask.NewPlanner(in.catalog, masker, nil, in.log)
 	planner.UsePolicy(in.policy.MaskProfile) // the policy file's masking profiles drive masking
-	in.gate.Masker = maskPlanner{Planner: planner}
+	in.gate.Masker = planner
 	return nil
 }
 
@@ -184,22 +184,17 @@ func OpenLedgerInstance(ctx context.Context, cfg *config.Config, instance string
 	return l, nil
 }
 
+// The gate's collaborators, checked at compile time: a control whose signature drifts fails
+// the build instead of turning itself off.
+var (
+	_ gate.MaskPlanner = (*mask.Planner)(nil)
+	_ gate.Catalog     = (*classify.Catalog)(nil)
+	_ gate.Recorder    = (*ledger.Ledger)(nil)
+	_ gate.Approvals   = (*approval.Store)(nil)
+)
+
 // OpenLedgerStore opens just the ledger's store, for offline reading.
 func OpenLedgerStore(ctx context.Context, cfg *config.Config) (ledger.Store, error) {
 	return ledger.OpenStore(ctx, cfg.Ledger, cfg.DataDir)
 }
 
-// maskPlanner adapts the mask package to the gate's optional masking hooks (COPY output and
-// free text), which the gate declares with its own types so it need not import mask.
-type maskPlanner struct {
-	*mask.Planner // its MaskText implements gate.TextMasker with the decision's profile
-}
-
-// PlanCopy implements gate.CopyPlanner.
-func (m maskPlanner) PlanCopy(ctx context.Context, s *gate.Session, c *gate.Check) (gate.CopyMasker, error) {
-	cm, err := m.Planner.PlanCopy(ctx, s, c)
-	if cm == nil || err != nil {
-		return nil, err
-	}
-	return cm, nil
-}

@@ -103,6 +103,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Instance, er
 	if err := in.assemble(ctx, cfg); err != nil {
 		return nil, err
 	}
+	if err := in.gate.Complete(); err != nil {
+		return nil, err
+	}
 
 	if in.pgLn, err = net.Listen("tcp", cfg.Listen.Postgres); err != nil {
 		return nil, fmt.Errorf("listen for PostgreSQL clients on %s: %w", cfg.Listen.Postgres, err)

@@ -133,6 +133,10 @@ func (r *recorder) Record(ctx context.Context, ev *ledger.Event) error {
 	return nil
 }
 
+// Healthy is always nil: a failing recorder refuses at Record, as a ledger that breaks
+// between its health check and the commit does.
+func (r *recorder) Healthy() error { return nil }
+
 func (r *recorder) Submit(ctx context.Context, ev *ledger.Event) *ledger.Ack {
 	return ledger.AnsweredAck(r.Record(ctx, ev))
 }
@@ -171,6 +175,19 @@ func (r *recorder) ofType(t ledger.EventType) []*ledger.Event {
 
 // ssnMasker masks every column named ssn (text format) as "***-**-****".
 type ssnMasker struct{ plans atomic.Int64 }
+
+// The rest of gate.MaskPlanner for ssnMasker: no COPY or text masking, every class masked,
+// nothing followed across messages (the fakes that embed it override what they test).
+func (m *ssnMasker) PlanCopy(context.Context, *gate.Session, *gate.Check) (gate.CopyMasker, error) {
+	return nil, nil
+}
+func (m *ssnMasker) MaskText(_, s string) (string, int)                  { return s, 0 }
+func (m *ssnMasker) MasksClass(_, _ string) bool                         { return true }
+func (m *ssnMasker) ShowsRaw(string) bool                                { return false }
+func (m *ssnMasker) Observe(context.Context, *gate.Session, *gate.Check) {}
+func (m *ssnMasker) Forget(string)                                       {}
+
+var _ gate.MaskPlanner = (*ssnMasker)(nil)
 
 func (m *ssnMasker) Plan(ctx context.Context, s *gate.Session, c *gate.Check, cols []gate.Column) gate.RowMasker {
 	m.plans.Add(1)

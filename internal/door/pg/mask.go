@@ -30,7 +30,7 @@ func (r *relay) refuseMaskedFastPath(c *gate.Check) {
 	if !c.Allowed() || r.srv.Gate.Masker == nil || c.Decision.MaskProfile == "none" {
 		return
 	}
-	if rp, ok := r.srv.Gate.Masker.(interface{ ShowsRaw(profile string) bool }); ok && rp.ShowsRaw(c.Decision.MaskProfile) {
+	if r.srv.Gate.Masker.ShowsRaw(c.Decision.MaskProfile) {
 		return
 	}
 	c.Decision = gate.Decision{
