@@ -180,6 +180,11 @@ const (
 	famBool
 	famInet
 	famOther
+	// famTime holds times of day and intervals: never a person's data on its own.
+	famTime
+	// famOpaque holds identifiers and machine values (uuid, oid, pg_lsn, ...) that cannot
+	// spell a name, an address or a number people write.
+	famOpaque
 )
 
 func familyOf(typ string) typeFamily {
@@ -190,7 +195,8 @@ func familyOf(typ string) typeFamily {
 		t == "citext" || t == "name" || t == "json" || t == "jsonb" || t == "bytea" || strings.HasPrefix(t, "varchar") || strings.HasPrefix(t, "char"):
 		return famText
 	case t == "int2" || t == "int4" || t == "int8" || t == "smallint" || t == "integer" || t == "bigint" || t == "numeric" ||
-		t == "float4" || t == "float8" || t == "real" || t == "double precision" || t == "money":
+		t == "float4" || t == "float8" || t == "real" || t == "double precision" || t == "money" || strings.HasPrefix(t, "numeric(") ||
+		t == "decimal" || t == "int" || t == "serial" || t == "bigserial" || t == "smallserial":
 		return famNumber
 	case t == "date" || strings.HasPrefix(t, "timestamp"):
 		return famDate
@@ -198,8 +204,66 @@ func familyOf(typ string) typeFamily {
 		return famBool
 	case t == "inet" || t == "cidr":
 		return famInet
+	case t == "time" || t == "timetz" || strings.HasPrefix(t, "time ") || strings.HasPrefix(t, "time(") || strings.HasPrefix(t, "interval"):
+		return famTime
+	case t == "uuid" || t == "oid" || t == "xid" || t == "xid8" || t == "cid" || t == "tid" || t == "pg_lsn" || t == "regclass" ||
+		t == "regtype" || t == "regproc" || t == "regprocedure" || t == "regnamespace" || t == "regrole" || t == "macaddr" || t == "macaddr8" ||
+		t == "bit" || t == "varbit" || t == "tsvector" || t == "tsquery" || t == "int2vector" || t == "oidvector":
+		return famOpaque
 	}
 	return famOther
+}
+
+// nameFits reports whether a column of type family fam can hold values of class, so that
+// its name alone may label it so. A name never makes an integer, numeric, boolean, date or
+// time column a free-text class (name, address, e-mail, ...): such a column cannot hold
+// one, and masking it as one turns ordinary numbers into NULL (issue 13). Numbers people
+// store as integers (phone, SSN, card and national id numbers, IPv4 addresses as integers)
+// stay possible for number columns; a date column can be a date of birth.
+func nameFits(class Class, fam typeFamily) bool {
+	switch fam {
+	case famText, famOther:
+		return true
+	case famNumber:
+		return class == Phone || class == SSN || class == Card || class == NationalID || class == IP
+	case famDate:
+		return class == DOB
+	case famInet:
+		return class == IP
+	}
+	return false
+}
+
+// NameClassOfType is NameClass for a column of PostgreSQL type typ (a pg_type name such as
+// "int4" or "text"; "" when unknown, which constrains nothing): a name whose class the
+// type cannot hold ("zip" on an integer, "city_id") suggests none.
+func NameClassOfType(table, column, typ string) Class {
+	nc := NameClass(table, column)
+	if nc == "" || nameFits(nc, familyOf(typ)) {
+		return nc
+	}
+	return ""
+}
+
+// TypeNameOfOID returns the pg_type name of a built-in type OID as RowDescription carries
+// it ("int4" for 23), or "" for a type it does not know (user-defined types, domains), so
+// callers holding only a result column's type OID can use NameClassOfType.
+func TypeNameOfOID(oid uint32) string {
+	return builtinTypeNames[oid]
+}
+
+// builtinTypeNames are the fixed OIDs of PostgreSQL's built-in scalar types and their
+// arrays (pg_type.dat), limited to the ones whose family matters for classification.
+var builtinTypeNames = map[uint32]string{
+	16: "bool", 1000: "_bool",
+	17: "bytea", 18: "char", 19: "name", 25: "text", 1042: "bpchar", 1043: "varchar", 114: "json", 3802: "jsonb",
+	20: "int8", 21: "int2", 23: "int4", 26: "oid", 700: "float4", 701: "float8", 790: "money", 1700: "numeric",
+	1016: "_int8", 1005: "_int2", 1007: "_int4", 1028: "_oid", 1021: "_float4", 1022: "_float8", 1231: "_numeric",
+	1082: "date", 1114: "timestamp", 1184: "timestamptz", 1083: "time", 1266: "timetz", 1186: "interval",
+	1182: "_date", 1115: "_timestamp", 1185: "_timestamptz", 1183: "_time", 1270: "_timetz", 1187: "_interval",
+	869: "inet", 650: "cidr", 2950: "uuid", 2951: "_uuid", 3220: "pg_lsn", 28: "xid", 5069: "xid8", 29: "cid", 27: "tid",
+	829: "macaddr", 774: "macaddr8", 1560: "bit", 1562: "varbit", 3614: "tsvector", 3615: "tsquery", 2205: "regclass",
+	2206: "regtype", 24: "regproc",
 }
 
 // valueStats counts how many sampled values pass each validator.
@@ -332,6 +396,9 @@ func ClassifyColumn(table, column, typ string, samples []string) Classification 
 	if nc == "" {
 		return Classification{Class: None}
 	}
+	if !nameFits(nc, fam) {
+		return Classification{None, 0.2, fmt.Sprintf("name %q on a %s column", column, typ)}
+	}
 	// The name suggests a class: check the values do not contradict it and the type can hold it.
 	nameOnly := func(conf float64) Classification {
 		return Classification{nc, conf, fmt.Sprintf("name %q", column)}
@@ -355,9 +422,6 @@ func ClassifyColumn(table, column, typ string, samples []string) Classification 
 		}
 		return contradicted("dates")
 	case Name, Address:
-		if fam != famText && fam != famOther {
-			return Classification{None, 0.2, fmt.Sprintf("name %q on a %s column", column, typ)}
-		}
 		if st.n > 0 && (st.frac(st.email) > 0.5 || st.frac(st.token+st.pwHash) > 0.5) {
 			return contradicted("names or addresses")
 		}
@@ -368,9 +432,6 @@ func ClassifyColumn(table, column, typ string, samples []string) Classification 
 		}
 		return nameOnly(0.85)
 	case Secret:
-		if fam == famNumber || fam == famDate {
-			return contradicted("secrets")
-		}
 		if st.n == 0 {
 			return nameOnly(0.6)
 		}

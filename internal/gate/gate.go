@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/classify"
@@ -45,6 +46,9 @@ type Session struct {
 	// facts of what they run, so EXECUTE p is decided as the statement it executes.
 	preparedMu sync.Mutex
 	prepared   map[string]*inspect.Statement
+	// ddlInTx is set by DDL and cleared by the end of a transaction: a COMMIT after DDL
+	// invalidates the catalog again (see schemaChange).
+	ddlInTx atomic.Bool
 }
 
 func (s *Session) preparedFacts(name string) *inspect.Statement {
@@ -138,7 +142,10 @@ type Catalog interface {
 	// SensitiveColumns returns the sensitive columns of tables as "schema.table.column" →
 	// class, for the ledger's record of what a statement touched.
 	SensitiveColumns(ctx context.Context, target string, tables []string) map[string]string
-	// Invalidate drops what is known of target, after DDL changed its schema.
+	// Invalidate drops what is known of target, after DDL changed its schema. Like the
+	// target of SensitiveColumns, it names a catalog: the target's name, or
+	// "database@target" for a session on another database of the target
+	// (classify.TargetKey).
 	Invalidate(target string)
 	// Snapshot returns the classified columns of a target (a TargetKey: "target" or
 	// "database@target"), for the lineage of values a statement stores (launder.go).
@@ -244,7 +251,7 @@ func (g *Gate) sensitiveColumns(ctx context.Context, s *Session, c *Check, i int
 		c.asked = make([]bool, len(c.Statements))
 	}
 	if !c.asked[i] {
-		c.sensitive[i] = g.Catalog.SensitiveColumns(ctx, s.Target.Name, tablesOf(st))
+		c.sensitive[i] = g.Catalog.SensitiveColumns(ctx, catalogKey(s), tablesOf(st))
 		c.asked[i] = true
 	}
 	return c.sensitive[i]
@@ -527,15 +534,33 @@ func (g *Gate) Finish(ctx context.Context, s *Session, c *Check, o Outcome) *led
 	ev := g.statementEvent(ctx, ledger.EventStatement, s, c)
 	ev.Duration = g.now().Sub(c.Started)
 	ev.Rows, ev.Bytes, ev.SQLState, ev.Message, ev.ValuesMasked = o.Rows, o.Bytes, o.SQLState, o.Error, o.Masked
-	if g.Catalog != nil && s.Target != nil && o.SQLState == "" && c.Allowed() {
-		for _, st := range c.Statements {
-			if st.Category == inspect.DDL {
-				g.Catalog.Invalidate(s.Target.Name)
-				break
-			}
-		}
+	if g.Catalog != nil && s.Target != nil && o.SQLState == "" && c.Allowed() && s.schemaChange(c) {
+		g.Catalog.Invalidate(catalogKey(s))
 	}
 	return g.submit(ctx, ev)
+}
+
+// catalogKey names the catalog a session's statements are classified and masked with: the
+// target's, or "database@target" when the session reached another database of the target.
+func catalogKey(s *Session) string { return classify.TargetKey(s.Target, s.Database) }
+
+// schemaChange reports whether the completed statements of c may have changed what the
+// catalog knows of the session's database: DDL, and the COMMIT of a transaction that ran
+// DDL (the rescan that followed the DDL itself could not see the uncommitted tables).
+func (s *Session) schemaChange(c *Check) bool {
+	changed := false
+	for _, st := range c.Statements {
+		switch {
+		case st.Category == inspect.DDL:
+			s.ddlInTx.Store(true)
+			changed = true
+		case st.Kind == "COMMIT" || st.Kind == "COMMIT PREPARED":
+			changed = s.ddlInTx.Swap(false) || changed
+		case st.Kind == "ROLLBACK":
+			s.ddlInTx.Store(false)
+		}
+	}
+	return changed
 }
 
 func (g *Gate) statementEvent(ctx context.Context, t ledger.EventType, s *Session, c *Check) *ledger.Event {

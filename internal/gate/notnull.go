@@ -20,7 +20,7 @@ func (g *Gate) resolveNotNull(ctx context.Context, s *Session, c *Check, i int) 
 		return st
 	}
 	for _, cond := range st.WhereTrivialIfNotNull {
-		if cat.NotNull(ctx, s.Target.Name, cond.Table, cond.Columns) {
+		if cat.NotNull(ctx, catalogKey(s), cond.Table, cond.Columns) {
 			cp := *st
 			cp.WhereTrivial = true
 			cp.Notes = append(slices.Clip(cp.Notes), "the WHERE clause only tests NOT NULL columns of "+cond.Table+" for NULL: it restricts nothing")

@@ -497,7 +497,7 @@ func (p *Planner) planCopy(ctx context.Context, s *gate.Session, c *gate.Check) 
 			}
 		} else {
 			r.Derived, r.Transformed = true, !col.Preserved
-			p.fromSources(r, snap, col.Sources)
+			p.fromSources(r, snap, col.Sources, "")
 			if format == 1 && (r.Class != "" || r.Composite) {
 				r.Kind = KindOpaque // unknown binary representation: NULL is the safe value
 			}

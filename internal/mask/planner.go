@@ -236,13 +236,13 @@ func (p *Planner) PlanResult(ctx context.Context, s *gate.Session, c *gate.Check
 			if found {
 				decided = true
 				r.Derived, r.Transformed = true, !lc.Preserved
-				p.fromSources(r, snap, lc.Sources)
+				p.fromSources(r, snap, lc.Sources, classify.TypeNameOfOID(col.TypeOID))
 			}
 		}
 		if !decided {
 			// No catalog entry and no lineage: the column's name is the last hint, and what
 			// made the value is unknown, so nothing of it may show.
-			if nc := classify.NameClass("", col.Name); nc != "" {
+			if nc := classify.NameClassOfType("", col.Name, classify.TypeNameOfOID(col.TypeOID)); nc != "" {
 				r.Class, r.Derived, r.Transformed = nc, true, true
 			}
 		}
@@ -349,8 +349,9 @@ func compositeStrategy(f StrategyFunc, keys map[string]string) Strategy {
 	return best
 }
 
-// fromSources fills a rule from the source columns of a derived value.
-func (p *Planner) fromSources(r *Rule, snap *classify.Snapshot, srcs []lineage.ColumnSource) {
+// fromSources fills a rule from the source columns of a derived value of type typ (a
+// pg_type name, "" when unknown).
+func (p *Planner) fromSources(r *Rule, snap *classify.Snapshot, srcs []lineage.ColumnSource, typ string) {
 	classes := map[string]bool{}
 	keys := map[string]string{}
 	kinds := map[string]Kind{}
@@ -366,8 +367,9 @@ func (p *Planner) fromSources(r *Rule, snap *classify.Snapshot, srcs []lineage.C
 			// Planner statistics (pg_stats.most_common_vals, pg_statistic.stavalues1, ...).
 			cls, r.samples = classify.Secret, true
 		default:
-			// A table the catalog has not seen (created since the scan): the name decides.
-			cls = classify.NameClass(table, column)
+			// A table the catalog has not seen (created since the scan): the name decides,
+			// if the value's type can hold what it names (an integer "zip" is no address).
+			cls = classify.NameClassOfType(table, column, typ)
 		}
 		if prev, ok := keys[column]; !ok || prev == "" {
 			keys[column] = cls
