@@ -95,7 +95,23 @@ type Ledger struct {
 	Retention Duration `yaml:"retention"`
 	// Sinks stream events out (JSON lines file/stdout, webhook).
 	Sinks []Sink `yaml:"sinks"`
+	// Durability names how durable a record is before the statement it records goes on
+	// (DurabilitySensitive, the default, or DurabilityEvery), the way PostgreSQL's
+	// synchronous_commit does for a commit; internal/ledger documents the contracts.
+	Durability string `yaml:"durability"`
+	// durabilityLine is where durability was set, for error messages.
+	durabilityLine int
 }
+
+// The ledger durability contracts (ledger.durability).
+const (
+	// DurabilitySensitive fdatasyncs intents, refusals, security and admin events and
+	// statements touching sensitive data before they take effect; other records are
+	// written to the commit log (surviving a crash of Gatehouse) and synced within 10 ms.
+	DurabilitySensitive = "sensitive"
+	// DurabilityEvery fdatasyncs every record before its result is released.
+	DurabilityEvery = "every"
+)
 
 // Sink declares one stream of ledger events leaving Gatehouse.
 type Sink struct {
@@ -249,7 +265,7 @@ func Defaults() Config {
 		Listen:  Listen{Postgres: "127.0.0.1:15432", HTTP: "127.0.0.1:8080"},
 		DataDir: DefaultDataDir(),
 		TLS:     TLS{Mode: "auto"},
-		Ledger:  Ledger{Store: "sqlite", CheckpointEvery: 1000, CheckpointInterval: Duration(time.Minute)},
+		Ledger:  Ledger{Store: "sqlite", Durability: DurabilitySensitive, CheckpointEvery: 1000, CheckpointInterval: Duration(time.Minute)},
 		Approvals: Approvals{Approvers: slices.Clone(DefaultApprovers), RequestTTL: Duration(DefaultApprovalRequestTTL),
 			ValidFor: Duration(DefaultApprovalValidFor)},
 	}
@@ -333,6 +349,12 @@ func recordLines(c *Config, root *yaml.Node) {
 			for j, item := range val.Content {
 				if j < len(c.OIDC) {
 					c.OIDC[j].Line = item.Line
+				}
+			}
+		case "ledger":
+			for j := 0; j+1 < len(val.Content); j += 2 {
+				if val.Content[j].Value == "durability" {
+					c.Ledger.durabilityLine = val.Content[j].Line
 				}
 			}
 		case "approvals":
@@ -459,6 +481,13 @@ func (c *Config) Validate() error {
 		}
 	default:
 		return errf(0, "ledger.store", "%q is not a ledger store, expected sqlite or postgres", c.Ledger.Store)
+	}
+	switch c.Ledger.Durability {
+	case "":
+		c.Ledger.Durability = DurabilitySensitive
+	case DurabilitySensitive, DurabilityEvery:
+	default:
+		return errf(c.Ledger.durabilityLine, "ledger.durability", "%q is not a durability contract, expected sensitive or every", c.Ledger.Durability)
 	}
 	if err := c.Approvals.validate(errf); err != nil {
 		return err

@@ -46,6 +46,9 @@ ledger:
 	if d.Environment != "dev" || d.Database != "postgres" || d.TLS.Mode != "disable" {
 		t.Fatalf("dev defaults = %+v", d)
 	}
+	if c.Ledger.Durability != DurabilitySensitive {
+		t.Errorf("ledger.durability default = %q, want sensitive", c.Ledger.Durability)
+	}
 	if time.Duration(c.Ledger.Retention) != 90*24*time.Hour {
 		t.Fatalf("retention = %v", time.Duration(c.Ledger.Retention))
 	}
@@ -61,6 +64,7 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"targets:\n  - name: a\n    host: h\n    user: u\n    roles: {owner: x}\n", "\"owner\" is not an access level"},
 		{"listen: {postgres: nope}\n", "listen.postgres: \"nope\" is not host:port"},
 		{"ledger: {retention: soon}\n", "g.yaml:1: \"soon\" is not a duration"},
+		{"ledger:\n  store: sqlite\n  durability: always\n", "g.yaml:3: ledger.durability: \"always\" is not a durability contract, expected sensitive or every"},
 		{"tls: {mode: files}\n", "tls: mode files needs cert_file and key_file"},
 		{"targets: [\n", "g.yaml: not valid YAML"},
 		{"oidc:\n  - issuer: https://idp\n", "g.yaml:2: oidc[0].audience: is required"},
@@ -124,6 +128,15 @@ func TestApprovalsSection(t *testing.T) {
 		_, err := Parse("g.yaml", []byte(c.yaml))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q:\n got  %v\n want %s", c.yaml, err, c.want)
+		}
+	}
+}
+
+func TestLedgerDurability(t *testing.T) {
+	for _, v := range []string{DurabilitySensitive, DurabilityEvery} {
+		c, err := Parse("g.yaml", []byte("ledger:\n  durability: "+v+"\n"))
+		if err != nil || c.Ledger.Durability != v {
+			t.Errorf("durability %s: got %q, %v", v, c.Ledger.Durability, err)
 		}
 	}
 }

@@ -32,7 +32,10 @@ import (
 // transactions that need no fsync of their own.
 //
 // The rules that keep this safe:
-//   - A record is acknowledged (Append returns) only after its frame is fdatasync'd.
+//   - A record is acknowledged (Append returns) only after its frame is fdatasync'd, or,
+//     for a CommitWritten batch (ledger.durability sensitive: plain reads and the like),
+//     once write(2) has put it in the page cache, where a crash or kill -9 of the process
+//     cannot lose it; a syncer then fdatasyncs it within MaxSyncDelay.
 //   - Each frame carries its length and a CRC-32C, so a frame torn by a crash (never
 //     acknowledged) ends the replay of its file instead of being taken for data.
 //   - A failed write or sync truncates the file back to the last acknowledged frame before
@@ -229,13 +232,22 @@ type journal struct {
 	damaged    error
 	damagedLen int
 	buf        []byte
+
+	// wgen counts writes to the log; sgen is the last of them known synced (every write of
+	// a file before it was closed is synced). syncErr is why a background sync failed: the
+	// log takes no more batches until a synced write (the ledger's probe) succeeds.
+	wgen, sgen uint64
+	syncErr    error
 }
 
 // journalDir is where the log files of the ledger database at dbPath live.
 func journalDir(dbPath string) string { return dbPath + ".log" }
 
-// append makes rows and cps durable in the log and queues them for SQLite.
-func (j *journal) append(rows []eventRow, cps []Checkpoint) error {
+// append makes rows and cps durable in the log, as c asks, and queues them for SQLite.
+func (j *journal) append(rows []eventRow, cps []Checkpoint, c Commit) error {
+	if j.syncErr != nil {
+		return fmt.Errorf("ledger log not synced since a failed sync: %w", j.syncErr)
+	}
 	if err := j.pending.full(j.maxPending); err != nil {
 		return err
 	}
@@ -250,7 +262,7 @@ func (j *journal) append(rows []eventRow, cps []Checkpoint) error {
 	if err := j.ready(int64(len(buf))); err != nil {
 		return err
 	}
-	if err := j.write(buf); err != nil {
+	if err := j.write(buf, c == CommitSynced); err != nil {
 		return err
 	}
 	j.pending.push(logBatch{file: j.name, rows: rows, cps: cps})
@@ -263,23 +275,35 @@ func (j *journal) probe() error {
 	if err := j.ready(int64(len(buf))); err != nil {
 		return err
 	}
-	return j.write(buf)
+	if err := j.write(buf, true); err != nil {
+		return err
+	}
+	// Everything written before is synced with it: the log is whole again.
+	j.syncErr = nil
+	return nil
 }
 
-// write appends buf at the end of the acknowledged frames and syncs it; on failure it cuts
-// the file back so that nothing of buf can be replayed.
-func (j *journal) write(buf []byte) error {
+// write appends buf at the end of the acknowledged frames and, when sync is set, syncs it
+// (and every write before it); on failure it cuts the file back so that nothing of buf can
+// be replayed.
+func (j *journal) write(buf []byte, sync bool) error {
 	if _, err := j.f.WriteAt(buf, j.off); err != nil {
 		return j.fail(fmt.Errorf("write ledger log %s: %w", j.name, err), len(buf))
 	}
-	err := j.syncFault
-	if err == nil {
-		err = fdatasync(j.f)
-	}
-	if err != nil {
-		return j.fail(fmt.Errorf("sync ledger log %s: %w", j.name, err), len(buf))
+	if sync {
+		err := j.syncFault
+		if err == nil {
+			err = fdatasync(j.f)
+		}
+		if err != nil {
+			return j.fail(fmt.Errorf("sync ledger log %s: %w", j.name, err), len(buf))
+		}
 	}
 	j.off += int64(len(buf))
+	j.wgen++
+	if sync {
+		j.sgen = j.wgen
+	}
 	j.writeAck()
 	if j.next == nil && j.off > j.size/2 {
 		j.prepareNext()
@@ -352,7 +376,9 @@ func (j *journal) ready(n int64) error {
 		j.damaged = nil
 	}
 	if j.f != nil && j.off+n > j.size && j.off > int64(len(journalMagic)) {
-		j.rotate()
+		if err := j.rotate(); err != nil {
+			return err
+		}
 	}
 	if j.f != nil {
 		return nil
@@ -441,22 +467,68 @@ func createLog(dir, token string, size int64) logFile {
 	return logFile{f: f, ack: ack, name: name, size: size}
 }
 
-// rotate closes the current file (its records stay queued) so the next append starts a new
-// one; the materializer deletes the old file once its records are in SQLite.
-func (j *journal) rotate() {
+// rotate syncs and closes the current file (its records stay queued) so the next append
+// starts a new one; the materializer deletes the old file once its records are in SQLite.
+// A failed sync is kept in syncErr (the file is closed all the same: its written records
+// are in the page cache and still reach SQLite).
+func (j *journal) rotate() error {
+	var err error
+	if j.sgen != j.wgen {
+		if err = fdatasync(j.f); err != nil {
+			err = fmt.Errorf("sync ledger log %s: %w", j.name, err)
+			j.syncErr = err
+		} else {
+			j.sgen = j.wgen
+		}
+	}
 	j.pending.seal(j.name)
 	// The flock goes with the descriptor; the file stays until materialized. Another
 	// process opening the store meanwhile would replay it, which is idempotent.
 	j.f.Close()
 	j.ack.Close()
 	j.f, j.ack, j.name, j.off = nil, nil, "", 0
+	return err
+}
+
+// beginSync returns a duplicate descriptor of the file holding written but unsynced
+// frames and the write generation it covers (fd -1: nothing to sync). The caller syncs
+// and closes it without the store's writer mutex, so appends go on meanwhile; the
+// duplicate stays valid even if a rotation closes the journal's own descriptor.
+func (j *journal) beginSync() (fd int, gen uint64, err error) {
+	if j.f == nil || j.sgen == j.wgen {
+		return -1, 0, nil
+	}
+	if j.syncFault != nil {
+		return -1, j.wgen, j.syncFault
+	}
+	fd, err = syscall.Dup(int(j.f.Fd()))
+	if err != nil {
+		return -1, j.wgen, fmt.Errorf("duplicate ledger log descriptor: %w", err)
+	}
+	return fd, j.wgen, nil
+}
+
+// endSync notes the result of a sync that beginSync started at gen.
+func (j *journal) endSync(gen uint64, err error) {
+	if err != nil {
+		if j.syncErr == nil {
+			j.log.Error("ledger commit log sync failed: records already released may be lost on a power failure; refusing statements until a sync succeeds", "file", j.name, "err", err)
+		}
+		j.syncErr = fmt.Errorf("sync ledger log %s: %w", j.name, err)
+		return
+	}
+	if gen > j.sgen {
+		j.sgen = gen
+	}
 }
 
 // close seals the current file (the store deletes it after its final materialization) and
 // drops a prepared one that holds nothing.
 func (j *journal) close() {
 	if j.f != nil {
-		j.rotate()
+		if err := j.rotate(); err != nil {
+			j.log.Error("sync ledger log at close", "err", err)
+		}
 	}
 	if j.next != nil {
 		if lf := <-j.next; lf.err == nil {
@@ -663,9 +735,11 @@ func closeAll(fs []*os.File) {
 	}
 }
 
-func fdatasync(f *os.File) error {
+func fdatasync(f *os.File) error { return fdatasyncFD(int(f.Fd())) }
+
+func fdatasyncFD(fd int) error {
 	for {
-		err := syscall.Fdatasync(int(f.Fd()))
+		err := syscall.Fdatasync(fd)
 		if err != syscall.EINTR {
 			return err
 		}

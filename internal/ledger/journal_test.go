@@ -18,6 +18,8 @@ import (
 func (s *SQLiteStore) crash() {
 	s.ix.stopOnce.Do(func() { close(s.ix.quit) })
 	<-s.ix.done
+	s.syncStop.Do(func() { close(s.syncQuit) })
+	<-s.syncDone
 	s.ix.mu.Lock()
 	s.ix.resetConn()
 	s.ix.mu.Unlock()
@@ -93,7 +95,8 @@ func TestCommitLogCrashRecovery(t *testing.T) {
 	fill(t, l, 5)
 
 	s.setSyncFault(errors.New("injected: the disk fails"))
-	if err := l.Record(ctx, stmtEvent("mallory", "SELECT", "SELECT 'lost'", nil, nil)); err == nil {
+	// A sensitive read: fdatasync'd before its Ack (a plain one would only be written).
+	if err := l.Record(ctx, stmtEvent("mallory", "SELECT", "SELECT 'lost'", nil, map[string]string{"t.ssn": "ssn"})); err == nil {
 		t.Fatal("an event whose sync failed was acknowledged")
 	}
 	s.setSyncFault(nil)

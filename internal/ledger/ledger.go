@@ -41,12 +41,74 @@ type Options struct {
 	Log   *slog.Logger
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
+	// Durability is the contract for how durable a record is when its Ack answers
+	// (default DurabilitySensitive).
+	Durability Durability
+}
+
+// Durability is the ledger.durability contract: which records are fdatasync'd before
+// their Ack answers. Like PostgreSQL's synchronous_commit, it trades the last few
+// milliseconds of some records on a power loss for latency and CPU, never what a crash
+// of Gatehouse alone could lose.
+type Durability string
+
+const (
+	// DurabilitySensitive (the default) fdatasyncs, before the Ack answers, every record
+	// that must survive a power loss: intents of statements that may change data, schema
+	// or privileges, refusals, approval events, logins, admin events, and statements that
+	// touch a sensitive class. Every other record (plain reads, completions of writes whose
+	// intent is durable, session ends) is written to the commit log (write(2) done, so a
+	// crash or kill -9 of Gatehouse loses nothing) before its Ack answers, and fdatasync'd
+	// within MaxSyncDelay.
+	DurabilitySensitive Durability = "sensitive"
+	// DurabilityEvery fdatasyncs every record before its Ack answers.
+	DurabilityEvery Durability = "every"
+)
+
+// ParseDurability checks a ledger.durability value ("" is the default).
+func ParseDurability(s string) (Durability, error) {
+	switch Durability(s) {
+	case "":
+		return DurabilitySensitive, nil
+	case DurabilitySensitive, DurabilityEvery:
+		return Durability(s), nil
+	}
+	return "", fmt.Errorf("ledger durability %q: expected sensitive or every", s)
+}
+
+// mustSync reports whether ev must be fdatasync'd before its Ack answers.
+func (d Durability) mustSync(ev *Event) bool {
+	if d == DurabilityEvery {
+		return true
+	}
+	switch ev.Type {
+	case EventStatement:
+		// A refusal, a run under an approval, or sensitive data: synced. An allowed plain
+		// statement (a read, or a write whose intent was synced before it ran) is not.
+		return ev.Decision != "allow" || ev.ApprovalID != "" || touchesSensitive(ev)
+	case EventSessionEnd:
+		return false
+	}
+	// Intents, logins and failed logins, approvals, policy reloads, token and admin events,
+	// and any type this list does not know.
+	return true
+}
+
+func touchesSensitive(ev *Event) bool {
+	for i := range ev.Statements {
+		if len(ev.Statements[i].Sensitive) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // request is one Record call waiting for its group commit.
 type request struct {
 	ev   *Event
 	done chan error
+	// sync: the record must be fdatasync'd before done answers (see Durability).
+	sync bool
 }
 
 // Ledger appends events to a Store with group commit, hash chaining and signed checkpoints.
@@ -111,6 +173,11 @@ func New(ctx context.Context, st Store, opts Options) (*Ledger, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	d, err := ParseDurability(string(opts.Durability))
+	if err != nil {
+		return nil, err
+	}
+	opts.Durability = d
 	l := &Ledger{store: st, opts: opts, log: opts.Log, cpf: checkpointFile{path: opts.CheckpointFile},
 		reqs: make(chan request, 4096), calls: make(chan call), quit: make(chan struct{}), finished: make(chan struct{})}
 	if l.log == nil {
@@ -190,7 +257,9 @@ func (l *Ledger) Healthy() error {
 	return l.healthy
 }
 
-// Record appends ev and returns once it is durable. It fills in ev.Seq, Instance, PrevHash
+// Record appends ev and returns once it is durable as the ledger's Durability contract
+// promises (fdatasync'd, or for a plain record under DurabilitySensitive, written to the
+// commit log and synced within MaxSyncDelay). It fills in ev.Seq, Instance, PrevHash
 // and Hash (and Time when zero). An error means the event is not known to be recorded: the
 // gate must refuse the statement. Record never blocks longer than ctx allows; an event whose
 // caller gave up may still be committed (the ledger then holds more than the client saw,
@@ -201,7 +270,7 @@ func (l *Ledger) Record(ctx context.Context, ev *Event) error {
 }
 
 // Ack is an event on its way into the ledger. Its Wait returns once the event is durable
-// (or could not be recorded). Acks of one caller complete in the order they were submitted,
+// as the Durability contract promises (or could not be recorded). Acks of one caller complete in the order they were submitted,
 // because commits are ordered: waiting for the newest Ack of a session covers all its older
 // ones. An Ack is safe to wait on from several goroutines.
 type Ack struct {
@@ -279,7 +348,7 @@ func (l *Ledger) Submit(ctx context.Context, ev *Event) *Ack {
 	default:
 	}
 	a := &Ack{done: make(chan error, 1), finished: l.finished}
-	r := request{ev: ev, done: a.done}
+	r := request{ev: ev, done: a.done, sync: l.opts.Durability.mustSync(ev)}
 	select {
 	case l.reqs <- r:
 		return a
@@ -415,11 +484,31 @@ func (l *Ledger) setHealth(err error) {
 	}
 }
 
-// commit seals and writes one batch and answers its callers.
+// commit seals and writes one batch and answers its callers. The records before the first
+// one that must be synced are only written (and answered as soon as write(2) is done); that
+// one and every record after it are answered after the sync, since an Ack never answers
+// before an earlier one.
 func (l *Ledger) commit(batch []request) {
+	k := len(batch)
+	for i := range batch {
+		if batch[i].sync {
+			k = i
+			break
+		}
+	}
+	if k > 0 {
+		l.commitPart(batch[:k], CommitWritten)
+	}
+	if k < len(batch) {
+		l.commitPart(batch[k:], CommitSynced)
+	}
+}
+
+// commitPart commits part of a batch as durably as c says and answers its callers.
+func (l *Ledger) commitPart(batch []request, c Commit) {
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.WriteTimeout)
 	defer cancel()
-	err := l.commitBatch(ctx, batch)
+	err := l.commitBatch(ctx, batch, c)
 	l.setHealth(err)
 	for _, r := range batch {
 		r.done <- err
@@ -431,7 +520,7 @@ func (l *Ledger) commit(batch []request) {
 	}
 }
 
-func (l *Ledger) commitBatch(ctx context.Context, batch []request) error {
+func (l *Ledger) commitBatch(ctx context.Context, batch []request, c Commit) error {
 	if l.stale {
 		// The last commit failed; whether it reached the disk is unknown (a lost COMMIT
 		// reply), so continue from what the store really holds.
@@ -460,7 +549,7 @@ func (l *Ledger) commitBatch(ctx context.Context, batch []request) error {
 	if seq-l.lastCPSeq >= int64(l.opts.CheckpointEvery) {
 		cps = append(cps, l.newCheckpoint(seq, hash, CheckpointPeriodic))
 	}
-	if err := l.store.Append(ctx, recs, cps); err != nil {
+	if err := l.store.Append(ctx, recs, cps, c); err != nil {
 		l.stale = true
 		return fmt.Errorf("ledger unavailable: %w", err)
 	}

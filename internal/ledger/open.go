@@ -95,6 +95,7 @@ func Open(ctx context.Context, cfg *config.Config, instance string, log *slog.Lo
 		Retention:          time.Duration(cfg.Ledger.Retention),
 		Sinks:              sinks,
 		Log:                log,
+		Durability:         Durability(cfg.Ledger.Durability),
 	})
 	if err != nil {
 		for _, s := range sinks {

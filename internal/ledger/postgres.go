@@ -235,7 +235,10 @@ func (s *PostgresStore) Head(ctx context.Context, instance string) (int64, strin
 }
 
 // Append implements Store: one transaction; all rows are sent in one pipelined batch.
-func (s *PostgresStore) Append(ctx context.Context, recs []Record, cps []Checkpoint) error {
+//
+// Every commit is synchronous, so CommitWritten is as durable as CommitSynced here: the
+// PostgreSQL store does not relax the contract.
+func (s *PostgresStore) Append(ctx context.Context, recs []Record, cps []Checkpoint, _ Commit) error {
 	b := &pgx.Batch{}
 	for _, r := range recs {
 		ev := r.Event
@@ -282,7 +285,7 @@ func (s *PostgresStore) Probe(ctx context.Context) error {
 
 // AddCheckpoint implements Store.
 func (s *PostgresStore) AddCheckpoint(ctx context.Context, cp Checkpoint) error {
-	return s.Append(ctx, nil, []Checkpoint{cp})
+	return s.Append(ctx, nil, []Checkpoint{cp}, CommitSynced)
 }
 
 // Checkpoints implements Store.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/store"
@@ -170,7 +171,17 @@ type SQLiteStore struct {
 	// heads is the last event each chain appended through this store, which the log
 	// holds even while SQLite lags behind it.
 	heads map[string]chainHead
+
+	// The syncer fdatasyncs CommitWritten batches within MaxSyncDelay (syncLoop).
+	syncWake chan struct{}
+	syncQuit chan struct{}
+	syncDone chan struct{}
+	syncStop sync.Once
 }
+
+// syncGather is how long the syncer lets written batches accumulate before one fdatasync
+// covers them all; with the sync's own time it stays well inside MaxSyncDelay.
+const syncGather = 3 * time.Millisecond
 
 type chainHead struct {
 	seq  int64
@@ -200,10 +211,50 @@ func OpenSQLiteFile(ctx context.Context, path string) (*SQLiteStore, error) {
 	}
 	p := &pendingLog{}
 	s := &SQLiteStore{db: db, ix: newSQLiteIndexer(db, p, log), pending: p, log: log,
-		jr: &journal{dir: journalDir(path), token: randomToken(), pending: p, log: log, maxPending: maxPendingRecords}, heads: map[string]chainHead{}}
+		jr:       &journal{dir: journalDir(path), token: randomToken(), pending: p, log: log, maxPending: maxPendingRecords},
+		heads:    map[string]chainHead{},
+		syncWake: make(chan struct{}, 1), syncQuit: make(chan struct{}), syncDone: make(chan struct{})}
 	s.ix.logDir, s.ix.ownToken = s.jr.dir, s.jr.token
 	s.ix.start()
+	go s.syncLoop()
 	return s, nil
+}
+
+// syncLoop makes CommitWritten batches durable: woken by such a batch, it waits
+// syncGather for more and syncs them all with one fdatasync, off the callers' path.
+func (s *SQLiteStore) syncLoop() {
+	defer close(s.syncDone)
+	for {
+		select {
+		case <-s.syncWake:
+		case <-s.syncQuit:
+			return
+		}
+		select {
+		case <-time.After(syncGather):
+		case <-s.syncQuit:
+			return // Close syncs what is left
+		}
+		s.syncWritten()
+	}
+}
+
+// syncWritten fdatasyncs the log's written frames without holding the writer mutex during
+// the sync.
+func (s *SQLiteStore) syncWritten() {
+	s.wmu.Lock()
+	fd, gen, err := s.jr.beginSync()
+	s.wmu.Unlock()
+	if fd < 0 && err == nil {
+		return
+	}
+	if fd >= 0 {
+		err = fdatasyncFD(fd)
+		syscall.Close(fd)
+	}
+	s.wmu.Lock()
+	s.jr.endSync(gen, err)
+	s.wmu.Unlock()
 }
 
 // recoverLogs stores the records of commit logs no live process writes (their writer
@@ -326,15 +377,21 @@ func (s *SQLiteStore) Head(ctx context.Context, instance string) (int64, string,
 	return runHead(ctx, s, instance)
 }
 
-// Append implements Store: the batch is durable in the commit log when it returns; SQLite
-// follows from the indexer.
-func (s *SQLiteStore) Append(ctx context.Context, recs []Record, cps []Checkpoint) error {
+// Append implements Store: the batch is in the commit log when it returns (fdatasync'd for
+// CommitSynced, written and synced by the syncer within MaxSyncDelay for CommitWritten);
+// SQLite follows from the indexer.
+func (s *SQLiteStore) Append(ctx context.Context, recs []Record, cps []Checkpoint, c Commit) error {
 	rows := make([]eventRow, len(recs))
 	for i, r := range recs {
 		rows[i] = rowOf(r.Event, r.Body)
 	}
+	if len(cps) > 0 {
+		// A checkpoint is copied to the external file once stored; it must not name a
+		// record that a power loss could take back.
+		c = CommitSynced
+	}
 	s.wmu.Lock()
-	err := s.jr.append(rows, cps)
+	err := s.jr.append(rows, cps, c)
 	if err == nil {
 		for _, r := range rows {
 			s.heads[r.instance] = chainHead{r.seq, r.hash}
@@ -343,6 +400,12 @@ func (s *SQLiteStore) Append(ctx context.Context, recs []Record, cps []Checkpoin
 	s.wmu.Unlock()
 	if err != nil {
 		return fmt.Errorf("append to ledger: %w", err)
+	}
+	if c == CommitWritten {
+		select {
+		case s.syncWake <- struct{}{}:
+		default:
+		}
 	}
 	s.ix.kick()
 	return nil
@@ -377,7 +440,7 @@ func (s *SQLiteStore) Probe(ctx context.Context) error {
 
 // AddCheckpoint implements Store.
 func (s *SQLiteStore) AddCheckpoint(ctx context.Context, cp Checkpoint) error {
-	return s.Append(ctx, nil, []Checkpoint{cp})
+	return s.Append(ctx, nil, []Checkpoint{cp}, CommitSynced)
 }
 
 // Checkpoints implements Store.
@@ -496,8 +559,10 @@ func (s *SQLiteStore) AgentsQueried(ctx context.Context, table string, r TimeRan
 func (s *SQLiteStore) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	s.syncStop.Do(func() { close(s.syncQuit) })
+	<-s.syncDone
 	s.wmu.Lock()
-	s.jr.close()
+	s.jr.close() // syncs what the syncer had not
 	s.wmu.Unlock()
 	ixErr := s.ix.stop(ctx)
 	return errors.Join(ixErr, s.db.Close())

@@ -19,8 +19,8 @@ type Store interface {
 	// events, the seq and hash of its last retention anchor, else (0, "").
 	Head(ctx context.Context, instance string) (seq int64, hash string, err error)
 	// Append writes events (already sealed) and checkpoints in one transaction and returns
-	// once it is durable (fsync'd / committed).
-	Append(ctx context.Context, recs []Record, cps []Checkpoint) error
+	// once it is as durable as c asks (CommitSynced: fsync'd / committed).
+	Append(ctx context.Context, recs []Record, cps []Checkpoint, c Commit) error
 	// Probe makes one small durable write, to tell when a failed store can write again.
 	Probe(ctx context.Context) error
 	// AddCheckpoint stores one checkpoint durably.
@@ -50,6 +50,25 @@ type Store interface {
 	// Close releases the store.
 	Close() error
 }
+
+// Commit says how durable an Append must be when it returns: what the ledger.durability
+// contract asks of the batch.
+type Commit uint8
+
+const (
+	// CommitSynced: on stable storage (fdatasync'd, or a committed transaction); a power
+	// loss cannot lose it.
+	CommitSynced Commit = iota
+	// CommitWritten: handed to the operating system (write(2) done), so a crash or kill -9
+	// of Gatehouse cannot lose it, and synced by the store within MaxSyncDelay. A store
+	// that cannot tell the two apart (PostgreSQL: every commit is synchronous) treats it
+	// as CommitSynced.
+	CommitWritten
+)
+
+// MaxSyncDelay bounds how long a CommitWritten batch of the embedded store waits for its
+// fdatasync: only a power loss or kernel crash within it can lose the batch.
+const MaxSyncDelay = 10 * time.Millisecond
 
 // Record is a sealed event together with its stored form.
 type Record struct {

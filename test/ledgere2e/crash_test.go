@@ -29,6 +29,9 @@ type loadClient struct {
 	succeeded map[string]bool
 	attempted int
 	failures  int
+	// reads are the reads (by purpose marker) whose result the client received: their
+	// completion events are the plain records durability "sensitive" only writes.
+	reads []string
 }
 
 func marker(client, n int) string { return fmt.Sprintf("c%d-n%d", client, n) }
@@ -72,6 +75,19 @@ func (c *loadClient) run(ctx context.Context, e *env, user, secret string) {
 			c.failures++
 		}
 		c.mu.Unlock()
+		if err == nil {
+			// Read the row back: a plain read whose record must survive a kill as well.
+			rm := "r" + m
+			var got int
+			qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = conn.QueryRow(qctx, "SELECT n FROM t WHERE client = $1 AND n = $2 /*purpose='"+rm+"'*/", c.id, n).Scan(&got)
+			cancel()
+			if err == nil {
+				c.mu.Lock()
+				c.reads = append(c.reads, rm)
+				c.mu.Unlock()
+			}
+		}
 		n++ // never reuse n: an insert whose outcome the client did not see may have happened
 		if err != nil {
 			_ = conn.Close(context.Background())
@@ -85,10 +101,15 @@ func (c *loadClient) run(ctx context.Context, e *env, user, secret string) {
 // compares the database's effects with the ledger: every row that exists must have the
 // ledger event of its statement (its intent at least), every insert a client saw succeed
 // must have its completed statement event, and the chain must verify after every crash.
+// It runs under both durability contracts: under "sensitive" the completions are only
+// written to the commit log before the client sees them, and a kill -9 of Gatehouse alone
+// must lose none of them.
 func TestKill9UnderLoad(t *testing.T) {
-	t.Run("sqlite", func(t *testing.T) {
-		kill9UnderLoad(t, newEnv(t, envOptions{CheckpointEvery: 50, CheckpointInterval: "1s"}))
-	})
+	for _, d := range []string{"sensitive", "every"} {
+		t.Run("sqlite-"+d, func(t *testing.T) {
+			kill9UnderLoad(t, newEnv(t, envOptions{CheckpointEvery: 50, CheckpointInterval: "1s", Durability: d}))
+		})
+	}
 	t.Run("postgres", func(t *testing.T) {
 		ledgerPG := testkit.StartPostgres(t)
 		kill9UnderLoad(t, newEnv(t, envOptions{LedgerDSN: ledgerPG.DSN("postgres"), CheckpointEvery: 50, CheckpointInterval: "1s"}))
@@ -199,10 +220,15 @@ func kill9UnderLoad(t *testing.T, e *env) {
 	st := e.openStore(rctx)
 	type seen struct{ intent, done, doneOK bool }
 	byMarker := map[string]*seen{}
+	readsRecorded := map[string]bool{}
 	var sessionStarts int
 	for _, ev := range events(rctx, t, st) {
 		if ev.Type == ledger.EventSessionStart {
 			sessionStarts++
+		}
+		if strings.HasPrefix(ev.Purpose, "r") && ev.Type == ledger.EventStatement {
+			readsRecorded[ev.Purpose] = true
+			continue
 		}
 		if ev.Purpose == "" || !strings.HasPrefix(ev.Purpose, "c") {
 			continue
@@ -234,8 +260,15 @@ func kill9UnderLoad(t *testing.T, e *env) {
 			unconfirmed = append(unconfirmed, m)
 		}
 	}
-	acked, attempted, failures := 0, 0, 0
+	acked, attempted, failures, reads := 0, 0, 0, 0
+	var readsLost []string
 	for _, c := range loaders {
+		for _, m := range c.reads {
+			reads++
+			if !readsRecorded[m] {
+				readsLost = append(readsLost, m)
+			}
+		}
 		attempted += c.attempted
 		failures += c.failures
 		for m := range c.succeeded {
@@ -263,8 +296,8 @@ func kill9UnderLoad(t *testing.T, e *env) {
 	sort.Strings(unconfirmed)
 	sort.Strings(clientOKNoEvent)
 	sort.Strings(inFlight)
-	t.Logf("%d kills; %d inserts attempted, %d acknowledged, %d failed; %d rows in the database, %d of them never acknowledged (in flight at a kill): %v; %d session starts recorded",
-		kills.Load(), attempted, acked, failures, len(inDB), len(inFlight), inFlight, sessionStarts)
+	t.Logf("%d kills; %d inserts attempted, %d acknowledged, %d failed; %d rows in the database, %d of them never acknowledged (in flight at a kill): %v; %d session starts recorded; %d reads returned their row",
+		kills.Load(), attempted, acked, failures, len(inDB), len(inFlight), inFlight, sessionStarts, reads)
 	if acked < 100 {
 		t.Errorf("only %d inserts were acknowledged: the load was too light to prove anything", acked)
 	}
@@ -273,6 +306,13 @@ func kill9UnderLoad(t *testing.T, e *env) {
 	}
 	if len(unconfirmed) > 0 {
 		t.Errorf("%d rows have a completion event but no statement.intent recorded before forwarding: %v", len(unconfirmed), unconfirmed)
+	}
+	if reads < 100 {
+		t.Errorf("only %d reads returned their row: the load was too light to prove anything", reads)
+	}
+	if len(readsLost) > 0 {
+		sort.Strings(readsLost)
+		t.Errorf("%d of %d reads the client received have no statement event (lost by a kill): %v", len(readsLost), reads, readsLost)
 	}
 	if len(clientOKNoEvent) > 0 {
 		t.Errorf("%d inserts the client saw succeed have no successful statement event: %v", len(clientOKNoEvent), clientOKNoEvent)

@@ -67,6 +67,8 @@ type envOptions struct {
 	CheckpointEvery int
 	// CheckpointInterval is a duration in the configuration's syntax ("1s").
 	CheckpointInterval string
+	// Durability is ledger.durability ("" leaves the default, sensitive).
+	Durability string
 }
 
 // env is one installation: an upstream cluster with database "app", a configuration file,
@@ -122,6 +124,9 @@ func newEnv(t *testing.T, opts envOptions) *env {
 	ledgerCfg := "  store: sqlite\n"
 	if opts.LedgerDSN != "" {
 		ledgerCfg = "  store: postgres\n  dsn: " + strconv.Quote(opts.LedgerDSN) + "\n"
+	}
+	if opts.Durability != "" {
+		ledgerCfg += "  durability: " + opts.Durability + "\n"
 	}
 	cfg := fmt.Sprintf(`listen:
   postgres: 127.0.0.1:%d
