@@ -44,6 +44,9 @@ func (g *globals) openApprovals(ctx context.Context) (*approval.Store, func(), e
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := needExisting(cfg, stateFile); err != nil {
+		return nil, nil, err
+	}
 	db, err := server.OpenStateStore(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
@@ -85,6 +88,11 @@ func newApprovalsList(g *globals) *cobra.Command {
 					}
 				}
 				return nil
+			}
+			if cfg, err := g.load(); err == nil {
+				// Say where the answer comes from: an empty list from the wrong store
+				// must not read as "nothing pending".
+				fmt.Fprintf(cmd.ErrOrStderr(), "%d request(s) in %s\n", len(list), storeName(cfg, stateFile))
 			}
 			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tSTATUS\tREQUESTER\tTARGET\tRULE\tCREATED\tSTATEMENT")

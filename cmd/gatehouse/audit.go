@@ -65,6 +65,9 @@ func (g *globals) openLedgerStore(cmd *cobra.Command) (ledger.Store, *config.Con
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := needExisting(cfg, ledgerFile); err != nil {
+		return nil, nil, err
+	}
 	st, err := server.OpenLedgerStore(cmd.Context(), cfg)
 	return st, cfg, err
 }
@@ -95,6 +98,10 @@ func newAuditSearch(g *globals) *cobra.Command {
 			evs, err := st.Search(cmd.Context(), q)
 			if err != nil {
 				return err
+			}
+			if limit := q.Limit; limit > 0 && len(evs) >= limit {
+				// Never let a limit pass for the whole answer.
+				defer fmt.Fprintf(cmd.ErrOrStderr(), "showing the newest %d events: there may be more; narrow the search (--since, --from/--to, --identity, ...) or raise --limit\n", limit)
 			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
@@ -153,6 +160,12 @@ func newAuditVerify(g *globals) *cobra.Command {
 					return err
 				}
 			} else {
+				if file == "" {
+					// Never create a key (or a store) where there is no ledger to verify.
+					if err := needExisting(cfg, ledgerFile); err != nil {
+						return err
+					}
+				}
 				key, err := ledger.LoadOrCreateKey(cfg.DataDir)
 				if err != nil {
 					return err
@@ -184,6 +197,13 @@ func newAuditVerify(g *globals) *cobra.Command {
 			rep, err := ledger.Verify(cmd.Context(), src, pub)
 			if err != nil {
 				return err
+			}
+			if rep.OK && len(rep.Chains) == 0 {
+				what := file
+				if what == "" {
+					what = storeName(cfg, ledgerFile)
+				}
+				return fmt.Errorf("nothing to verify: %s holds no events", what)
 			}
 			fmt.Fprint(cmd.OutOrStdout(), rep.String())
 			if !rep.OK {

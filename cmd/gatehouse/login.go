@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -71,7 +72,7 @@ issuer, ca_file and cli_client_id.`,
 func loginDefaults(g *globals, o *loginOpts) (subjectClaim string, err error) {
 	needCfg := o.issuer == "" || o.clientID == "" || (o.pgpass && o.host == "")
 	var cfg *config.Config
-	if needCfg || g.configPath != "" {
+	if needCfg || g.configPath != "" || os.Getenv(envConfig) != "" {
 		if cfg, err = g.load(); err != nil {
 			return "", fmt.Errorf("read configuration for login defaults: %w", err)
 		}

@@ -40,8 +40,8 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVarP(&g.configPath, "config", "c", "", "configuration file (default: ./gatehouse.yaml when it exists)")
-	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", "", "data directory (overrides data_dir in the configuration)")
+	root.PersistentFlags().StringVarP(&g.configPath, "config", "c", "", "configuration file (default: $GATEHOUSE_CONFIG, else ./gatehouse.yaml when it exists)")
+	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", "", "data directory (default: $GATEHOUSE_DATA_DIR; overrides data_dir in the configuration)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.AddCommand(
 		newServeCmd(g),
@@ -58,9 +58,20 @@ func newRoot() *cobra.Command {
 // extraCommands lets command files register themselves without editing newRoot.
 var extraCommands []func(*globals) *cobra.Command
 
-// load reads the configuration the flags point at; without a file it uses the defaults.
+// Environment variables every command honours, below its flags: the configuration file and
+// the data directory (the demo prints an export line for the first).
+const (
+	envConfig  = "GATEHOUSE_CONFIG"
+	envDataDir = "GATEHOUSE_DATA_DIR"
+)
+
+// load reads the configuration the flags (or GATEHOUSE_CONFIG / GATEHOUSE_DATA_DIR) point
+// at; without a file it uses the defaults.
 func (g *globals) load() (*config.Config, error) {
 	path := g.configPath
+	if path == "" {
+		path = os.Getenv(envConfig)
+	}
 	if path == "" {
 		if _, err := os.Stat("gatehouse.yaml"); err == nil {
 			path = "gatehouse.yaml"
@@ -78,6 +89,8 @@ func (g *globals) load() (*config.Config, error) {
 	}
 	if g.dataDir != "" {
 		cfg.DataDir = g.dataDir
+	} else if d := os.Getenv(envDataDir); d != "" {
+		cfg.DataDir = d
 	}
 	return cfg, nil
 }

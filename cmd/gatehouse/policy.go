@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/inspect"
 	"github.com/gatehouse/gatehouse/internal/ledger"
 	"github.com/gatehouse/gatehouse/internal/policy"
+	"github.com/gatehouse/gatehouse/internal/server"
 )
 
 func init() { extraCommands = append(extraCommands, newPolicyCmd) }
@@ -76,13 +79,38 @@ func newPolicyTest(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "test [flags] SQL",
 		Short: "Show the facts of a statement and what the policy decides for an identity on a target",
-		Example: `  gatehouse policy test --policy p.yaml --as alice@corp.example --target prod-db "DELETE FROM users"
-  gatehouse policy test --as support-bot --kind agent --target prod-db "SELECT email FROM customers"`,
+		Long: "Shows the facts of each statement and the decision with its deciding rule; exits 3 when refused.\n" +
+			"The identity's kind and groups come from the token store when --as names a Gatehouse token\n" +
+			"(--kind/--group override them); any other identity (an OIDC user) needs --kind and its --group flags.",
+		Example: `  gatehouse policy test --policy p.yaml --as alice@corp.example --kind human --group analysts --target prod-db "DELETE FROM users"
+  gatehouse policy test --as support-bot --target prod-db "SELECT email FROM customers"   # a token: kind and groups from the store`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if as == "" {
+				return errors.New("--as is required: the identity whose statement is decided")
+			}
 			e, cfg, err := policyEngine(g, file)
 			if err != nil {
 				return err
+			}
+			flags := cmd.Flags()
+			if !flags.Changed("kind") || !flags.Changed("group") {
+				tok, found, err := lookupToken(cmd.Context(), cfg, as)
+				if err != nil {
+					return err
+				}
+				switch {
+				case found:
+					if !flags.Changed("kind") {
+						kind = string(tok.Kind)
+					}
+					if !flags.Changed("group") {
+						groups = tok.Groups
+					}
+					fmt.Fprintf(cmd.ErrOrStderr(), "identity %s: kind %s, groups %v (from the token store)\n", as, kind, groups)
+				case !flags.Changed("kind"):
+					return fmt.Errorf("--as %q is not a Gatehouse token in %s: say what the identity is with --kind (human, service or agent) and its --group flags", as, storeName(cfg, stateFile))
+				}
 			}
 			if !identity.Kind(kind).Valid() {
 				return fmt.Errorf("--kind %q: expected human, service or agent", kind)
@@ -115,12 +143,39 @@ func newPolicyTest(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&file, "policy", "", "policy file (default: the configured one, else the built-in default)")
-	f.StringVar(&as, "as", "someone@example.com", "identity subject")
+	f.StringVar(&as, "as", "", "identity subject (a token name, an OIDC subject or e-mail)")
 	f.StringVar(&kind, "kind", "human", "identity kind: human, service or agent")
 	f.StringSliceVar(&groups, "group", nil, "identity group (repeatable)")
 	f.StringVar(&target, "target", "dev-db", "target name (from the configuration, or any name with --env)")
 	f.StringVar(&env, "env", "", "environment of a target not in the configuration (default: prod when the name says so, else dev)")
 	return cmd
+}
+
+// lookupToken finds the Gatehouse token named name in the configured state store; found is
+// false when there is no such token or no state store at all (nothing to look up).
+func lookupToken(ctx context.Context, cfg *config.Config, name string) (identity.Token, bool, error) {
+	if needExisting(cfg, stateFile) != nil {
+		return identity.Token{}, false, nil
+	}
+	db, err := server.OpenStateStore(ctx, cfg)
+	if err != nil {
+		return identity.Token{}, false, err
+	}
+	defer db.Close()
+	tokens, err := identity.NewTokens(ctx, db, identity.TokensOptions{})
+	if err != nil {
+		return identity.Token{}, false, fmt.Errorf("open token store: %w", err)
+	}
+	list, err := tokens.List(ctx)
+	if err != nil {
+		return identity.Token{}, false, fmt.Errorf("list tokens: %w", err)
+	}
+	for _, t := range list {
+		if t.Name == name {
+			return t, true, nil
+		}
+	}
+	return identity.Token{}, false, nil
 }
 
 func newPolicyReplay(g *globals) *cobra.Command {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/certs"
@@ -47,7 +48,9 @@ type Demo struct {
 	Upstream *testkit.Postgres
 	Personas []Persona
 	CAFile   string
-	dir      string
+	// ConfigFile is the demo's configuration, for GATEHOUSE_CONFIG.
+	ConfigFile string
+	dir        string
 }
 
 // Start builds the sample database and starts Gatehouse in front of it. Close removes all.
@@ -91,20 +94,17 @@ func Start(ctx context.Context, opts Options) (d *Demo, err error) {
 	if err := os.WriteFile(pwFile, []byte(pg.Password), 0o600); err != nil {
 		return nil, err
 	}
-	cfg := config.Defaults()
-	cfg.Path = ""
-	cfg.DataDir = filepath.Join(dir, "data")
-	cfg.Listen = config.Listen{Postgres: opts.Listen, HTTP: opts.HTTP}
-	roles := map[string]string{"read": "shop_read", "write": "shop_write"}
-	cfg.Targets = []config.Target{
-		{Name: "shop", Engine: "postgres", Environment: "prod", Labels: map[string]string{"team": "commerce"},
-			Host: pg.Host, Port: pg.Port, Database: "shop", User: pg.User, PasswordFile: pwFile, Roles: roles},
-		{Name: "shop-staging", Engine: "postgres", Environment: "staging", Labels: map[string]string{"team": "commerce"},
-			Host: pg.Host, Port: pg.Port, Database: "shop_staging", User: pg.User, PasswordFile: pwFile, Roles: roles},
+	// The demo's configuration is a real file, so every other command (targets, catalog
+	// show, approvals, policy test, audit ...) reads the same one: GATEHOUSE_CONFIG=<file>.
+	d.ConfigFile = filepath.Join(dir, "gatehouse.yaml")
+	if err := os.WriteFile(d.ConfigFile, []byte(configYAML(opts, filepath.Join(dir, "data"), pg, pwFile)), 0o600); err != nil {
+		return nil, fmt.Errorf("write the demo configuration: %w", err)
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
+	loaded, err := config.Load(d.ConfigFile)
+	if err != nil {
+		return nil, fmt.Errorf("read back the demo configuration: %w", err)
 	}
+	cfg := *loaded
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -129,6 +129,22 @@ func Start(ctx context.Context, opts Options) (d *Demo, err error) {
 		d.Personas = append(d.Personas, p)
 	}
 	return d, nil
+}
+
+// configYAML is the demo's configuration file: the two sample targets (prod and staging) on
+// the sample cluster, with least-privilege roles for read and write grants.
+func configYAML(opts Options, dataDir string, pg *testkit.Postgres, pwFile string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Written by gatehouse demo; removed when the demo stops.\n")
+	fmt.Fprintf(&b, "listen:\n  postgres: %q\n  http: %q\n", opts.Listen, opts.HTTP)
+	fmt.Fprintf(&b, "data_dir: %q\n", dataDir)
+	fmt.Fprintf(&b, "targets:\n")
+	for _, t := range []struct{ name, env, db string }{{"shop", "prod", "shop"}, {"shop-staging", "staging", "shop_staging"}} {
+		fmt.Fprintf(&b, "  - name: %s\n    engine: postgres\n    environment: %s\n    labels: {team: commerce}\n", t.name, t.env)
+		fmt.Fprintf(&b, "    host: %q\n    port: %d\n    database: %s\n    user: %q\n    password_file: %q\n", pg.Host, pg.Port, t.db, pg.User, pwFile)
+		fmt.Fprintf(&b, "    roles: {read: shop_read, write: shop_write}\n")
+	}
+	return b.String()
 }
 
 // PsqlCommand is a ready-to-paste psql command for persona p on target.
@@ -161,6 +177,16 @@ func (d *Demo) PrintWelcome(w io.Writer) {
 		fmt.Fprintf(w, "      GATEHOUSE_TOKEN='%s' ./bin/gatehouse approvals approve apr_… --server http://%s\n", d.Personas[3].Secret, d.Instance.HTTPAddr())
 	}
 	fmt.Fprintf(w, "  connect to dbname=shop-staging to see the staging rules\n\n")
+	fmt.Fprintf(w, "The other commands read the demo's configuration, in another terminal:\n")
+	fmt.Fprintf(w, "  export GATEHOUSE_CONFIG=%s\n", d.ConfigFile)
+	fmt.Fprintf(w, "  ./bin/gatehouse targets\n")
+	fmt.Fprintf(w, "  ./bin/gatehouse catalog show shop                   # the sensitive columns found, with evidence\n")
+	fmt.Fprintf(w, "  ./bin/gatehouse approvals list --status pending\n")
+	fmt.Fprintf(w, "  ./bin/gatehouse audit search --since 1h               # everything above, on the ledger\n")
+	fmt.Fprintf(w, "  ./bin/gatehouse audit pii-readers --since 1h          # who read personal data\n")
+	fmt.Fprintf(w, "  ./bin/gatehouse audit who-dropped payments\n")
+	fmt.Fprintf(w, "  ./bin/gatehouse audit verify                          # the hash chain and signed checkpoints\n")
+	fmt.Fprintf(w, "  ./bin/gatehouse policy test --as alice@corp.example --target shop \"DELETE FROM orders\"\n\n")
 	fmt.Fprintf(w, "Ctrl-C stops everything and removes what the demo created.\n")
 }
 

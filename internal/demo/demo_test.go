@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/gatehouse/gatehouse/internal/config"
 	"net/http"
 	"regexp"
 	"strings"
@@ -24,6 +25,13 @@ func TestDemoPersonasAndGuardrails(t *testing.T) {
 	d.PrintWelcome(&out)
 	if len(d.Personas) != 4 || strings.Count(out.String(), "psql \"host=localhost") != 4 || !strings.Contains(out.String(), "approvals approve") {
 		t.Fatalf("welcome does not offer a psql command per persona:\n%s", out.String())
+	}
+	// The demo's configuration is a file the other commands can read.
+	if !strings.Contains(out.String(), "export GATEHOUSE_CONFIG="+d.ConfigFile) || !strings.Contains(out.String(), "audit verify") {
+		t.Fatalf("welcome does not point the other commands at the demo's configuration:\n%s", out.String())
+	}
+	if cfg, err := config.Load(d.ConfigFile); err != nil || len(cfg.Targets) != 2 || cfg.DataDir != d.Instance.Config().DataDir {
+		t.Fatalf("demo configuration file: %v %+v", err, cfg)
 	}
 
 	connect := func(p Persona, target string) *pgx.Conn {
