@@ -18,7 +18,7 @@ and a second DBA who approves. It prints a psql command per identity, things to 
 export GATEHOUSE_CONFIG=... line with which every other command (targets, catalog show,
 approvals, policy test, audit ...) works against the running demo. Ctrl-C stops it and
 removes everything it created.`,
-		Args:  cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.Log = g.logger()
 			d, err := demo.Start(cmd.Context(), opts)

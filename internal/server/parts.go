@@ -197,4 +197,3 @@ var (
 func OpenLedgerStore(ctx context.Context, cfg *config.Config) (ledger.Store, error) {
 	return ledger.OpenStore(ctx, cfg.Ledger, cfg.DataDir)
 }
-
