@@ -157,6 +157,9 @@ type Options struct {
 	Log      *slog.Logger
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
+	// ConsoleURL, when set, returns the web console's base URL (ending in "/"), so a
+	// requester's refusal message links to the request's page ("" leaves the link out).
+	ConsoleURL func() string
 }
 
 // Store files, decides and uses approval requests. Safe for concurrent use.
@@ -168,6 +171,7 @@ type Store struct {
 	settings func() Settings
 	log      *slog.Logger
 	now      func() time.Time
+	console  func() string
 }
 
 // migrations are the approval component's schema, applied in order by store.Migrate. Never
@@ -225,7 +229,7 @@ func Open(ctx context.Context, db *sql.DB, opts Options) (*Store, error) {
 	if err := store.MigrateDialect(ctx, db, "approval", migrations, postgresMigrations); err != nil {
 		return nil, fmt.Errorf("prepare approval store: %w", err)
 	}
-	s := &Store{db: db, dialect: store.DialectOf(db), rec: opts.Recorder, key: opts.Key, settings: opts.Settings, log: opts.Log, now: opts.Now}
+	s := &Store{db: db, dialect: store.DialectOf(db), rec: opts.Recorder, key: opts.Key, settings: opts.Settings, log: opts.Log, now: opts.Now, console: opts.ConsoleURL}
 	if s.settings == nil {
 		s.settings = func() Settings { return SettingsFrom(config.Approvals{}) }
 	}

@@ -136,7 +136,7 @@ func (s *Store) Hold(ctx context.Context, h gate.Held) (gate.Decision, error) {
 				d.Message = joinMessage(h.Message, fmt.Sprintf("approval request %s for this statement was denied by %s%s, so it was not run (a new request can be filed after %s)",
 					r.ID, r.DecidedBy, why, r.ExpiresAt.Format(time.RFC3339)))
 			default:
-				d.Message = joinMessage(h.Message, fmt.Sprintf("approval request %s is waiting for a decision: ask an approver to run `gatehouse approvals approve %s`, then run the statement again", r.ID, r.ID))
+				d.Message = joinMessage(h.Message, fmt.Sprintf("approval request %s is waiting for a decision: %s, then run the statement again", r.ID, s.howToApprove(r.ID)))
 			}
 			return d, nil
 		}
@@ -148,7 +148,7 @@ func (s *Store) Hold(ctx context.Context, h gate.Held) (gate.Decision, error) {
 			continue // another session filed it first, or the id collided: look again
 		}
 		d.ApprovalID = r.ID
-		d.Message = joinMessage(h.Message, fmt.Sprintf("approval request %s created: ask an approver to run `gatehouse approvals approve %s`, then run the statement again", r.ID, r.ID))
+		d.Message = joinMessage(h.Message, fmt.Sprintf("approval request %s created: %s, then run the statement again", r.ID, s.howToApprove(r.ID)))
 		return d, nil
 	}
 	return d, errors.New("file approval request: gave up after repeated conflicts")
@@ -228,4 +228,16 @@ func joinMessage(msg, more string) string {
 		return more
 	}
 	return msg + "; " + more
+}
+
+// howToApprove tells a requester how their request gets decided: the CLI command, and the
+// request's console page when the console's address is known.
+func (s *Store) howToApprove(id string) string {
+	msg := "ask an approver to run `gatehouse approvals approve " + id + "`"
+	if s.console != nil {
+		if u := s.console(); u != "" {
+			msg += " or to decide it at " + u + "approvals/" + id
+		}
+	}
+	return msg
 }

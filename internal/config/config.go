@@ -33,9 +33,18 @@ type Config struct {
 	// Approvals configures who may approve statements that policy holds for approval, and
 	// how long requests and approvals stay good.
 	Approvals Approvals `yaml:"approvals"`
+	// Console configures the web console served on listen.http.
+	Console Console `yaml:"console"`
 	// AllowInsecurePasswords permits cleartext tokens over non-TLS connections from
 	// non-loopback addresses. Off by default; exists only for lab set-ups.
 	AllowInsecurePasswords bool `yaml:"allow_insecure_passwords"`
+}
+
+// Console configures the web console.
+type Console struct {
+	// URL is where people reach the console (e.g. https://gatehouse.internal:8443/console/),
+	// for the links in refusal messages and the OIDC redirect. Default: http://<listen.http>/console/.
+	URL string `yaml:"url"`
 }
 
 // Listen holds the addresses Gatehouse listens on.
@@ -74,6 +83,10 @@ type OIDC struct {
 	// grant against this issuer; it must also be in Audience, since the ID tokens it obtains
 	// are issued for it.
 	CLIClientID string `yaml:"cli_client_id"`
+	// ConsoleClientID is the public client the web console signs people in with
+	// (authorization code + PKCE, redirecting to the console's own /console/callback); it
+	// must also be in Audience, since the ID tokens it obtains are issued for it.
+	ConsoleClientID string `yaml:"console_client_id"`
 	// Line is where this provider was declared, for error messages.
 	Line int `yaml:"-"`
 }
@@ -407,6 +420,10 @@ func (c *Config) Validate() error {
 		if o.CLIClientID != "" && !slices.Contains(o.Audience, o.CLIClientID) {
 			return errf(o.Line, fmt.Sprintf("oidc[%d].cli_client_id", i),
 				"%q must also be listed in audience: the ID tokens `gatehouse login` obtains are issued for it", o.CLIClientID)
+		}
+		if o.ConsoleClientID != "" && !slices.Contains(o.Audience, o.ConsoleClientID) {
+			return errf(o.Line, fmt.Sprintf("oidc[%d].console_client_id", i),
+				"%q must also be listed in audience: the ID tokens the console obtains are issued for it", o.ConsoleClientID)
 		}
 		if o.GroupsClaim == "" {
 			o.GroupsClaim = "groups"

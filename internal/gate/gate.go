@@ -21,6 +21,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/inspect"
 	"github.com/gatehouse/gatehouse/internal/ledger"
+	"github.com/gatehouse/gatehouse/internal/live"
 )
 
 // Session is one client connection after authentication. Doors fill it in; the gate, the
@@ -49,6 +50,9 @@ type Session struct {
 	// ddlInTx is set by DDL and cleared by the end of a transaction: a COMMIT after DDL
 	// invalidates the catalog again (see schemaChange).
 	ddlInTx atomic.Bool
+
+	// live is the session's entry in the gate's live registry (nil when not attached).
+	live *live.Entry
 }
 
 func (s *Session) preparedFacts(name string) *inspect.Statement {
@@ -193,6 +197,9 @@ type Gate struct {
 	Log       *slog.Logger
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
+	// Live, when set, lists the sessions open now (doors attach theirs), for the console
+	// and the API, which may end them.
+	Live *live.Registry
 
 	launder launderState
 }
@@ -295,8 +302,26 @@ func (g *Gate) OpenSession(ctx context.Context, s *Session) (Decision, error) {
 	return d, nil
 }
 
+// Attach lists an open session in the live registry until CloseSession; end is how the door
+// ends it when someone with the right asks (by names them), in its protocol's words.
+func (g *Gate) Attach(s *Session, door string, end func(by string)) {
+	if g.Live == nil || s == nil {
+		return
+	}
+	ls := live.Session{ID: s.ID, Door: door, ClientAddr: s.ClientAddr, Application: s.ApplicationName,
+		Database: s.Database, Since: s.StartedAt}
+	if s.Identity != nil {
+		ls.Subject, ls.Kind, ls.Groups = s.Identity.Subject, string(s.Identity.Kind), s.Identity.Groups
+	}
+	if s.Target != nil {
+		ls.Target, ls.Environment = s.Target.Name, s.Target.Environment
+	}
+	s.live = g.Live.Add(ls, end)
+}
+
 // CloseSession records the end of a session.
 func (g *Gate) CloseSession(ctx context.Context, s *Session, reason string) {
+	s.live.Remove()
 	if g.Masker != nil {
 		g.Masker.Forget(s.ID)
 	}
@@ -534,6 +559,9 @@ func (g *Gate) Finish(ctx context.Context, s *Session, c *Check, o Outcome) *led
 	ev := g.statementEvent(ctx, ledger.EventStatement, s, c)
 	ev.Duration = g.now().Sub(c.Started)
 	ev.Rows, ev.Bytes, ev.SQLState, ev.Message, ev.ValuesMasked = o.Rows, o.Bytes, o.SQLState, o.Error, o.Masked
+	if s != nil {
+		s.live.Count(o.Rows)
+	}
 	if g.Catalog != nil && s.Target != nil && o.SQLState == "" && c.Allowed() && s.schemaChange(c) {
 		g.Catalog.Invalidate(catalogKey(s))
 	}

@@ -57,6 +57,7 @@ func (e *OAuthError) Error() string {
 // Metadata is the part of the issuer's discovery document a login needs.
 type Metadata struct {
 	Issuer                      string   `json:"issuer"`
+	AuthorizationEndpoint       string   `json:"authorization_endpoint"`
 	TokenEndpoint               string   `json:"token_endpoint"`
 	DeviceAuthorizationEndpoint string   `json:"device_authorization_endpoint"`
 	JWKSURI                     string   `json:"jwks_uri"`
@@ -259,6 +260,21 @@ func (c *Client) Refresh(ctx context.Context, refreshToken string, scopes []stri
 	}
 	if tok.IDToken == "" {
 		return nil, errors.New("refresh: the identity provider returned no ID token")
+	}
+	return &tok, nil
+}
+
+// ExchangeCode redeems an authorization code (RFC 6749 4.1.3) with its PKCE verifier
+// (RFC 7636), as a public client: the web console's sign-in.
+func (c *Client) ExchangeCode(ctx context.Context, code, redirectURI, verifier string) (*Tokens, error) {
+	form := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirectURI},
+		"client_id": {c.ClientID}, "code_verifier": {verifier}}
+	var tok Tokens
+	if err := c.post(ctx, c.Meta.TokenEndpoint, form, &tok); err != nil {
+		return nil, fmt.Errorf("exchange authorization code: %w", err)
+	}
+	if tok.IDToken == "" {
+		return nil, errors.New("exchange authorization code: the identity provider returned no ID token")
 	}
 	return &tok, nil
 }

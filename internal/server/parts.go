@@ -13,10 +13,12 @@ import (
 	"github.com/gatehouse/gatehouse/internal/approval"
 	"github.com/gatehouse/gatehouse/internal/classify"
 	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/console"
 	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/inspect"
 	"github.com/gatehouse/gatehouse/internal/ledger"
+	"github.com/gatehouse/gatehouse/internal/live"
 	"github.com/gatehouse/gatehouse/internal/mask"
 	"github.com/gatehouse/gatehouse/internal/policy"
 	"github.com/gatehouse/gatehouse/internal/store"
@@ -40,6 +42,9 @@ type parts struct {
 	listener *store.Listener
 	// instance names the ledger chain ("" for the host name).
 	instance string
+	// live lists the sessions open now; console serves the web console over it all.
+	live    *live.Registry
+	console *console.Console
 }
 
 // assemble builds the gate's components from the configuration.
@@ -74,7 +79,7 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	if in.approvals, err = approval.Open(ctx, in.db, approval.Options{Recorder: led, Key: akey, Log: in.log,
-		Settings: func() approval.Settings { return approval.SettingsFrom(in.cfg.Load().Approvals) }}); err != nil {
+		Settings: func() approval.Settings { return approval.SettingsFrom(in.cfg.Load().Approvals) }, ConsoleURL: in.consoleURL}); err != nil {
 		return err
 	}
 	in.gate.Approvals = in.approvals
@@ -120,6 +125,13 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 	planner := mask.NewPlanner(in.catalog, masker, nil, in.log)
 	planner.UsePolicy(in.policy.MaskProfile) // the policy file's masking profiles drive masking
 	in.gate.Masker = planner
+
+	in.live = live.New()
+	in.gate.Live = in.live
+	if in.console, err = console.New(console.Options{Auth: in.auth, Ledger: led, Events: led.Store(), Approvals: in.approvals,
+		Live: in.live, OIDC: func() []config.OIDC { return in.cfg.Load().OIDC }, URL: in.consoleURL, Log: in.log.With("part", "console")}); err != nil {
+		return err
+	}
 	return nil
 }
 

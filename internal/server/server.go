@@ -119,7 +119,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Instance, er
 		Log:                    log.With("door", "postgres"),
 		Metrics:                pg.NewMetrics(in.reg),
 	}
-	if in.http, err = startHTTP(cfg.Listen.HTTP, in.reg, in.ready, in.registerAuditAPI); err != nil {
+	if in.http, err = startHTTP(cfg.Listen.HTTP, in.reg, in.ready, in.registerHTTP); err != nil {
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())

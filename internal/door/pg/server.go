@@ -555,6 +555,9 @@ func (s *Server) startSession(ctx context.Context, c *conn, params map[string]st
 func (s *Server) run(ctx context.Context, r *relay, txStatus byte, ps map[string]string, log *slog.Logger) {
 	s.register(r)
 	s.Metrics.sessionDelta(1)
+	s.Gate.Attach(r.sess, "postgres", func(by string) {
+		r.end(fatalErr("57P01", "terminating connection: session ended by "+by+" in Gatehouse"))
+	})
 	defer func() {
 		s.unregister(r)
 		s.Metrics.sessionDelta(-1)

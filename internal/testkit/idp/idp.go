@@ -125,6 +125,10 @@ func (p *Provider) serve(next http.Handler) http.Handler {
 			case <-healed:
 			}
 		}
+		if r.URL.Path == loginPath {
+			p.serveLogin(w, r)
+			return
+		}
 		if r.URL.Path == deviceFormPath {
 			p.serveDeviceForm(w, r)
 			return
@@ -165,6 +169,9 @@ type state struct {
 	expired       map[*op.DeviceAuthorizationState]bool
 	slowDowns     int
 	polls         []time.Time
+
+	// consoleRedirects are ConsoleClientID's redirect URIs (console.go).
+	consoleRedirects []string
 }
 
 // opStorage is the example storage (authorization-code machinery) with what tests control
@@ -270,6 +277,9 @@ func (assertingClient) IDTokenUserinfoClaimsAssertion() bool { return true }
 func (s *opStorage) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
 	if id == CLIClientID {
 		return cliClient{s.st}, nil
+	}
+	if id == ConsoleClientID {
+		return consoleClient{s.st}, nil
 	}
 	c, err := s.Storage.GetClientByClientID(ctx, id)
 	if err != nil {

@@ -1,0 +1,147 @@
+// Package live keeps the registry of sessions that are open right now, whatever door they
+// came through, so the console and the API can show who is connected to what and end a
+// session. The ledger says what happened; this says what is happening. Doors register a
+// session (through the gate) with a function that ends it in their own protocol's words.
+package live
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Session describes one live session, as the console lists it.
+type Session struct {
+	ID          string    `json:"id"`
+	Door        string    `json:"door"`
+	Subject     string    `json:"subject"`
+	Kind        string    `json:"kind"`
+	Groups      []string  `json:"groups,omitempty"`
+	Target      string    `json:"target"`
+	Environment string    `json:"environment,omitempty"`
+	Database    string    `json:"database,omitempty"`
+	ClientAddr  string    `json:"client_addr"`
+	Application string    `json:"application,omitempty"`
+	Since       time.Time `json:"since"`
+	// Statements and Rows count what the session has run so far (refusals included in
+	// Statements; Rows are rows returned or changed).
+	Statements int64 `json:"statements"`
+	Rows       int64 `json:"rows"`
+}
+
+// ErrNotFound means no live session has that id (it ended, or never existed here).
+var ErrNotFound = errors.New("no live session with this id")
+
+// Registry holds the live sessions of one instance. The zero value is not usable; use New.
+type Registry struct {
+	mu       sync.Mutex
+	sessions map[string]*Entry
+	// version changes whenever a session is added, removed or counts a statement, so a
+	// live view can tell cheaply whether there is anything new to show.
+	version atomic.Uint64
+}
+
+// New returns an empty registry.
+func New() *Registry { return &Registry{sessions: make(map[string]*Entry)} }
+
+// Entry is one registered session; the door's gate session holds it until the end.
+type Entry struct {
+	reg        *Registry
+	info       Session
+	end        func(by string)
+	statements atomic.Int64
+	rows       atomic.Int64
+	ending     atomic.Bool
+}
+
+// Add registers a session; end is called (at most once, from any goroutine) when someone
+// ends it, with the name of who did, and must make the door close the session promptly.
+func (r *Registry) Add(s Session, end func(by string)) *Entry {
+	e := &Entry{reg: r, info: s, end: end}
+	e.info.Groups = slices.Clone(s.Groups)
+	r.mu.Lock()
+	r.sessions[s.ID] = e
+	r.mu.Unlock()
+	r.version.Add(1)
+	return e
+}
+
+// Count adds one statement and its rows to the session's totals.
+func (e *Entry) Count(rows int64) {
+	if e == nil {
+		return
+	}
+	e.statements.Add(1)
+	if rows > 0 {
+		e.rows.Add(rows)
+	}
+	e.reg.version.Add(1)
+}
+
+// Remove takes the session off the registry (it ended). Removing twice is harmless.
+func (e *Entry) Remove() {
+	if e == nil {
+		return
+	}
+	e.reg.mu.Lock()
+	if e.reg.sessions[e.info.ID] == e {
+		delete(e.reg.sessions, e.info.ID)
+	}
+	e.reg.mu.Unlock()
+	e.reg.version.Add(1)
+}
+
+func (e *Entry) snapshot() Session {
+	s := e.info
+	s.Statements, s.Rows = e.statements.Load(), e.rows.Load()
+	return s
+}
+
+// Version changes whenever anything listed changes.
+func (r *Registry) Version() uint64 { return r.version.Load() }
+
+// List returns the live sessions, longest-running first.
+func (r *Registry) List() []Session {
+	r.mu.Lock()
+	out := make([]Session, 0, len(r.sessions))
+	for _, e := range r.sessions {
+		out = append(out, e.snapshot())
+	}
+	r.mu.Unlock()
+	slices.SortFunc(out, func(a, b Session) int {
+		if c := a.Since.Compare(b.Since); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out
+}
+
+// Get returns one live session.
+func (r *Registry) Get(id string) (Session, bool) {
+	r.mu.Lock()
+	e := r.sessions[id]
+	r.mu.Unlock()
+	if e == nil {
+		return Session{}, false
+	}
+	return e.snapshot(), true
+}
+
+// End asks the door to end session id on behalf of by, and returns what the session was.
+// The session leaves the registry when the door has closed it.
+func (r *Registry) End(id, by string) (Session, error) {
+	r.mu.Lock()
+	e := r.sessions[id]
+	r.mu.Unlock()
+	if e == nil {
+		return Session{}, ErrNotFound
+	}
+	if e.ending.CompareAndSwap(false, true) && e.end != nil {
+		e.end(by)
+	}
+	return e.snapshot(), nil
+}

@@ -1,0 +1,85 @@
+package server
+
+import (
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/gatehouse/gatehouse/internal/console"
+	"github.com/gatehouse/gatehouse/internal/live"
+)
+
+// registerHTTP mounts everything served on listen.http besides the operational endpoints:
+// the audit and approval APIs, the sessions API and the web console.
+func (in *Instance) registerHTTP(mux *http.ServeMux) {
+	in.registerAuditAPI(mux)
+	in.registerSessionsAPI(mux)
+	in.console.Register(mux)
+}
+
+// consoleURL is the console's external base URL: console.url, else the HTTP listener's.
+func (in *Instance) consoleURL() string {
+	if u := in.cfg.Load().Console.URL; u != "" {
+		if !strings.HasSuffix(u, "/") {
+			u += "/"
+		}
+		return u
+	}
+	if in.http == nil {
+		return ""
+	}
+	return httpBase(in.http.Addr()) + console.Prefix
+}
+
+// httpBase is the URL a browser on this machine reaches an HTTP listen address at.
+func httpBase(addr string) string {
+	switch {
+	case strings.HasPrefix(addr, "0.0.0.0:"):
+		addr = "127.0.0.1:" + strings.TrimPrefix(addr, "0.0.0.0:")
+	case strings.HasPrefix(addr, "[::]:"):
+		addr = "127.0.0.1:" + strings.TrimPrefix(addr, "[::]:")
+	}
+	return "http://" + addr
+}
+
+// registerSessionsAPI serves the live sessions to scripts and `gatehouse sessions`: a list
+// (everyone's for approvers and the groups auditors, compliance and security, else one's own)
+// and ending one (approvers and group security), with the same rules and ledger events as
+// the console.
+func (in *Instance) registerSessionsAPI(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/v1/sessions", in.approvalRead(func(r *http.Request, id *identityInfo) (int, any) {
+		return http.StatusOK, map[string]any{"results": in.console.ListSessions(id.Identity)}
+	}))
+	mux.HandleFunc("POST /api/v1/sessions/{id}/kill", func(w http.ResponseWriter, r *http.Request) {
+		id, ok := in.apiIdentity(w, r)
+		if !ok {
+			return
+		}
+		// As for approval decisions: a JSON content type cannot be sent cross-site without a
+		// CORS preflight, so a page cannot ride on remembered Basic credentials.
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+			writeJSON(w, http.StatusUnsupportedMediaType, map[string]string{"error": "send Content-Type: application/json with a body of {}"})
+			return
+		}
+		_, _ = io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, 4096))
+		s, err := in.console.EndSession(r.Context(), r, id.Identity, r.PathValue("id"))
+		switch {
+		case err == nil:
+			writeJSON(w, http.StatusOK, map[string]any{"session": s})
+		case errors.Is(err, console.ErrNotAllowed):
+			ev := apiEvent(r, id.Identity, "api POST "+r.URL.Path+" refused: "+err.Error())
+			ev.Decision = "deny"
+			if err := in.ledger.Record(r.Context(), ev); err != nil {
+				in.log.Error("sessions api: record refused kill", "err", err)
+			}
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": err.Error()})
+		case errors.Is(err, live.ErrNotFound):
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error() + " on this instance"})
+		default:
+			in.log.Error("sessions api: kill", "err", err)
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the audit ledger cannot record this action right now, so the session was not ended; try again shortly"})
+		}
+	})
+}
