@@ -618,6 +618,25 @@ func readLog(path string) (rows []eventRow, cps []Checkpoint, torn bool, err err
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("read ledger log %s: %w", path, err)
 	}
+	return decodeLog(path, data)
+}
+
+// readLogFile is readLog through an open (locked) descriptor, which stays readable even if
+// another process deletes the file's name meanwhile.
+func readLogFile(f *os.File) (rows []eventRow, cps []Checkpoint, torn bool, err error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("read ledger log %s: %w", f.Name(), err)
+	}
+	data := make([]byte, st.Size())
+	if _, err := f.ReadAt(data, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, nil, false, fmt.Errorf("read ledger log %s: %w", f.Name(), err)
+	}
+	return decodeLog(f.Name(), data)
+}
+
+// decodeLog checks a log's header and decodes its frames.
+func decodeLog(path string, data []byte) (rows []eventRow, cps []Checkpoint, torn bool, err error) {
 	if len(data) < len(journalMagic) || string(data[:len(journalMagic)]) != string(journalMagic) {
 		// A crash between creating the file and syncing its header leaves an empty or
 		// partial header; such a file never held an acknowledged frame.
@@ -700,6 +719,9 @@ func orphanLogs(dir string) ([]*os.File, error) {
 	sort.Slice(names, func(a, b int) bool { return logOrder(names[a]) < logOrder(names[b]) })
 	var out []*os.File
 	for _, n := range names {
+		if liveWriter(n) {
+			continue // sealed by a running writer, which stores and deletes it itself
+		}
 		f, err := os.OpenFile(filepath.Join(dir, n), os.O_RDWR, 0)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
@@ -723,6 +745,28 @@ func orphanLogs(dir string) ([]*os.File, error) {
 }
 
 // logOrder sorts log names by their creation time prefix.
+// liveWriter reports whether the log file name belongs to another process that is still
+// running (its PID is part of the name). A live writer unlocks a segment when it seals it
+// and deletes it once its records are stored: such a file is the writer's business, never
+// an orphan to recover, even though nobody holds its lock. Logs of this process fall back to
+// the lock alone (a PID cannot tell this process's ledgers apart).
+func liveWriter(name string) bool {
+	_, rest, ok := strings.Cut(filepath.Base(name), "-")
+	if !ok {
+		return false
+	}
+	pidText, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return false
+	}
+	pid, err := strconv.Atoi(pidText)
+	if err != nil || pid <= 0 || pid == os.Getpid() {
+		return false
+	}
+	err = syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
 func logOrder(name string) int64 {
 	ts, _, _ := strings.Cut(name, "-")
 	v, _ := strconv.ParseInt(ts, 10, 64)
@@ -819,7 +863,7 @@ func (x *sqliteIndexer) catchUpLog(ctx context.Context, path string) error {
 		return fmt.Errorf("open ledger log: %w", err)
 	}
 	defer f.Close()
-	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+	if !liveWriter(path) && syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
 		// Nobody holds it: its writer died. Store all of it and delete it, as at open.
 		if _, err := os.Stat(path); err != nil {
 			return nil

@@ -275,7 +275,7 @@ func recoverLogs(ctx context.Context, db *sql.DB, dir string, log *slog.Logger) 
 
 // recoverLogFile stores every record of the log f (locked by the caller) and deletes it.
 func recoverLogFile(ctx context.Context, db *sql.DB, f *os.File, log *slog.Logger) error {
-	rows, cps, torn, err := readLog(f.Name())
+	rows, cps, torn, err := readLogFile(f)
 	if err != nil {
 		return err
 	}
@@ -297,7 +297,8 @@ func recoverLogFile(ctx context.Context, db *sql.DB, f *os.File, log *slog.Logge
 		}
 		log.Info("recovered ledger events from the commit log", "file", f.Name(), "events", len(rows), "checkpoints", len(cps))
 	}
-	if err := os.Remove(f.Name()); err != nil {
+	if err := os.Remove(f.Name()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		// Gone already: another reader recovered it too (storing is idempotent).
 		return fmt.Errorf("remove recovered ledger log: %w", err)
 	}
 	os.Remove(ackPath(f.Name()))
