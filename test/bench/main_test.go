@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -40,20 +43,84 @@ func TestParsePgbench(t *testing.T) {
 	}
 }
 
-func TestReportRatios(t *testing.T) {
-	legs := []leg{{name: "direct"}, {name: "pgbouncer", skipModes: map[string]string{"prepared": "old"}}, {name: "gatehouse", unavailable: "no binary"}}
-	w := []workload{{"simple", 8}, {"prepared", 8}}
-	res := map[string]map[workload]cell{
-		"direct":    {w[0]: {tps: 1000}, w[1]: {tps: 2000}},
-		"pgbouncer": {w[0]: {tps: 500}, w[1]: {note: "n/a"}},
-		"gatehouse": {w[0]: {note: "not available"}, w[1]: {note: "not available"}},
-	}
+func TestReport(t *testing.T) {
+	o := options{gatehouse: "bin/gatehouse", scale: 10, duration: 6 * time.Second, jobs: 2, clients: 8, rows: 2_000_000, idle: 1000, batch: 10_000, multi: 10_000}
+	res := results{}
+	res.set("sel-simple", legDirect, meas{v: 30000})
+	res.set("sel-simple", legBouncer, meas{v: 20000})
+	res.set("sel-simple", legGH, meas{v: 5000})
+	res.set("sel-simple", legGHEvery, meas{note: "n/a"})
+	res.set("lat-p50", legDirect, meas{v: 100})
+	res.set("lat-p50", legGH, meas{v: 140})
+	res.set("idle", legGH, meas{v: 20})
+	res.set("copy", legDirect, meas{v: 100})
+	res.set("copy", legGH, meas{note: "UNMASKED (3)"})
 	var b bytes.Buffer
-	report(&b, options{scale: 10, duration: 10 * time.Second, jobs: 2}, legs, w, res)
+	report(&b, o, [2]int{1, 18}, res, []leg{{name: legGHEvery, unavailable: "n/a: this build has no ledger.durability"}}, time.Minute)
 	out := b.String()
-	for _, want := range []string{"0.50", "not available", "gatehouse not available: no binary", "pgbouncer -M prepared n/a: old"} {
+	for _, want := range []string{
+		"0.25", "not yet", // 5000 / 20000 is below 0.8
+		"+40 µs", "done", // 40 µs added: done (≤ 60), not the goal (≤ 25)
+		"20 KiB", "GOAL", // ≤ 32 KiB
+		"UNMASKED (3)", "n/a (not built yet)", "PgBouncer 1.18",
+		"gatehouse-every not available: this build has no ledger.durability",
+	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	for _, d := range rowDefs(o) {
+		if !strings.Contains(out, d.label) {
+			t.Errorf("report lacks the row %q", d.label)
+		}
+	}
+}
+
+func TestLatencies(t *testing.T) {
+	prefix := filepath.Join(t.TempDir(), "lat")
+	var log strings.Builder
+	for i := 100; i >= 1; i-- { // pgbench -l: client_id transaction_no time script_no time_epoch time_us
+		fmt.Fprintf(&log, "0 %d %d 0 1700000000 %d\n", 101-i, i*10, i)
+	}
+	if err := os.WriteFile(prefix+".1234", []byte(log.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lat, err := latencies(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p50, p99 := percentile(lat, 50), percentile(lat, 99); p50 != 500 || p99 != 990 {
+		t.Errorf("p50 %v p99 %v, want 500 and 990", p50, p99)
+	}
+	if _, err := latencies(prefix); err == nil {
+		t.Error("log files were not removed after reading")
+	}
+}
+
+func TestCopyCounter(t *testing.T) {
+	var r streamResult
+	c := &copyCounter{r: &r}
+	data := "1\tuser1@example.com\t1\torder 1\n2\tu***@example.com\t2\torder 2\n3\tuser3@example.com\t3\torder 3\n"
+	for i := 0; i < len(data); i += 7 { // rows split across writes
+		if _, err := c.Write([]byte(data[i:min(i+7, len(data))])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.rows != 3 || r.raw != 2 || r.bytes != int64(len(data)) {
+		t.Errorf("got %+v, want 3 rows, 2 raw, %d bytes", r, len(data))
+	}
+}
+
+func TestLedgerSustained(t *testing.T) {
+	for _, c := range []struct {
+		r    ledgerLoadResult
+		want float64
+	}{
+		{ledgerLoadResult{Events: 100_000, LoadSeconds: 2, LagSeconds: 0.5}, 50_000},
+		{ledgerLoadResult{Events: 100_000, LoadSeconds: 2, LagSeconds: 3}, 25_000},
+	} {
+		if got := c.r.sustained(); got != c.want {
+			t.Errorf("%+v: sustained %v, want %v", c.r, got, c.want)
 		}
 	}
 }

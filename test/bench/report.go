@@ -1,0 +1,209 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// resultKind says how a row's result is computed from a Gatehouse leg's measurement.
+type resultKind int
+
+const (
+	vsBouncer   resultKind = iota // Gatehouse ÷ PgBouncer
+	vsDirect                      // Gatehouse ÷ direct
+	plusDirect                    // Gatehouse − direct
+	itself                        // the Gatehouse value
+	notBuiltYet                   // a hook for a measure another engineer is building
+)
+
+// rowDef is one line of the report.
+type rowDef struct {
+	key, label string
+	cell       func(float64) string
+	kind       resultKind
+	// lower is true when smaller results are better.
+	lower      bool
+	done, goal float64 // thresholds; NaN for none
+}
+
+var none = math.NaN()
+
+func tps(v float64) string     { return formatCount(v) }
+func micros(v float64) string  { return fmt.Sprintf("%.0f µs", v) }
+func micros1(v float64) string { return fmt.Sprintf("%.1f µs", v) }
+func millis(v float64) string  { return formatCount(v) + " ms" }
+func mbps(v float64) string    { return fmt.Sprintf("%.1f MB/s", v) }
+func kib(v float64) string {
+	if v == math.Trunc(v) {
+		return fmt.Sprintf("%.0f KiB", v)
+	}
+	return fmt.Sprintf("%.1f KiB", v)
+}
+func perSec(v float64) string  { return formatCount(v) + "/s" }
+func seconds(v float64) string { return fmt.Sprintf("%.2f s", v) }
+
+// rowDefs are issue 9's goals, in its order, plus a few lines that explain them.
+func rowDefs(o options) []rowDef {
+	return []rowDef{
+		{"sel-simple", fmt.Sprintf("-S simple, %d clients (TPS)", o.clients), tps, vsBouncer, false, 0.8, 1.0},
+		{"sel-extended", fmt.Sprintf("-S extended, %d clients (TPS)", o.clients), tps, vsBouncer, false, 0.8, 1.0},
+		{"sel-prepared", fmt.Sprintf("-S prepared, %d clients (TPS; PgBouncer session mode)", o.clients), tps, vsBouncer, false, 0.8, 1.0},
+		{"tpcb", fmt.Sprintf("TPC-B-like, %d clients (TPS)", o.clients), tps, vsBouncer, false, 0.8, 1.0},
+		{"lat-p50", "1 client -S simple, latency p50 (result: added vs direct)", micros, plusDirect, true, 60, 25},
+		{"lat-p99", "1 client -S simple, latency p99 (result: added vs direct)", micros, plusDirect, true, 250, none},
+		{"cpu-select", "CPU per -S simple txn, indexing included (÷ PgBouncer)", micros1, vsBouncer, true, 2.0, 1.0},
+		{"cpu-tpcb", "CPU per TPC-B txn, indexing included (÷ PgBouncer; info)", micros1, vsBouncer, true, none, none},
+		{"batch", fmt.Sprintf("pgx SendBatch of %s SELECTs, one session (÷ direct time)", formatCount(float64(o.batch))), millis, vsDirect, true, 2.0, 1.2},
+		{"copy", fmt.Sprintf("COPY %s rows TO STDOUT, email masked (÷ direct)", shortCount(o.rows)), mbps, vsDirect, false, 0.85, 0.95},
+		{"select", fmt.Sprintf("SELECT %s rows, email masked (÷ direct)", shortCount(o.rows)), mbps, vsDirect, false, 0.85, 0.95},
+		{"idle", fmt.Sprintf("%s idle sessions: RSS per session", formatCount(float64(o.idle))), kib, itself, true, 96, 32},
+		{"conn-seq", "connect + SELECT 1 + close, sequential (÷ PgBouncer session)", perSec, vsBouncer, false, 0.5, 1.0},
+		{"conn-par", "connect + SELECT 1 + close, 8 parallel (÷ PgBouncer session)", perSec, vsBouncer, false, 0.5, 1.0},
+		{"multi", fmt.Sprintf("one query string of %s SELECT 1; (÷ direct time)", formatCount(float64(o.multi))), millis, vsDirect, true, 3.0, 1.5},
+		{"ledger", "embedded ledger: sustained events/s, indexes current within 1 s, one core", perSec, itself, false, 50_000, 100_000},
+		{"ledger-lag", "  embedded ledger: index lag after the load (info)", seconds, itself, true, none, none},
+		{"ledger-cpu", "  embedded ledger: CPU per event (info)", micros1, itself, true, none, none},
+		{"console", "console page latency, 10M-event ledger", nil, notBuiltYet, true, none, none},
+		{"mcp", "MCP query tool latency", nil, notBuiltYet, true, none, none},
+	}
+}
+
+func shortCount(n int) string {
+	if n%1_000_000 == 0 {
+		return fmt.Sprintf("%dM", n/1_000_000)
+	}
+	return formatCount(float64(n))
+}
+
+// result computes a Gatehouse leg's result for a row: its value, its text, and whether
+// there is a value.
+func (d rowDef) result(res results, gh string) (float64, string, bool) {
+	m, ok := res[d.key][gh]
+	if !ok {
+		return 0, "—", false
+	}
+	if m.note != "" {
+		return 0, m.note, false
+	}
+	base := func(name string) (float64, bool) {
+		b, ok := res[d.key][name]
+		return b.v, ok && b.note == "" && b.v != 0
+	}
+	switch d.kind {
+	case vsBouncer, vsDirect:
+		name := legBouncer
+		if d.kind == vsDirect {
+			name = legDirect
+		}
+		b, ok := base(name)
+		if !ok {
+			return 0, "—", false
+		}
+		r := m.v / b
+		return r, fmt.Sprintf("%.2f", r), true
+	case plusDirect:
+		b, ok := base(legDirect)
+		if !ok {
+			return 0, "—", false
+		}
+		r := m.v - b
+		return r, fmt.Sprintf("%+.0f µs", r), true
+	case itself:
+		return m.v, d.cell(m.v), true
+	}
+	return 0, "—", false
+}
+
+func (d rowDef) threshold(t float64) string {
+	if math.IsNaN(t) {
+		return "—"
+	}
+	op := "≥"
+	if d.lower {
+		op = "≤"
+	}
+	switch d.kind {
+	case plusDirect:
+		return fmt.Sprintf("%s +%.0f µs", op, t)
+	case itself:
+		return op + " " + d.cell(t)
+	}
+	if t*10 == math.Trunc(t*10) {
+		return fmt.Sprintf("%s %.1f", op, t)
+	}
+	return fmt.Sprintf("%s %.2f", op, t)
+}
+
+// status compares a result with the row's thresholds.
+func (d rowDef) status(r float64, ok bool) string {
+	if !ok || math.IsNaN(d.done) {
+		return ""
+	}
+	meets := func(t float64) bool {
+		if math.IsNaN(t) {
+			return false
+		}
+		if d.lower {
+			return r <= t
+		}
+		return r >= t
+	}
+	switch {
+	case meets(d.goal):
+		return "GOAL"
+	case meets(d.done):
+		return "done"
+	}
+	return "not yet"
+}
+
+func (d rowDef) cellOf(res results, legName string) string {
+	m, ok := res[d.key][legName]
+	switch {
+	case !ok:
+		return "—"
+	case m.note != "":
+		return m.note
+	}
+	return d.cell(m.v)
+}
+
+// report prints the one table: each leg's measurement, Gatehouse's result beside the
+// thresholds, and the same with ledger.durability: every.
+func report(w io.Writer, o options, bouncerVersion [2]int, res results, legs []leg, took time.Duration) {
+	fmt.Fprintf(w, "\nGatehouse vs direct vs PgBouncer %d.%d — issue 9 goals, one run (%s, %s), loopback, one throwaway PostgreSQL\n",
+		bouncerVersion[0], bouncerVersion[1], o.gatehouse, took.Round(time.Second))
+	fmt.Fprintf(w, "pgbench scale %d, %v per pgbench run, -j %d; Gatehouse: built-in policy (masking on), embedded ledger; PgBouncer: transaction pooling unless the row says session\n\n",
+		o.scale, o.duration, o.jobs)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "measure\tdirect\tPgBouncer\tGatehouse\tresult\tdone when\tgoal\tstatus\tGatehouse (durability: every)\tresult (every)\t")
+	for _, d := range rowDefs(o) {
+		if d.kind == notBuiltYet {
+			fmt.Fprintf(tw, "%s\t—\t—\tn/a (not built yet)\t—\t—\t—\t\tn/a (not built yet)\t—\t\n", d.label)
+			continue
+		}
+		r, rtext, ok := d.result(res, legGH)
+		_, etext, _ := d.result(res, legGHEvery)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", d.label,
+			d.cellOf(res, legDirect), d.cellOf(res, legBouncer), d.cellOf(res, legGH), rtext,
+			d.threshold(d.done), d.threshold(d.goal), d.status(r, ok), d.cellOf(res, legGHEvery), etext)
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w, `
+result: Gatehouse ÷ the baseline the row names (TPS, MB/s, connections/s: higher is better; time and CPU: lower is better),
+  or the added latency, or Gatehouse's own value. status: GOAL = the goal is met, done = the "done when" bar is met.
+CPU: user+system time of the whole middle process (/proc/PID/stat) from before the run until it is quiet again after it,
+  so Gatehouse's search indexing is counted; pgbench and PostgreSQL are not. RSS: VmRSS growth over the idle sessions.
+Embedded ledger: this build's internal/ledger in a child process with GOMAXPROCS=1, pgbench -S-like statement events
+  submitted for a fixed time, then a search for the last acknowledged one; sustained = events / (load + max(0, lag - 1 s)).
+Streaming: bytes of the values received; a Gatehouse leg that let a generated email through says UNMASKED.`)
+	for _, l := range legs {
+		if l.unavailable != "" {
+			fmt.Fprintf(w, "%s not available: %s\n", l.name, strings.TrimPrefix(l.unavailable, "n/a: "))
+		}
+	}
+}
