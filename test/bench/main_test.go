@@ -116,8 +116,8 @@ func TestLedgerSustained(t *testing.T) {
 		r    ledgerLoadResult
 		want float64
 	}{
-		{ledgerLoadResult{Events: 100_000, LoadSeconds: 2, LagSeconds: 0.5}, 50_000},
-		{ledgerLoadResult{Events: 100_000, LoadSeconds: 2, LagSeconds: 3}, 25_000},
+		{ledgerLoadResult{Events: 100_000, Seconds: 2, MaxLagSeconds: 0.5}, 50_000},
+		{ledgerLoadResult{Events: 100_000, Seconds: 2, MaxLagSeconds: 2}, 25_000},
 	} {
 		if got := c.r.sustained(); got != c.want {
 			t.Errorf("%+v: sustained %v, want %v", c.r, got, c.want)

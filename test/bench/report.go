@@ -65,7 +65,7 @@ func rowDefs(o options) []rowDef {
 		{"conn-par", "connect + SELECT 1 + close, 8 parallel (÷ PgBouncer session)", perSec, vsBouncer, false, 0.5, 1.0},
 		{"multi", fmt.Sprintf("one query string of %s SELECT 1; (÷ direct time)", formatCount(float64(o.multi))), millis, vsDirect, true, 3.0, 1.5},
 		{"ledger", "embedded ledger: sustained events/s, indexes current within 1 s, one core", perSec, itself, false, 50_000, 100_000},
-		{"ledger-lag", "  embedded ledger: index lag after the load (info)", seconds, itself, true, none, none},
+		{"ledger-lag", "  embedded ledger: largest index lag (info)", seconds, itself, true, none, none},
 		{"ledger-cpu", "  embedded ledger: CPU per event (info)", micros1, itself, true, none, none},
 		{"console", "console page latency, 10M-event ledger", nil, notBuiltYet, true, none, none},
 		{"mcp", "MCP query tool latency", nil, notBuiltYet, true, none, none},
@@ -198,8 +198,9 @@ result: Gatehouse ÷ the baseline the row names (TPS, MB/s, connections/s: highe
   or the added latency, or Gatehouse's own value. status: GOAL = the goal is met, done = the "done when" bar is met.
 CPU: user+system time of the whole middle process (/proc/PID/stat) from before the run until it is quiet again after it,
   so Gatehouse's search indexing is counted; pgbench and PostgreSQL are not. RSS: VmRSS growth over the idle sessions.
-Embedded ledger: this build's internal/ledger in a child process with GOMAXPROCS=1, pgbench -S-like statement events
-  submitted for a fixed time, then a search for the last acknowledged one; sustained = events / (load + max(0, lag - 1 s)).
+Embedded ledger: this build's internal/ledger in a child process with GOMAXPROCS=1 (one core), pgbench -S-like statement
+  events submitted for a fixed time, paced so that at most two 250 ms markers are acknowledged but not yet found by search;
+  lag = marker acknowledged → found by search; sustained = events / elapsed × min(1, 1 s / largest lag).
 Streaming: bytes of the values received; a Gatehouse leg that let a generated email through says UNMASKED.`)
 	for _, l := range legs {
 		if l.unavailable != "" {
