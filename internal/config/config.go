@@ -35,6 +35,8 @@ type Config struct {
 	Approvals Approvals `yaml:"approvals"`
 	// Console configures the web console served on listen.http.
 	Console Console `yaml:"console"`
+	// Limits bound what clients may make Gatehouse hold in memory.
+	Limits Limits `yaml:"limits"`
 	// AllowInsecurePasswords permits cleartext tokens over non-TLS connections from
 	// non-loopback addresses. Off by default; exists only for lab set-ups.
 	AllowInsecurePasswords bool `yaml:"allow_insecure_passwords"`
@@ -509,6 +511,9 @@ func (c *Config) Validate() error {
 	if err := c.Approvals.validate(errf); err != nil {
 		return err
 	}
+	if err := c.Limits.validate(errf); err != nil {
+		return err
+	}
 	for i, s := range c.Ledger.Sinks {
 		switch s.Type {
 		case "jsonl":
@@ -530,6 +535,39 @@ func (c *Config) Validate() error {
 var approverGroupRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$`)
 
 // validate fills in the approval defaults and checks the bounds.
+// Limits bound the memory and time one client can make Gatehouse spend on a message. Zero
+// values take the defaults.
+type Limits struct {
+	// MaxMessageSize is the largest protocol message a client may send, in bytes (default
+	// 64 MiB, at least 64 KiB).
+	MaxMessageSize int `yaml:"max_message_size"`
+	// MessageReadTimeout bounds how long a message that has started arriving may take to
+	// arrive whole (default 30s).
+	MessageReadTimeout Duration `yaml:"message_read_timeout"`
+	// BufferedMessagesTotal bounds the bytes all client connections together may hold in
+	// large messages at once (default 256 MiB, at least max_message_size).
+	BufferedMessagesTotal int64 `yaml:"buffered_messages_total"`
+}
+
+func (l *Limits) validate(errf func(line int, field, format string, args ...any) error) error {
+	if l.MaxMessageSize != 0 && (l.MaxMessageSize < 64<<10 || l.MaxMessageSize > 1<<30) {
+		return errf(0, "limits.max_message_size", "%d is out of range: expected bytes between 65536 (64 KiB) and 1073741824 (1 GiB)", l.MaxMessageSize)
+	}
+	if d := time.Duration(l.MessageReadTimeout); d != 0 && (d < time.Second || d > time.Hour) {
+		return errf(0, "limits.message_read_timeout", "%s is out of range: expected between 1s and 1h", d)
+	}
+	if l.BufferedMessagesTotal != 0 {
+		least := int64(l.MaxMessageSize)
+		if least == 0 {
+			least = 64 << 20
+		}
+		if l.BufferedMessagesTotal < least {
+			return errf(0, "limits.buffered_messages_total", "%d is less than the largest message (%d bytes): one such message could never be taken", l.BufferedMessagesTotal, least)
+		}
+	}
+	return nil
+}
+
 func (a *Approvals) validate(errf func(line int, field, format string, args ...any) error) error {
 	line := func(l int) int {
 		if l == 0 {

@@ -140,3 +140,23 @@ func TestLedgerDurability(t *testing.T) {
 		}
 	}
 }
+
+func TestLimitsSection(t *testing.T) {
+	c, err := Parse("g.yaml", []byte("limits:\n  max_message_size: 1048576\n  message_read_timeout: 10s\n  buffered_messages_total: 67108864\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := c.Limits; l.MaxMessageSize != 1<<20 || time.Duration(l.MessageReadTimeout) != 10*time.Second || l.BufferedMessagesTotal != 64<<20 {
+		t.Fatalf("limits = %+v", l)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"limits:\n  max_message_size: 100\n", "limits.max_message_size: 100 is out of range"},
+		{"limits:\n  message_read_timeout: 10ms\n", "limits.message_read_timeout: 10ms is out of range"},
+		{"limits:\n  buffered_messages_total: 1000\n", "limits.buffered_messages_total: 1000 is less than the largest message"},
+		{"limits:\n  max_size: 1\n", "limits.max_size: unknown field"},
+	} {
+		if _, err := Parse("g.yaml", []byte(tc.yaml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q:\n got  %v\n want %s", tc.yaml, err, tc.want)
+		}
+	}
+}

@@ -116,6 +116,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Instance, er
 		Target:                 in.Target,
 		TLS:                    in.tlsConf,
 		AllowInsecurePasswords: cfg.AllowInsecurePasswords,
+		MaxMessageSize:         cfg.Limits.MaxMessageSize,
+		MessageReadTimeout:     time.Duration(cfg.Limits.MessageReadTimeout),
+		BufferedMessagesTotal:  cfg.Limits.BufferedMessagesTotal,
 		Log:                    log.With("door", "postgres"),
 		Metrics:                pg.NewMetrics(in.reg),
 	}

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"sync"
+	"time"
 )
 
 // DefaultMaxMessageSize bounds one protocol message when Server.MaxMessageSize is zero. It
@@ -24,12 +27,73 @@ type frameReader struct {
 	buf []byte
 	hdr [5]byte // kept here so reading a header does not allocate
 	n   int64   // bytes read so far, for metrics
+
+	// Client readers only: budget is shared by every connection of a door, so messages
+	// larger than bigMessage cannot together hold more memory than it allows (held is this
+	// reader's share, given back at the next message); conn and bodyTimeout bound the time
+	// a message that has started arriving may take to arrive whole.
+	budget      *messageBudget
+	held        int64
+	conn        interface{ SetReadDeadline(time.Time) error }
+	bodyTimeout time.Duration
 }
 
-// errFrame is a malformed or oversized message: the peer is not speaking the protocol.
-type errFrame struct{ msg string }
+// errFrame is a malformed, oversized or stalled message: the peer is not speaking the
+// protocol (SQLSTATE 08P01), or Gatehouse cannot take the message now (code says which).
+type errFrame struct {
+	msg  string
+	code string // SQLSTATE for the client's FATAL; "" means 08P01
+}
 
 func (e *errFrame) Error() string { return e.msg }
+
+// sqlstate is the SQLSTATE a client is told when its connection ends because of e.
+func (e *errFrame) sqlstate() string {
+	if e.code == "" {
+		return "08P01"
+	}
+	return e.code
+}
+
+// bigMessage is the size from which a message draws on the door's shared budget: smaller
+// ones are the everyday traffic, and the reader's own buffer covers them.
+const bigMessage = 256 << 10
+
+// messageBudget bounds the memory all client connections of a door hold for large messages
+// at once, so many clients that each declare a large message and stall cannot exhaust
+// memory together; the per-message limit alone bounds only one connection.
+type messageBudget struct {
+	mu    sync.Mutex
+	limit int64
+	used  int64
+}
+
+func newMessageBudget(limit int64) *messageBudget { return &messageBudget{limit: limit} }
+
+// take reserves n bytes, or reports false when the budget cannot cover them now.
+func (b *messageBudget) take(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+n > b.limit {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+func (b *messageBudget) give(n int64) {
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
+}
+
+// release gives back the share of the budget the previous large message held.
+func (f *frameReader) release() {
+	if f.held > 0 {
+		f.budget.give(f.held)
+		f.held = 0
+	}
+}
 
 func newFrameReader(r io.Reader, max int) *frameReader {
 	if max <= 0 {
@@ -45,32 +109,54 @@ const shrinkAbove = 1 << 20
 // next returns the next whole message: frame[0] is the type, frame[1:5] the length and
 // frame[5:] the body.
 func (f *frameReader) next() ([]byte, error) {
+	f.release()
 	if cap(f.buf) > shrinkAbove {
 		f.buf = make([]byte, 0, 8<<10)
 	}
 	hdr := f.hdr[:]
 	if _, err := io.ReadFull(f.br, hdr); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, &errFrame{"connection closed inside a message header"}
+			return nil, &errFrame{msg: "connection closed inside a message header"}
 		}
 		return nil, err
 	}
 	n := int64(int32(binary.BigEndian.Uint32(hdr[1:])))
 	if n < 4 {
-		return nil, &errFrame{fmt.Sprintf("invalid message length %d for message type %q", n, hdr[0])}
+		return nil, &errFrame{msg: fmt.Sprintf("invalid message length %d for message type %q", n, hdr[0])}
 	}
 	if n > int64(f.max) {
-		return nil, &errFrame{fmt.Sprintf("message of type %q is %d bytes long, more than the limit of %d bytes", hdr[0], n, f.max)}
+		return nil, &errFrame{msg: fmt.Sprintf("message of type %q is %d bytes long, more than the limit of %d bytes", hdr[0], n, f.max)}
 	}
 	total := int(n) + 1
+	if f.budget != nil && n > bigMessage {
+		if !f.budget.take(int64(total)) {
+			return nil, &errFrame{msg: fmt.Sprintf("gatehouse is holding too many large messages from all clients to take a message of %d bytes now; retry shortly", n-4), code: "53200"}
+		}
+		f.held = int64(total)
+	}
 	if cap(f.buf) < total {
 		f.buf = make([]byte, total)
 	}
 	f.buf = f.buf[:total]
 	copy(f.buf, hdr)
-	if _, err := io.ReadFull(f.br, f.buf[5:]); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return nil, &errFrame{fmt.Sprintf("connection closed inside a message of type %q of %d bytes", hdr[0], n-4)}
+	stallable := f.conn != nil && f.bodyTimeout > 0 && f.br.Buffered() < total-5
+	if stallable {
+		// The rest of the message must arrive in time: a client that declares a message
+		// and stops sending must not hold its buffer (and budget) forever.
+		_ = f.conn.SetReadDeadline(time.Now().Add(f.bodyTimeout))
+	}
+	_, err := io.ReadFull(f.br, f.buf[5:])
+	if stallable {
+		_ = f.conn.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		f.release() // the message is abandoned: its share of the budget goes back now
+		var ne net.Error
+		switch {
+		case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+			return nil, &errFrame{msg: fmt.Sprintf("connection closed inside a message of type %q of %d bytes", hdr[0], n-4)}
+		case errors.As(err, &ne) && ne.Timeout():
+			return nil, &errFrame{msg: fmt.Sprintf("a message of type %q of %d bytes did not arrive whole within %s", hdr[0], n-4, f.bodyTimeout)}
 		}
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -479,4 +480,53 @@ func TestClientVanishesMidQuery(t *testing.T) {
 	_ = c.Close()
 	eventually(t, 5*time.Second, "upstream backend to be released", func() bool { return count() == 0 })
 	eventually(t, 5*time.Second, "session to end", func() bool { return e.srv.Sessions() == 0 })
+}
+
+// TestMessageMemoryBounded: clients that each declare a large message and stall half-way
+// cannot together hold more than the door's budget for large messages (the one over it is
+// refused at once with 53200), and a stalled message ends its connection after the read
+// timeout (08P01), giving its memory back for the next client.
+func TestMessageMemoryBounded(t *testing.T) {
+	e := startEnv(t, func(e *env) {
+		e.srv.MessageReadTimeout = 2 * time.Second
+		e.srv.BufferedMessagesTotal = 5 << 20
+	})
+	const body = 2 << 20
+	stall := func(c net.Conn) {
+		t.Helper()
+		hdr := []byte{'Q', 0, 0, 0, 0}
+		binary.BigEndian.PutUint32(hdr[1:], uint32(4+body))
+		if _, err := c.Write(append(hdr, make([]byte, body/2)...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var stalled []net.Conn
+	for i := 0; i < 2; i++ {
+		c, _ := rawLogin(t, e, "alice")
+		stall(c)
+		stalled = append(stalled, c)
+	}
+	time.Sleep(300 * time.Millisecond) // both readers have taken their share
+	over, _ := rawLogin(t, e, "alice")
+	stall(over)
+	if code, msg := readError(over); code != "53200" {
+		t.Fatalf("a third large message over the budget: got %s %q, want 53200 at once", code, msg)
+	}
+	for _, c := range stalled {
+		if code, msg := readError(c); code != "08P01" || !strings.Contains(msg, "did not arrive whole") {
+			t.Fatalf("stalled message: got %s %q, want 08P01 after the read timeout", code, msg)
+		}
+	}
+	// The stalled messages gave their memory back: a large message that arrives whole runs.
+	ctx := ctxT(t, 30*time.Second)
+	c, err := pgconn.Connect(ctx, e.dsn("alice", "main"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	big := strings.Repeat("x", body)
+	res, err := c.Exec(ctx, "SELECT length('"+big+"')").ReadAll()
+	if err != nil || string(res[0].Rows[0][0]) != strconv.Itoa(body) {
+		t.Fatalf("a large message after the stalled ones: %v", err)
+	}
 }

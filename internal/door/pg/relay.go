@@ -317,7 +317,7 @@ func (r *relay) clientLoop(ctx context.Context) string {
 		if err != nil {
 			var fe *errFrame
 			if errors.As(err, &fe) {
-				r.end(fatalErr("08P01", "invalid frontend message: "+fe.msg))
+				r.end(fatalErr(fe.sqlstate(), "invalid frontend message: "+fe.msg))
 				return "protocol violation: " + fe.msg
 			}
 			r.clientVanished(ctx)

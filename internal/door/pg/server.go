@@ -50,6 +50,14 @@ type Server struct {
 	// MaxMessageSize bounds one protocol message (default DefaultMaxMessageSize); a longer
 	// length prefix ends the connection with a clear error.
 	MaxMessageSize int
+	// MessageReadTimeout bounds how long a client message that has started arriving may
+	// take to arrive whole (default DefaultMessageReadTimeout); a client that stalls inside
+	// a message loses its connection instead of holding its buffer.
+	MessageReadTimeout time.Duration
+	// BufferedMessagesTotal bounds the memory all client connections together may hold
+	// for large messages (default DefaultBufferedMessagesTotal); a message that does not
+	// fit ends its connection with SQLSTATE 53200.
+	BufferedMessagesTotal int64
 	// RevalidateEvery is how often live sessions re-check their identity (default 2s), so
 	// a revoked token ends its sessions within seconds.
 	RevalidateEvery time.Duration
@@ -57,6 +65,8 @@ type Server struct {
 	Log *slog.Logger
 	// Metrics are updated when non-nil.
 	Metrics *Metrics
+
+	budget *messageBudget // set by Serve
 
 	mu sync.Mutex
 	// sessions are the live relays by the PID in their BackendKeyData, which is the real
@@ -85,6 +95,13 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		return errors.New("pg door: Gate, Auth and Target must be set")
 	}
 	s.mu.Lock()
+	if s.budget == nil {
+		total := s.BufferedMessagesTotal
+		if total <= 0 {
+			total = DefaultBufferedMessagesTotal
+		}
+		s.budget = newMessageBudget(total)
+	}
 	if s.sessions == nil {
 		s.sessions = make(map[uint32][]*relay)
 		s.conns = make(map[net.Conn]struct{})
@@ -153,6 +170,12 @@ func durationOr(d, def time.Duration) time.Duration {
 	return def
 }
 
+// Defaults of the limits on what clients may make the door hold.
+const (
+	DefaultMessageReadTimeout    = 30 * time.Second
+	DefaultBufferedMessagesTotal = 256 << 20
+)
+
 // Request codes of the untyped messages a client may send first.
 const (
 	codeSSLRequest    = 80877103
@@ -181,11 +204,11 @@ func readStartupPacket(c net.Conn) ([]byte, error) {
 	}
 	n := int(int32(binary.BigEndian.Uint32(hdr[:])))
 	if n < 8 || n > maxStartupPacket {
-		return nil, &errFrame{fmt.Sprintf("invalid startup packet length %d", n)}
+		return nil, &errFrame{msg: fmt.Sprintf("invalid startup packet length %d", n)}
 	}
 	body := make([]byte, n-4)
 	if _, err := io.ReadFull(c, body); err != nil {
-		return nil, &errFrame{"connection closed inside the startup packet"}
+		return nil, &errFrame{msg: "connection closed inside the startup packet"}
 	}
 	return body, nil
 }
@@ -412,6 +435,7 @@ func (s *Server) startSession(ctx context.Context, c *conn, params map[string]st
 		return
 	}
 	fr := newFrameReader(c, 1<<20)
+	fr.budget = s.budget
 	frame, err := fr.next()
 	if err != nil || frame[0] != 'p' {
 		loginFailed("client did not send a password message", "protocol")
@@ -547,6 +571,8 @@ func (s *Server) startSession(ctx context.Context, c *conn, params map[string]st
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
+	// From here on the start-up deadline is gone; each message must still arrive in time.
+	fr.conn, fr.bodyTimeout = c.Conn, durationOr(s.MessageReadTimeout, DefaultMessageReadTimeout)
 	r := newRelay(s, c, up, sess, fr)
 	s.run(ctx, r, up.TxStatus, up.ParameterStatuses, log)
 }
