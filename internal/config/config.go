@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -146,11 +147,25 @@ type Approvals struct {
 	// ValidFor is how long after approval the requester may run the statement, once
 	// (default 1h).
 	ValidFor Duration `yaml:"valid_for"`
+	// Notify lists who hears of requests: sent when a request is filed and again when it is
+	// decided or lapses, with only the redacted statement and a link to the console.
+	Notify []Notifier `yaml:"notify"`
 	// Line and the field lines locate the section for error messages.
 	Line           int `yaml:"-"`
 	approversLine  int
 	requestTTLLine int
 	validForLine   int
+}
+
+// Notifier is one receiver of approval notifications.
+type Notifier struct {
+	// Type is slack (an incoming webhook; Block Kit message), teams (a Teams workflow
+	// webhook; Adaptive Card) or webhook (generic JSON).
+	Type string `yaml:"type"`
+	// URL is the webhook address; URLEnv names an environment variable holding it instead
+	// (chat webhook URLs are credentials: keep them out of the file).
+	URL    string `yaml:"url"`
+	URLEnv string `yaml:"url_env"`
 }
 
 // Default approval settings.
@@ -598,7 +613,33 @@ func (a *Approvals) validate(errf func(line int, field, format string, args ...a
 	if d := time.Duration(a.ValidFor); d < time.Second || d > 7*24*time.Hour {
 		return errf(line(a.validForLine), "approvals.valid_for", "%s is out of range: an approval must stay usable between 1s and 7d", d)
 	}
+	for i, n := range a.Notify {
+		field := fmt.Sprintf("approvals.notify[%d]", i)
+		switch n.Type {
+		case "slack", "teams", "webhook":
+		default:
+			return errf(a.Line, field+".type", "%q is not a notifier type, expected slack, teams or webhook", n.Type)
+		}
+		if (n.URL == "") == (n.URLEnv == "") {
+			return errf(a.Line, field, "needs exactly one of url or url_env")
+		}
+		if n.URL != "" {
+			u, err := url.Parse(n.URL)
+			if err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname()))) {
+				return errf(a.Line, field+".url", "%q is not an https URL (plain http only to loopback)", n.URL)
+			}
+		}
+	}
 	return nil
+}
+
+// isLoopbackHost reports whether host names this machine.
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Target finds a target by name.

@@ -1,14 +1,18 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"io"
 	"mime"
 	"net/http"
 	"strings"
 
+	"github.com/gatehouse/gatehouse/internal/approval"
 	"github.com/gatehouse/gatehouse/internal/console"
+	"github.com/gatehouse/gatehouse/internal/ledger"
 	"github.com/gatehouse/gatehouse/internal/live"
+	"github.com/gatehouse/gatehouse/internal/notify"
 )
 
 // registerHTTP mounts everything served on listen.http besides the operational endpoints:
@@ -83,3 +87,21 @@ func (in *Instance) registerSessionsAPI(mux *http.ServeMux) {
 		}
 	})
 }
+
+// approvalRecorder records the approval store's events and then hands them to the notifier,
+// which sends (without blocking) what a filed, decided or lapsed request needs said.
+type approvalRecorder struct {
+	led *ledger.Ledger
+	n   *notify.Notifier
+}
+
+// Record implements approval.Recorder.
+func (r approvalRecorder) Record(ctx context.Context, ev *ledger.Event) error {
+	if err := r.led.Record(ctx, ev); err != nil {
+		return err
+	}
+	r.n.Observe(ev)
+	return nil
+}
+
+var _ approval.Recorder = approvalRecorder{}

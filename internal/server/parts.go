@@ -20,6 +20,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/ledger"
 	"github.com/gatehouse/gatehouse/internal/live"
 	"github.com/gatehouse/gatehouse/internal/mask"
+	"github.com/gatehouse/gatehouse/internal/notify"
 	"github.com/gatehouse/gatehouse/internal/policy"
 	"github.com/gatehouse/gatehouse/internal/store"
 )
@@ -45,6 +46,8 @@ type parts struct {
 	// live lists the sessions open now; console serves the web console over it all.
 	live    *live.Registry
 	console *console.Console
+	// notifier tells approval.notify receivers of filed, decided and lapsed requests.
+	notifier *notify.Notifier
 }
 
 // assemble builds the gate's components from the configuration.
@@ -78,7 +81,11 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	if in.approvals, err = approval.Open(ctx, in.db, approval.Options{Recorder: led, Key: akey, Log: in.log,
+	if in.notifier, err = notify.New(cfg.Approvals.Notify, notify.Options{Log: in.log.With("part", "notify"), ConsoleURL: in.consoleURL,
+		Lookup: func(ctx context.Context, id string) (approval.Request, error) { return in.approvals.Get(ctx, id) }}); err != nil {
+		return err
+	}
+	if in.approvals, err = approval.Open(ctx, in.db, approval.Options{Recorder: approvalRecorder{led, in.notifier}, Key: akey, Log: in.log,
 		Settings: func() approval.Settings { return approval.SettingsFrom(in.cfg.Load().Approvals) }, ConsoleURL: in.consoleURL}); err != nil {
 		return err
 	}
@@ -157,6 +164,7 @@ func (in *Instance) startBackground(ctx context.Context) {
 	// Every instance sweeps lapsed approval requests onto the ledger; the store's claim
 	// keeps it to one event per lapse when several share a store.
 	go in.approvals.RunExpiry(ctx)
+	go in.notifier.Run(ctx)
 	if in.listener != nil {
 		go in.listener.Run(ctx)
 	}

@@ -7,12 +7,16 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,6 +44,7 @@ type env struct {
 	url     string          // console base URL, ending in /console/
 	alloc   context.Context // the browser's first tab; new browser contexts derive from it
 	top     *testing.T
+	hooks   *hookReceiver
 	tokens  map[string]string
 	docsDir string
 }
@@ -48,11 +53,16 @@ func setup(t *testing.T) *env {
 	t.Helper()
 	prov := idp.Start(t)
 	prov.AddUser(sam, "dba", "security")
+	hooks := &hookReceiver{fail: map[string]int{"/slack": 1}}
+	hookSrv := httptest.NewServer(hooks)
+	t.Cleanup(hookSrv.Close)
 	p := servertest.Start(t, servertest.Options{PolicyYAML: "default", Environment: "prod", Configure: func(c *config.Config) {
 		c.OIDC = []config.OIDC{{Issuer: prov.Issuer, Audience: []string{idp.ConsoleClientID}, CAFile: prov.CAFile, ConsoleClientID: idp.ConsoleClientID}}
+		c.Approvals.Notify = []config.Notifier{{Type: "slack", URL: hookSrv.URL + "/slack"}, {Type: "teams", URL: hookSrv.URL + "/teams"},
+			{Type: "webhook", URL: hookSrv.URL + "/generic"}}
 	}})
 	p.Upstream.Exec(t, "app", "CREATE TABLE customers (id int PRIMARY KEY, name text, note text); INSERT INTO customers VALUES (1, 'Ann', 'first'), (2, 'Bo', 'second')")
-	e := &env{p: p, idp: prov, url: "http://" + p.HTTPAddr + consolepkg.Prefix, tokens: map[string]string{}}
+	e := &env{p: p, idp: prov, hooks: hooks, url: "http://" + p.HTTPAddr + consolepkg.Prefix, tokens: map[string]string{}}
 	prov.AllowConsoleRedirect(e.url + "callback")
 	e.tokens[dana] = p.Token(t, dana, "human", "dba")
 	e.tokens[vic] = p.Token(t, vic, "human")
@@ -75,6 +85,47 @@ func setup(t *testing.T) *env {
 	}
 	e.alloc, e.top = root, t
 	return e
+}
+
+// hookReceiver is the local chat and webhook receiver: it keeps the bodies per path and
+// fails the first fail[path] requests with 503, so retries are exercised.
+type hookReceiver struct {
+	mu     sync.Mutex
+	fail   map[string]int
+	bodies map[string][]string
+}
+
+func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fail[r.URL.Path] > 0 {
+		h.fail[r.URL.Path]--
+		http.Error(w, "try again", http.StatusServiceUnavailable)
+		return
+	}
+	if h.bodies == nil {
+		h.bodies = map[string][]string{}
+	}
+	h.bodies[r.URL.Path] = append(h.bodies[r.URL.Path], string(b))
+}
+
+// wait returns the bodies at path once there are n of them.
+func (h *hookReceiver) wait(t *testing.T, path string, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		h.mu.Lock()
+		got := append([]string(nil), h.bodies[path]...)
+		h.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s received %d bodies, want %d", path, len(got), n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func chromiumPath(t *testing.T) string {
@@ -294,7 +345,7 @@ func TestConsole(t *testing.T) {
 	var aprID, aprURL string
 	t.Run("3 a held ALTER TABLE is approved in the browser by a second identity", func(t *testing.T) {
 		samB := samB.in(t)
-		alter := "ALTER TABLE customers ADD COLUMN tier int"
+		alter := "ALTER TABLE customers ADD COLUMN tier text DEFAULT 'zebra-secret'"
 		ps := e.psql(t, dana, "migrate", "-c", alter)
 		_ = ps.wait(t)
 		m := consoleLinkRE.FindStringSubmatch(ps.stderr.String())
@@ -334,6 +385,32 @@ func TestConsole(t *testing.T) {
 		}
 		if got := upstreamOne(t, e, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'customers' AND column_name = 'tier'"); got != "1" {
 			t.Fatalf("column tier exists %s times upstream after the approved run", got)
+		}
+	})
+
+	t.Run("4 the Slack, Teams and generic webhook bodies arrive at a local receiver", func(t *testing.T) {
+		for _, path := range []string{"/slack", "/teams", "/generic"} {
+			bodies := e.hooks.wait(t, path, 2) // filed, then approved
+			for i, b := range bodies {
+				if strings.Contains(b, "zebra-secret") {
+					t.Fatalf("%s body %d carries the statement's literal: %s", path, i, b)
+				}
+				if !strings.Contains(b, aprURL) || !strings.Contains(b, "ALTER TABLE customers ADD COLUMN tier text DEFAULT $1") {
+					t.Fatalf("%s body %d lacks the console link or the redacted statement: %s", path, i, b)
+				}
+			}
+		}
+		slack := e.hooks.wait(t, "/slack", 2)
+		if !strings.Contains(slack[0], `"Open in Gatehouse"`) || !strings.Contains(slack[0], `"blocks"`) || !strings.Contains(slack[1], "Approved by "+sam) {
+			t.Fatalf("slack bodies:\n%s\n%s", slack[0], slack[1])
+		}
+		teams := e.hooks.wait(t, "/teams", 2)
+		if !strings.Contains(teams[0], `"application/vnd.microsoft.card.adaptive"`) || !strings.Contains(teams[0], `"Action.OpenUrl"`) {
+			t.Fatalf("teams body: %s", teams[0])
+		}
+		generic := e.hooks.wait(t, "/generic", 2)
+		if !strings.Contains(generic[0], `"event":"approval.requested"`) || !strings.Contains(generic[1], `"event":"approval.approved"`) {
+			t.Fatalf("generic bodies:\n%s\n%s", generic[0], generic[1])
 		}
 	})
 
