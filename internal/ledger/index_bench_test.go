@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -71,3 +73,61 @@ var benchBatch = func() int {
 	}
 	return 1000
 }()
+
+// BenchmarkSustained is the embedded ledger end to end at a sustained rate, for `make
+// bench`: 64 sessions record pgbench-like SELECT events through Ledger.Record (group commit
+// into the commit log, under each durability contract) while the indexer stores them in
+// SQLite with their search indexes, and the clock stops only once every event is indexed.
+// Reported: events/s over that whole time, index-lag-ms (how long indexing still took
+// after the last Record returned: the indexes are current within that), and cpu-µs/event
+// (all of the process's CPU, recording and indexing). Run it with -cpu 1 for the one-core
+// figure, e.g. `go test -run '^$' -bench BenchmarkSustained -cpu 1 -benchtime 200000x
+// ./internal/ledger`.
+func BenchmarkSustained(b *testing.B) {
+	for _, d := range []Durability{DurabilitySensitive, DurabilityEvery} {
+		b.Run("durability="+string(d), func(b *testing.B) {
+			ctx := context.Background()
+			dir := b.TempDir()
+			s, err := OpenSQLite(ctx, dir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			l, err := New(ctx, s, Options{Instance: "bench", Key: testKey(b), Durability: d})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close(ctx)
+			const sessions = 64
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			cpu0 := processCPU(b)
+			b.ResetTimer()
+			start := time.Now()
+			for w := 0; w < sessions; w++ {
+				wg.Add(1)
+				go func(w int) {
+					defer wg.Done()
+					for next.Add(1) <= int64(b.N) {
+						ev := stmtEvent("bench@corp", "SELECT", "SELECT abalance FROM pgbench_accounts WHERE aid = $1", []string{"public.pgbench_accounts"}, nil)
+						ev.SessionID = fmt.Sprintf("s%d", w)
+						if err := l.Record(ctx, ev); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}(w)
+			}
+			wg.Wait()
+			recorded := time.Now()
+			if err := s.ix.sync(ctx); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			elapsed := time.Since(start)
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+			b.ReportMetric(float64(time.Since(recorded).Milliseconds()), "index-lag-ms")
+			b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/event")
+		})
+	}
+}

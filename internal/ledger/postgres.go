@@ -255,7 +255,7 @@ func (s *PostgresStore) Append(ctx context.Context, recs []Record, cps []Checkpo
 			b.Queue(`INSERT INTO ledger_classes(instance, seq, time_ns, subject, identity_kind, decision, class, col, category, type) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 				ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, c.class, c.column, c.category, string(ev.Type))
 			if ev.Type == EventStatement { // the rollup counts completed statements only
-				b.Queue(classDailySQL(postgresSQL), c.class, c.category, ev.Decision, floorDiv(ns, dayNS), ev.Subject, ev.IdentityKind, ns, ns)
+				b.Queue(classDailySQL(postgresSQL), c.class, c.category, ev.Decision, floorDiv(ns, dayNS), ev.Subject, ev.IdentityKind, 1, ns, ns)
 			}
 		}
 		for _, st := range stmts {

@@ -201,6 +201,10 @@ func buildSearch(d dialect, q Query, now time.Time) (string, []any, error) {
 	if q.Type != "" && q.Type != EventStatement {
 		b.conds = append(b.conds, "e.type <> 'statement'")
 	}
+	// Likewise the SQLite agents index of ledger_tables holds agents' rows only.
+	if q.IdentityKind == "agent" && driver == "ledger_tables" {
+		b.conds = append(b.conds, "d.identity_kind = 'agent'")
+	}
 	ftsDriven := false
 	if q.Text != "" {
 		if d == sqliteSQL && driver == "ledger_events" {
@@ -291,12 +295,12 @@ const piiReadersDailySQL = `SELECT subject, identity_kind, SUM(n), MIN(first_ns)
 WHERE class = ? AND category = 'read' AND decision = 'allow' AND day >= ? AND day < ?
 GROUP BY subject, identity_kind`
 
-// classDailyUpsert adds one event to the daily rollup ({MIN}/{MAX}: the dialect's two-argument
-// minimum and maximum).
+// classDailyUpsert adds n events (the 7th argument) to the daily rollup ({MIN}/{MAX}: the
+// dialect's two-argument minimum and maximum).
 const classDailyUpsert = `INSERT INTO ledger_class_daily(class, category, decision, day, subject, identity_kind, n, first_ns, last_ns)
-VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (class, category, decision, day, subject, identity_kind) DO UPDATE SET
-n = ledger_class_daily.n + 1, first_ns = {MIN}(ledger_class_daily.first_ns, excluded.first_ns), last_ns = {MAX}(ledger_class_daily.last_ns, excluded.last_ns)`
+n = ledger_class_daily.n + excluded.n, first_ns = {MIN}(ledger_class_daily.first_ns, excluded.first_ns), last_ns = {MAX}(ledger_class_daily.last_ns, excluded.last_ns)`
 
 // classDailyRebuildDay recomputes one day of the rollup from the per-event rows (after
 // retention deleted part of that day).

@@ -153,6 +153,11 @@ DROP INDEX ledger_tables_decision;
 CREATE INDEX ledger_tables_decision ON ledger_tables(name, decision, time_ns) WHERE decision <> 'allow';
 DROP INDEX ledger_classes_decision;
 CREATE INDEX ledger_classes_decision ON ledger_classes(class, decision, time_ns) WHERE decision <> 'allow';
+`,
+	// 10: the agents index holds agents' rows only (its queries all say identity_kind =
+	// 'agent'): the table row of a human's or a service's statement skips it.
+	`DROP INDEX ledger_tables_agents;
+CREATE INDEX ledger_tables_agents ON ledger_tables(name, identity_kind, time_ns, subject, type) WHERE identity_kind = 'agent';
 `}
 
 // SQLiteStore is the embedded store: one SQLite file (WAL) in the data directory, fed by

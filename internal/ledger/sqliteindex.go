@@ -52,6 +52,9 @@ type sqliteIndexer struct {
 	synced int64 // MAX(ledger_events.id) when the last complete pass started; -1: none yet
 
 	dailySQL string // the rollup upsert, built once
+	// daily sums the rollup rows of the transaction being built (flushRollup writes them
+	// before it commits): one upsert per reader, class and day instead of one per event.
+	daily map[dailyKey]dailySum
 	// busyTimeout, when set (tests), replaces the store's lock wait on this connection.
 	busyTimeout time.Duration
 
@@ -65,7 +68,7 @@ func newSQLiteIndexer(db *sql.DB, pending *pendingLog, log *slog.Logger) *sqlite
 	if log == nil {
 		log = slog.Default()
 	}
-	return &sqliteIndexer{db: db, log: log, pending: pending, others: map[string]int64{}, stmts: map[string]*sql.Stmt{}, synced: -1, dailySQL: classDailySQL(sqliteSQL),
+	return &sqliteIndexer{db: db, log: log, pending: pending, others: map[string]int64{}, stmts: map[string]*sql.Stmt{}, synced: -1, dailySQL: classDailySQL(sqliteSQL), daily: map[dailyKey]dailySum{},
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -242,6 +245,7 @@ func (x *sqliteIndexer) indexSome(ctx context.Context, instance string) (n int, 
 	committed := false
 	defer func() {
 		if !committed {
+			clear(x.daily)
 			if _, rerr := x.conn.ExecContext(context.Background(), `ROLLBACK`); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
 			}
@@ -294,6 +298,9 @@ func (x *sqliteIndexer) indexSome(ctx context.Context, instance string) (n int, 
 		}
 	}
 	top := evs[len(evs)-1].seq
+	if err := x.flushRollup(ctx); err != nil {
+		return 0, err
+	}
 	if err := x.exec(ctx, setHighWaterSQL, instance, top); err != nil {
 		return 0, fmt.Errorf("store index high-water mark: %w", err)
 	}
@@ -349,6 +356,13 @@ func (x *sqliteIndexer) connect(ctx context.Context) error {
 		c.Close()
 		return fmt.Errorf("configure index connection: %w", err)
 	}
+	// Checkpoint the WAL every 10,000 pages (40 MiB) instead of 1,000: an index page that
+	// several indexer transactions change is then copied into the database once, not once
+	// per few transactions (BenchmarkIndex: 7-10% less CPU per event).
+	if _, err := c.ExecContext(ctx, `PRAGMA wal_autocheckpoint = 10000`); err != nil {
+		c.Close()
+		return fmt.Errorf("configure index connection: %w", err)
+	}
 	if x.busyTimeout > 0 {
 		if _, err := c.ExecContext(ctx, fmt.Sprintf(`PRAGMA busy_timeout = %d`, x.busyTimeout.Milliseconds())); err != nil {
 			c.Close()
@@ -398,6 +412,7 @@ func (x *sqliteIndexer) storeBatches(ctx context.Context, bs []logBatch) (err er
 	}
 	defer func() {
 		if err != nil {
+			clear(x.daily)
 			if _, rerr := x.conn.ExecContext(context.Background(), `ROLLBACK`); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
 			}
@@ -452,6 +467,9 @@ func (x *sqliteIndexer) storeBatches(ctx context.Context, bs []logBatch) (err er
 			return err
 		}
 	}
+	if err := x.flushRollup(ctx); err != nil {
+		return err
+	}
 	for inst, hwm := range hwms {
 		if hwm > 0 {
 			if err := x.exec(ctx, setHighWaterSQL, inst, hwm); err != nil {
@@ -502,9 +520,14 @@ func (x *sqliteIndexer) indexEvent(ctx context.Context, id int64, ev *Event) err
 		if ev.Type != EventStatement {
 			continue // the rollup counts completed statements only
 		}
-		if err := x.exec(ctx, x.dailySQL, c.class, c.category, ev.Decision, floorDiv(ns, dayNS), ev.Subject, ev.IdentityKind, ns, ns); err != nil {
-			return fmt.Errorf("roll up classes of event %d: %w", ev.Seq, err)
+		k := dailyKey{class: c.class, category: c.category, decision: ev.Decision, day: floorDiv(ns, dayNS), subject: ev.Subject, identityKind: ev.IdentityKind}
+		d, ok := x.daily[k]
+		if !ok {
+			d = dailySum{first: ns, last: ns}
 		}
+		d.n++
+		d.first, d.last = min(d.first, ns), max(d.last, ns)
+		x.daily[k] = d
 	}
 	for _, st := range stmts {
 		if err := x.exec(ctx, `INSERT INTO ledger_statements(instance, seq, time_ns, kind, category, type) VALUES (?, ?, ?, ?, ?, ?)`,
@@ -517,5 +540,26 @@ func (x *sqliteIndexer) indexEvent(ctx context.Context, id int64, ev *Event) err
 			return fmt.Errorf("index text of event %d: %w", ev.Seq, err)
 		}
 	}
+	return nil
+}
+
+// dailyKey and dailySum are one row of the daily rollup (ledger_class_daily) being summed.
+type dailyKey struct {
+	class, category, decision string
+	day                       int64
+	subject, identityKind     string
+}
+
+type dailySum struct{ n, first, last int64 }
+
+// flushRollup writes the rollup rows summed in this transaction. Called with mu held,
+// inside the indexer's transaction, before COMMIT.
+func (x *sqliteIndexer) flushRollup(ctx context.Context) error {
+	for k, d := range x.daily {
+		if err := x.exec(ctx, x.dailySQL, k.class, k.category, k.decision, k.day, k.subject, k.identityKind, d.n, d.first, d.last); err != nil {
+			return fmt.Errorf("roll up sensitive-data access: %w", err)
+		}
+	}
+	clear(x.daily)
 	return nil
 }
