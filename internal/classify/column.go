@@ -71,7 +71,7 @@ var lookalikeWords = []string{"order", "invoice", "amount", "cents", "price", "t
 	"sku", "product", "item", "part", "tracking", "shipment", "parcel", "version", "release", "build",
 	"commit", "sha", "checksum", "digest", "barcode", "ean", "upc", "isbn", "gtin", "reference", "ref",
 	"batch", "lot", "serial", "revision", "model", "catalog", "code", "balance", "ticket", "booking",
-	"confirmation", "transaction", "txn", "sequence", "seq"}
+	"confirmation", "transaction", "txn", "sequence", "seq", "firmware", "fw", "ver", "supplier", "vendor", "article"}
 
 // personTables are table-name words under which a bare "name" column holds people's names.
 var personTables = []string{"customer", "customers", "user", "users", "person", "persons", "people",
@@ -153,11 +153,18 @@ func isPersonName(table string, toks []string, joined string) bool {
 	}
 	if has(toks, "name") {
 		if has(toks, "first", "last", "full", "middle", "given", "family", "maiden", "contact", "customer",
-			"person", "patient", "employee", "holder", "legal", "billing", "shipping", "recipient", "display", "real") {
+			"person", "patient", "employee", "holder", "legal", "billing", "shipping", "recipient", "real") {
 			return true
 		}
+		// A bare "name" names a person in a table of people. So does a "display_name", also
+		// when the table is unknown; but services, products and feature flags have display
+		// names too.
+		person := has(nameTokens(lastPart(table)), personTables...)
+		if len(toks) == 2 && has(toks, "display") {
+			return table == "" || person
+		}
 		if len(toks) == 1 {
-			return has(nameTokens(lastPart(table)), personTables...)
+			return person
 		}
 	}
 	return false
@@ -371,7 +378,9 @@ func ClassifyColumn(table, column, typ string, samples []string) Classification 
 		if c, ok := valueClass(Email, st.email, "e-mail addresses"); ok {
 			return c
 		}
-		if c, ok := valueClass(IBAN, st.iban, "valid IBANs (mod-97)"); ok {
+		// Product, supplier and article codes are often built like IBANs (country prefix,
+		// mod-97 check digits): a business-identifier name wins over the values there.
+		if c, ok := valueClass(IBAN, st.iban, "valid IBANs (mod-97)"); ok && (!lookalike || nc == IBAN) {
 			return c
 		}
 	}

@@ -77,6 +77,7 @@ func TestNameClass(t *testing.T) {
 		{"t", "api_key", Secret}, {"t", "client_secret", Secret}, {"t", "refresh_token", Secret}, {"t", "idempotency_key", ""}, {"t", "token_count", ""},
 		{"t", "card_number", Card}, {"t", "gift_card_number", ""}, {"t", "iban", IBAN}, {"t", "national_id", NationalID}, {"t", "nino", NationalID},
 		{"t", "order_number", ""}, {"t", "amount_cents", ""}, {"t", "sku", ""},
+		{"users", "display_name", Name}, {"", "display_name", Name}, {"services", "display_name", ""}, {"", "name", ""},
 	}
 	for _, c := range cases {
 		if got := NameClass(c.table, c.col); got != c.want {
@@ -107,6 +108,16 @@ func TestClassifyColumnLookalikes(t *testing.T) {
 	}
 	if c := ClassifyColumn("customers", "birthday", "date", nil); c.Class != DOB {
 		t.Errorf("birthday date = %+v", c)
+	}
+	ibanShaped := []string{"DE89370400440532013000", "GB82WEST12345698765432", "NL91ABNA0417164300"}
+	if c := ClassifyColumn("products", "product_code", "text", ibanShaped); c.Sensitive() {
+		t.Errorf("IBAN-shaped product codes = %+v", c)
+	}
+	if c := ClassifyColumn("payouts", "account", "text", ibanShaped); c.Class != IBAN {
+		t.Errorf("IBANs in an account column = %+v", c)
+	}
+	if c := ClassifyColumn("devices", "firmware", "text", []string{"1.2.3.4", "10.0.0.1", "2.0.1.7"}); c.Sensitive() {
+		t.Errorf("firmware versions = %+v", c)
 	}
 	if c := ClassifyColumn("t", "api_key", "text", []string{"customer-facing"}); c.Sensitive() {
 		t.Errorf("low-entropy api_key = %+v", c)
