@@ -78,7 +78,7 @@ var personTables = []string{"customer", "customers", "user", "users", "person", 
 	"employee", "employees", "patient", "patients", "member", "members", "contact", "contacts", "client",
 	"clients", "staff", "student", "students", "author", "authors", "account", "accounts", "applicant",
 	"applicants", "guest", "guests", "passenger", "passengers", "subscriber", "subscribers", "cliente",
-	"clientes", "kunde", "kunden", "personne", "usuario", "usuarios", "utilisateur", "mitarbeiter"}
+	"clientes", "kunde", "kunden", "personne", "usuario", "usuarios", "utilisateur", "mitarbeiter", "emp", "emps"}
 
 // NameClass returns the class a column's name suggests (and "" when it suggests none). The
 // table name disambiguates bare words such as "name".
@@ -151,9 +151,14 @@ func isPersonName(table string, toks []string, joined string) bool {
 		strings.Contains(joined, "nomdefamille") || strings.Contains(joined, "holdername") {
 		return true
 	}
+	if len(toks) == 1 && has(toks, "manager", "supervisor", "spouse") && has(nameTokens(lastPart(table)), personTables...) {
+		// In a table of people these hold another person's name (as ids their type is
+		// numeric, which no name fits).
+		return true
+	}
 	if has(toks, "name") {
 		if has(toks, "first", "last", "full", "middle", "given", "family", "maiden", "contact", "customer",
-			"person", "patient", "employee", "holder", "legal", "billing", "shipping", "recipient", "real") {
+			"person", "patient", "employee", "holder", "legal", "billing", "shipping", "recipient", "real", "manager", "supervisor", "spouse") {
 			return true
 		}
 		// A bare "name" names a person in a table of people. So does a "display_name", also

@@ -78,6 +78,7 @@ func TestNameClass(t *testing.T) {
 		{"t", "card_number", Card}, {"t", "gift_card_number", ""}, {"t", "iban", IBAN}, {"t", "national_id", NationalID}, {"t", "nino", NationalID},
 		{"t", "order_number", ""}, {"t", "amount_cents", ""}, {"t", "sku", ""},
 		{"users", "display_name", Name}, {"", "display_name", Name}, {"services", "display_name", ""}, {"", "name", ""},
+		{"emp", "name", Name}, {"emp", "manager", Name}, {"projects", "manager", ""}, {"projects", "manager_name", Name},
 	}
 	for _, c := range cases {
 		if got := NameClass(c.table, c.col); got != c.want {
