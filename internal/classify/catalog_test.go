@@ -118,8 +118,8 @@ func TestCatalogFixture(t *testing.T) {
 	precision, recall := ratio(tot.tp, tot.tp+tot.fp), ratio(tot.tp, tot.tp+tot.fn)
 	fmt.Fprintf(&report, "%-12s %4d %4d %4d %9.2f %6.2f  (%d columns scanned)", "overall", tot.tp, tot.fp, tot.fn, precision, recall, len(snap.Entries))
 	t.Log(report.String())
-	if precision < 0.95 || recall < 0.9 {
-		t.Errorf("precision %.2f (want ≥ 0.95), recall %.2f (want ≥ 0.9)", precision, recall)
+	if precision < 0.98 || recall < 0.98 {
+		t.Errorf("precision %.3f (want ≥ 0.98), recall %.3f (want ≥ 0.98)", precision, recall)
 	}
 	if len(falseSSNOrCard) > 0 {
 		t.Errorf("look-alikes labelled SSN or card: %v", falseSSNOrCard)

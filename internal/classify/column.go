@@ -112,7 +112,7 @@ func NameClass(table, column string) Class {
 		return Card
 	case has(toks, "nino", "sin", "dni", "nie", "nif", "nir", "insee", "tin", "passport", "cpf", "curp", "bsn", "pesel", "steuerid", "personalausweis", "ahv") ||
 		strings.Contains(joined, "nationalid") || strings.Contains(joined, "nationalinsurance") ||
-		strings.Contains(joined, "socialinsurance") || strings.Contains(joined, "taxid") ||
+		strings.Contains(joined, "socialinsurance") || strings.Contains(joined, "taxid") || strings.Contains(joined, "taxnumber") ||
 		strings.Contains(joined, "passportnumber") || strings.Contains(joined, "idnumber"):
 		return NationalID
 	case has(toks, "ip", "ipaddr", "ipaddress", "ipv4", "ipv6") || joined == "remoteaddr" || joined == "clientaddr" || joined == "inetaddr":
@@ -174,6 +174,8 @@ func isPersonName(table string, toks []string, joined string) bool {
 	}
 	return false
 }
+
+func joined(toks []string) string { return strings.Join(toks, "") }
 
 func lastPart(table string) string {
 	if i := strings.LastIndexByte(table, '.'); i >= 0 {
@@ -483,8 +485,17 @@ func ClassifyColumn(table, column, typ string, samples []string) Classification 
 		}
 		return contradicted("IBANs")
 	case NationalID:
+		if k := st.ssnBare + st.ssnDashed; strings.Contains(joined(toks), "tax") && st.n > 0 && st.frac(k) >= 0.8 {
+			// A US taxpayer's tax number is the SSN.
+			return Classification{SSN, 0.9, fmt.Sprintf("name %q and %d/%d sampled values are valid SSNs", column, k, st.n)}
+		}
 		if k := st.natID + st.sin + st.ssnBare + st.ssnDashed; st.n > 0 && st.frac(k) >= 0.5 {
 			return corroborated(k, "national ids")
+		}
+		if st.n > 0 && strings.Contains(joined(toks), "taxnumber") {
+			// Companies have tax numbers too (VAT ids): only values that are a person's
+			// national id make one.
+			return contradicted("national ids")
 		}
 		return nameOnly(0.7)
 	case IP:

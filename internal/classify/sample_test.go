@@ -159,6 +159,16 @@ func buildSampleSchema(n int) string {
 	}
 	ts_ = append(ts_, svcs)
 
+	// Companies: VAT ids and tax numbers, nine-digit DUNS numbers.
+	suppliers := &table{name: "suppliers", cols: []string{"id int", "supplier_name text", "vat_id text", "tax_number text", "duns_number text",
+		"payment_terms_days int", "country char(2)", "website text"}}
+	for i := 0; i < n; i++ {
+		suppliers.rows = append(suppliers.rows, []string{fmt.Sprint(i + 1), g.pick("Acme GmbH", "Globex SARL", "Initech Ltd", "Umbrella BV") + " " + g.digits(2),
+			"DE" + g.digits(9), g.digits(3) + "/" + g.digits(3) + "/" + g.digits(5), g.digits(9), g.pick("14", "30", "60"), g.pick("DE", "FR", "GB", "NL"),
+			"https://www." + g.pick("acme", "globex", "initech") + ".example.com"})
+	}
+	ts_ = append(ts_, suppliers)
+
 	var b strings.Builder
 	for _, t := range ts_ {
 		b.WriteString(t.sql())
