@@ -279,6 +279,22 @@ func classesOf(cols map[string]string) []string {
 // Allowed reports whether the statement may be forwarded.
 func (c *Check) Allowed() bool { return c.Decision.Action == Allow }
 
+// Only returns the check narrowed to its statement i, with the same decision, for work that
+// concerns one statement of a multi-statement string (planning the masking of that
+// statement's result): looking at all N statements for each of N results would make a
+// string of N statements cost O(N²). It returns c itself when c holds one statement or i is
+// out of range (the door lost count): then every statement is considered, as before.
+func (c *Check) Only(i int) *Check {
+	if len(c.Statements) <= 1 || i < 0 || i >= len(c.Statements) {
+		return c
+	}
+	one := &Check{Statements: c.Statements[i : i+1 : i+1], Decision: c.Decision, Via: c.Via, Started: c.Started, Denied: c.Denied, LedgerDown: c.LedgerDown}
+	if c.asked != nil {
+		one.sensitive, one.asked = c.sensitive[i:i+1:i+1], c.asked[i:i+1:i+1]
+	}
+	return one
+}
+
 // OpenSession decides whether an authenticated identity may use the target and records the
 // session start. A non-nil error or a non-Allow decision means the door must refuse.
 func (g *Gate) OpenSession(ctx context.Context, s *Session) (Decision, error) {

@@ -54,7 +54,7 @@ func BenchmarkFrameReader(b *testing.B) {
 func benchRows(b *testing.B, masker gate.MaskPlanner) {
 	data := rowStream(b, 1000)
 	r, _ := offlineRelay(bytes.NewReader(nil), masker)
-	r.cw.Reset(io.Discard)
+	r.out = newClientOut(io.Discard, r.recordFailed)
 	r.ur = newFrameReader(&loopReader{data: data}, 0)
 	r.portalCols[""] = []gate.Column{{Name: "id"}, {Name: "name"}, {Name: "email"}, {Name: "ssn"}}
 	r.push(&pending{kind: pExecute, check: &gate.Check{Decision: gate.Decision{Action: gate.Allow}}})

@@ -25,12 +25,13 @@ func offlineRelay(in io.Reader, masker gate.MaskPlanner) (*relay, *bytes.Buffer)
 	r := &relay{
 		srv: s, sess: &gate.Session{ID: "fuzz"},
 		cr: newFrameReader(in, 1<<16), ur: newFrameReader(bytes.NewReader(nil), 1<<16),
-		uw: bufio.NewWriter(up), cw: bufio.NewWriter(out), nonce: "n",
+		uw: bufio.NewWriter(up), nonce: "n",
 		stmtText: map[string]string{}, stmtDescribed: map[string]bool{},
 		portalText: map[string]string{}, portalDescribed: map[string]bool{},
 		stmtCols: map[string][]gate.Column{}, portalCols: map[string][]gate.Column{},
 		client: nopConn{}, up: nopConn{},
 	}
+	r.out = newClientOut(out, r.recordFailed)
 	return r, out
 }
 

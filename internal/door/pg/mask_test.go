@@ -234,7 +234,7 @@ func TestCopyOutOffline(t *testing.T) {
 		for {
 			fr, err := r.ur.next()
 			if err == io.EOF {
-				return r.cw.Flush()
+				return r.out.release(context.Background(), true)
 			}
 			if err != nil {
 				t.Fatal(err)

@@ -53,6 +53,7 @@ type pending struct {
 	started   bool
 	masker    gate.RowMasker
 	out       gate.Outcome
+	stmtIdx   int   // simple query: the statement of the string whose result comes next
 	resRows   int64 // DataRows of the current result
 	rows      int64 // DataRows of the whole check, for max_rows
 	truncated bool
@@ -82,10 +83,10 @@ type relay struct {
 	client net.Conn
 	up     net.Conn
 
-	cr *frameReader
-	ur *frameReader
-	uw *bufio.Writer // client loop only
-	cw *bufio.Writer // upstream loop only
+	cr  *frameReader
+	ur  *frameReader
+	uw  *bufio.Writer // client loop only
+	out *clientOut    // upstream loop only
 
 	keyPID, keySecret uint32 // BackendKeyData sent to the client: upstream PID, Gatehouse secret
 	upPID             uint32
@@ -140,7 +141,7 @@ func newRelay(s *Server, c *conn, h *pgconn.HijackedConn, sess *gate.Session, fr
 	r := &relay{
 		srv: s, sess: sess, client: c.Conn, up: h.Conn,
 		cr: fr, ur: newFrameReader(h.Conn, max),
-		uw: bufio.NewWriterSize(h.Conn, 32<<10), cw: bufio.NewWriterSize(c.Conn, 32<<10),
+		uw:    bufio.NewWriterSize(h.Conn, 32<<10),
 		upPID: h.PID, upSecret: h.SecretKey, upAddr: h.Conn.RemoteAddr().String(),
 		nonce:    gate.NewSessionID(),
 		stmtText: map[string]string{}, stmtDescribed: map[string]bool{},
@@ -148,11 +149,18 @@ func newRelay(s *Server, c *conn, h *pgconn.HijackedConn, sess *gate.Session, fr
 		stmtCols: map[string][]gate.Column{}, portalCols: map[string][]gate.Column{},
 		upGone: make(chan struct{}),
 	}
+	r.out = newClientOut(c.Conn, r.recordFailed)
 	r.cr.max = DefaultMaxMessageSize
 	if max > 0 {
 		r.cr.max = max
 	}
 	return r
+}
+
+// recordFailed logs a ledger record that could not be written; the client is told through
+// ledgerError in place of the statement's completion.
+func (r *relay) recordFailed(err error) {
+	r.srv.log().Error("pg ledger record failed", "session", r.sess.ID, "err", err)
 }
 
 func (r *relay) push(p *pending) {
@@ -570,28 +578,32 @@ func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`)
 
 // upstreamLoop reads upstream messages, matches them to what the client sent, masks and
 // limits results, records completions and forwards everything to the client.
+//
+// It writes to the client once per burst of upstream messages (when no more input is
+// buffered), after waiting for the ledger records of the completions in it; while a burst
+// lasts it keeps reading, so the records of a pipeline are committed together.
 func (r *relay) upstreamLoop(ctx context.Context) string {
-	defer r.cw.Flush()
+	defer func() { _ = r.out.release(ctx, true) }()
 	for {
 		frame, err := r.ur.next()
 		if err != nil {
 			if f := r.fatal.Load(); f != nil {
-				r.sendClient(f)
+				r.sendClient(ctx, f)
 				return f.Message
 			}
 			if r.clientGone.Load() {
 				return "client disconnected"
 			}
-			r.sendClient(fatalErr("08006", "gatehouse: the connection to the upstream database was lost"))
+			r.sendClient(ctx, fatalErr("08006", "gatehouse: the connection to the upstream database was lost"))
 			return "upstream connection lost: " + err.Error()
 		}
 		if err := r.fromUpstream(ctx, frame); err != nil {
 			r.end(nil)
-			r.sendClient(fatalErr("08P01", "gatehouse: "+err.Error()))
+			r.sendClient(ctx, fatalErr("08P01", "gatehouse: "+err.Error()))
 			return err.Error()
 		}
-		if r.ur.buffered() == 0 {
-			if err := r.cw.Flush(); err != nil {
+		if r.ur.buffered() == 0 || r.out.holding() > outHoldMax {
+			if err := r.out.release(ctx, true); err != nil {
 				r.end(nil)
 				return "client write failed"
 			}
@@ -599,12 +611,24 @@ func (r *relay) upstreamLoop(ctx context.Context) string {
 	}
 }
 
-func (r *relay) sendClient(m pgproto3.BackendMessage) {
+func (r *relay) sendClient(ctx context.Context, m pgproto3.BackendMessage) {
 	r.emitMsg(m)
-	_ = r.cw.Flush()
+	_ = r.out.release(ctx, true)
 }
 
-func (r *relay) emit(frame []byte) { _, _ = r.cw.Write(frame) }
+func (r *relay) emit(frame []byte) { r.out.emit(frame) }
+
+// finish submits the ledger record of a statement that ended with outcome o and queues its
+// completion (what the client sees of the end: msg) behind the record.
+func (r *relay) finish(ctx context.Context, c *gate.Check, o gate.Outcome, msg []byte) {
+	r.out.emitHeld(r.srv.Gate.Finish(ctx, r.sess, c, o), msg)
+}
+
+// recordUnseen submits the record of a statement whose end the client does not see (a
+// refusal PostgreSQL skipped after an error): nothing after it leaves before the record.
+func (r *relay) recordUnseen(ctx context.Context, c *gate.Check, o gate.Outcome) {
+	r.out.after(r.srv.Gate.Finish(ctx, r.sess, c, o))
+}
 
 func (r *relay) emitMsg(m pgproto3.BackendMessage) {
 	var err error
@@ -693,7 +717,9 @@ func (r *relay) fromUpstream(ctx context.Context, frame []byte) error {
 				if err != nil {
 					return err
 				}
-				p.masker = r.srv.Gate.ResultMasker(ctx, r.sess, p.check, cols)
+				// One statement's result: its masking is planned from that statement
+				// alone, so a string of N statements costs O(N), not O(N²).
+				p.masker = r.srv.Gate.ResultMasker(ctx, r.sess, p.check.Only(p.stmtIdx), cols)
 			}
 		}
 	case 'n': // NoData
@@ -854,6 +880,7 @@ func (r *relay) complete(ctx context.Context, p *pending, frame []byte) error {
 	}
 	switch p.kind {
 	case pQuery:
+		p.stmtIdx++
 		if p.held != nil {
 			r.releaseHeld(p)
 		}
@@ -865,11 +892,8 @@ func (r *relay) complete(ctx context.Context, p *pending, frame []byte) error {
 		}
 		r.pop()
 		if p.check != nil {
-			if err := r.srv.Gate.Done(ctx, r.sess, p.check, p.out); err != nil {
-				r.srv.log().Error("pg ledger record failed", "session", r.sess.ID, "err", err)
-				r.emitMsg(ledgerError())
-				return nil
-			}
+			r.finish(ctx, p.check, p.out, msg)
+			return nil
 		}
 	}
 	r.emit(msg)
@@ -939,16 +963,18 @@ func (r *relay) errorResponse(ctx context.Context, p *pending, frame []byte) err
 		r.skipToSync(ctx, "not run: an earlier message before Sync failed")
 		return nil
 	}
-	if failed.check != nil {
-		if err := r.srv.Gate.Done(ctx, r.sess, failed.check, failed.out); err != nil {
-			r.srv.log().Error("pg ledger record failed", "session", r.sess.ID, "err", err)
-			msg, _ = ledgerError().Encode(nil)
-		}
+	if failed.check == nil {
+		r.skipToSync(ctx, "not run: an earlier message before Sync failed")
+		// Even the error of a Describe Gatehouse injected is shown: it stands for the
+		// failure of the client's Execute that follows it, which PostgreSQL now skips.
+		r.emit(msg)
+		return nil
 	}
+	// The failed statement is recorded first, then the refusals PostgreSQL skips; its error
+	// leaves once all of them are on record.
+	ack := r.srv.Gate.Finish(ctx, r.sess, failed.check, failed.out)
 	r.skipToSync(ctx, "not run: an earlier message before Sync failed")
-	// Even the error of a Describe Gatehouse injected is shown: it stands for the failure
-	// of the client's Execute that follows it, which PostgreSQL now skips.
-	r.emit(msg)
+	r.out.emitHeld(ack, msg)
 	return nil
 }
 
@@ -963,9 +989,7 @@ func (r *relay) skipToSync(ctx context.Context, why string) {
 		}
 		r.pop()
 		if p.denied && p.check != nil {
-			if err := r.srv.Gate.Done(ctx, r.sess, p.check, gate.Outcome{SQLState: "42501", Error: why}); err != nil {
-				r.srv.log().Error("pg ledger record failed", "session", r.sess.ID, "err", err)
-			}
+			r.recordUnseen(ctx, p.check, gate.Outcome{SQLState: "42501", Error: why})
 		}
 	}
 }
@@ -997,22 +1021,17 @@ func (r *relay) ready(ctx context.Context, frame []byte) error {
 		}
 		if p.kind == pQuery || p.kind == pFunction {
 			r.pop()
-			held := p.held
 			if p.check != nil {
-				if err := r.srv.Gate.Done(ctx, r.sess, p.check, p.out); err != nil {
-					r.srv.log().Error("pg ledger record failed", "session", r.sess.ID, "err", err)
-					held, _ = ledgerError().Encode(nil)
-				}
+				r.finish(ctx, p.check, p.out, p.held)
+			} else {
+				r.emit(p.held)
 			}
-			r.emit(held)
 			break
 		}
 		// A message that was never answered (it followed an error): drop it.
 		r.pop()
 		if p.denied && p.check != nil {
-			if err := r.srv.Gate.Done(ctx, r.sess, p.check, gate.Outcome{SQLState: "42501", Error: "not run"}); err != nil {
-				r.srv.log().Error("pg ledger record failed", "session", r.sess.ID, "err", err)
-			}
+			r.recordUnseen(ctx, p.check, gate.Outcome{SQLState: "42501", Error: "not run"})
 		}
 	}
 	r.emit(frame)

@@ -1,0 +1,163 @@
+package pg
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/gatehouse/gatehouse/internal/ledger"
+)
+
+// Sizes of the client-bound output buffer (see clientOut).
+const (
+	// outFlushAt is the size at which the relayed bytes that nothing holds back are written
+	// without waiting for the end of the burst.
+	outFlushAt = 32 << 10
+	// outHoldMax bounds the bytes held back behind unanswered ledger records: above it the
+	// upstream loop waits for the records instead of reading on.
+	outHoldMax = 256 << 10
+	// outShrinkAbove is the capacity above which the buffer is given back once empty, so an
+	// idle session does not keep a large result's buffer alive.
+	outShrinkAbove = 1 << 20
+)
+
+// clientOut is everything the upstream loop sends the client (it is owned by that loop).
+// Relayed bytes are collected while a burst of upstream messages is handled and written with
+// one write when the burst ends, the way a pooler relays.
+//
+// A statement's completion enters together with the Ack of its ledger record, and holds
+// back itself and everything after it until that Ack is answered: the client never sees a
+// result whose record is not on record, and never sees anything ahead of one. Meanwhile the
+// relay keeps forwarding and reading upstream, so the records of a pipeline are committed
+// together (one group commit) instead of one after another. A record that fails turns its
+// completion into ledgerError (58000); the completion itself never leaves.
+type clientOut struct {
+	w     io.Writer
+	buf   []byte
+	holds []hold // in buffer order
+	err   error  // the first failed write; later writes are dropped
+	// failed is told about every record that could not be written (for the log).
+	failed func(error)
+}
+
+// hold is a span of clientOut.buf that waits for a ledger record.
+type hold struct {
+	start, end int
+	ack        *ledger.Ack
+	// completion: the span is the statement's completion, replaced by ledgerError when the
+	// record fails. Otherwise the span is empty and only orders what follows after a record
+	// (a refusal the client never sees).
+	completion bool
+}
+
+func newClientOut(w io.Writer, failed func(error)) *clientOut {
+	return &clientOut{w: w, buf: make([]byte, 0, outFlushAt), failed: failed}
+}
+
+// emit queues frame for the client. When the buffer is full, what nothing holds back is
+// written now.
+func (o *clientOut) emit(frame []byte) {
+	if len(o.holds) == 0 && len(o.buf)+len(frame) > outFlushAt {
+		// Nothing held: write what is queued, and a large frame directly, without copying.
+		o.writeOut(o.buf)
+		o.buf = o.buf[:0]
+		if len(frame) >= outFlushAt {
+			o.writeOut(frame)
+			return
+		}
+	}
+	o.buf = append(o.buf, frame...)
+	if len(o.buf) > outFlushAt && len(o.holds) > 0 {
+		o.release(context.Background(), false)
+	}
+}
+
+// emitHeld queues a statement's completion behind the Ack of its record.
+func (o *clientOut) emitHeld(ack *ledger.Ack, completion []byte) {
+	start := len(o.buf)
+	o.buf = append(o.buf, completion...)
+	o.holds = append(o.holds, hold{start: start, end: len(o.buf), ack: ack, completion: true})
+}
+
+// after makes everything queued from now on wait for ack as well (a record whose failure
+// the client is not told about).
+func (o *clientOut) after(ack *ledger.Ack) {
+	o.holds = append(o.holds, hold{start: len(o.buf), end: len(o.buf), ack: ack})
+}
+
+// holding reports how many bytes wait for unanswered records.
+func (o *clientOut) holding() int {
+	if len(o.holds) == 0 {
+		return 0
+	}
+	return len(o.buf) - o.holds[0].start
+}
+
+// release writes what may leave. With wait it waits (within ctx) for every record the
+// buffer holds and writes all of it; without, it writes up to the first record that is not
+// answered yet. It returns the first write error.
+func (o *clientOut) release(ctx context.Context, wait bool) error {
+	stop, settled, failed := len(o.buf), 0, false
+	for i := range o.holds {
+		h := &o.holds[i]
+		if !wait && !h.ack.Answered() {
+			stop = h.start
+			break
+		}
+		if err := h.ack.Wait(ctx); err != nil {
+			o.failed(err)
+			if h.completion {
+				h.ack, failed = nil, true
+			}
+		}
+		settled++
+	}
+	if failed {
+		o.writeOut(o.replaceFailed(o.holds[:settled], stop))
+	} else {
+		o.writeOut(o.buf[:stop])
+	}
+	n := copy(o.buf, o.buf[stop:])
+	o.buf = o.buf[:n]
+	rest := copy(o.holds, o.holds[settled:])
+	clear(o.holds[rest:])
+	o.holds = o.holds[:rest]
+	for i := range o.holds {
+		o.holds[i].start -= stop
+		o.holds[i].end -= stop
+	}
+	if n == 0 && cap(o.buf) > outShrinkAbove {
+		o.buf = make([]byte, 0, outFlushAt)
+	}
+	return o.err
+}
+
+// replaceFailed returns buf[:stop] with the completions of failed records (holds whose
+// ack was cleared) replaced by ledgerError.
+func (o *clientOut) replaceFailed(holds []hold, stop int) []byte {
+	msg, err := ledgerError().Encode(nil)
+	if err != nil {
+		o.err = fmt.Errorf("encode ledger error: %w", err)
+		return nil
+	}
+	out := make([]byte, 0, stop+len(msg))
+	pos := 0
+	for _, h := range holds {
+		if h.ack != nil || !h.completion {
+			continue
+		}
+		out = append(out, o.buf[pos:h.start]...)
+		out = append(out, msg...)
+		pos = h.end
+	}
+	return append(out, o.buf[pos:stop]...)
+}
+
+func (o *clientOut) writeOut(b []byte) {
+	if len(b) == 0 || o.err != nil {
+		return
+	}
+	if _, err := o.w.Write(b); err != nil {
+		o.err = fmt.Errorf("write to client: %w", err)
+	}
+}
