@@ -3,14 +3,18 @@ package pg
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/gatehouse/gatehouse/internal/gate"
+	"github.com/gatehouse/gatehouse/internal/inspect"
+	"github.com/gatehouse/gatehouse/internal/mask"
 )
 
 // rowStream is n DataRows of a typical shape (an id, a name, an email).
@@ -102,4 +106,67 @@ func BenchmarkSelectOne(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkMultiStatement relays one simple Query of N statements (`select 1 as a;` × N)
+// through the request side (gate check with the real inspector) and the response side (a
+// RowDescription, DataRow and CommandComplete per statement, masked by the real planner),
+// at two sizes: the cost per statement (ns/stmt) must not grow with N.
+func BenchmarkMultiStatement(b *testing.B) {
+	for _, n := range []int{500, 2000} {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			mk, err := mask.NewMasker(bytes.Repeat([]byte{7}, 32))
+			if err != nil {
+				b.Fatal(err)
+			}
+			r, _ := offlineRelay(bytes.NewReader(nil), mask.NewPlanner(nil, mk, nil, slog.New(slog.DiscardHandler)))
+			r.out = newClientOut(io.Discard, r.recordFailed)
+			r.srv.Gate.Inspector = inspect.New(0) // no cache: both sizes parse their text every time
+			sql := strings.Repeat("select 1 as a;", n)
+			query, err := (&pgproto3.Query{String: sql}).Encode(nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var resp []byte
+			for range n {
+				resp = append(resp, backendBytes(b,
+					&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("a"), DataTypeOID: 23, DataTypeSize: 4, TypeModifier: -1}}},
+					&pgproto3.DataRow{Values: [][]byte{[]byte("1")}},
+					&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})...)
+			}
+			resp = append(resp, backendBytes(b, &pgproto3.ReadyForQuery{TxStatus: 'I'})...)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := r.fromClient(ctx, query); err != nil {
+					b.Fatal(err)
+				}
+				r.ur = newFrameReader(bytes.NewReader(resp), 0)
+				for {
+					fr, err := r.ur.next()
+					if err != nil {
+						break
+					}
+					if err := r.fromUpstream(ctx, fr); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := r.out.release(ctx, true); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/stmt")
+		})
+	}
+}
+
+func backendBytes(b *testing.B, msgs ...pgproto3.BackendMessage) []byte {
+	var out []byte
+	for _, m := range msgs {
+		var err error
+		if out, err = m.Encode(out); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return out
 }
