@@ -26,6 +26,8 @@ type handRecorder struct {
 
 func (h *handRecorder) Record(ctx context.Context, ev *ledger.Event) error { return nil }
 
+func (h *handRecorder) Healthy() error { return nil }
+
 func (h *handRecorder) Submit(ctx context.Context, ev *ledger.Event) *ledger.Ack {
 	a, answer := ledger.NewAck()
 	h.mu.Lock()
@@ -274,7 +276,10 @@ func TestPipelineRecordsCommitTogether(t *testing.T) {
 }
 
 // planRecorder records the statements each result's masking was planned from.
-type planRecorder struct{ seen [][]string }
+type planRecorder struct {
+	ssnMasker
+	seen [][]string
+}
 
 func (p *planRecorder) Plan(ctx context.Context, s *gate.Session, c *gate.Check, cols []gate.Column) gate.RowMasker {
 	var texts []string
