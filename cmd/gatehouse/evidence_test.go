@@ -14,9 +14,20 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/gatehouse/gatehouse/internal/evidence"
 	"github.com/gatehouse/gatehouse/internal/ledger"
 	"github.com/gatehouse/gatehouse/internal/server/servertest"
 	"github.com/gatehouse/gatehouse/internal/testkit"
+)
+
+// The files of a pack, as an auditor sees them.
+const (
+	evSummary     = "summary.md"
+	evEvents      = "events.jsonl"
+	evCheckpoints = "checkpoints.jsonl"
+	evPubkey      = "pubkey.pem"
+	evManifest    = "manifest.json"
+	evSignature   = "manifest.sig"
 )
 
 // copyDir copies a flat pack directory, so each tampering starts from a good pack.
@@ -185,11 +196,11 @@ INSERT INTO customers VALUES (1, 'team', 3), (2, 'free', 1);`)
 	// Rewriting the manifest to match an edited summary breaks its signature.
 	d := copyDir(t, dir)
 	os.WriteFile(filepath.Join(d, evSummary), []byte("# nothing to see\n"), 0o600)
-	f, err := hashFile(filepath.Join(d, evSummary))
+	f, err := evidence.HashFile(filepath.Join(d, evSummary))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var m EvidenceManifest
+	var m evidence.Manifest
 	mb, _ := os.ReadFile(filepath.Join(d, evManifest))
 	if err := json.Unmarshal(mb, &m); err != nil {
 		t.Fatal(err)
@@ -211,7 +222,7 @@ INSERT INTO customers VALUES (1, 'team', 3), (2, 'free', 1);`)
 		t.Fatalf("audit evidence --from: %v\n%s", err, out)
 	}
 	mb, _ = os.ReadFile(filepath.Join(dir2, evManifest))
-	m = EvidenceManifest{}
+	m = evidence.Manifest{}
 	if err := json.Unmarshal(mb, &m); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ package console
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"embed"
 	"encoding/base64"
@@ -70,6 +71,10 @@ type Options struct {
 	// URL returns the console's external base URL, ending in "/console/".
 	URL func() string
 	Log *slog.Logger
+	// EvidenceKey is the ledger's checkpoint signing key, which signs evidence packs;
+	// CheckpointFile returns ledger.checkpoint_file ("" for none).
+	EvidenceKey    ed25519.PrivateKey
+	CheckpointFile func() string
 	// SessionTTL bounds a console sign-in (default 8h; never beyond the credential's expiry).
 	SessionTTL time.Duration
 	// Now is the clock; tests may replace it.
@@ -96,6 +101,7 @@ const (
 	EventSearch       ledger.EventType = "console.search"
 	EventExport       ledger.EventType = "console.export"
 	EventView         ledger.EventType = "console.view"
+	EventDownload     ledger.EventType = "console.download"
 	EventRefused      ledger.EventType = "console.refused"
 	// EventSessionKill records that someone ended a live database session (console or API).
 	EventSessionKill ledger.EventType = "session.kill"
@@ -106,8 +112,8 @@ var seeAllGroups = []string{"auditors", "compliance", "security"}
 
 // New parses the templates and returns a console.
 func New(opts Options) (*Console, error) {
-	if opts.Auth == nil || opts.Ledger == nil || opts.Events == nil || opts.Approvals == nil || opts.Live == nil || opts.OIDC == nil || opts.URL == nil {
-		return nil, errors.New("console: Auth, Ledger, Events, Approvals, Live, OIDC and URL are required")
+	if opts.Auth == nil || opts.Ledger == nil || opts.Events == nil || opts.Approvals == nil || opts.Live == nil || opts.OIDC == nil || opts.URL == nil || len(opts.EvidenceKey) == 0 {
+		return nil, errors.New("console: Auth, Ledger, Events, Approvals, Live, OIDC, URL and EvidenceKey are required")
 	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
@@ -177,6 +183,8 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.Handle("GET /console/audit", c.secure(c.signedIn(c.auditPage)))
 	mux.Handle("GET /console/audit/export", c.secure(c.signedIn(c.auditExport)))
 	mux.Handle("GET /console/audit/events/{instance}/{seq}", c.secure(c.signedIn(c.eventPage)))
+	mux.Handle("GET /console/evidence", c.secure(c.signedIn(c.evidencePage)))
+	mux.Handle("GET /console/evidence/download", c.secure(c.signedIn(c.evidenceDownload)))
 }
 
 // csp allows only the console's own scripts, styles and connections: no inline script, so

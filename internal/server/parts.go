@@ -135,7 +135,12 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 
 	in.live = live.New()
 	in.gate.Live = in.live
+	ledgerKey, err := ledger.LoadOrCreateKey(cfg.DataDir)
+	if err != nil {
+		return err
+	}
 	if in.console, err = console.New(console.Options{Auth: in.auth, Ledger: led, Events: led.Store(), Approvals: in.approvals,
+		EvidenceKey: ledgerKey, CheckpointFile: func() string { return in.cfg.Load().Ledger.CheckpointFile },
 		Live: in.live, OIDC: func() []config.OIDC { return in.cfg.Load().OIDC }, URL: in.consoleURL, Log: in.log.With("part", "console")}); err != nil {
 		return err
 	}

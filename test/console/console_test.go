@@ -4,7 +4,10 @@
 package console
 
 import (
+	"archive/zip"
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/csv"
 	"fmt"
 	"io"
@@ -25,6 +28,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/config"
 	consolepkg "github.com/gatehouse/gatehouse/internal/console"
+	"github.com/gatehouse/gatehouse/internal/evidence"
 	"github.com/gatehouse/gatehouse/internal/ledger"
 	"github.com/gatehouse/gatehouse/internal/server/servertest"
 	"github.com/gatehouse/gatehouse/internal/testkit/idp"
@@ -248,6 +252,34 @@ func (ps *psql) wait(t *testing.T) error {
 	}
 }
 
+// unzip extracts a flat zip archive into a new directory.
+func unzip(t *testing.T, b []byte) string {
+	t.Helper()
+	zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatalf("the download is not a zip: %v", err)
+	}
+	dir := t.TempDir()
+	for _, f := range zr.File {
+		if f.Name != filepath.Base(f.Name) {
+			t.Fatalf("zip entry %q is not a plain file name", f.Name)
+		}
+		rc, err := f.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f.Name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
 // upstreamOne runs a query on the upstream directly and returns its single value as text.
 func upstreamOne(t *testing.T, e *env, sql string) string {
 	t.Helper()
@@ -445,6 +477,37 @@ func TestConsole(t *testing.T) {
 		}
 		if evs := e.search(t, ledger.Query{Type: consolepkg.EventExport, Identity: sam}); len(evs) != 1 {
 			t.Fatalf("want one console.export event, got %d", len(evs))
+		}
+	})
+
+	t.Run("6 the evidence zip downloads and audit evidence --check passes on it", func(t *testing.T) {
+		samB := samB.in(t)
+		samB.do(chromedp.Navigate(e.url+"evidence"),
+			chromedp.SetValue(chromedp.CSS(`input[name="since"]`), "1d"),
+			chromedp.Click(chromedp.CSS("#verify")),
+			chromedp.WaitVisible(chromedp.CSS("#verification")))
+		if got := samB.text("#verification"); got != "OK" {
+			t.Fatalf("ledger verification on the evidence page: %s\n%s", got, samB.text("#report"))
+		}
+		if off := samB.text("#offline"); !strings.Contains(off, "gatehouse audit evidence --check evidence") || !strings.Contains(off, "gatehouse audit verify --file evidence/events.jsonl") {
+			t.Fatalf("offline commands: %q", off)
+		}
+		href := run(samB, chromedp.AttributeValue(chromedp.CSS("#download"), "href"))
+		b64 := run(samB, chromedp.Evaluate[string](fmt.Sprintf(`fetch(%q, {credentials: "same-origin"}).then(r => {
+			if (!r.ok || r.headers.get("Content-Type") !== "application/zip") throw new Error("HTTP " + r.status + " " + r.headers.get("Content-Type"));
+			return r.arrayBuffer();
+		}).then(b => { const u = new Uint8Array(b); let s = ""; for (let i = 0; i < u.length; i++) s += String.fromCharCode(u[i]); return btoa(s); })`, href.Value), chromedp.EvalAwaitPromise))
+		zipped, err := base64.StdEncoding.DecodeString(b64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := unzip(t, zipped)
+		var out strings.Builder
+		if err := evidence.Check(context.Background(), &out, dir, ""); err != nil {
+			t.Fatalf("audit evidence --check on the downloaded pack: %v\n%s", err, out.String())
+		}
+		if evs := e.search(t, ledger.Query{Type: consolepkg.EventDownload, Identity: sam}); len(evs) != 1 {
+			t.Fatalf("want one console.download event, got %d", len(evs))
 		}
 	})
 

@@ -1,4 +1,4 @@
-package main
+package evidence
 
 import (
 	"cmp"
@@ -208,7 +208,7 @@ type summaryInput struct {
 	r                 ledger.TimeRange
 	now               time.Time
 	by                string
-	chains            []EvidenceChain
+	chains            []Chain
 	storeRep, packRep *ledger.Report
 	agg               *evidenceAgg
 	ans               *auditAnswers
