@@ -787,6 +787,12 @@ func (c *Catalog) scan(ctx context.Context, target string) (*Snapshot, error) {
 		return nil, fmt.Errorf("connect to %q for classification: %w", target, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	// A table locked by a transaction (a migration's ALTER TABLE holds its lock until
+	// COMMIT) is classified by its column names this time rather than stalling the scan
+	// that statements wait for after DDL; the COMMIT invalidates the catalog again.
+	if _, err := conn.Exec(ctx, "SET lock_timeout = "+scanLockTimeout); err != nil {
+		return nil, fmt.Errorf("set lock_timeout for the scan of %q: %w", target, err)
+	}
 	opts := c.opts
 	opts.Overrides = c.overrides[target]
 	snap, err := Scan(ctx, conn, opts)
@@ -795,6 +801,9 @@ func (c *Catalog) scan(ctx context.Context, target string) (*Snapshot, error) {
 	}
 	return snap, nil
 }
+
+// scanLockTimeout bounds how long a scan waits for a table lock (see Catalog.scan).
+const scanLockTimeout = "'200ms'"
 
 // Run rescans every target the catalog has seen each interval until ctx ends.
 func (c *Catalog) Run(ctx context.Context, interval time.Duration) {
