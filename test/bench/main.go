@@ -31,6 +31,7 @@ import (
 // options are the knobs of one benchmark run.
 type options struct {
 	duration     time.Duration
+	rounds       int
 	scale        int
 	clients      int
 	jobs         int
@@ -57,6 +58,7 @@ var sections = []string{"pgbench", "latency", "batch", "multi", "stream", "idle"
 func main() {
 	var o options
 	flag.DurationVar(&o.duration, "duration", 6*time.Second, "length of each pgbench run")
+	flag.IntVar(&o.rounds, "rounds", 2, "rounds per pgbench workload: each round runs every leg for duration ÷ rounds, interleaved")
 	flag.IntVar(&o.scale, "scale", 10, "pgbench scale factor (-s) for initialization")
 	flag.IntVar(&o.clients, "clients", 8, "pgbench clients (-c) for the multi-client runs")
 	flag.IntVar(&o.jobs, "jobs", 2, "pgbench threads (-j)")
@@ -84,8 +86,8 @@ func main() {
 		}
 		return
 	}
-	if o.duration < time.Second || o.scale < 1 || o.clients < 1 || o.jobs < 1 || o.rows < 1 || o.idle < 1 || o.batch < 1 || o.multi < 1 {
-		fmt.Fprintln(os.Stderr, "bench: -duration must be at least 1s and -scale, -clients, -jobs, -rows, -idle, -batch, -multi at least 1")
+	if o.duration < time.Second || o.rounds < 1 || o.scale < 1 || o.clients < 1 || o.jobs < 1 || o.rows < 1 || o.idle < 1 || o.batch < 1 || o.multi < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -duration must be at least 1s and -rounds, -scale, -clients, -jobs, -rows, -idle, -batch, -multi at least 1")
 		os.Exit(2)
 	}
 	for _, s := range splitList(o.only) {

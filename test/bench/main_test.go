@@ -44,7 +44,7 @@ func TestParsePgbench(t *testing.T) {
 }
 
 func TestReport(t *testing.T) {
-	o := options{gatehouse: "bin/gatehouse", scale: 10, duration: 6 * time.Second, jobs: 2, clients: 8, rows: 2_000_000, idle: 1000, batch: 10_000, multi: 10_000}
+	o := options{gatehouse: "bin/gatehouse", rounds: 2, scale: 10, duration: 6 * time.Second, jobs: 2, clients: 8, rows: 2_000_000, idle: 1000, batch: 10_000, multi: 10_000}
 	res := results{}
 	res.set("sel-simple", legDirect, meas{v: 30000})
 	res.set("sel-simple", legBouncer, meas{v: 20000})

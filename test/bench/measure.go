@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -83,7 +84,7 @@ func shortNote(why string) string {
 var allGatehouse = []string{legGH, legGHEvery}
 
 // pgbenchRun runs pgbench on a leg and returns its result and the CPU time the program in
-// the middle spent per transaction, including what it does once the load stops (Gatehouse
+// the middle spent (0 for the direct leg), including what it does once the load stops (Gatehouse
 // indexes the ledger off the statement's path) until it goes quiet.
 func (b *bench) pgbenchRun(ctx context.Context, l leg, ep endpoint, args ...string) (pgbenchResult, time.Duration, error) {
 	l.proc.settle(ctx)
@@ -100,15 +101,76 @@ func (b *bench) pgbenchRun(ctx context.Context, l leg, ep endpoint, args ...stri
 		return res, 0, fmt.Errorf("pgbench %v: %d transactions failed", args, res.failed)
 	}
 	l.proc.settle(ctx)
-	var perTxn time.Duration
-	if cpu := l.proc.cpuTime() - cpu0; l.proc != nil && cpu > 0 {
-		perTxn = cpu / time.Duration(res.processed)
+	return res, l.proc.cpuTime() - cpu0, nil
+}
+
+// pgbenchTotal adds up the rounds of one pgbench workload on one leg.
+type pgbenchTotal struct {
+	processed int64
+	seconds   float64 // processed / tps of each round, summed
+	cpu       time.Duration
+	lat       []float64
+	err       error
+}
+
+func (t *pgbenchTotal) add(r pgbenchResult, cpu time.Duration) {
+	t.processed += r.processed
+	t.seconds += float64(r.processed) / r.tps
+	t.cpu += cpu
+}
+
+func (t *pgbenchTotal) tps() float64 { return float64(t.processed) / t.seconds }
+
+// pgbenchRounds runs a pgbench workload on every leg, in rounds: each round runs every leg
+// once for duration ÷ rounds, so drift of the shared machine within the workload's minute
+// hits every leg alike. fn runs one round on one leg.
+func (b *bench) pgbenchRounds(ctx context.Context, row string, fn func(context.Context, leg, *pgbenchTotal) error) (map[string]*pgbenchTotal, error) {
+	totals := map[string]*pgbenchTotal{}
+	for round := 0; round < b.o.rounds; round++ {
+		for _, l := range b.legs {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if l.unavailable != "" {
+				b.res.set(row, l.name, meas{note: shortNote(l.unavailable)})
+				continue
+			}
+			t := totals[l.name]
+			if t == nil {
+				t = &pgbenchTotal{}
+				totals[l.name] = t
+			}
+			if t.err != nil {
+				continue
+			}
+			if err := fn(ctx, l, t); err != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				b.log.Error("measure failed", "row", row, "leg", l.name, "err", err)
+				t.err = err
+			}
+		}
 	}
-	return res, perTxn, nil
+	for name, t := range totals {
+		if t.err != nil || t.processed == 0 {
+			b.res.set(row, name, meas{note: "failed"})
+			delete(totals, name)
+			continue
+		}
+		b.res.set(row, name, meas{v: t.tps()})
+		b.log.Info("measured", "row", row, "leg", name, "tps", fmt.Sprintf("%.0f", t.tps()))
+	}
+	return totals, nil
+}
+
+// roundSeconds is the length of one pgbench round.
+func (b *bench) roundSeconds() string {
+	return strconv.Itoa(max(1, int(b.o.duration.Seconds())/b.o.rounds))
 }
 
 func (b *bench) pgbenchArgs(clients int, extra ...string) []string {
-	return append([]string{"-n", "-T", strconv.Itoa(int(b.o.duration.Seconds())), "-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(b.o.jobs, clients))}, extra...)
+	return append([]string{"-n", "-T", b.roundSeconds(), "-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(b.o.jobs, clients))}, extra...)
 }
 
 // pgbenchRows: -S simple, extended, prepared and TPC-B-like with the configured clients, with
@@ -124,22 +186,24 @@ func (b *bench) pgbenchRows(ctx context.Context) error {
 		{"sel-prepared", "", true, []string{"-S", "-M", "prepared"}},
 		{"tpcb", "cpu-tpcb", false, []string{"-M", "simple"}},
 	} {
-		err := b.each(ctx, w.row, nil, func(ctx context.Context, l leg) (meas, error) {
+		totals, err := b.pgbenchRounds(ctx, w.row, func(ctx context.Context, l leg, t *pgbenchTotal) error {
 			ep := l.ep
 			if w.session {
 				ep = l.session
 			}
 			res, cpu, err := b.pgbenchRun(ctx, l, ep, b.pgbenchArgs(b.o.clients, w.args...)...)
-			if err != nil {
-				return meas{}, err
+			if err == nil {
+				t.add(res, cpu)
 			}
-			if w.cpuRow != "" && l.proc != nil && cpu > 0 {
-				b.res.set(w.cpuRow, l.name, meas{v: float64(cpu) / float64(time.Microsecond)})
-			}
-			return meas{v: res.tps}, nil
+			return err
 		})
 		if err != nil {
 			return err
+		}
+		for name, t := range totals {
+			if w.cpuRow != "" && t.cpu > 0 {
+				b.res.set(w.cpuRow, name, meas{v: float64(t.cpu) / float64(t.processed) / float64(time.Microsecond)})
+			}
 		}
 	}
 	return nil
@@ -147,18 +211,36 @@ func (b *bench) pgbenchRows(ctx context.Context) error {
 
 // latencyRows: one client, -S simple, every transaction's latency logged; p50 and p99.
 func (b *bench) latencyRows(ctx context.Context) error {
-	return b.each(ctx, "lat-p50", nil, func(ctx context.Context, l leg) (meas, error) {
+	totals, err := b.pgbenchRounds(ctx, "lat-tps", func(ctx context.Context, l leg, t *pgbenchTotal) error {
 		prefix := filepath.Join(b.work, "latency-"+l.name)
-		if _, _, err := b.pgbenchRun(ctx, l, l.ep, b.pgbenchArgs(1, "-S", "-M", "simple", "-l", "--log-prefix", prefix)...); err != nil {
-			return meas{}, err
+		res, _, err := b.pgbenchRun(ctx, l, l.ep, b.pgbenchArgs(1, "-S", "-M", "simple", "-l", "--log-prefix", prefix)...)
+		if err != nil {
+			return err
 		}
 		lat, err := latencies(prefix)
 		if err != nil {
-			return meas{}, err
+			return err
 		}
-		b.res.set("lat-p99", l.name, meas{v: percentile(lat, 99)})
-		return meas{v: percentile(lat, 50)}, nil
+		t.add(res, 0)
+		t.lat = append(t.lat, lat...)
+		return nil
 	})
+	if err != nil {
+		return err
+	}
+	for _, l := range b.legs {
+		t, ok := totals[l.name]
+		if !ok {
+			note := b.res["lat-tps"][l.name].note
+			b.res.set("lat-p50", l.name, meas{note: note})
+			b.res.set("lat-p99", l.name, meas{note: note})
+			continue
+		}
+		slices.Sort(t.lat)
+		b.res.set("lat-p50", l.name, meas{v: percentile(t.lat, 50)})
+		b.res.set("lat-p99", l.name, meas{v: percentile(t.lat, 99)})
+	}
+	return nil
 }
 
 // batchRow: one pgx SendBatch of the configured number of statements, in milliseconds.

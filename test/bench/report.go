@@ -177,8 +177,8 @@ func (d rowDef) cellOf(res results, legName string) string {
 func report(w io.Writer, o options, bouncerVersion [2]int, res results, legs []leg, took time.Duration) {
 	fmt.Fprintf(w, "\nGatehouse vs direct vs PgBouncer %d.%d — issue 9 goals, one run (%s, %s), loopback, one throwaway PostgreSQL\n",
 		bouncerVersion[0], bouncerVersion[1], o.gatehouse, took.Round(time.Second))
-	fmt.Fprintf(w, "pgbench scale %d, %v per pgbench run, -j %d; Gatehouse: built-in policy (masking on), embedded ledger; PgBouncer: transaction pooling unless the row says session\n\n",
-		o.scale, o.duration, o.jobs)
+	fmt.Fprintf(w, "pgbench scale %d, -j %d, %v per workload and leg in %d interleaved rounds; Gatehouse: built-in policy (masking on), embedded ledger; PgBouncer: transaction pooling unless the row says session\n\n",
+		o.scale, o.jobs, o.duration, o.rounds)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "measure\tdirect\tPgBouncer\tGatehouse\tresult\tdone when\tgoal\tstatus\tGatehouse (durability: every)\tresult (every)\t")
 	for _, d := range rowDefs(o) {
