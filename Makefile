@@ -38,8 +38,12 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzInspect$$' -fuzztime $(or $(FUZZTIME),80000x) ./internal/inspect
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(or $(FUZZTIME),6000x) ./internal/policy
 
+# Performance, in under 10 minutes on a 2-core machine: the Go micro-benchmarks (300 ms
+# each; the ledger's searches over 100,000 synthetic events instead of a million), then
+# scripts/bench.sh's one table of issue 9's goals, direct vs PgBouncer vs Gatehouse.
+# BENCHTIME and LEDGER_BENCH_EVENTS change the first part, BENCH_* the second (see the script).
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+	GATEHOUSE_LEDGER_BENCH_EVENTS=$(or $(LEDGER_BENCH_EVENTS),100000) $(GO) test -run '^$$' -bench . -benchmem -benchtime $(or $(BENCHTIME),300ms) -timeout 30m ./internal/...
 	bash scripts/bench.sh
 
 clean:

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -210,4 +212,68 @@ func benchEvent(i int64, subject string) *ledger.Event {
 		Duration: 80 * time.Microsecond,
 		Statements: []ledger.Statement{{Kind: "SELECT", Category: "read", Redacted: "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
 			Fingerprint: "a1b2c3d4e5f60718", TablesRead: []string{"public.pgbench_accounts"}}}}
+}
+
+// The ledger's own one-core benchmark, BenchmarkSustained in internal/ledger (added by the
+// ledger's engineers for this table): events/s until every event is indexed, the index lag
+// after the last Record, per durability contract. It runs from the source tree the
+// benchmark runs in; a tree without it reports n/a.
+
+// sustainedResult is one durability contract's BenchmarkSustained line.
+type sustainedResult struct {
+	eventsPerSec, lagMS, cpuPerEvent float64
+}
+
+// rate is the events/s with the indexes current within 1 s, scaled like the harness's own
+// ledger leg when the lag is longer.
+func (r sustainedResult) rate() float64 {
+	if r.lagMS > 1000 {
+		return r.eventsPerSec * 1000 / r.lagMS
+	}
+	return r.eventsPerSec
+}
+
+var (
+	reSustained = regexp.MustCompile(`(?m)^BenchmarkSustained/durability=(\w+)\S*\s+\d+\s+.*$`)
+	reMetric    = regexp.MustCompile(`([0-9.]+) (events/s|index-lag-ms|cpu-µs/event)`)
+)
+
+// parseSustained reads BenchmarkSustained's lines by durability contract.
+func parseSustained(out string) map[string]sustainedResult {
+	res := map[string]sustainedResult{}
+	for _, m := range reSustained.FindAllStringSubmatch(out, -1) {
+		var r sustainedResult
+		for _, mm := range reMetric.FindAllStringSubmatch(m[0], -1) {
+			v, _ := strconv.ParseFloat(mm[1], 64)
+			switch mm[2] {
+			case "events/s":
+				r.eventsPerSec = v
+			case "index-lag-ms":
+				r.lagMS = v
+			case "cpu-µs/event":
+				r.cpuPerEvent = v
+			}
+		}
+		res[m[1]] = r
+	}
+	return res
+}
+
+// runSustained runs BenchmarkSustained on one core with events per contract; nil when the
+// tree has no such benchmark.
+func runSustained(ctx context.Context, events int) (map[string]sustainedResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "^BenchmarkSustained$", "-cpu", "1",
+		"-benchtime", fmt.Sprintf("%dx", events), "-timeout", "5m", "./internal/ledger")
+	cmd.Env = cleanEnv()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("go test -bench BenchmarkSustained: %w\n%s", err, lastLines(string(out), 10))
+	}
+	res := parseSustained(string(out))
+	if len(res) == 0 {
+		return nil, nil
+	}
+	return res, nil
 }

@@ -145,3 +145,21 @@ func TestCPUTime(t *testing.T) {
 		t.Error("a nil process has CPU time")
 	}
 }
+
+func TestParseSustained(t *testing.T) {
+	out := "goos: linux\n" +
+		"BenchmarkSustained/durability=sensitive         \t  100000\t     20000 ns/op\t     50000 events/s\t        12.00 index-lag-ms\t        20.50 cpu-µs/event\n" +
+		"BenchmarkSustained/durability=every-2           \t  100000\t     40000 ns/op\t     25000 events/s\t      2000 index-lag-ms\t        30.00 cpu-µs/event\n" +
+		"PASS\n"
+	res := parseSustained(out)
+	s, e := res["sensitive"], res["every"]
+	if s.eventsPerSec != 50000 || s.lagMS != 12 || s.cpuPerEvent != 20.5 || s.rate() != 50000 {
+		t.Errorf("sensitive: %+v", s)
+	}
+	if e.eventsPerSec != 25000 || e.rate() != 12500 { // 2 s of lag halves the rate
+		t.Errorf("every: %+v rate %v", e, e.rate())
+	}
+	if len(parseSustained("PASS\nok  \tx\t0.1s\n")) != 0 {
+		t.Error("output without the benchmark parsed")
+	}
+}

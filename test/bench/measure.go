@@ -87,7 +87,7 @@ var allGatehouse = []string{legGH, legGHEvery}
 // the middle spent (0 for the direct leg), including what it does once the load stops (Gatehouse
 // indexes the ledger off the statement's path) until it goes quiet.
 func (b *bench) pgbenchRun(ctx context.Context, l leg, ep endpoint, args ...string) (pgbenchResult, time.Duration, error) {
-	l.proc.settle(ctx)
+	// No settle before: every load on a leg ends with one.
 	cpu0 := l.proc.cpuTime()
 	out, err := pgbench(ctx, ep.env(), args...)
 	if err != nil {
@@ -354,6 +354,29 @@ func (b *bench) ledgerRow(ctx context.Context) error {
 			b.res.set("ledger", c.leg, meas{v: r.sustained()})
 			b.res.set("ledger-lag", c.leg, meas{v: r.MaxLagSeconds})
 			b.res.set("ledger-cpu", c.leg, meas{v: r.CPUPerEvent})
+		}
+	}
+	sus, err := runSustained(ctx, b.o.ledgerEvents)
+	switch {
+	case err != nil:
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		b.log.Error("BenchmarkSustained failed", "err", err)
+		b.res.set("ledger-bench", legGH, meas{note: "failed"})
+	case sus == nil:
+		b.res.set("ledger-bench", legGH, meas{note: "n/a"})
+		b.res.set("ledger-bench", legGHEvery, meas{note: "n/a"})
+	default:
+		for _, c := range []struct{ leg, durability string }{{legGH, "sensitive"}, {legGHEvery, "every"}} {
+			r, ok := sus[c.durability]
+			if !ok {
+				b.res.set("ledger-bench", c.leg, meas{note: "n/a"})
+				continue
+			}
+			b.log.Info("BenchmarkSustained", "durability", c.durability, "events_per_s", r.eventsPerSec, "index_lag_ms", r.lagMS, "cpu_us_per_event", r.cpuPerEvent)
+			b.res.set("ledger-bench", c.leg, meas{v: r.rate()})
+			b.res.set("ledger-bench-lag", c.leg, meas{v: r.lagMS / 1000})
 		}
 	}
 	return nil

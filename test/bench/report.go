@@ -67,6 +67,8 @@ func rowDefs(o options) []rowDef {
 		{"ledger", "embedded ledger: sustained events/s, indexes current within 1 s, one core", perSec, itself, false, 50_000, 100_000},
 		{"ledger-lag", "  embedded ledger: largest index lag (info)", seconds, itself, true, none, none},
 		{"ledger-cpu", "  embedded ledger: CPU per event (info)", micros1, itself, true, none, none},
+		{"ledger-bench", fmt.Sprintf("embedded ledger: internal/ledger BenchmarkSustained -cpu 1, %s events (events/s)", formatCount(float64(o.ledgerEvents))), perSec, itself, false, 50_000, 100_000},
+		{"ledger-bench-lag", "  BenchmarkSustained: index lag after the last Record (info)", seconds, itself, true, none, none},
 		{"console", "console page latency, 10M-event ledger", nil, notBuiltYet, true, none, none},
 		{"mcp", "MCP query tool latency", nil, notBuiltYet, true, none, none},
 	}
@@ -201,6 +203,8 @@ CPU: user+system time of the whole middle process (/proc/PID/stat) from before t
 Embedded ledger: this build's internal/ledger in a child process with GOMAXPROCS=1 (one core), pgbench -S-like statement
   events submitted for a fixed time, paced so that at most two 250 ms markers are acknowledged but not yet found by search;
   lag = marker acknowledged → found by search; sustained = events / elapsed × min(1, 1 s / largest lag).
+  BenchmarkSustained (the ledger's own, when the tree has it): 64 sessions Record, clock stops once all is indexed; its
+  events/s × min(1, 1 s / index lag). Both columns: default durability under Gatehouse, every under Gatehouse (every).
 Streaming: bytes of the values received; a Gatehouse leg that let a generated email through says UNMASKED.`)
 	for _, l := range legs {
 		if l.unavailable != "" {
