@@ -111,16 +111,25 @@ func TestCopyCounter(t *testing.T) {
 	}
 }
 
-func TestLedgerSustained(t *testing.T) {
-	for _, c := range []struct {
-		r    ledgerLoadResult
-		want float64
-	}{
-		{ledgerLoadResult{Events: 100_000, Seconds: 2, MaxLagSeconds: 0.5}, 50_000},
-		{ledgerLoadResult{Events: 100_000, Seconds: 2, MaxLagSeconds: 2}, 25_000},
-	} {
-		if got := c.r.sustained(); got != c.want {
-			t.Errorf("%+v: sustained %v, want %v", c.r, got, c.want)
+func TestLedgerLagFailsTheBar(t *testing.T) {
+	o := options{rounds: 2, clients: 8, rows: 10, idle: 10, batch: 10, multi: 10, ledgerEvents: 10}
+	res := results{}
+	res.set("ledger", legGH, meas{v: 200_000})
+	res.set("ledger-lag", legGH, meas{v: 3})
+	res.set("ledger-bench", legGH, meas{v: 200_000})
+	res.set("ledger-bench-lag", legGH, meas{v: 0.2})
+	var b bytes.Buffer
+	report(&b, o, [2]int{1, 18}, res, nil, time.Minute)
+	for _, line := range strings.Split(b.String(), "\n") {
+		switch {
+		case strings.HasPrefix(line, "embedded ledger: sustained"):
+			if !strings.Contains(line, "(lag > 1 s)") || !strings.Contains(line, "not yet") {
+				t.Errorf("a 3 s lag passed: %s", line)
+			}
+		case strings.HasPrefix(line, "embedded ledger: internal/ledger"):
+			if strings.Contains(line, "lag >") || !strings.Contains(line, "GOAL") {
+				t.Errorf("a 0.2 s lag failed: %s", line)
+			}
 		}
 	}
 }
@@ -153,11 +162,11 @@ func TestParseSustained(t *testing.T) {
 		"PASS\n"
 	res := parseSustained(out)
 	s, e := res["sensitive"], res["every"]
-	if s.eventsPerSec != 50000 || s.lagMS != 12 || s.cpuPerEvent != 20.5 || s.rate() != 50000 {
+	if s.eventsPerSec != 50000 || s.lagMS != 12 || s.cpuPerEvent != 20.5 {
 		t.Errorf("sensitive: %+v", s)
 	}
-	if e.eventsPerSec != 25000 || e.rate() != 12500 { // 2 s of lag halves the rate
-		t.Errorf("every: %+v rate %v", e, e.rate())
+	if e.eventsPerSec != 25000 || e.lagMS != 2000 {
+		t.Errorf("every: %+v", e)
 	}
 	if len(parseSustained("PASS\nok  \tx\t0.1s\n")) != 0 {
 		t.Error("output without the benchmark parsed")
