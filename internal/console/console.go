@@ -183,6 +183,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.Handle("GET /console/audit", c.secure(c.signedIn(c.auditPage)))
 	mux.Handle("GET /console/audit/export", c.secure(c.signedIn(c.auditExport)))
 	mux.Handle("GET /console/audit/events/{instance}/{seq}", c.secure(c.signedIn(c.eventPage)))
+	mux.Handle("GET /console/audit/questions/{q}", c.secure(c.signedIn(c.questionPage)))
 	mux.Handle("GET /console/evidence", c.secure(c.signedIn(c.evidencePage)))
 	mux.Handle("GET /console/evidence/download", c.secure(c.signedIn(c.evidenceDownload)))
 }

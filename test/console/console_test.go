@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,6 +40,7 @@ const (
 	sam  = "sam@corp.example"  // OIDC, groups dba + security: approves, ends sessions, sees all
 	dana = "dana@corp.example" // token, group dba: files the approval request
 	vic  = "vic@corp.example"  // token, no privileged group: sees only their own
+	bot  = "report-bot"        // an AI agent's token
 )
 
 // env is one running Gatehouse with its IdP and browser.
@@ -62,14 +64,18 @@ func setup(t *testing.T) *env {
 	t.Cleanup(hookSrv.Close)
 	p := servertest.Start(t, servertest.Options{PolicyYAML: "default", Environment: "prod", Configure: func(c *config.Config) {
 		c.OIDC = []config.OIDC{{Issuer: prov.Issuer, Audience: []string{idp.ConsoleClientID}, CAFile: prov.CAFile, ConsoleClientID: idp.ConsoleClientID}}
+		scratch := c.Targets[0]
+		scratch.Name, scratch.Environment = "scratch", "dev"
+		c.Targets = append(c.Targets, scratch)
 		c.Approvals.Notify = []config.Notifier{{Type: "slack", URL: hookSrv.URL + "/slack"}, {Type: "teams", URL: hookSrv.URL + "/teams"},
 			{Type: "webhook", URL: hookSrv.URL + "/generic"}}
 	}})
-	p.Upstream.Exec(t, "app", "CREATE TABLE customers (id int PRIMARY KEY, name text, note text); INSERT INTO customers VALUES (1, 'Ann', 'first'), (2, 'Bo', 'second')")
+	p.Upstream.Exec(t, "app", "CREATE TABLE customers (id int PRIMARY KEY, name text, email text, note text); INSERT INTO customers VALUES (1, 'Ann', 'ann@example.com', 'first'), (2, 'Bo', 'bo@example.com', 'second')")
 	e := &env{p: p, idp: prov, hooks: hooks, url: "http://" + p.HTTPAddr + consolepkg.Prefix, tokens: map[string]string{}}
 	prov.AllowConsoleRedirect(e.url + "callback")
 	e.tokens[dana] = p.Token(t, dana, "human", "dba")
 	e.tokens[vic] = p.Token(t, vic, "human")
+	e.tokens[bot] = p.Token(t, bot, "agent")
 	e.docsDir = filepath.Join("..", "..", "docs")
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
@@ -222,8 +228,14 @@ type psql struct {
 
 func (e *env) psql(t *testing.T, user, app string, args ...string) *psql {
 	t.Helper()
+	return e.psqlOn(t, e.p.Target, user, app, args...)
+}
+
+// psqlOn is psql on another target.
+func (e *env) psqlOn(t *testing.T, target, user, app string, args ...string) *psql {
+	t.Helper()
 	dsn := fmt.Sprintf("host=localhost port=%d user=%s dbname=%s sslmode=verify-full sslrootcert=%s application_name=%s",
-		e.p.Port, user, e.p.Target, e.p.CAFile, app)
+		e.p.Port, user, target, e.p.CAFile, app)
 	ps := &psql{done: make(chan error, 1)}
 	ps.cmd = exec.Command("psql", append([]string{"-X", "-q", "-A", "-t", "-v", "VERBOSITY=verbose", "-v", "ON_ERROR_STOP=1", "-d", dsn}, args...)...)
 	ps.cmd.Env = append(os.Environ(), "PGPASSWORD="+e.tokens[user], "PGCONNECT_TIMEOUT=10")
@@ -477,6 +489,34 @@ func TestConsole(t *testing.T) {
 		}
 		if evs := e.search(t, ledger.Query{Type: consolepkg.EventExport, Identity: sam}); len(evs) != 1 {
 			t.Fatalf("want one console.export event, got %d", len(evs))
+		}
+	})
+
+	t.Run("5 the three auditor questions have pages", func(t *testing.T) {
+		samB := samB.in(t)
+		for _, r := range []struct{ target, user, sql string }{{"scratch", dana, "CREATE TABLE scratch_t (a int)"}, {"scratch", dana, "DROP TABLE scratch_t"},
+			{"main", dana, "SELECT email FROM customers"}, {"main", bot, "SELECT id FROM customers"}} {
+			ps := e.psqlOn(t, r.target, r.user, "auditor-fixture", "-c", r.sql)
+			if err := ps.wait(t); err != nil {
+				t.Fatalf("%s on %s: %v %s", r.sql, r.target, err, ps.stderr.String())
+			}
+		}
+		ask := func(q, param, value string) []string {
+			samB.do(chromedp.Navigate(e.url+"audit"), chromedp.Click(chromedp.CSS("#q-"+q)), chromedp.WaitVisible(chromedp.CSS("#ask")))
+			if param != "" {
+				samB.do(chromedp.SetValue(chromedp.CSS("#q-"+param), value))
+			}
+			samB.do(chromedp.Click(chromedp.CSS("#ask")), chromedp.WaitVisible(chromedp.CSS("#answers")))
+			return run(samB, chromedp.Evaluate[[]string](`[...document.querySelectorAll("tr.answer td.subject")].map(td => td.textContent)`))
+		}
+		if got := ask("who-dropped", "table", "scratch_t"); len(got) != 1 || got[0] != dana {
+			t.Fatalf("who dropped scratch_t: %v, want [%s]", got, dana)
+		}
+		if got := ask("pii-readers", "", ""); !slices.Contains(got, dana) {
+			t.Fatalf("PII readers: %v, want %s among them", got, dana)
+		}
+		if got := ask("agents", "table", "customers"); len(got) != 1 || got[0] != bot {
+			t.Fatalf("agents on customers: %v, want [%s]", got, bot)
 		}
 	})
 
