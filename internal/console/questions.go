@@ -26,13 +26,13 @@ var questions = map[string]question{
 
 // questionData is a question page's model.
 type questionData struct {
-	Q       question
-	Table   string
-	Class   string
-	Since   string
-	Asked   bool
-	Drops   []ledger.DropRecord
-	Counts  []ledger.IdentityCount
+	Q      question
+	Table  string
+	Class  string
+	Since  string
+	Asked  bool
+	Drops  []ledger.DropRecord
+	Counts []ledger.IdentityCount
 }
 
 // questionPage asks one auditor question. The answers cover everyone, so they are for the
