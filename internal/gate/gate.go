@@ -837,6 +837,30 @@ type TextMasker interface {
 	MaskText(profile, s string) (string, int)
 }
 
+// ErrorClassifier is implemented by maskers that can tell whether a value PostgreSQL quotes
+// in an error (`invalid input syntax for type integer: "<value>"`, `Key (a)=(<value>)`)
+// may be sensitive for the session, so a door redacts only those and leaves ordinary errors
+// as helpful as the server wrote them.
+type ErrorClassifier interface {
+	// ErrorValueSensitive reports whether a value of table's columns (table "schema.table"
+	// and the columns the error names), or, when table is "", a value any of c's statements
+	// reads, may be sensitive for c's masking profile.
+	ErrorValueSensitive(ctx context.Context, s *Session, c *Check, table string, columns []string) bool
+}
+
+// ErrorValueSensitive reports whether a value quoted in an error may be sensitive (see
+// ErrorClassifier); without a masker that can tell, every value may be.
+func (g *Gate) ErrorValueSensitive(ctx context.Context, s *Session, c *Check, table string, columns []string) bool {
+	if c != nil && c.Decision.MaskProfile == "none" {
+		return false
+	}
+	ec, ok := g.Masker.(ErrorClassifier)
+	if !ok {
+		return true
+	}
+	return ec.ErrorValueSensitive(ctx, s, c, table, columns)
+}
+
 // CopyOutMasker returns the masker for a COPY ... TO STDOUT, or nil when nothing needs it.
 // Doors call it before forwarding such a statement and refuse it on error.
 func (g *Gate) CopyOutMasker(ctx context.Context, s *Session, c *Check) (CopyMasker, error) {

@@ -248,51 +248,82 @@ func (r *relay) asyncMessage(frame []byte) error {
 // redactedValue stands in for a value Gatehouse removed from an error message.
 const redactedValue = "[redacted]"
 
-// touchesTables reports whether any statement of c reads or writes a table (or view), so a
-// value quoted in its error can come from stored data rather than from the client's text.
-func touchesTables(c *gate.Check) bool {
-	if c == nil {
-		return true // unknown: assume the worst
-	}
-	for _, st := range c.Statements {
-		if len(st.TablesRead) > 0 || len(st.TablesWritten) > 0 {
-			return true
-		}
-	}
-	return false
-}
-
 // redactErrorValues removes the values PostgreSQL quotes in data exceptions (class 22:
 // `invalid input syntax for type integer: "<value>"`) and integrity violations (class 23:
-// `Key (email)=(<value>) already exists`, `Failing row contains (<row>)`), for a masked
-// session whose statement reads stored data: a cast that fails would otherwise show any
-// column's value, including those (names, phone numbers, dates) no value detector can find
-// in free text. It reports how many fields it changed.
-func redactErrorValues(c *gate.Check, er *pgproto3.ErrorResponse) int {
-	if len(er.Code) != 5 || (er.Code[:2] != "22" && er.Code[:2] != "23") || !touchesTables(c) {
+// `Key (email)=(<value>) already exists`, `Failing row contains (<row>)`) when they may be
+// sensitive (sensitive answers, see gate.ErrorClassifier): a cast that fails would otherwise
+// show a column's value, including those (names, phone numbers, dates) no value detector can
+// find in free text. A value that cannot be sensitive — of a key column the catalog classes
+// as ordinary, from a statement that reads no sensitive table — stays, so ordinary errors
+// keep their meaning; a column or table name is never a value. It reports how many fields
+// it changed.
+func redactErrorValues(er *pgproto3.ErrorResponse, sensitive func(table string, columns []string) bool) int {
+	if len(er.Code) != 5 || (er.Code[:2] != "22" && er.Code[:2] != "23") {
 		return 0
 	}
 	n := 0
-	if er.Code[:2] == "22" {
+	if er.Code[:2] == "22" && sensitive("", nil) {
 		// Data exceptions quote the offending value. (Integrity violations quote names of
 		// constraints, columns and tables in their message: those stay.)
-		for _, f := range []*string{&er.Message, &er.Detail} {
+		fields := []*string{&er.Message, &er.Detail}
+		if er.Code == "22P04" {
+			// Bad COPY data: the message quotes a column name (`missing data for column
+			// "x"`); the value is in the context.
+			fields = fields[1:]
+		}
+		for _, f := range fields {
 			if out := redactQuoted(*f); out != *f {
 				*f = out
 				n++
 			}
 		}
+		if er.Where != "" {
+			// The context of a data exception can quote the input (JSON data, line 1: ...).
+			er.Where = redactedValue
+			n++
+		}
 	}
-	if d := redactKeyValues(er.Detail); d != er.Detail {
-		er.Detail = d
-		n++
+	table := ""
+	if er.TableName != "" {
+		table = er.SchemaName + "." + er.TableName
+		if er.SchemaName == "" {
+			table = er.TableName
+		}
 	}
-	if er.Where != "" && er.Code[:2] == "22" {
-		// The context of a data exception can quote the input (JSON data, line 1: ...).
-		er.Where = redactedValue
+	if cols, ok := keyColumns(er.Detail); ok && sensitive(table, cols) {
+		if d := redactKeyValues(er.Detail); d != er.Detail {
+			er.Detail = d
+			n++
+		}
+	} else if strings.HasPrefix(er.Detail, "Failing row contains (") && sensitive(table, nil) {
+		er.Detail = "Failing row contains (" + redactedValue + ")."
 		n++
 	}
 	return n
+}
+
+// keyColumns returns the columns of a `Key (a, b)=(...)` detail. A key of expressions
+// (`Key (lower(email))=(...)`) names no plain column: then no columns and ok, which means
+// every column of the table.
+func keyColumns(detail string) ([]string, bool) {
+	if !strings.HasPrefix(detail, "Key (") {
+		return nil, false
+	}
+	i := strings.Index(detail, ")=(")
+	if i < 0 {
+		return nil, false
+	}
+	var cols []string
+	for _, c := range strings.Split(detail[len("Key ("):i], ", ") {
+		if c == "" || strings.ContainsAny(c, "() '") {
+			return nil, true
+		}
+		if len(c) >= 2 && c[0] == '"' && c[len(c)-1] == '"' {
+			c = strings.ReplaceAll(c[1:len(c)-1], `""`, `"`)
+		}
+		cols = append(cols, c)
+	}
+	return cols, true
 }
 
 // redactQuoted replaces the text from the first double quote to the last: PostgreSQL quotes
@@ -309,12 +340,9 @@ func redactQuoted(s string) string {
 	return s[:i+1] + redactedValue + s[j:]
 }
 
-// redactKeyValues replaces the values of `Key (cols)=(values)` and `Failing row contains
-// (values)` details, keeping the column names.
+// redactKeyValues replaces the values of a `Key (cols)=(values)` detail, keeping the column
+// names.
 func redactKeyValues(s string) string {
-	if strings.HasPrefix(s, "Failing row contains (") {
-		return "Failing row contains (" + redactedValue + ")."
-	}
 	if i := strings.Index(s, ")=("); i >= 0 && strings.HasPrefix(s, "Key (") {
 		rest := s[i+3:]
 		// The values end at the last ")" followed by a space or the end of the detail.

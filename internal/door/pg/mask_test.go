@@ -387,30 +387,43 @@ func TestFreeTextScrubbed(t *testing.T) {
 }
 
 func TestRedactErrorValues(t *testing.T) {
-	reads := &gate.Check{Statements: []*inspect.Statement{{TablesRead: []string{"customers"}}}}
-	literal := &gate.Check{Statements: []*inspect.Statement{{}}}
+	// reads: the statement reads a table with sensitive columns; customers.email is one, an
+	// integer key is not.
+	reads := func(table string, cols []string) bool {
+		return table == "" || table == "public.customers" && (cols == nil || slices.Contains(cols, "email"))
+	}
+	literal := func(table string, cols []string) bool { return false }
 	for _, tc := range []struct {
-		c                 *gate.Check
+		sensitive         func(string, []string) bool
 		code, msg, detail string
 		wantMsg, wantDet  string
 		where, wantWhere  string
+		table             string
 	}{
-		{reads, "22P02", `invalid input syntax for type integer: "Maria Garcia"`, "", `invalid input syntax for type integer: "[redacted]"`, "", "", ""},
-		{reads, "22P02", `invalid input syntax for type integer: "{"name":"Maria","x":"y"}"`, "", `invalid input syntax for type integer: "[redacted]"`, "", "", ""},
-		{reads, "22P02", `invalid input syntax for type json`, `Token "Maria" is invalid.`, `invalid input syntax for type json`, `Token "[redacted]" is invalid.`, `JSON data, line 1: Maria...`, redactedValue},
-		{reads, "22003", `value "4242424242424242" is out of range for type integer`, "", `value "[redacted]" is out of range for type integer`, "", "", ""},
+		{reads, "22P02", `invalid input syntax for type integer: "Maria Garcia"`, "", `invalid input syntax for type integer: "[redacted]"`, "", "", "", ""},
+		{reads, "22P02", `invalid input syntax for type integer: "{"name":"Maria","x":"y"}"`, "", `invalid input syntax for type integer: "[redacted]"`, "", "", "", ""},
+		{reads, "22P02", `invalid input syntax for type json`, `Token "Maria" is invalid.`, `invalid input syntax for type json`, `Token "[redacted]" is invalid.`, `JSON data, line 1: Maria...`, redactedValue, ""},
+		{reads, "22003", `value "4242424242424242" is out of range for type integer`, "", `value "[redacted]" is out of range for type integer`, "", "", "", ""},
 		{reads, "23505", `duplicate key value violates unique constraint "u_email_key"`, `Key (email)=(ann@example.com) already exists.`,
-			`duplicate key value violates unique constraint "u_email_key"`, `Key (email)=([redacted]) already exists.`, "", ""},
-		{reads, "23502", `null value in column "full_name"`, `Failing row contains (41, null, +1 415 555 1000).`, `null value in column "full_name"`, `Failing row contains ([redacted]).`, "", ""},
-		{reads, "23503", `insert or update violates foreign key constraint`, `Key (customer_id)=(99) is not present in table "customers".`, `insert or update violates foreign key constraint`, `Key (customer_id)=([redacted]) is not present in table "customers".`, "", ""},
-		// The client's own literal, no table read: the message stays helpful.
-		{literal, "22P02", `invalid input syntax for type integer: "abc"`, "", `invalid input syntax for type integer: "abc"`, "", "", ""},
+			`duplicate key value violates unique constraint "u_email_key"`, `Key (email)=([redacted]) already exists.`, "", "", "public.customers"},
+		{reads, "23505", `duplicate key value violates unique constraint "u_lower_key"`, `Key (lower(email))=(ann@example.com) already exists.`,
+			`duplicate key value violates unique constraint "u_lower_key"`, `Key (lower(email))=([redacted]) already exists.`, "", "", "public.customers"},
+		{reads, "23502", `null value in column "full_name"`, `Failing row contains (41, null, +1 415 555 1000).`, `null value in column "full_name"`, `Failing row contains ([redacted]).`, "", "", "public.customers"},
+		{reads, "23503", `insert or update violates foreign key constraint`, `Key (customer_id)=(99) is not present in table "customers".`, `insert or update violates foreign key constraint`, `Key (customer_id)=(99) is not present in table "customers".`, "", "", "public.orders"},
+		{reads, "23505", `duplicate key value violates unique constraint "k_pkey"`, `Key (a)=(1) already exists.`, `duplicate key value violates unique constraint "k_pkey"`, `Key (a)=(1) already exists.`, "", "", "public.k"},
+		{reads, "23514", `new row for relation "k" violates check constraint "k_a_check"`, `Failing row contains (1, x).`, `new row for relation "k" violates check constraint "k_a_check"`, `Failing row contains (1, x).`, "", "", "public.k"},
+		// A column name is never a value.
+		{reads, "22P04", `missing data for column "x"`, "", `missing data for column "x"`, "", `COPY g, line 1: "1"`, redactedValue, ""},
+		// The client's own literal, or a statement over ordinary tables: the message stays.
+		{literal, "22P02", `invalid input syntax for type integer: "abc"`, "", `invalid input syntax for type integer: "abc"`, "", "", "", ""},
+		{literal, "22P02", `invalid input syntax for type smallint: "abc"`, "", `invalid input syntax for type smallint: "abc"`, "", `SQL function "f"`, `SQL function "f"`, ""},
 		// Other classes are not data.
-		{reads, "42703", `column "nope" does not exist`, "", `column "nope" does not exist`, "", "", ""},
-		{reads, "22P02", `unterminated "quote`, "", `unterminated "[redacted]`, "", "", ""},
+		{reads, "42703", `column "nope" does not exist`, "", `column "nope" does not exist`, "", "", "", ""},
+		{reads, "22P02", `unterminated "quote`, "", `unterminated "[redacted]`, "", "", "", ""},
 	} {
-		er := &pgproto3.ErrorResponse{Code: tc.code, Message: tc.msg, Detail: tc.detail, Where: tc.where}
-		redactErrorValues(tc.c, er)
+		schema, table, _ := strings.Cut(tc.table, ".")
+		er := &pgproto3.ErrorResponse{Code: tc.code, Message: tc.msg, Detail: tc.detail, Where: tc.where, SchemaName: schema, TableName: table}
+		redactErrorValues(er, tc.sensitive)
 		if er.Message != tc.wantMsg || er.Detail != tc.wantDet || er.Where != tc.wantWhere {
 			t.Errorf("%s %q / %q: got %q / %q / %q", tc.code, tc.msg, tc.detail, er.Message, er.Detail, er.Where)
 		}

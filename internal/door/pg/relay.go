@@ -931,7 +931,9 @@ func (r *relay) errorResponse(ctx context.Context, p *pending, frame []byte) err
 			c := r.textCheck(p)
 			n := r.scrubFields(c, &er)
 			if c == nil || c.Decision.MaskProfile != "none" {
-				n += redactErrorValues(c, &er)
+				n += redactErrorValues(&er, func(table string, cols []string) bool {
+					return r.srv.Gate.ErrorValueSensitive(ctx, r.sess, c, table, cols)
+				})
 			}
 			if n > 0 {
 				if p.check != nil {
