@@ -16,7 +16,9 @@ func TestErrorValueSensitive(t *testing.T) {
 	check := func(profile string, sts ...*inspect.Statement) *gate.Check {
 		return &gate.Check{Statements: sts, Decision: gate.Decision{Action: gate.Allow, MaskProfile: profile}}
 	}
-	reads := func(tables ...string) *inspect.Statement { return &inspect.Statement{Kind: "SELECT", TablesRead: tables} }
+	reads := func(tables ...string) *inspect.Statement {
+		return &inspect.Statement{Kind: "SELECT", TablesRead: tables}
+	}
 	for _, tc := range []struct {
 		name    string
 		c       *gate.Check
