@@ -40,6 +40,18 @@ type Column struct {
 	// a different part of the value; only a strategy revealing nothing is safe there.
 	// A column without sources is Preserved.
 	Preserved bool
+	// Literal is true when the value is made of constants and parameters only (`'(Joe,Blow)'
+	// ::fullname`, `ROW('Joe', 'Blow')`, `$1 + 1`): no column and no function call, which
+	// could read one, contributes to it, so it holds nothing but what the client wrote.
+	Literal bool
+	// Star is true for the entry that stands for what `*` (or `(x).*`) expands into when the
+	// columns of what it expands are unknown (a table the resolver does not know, a function
+	// in FROM without a column definition list, a composite value of unknown type): zero or
+	// more output columns at this position, each derived from Sources. A result holding one
+	// is not Exact. Names are the column names a column alias list gave these positions,
+	// which cannot be placed one by one.
+	Star  bool
+	Names []string
 }
 
 // Result is the lineage of one statement's result. Exact is false when a `*` had to expand
@@ -194,7 +206,7 @@ func (a *analyzer) statement(n *pg.Node, parent *scope) []Column {
 		if len(st.Attlist) == 0 {
 			if !rel.known {
 				a.exact = false
-				return []Column{{Name: "*", Sources: []ColumnSource{{rel.table, "*"}}, Preserved: true}}
+				return []Column{{Name: "*", Sources: []ColumnSource{{rel.table, "*"}}, Preserved: true, Star: true}}
 			}
 			return rel.cols
 		}
@@ -235,16 +247,32 @@ func (a *analyzer) withScope(w *pg.WithClause, parent *scope) *scope {
 	return sc
 }
 
+// renameCols applies a column alias list by position. Positions are certain only up to the
+// first Star entry: from there on, the remaining names may belong to any column the star or
+// a column after it stands for, so those columns become one Star entry from all of their
+// sources, carrying the names.
 func renameCols(cols []Column, names []*pg.Node) []Column {
 	if len(names) == 0 {
 		return cols
 	}
-	out := make([]Column, len(cols))
-	copy(out, cols)
-	for i, n := range names {
-		if i < len(out) {
-			out[i].Name = strVal(n)
+	out := make([]Column, 0, len(cols))
+	for i, c := range cols {
+		if c.Star {
+			rest := Column{Name: "*", Star: true, Preserved: true}
+			for _, r := range cols[i:] {
+				rest.Sources = append(rest.Sources, r.Sources...)
+				rest.Preserved = rest.Preserved && r.Preserved
+			}
+			rest.Sources = dedupe(rest.Sources)
+			for _, n := range names[min(i, len(names)):] {
+				rest.Names = append(rest.Names, strVal(n))
+			}
+			return append(out, rest)
 		}
+		if i < len(names) {
+			c.Name = strVal(names[i])
+		}
+		out = append(out, c)
 	}
 	return out
 }
@@ -365,15 +393,27 @@ func (a *analyzer) fromItem(n *pg.Node, sc *scope) []*relation {
 				rel.cols = append(rel.cols, Column{Name: strVal(c), Sources: srcs, Preserved: pres})
 			}
 		}
+		// Only a column definition list (`AS x(a int, b text)`) says how many columns the
+		// functions return; otherwise each may return a scalar or a composite of any width
+		// (json_populate_record, unnest of an array of rows), and the alias names, if any,
+		// only the first of them.
+		known := false
+		for _, fn := range rf.Functions {
+			items := fn.GetList().GetItems()
+			if len(items) > 1 && len(items[1].GetList().GetItems()) > 0 {
+				known = true // ROWS FROM (f() AS (a int, ...)): a per-function definition list
+			}
+		}
 		for _, cd := range rf.Coldeflist {
 			if d := cd.GetColumnDef(); d != nil {
 				rel.cols = append(rel.cols, Column{Name: d.Colname, Sources: srcs, Preserved: pres})
+				known = true
 			}
 		}
 		if len(rel.cols) == 0 {
 			rel.cols = []Column{{Name: name, Sources: srcs, Preserved: pres}}
 		}
-		rel.known = true
+		rel.known = known && len(rf.Functions) == 1
 		return []*relation{rel}
 	case *pg.Node_RangeTableSample:
 		return a.fromItem(f.RangeTableSample.Relation, sc)
@@ -438,13 +478,65 @@ func (a *analyzer) targets(list []*pg.Node, sc *scope) []Column {
 			out = append(out, a.star(cr, sc)...)
 			continue
 		}
+		if ind := rt.Val.GetAIndirection(); ind != nil && len(ind.Indirection) > 0 && ind.Indirection[len(ind.Indirection)-1].GetAStar() != nil {
+			out = append(out, a.fieldStar(ind, sc)...)
+			continue
+		}
 		name := rt.Name
 		if name == "" {
 			name = figureName(rt.Val)
 		}
-		out = append(out, Column{Name: name, Sources: a.refs(rt.Val, sc), Preserved: a.preserves(rt.Val, sc)})
+		out = append(out, Column{Name: name, Sources: a.refs(rt.Val, sc), Preserved: a.preserves(rt.Val, sc), Literal: literal(rt.Val)})
 	}
 	return out
+}
+
+// literal reports whether expression n is made of constants and parameters only (see
+// Column.Literal).
+func literal(n *pg.Node) bool {
+	if n == nil {
+		return true
+	}
+	all := func(ns []*pg.Node) bool {
+		for _, x := range ns {
+			if !literal(x) {
+				return false
+			}
+		}
+		return true
+	}
+	switch x := n.GetNode().(type) {
+	case *pg.Node_AConst, *pg.Node_ParamRef:
+		return true
+	case *pg.Node_TypeCast:
+		return literal(x.TypeCast.Arg)
+	case *pg.Node_CollateClause:
+		return literal(x.CollateClause.Arg)
+	case *pg.Node_RowExpr:
+		return all(x.RowExpr.Args)
+	case *pg.Node_AArrayExpr:
+		return all(x.AArrayExpr.Elements)
+	case *pg.Node_CoalesceExpr:
+		return all(x.CoalesceExpr.Args)
+	case *pg.Node_MinMaxExpr:
+		return all(x.MinMaxExpr.Args)
+	case *pg.Node_NullTest:
+		return literal(x.NullTest.Arg)
+	case *pg.Node_BoolExpr:
+		return all(x.BoolExpr.Args)
+	case *pg.Node_AExpr:
+		return literal(x.AExpr.Lexpr) && literal(x.AExpr.Rexpr)
+	case *pg.Node_CaseExpr:
+		for _, w := range x.CaseExpr.Args {
+			if cw := w.GetCaseWhen(); cw == nil || !literal(cw.Expr) || !literal(cw.Result) {
+				return false
+			}
+		}
+		return literal(x.CaseExpr.Arg) && literal(x.CaseExpr.Defresult)
+	case *pg.Node_List:
+		return all(x.List.Items)
+	}
+	return false
 }
 
 func isStar(cr *pg.ColumnRef) bool {
@@ -468,9 +560,37 @@ func (a *analyzer) star(cr *pg.ColumnRef, sc *scope) []Column {
 			continue
 		}
 		a.exact = false
-		out = append(out, Column{Name: "*", Sources: r.wholeRow(), Preserved: r.wholePreserved()})
+		out = append(out, Column{Name: "*", Sources: r.wholeRow(), Preserved: r.wholePreserved(), Star: true})
 	}
 	return out
+}
+
+// fieldStar expands `(x).*`: the columns of relation x when x is a whole-row reference to a
+// relation whose columns are known, else a Star entry over whatever x reads.
+func (a *analyzer) fieldStar(ind *pg.A_Indirection, sc *scope) []Column {
+	if cr := ind.Arg.GetColumnRef(); cr != nil && len(cr.Fields) == 1 && len(ind.Indirection) == 1 {
+		name := strVal(cr.Fields[0])
+		if r := findRel(sc, name); r != nil && r.known && !hasColumn(sc, name) {
+			return append([]Column(nil), r.cols...)
+		}
+	}
+	a.exact = false
+	return []Column{{Name: "*", Sources: a.refs(ind.Arg, sc), Preserved: a.preserves(ind.Arg, sc), Star: true}}
+}
+
+// hasColumn reports whether some relation in the nearest scope that has one has a column
+// called name (which a bare name means before a whole-row reference).
+func hasColumn(sc *scope, name string) bool {
+	for s := sc; s != nil; s = s.parent {
+		for _, r := range s.rels {
+			for _, c := range r.cols {
+				if c.Name == name {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func (r *relation) wholeRow() []ColumnSource {

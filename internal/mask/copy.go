@@ -100,18 +100,43 @@ func ParseCopyOptions(sql string) (CopyOptions, error) {
 // CopyMasker masks the rows of one COPY ... TO STDOUT, one CopyData message (one row) at a
 // time, honouring the format's escaping so the output stays loadable with COPY FROM.
 type CopyMasker struct {
-	m       *Masker
-	rules   []Rule
-	opts    CopyOptions
-	header  bool // the next text/CSV line is the header
-	started bool // binary: the signature has been seen
-	fields  [][]byte
+	m     *Masker
+	rules []Rule
+	// star is the index of the rule that stands for however many columns a `*` of unknown
+	// width expands into (the rules after it apply to the last columns), -1 when every
+	// column has its own rule; columns beyond the rules get uncertain.
+	star      int
+	uncertain Rule
+	opts      CopyOptions
+	header    bool // the next text/CSV line is the header
+	started   bool // binary: the signature has been seen
+	fields    [][]byte
 }
 
 // NewCopyMasker returns a masker for COPY output with one rule per column. Rules are for text
 // representations (Format 0) in text and CSV, binary values in binary format.
 func NewCopyMasker(m *Masker, rules []Rule, opts CopyOptions) *CopyMasker {
-	return &CopyMasker{m: m, rules: rules, opts: opts, header: opts.Header}
+	format := int16(0)
+	if opts.Format == "binary" {
+		format = 1
+	}
+	return &CopyMasker{m: m, rules: rules, star: -1, uncertain: uncertainRule(format), opts: opts, header: opts.Header}
+}
+
+// rule returns the rule of column i of a row of n columns.
+func (cm *CopyMasker) rule(i, n int) *Rule {
+	k := len(cm.rules)
+	switch {
+	case cm.star < 0 && i < k:
+		return &cm.rules[i]
+	case cm.star < 0:
+		return &cm.uncertain
+	case i < cm.star:
+		return &cm.rules[i]
+	case i >= n-(k-cm.star-1) && i-(n-k) > cm.star:
+		return &cm.rules[i-(n-k)]
+	}
+	return &cm.rules[cm.star]
 }
 
 // MaskData masks one CopyData payload and returns the payload to send and how many values
@@ -139,10 +164,10 @@ func (cm *CopyMasker) MaskData(data []byte) ([]byte, int, error) {
 	}
 	n := 0
 	for i, f := range cm.fields {
-		if i >= len(cm.rules) || f == nil {
+		if f == nil {
 			continue
 		}
-		out, masked := cm.m.Apply(&cm.rules[i], f)
+		out, masked := cm.m.Apply(cm.rule(i, len(cm.fields)), f)
 		if masked {
 			cm.fields[i] = out
 			if out == nil {
@@ -424,15 +449,13 @@ func (cm *CopyMasker) maskBinary(data []byte) ([]byte, int, error) {
 		}
 		v := data[p : p+l]
 		p += l
-		if i < len(cm.rules) {
-			if m, masked := cm.m.Apply(&cm.rules[i], v); masked {
-				n++
-				if m == nil {
-					out = binary.BigEndian.AppendUint32(out, 0xffffffff)
-					continue
-				}
-				v = m
+		if m, masked := cm.m.Apply(cm.rule(i, count), v); masked {
+			n++
+			if m == nil {
+				out = binary.BigEndian.AppendUint32(out, 0xffffffff)
+				continue
 			}
+			v = m
 		}
 		out = binary.BigEndian.AppendUint32(out, uint32(len(v)))
 		out = append(out, v...)
@@ -444,8 +467,12 @@ func (cm *CopyMasker) maskBinary(data []byte) ([]byte, int, error) {
 }
 
 // PlanCopy returns the masker for the output of a COPY ... TO STDOUT statement (c's
-// statement), or nil when nothing in it needs masking for this session. An error means the
-// statement's columns or options could not be determined; the door must then refuse the
+// statement), or nil when nothing in it needs masking for this session. Its columns get the
+// masks the same query gets as a SELECT: the query is described on the target (see
+// Describer) and planned like a row description. When it cannot be described (a temporary
+// table of the session, no describer), the statement's lineage decides, and a column whose
+// lineage is not certain is masked as its possible sources require, NULL when they are
+// unknown. An error means the statement could not be read; the door must then refuse the
 // COPY rather than send unmasked data. It implements gate.CopyPlanner.
 func (p *Planner) PlanCopy(ctx context.Context, s *gate.Session, c *gate.Check) (gate.CopyMasker, error) {
 	cm, err := p.planCopy(ctx, s, c)
@@ -471,20 +498,24 @@ func (p *Planner) planCopy(ctx context.Context, s *gate.Session, c *gate.Check) 
 	if err != nil {
 		return nil, err
 	}
-	var snap *classify.Snapshot
-	if p.catalog != nil && s != nil && s.Target != nil {
-		snap, _ = p.catalog.Snapshot(ctx, classify.TargetKey(s.Target, s.Database))
-	}
-	res, err := lineage.Analyze(sql, snap.Resolve)
-	if err != nil || len(res) != 1 || res[0] == nil {
-		return nil, fmt.Errorf("plan COPY masking: cannot tell the columns of %q", sql)
-	}
 	format := int16(0)
 	if opts.Format == "binary" {
 		format = 1
 	}
+	snap := p.snapshot(ctx, s)
+	res, err := lineage.Analyze(sql, snap.Resolve)
+	if err != nil || len(res) != 1 || res[0] == nil {
+		return nil, fmt.Errorf("plan COPY masking: cannot tell the columns of %q", sql)
+	}
+	if rules, ok := p.describedCopy(ctx, s, c, sql, res[0], format); ok {
+		if rules == nil {
+			return nil, nil
+		}
+		return NewCopyMasker(p.masker, rules, opts), nil
+	}
 	rules := make([]Rule, len(res[0].Columns))
 	active := false
+	star := -1
 	for i, col := range res[0].Columns {
 		r := &rules[i]
 		r.Format, r.Kind = format, KindText
@@ -496,22 +527,73 @@ func (p *Planner) planCopy(ctx context.Context, s *gate.Session, c *gate.Check) 
 				r.Class = e.Class
 			}
 		} else {
-			r.Derived, r.Transformed = true, !col.Preserved
+			// A column placed by a Star entry is not certain to be any one of its sources:
+			// nothing of it may show.
+			r.Derived, r.Transformed = true, !col.Preserved || col.Star
 			p.fromSources(r, snap, col.Sources, "")
 			if format == 1 && (r.Class != "" || r.Composite) {
 				r.Kind = KindOpaque // unknown binary representation: NULL is the safe value
 			}
 		}
 		r.plan(prof)
+		if col.Star && star < 0 {
+			star = i
+		}
 		active = active || r.sensitive() || r.FreeText || len(r.Keys) > 0
-	}
-	if !res[0].Exact {
-		return nil, fmt.Errorf("plan COPY masking: the columns of %q are not known to the catalog", sql)
 	}
 	if !active {
 		return nil, nil
 	}
-	return NewCopyMasker(p.masker, rules, opts), nil
+	cm := NewCopyMasker(p.masker, rules, opts)
+	if !res[0].Exact {
+		cm.star = star
+		if star < 0 {
+			// Inexact without a star (nesting too deep): no column is certain.
+			cm.star, cm.rules = 0, []Rule{uncertainRule(format)}
+		}
+	}
+	return cm, nil
+}
+
+// describedCopy plans the columns of a COPY's query from its description on the target,
+// exactly as a row description of the same query is planned. ok is false when the query
+// cannot be described, or its description disagrees with the width the statement's own
+// lineage is certain of (the describing connection saw other relations than the session
+// does: a temporary table, another search_path); rules is nil when nothing needs masking.
+func (p *Planner) describedCopy(ctx context.Context, s *gate.Session, c *gate.Check, sql string, lin *lineage.Result, format int16) (rules []Rule, ok bool) {
+	if p.describer == nil || s == nil || s.Target == nil {
+		return nil, false
+	}
+	tree, err := pg.Parse(sql)
+	if err != nil || len(tree.Stmts) != 1 || tree.Stmts[0].Stmt.GetCopyStmt() == nil {
+		return nil, false
+	}
+	query, err := copyQuery(tree.Stmts[0].Stmt.GetCopyStmt(), tree.Version)
+	if err != nil {
+		return nil, false
+	}
+	cols, err := p.describer.Describe(ctx, classify.TargetKey(s.Target, s.Database), query)
+	if err != nil {
+		p.log.Debug("mask: COPY query not described; planning from its text", "session", s.ID, "err", err)
+		return nil, false
+	}
+	if lin.Exact && len(lin.Columns) != len(cols) {
+		return nil, false
+	}
+	for i := range cols {
+		cols[i].Format = format
+	}
+	rm := p.PlanResult(ctx, s, c, cols)
+	if rm == nil {
+		return nil, true
+	}
+	return rm.rules, true
+}
+
+// uncertainRule masks a COPY column whose source is not known: NULL, valid in every format
+// and for every type.
+func uncertainRule(format int16) Rule {
+	return Rule{Kind: KindOpaque, Format: format, Class: classify.Secret, Strategy: Null, Derived: true, Transformed: true}
 }
 
 // plainColumn returns the catalog entry when an output column is a table column as it is

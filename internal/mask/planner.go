@@ -34,6 +34,8 @@ type Planner struct {
 	policy     func(name string) (*policy.Profile, bool)
 	converted  sync.Map // *policy.Profile → *Profile
 	nconverted atomic.Int64
+	// describer tells COPY's columns as PostgreSQL would (nil: from the statement's text).
+	describer *Describer
 }
 
 // UsePolicy makes the profiles a policy file defines (masking.profiles) drive masking: a
@@ -207,7 +209,11 @@ func (p *Planner) PlanResult(ctx context.Context, s *gate.Session, c *gate.Check
 		if s != nil {
 			sid = s.ID
 		}
-		lin, linNames = p.lineageFor(sid, c, snap, len(cols))
+		names := make([]string, len(cols))
+		for i, col := range cols {
+			names[i] = col.Name
+		}
+		lin, linNames = p.lineageFor(sid, c, snap, names)
 	}
 	rm := &ResultMasker{m: p.masker, rules: make([]Rule, len(cols))}
 	for i, col := range cols {
@@ -233,7 +239,10 @@ func (p *Planner) PlanResult(ctx context.Context, s *gate.Session, c *gate.Check
 				lc, found = linNames[col.Name]
 				found = found && lc.Sources != nil
 			}
-			if found {
+			if lin != nil && lin[i].Literal {
+				// Constants the client wrote: no column's value, whatever the name says.
+				decided = true
+			} else if found {
 				decided = true
 				r.Derived, r.Transformed = true, !lc.Preserved
 				p.fromSources(r, snap, lc.Sources, classify.TypeNameOfOID(col.TypeOID))
@@ -440,9 +449,10 @@ func schemaOf(table string) string {
 	return ""
 }
 
-// lineageFor returns the lineage of the statement whose result has n columns; when the
-// positions cannot be trusted it returns sources by output name instead.
-func (p *Planner) lineageFor(session string, c *gate.Check, snap *classify.Snapshot, n int) ([]lineage.Column, map[string]lineage.Column) {
+// lineageFor returns the lineage of the statement whose result has columns called names;
+// when the positions cannot be trusted it returns sources by output name instead.
+func (p *Planner) lineageFor(session string, c *gate.Check, snap *classify.Snapshot, names []string) ([]lineage.Column, map[string]lineage.Column) {
+	n := len(names)
 	gen := uint64(0)
 	var resolve lineage.Resolver
 	if snap != nil {
@@ -469,10 +479,18 @@ func (p *Planner) lineageFor(session string, c *gate.Check, snap *classify.Snaps
 			}
 			if r.Exact && len(r.Columns) == n {
 				exact = append(exact, r.Columns)
+			} else if cols := alignStar(r.Columns, names); cols != nil {
+				exact = append(exact, cols)
 			}
 			for _, col := range r.Columns {
-				prev, seen := byName[col.Name]
-				byName[col.Name] = lineage.Column{Name: col.Name, Sources: append(prev.Sources, col.Sources...), Preserved: col.Preserved && (!seen || prev.Preserved)}
+				names := []string{col.Name}
+				if col.Star {
+					names = col.Names
+				}
+				for _, name := range names {
+					prev, seen := byName[name]
+					byName[name] = lineage.Column{Name: name, Sources: append(prev.Sources, col.Sources...), Preserved: col.Preserved && (!seen || prev.Preserved)}
+				}
 			}
 		}
 	}
@@ -498,4 +516,40 @@ func (p *Planner) lineageFor(session string, c *gate.Check, snap *classify.Snaps
 		}
 	}
 	return out, nil
+}
+
+// alignStar places the columns of an inexact lineage holding exactly one Star entry on a
+// result whose columns are called names: the columns before the star keep their positions,
+// those after it count from the end, and the columns between come from the star. A star
+// over one table the catalog does not know, not renamed, gives each of its columns that
+// table's column of the same name, as `SELECT name FROM table` would; any other star gives
+// each of its columns all its sources. It returns nil when there is not exactly one star or
+// the widths do not fit.
+func alignStar(cols []lineage.Column, names []string) []lineage.Column {
+	n := len(names)
+	star := -1
+	for i, c := range cols {
+		if c.Star {
+			if star >= 0 {
+				return nil
+			}
+			star = i
+		}
+	}
+	if star < 0 || len(cols)-1 > n {
+		return nil
+	}
+	out := make([]lineage.Column, 0, n)
+	out = append(out, cols[:star]...)
+	st := cols[star]
+	one := st.Sources
+	byName := len(st.Names) == 0 && len(one) == 1 && one[0].Column == "*"
+	for i := star; i < star+n-(len(cols)-1); i++ {
+		c := lineage.Column{Name: names[i], Sources: one, Preserved: st.Preserved}
+		if byName {
+			c.Sources = []lineage.ColumnSource{{Table: one[0].Table, Column: names[i]}}
+		}
+		out = append(out, c)
+	}
+	return append(out, cols[star+1:]...)
 }

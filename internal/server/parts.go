@@ -36,6 +36,8 @@ type parts struct {
 	ledger  *ledger.Ledger
 	policy  *policy.Engine
 	catalog *classify.Catalog
+	// describer tells the columns of COPY queries for masking; closed with the instance.
+	describer *mask.Describer
 	// approvals files and decides requests for statements policy holds for approval.
 	approvals *approval.Store
 	// listener hears other instances' revocations on a shared PostgreSQL store (nil for
@@ -130,6 +132,11 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("set up masking: %w", err)
 	}
 	planner := mask.NewPlanner(in.catalog, masker, nil, in.log)
+	// COPY's columns are described on the target, with the catalog's connections.
+	in.describer = mask.NewDescriber(func(ctx context.Context, target string) (*pgx.Conn, error) {
+		return classify.ConfigConnector(in.cfg.Load().Targets)(ctx, target)
+	})
+	planner.UseDescriber(in.describer)
 	planner.UsePolicy(in.policy.MaskProfile) // the policy file's masking profiles drive masking
 	in.gate.Masker = planner
 
@@ -191,6 +198,9 @@ func (in *Instance) readyParts() error {
 
 func (in *Instance) closeParts() error {
 	var errs []error
+	if in.describer != nil {
+		in.describer.Close()
+	}
 	if in.ledger != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		errs = append(errs, in.ledger.Close(ctx))
