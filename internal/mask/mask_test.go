@@ -155,6 +155,17 @@ func TestWireValidity(t *testing.T) {
 	if !masked || out[0] != 1 || !json.Valid(out[1:]) {
 		t.Errorf("jsonb binary: %q", out)
 	}
+	// json binary is the text itself: masked like text, not refused as a bad jsonb.
+	out, masked = m.Apply(&rb, []byte(doc))
+	if !masked || !json.Valid(out) || bytes.Contains(out, []byte("john@")) {
+		t.Errorf("json binary: %q", out)
+	}
+	// ...and a record of ordinary columns comes back as it is.
+	ordinary := &Rule{Kind: KindJSON, Format: 1, Keys: map[string]string{"f": "", "t": "", "label": ""}, Derived: true}
+	ordinary.plan(BuiltinProfiles()[ProfileDefault])
+	if out, masked := m.Apply(ordinary, []byte(`{"f":1,"t":2,"label":"x"}`)); masked || string(out) != `{"f":1,"t":2,"label":"x"}` {
+		t.Errorf("json binary of ordinary columns: %q (masked %v)", out, masked)
+	}
 	// json_agg(email): elements without keys take the column's class.
 	ra := rule(KindJSON, 0, classify.Email)
 	ra.Derived = true

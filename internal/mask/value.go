@@ -264,11 +264,9 @@ func (m *Masker) applyJSON(r *Rule, v []byte) ([]byte, bool) {
 		return v, false
 	}
 	doc, prefix := v, []byte(nil)
-	if r.Format == 1 && r.Kind == KindJSON {
-		// jsonb binary: a version byte, then the text.
-		if len(v) == 0 || v[0] != 1 {
-			return nil, true
-		}
+	if r.Format == 1 && r.Kind == KindJSON && len(v) > 0 && v[0] == 1 {
+		// jsonb binary: a version byte, then the text. (json binary is the text itself,
+		// which never starts with that byte: PostgreSQL accepts only valid JSON.)
 		doc, prefix = v[1:], v[:1]
 	}
 	if !r.sensitive() && len(r.Keys) == 0 && !mayContainSensitive(doc) {
