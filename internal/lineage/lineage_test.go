@@ -1,6 +1,7 @@
 package lineage
 
 import (
+	"fmt"
 	"sort"
 	"strings"
 	"testing"
@@ -215,6 +216,72 @@ func TestPreserved(t *testing.T) {
 			if got[i].Preserved != c.want[i] {
 				t.Errorf("%s: column %d (%s) preserved %v, want %v", c.sql, i, got[i].Name, got[i].Preserved, c.want[i])
 			}
+		}
+	}
+}
+
+// TestStarExpansions: what a `*` expands into is exact when the columns are known, and a
+// single Star entry (never a column at a wrong position) when they are not.
+func TestStarExpansions(t *testing.T) {
+	type col struct {
+		name, srcs string
+		star       bool
+	}
+	cases := []struct {
+		sql   string
+		exact bool
+		want  []col
+	}{
+		{"WITH s(a, b) AS (SELECT * FROM orders) SELECT * FROM s", true, []col{
+			{"a", "public.orders.id", false}, {"b", "public.orders.customer_id", false},
+			{"order_number", "public.orders.order_number", false}, {"amount_cents", "public.orders.amount_cents", false}}},
+		{"SELECT (c).* FROM customers c", true, []col{
+			{"id", "public.customers.id", false}, {"name", "public.customers.name", false}, {"email", "public.customers.email", false},
+			{"ssn", "public.customers.ssn", false}, {"notes", "public.customers.notes", false}}},
+		// A table the resolver does not know: renaming cannot place its columns one by one.
+		{"WITH s(a, b, c) AS (SELECT * FROM mystery) SELECT * FROM s", false, []col{{"*", "public.mystery.*", true}}},
+		{"WITH RECURSIVE d(level, id, name) AS (SELECT 1, * FROM mystery UNION ALL SELECT level + 1, m.* FROM mystery m, d WHERE m.parent = d.id) SELECT * FROM d", false, []col{
+			{"level", "", false}, {"*", "public.mystery.*", true}}},
+		{"SELECT 1 AS one, *, 2 AS two FROM mystery", false, []col{{"one", "", false}, {"*", "public.mystery.*", true}, {"two", "", false}}},
+		// Functions in FROM without a column definition list: any width.
+		{"SELECT * FROM json_populate_record(NULL::customers, (SELECT row_to_json(c) FROM customers c LIMIT 1))", false, []col{
+			{"*", "public.customers.email,public.customers.id,public.customers.name,public.customers.notes,public.customers.ssn", true}}},
+		{"SELECT p.* FROM customers c, json_populate_record(NULL::customers, row_to_json(c)) p", false, []col{
+			{"*", "public.customers.email,public.customers.id,public.customers.name,public.customers.notes,public.customers.ssn", true}}},
+		{"SELECT (u).* FROM (SELECT unnest(array_agg(c)) AS u FROM customers c) s", false, []col{
+			{"*", "public.customers.email,public.customers.id,public.customers.name,public.customers.notes,public.customers.ssn", true}}},
+		{"SELECT * FROM jsonb_to_recordset('[]') AS x(id int, email text)", true, []col{{"id", "", false}, {"email", "", false}}},
+		{"SELECT x.e FROM ROWS FROM (unnest(ARRAY(SELECT email FROM customers))) AS x(e)", true, []col{{"e", "public.customers.email", false}}},
+	}
+	for _, c := range cases {
+		res, err := Analyze(c.sql, resolver)
+		if err != nil || len(res) != 1 || res[0] == nil {
+			t.Errorf("%s: %v %v", c.sql, res, err)
+			continue
+		}
+		var got []col
+		for _, x := range res[0].Columns {
+			got = append(got, col{x.Name, srcs(x), x.Star})
+		}
+		if res[0].Exact != c.exact || fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("%s:\n got exact %v %v\nwant exact %v %v", c.sql, res[0].Exact, got, c.exact, c.want)
+		}
+	}
+	res, _ := Analyze("WITH s(a, b, c) AS (SELECT * FROM mystery) SELECT * FROM s", resolver)
+	if names := res[0].Columns[0].Names; strings.Join(names, ",") != "a,b,c" {
+		t.Errorf("names of a renamed star: %v", names)
+	}
+}
+
+func TestLiteral(t *testing.T) {
+	res, err := Analyze("SELECT '(Joe,Blow)'::fullname, ROW('Joe', 'Blow'), $1 + 1, CASE WHEN true THEN 'a' END, email, lower('x'), (SELECT 1) FROM customers", resolver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []bool{true, true, true, true, false, false, false}
+	for i, c := range res[0].Columns {
+		if c.Literal != want[i] {
+			t.Errorf("column %d (%s): literal %v, want %v", i, c.Name, c.Literal, want[i])
 		}
 	}
 }

@@ -72,6 +72,13 @@ func TestCopyThroughPostgres(t *testing.T) {
 		"COPY customers TO STDOUT (FORMAT binary)",
 		"COPY (SELECT lower(email), notes, ssn, name || ' ' || phone FROM customers) TO STDOUT (FORMAT csv)",
 		"COPY customers (email, ssn) TO STDOUT",
+		// Whole-row expansions and record sets, planned from the text alone (no describer):
+		// a column a star places is masked from all its possible sources.
+		"COPY (SELECT c.id, p.* FROM customers c, json_populate_record(NULL::customers, row_to_json(c)) p) TO STDOUT",
+		"COPY (SELECT (u).*, 1 FROM (SELECT unnest(array_agg(c)) AS u FROM customers c) s) TO STDOUT (FORMAT binary)",
+		"COPY (SELECT (c).*, c FROM customers c) TO STDOUT (FORMAT csv)",
+		"COPY (SELECT * FROM jsonb_to_recordset((SELECT jsonb_agg(c) FROM customers c)) AS x(id int, email text)) TO STDOUT",
+		"COPY (SELECT * FROM ROWS FROM (unnest(ARRAY(SELECT email FROM customers)), unnest(ARRAY(SELECT ssn FROM customers))) AS r(e, s)) TO STDOUT",
 	} {
 		check := &gate.Check{Statements: []*inspect.Statement{{Text: q, Kind: "COPY"}}}
 		cm, err := h.planner.PlanCopy(ctx, h.session, check)
@@ -113,5 +120,29 @@ func TestCopyThroughPostgres(t *testing.T) {
 	cm, err := h.planner.PlanCopy(ctx, h.session, &gate.Check{Statements: []*inspect.Statement{{Text: "COPY customers TO STDOUT"}}, Decision: gate.Decision{MaskProfile: ProfileNone}})
 	if cm != nil || err != nil {
 		t.Errorf("raw profile: %v %v", cm, err)
+	}
+}
+
+// TestCopyStarRules: with a star of unknown width, the rules before it keep their columns,
+// those after it take the last columns, and every column between takes the star's rule;
+// without a star, columns beyond the rules are NULL.
+func TestCopyStarRules(t *testing.T) {
+	m := newMasker(t)
+	email := *rule(KindText, 0, "email")
+	plain := *rule(KindText, 0, "")
+	cm := NewCopyMasker(m, []Rule{plain, email, plain}, CopyOptions{Format: "text", Delimiter: '\t', Null: `\N`})
+	cm.star = 1
+	out, _, err := cm.MaskData([]byte("a@example.com\tjohn@example.com\tjane@example.com\td@example.com\n"))
+	if err != nil || string(out) != "a@example.com\tj***@example.com\tj***@example.com\td@example.com\n" {
+		t.Errorf("star in the middle: %q %v", out, err)
+	}
+	out, _, err = cm.MaskData([]byte("a@example.com\td@example.com\n"))
+	if err != nil || string(out) != "a@example.com\td@example.com\n" {
+		t.Errorf("empty star: %q %v", out, err)
+	}
+	cm = NewCopyMasker(m, []Rule{plain}, CopyOptions{Format: "text", Delimiter: '\t', Null: `\N`})
+	out, _, err = cm.MaskData([]byte("x\ty\n"))
+	if err != nil || string(out) != "x\t\\N\n" {
+		t.Errorf("column beyond the rules: %q %v", out, err)
 	}
 }

@@ -387,3 +387,21 @@ func TestPlannerStatisticsMasked(t *testing.T) {
 		t.Errorf("raw profile: %q", res.rows)
 	}
 }
+
+// TestStarOverUnseenTable: a table created after the catalog's scan is classed by its column
+// names, exactly as `SELECT name FROM table` is, also where a `*` expands it next to other
+// columns; renamed by a column list, its columns can no longer be told apart and nothing of
+// them shows.
+func TestStarOverUnseenTable(t *testing.T) {
+	h := newHarness(t)
+	h.run(t, "SELECT email FROM customers", 0, "") // the scan, before the table exists
+	h.pg.Exec(t, "postgres", "CREATE TABLE late (n int, email text); INSERT INTO late VALUES (7, 'zed.late@example.org')")
+	res := h.run(t, "SELECT 1 AS one, *, 2 AS two FROM late", 0, "")
+	if r := res.rows[0]; string(r[0]) != "1" || string(r[1]) != "7" || string(r[2]) != "z***@example.org" || string(r[3]) != "2" {
+		t.Errorf("star next to constants: %q", r)
+	}
+	res = h.run(t, "WITH s(a, b) AS (SELECT * FROM late) SELECT * FROM s", 0, "")
+	if r := res.rows[0]; string(r[0]) == "7" || bytes.Contains(r[1], []byte("zed.late")) {
+		t.Errorf("renamed star over an unseen table: %q", r)
+	}
+}
