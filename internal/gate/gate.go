@@ -773,6 +773,7 @@ type MaskPlanner interface {
 	CopyPlanner
 	TextMasker
 	ClassMasker
+	ErrorClassifier
 	// ShowsRaw reports whether masking profile shows every class raw.
 	ShowsRaw(profile string) bool
 	// Observe sees every allowed statement before it is forwarded, for maskers that
@@ -837,7 +838,7 @@ type TextMasker interface {
 	MaskText(profile, s string) (string, int)
 }
 
-// ErrorClassifier is implemented by maskers that can tell whether a value PostgreSQL quotes
+// ErrorClassifier tells whether a value PostgreSQL quotes
 // in an error (`invalid input syntax for type integer: "<value>"`, `Key (a)=(<value>)`)
 // may be sensitive for the session, so a door redacts only those and leaves ordinary errors
 // as helpful as the server wrote them.
@@ -849,16 +850,12 @@ type ErrorClassifier interface {
 }
 
 // ErrorValueSensitive reports whether a value quoted in an error may be sensitive (see
-// ErrorClassifier); without a masker that can tell, every value may be.
+// ErrorClassifier); no value is when nothing is masked.
 func (g *Gate) ErrorValueSensitive(ctx context.Context, s *Session, c *Check, table string, columns []string) bool {
-	if c != nil && c.Decision.MaskProfile == "none" {
+	if g.Masker == nil || c != nil && c.Decision.MaskProfile == "none" {
 		return false
 	}
-	ec, ok := g.Masker.(ErrorClassifier)
-	if !ok {
-		return true
-	}
-	return ec.ErrorValueSensitive(ctx, s, c, table, columns)
+	return g.Masker.ErrorValueSensitive(ctx, s, c, table, columns)
 }
 
 // CopyOutMasker returns the masker for a COPY ... TO STDOUT, or nil when nothing needs it.

@@ -8,8 +8,6 @@ import (
 	"github.com/gatehouse/gatehouse/internal/inspect"
 )
 
-// The planner tells the door which values quoted in errors may be sensitive: an interface
-// the gate checks at run time, so a signature drift would silently redact every error.
 var _ gate.ErrorClassifier = (*Planner)(nil)
 
 // ErrorValueSensitive implements gate.ErrorClassifier. A value may be sensitive when it

@@ -177,7 +177,7 @@ func (r *recorder) ofType(t ledger.EventType) []*ledger.Event {
 type ssnMasker struct{ plans atomic.Int64 }
 
 // The rest of gate.MaskPlanner for ssnMasker: no COPY or text masking, every class masked,
-// nothing followed across messages (the fakes that embed it override what they test).
+// nothing followed across messages, every value in an error may be sensitive (the fakes that embed it override what they test).
 func (m *ssnMasker) PlanCopy(context.Context, *gate.Session, *gate.Check) (gate.CopyMasker, error) {
 	return nil, nil
 }
@@ -186,6 +186,11 @@ func (m *ssnMasker) MasksClass(_, _ string) bool                         { retur
 func (m *ssnMasker) ShowsRaw(string) bool                                { return false }
 func (m *ssnMasker) Observe(context.Context, *gate.Session, *gate.Check) {}
 func (m *ssnMasker) Forget(string)                                       {}
+
+// ErrorValueSensitive: every value quoted in an error may be sensitive.
+func (m *ssnMasker) ErrorValueSensitive(context.Context, *gate.Session, *gate.Check, string, []string) bool {
+	return true
+}
 
 var _ gate.MaskPlanner = (*ssnMasker)(nil)
 
