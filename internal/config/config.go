@@ -41,6 +41,8 @@ type Config struct {
 	// AllowInsecurePasswords permits cleartext tokens over non-TLS connections from
 	// non-loopback addresses. Off by default; exists only for lab set-ups.
 	AllowInsecurePasswords bool `yaml:"allow_insecure_passwords"`
+	// Pool configures the reuse of upstream connections across client sessions.
+	Pool Pool `yaml:"pool"`
 }
 
 // Console configures the web console.
@@ -49,6 +51,35 @@ type Console struct {
 	// for the links in refusal messages and the OIDC redirect. Default: http://<listen.http>/console/.
 	URL string `yaml:"url"`
 }
+
+// Pool configures how upstream connections are reused across client sessions, the way
+// PgBouncer's session mode does: a connection whose session ended cleanly is reset (ROLLBACK,
+// DISCARD ALL) and handed to a later session of the same target, database, upstream role and
+// startup parameters, saving a login (a SCRAM exchange costs milliseconds of CPU on both
+// sides). The settings apply from the next start.
+type Pool struct {
+	// Mode is "session" (default) or "off" (a new upstream login for every session).
+	Mode string `yaml:"mode"`
+	// MaxIdlePerKey bounds the idle connections kept for one target, database, role and set
+	// of startup parameters (default 8).
+	MaxIdlePerKey int `yaml:"max_idle_per_key"`
+	// MaxIdle bounds the idle connections kept in total (default 64).
+	MaxIdle int `yaml:"max_idle"`
+	// IdleTimeout closes a connection left idle this long (default 5m).
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// MaxLifetime closes a connection this old when its session ends (default 1h).
+	MaxLifetime Duration `yaml:"max_lifetime"`
+	// Line locates the section for error messages.
+	Line int `yaml:"-"`
+}
+
+// Default pool settings.
+const (
+	DefaultPoolMaxIdlePerKey = 8
+	DefaultPoolMaxIdle       = 64
+	DefaultPoolIdleTimeout   = 5 * time.Minute
+	DefaultPoolMaxLifetime   = time.Hour
+)
 
 // Listen holds the addresses Gatehouse listens on.
 type Listen struct {
@@ -387,6 +418,8 @@ func recordLines(c *Config, root *yaml.Node) {
 					c.Ledger.durabilityLine = val.Content[j].Line
 				}
 			}
+		case "pool":
+			c.Pool.Line = key.Line
 		case "approvals":
 			a := &c.Approvals
 			a.Line = key.Line
@@ -529,6 +562,9 @@ func (c *Config) Validate() error {
 	if err := c.Limits.validate(errf); err != nil {
 		return err
 	}
+	if err := c.Pool.validate(errf); err != nil {
+		return err
+	}
 	for i, s := range c.Ledger.Sinks {
 		switch s.Type {
 		case "jsonl":
@@ -640,6 +676,45 @@ func isLoopbackHost(h string) bool {
 	}
 	ip := net.ParseIP(h)
 	return ip != nil && ip.IsLoopback()
+}
+
+// validate fills in the pool defaults and checks the bounds.
+func (p *Pool) validate(errf func(line int, field, format string, args ...any) error) error {
+	switch p.Mode {
+	case "":
+		p.Mode = "session"
+	case "session", "off":
+	default:
+		return errf(p.Line, "pool.mode", "%q is not a pool mode, expected session or off", p.Mode)
+	}
+	if p.MaxIdlePerKey == 0 {
+		p.MaxIdlePerKey = DefaultPoolMaxIdlePerKey
+	}
+	if p.MaxIdle == 0 {
+		p.MaxIdle = max(DefaultPoolMaxIdle, p.MaxIdlePerKey)
+	}
+	if p.MaxIdlePerKey < 0 || p.MaxIdlePerKey > 10000 {
+		return errf(p.Line, "pool.max_idle_per_key", "%d is out of range: keep between 1 and 10000 idle connections per key", p.MaxIdlePerKey)
+	}
+	if p.MaxIdle < 0 || p.MaxIdle > 100000 {
+		return errf(p.Line, "pool.max_idle", "%d is out of range: keep between 1 and 100000 idle connections", p.MaxIdle)
+	}
+	if p.MaxIdlePerKey > p.MaxIdle {
+		return errf(p.Line, "pool.max_idle_per_key", "%d is more than pool.max_idle (%d): one key can never keep more than the whole pool", p.MaxIdlePerKey, p.MaxIdle)
+	}
+	if p.IdleTimeout == 0 {
+		p.IdleTimeout = Duration(DefaultPoolIdleTimeout)
+	}
+	if d := time.Duration(p.IdleTimeout); d < time.Second || d > 24*time.Hour {
+		return errf(p.Line, "pool.idle_timeout", "%s is out of range: an idle connection may stay between 1s and 24h", d)
+	}
+	if p.MaxLifetime == 0 {
+		p.MaxLifetime = Duration(DefaultPoolMaxLifetime)
+	}
+	if d := time.Duration(p.MaxLifetime); d < time.Second || d > 7*24*time.Hour {
+		return errf(p.Line, "pool.max_lifetime", "%s is out of range: a connection may live between 1s and 7d", d)
+	}
+	return nil
 }
 
 // Target finds a target by name.

@@ -60,6 +60,11 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"targets:\n  - name: a\n    host: h\n    user: u\n    port: lots\n", "g.yaml:5: cannot unmarshal"},
 		{"targets:\n  - name: a\n    host: h\n    user: u\n  - name: a\n    host: h\n    user: u\n", "g.yaml:5: targets[1].name: \"a\" is already declared at line 2"},
 		{"targets:\n  - name: a\n    user: u\n", "g.yaml:2: targets[0].host: is required"},
+		{"pool:\n  mode: transaction\n", "g.yaml:1: pool.mode: \"transaction\" is not a pool mode, expected session or off"},
+		{"pool:\n  max_idle: 4\n  max_idle_per_key: 5\n", "g.yaml:1: pool.max_idle_per_key: 5 is more than pool.max_idle (4)"},
+		{"pool:\n  idle_timeout: 10ms\n", "g.yaml:1: pool.idle_timeout: 10ms is out of range"},
+		{"pool:\n  max_lifetime: 30d\n", "g.yaml:1: pool.max_lifetime: 720h0m0s is out of range"},
+		{"pool:\n  max_idel: 3\n", "g.yaml:2: pool.max_idel: unknown field; expected one of idle_timeout, max_idle, max_idle_per_key, max_lifetime, mode"},
 		{"targets:\n  - name: a\n    host: h\n    user: u\n    tls: {mode: maybe}\n", "targets[0].tls.mode: \"maybe\" is not an upstream TLS mode"},
 		{"targets:\n  - name: a\n    host: h\n    user: u\n    roles: {owner: x}\n", "\"owner\" is not an access level"},
 		{"listen: {postgres: nope}\n", "listen.postgres: \"nope\" is not host:port"},
@@ -158,5 +163,24 @@ func TestLimitsSection(t *testing.T) {
 		if _, err := Parse("g.yaml", []byte(tc.yaml)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q:\n got  %v\n want %s", tc.yaml, err, tc.want)
 		}
+	}
+}
+
+func TestPoolDefaults(t *testing.T) {
+	c, err := Parse("g.yaml", []byte("targets: []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Pool{Mode: "session", MaxIdlePerKey: DefaultPoolMaxIdlePerKey, MaxIdle: DefaultPoolMaxIdle,
+		IdleTimeout: Duration(DefaultPoolIdleTimeout), MaxLifetime: Duration(DefaultPoolMaxLifetime)}
+	if c.Pool != want {
+		t.Fatalf("pool defaults %+v, want %+v", c.Pool, want)
+	}
+	c, err = Parse("g.yaml", []byte("pool:\n  mode: off\n  max_idle_per_key: 100\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Pool.Mode != "off" || c.Pool.MaxIdle != 100 {
+		t.Fatalf("pool %+v: want mode off and max_idle raised to max_idle_per_key", c.Pool)
 	}
 }

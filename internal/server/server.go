@@ -25,6 +25,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/ledger"
+	"github.com/gatehouse/gatehouse/internal/upstream"
 )
 
 // Options are the things a caller may set that are not part of the configuration file.
@@ -49,7 +50,9 @@ type Instance struct {
 
 	pgLn   net.Listener
 	pgDoor *pg.Server
-	http   *httpServer
+	// pool keeps upstream connections across sessions (nil with pool.mode off).
+	pool *upstream.Pool
+	http *httpServer
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -122,12 +125,22 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Instance, er
 		Log:                    log.With("door", "postgres"),
 		Metrics:                pg.NewMetrics(in.reg),
 	}
+	if cfg.Pool.Mode != "off" {
+		in.pool = &upstream.Pool{MaxIdlePerKey: cfg.Pool.MaxIdlePerKey, MaxIdle: cfg.Pool.MaxIdle,
+			IdleTimeout: time.Duration(cfg.Pool.IdleTimeout), MaxLifetime: time.Duration(cfg.Pool.MaxLifetime),
+			Log: log.With("part", "upstream-pool")}
+		in.reg.MustRegister(upstream.NewPoolCollector(in.pool))
+		in.pgDoor.Pool = in.pool
+	}
 	if in.http, err = startHTTP(cfg.Listen.HTTP, in.reg, in.ready, in.registerHTTP); err != nil {
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	in.cancel = cancel
 	go in.watchConfig(runCtx)
+	if in.pool != nil {
+		go in.pool.Run(runCtx)
+	}
 	in.startBackground(runCtx)
 	go func() {
 		defer close(in.done)
@@ -151,6 +164,10 @@ func (in *Instance) PostgresAddr() string { return in.pgLn.Addr().String() }
 
 // HTTPAddr is the address of the health and metrics endpoints.
 func (in *Instance) HTTPAddr() string { return in.http.Addr() }
+
+// Pool is the instance's upstream connection pool (nil with pool.mode off), for tests and
+// metrics.
+func (in *Instance) Pool() *upstream.Pool { return in.pool }
 
 // Gate is the instance's gate, for tests and embedded tooling.
 func (in *Instance) Gate() *gate.Gate { return in.gate }

@@ -35,6 +35,7 @@ const (
 	pExecute
 	pClose
 	pSync
+	pPark // the Sync sent in place of a Terminate to return the connection to the pool (park.go)
 )
 
 // pending is one client message forwarded upstream and not yet fully answered. The client
@@ -134,6 +135,12 @@ type relay struct {
 	// skips messages until Sync after an extended-protocol error.
 	upGone   chan struct{}
 	skipping bool
+
+	// Pool hand-back (park.go): extOpen and parking belong to the client loop; parkStatus is
+	// set by the upstream loop when the connection may go to the pool, read after both end.
+	extOpen    bool
+	parking    bool
+	parkStatus byte
 }
 
 func newRelay(s *Server, c *conn, h *pgconn.HijackedConn, sess *gate.Session, fr *frameReader) *relay {
@@ -331,6 +338,7 @@ func (r *relay) clientLoop(ctx context.Context) string {
 			r.clientVanished(ctx)
 			return "client disconnected"
 		}
+		r.noteFrontend(frame[0])
 		stop, err := r.fromClient(ctx, frame)
 		if err != nil {
 			r.end(fatalErr("08P01", err.Error()))
@@ -344,7 +352,9 @@ func (r *relay) clientLoop(ctx context.Context) string {
 		}
 		if stop {
 			r.clientGone.Store(true)
-			r.end(nil)
+			if !r.parking {
+				r.end(nil)
+			}
 			return "client terminated the session"
 		}
 	}
@@ -513,6 +523,9 @@ func (r *relay) fromClient(ctx context.Context, frame []byte) (stop bool, err er
 		// then the expected end, not an upstream failure to report (08006) to a client that
 		// is still reading.
 		r.clientGone.Store(true)
+		if r.parkOnTerminate() {
+			return true, nil
+		}
 		r.write(frame)
 		return true, nil
 	default:
@@ -598,6 +611,9 @@ func (r *relay) upstreamLoop(ctx context.Context) string {
 			return "upstream connection lost: " + err.Error()
 		}
 		if err := r.fromUpstream(ctx, frame); err != nil {
+			if errors.Is(err, errParked) {
+				return "client terminated the session"
+			}
 			r.end(nil)
 			r.sendClient(ctx, fatalErr("08P01", "gatehouse: "+err.Error()))
 			return err.Error()
@@ -998,6 +1014,9 @@ func (r *relay) skipToSync(ctx context.Context, why string) {
 
 // ready handles ReadyForQuery: the end of a simple Query, a FunctionCall or a Sync.
 func (r *relay) ready(ctx context.Context, frame []byte) error {
+	if r.parkedAt(frame) {
+		return errParked
+	}
 	if r.skipping {
 		r.setSkipping(false)
 	}

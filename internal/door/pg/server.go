@@ -65,6 +65,10 @@ type Server struct {
 	Log *slog.Logger
 	// Metrics are updated when non-nil.
 	Metrics *Metrics
+	// Pool, when set, keeps upstream connections of ended sessions (reset) for later
+	// sessions of the same target, database, role and startup parameters; nil opens a new
+	// upstream connection for every session.
+	Pool *upstream.Pool
 
 	budget *messageBudget // set by Serve
 
@@ -573,8 +577,22 @@ func (s *Server) startSession(ctx context.Context, c *conn, params map[string]st
 	_ = c.SetDeadline(time.Time{})
 	// From here on the start-up deadline is gone; each message must still arrive in time.
 	fr.conn, fr.bodyTimeout = c.Conn, durationOr(s.MessageReadTimeout, DefaultMessageReadTimeout)
-	r := newRelay(s, c, up, sess, fr)
+	r := newRelay(s, c, &pgconn.HijackedConn{Conn: up, PID: up.PID, SecretKey: up.SecretKey}, sess, fr)
 	s.run(ctx, r, up.TxStatus, up.ParameterStatuses, log)
+	s.release(ctx, r, up, log)
+}
+
+// release returns the session's upstream connection to the pool when the relay parked it
+// (idle at a message boundary after the client's Terminate), or closes it.
+func (s *Server) release(ctx context.Context, r *relay, up *upstream.Conn, log *slog.Logger) {
+	if s.Pool == nil || r.parkStatus == 0 {
+		_ = up.Close()
+		return
+	}
+	up.Unread(r.upLeftover())
+	if err := s.Pool.Put(context.WithoutCancel(ctx), up, r.parkStatus); err != nil {
+		log.Info("pg upstream connection not kept", "pid", up.PID, "err", err)
+	}
 }
 
 // run registers the relay for cancel requests, greets the client and relays until the end.
@@ -606,7 +624,6 @@ func (s *Server) run(ctx context.Context, r *relay, txStatus byte, ps map[string
 	}
 	buf, _ = (&pgproto3.ReadyForQuery{TxStatus: txStatus}).Encode(buf)
 	if _, err := r.client.Write(buf); err != nil {
-		_ = r.up.Close()
 		s.Gate.CloseSession(ctx, r.sess, "client went away during start-up")
 		return
 	}
@@ -676,8 +693,13 @@ func (s *Server) cancelRequest(ctx context.Context, body []byte) {
 	}
 }
 
-// connectUpstream logs in to the target with its own credentials and takes over the raw
-// connection (internal/upstream, shared with the other doors).
-func (s *Server) connectUpstream(ctx context.Context, t *config.Target, database string, params map[string]string) (*pgconn.HijackedConn, error) {
-	return upstream.Hijack(ctx, upstream.Request{Target: t, Database: database, Params: params, Timeout: durationOr(s.ConnectTimeout, 10*time.Second)})
+// connectUpstream takes a connection of the same target, database and startup parameters
+// (role included) from the pool, or logs in to the target with its own credentials
+// (internal/upstream, shared with the other doors).
+func (s *Server) connectUpstream(ctx context.Context, t *config.Target, database string, params map[string]string) (*upstream.Conn, error) {
+	req := upstream.Request{Target: t, Database: database, Params: params, Timeout: durationOr(s.ConnectTimeout, 10*time.Second)}
+	if s.Pool != nil {
+		return s.Pool.Get(ctx, req)
+	}
+	return upstream.Open(ctx, req)
 }

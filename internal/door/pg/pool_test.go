@@ -1,0 +1,64 @@
+package pg
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse/gatehouse/internal/upstream"
+)
+
+func withPool(p *upstream.Pool) envOpt { return func(e *env) { e.srv.Pool = p } }
+
+// waitIdle waits until the pool holds n idle connections.
+func waitIdle(t *testing.T, p *upstream.Pool, n int) {
+	t.Helper()
+	eventually(t, 10*time.Second, "the pool to hold the connection", func() bool { return p.Stats().Idle == n })
+}
+
+func closeConn(t *testing.T, c *pgx.Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPoolReusesResetConnection: a session that ends with Terminate leaves its backend in the
+// pool, reset; the next session of the same key gets that backend (same real PID) without
+// anything of the first session; a session left in an open extended-protocol exchange is not
+// pooled and its implicit transaction is not committed.
+func TestPoolReusesResetConnection(t *testing.T) {
+	pool := &upstream.Pool{MaxIdlePerKey: 1}
+	e := startEnv(t, withPool(pool))
+	ctx := ctxT(t, 30*time.Second)
+	c := connect(t, e.dsn("alice", "main"))
+	pid := c.PgConn().PID()
+	if _, err := c.Exec(ctx, "set work_mem = '7MB'; prepare p1 as select 1; create temp table tt(x int)"); err != nil {
+		t.Fatal(err)
+	}
+	closeConn(t, c)
+	waitIdle(t, pool, 1)
+
+	c2 := connect(t, e.dsn("alice", "main"))
+	if got := c2.PgConn().PID(); got != pid {
+		t.Fatalf("second session got backend %d, want the pooled %d", got, pid)
+	}
+	var wm string
+	var prepared int
+	var temp *string
+	if err := c2.QueryRow(ctx, "select current_setting('work_mem'), (select count(*) from pg_prepared_statements where name = 'p1'), to_regclass('pg_temp.tt')::text").Scan(&wm, &prepared, &temp); err != nil {
+		t.Fatal(err)
+	}
+	if wm == "7MB" || prepared != 0 || temp != nil {
+		t.Fatalf("previous session visible: work_mem %s, %d prepared statements, temp table %v", wm, prepared, temp)
+	}
+	if s := pool.Stats(); s.Reused != 1 || s.Opened != 1 || s.Idle != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	closeConn(t, c2)
+	waitIdle(t, pool, 1)
+}
