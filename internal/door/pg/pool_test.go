@@ -2,6 +2,8 @@ package pg
 
 import (
 	"context"
+	"log/slog"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,4 +63,47 @@ func TestPoolReusesResetConnection(t *testing.T) {
 	}
 	closeConn(t, c2)
 	waitIdle(t, pool, 1)
+}
+
+// BenchmarkConnectSelectClose is a client that connects per task: connect, SELECT 1, close,
+// through the door without and with the upstream pool, and direct (same run). CPU time of
+// this process (the door and the client together) per connection is reported as cpu-µs/op.
+func BenchmarkConnectSelectClose(b *testing.B) {
+	for _, via := range []string{"direct", "gatehouse", "gatehouse-pooled"} {
+		b.Run(via, func(b *testing.B) {
+			dsn := shared.DSN("postgres")
+			if via != "direct" {
+				opts := []envOpt{func(e *env) { e.srv.Log = slog.New(slog.DiscardHandler) }}
+				if via == "gatehouse-pooled" {
+					opts = append(opts, withPool(&upstream.Pool{}))
+				}
+				dsn = startEnv(b, opts...).dsn("alice", "main")
+			}
+			ctx := context.Background()
+			cpu0 := processCPU()
+			for b.Loop() {
+				c, err := pgx.Connect(ctx, dsn)
+				if err != nil {
+					b.Fatal(err)
+				}
+				var n int
+				if err := c.QueryRow(ctx, "select 1", pgx.QueryExecModeSimpleProtocol).Scan(&n); err != nil {
+					b.Fatal(err)
+				}
+				if err := c.Close(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+		})
+	}
+}
+
+// processCPU is the user+system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
