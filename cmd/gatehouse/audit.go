@@ -133,7 +133,7 @@ func newAuditSearch(g *globals) *cobra.Command {
 }
 
 func newAuditVerify(g *globals) *cobra.Command {
-	var file, pubFile, cpFile string
+	var file, pubFile, cpFile, trustedFile string
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Prove the ledger is complete and unaltered: checks the hash chain and every signed checkpoint",
@@ -178,6 +178,15 @@ func newAuditVerify(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			keys := ledger.PublicKeys{Fallback: pub}
+			if keys.Pinned, err = ledger.PinnedKeys(cmd.Context(), cfg.Ledger.TrustedKeys, cpFile); err != nil {
+				return err
+			}
+			if trustedFile != "" {
+				if keys.Pinned, err = ledger.ReadTrustedKeys(trustedFile, keys.Pinned); err != nil {
+					return err
+				}
+			}
 			var src ledger.Source
 			if file != "" {
 				f, err := os.Open(file)
@@ -194,7 +203,7 @@ func newAuditVerify(g *globals) *cobra.Command {
 				defer st.Close()
 				src = ledger.StoreSource{Store: st, Extra: extra}
 			}
-			rep, err := ledger.Verify(cmd.Context(), src, pub)
+			rep, err := ledger.VerifyWith(cmd.Context(), src, keys)
 			if err != nil {
 				return err
 			}
@@ -214,7 +223,8 @@ func newAuditVerify(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&file, "file", "", "verify an exported JSON-lines ledger instead of the store")
 	cmd.Flags().StringVar(&pubFile, "pubkey", "", "public key PEM (from `gatehouse audit pubkey`); default: the data directory's key")
-	cmd.Flags().StringVar(&cpFile, "checkpoints", "", "external checkpoint file (default: ledger.checkpoint_file)")
+	cmd.Flags().StringVar(&cpFile, "checkpoints", "", "external checkpoint file (default: ledger.checkpoint_file); the keys its lines name are pinned per instance")
+	cmd.Flags().StringVar(&trustedFile, "trusted-keys", "", "JSON file of {instance: base64 public key} to pin (an evidence pack's trusted-keys.json)")
 	return cmd
 }
 
@@ -265,9 +275,10 @@ func newAuditExport(g *globals) *cobra.Command {
 }
 
 func newAuditPubkey(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var b64 bool
+	cmd := &cobra.Command{
 		Use:   "pubkey",
-		Short: "Print the public key that verifies this installation's checkpoints (PEM)",
+		Short: "Print the public key that verifies this installation's checkpoints (PEM, or --base64 for ledger.trusted_keys)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.load()
@@ -278,6 +289,10 @@ func newAuditPubkey(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if b64 {
+				_, err = fmt.Fprintln(cmd.OutOrStdout(), ledger.PublicKeyBase64(key.Public().(ed25519.PublicKey)))
+				return err
+			}
 			b, err := ledger.PublicKeyPEM(key.Public().(ed25519.PublicKey))
 			if err != nil {
 				return err
@@ -286,6 +301,8 @@ func newAuditPubkey(g *globals) *cobra.Command {
 			return err
 		},
 	}
+	cmd.Flags().BoolVar(&b64, "base64", false, "print the raw key in base64, as ledger.trusted_keys takes it")
+	return cmd
 }
 
 // questionCmd builds one of the auditor's standing questions: a time range, the store, and

@@ -4,6 +4,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -146,6 +147,11 @@ type Ledger struct {
 	// (DurabilitySensitive, the default, or DurabilityEvery), the way PostgreSQL's
 	// synchronous_commit does for a commit; internal/ledger documents the contracts.
 	Durability string `yaml:"durability"`
+	// TrustedKeys pins the checkpoint-signing public key (base64, as `gatehouse audit
+	// pubkey --base64` prints it) of each instance sharing the store, by instance name, so
+	// `audit verify` checks every chain with its own instance's key, kept where someone who
+	// can write the store cannot change it.
+	TrustedKeys map[string]string `yaml:"trusted_keys"`
 	// durabilityLine is where durability was set, for error messages.
 	durabilityLine int
 }
@@ -555,6 +561,11 @@ func (c *Config) Validate() error {
 	case DurabilitySensitive, DurabilityEvery:
 	default:
 		return errf(c.Ledger.durabilityLine, "ledger.durability", "%q is not a durability contract, expected sensitive or every", c.Ledger.Durability)
+	}
+	for inst, k := range c.Ledger.TrustedKeys {
+		if raw, err := base64.StdEncoding.DecodeString(k); err != nil || len(raw) != 32 {
+			return errf(0, "ledger.trusted_keys."+inst, "%q is not an Ed25519 public key in base64 (see `gatehouse audit pubkey --base64` on instance %s)", k, inst)
+		}
 	}
 	if err := c.Approvals.validate(errf); err != nil {
 		return err

@@ -72,13 +72,22 @@ func (c *Checkpoint) VerifySignature(pub ed25519.PublicKey) bool {
 // that someone who can rewrite the store cannot also quietly drop the record of its head.
 type checkpointFile struct {
 	path string
+	// key is the signer's public key (base64), written on every line: the file lives outside
+	// the store, so it pins each instance's key where the store's writers cannot change it.
+	key string
+}
+
+// fileCheckpoint is one line of the external checkpoint file.
+type fileCheckpoint struct {
+	Checkpoint
+	Key string `json:"key,omitempty"`
 }
 
 func (f checkpointFile) append(cp Checkpoint) error {
 	if f.path == "" {
 		return nil
 	}
-	line, err := json.Marshal(cp)
+	line, err := json.Marshal(fileCheckpoint{Checkpoint: cp, Key: f.key})
 	if err != nil {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
@@ -126,6 +135,44 @@ func ReadCheckpoints(ctx context.Context, r io.Reader) ([]Checkpoint, error) {
 		return nil, fmt.Errorf("read checkpoints: %w", err)
 	}
 	return out, nil
+}
+
+// CheckpointFileKeys returns the public key each instance's lines in the external checkpoint
+// file name, checked against the lines' own signatures: a verifier pins them, since the file
+// lives outside the store. Lines without a key (older files) pin nothing; two different keys
+// for one instance are an error.
+func CheckpointFileKeys(ctx context.Context, path string) (map[string]ed25519.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint file: %w", err)
+	}
+	keys := map[string]ed25519.PublicKey{}
+	for n, line := range bytes.Split(b, []byte("\n")) {
+		if n%4096 == 0 && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		var fc fileCheckpoint
+		if err := json.Unmarshal(line, &fc); err != nil || fc.Key == "" {
+			continue // ReadCheckpoints reports malformed lines
+		}
+		raw, err := base64.StdEncoding.DecodeString(fc.Key)
+		if err != nil || len(raw) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("checkpoint file %s line %d: key %q is not an Ed25519 public key", path, n+1, fc.Key)
+		}
+		pub := ed25519.PublicKey(raw)
+		if !fc.Checkpoint.VerifySignature(pub) {
+			return nil, fmt.Errorf("checkpoint file %s line %d: the checkpoint does not verify with the key the line names", path, n+1)
+		}
+		if prev, ok := keys[fc.Instance]; ok && !prev.Equal(pub) {
+			return nil, fmt.Errorf("checkpoint file %s: instance %s appears with two different keys", path, fc.Instance)
+		}
+		keys[fc.Instance] = pub
+	}
+	return keys, nil
 }
 
 // ReadCheckpointFile reads a checkpoint file; a missing file is an error (a verifier that

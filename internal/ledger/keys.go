@@ -1,10 +1,12 @@
 package ledger
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -123,4 +125,69 @@ func ParsePublicKey(b []byte) (ed25519.PublicKey, error) {
 		return nil, fmt.Errorf("parse public key: %d bytes, want %d", len(raw), ed25519.PublicKeySize)
 	}
 	return ed25519.PublicKey(raw), nil
+}
+
+// PinnedKeys are the checkpoint keys a verifier trusts per instance: trusted (the
+// configuration's ledger.trusted_keys, base64 by instance) and the keys the lines of the
+// external checkpoint file name (checkpointFile, "" for none). Both live outside the store.
+// A disagreement between them is an error, not a choice.
+func PinnedKeys(ctx context.Context, trusted map[string]string, checkpointFile string) (map[string]ed25519.PublicKey, error) {
+	keys := map[string]ed25519.PublicKey{}
+	for inst, k := range trusted {
+		raw, err := base64.StdEncoding.DecodeString(k)
+		if err != nil || len(raw) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("ledger.trusted_keys.%s: %q is not an Ed25519 public key in base64", inst, k)
+		}
+		keys[inst] = raw
+	}
+	if checkpointFile == "" {
+		return keys, nil
+	}
+	fromFile, err := CheckpointFileKeys(ctx, checkpointFile)
+	if err != nil {
+		return nil, err
+	}
+	for inst, k := range fromFile {
+		if pinned, ok := keys[inst]; ok && !pinned.Equal(k) {
+			return nil, fmt.Errorf("instance %s: the checkpoint file %s names key %s, but ledger.trusted_keys pins %s", inst, checkpointFile, PublicKeyBase64(k), PublicKeyBase64(pinned))
+		}
+		keys[inst] = k
+	}
+	return keys, nil
+}
+
+// ReadTrustedKeys adds the keys of a JSON file {instance: base64 key} (an evidence pack's
+// trusted-keys.json) to keys; a key that contradicts one already pinned is an error.
+func ReadTrustedKeys(path string, keys map[string]ed25519.PublicKey) (map[string]ed25519.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read trusted keys: %w", err)
+	}
+	var m map[string]string
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%s: expected a JSON object of instance name to base64 public key: %w", path, err)
+	}
+	if keys == nil {
+		keys = map[string]ed25519.PublicKey{}
+	}
+	for inst, k := range m {
+		raw, err := base64.StdEncoding.DecodeString(k)
+		if err != nil || len(raw) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("%s: instance %s: %q is not an Ed25519 public key in base64", path, inst, k)
+		}
+		if prev, ok := keys[inst]; ok && !prev.Equal(ed25519.PublicKey(raw)) {
+			return nil, fmt.Errorf("%s: instance %s: key %s contradicts the pinned %s", path, inst, k, PublicKeyBase64(prev))
+		}
+		keys[inst] = raw
+	}
+	return keys, nil
+}
+
+// EncodeKeys renders pinned keys as the JSON object ReadTrustedKeys reads.
+func EncodeKeys(keys map[string]ed25519.PublicKey) ([]byte, error) {
+	m := make(map[string]string, len(keys))
+	for inst, k := range keys {
+		m[inst] = PublicKeyBase64(k)
+	}
+	return json.MarshalIndent(m, "", "  ")
 }

@@ -194,6 +194,7 @@ func New(ctx context.Context, st Store, opts Options) (*Ledger, error) {
 		}
 		l.key = k
 	}
+	l.cpf.key = PublicKeyBase64(l.key.Public().(ed25519.PublicKey))
 	seq, hash, err := st.Head(ctx, opts.Instance)
 	if err != nil {
 		return nil, fmt.Errorf("start ledger: %w", err)

@@ -172,10 +172,51 @@ type chainState struct {
 
 const recentWindow = 8192
 
-// Verify checks every chain in src: each record's hash, each link to its predecessor, the
-// order of seqs, and every checkpoint's signature and hash, and names each problem found.
-// The error is for failures to read the source, not for findings.
+// PublicKeys says which key verifies each instance's checkpoints (an evidence pack's period
+// checkpoints verify with Fallback, the key of the installation that made the pack). Several instances sharing
+// a store each sign with their own key, so each chain is verified with its own instance's
+// key: Pinned (from the configuration's ledger.trusted_keys, or the external checkpoint
+// file, both out of reach of someone who can write the store), else Fallback (the local data
+// directory's key, or --pubkey), which is the only key of a single-instance installation.
+type PublicKeys struct {
+	Pinned   map[string]ed25519.PublicKey
+	Fallback ed25519.PublicKey
+}
+
+// verifies reports whether cp's signature verifies with the key for its instance, and when
+// not, why in words for the report.
+func (k PublicKeys) verifies(cp *Checkpoint) (bool, string) {
+	if cp.Kind == CheckpointPeriodStart || cp.Kind == CheckpointPeriodEnd {
+		// An evidence pack's period anchors and seals are signed by the installation that
+		// made the pack, for every chain it exported: they verify with its key.
+		if k.Fallback != nil && cp.VerifySignature(k.Fallback) {
+			return true, ""
+		}
+		return false, "period checkpoint signature does not verify with the key of the installation that made the pack (forged or altered checkpoint)"
+	}
+	if pub, ok := k.Pinned[cp.Instance]; ok {
+		if cp.VerifySignature(pub) {
+			return true, ""
+		}
+		return false, "checkpoint signature does not verify with the key pinned for instance " + cp.Instance + " (forged or altered checkpoint)"
+	}
+	if k.Fallback != nil && cp.VerifySignature(k.Fallback) {
+		return true, ""
+	}
+	return false, "checkpoint signature does not verify with the given public key, and no key is pinned for instance " + cp.Instance +
+		": a forged or altered checkpoint, or one of another instance sharing the store (pin its key — `gatehouse audit pubkey --base64` on that instance — in ledger.trusted_keys)"
+}
+
+// Verify checks every chain in src with one public key for every instance: VerifyWith with
+// pub as the fallback key.
 func Verify(ctx context.Context, src Source, pub ed25519.PublicKey) (*Report, error) {
+	return VerifyWith(ctx, src, PublicKeys{Fallback: pub})
+}
+
+// VerifyWith checks every chain in src: each record's hash, each link to its predecessor,
+// the order of seqs, and every checkpoint's signature (with its own instance's key) and hash,
+// and names each problem found. The error is for failures to read the source, not findings.
+func VerifyWith(ctx context.Context, src Source, keys PublicKeys) (*Report, error) {
 	rep := &Report{}
 	chains := map[string]*chainState{}
 	get := func(inst string) *chainState {
@@ -207,9 +248,8 @@ func Verify(ctx context.Context, src Source, pub ed25519.PublicKey) (*Report, er
 		}
 		seenCP[key] = true
 		c := get(cp.Instance)
-		if !cp.VerifySignature(pub) {
-			add(Problem{Kind: ProblemCheckpoint, Instance: cp.Instance, Seq: cp.Seq,
-				Detail: "checkpoint signature does not verify with the given public key (forged or altered checkpoint)"})
+		if ok, why := keys.verifies(&cp); !ok {
+			add(Problem{Kind: ProblemCheckpoint, Instance: cp.Instance, Seq: cp.Seq, Detail: why})
 			continue
 		}
 		c.sum.Checkpoints++

@@ -60,6 +60,10 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 	}
 	in.ledger = led
 	in.gate.Recorder = led
+	if pinned, ok := cfg.Ledger.TrustedKeys[led.Instance()]; ok && pinned != ledger.PublicKeyBase64(led.PublicKey()) {
+		return fmt.Errorf("ledger.trusted_keys pins key %s for this instance (%s), but its signing key in %s is %s: copy the right ledger-signing.key or fix the pin",
+			pinned, led.Instance(), cfg.DataDir, ledger.PublicKeyBase64(led.PublicKey()))
+	}
 
 	topts := identity.TokensOptions{Recorder: led, Logger: in.log}
 	if in.listener != nil {
