@@ -110,7 +110,7 @@ func (g *globals) writeEvidence(cmd *cobra.Command, dir string, r ledger.TimeRan
 	}
 	defer st.Close()
 	res, err := evidence.Write(ctx, dir, evidence.Options{Store: st, Key: key, Range: r, Top: top, By: osUser(),
-		CheckpointFile: cfg.Ledger.CheckpointFile})
+		CheckpointFile: cfg.Ledger.CheckpointFile, TrustedKeys: cfg.Ledger.TrustedKeys})
 	if err != nil {
 		return err
 	}

@@ -33,6 +33,7 @@ const (
 	evEvents      = "events.jsonl"
 	evCheckpoints = "checkpoints.jsonl"
 	evPubkey      = "pubkey.pem"
+	evTrustedKeys = "trusted-keys.json"
 	evVerify      = "VERIFY.md"
 	evManifest    = "manifest.json"
 	evSignature   = "manifest.sig"
@@ -108,8 +109,12 @@ type Options struct {
 	Top int
 	// By names who asked for the pack.
 	By string
-	// CheckpointFile is ledger.checkpoint_file, whose copies catch a truncated tail.
+	// CheckpointFile is ledger.checkpoint_file, whose copies catch a truncated tail (and
+	// whose lines pin each instance's key).
 	CheckpointFile string
+	// TrustedKeys is ledger.trusted_keys: the checkpoint key of each instance sharing the
+	// store, by instance name (base64).
+	TrustedKeys map[string]string
 }
 
 // Result says what a pack holds and what verifying it found.
@@ -147,7 +152,11 @@ func Write(ctx context.Context, dir string, o Options) (Result, error) {
 			return res, err
 		}
 	}
-	storeRep, err := ledger.Verify(ctx, ledger.StoreSource{Store: st, Extra: extra}, pub)
+	pinned, err := ledger.PinnedKeys(ctx, o.TrustedKeys, o.CheckpointFile)
+	if err != nil {
+		return res, err
+	}
+	storeRep, err := ledger.VerifyWith(ctx, ledger.StoreSource{Store: st, Extra: extra}, ledger.PublicKeys{Pinned: pinned, Fallback: pub})
 	if err != nil {
 		return res, err
 	}
@@ -169,6 +178,14 @@ func Write(ctx context.Context, dir string, o Options) (Result, error) {
 	}
 	if err := os.WriteFile(filepath.Join(dir, evPubkey), pubPEM, 0o600); err != nil {
 		return res, fmt.Errorf("write %s: %w", evPubkey, err)
+	}
+	// The keys of the other instances whose chains the pack holds, under the signed manifest.
+	kb, err := ledger.EncodeKeys(pinned)
+	if err != nil {
+		return res, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, evTrustedKeys), kb, 0o600); err != nil {
+		return res, fmt.Errorf("write %s: %w", evTrustedKeys, err)
 	}
 	packRep, err := verifyPackChain(ctx, dir, pub)
 	if err != nil {
@@ -192,7 +209,7 @@ func Write(ctx context.Context, dir string, o Options) (Result, error) {
 	}
 	m := Manifest{Format: evidenceFormat, GeneratedAt: now, GeneratedBy: o.By, From: r.From.UTC(), To: r.To.UTC(),
 		PublicKey: ledger.PublicKeyBase64(pub), StoreOK: storeRep.OK, PackOK: packRep.OK, Chains: chains}
-	for _, name := range []string{evSummary, evEvents, evCheckpoints, evPubkey, evVerify} {
+	for _, name := range []string{evSummary, evEvents, evCheckpoints, evPubkey, evTrustedKeys, evVerify} {
 		f, err := HashFile(filepath.Join(dir, name))
 		if err != nil {
 			return res, err
@@ -221,7 +238,7 @@ func Write(ctx context.Context, dir string, o Options) (Result, error) {
 
 // Files lists the files of a pack, in the order they are written.
 func Files() []string {
-	return []string{evSummary, evEvents, evCheckpoints, evPubkey, evVerify, evManifest, evSignature}
+	return []string{evSummary, evEvents, evCheckpoints, evPubkey, evTrustedKeys, evVerify, evManifest, evSignature}
 }
 
 // OKWord is OK or FAILED.
@@ -406,7 +423,14 @@ func verifyPackChain(ctx context.Context, dir string, pub ed25519.PublicKey) (*l
 		return nil, fmt.Errorf("open %s: %w", evEvents, err)
 	}
 	defer f.Close()
-	return ledger.Verify(ctx, ledger.JSONLSource{Reader: f, Extra: cps}, pub)
+	keys := ledger.PublicKeys{Fallback: pub}
+	if _, err := os.Stat(filepath.Join(dir, evTrustedKeys)); err == nil {
+		// Packs made before trusted-keys.json verify with pubkey.pem alone.
+		if keys.Pinned, err = ledger.ReadTrustedKeys(filepath.Join(dir, evTrustedKeys), nil); err != nil {
+			return nil, err
+		}
+	}
+	return ledger.VerifyWith(ctx, ledger.JSONLSource{Reader: f, Extra: cps}, keys)
 }
 
 // HashFile returns a file's SHA-256 and size, as a manifest records them.

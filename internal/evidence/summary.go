@@ -502,16 +502,18 @@ First make sure pubkey.pem is the installation's key: compare it with the output
 
 ## The chain alone, offline
 
-    gatehouse audit verify --file events.jsonl --checkpoints checkpoints.jsonl --pubkey pubkey.pem
+    gatehouse audit verify --file events.jsonl --checkpoints checkpoints.jsonl --pubkey pubkey.pem --trusted-keys trusted-keys.json
 
-It checks every event's hash, every link to the previous event and every signed checkpoint.
+It checks every event's hash, every link to the previous event and every signed checkpoint,
+each chain's own checkpoints with its instance's key (trusted-keys.json: the keys pinned in
+ledger.trusted_keys and the external checkpoint file, for instances sharing one store).
 checkpoints.jsonl holds the ledger's own signed checkpoints inside the exported range plus,
 per chain, a signed "period-start" anchor (the hash the first exported event links to) and a
 "period-end" seal of the last exported event.
 
 ## Without Gatehouse
 
-    sha256sum summary.md events.jsonl checkpoints.jsonl pubkey.pem VERIFY.md   # compare with manifest.json
+    sha256sum summary.md events.jsonl checkpoints.jsonl pubkey.pem trusted-keys.json VERIFY.md   # compare with manifest.json
     base64 -d manifest.sig > /tmp/manifest.sig.bin
     openssl pkeyutl -verify -pubin -inkey pubkey.pem -rawin -in manifest.json -sigfile /tmp/manifest.sig.bin
 
