@@ -98,6 +98,12 @@ func TestDDLInvalidatesTheSessionsCatalog(t *testing.T) {
 	if got := cat.take(); got != "shop@db-dev,shop@db-dev" {
 		t.Errorf("DDL then COMMIT invalidated %q, want shop@db-dev twice", got)
 	}
+	run("DO $$ BEGIN CREATE TABLE IF NOT EXISTS d(zip int); END $$")
+	if got := cat.take(); got != "shop@db-dev" {
+		t.Errorf("after a DO block: invalidated %q, want shop@db-dev", got)
+	}
+	run("COMMIT")
+	cat.take()
 	run("BEGIN")
 	run("CREATE TABLE r(zip int)")
 	run("ROLLBACK")

@@ -589,13 +589,15 @@ func (g *Gate) Finish(ctx context.Context, s *Session, c *Check, o Outcome) *led
 func catalogKey(s *Session) string { return classify.TargetKey(s.Target, s.Database) }
 
 // schemaChange reports whether the completed statements of c may have changed what the
-// catalog knows of the session's database: DDL, and the COMMIT of a transaction that ran
-// DDL (the rescan that followed the DDL itself could not see the uncommitted tables).
+// catalog knows of the session's database: DDL (DO blocks included), and the COMMIT of a
+// transaction that ran DDL (the rescan that followed the DDL itself could not see the
+// uncommitted tables).
 func (s *Session) schemaChange(c *Check) bool {
 	changed := false
 	for _, st := range c.Statements {
 		switch {
-		case st.Category == inspect.DDL:
+		case st.Category == inspect.DDL || st.Kind == "DO" || st.Kind == "IMPORT FOREIGN SCHEMA":
+			// A DO block is how migrations wrap conditional DDL (IF NOT EXISTS ...).
 			s.ddlInTx.Store(true)
 			changed = true
 		case st.Kind == "COMMIT" || st.Kind == "COMMIT PREPARED":
