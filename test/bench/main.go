@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -220,6 +221,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 
 	b := &bench{o: o, log: log, work: work, legs: legs, res: results{}}
+	loadBefore := loadAverage()
 	steps := []struct {
 		section string
 		fn      func(context.Context) error
@@ -245,6 +247,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		top = profileTop(ctx, bin, profile)
 	}
 	report(os.Stdout, o, pgb.version, b.res, legs, time.Since(began))
+	fmt.Fprintf(os.Stdout, "Machine: %d CPUs, load average (1 min) %s when the measures began, %s when they ended.\n", runtime.NumCPU(), loadBefore, loadAverage())
 	if top != "" {
 		fmt.Fprintf(os.Stdout, "\nGatehouse CPU profile over the whole run (%s), top five functions by own time:\n%s\n", o.profile, top)
 	}
@@ -255,4 +258,17 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		}
 	}
 	return nil
+}
+
+// loadAverage is the machine's one-minute load average, "?" when unknown: measurements on a
+// shared machine mean little without it.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
