@@ -55,7 +55,7 @@ type options struct {
 }
 
 // sections are the parts of a run, in the order they run; -only picks some.
-var sections = []string{"idle", "pgbench", "latency", "batch", "multi", "stream", "connect", "ledger"}
+var sections = []string{"idle", "pgbench", "latency", "batch", "multi", "stream", "connect", "ledger", "console", "mcp"}
 
 func main() {
 	var o options
@@ -230,6 +230,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		// streaming legs the Go heap shrinks under the measurement.
 		{"idle", b.idleRow}, {"pgbench", b.pgbenchRows}, {"latency", b.latencyRows}, {"batch", b.batchRow},
 		{"multi", b.multiRow}, {"stream", b.streamRows}, {"connect", b.connectRows}, {"ledger", b.ledgerRow},
+		{"console", b.consoleRow}, {"mcp", b.mcpRow},
 	}
 	for _, s := range steps {
 		if !o.runs(s.section) {

@@ -55,6 +55,7 @@ func TestReport(t *testing.T) {
 	res.set("idle", legGH, meas{v: 20})
 	res.set("copy", legDirect, meas{v: 100})
 	res.set("copy", legGH, meas{note: "UNMASKED (3)"})
+	res.set("mcp", legGH, notBuiltYet)
 	var b bytes.Buffer
 	report(&b, o, [2]int{1, 18}, res, []leg{{name: legGHEvery, unavailable: "n/a: this build has no ledger.durability"}}, time.Minute)
 	out := b.String()
