@@ -75,6 +75,10 @@ type Options struct {
 	// CheckpointFile returns ledger.checkpoint_file ("" for none).
 	EvidenceKey    ed25519.PrivateKey
 	CheckpointFile func() string
+	// LedgerHealth says whether the ledger can write (nil: healthy); Instance names this
+	// instance's chain, whose head and last checkpoint the overview shows.
+	LedgerHealth func() error
+	Instance     string
 	// SessionTTL bounds a console sign-in (default 8h; never beyond the credential's expiry).
 	SessionTTL time.Duration
 	// Now is the clock; tests may replace it.
@@ -89,6 +93,11 @@ type Console struct {
 	mu       sync.Mutex
 	sessions map[string]*session // by hash of the cookie value
 	logins   map[string]*pendingLogin
+	// lastVerify is the last ledger verification run from the console; sensitiveN the
+	// cached count of sensitive reads in the last 24 hours, from sensitiveAt.
+	lastVerify  *verification
+	sensitiveN  int64
+	sensitiveAt time.Time
 }
 
 // The console's ledger event types. Decisions on approval requests are recorded by the
@@ -174,6 +183,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.Handle("POST /console/logout", c.secure(c.signedIn(c.logout)))
 
 	mux.Handle("GET /console/{$}", c.secure(c.signedIn(c.overview)))
+	mux.Handle("GET /console/events/overview", c.secure(c.signedIn(c.overviewStream)))
 	mux.Handle("GET /console/sessions", c.secure(c.signedIn(c.sessionsPage)))
 	mux.Handle("GET /console/events/sessions", c.secure(c.signedIn(c.sessionsStream)))
 	mux.Handle("POST /console/sessions/{id}/end", c.secure(c.signedIn(c.endSession)))

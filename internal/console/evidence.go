@@ -67,6 +67,9 @@ func (c *Console) evidencePage(w http.ResponseWriter, v *viewer) {
 		c.fail(w, v, http.StatusInternalServerError, "Verifying the ledger failed; see the server log.")
 		return
 	}
+	c.mu.Lock()
+	c.lastVerify = &verification{At: c.opts.Now(), OK: rep.OK, Problems: len(rep.Problems), By: v.id.Subject}
+	c.mu.Unlock()
 	d.Checked, d.Report, d.From, d.To = true, rep, r.From, r.To
 	d.Download = template.URL(f.values().Encode())
 	c.render(w, http.StatusOK, "evidence", page{Title: "Evidence", Nav: "evidence", Viewer: v, Data: d})

@@ -7,41 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gatehouse/gatehouse/internal/approval"
 	"github.com/gatehouse/gatehouse/internal/live"
 )
-
-// overviewData is the overview's model: what is happening now.
-type overviewData struct {
-	Sessions  int
-	ByKind    map[string]int
-	ByTarget  map[string]int
-	ByEnv     map[string]int
-	Waiting   int
-	MayDecide bool
-}
-
-// overview shows sessions by kind, target and environment and the approvals waiting.
-func (c *Console) overview(w http.ResponseWriter, v *viewer) {
-	list := c.ListSessions(v.id)
-	d := overviewData{Sessions: len(list), ByKind: map[string]int{}, ByTarget: map[string]int{}, ByEnv: map[string]int{},
-		MayDecide: c.opts.Approvals.MayDecide(v.id)}
-	for _, s := range list {
-		d.ByKind[s.Kind]++
-		d.ByTarget[s.Target]++
-		d.ByEnv[s.Environment]++
-	}
-	f := approval.Filter{Status: approval.Pending, Limit: 1000}
-	if !v.seesAll {
-		f.Requester = v.id.Subject
-	}
-	if reqs, err := c.opts.Approvals.List(v.r.Context(), f); err == nil {
-		d.Waiting = len(reqs)
-	} else {
-		c.opts.Log.Error("console: list approvals", "err", err)
-	}
-	c.render(w, http.StatusOK, "overview", page{Title: "Overview", Nav: "overview", Viewer: v, Data: d})
-}
 
 // sessionsData is the sessions page's model.
 type sessionsData struct {

@@ -576,7 +576,7 @@ func (g *Gate) Finish(ctx context.Context, s *Session, c *Check, o Outcome) *led
 	ev.Duration = g.now().Sub(c.Started)
 	ev.Rows, ev.Bytes, ev.SQLState, ev.Message, ev.ValuesMasked = o.Rows, o.Bytes, o.SQLState, o.Error, o.Masked
 	if s != nil {
-		s.live.Count(o.Rows)
+		s.live.Count(o.Rows, c.Decision.Action == Deny, c.Decision.Action == RequireApproval)
 	}
 	if g.Catalog != nil && s.Target != nil && o.SQLState == "" && c.Allowed() && s.schemaChange(c) {
 		g.Catalog.Invalidate(catalogKey(s))

@@ -42,6 +42,18 @@ type Registry struct {
 	// version changes whenever a session is added, removed or counts a statement, so a
 	// live view can tell cheaply whether there is anything new to show.
 	version atomic.Uint64
+	// statements, refused and held count every statement of every session since start.
+	statements, refused, held atomic.Int64
+}
+
+// Totals are the instance's statement counts since it started.
+type Totals struct {
+	Statements, Refused, Held int64
+}
+
+// Totals returns the statement counts since start, for rates on the overview.
+func (r *Registry) Totals() Totals {
+	return Totals{Statements: r.statements.Load(), Refused: r.refused.Load(), Held: r.held.Load()}
 }
 
 // New returns an empty registry.
@@ -69,14 +81,22 @@ func (r *Registry) Add(s Session, end func(by string)) *Entry {
 	return e
 }
 
-// Count adds one statement and its rows to the session's totals.
-func (e *Entry) Count(rows int64) {
+// Count adds one statement and its rows to the session's totals; refused and held say
+// whether policy refused it or held it for approval.
+func (e *Entry) Count(rows int64, refused, held bool) {
 	if e == nil {
 		return
 	}
 	e.statements.Add(1)
 	if rows > 0 {
 		e.rows.Add(rows)
+	}
+	e.reg.statements.Add(1)
+	switch {
+	case held:
+		e.reg.held.Add(1)
+	case refused:
+		e.reg.refused.Add(1)
 	}
 	e.reg.version.Add(1)
 }

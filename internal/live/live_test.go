@@ -14,10 +14,13 @@ func TestRegistryAddCountEndRemove(t *testing.T) {
 	a := r.Add(Session{ID: "a", Subject: "alice", Since: now}, func(by string) { endedBy.Store(by) })
 	r.Add(Session{ID: "b", Subject: "bob", Since: now.Add(time.Second)}, nil)
 	v := r.Version()
-	a.Count(5)
-	a.Count(0)
+	a.Count(5, false, false)
+	a.Count(0, true, false)
 	if r.Version() == v {
 		t.Fatal("counting did not change the version")
+	}
+	if tot := r.Totals(); tot != (Totals{Statements: 2, Refused: 1}) {
+		t.Fatalf("totals %+v", tot)
 	}
 	list := r.List()
 	if len(list) != 2 || list[0].ID != "a" || list[0].Statements != 2 || list[0].Rows != 5 {
@@ -41,6 +44,6 @@ func TestRegistryAddCountEndRemove(t *testing.T) {
 		t.Fatalf("End of a gone session: %v", err)
 	}
 	var nilEntry *Entry
-	nilEntry.Count(1) // sessions not attached have no entry
+	nilEntry.Count(1, false, false) // sessions not attached have no entry
 	nilEntry.Remove()
 }

@@ -651,9 +651,32 @@ func TestConsole(t *testing.T) {
 		}
 	})
 
-	t.Run("overview screenshot", func(t *testing.T) {
+	t.Run("the overview updates itself over server-sent events", func(t *testing.T) {
 		samB := samB.in(t)
-		samB.do(chromedp.Navigate(e.url), chromedp.WaitVisible(chromedp.CSS("#open-sessions")))
+		samB.do(chromedp.Navigate(e.url), chromedp.WaitVisible(chromedp.CSS("#statements")))
+		before, _ := strconv.Atoi(samB.text("#statements"))
+		_ = e.psql(t, dana, "overview", "-c", "SELECT 1", "-c", "SELECT 2").wait(t)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			now, _ := strconv.Atoi(run(samB, chromedp.Evaluate[string](`document.getElementById("statements").textContent`)))
+			if now >= before+2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the overview still counts %d statements (before %d) without a reload", now, before)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if got := samB.text("#last-verify"); !strings.HasPrefix(got, "OK at ") {
+			t.Fatalf("last verification on the overview: %q", got)
+		}
+		if got := samB.text("#ledger-health"); got != "OK" {
+			t.Fatalf("ledger health: %q", got)
+		}
+		// Sessions arriving show up by themselves too.
+		e.psql(t, dana, "psql", "-c", "SELECT pg_sleep(120)")
+		e.psql(t, bot, "report-agent", "-c", "SELECT pg_sleep(120)")
+		run(samB, chromedp.Poll[bool](`document.getElementById("open-sessions").textContent === "2"`, chromedp.WithPollingTimeout(30*time.Second)))
 		e.screenshot(t, samB, "console-overview.png")
 	})
 }

@@ -1,0 +1,166 @@
+package console
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/approval"
+	"github.com/gatehouse/gatehouse/internal/ledger"
+	"github.com/gatehouse/gatehouse/internal/live"
+)
+
+// overviewData is the overview's model: what is happening now.
+type overviewData struct {
+	Sessions int
+	ByKind   map[string]int
+	ByTarget map[string]int
+	ByEnv    map[string]int
+	Waiting  int
+	// The rest is instance-wide, for the viewers who see everything.
+	Global        bool
+	Rate          string // statements per second over the last interval ("" before a second sample)
+	Totals        live.Totals
+	LedgerHealth  string
+	Head          int64
+	LastCP        *ledger.Checkpoint
+	LastVerify    *verification
+	SensitiveRead int64
+	Updated       time.Time
+}
+
+// verification is the last ledger verification the console ran (evidence page).
+type verification struct {
+	At       time.Time
+	OK       bool
+	Problems int
+	By       string
+}
+
+// sensitiveTTL is how long the sensitive-reads count is reused: it aggregates a day of the
+// ledger, too much to redo for every viewer every two seconds.
+const sensitiveTTL = 10 * time.Second
+
+// sensitiveReads counts statements that read personal data in the last 24 hours (cached).
+func (c *Console) sensitiveReads(ctx context.Context) int64 {
+	c.mu.Lock()
+	if time.Since(c.sensitiveAt) < sensitiveTTL {
+		n := c.sensitiveN
+		c.mu.Unlock()
+		return n
+	}
+	c.mu.Unlock()
+	now := c.opts.Now()
+	rows, err := c.opts.Events.PIIReaders(ctx, "pii", ledger.TimeRange{From: now.Add(-24 * time.Hour), To: now})
+	if err != nil {
+		c.opts.Log.Warn("console: count sensitive reads", "err", err)
+		return -1
+	}
+	var n int64
+	for _, r := range rows {
+		n += r.Statements
+	}
+	c.mu.Lock()
+	c.sensitiveN, c.sensitiveAt = n, time.Now()
+	c.mu.Unlock()
+	return n
+}
+
+// overviewOf gathers the overview for v.
+func (c *Console) overviewOf(ctx context.Context, v *viewer) overviewData {
+	list := c.ListSessions(v.id)
+	d := overviewData{Sessions: len(list), ByKind: map[string]int{}, ByTarget: map[string]int{}, ByEnv: map[string]int{}, Updated: c.opts.Now()}
+	for _, s := range list {
+		d.ByKind[s.Kind]++
+		d.ByTarget[s.Target]++
+		d.ByEnv[s.Environment]++
+	}
+	f := approval.Filter{Status: approval.Pending, Limit: 1000}
+	if !v.seesAll {
+		f.Requester = v.id.Subject
+	}
+	if reqs, err := c.opts.Approvals.List(ctx, f); err == nil {
+		d.Waiting = len(reqs)
+	} else {
+		c.opts.Log.Error("console: list approvals", "err", err)
+	}
+	if !v.seesAll {
+		return d
+	}
+	d.Global = true
+	d.Totals = c.opts.Live.Totals()
+	d.LedgerHealth = "OK"
+	if c.opts.LedgerHealth != nil {
+		if err := c.opts.LedgerHealth(); err != nil {
+			d.LedgerHealth = "FAILING: " + err.Error()
+		}
+	}
+	if inst := c.opts.Instance; inst != "" {
+		if seq, _, err := c.opts.Events.Head(ctx, inst); err == nil {
+			d.Head = seq
+		}
+		if cps, err := c.opts.Events.Checkpoints(ctx, inst); err == nil && len(cps) > 0 {
+			d.LastCP = &cps[len(cps)-1]
+		}
+	}
+	c.mu.Lock()
+	d.LastVerify = c.lastVerify
+	c.mu.Unlock()
+	d.SensitiveRead = c.sensitiveReads(ctx)
+	return d
+}
+
+// overview shows what is happening now; the page updates itself over server-sent events.
+func (c *Console) overview(w http.ResponseWriter, v *viewer) {
+	c.render(w, http.StatusOK, "overview", page{Title: "Overview", Nav: "overview", Viewer: v, Data: c.overviewOf(v.r.Context(), v)})
+}
+
+// overviewEvery is how often the live overview is pushed.
+const overviewEvery = 2 * time.Second
+
+// overviewStream pushes the overview (event "overview") every overviewEvery, with the
+// statement rate measured between pushes, until the viewer's console session ends.
+func (c *Console) overviewStream(w http.ResponseWriter, v *viewer) {
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	ctx := v.r.Context()
+	t := c.pages["overview"]
+	tick := time.NewTicker(overviewEvery)
+	defer tick.Stop()
+	prev, prevAt := c.opts.Live.Totals(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if !c.stillValid(v.r, v.session) {
+			_ = writeSSE(w, "ended", "")
+			fl.Flush()
+			return
+		}
+		d := c.overviewOf(ctx, v)
+		if d.Global {
+			now := time.Now()
+			d.Rate = fmt.Sprintf("%.1f", float64(d.Totals.Statements-prev.Statements)/now.Sub(prevAt).Seconds())
+			prev, prevAt = d.Totals, now
+		}
+		var b strings.Builder
+		if err := t.ExecuteTemplate(&b, "overview_body", page{Viewer: v, Data: d}); err != nil {
+			c.opts.Log.Error("console: render overview", "err", err)
+			return
+		}
+		if !writeSSE(w, "overview", b.String()) {
+			return
+		}
+		fl.Flush()
+	}
+}
