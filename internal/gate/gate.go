@@ -201,7 +201,8 @@ type Gate struct {
 	// and the API, which may end them.
 	Live *live.Registry
 
-	launder launderState
+	launder  launderState
+	deferred deferredEvents
 }
 
 // Complete reports the collaborators a production gate must have and lacks. Tests may run a
@@ -344,9 +345,7 @@ func (g *Gate) CloseSession(ctx context.Context, s *Session, reason string) {
 	ev := g.sessionEvent(ledger.EventSessionEnd, s)
 	ev.Duration = g.now().Sub(s.StartedAt)
 	ev.Message = reason
-	if err := g.record(ctx, ev); err != nil {
-		g.log().Error("record session end", "session", s.ID, "err", err)
-	}
+	g.recordOrDefer(ctx, ev, "session end")
 }
 
 // LoginFailed records a failed authentication. Cause is for the ledger and logs only; the
@@ -363,9 +362,7 @@ func (g *Gate) SessionRefused(ctx context.Context, s *Session, rule, cause strin
 	ev.Decision = string(Deny)
 	ev.Rule = rule
 	ev.Message = cause
-	if err := g.record(ctx, ev); err != nil {
-		g.log().Error("record refused session", "rule", rule, "err", err)
-	}
+	g.recordOrDefer(ctx, ev, "refused session")
 }
 
 // LoginFailed records a failed login (user is the name the client gave, cause why it failed).
@@ -373,9 +370,7 @@ func (g *Gate) LoginFailed(ctx context.Context, s *Session, user, cause string) 
 	ev := g.sessionEvent(ledger.EventLoginFailed, s)
 	ev.Subject = user
 	ev.Message = cause
-	if err := g.record(ctx, ev); err != nil {
-		g.log().Error("record login failure", "err", err)
-	}
+	g.recordOrDefer(ctx, ev, "login failure")
 }
 
 // Check inspects sql and decides it. Every statement that reaches a door — each statement

@@ -59,6 +59,9 @@ import (
 // file per segment lets stored records be dropped without rewriting anything.
 const (
 	journalFirstSegment = 1 << 20
+	// journalSmallestSegment is the least a segment is created with when a larger one does
+	// not fit on the disk.
+	journalSmallestSegment = 64 << 10
 	journalSegmentMax   = 32 << 20
 )
 
@@ -384,14 +387,20 @@ func (j *journal) ready(n int64) error {
 		return nil
 	}
 	var lf logFile
+	size := int64(journalSegmentMax)
+	if j.files == 0 {
+		size = journalFirstSegment
+	}
 	if j.next != nil {
 		lf = <-j.next
 		j.next = nil
 	} else {
-		size := int64(journalSegmentMax)
-		if j.files == 0 {
-			size = journalFirstSegment
-		}
+		lf = createLog(j.dir, j.token, size)
+	}
+	// A full disk must not keep the ledger down once a record fits again: a segment is
+	// zero-filled to its size when created, so try smaller ones before giving up.
+	for lf.err != nil && size > journalSmallestSegment {
+		size = max(size/4, journalSmallestSegment)
 		lf = createLog(j.dir, j.token, size)
 	}
 	if lf.err != nil {

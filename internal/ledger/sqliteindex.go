@@ -87,14 +87,20 @@ func (x *sqliteIndexer) kick() {
 	}
 }
 
+// indexRetry is how soon a failed index pass is tried again on its own.
+const indexRetry = time.Second
+
 func (x *sqliteIndexer) loop() {
 	defer close(x.done)
+	var retry <-chan time.Time // set while the last sync failed (a full disk, a locked file)
 	for {
 		select {
 		case <-x.wake:
+		case <-retry:
 		case <-x.quit:
 			return
 		}
+		retry = nil
 		// Let more group commits land so one transaction covers them: SQLite writes each
 		// changed page once per transaction, so larger ones cost less per event (indexing
 		// 1000 events per transaction takes a fifth less CPU than 200: BenchmarkIndex with
@@ -108,6 +114,9 @@ func (x *sqliteIndexer) loop() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		if err := x.sync(ctx); err != nil {
 			x.log.Error("index ledger events", "err", err)
+			// Try again without waiting for a new commit: while the ledger is refusing
+			// statements, none may come.
+			retry = time.After(indexRetry)
 		}
 		cancel()
 	}

@@ -178,6 +178,9 @@ func (in *Instance) startBackground(ctx context.Context) {
 		})
 	}
 	go in.catalog.Run(ctx, 10*time.Minute)
+	// Session ends, failed logins and refused connections that happened while the ledger
+	// could not write are recorded once it can.
+	go in.gate.RunDeferred(ctx, time.Second)
 	// Every instance sweeps lapsed approval requests onto the ledger; the store's claim
 	// keeps it to one event per lapse when several share a store.
 	go in.approvals.RunExpiry(ctx)
