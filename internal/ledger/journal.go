@@ -62,7 +62,7 @@ const (
 	// journalSmallestSegment is the least a segment is created with when a larger one does
 	// not fit on the disk.
 	journalSmallestSegment = 64 << 10
-	journalSegmentMax   = 32 << 20
+	journalSegmentMax      = 32 << 20
 )
 
 // journalMagic starts every log file; a file without it is not ours and is left alone.
