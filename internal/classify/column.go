@@ -73,6 +73,10 @@ var lookalikeWords = []string{"order", "invoice", "amount", "cents", "price", "t
 	"batch", "lot", "serial", "revision", "model", "catalog", "code", "balance", "ticket", "booking",
 	"confirmation", "transaction", "txn", "sequence", "seq", "firmware", "fw", "ver", "supplier", "vendor", "article"}
 
+// productCodeWords name codes of goods and parties to trade, which may be built like IBANs.
+var productCodeWords = []string{"product", "sku", "item", "article", "part", "code", "model", "catalog", "serial", "batch",
+	"lot", "supplier", "vendor", "barcode", "ean", "upc", "gtin", "isbn", "order", "invoice", "tracking", "shipment", "parcel"}
+
 // personTables are table-name words under which a bare "name" column holds people's names.
 var personTables = []string{"customer", "customers", "user", "users", "person", "persons", "people",
 	"employee", "employees", "patient", "patients", "member", "members", "contact", "contacts", "client",
@@ -386,8 +390,9 @@ func ClassifyColumn(table, column, typ string, samples []string) Classification 
 			return c
 		}
 		// Product, supplier and article codes are often built like IBANs (country prefix,
-		// mod-97 check digits): a business-identifier name wins over the values there.
-		if c, ok := valueClass(IBAN, st.iban, "valid IBANs (mod-97)"); ok && (!lookalike || nc == IBAN) {
+		// mod-97 check digits): a product-code name wins over the values there, but a
+		// payment reference or transaction column holding IBANs is still one.
+		if c, ok := valueClass(IBAN, st.iban, "valid IBANs (mod-97)"); ok && (!has(toks, productCodeWords...) || nc == IBAN) {
 			return c
 		}
 	}

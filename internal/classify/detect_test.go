@@ -114,6 +114,9 @@ func TestClassifyColumnLookalikes(t *testing.T) {
 	if c := ClassifyColumn("products", "product_code", "text", ibanShaped); c.Sensitive() {
 		t.Errorf("IBAN-shaped product codes = %+v", c)
 	}
+	if c := ClassifyColumn("payments", "payment_reference", "text", ibanShaped); c.Class != IBAN {
+		t.Errorf("IBANs in a payment reference column = %+v", c)
+	}
 	if c := ClassifyColumn("payouts", "account", "text", ibanShaped); c.Class != IBAN {
 		t.Errorf("IBANs in an account column = %+v", c)
 	}
