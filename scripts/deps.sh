@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the demo, the tests and the benchmarks need on a Debian machine: PostgreSQL
-# server binaries, the real clients (psql, pgbench, psycopg 2 and 3, pgJDBC + a JDK,
-# node-postgres), PgBouncer for benchmark comparisons, headless Chromium for the console's
-# browser tests, Go modules and staticcheck.
+# server binaries, the real clients (psql, pgbench, psycopg 2 and 3, SQLAlchemy, pgJDBC + a
+# JDK, node-postgres), PgBouncer for benchmark comparisons, headless Chromium for the
+# console's browser tests, Go modules and staticcheck.
 # Idempotent and quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in postgresql-15 postgresql-client-15 python3 python3-psycopg2 python3-psycopg \
+for p in postgresql-15 postgresql-client-15 python3 python3-psycopg2 python3-psycopg python3-sqlalchemy \
          libpostgresql-jdbc-java pgbouncer openssl ca-certificates chromium; do
   have "$p" || need+=("$p")
 done

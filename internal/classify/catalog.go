@@ -64,6 +64,8 @@ type Snapshot struct {
 	// samples locates the system catalog columns that hold sampled values of other columns
 	// (see StatsColumn), as "pg_catalog.relation.column".
 	samples map[AttKey]string
+	// functions says what calling each function does (functions.go).
+	functions functionEffects
 }
 
 // statsColumns are the columns of the system catalogs and views that hold values sampled
@@ -390,6 +392,12 @@ ORDER BY n.nspname, c.relname, a.attnum`)
 		log.Warn("classify: cannot follow view definitions", "err", err)
 	}
 	applyOverrides(snap, opts.Overrides)
+	if snap.functions, err = scanFunctions(ctx, conn); err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		log.Warn("classify: cannot read the function catalog; functions are judged by the built-in list", "err", err)
+	}
 	return snap, nil
 }
 

@@ -108,6 +108,11 @@ type Decision struct {
 	ApprovalID string
 	// Level is the access level an Access decision grants: read, write or admin.
 	Level string
+	// SQLState is the SQLSTATE of a refusal that is not a policy's (a statement that does
+	// not parse: SyntaxErrorState); empty means 42501. Position is the 1-based character
+	// position in the statement text that the error points at (0: none).
+	SQLState string
+	Position int
 }
 
 // Via says how a statement reached the gate, for the ledger and for policies.
@@ -157,6 +162,11 @@ type Catalog interface {
 	// NotNull reports whether every one of columns of table (as the parser names it) is
 	// NOT NULL in target. Unknown tables or columns are not.
 	NotNull(ctx context.Context, target, table string, columns []string) bool
+	// FunctionEffects says what calling a function does in target, from the target's own
+	// catalog (nil when it cannot tell), so catalog queries of psql, JDBC and GUI tools
+	// that call built-ins the inspector's list does not name are reads (see
+	// inspect.Statement.WithFunctionEffects).
+	FunctionEffects(ctx context.Context, target string) inspect.FunctionEffect
 }
 
 // Policy is what the gate needs from internal/policy.
@@ -394,13 +404,17 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 			return c
 		}
 	}
+	if refuseUnparsed(c) {
+		return c
+	}
 	if g.Policy == nil {
 		return c
 	}
 	var capped *inspect.Statement // the write whose affected-rows limit applies, and its rule
 	var capRule string
-	for i, st := range c.Statements {
-		st = g.resolveNotNull(ctx, s, c, i)
+	for i := range c.Statements {
+		g.resolveFunctions(ctx, s, c, i)
+		st := g.resolveNotNull(ctx, s, c, i)
 		in := Input{Session: s, Statement: st, Via: via, Now: c.Started}
 		if cols := g.sensitiveColumns(ctx, s, c, i); len(cols) > 0 {
 			in.SensitiveClasses = classesOf(cols)
@@ -570,6 +584,11 @@ func (g *Gate) Finish(ctx context.Context, s *Session, c *Check, o Outcome) *led
 	ev := g.statementEvent(ctx, ledger.EventStatement, s, c)
 	ev.Duration = g.now().Sub(c.Started)
 	ev.Rows, ev.Bytes, ev.SQLState, ev.Message, ev.ValuesMasked = o.Rows, o.Bytes, o.SQLState, o.Error, o.Masked
+	if c.Decision.SQLState == SyntaxErrorState && c.Denied != nil {
+		// The client saw the parser's own words, which may quote its text: the record keeps
+		// only the message and position.
+		ev.Message = c.Denied.ParseError
+	}
 	if s != nil {
 		s.live.Count(o.Rows, c.Decision.Action == Deny, c.Decision.Action == RequireApproval)
 	}
@@ -671,6 +690,9 @@ func (g *Gate) StillValid(ctx context.Context, s *Session) error {
 // DenyMessage is the text a client sees for a refused statement.
 func (c *Check) DenyMessage() string {
 	d := c.Decision
+	if d.SQLState == SyntaxErrorState {
+		return d.Message
+	}
 	msg := d.Message
 	if msg == "" {
 		msg = "statement refused by policy"

@@ -14,6 +14,10 @@ type analyzer struct {
 	st      *Statement
 	w       *walker
 	nesting int
+	// settingRow is the setting a SELECT ... FROM pg_settings WHERE name = '<setting>'
+	// reads, so set_config(name, ...) in it names that setting (pg_dump's idiom for setting
+	// a parameter only where the server has it).
+	settingRow string
 }
 
 // dmlRank orders the kinds a statement can take from a data-modifying statement inside it:
@@ -72,6 +76,7 @@ func (a *analyzer) classify(n *pg_query.Node) {
 		st.HasLimit = hasLimit(s, &w.literal)
 		st.HasWhere = s.WhereClause != nil
 		st.WhereTrivial, _ = trivialWhere(s.WhereClause, nil, &w.literal)
+		a.settingRow = settingsRow(s, &w.literal)
 		w.selectStmt(s)
 	case *pg_query.Node_InsertStmt:
 		a.set("INSERT", Write)
@@ -417,6 +422,14 @@ func (a *analyzer) classify(n *pg_query.Node) {
 		a.ddl("CREATE SEQUENCE", DDL, "sequence", x.CreateSeqStmt.Sequence, n)
 	case *pg_query.Node_AlterSeqStmt:
 		a.ddl("ALTER SEQUENCE", DDL, "sequence", x.AlterSeqStmt.Sequence, n)
+	case *pg_query.Node_CompositeTypeStmt:
+		// CREATE TYPE t AS (f1 int, f2 text): a type, not a table, though the parser
+		// carries its name as a RangeVar.
+		a.set("CREATE TYPE", DDL)
+		st.ObjectType = "type"
+		a.w.skip = x.CompositeTypeStmt.Typevar
+		a.w.generic(n.ProtoReflect())
+		a.w.skip = nil
 	case *pg_query.Node_DefineStmt:
 		obj := objName(x.DefineStmt.Kind)
 		a.ddl("CREATE "+strings.ToUpper(obj), DDL, obj, nil, n)
@@ -493,11 +506,19 @@ func (a *analyzer) copyStmt(c *pg_query.CopyStmt) {
 }
 
 // adminSettings are configuration parameters whose change weakens security or auditing.
+// row_security is not one: turning it off makes a query that a row security policy would
+// filter fail instead (pg_dump sets it), it never shows more rows.
 var adminSettings = toSet("role", "session_authorization", "session_replication_role",
-	"default_transaction_read_only", "transaction_read_only", "row_security",
+	"default_transaction_read_only", "transaction_read_only",
 	"lo_compat_privileges", "zero_damaged_pages", "ignore_system_indexes",
 	"allow_system_table_mods", "allow_in_place_tablespaces", "local_preload_libraries",
 	"session_preload_libraries", "dynamic_library_path")
+
+// adminSetting reports whether changing the (lower-case) setting name weakens security or
+// auditing.
+func adminSetting(name string) bool {
+	return adminSettings[name] || strings.HasPrefix(name, "log_") || strings.HasPrefix(name, "pgaudit.") || strings.HasPrefix(name, "track_")
+}
 
 func (a *analyzer) variableSet(v *pg_query.VariableSetStmt) {
 	st := a.st
@@ -516,7 +537,7 @@ func (a *analyzer) variableSet(v *pg_query.VariableSetStmt) {
 		a.set(prefix+" SESSION AUTHORIZATION", Admin)
 	case v.Kind == pg_query.VariableSetKind_VAR_SET_MULTI:
 		a.set("SET "+strings.ToUpper(name), SessionCat)
-	case adminSettings[name] || strings.HasPrefix(name, "log_") || strings.HasPrefix(name, "pgaudit.") || strings.HasPrefix(name, "track_"):
+	case adminSetting(name):
 		a.set(prefix, Admin)
 		a.note("changes " + name + ", a security- or audit-relevant setting")
 	default:
@@ -650,4 +671,40 @@ func boolWord(s string) (val, ok bool) {
 		return false, true
 	}
 	return false, false
+}
+
+// settingsRow returns the setting name of SELECT ... FROM [pg_catalog.]pg_settings WHERE
+// name = '<constant>' (one relation, that one condition), "" for any other SELECT.
+func settingsRow(s *pg_query.SelectStmt, literal *bool) string {
+	if s == nil || len(s.FromClause) != 1 || s.WhereClause == nil {
+		return ""
+	}
+	rv := s.FromClause[0].GetRangeVar()
+	if rv == nil || rv.Relname != "pg_settings" || (rv.Schemaname != "" && rv.Schemaname != "pg_catalog") {
+		return ""
+	}
+	e := s.WhereClause.GetAExpr()
+	if e == nil || e.Kind != pg_query.A_Expr_Kind_AEXPR_OP || funcName(e.Name) != "=" {
+		return ""
+	}
+	if !isColumn(e.Lexpr, "name") {
+		return ""
+	}
+	*literal = true
+	if c := e.Rexpr.GetAConst(); c != nil {
+		if v, ok := c.Val.(*pg_query.A_Const_Sval); ok {
+			return strings.ToLower(v.Sval.Sval)
+		}
+	}
+	return ""
+}
+
+// isColumn reports whether n is a reference to the column called name (qualified or not).
+func isColumn(n *pg_query.Node, name string) bool {
+	cr := n.GetColumnRef()
+	if cr == nil || len(cr.Fields) == 0 {
+		return false
+	}
+	last := cr.Fields[len(cr.Fields)-1].GetString_()
+	return last != nil && last.Sval == name
 }

@@ -67,9 +67,7 @@ var safeFuncs = toSet(
 	"pg_relation_filenode", "pg_relation_filepath", "pg_filenode_relation",
 	"pg_describe_object", "pg_identify_object", "pg_identify_object_as_address",
 	"pg_index_column_has_property", "pg_index_has_property", "pg_indexam_has_property",
-	"pg_collation_is_visible", "pg_advisory_lock", "pg_advisory_unlock",
-	"pg_try_advisory_lock", "pg_advisory_xact_lock", "pg_try_advisory_xact_lock",
-	"pg_advisory_unlock_all", "pg_last_committed_xact", "pg_xact_commit_timestamp",
+	"pg_collation_is_visible", "pg_last_committed_xact", "pg_xact_commit_timestamp",
 	"pg_input_is_valid", "pg_input_error_info", "array_to_json", "to_regclass",
 	"to_regtype", "to_regproc", "to_regprocedure", "to_regnamespace", "to_regrole",
 	"pg_partition_tree", "pg_partition_root", "pg_partition_ancestors",
@@ -86,8 +84,12 @@ var safePrefixes = []string{
 	"pg_current_wal_", "pg_last_wal_", "bit_count", "inet", "host", "netmask", "network",
 }
 
-// writeFuncs change data or state visible to other sessions without needing special rights.
-var writeFuncs = toSet("nextval", "setval", "pg_notify")
+// writeFuncs change data or state visible to other sessions without needing special rights:
+// sequences, notifications, and advisory locks (which block other sessions).
+var writeFuncs = toSet("nextval", "setval", "pg_notify", "pg_advisory_lock", "pg_advisory_unlock",
+	"pg_advisory_lock_shared", "pg_advisory_unlock_shared", "pg_try_advisory_lock",
+	"pg_try_advisory_lock_shared", "pg_advisory_xact_lock", "pg_advisory_xact_lock_shared",
+	"pg_try_advisory_xact_lock", "pg_try_advisory_xact_lock_shared", "pg_advisory_unlock_all")
 
 // adminFuncs are capabilities PostgreSQL reserves for superusers or granted roles.
 var adminFuncs = toSet("pg_read_file", "pg_read_binary_file", "pg_stat_file", "lo_import",
@@ -149,4 +151,58 @@ func toSet(names ...string) map[string]bool {
 		m[n] = true
 	}
 	return m
+}
+
+// FunctionEffect says what calling a function does, as a target's own catalog knows it: ok is
+// false for a name the catalog does not know (the built-in list then decides).
+type FunctionEffect func(name string) (cat Category, ok bool)
+
+// WithFunctionEffects returns st with its category re-decided by what fx says of the
+// functions it calls, st itself when that changes nothing. The built-in lists of write and
+// privileged functions stay authoritative (a catalog cannot make nextval or pg_read_file a
+// read); for every other function the catalog's word replaces the built-in guess, both
+// ways: a stable built-in the list does not name becomes a read, and a user's volatile
+// function that happens to share a vouched-for name becomes unknown. The statement may be
+// shared through the inspector's cache: it is never modified.
+func (st *Statement) WithFunctionEffects(fx FunctionEffect) *Statement {
+	if len(st.calls) == 0 || fx == nil {
+		return st
+	}
+	cat := st.applyCalls(fx)
+	if cat == st.Category {
+		return st
+	}
+	cp := *st
+	cp.Category = cat
+	cp.Notes = nil
+	for _, n := range st.Notes {
+		if name, ok := strings.CutPrefix(n, "function "); ok {
+			name, _, _ = strings.Cut(name, " is not a vouched-for built-in")
+			if c, known := fx(name); known && c != Unknown {
+				continue
+			}
+		}
+		cp.Notes = append(cp.Notes, n)
+	}
+	if cat != Unknown && st.Category == Unknown {
+		cp.Notes = append(cp.Notes, "the functions it calls are known from the target's catalog")
+	}
+	return &cp
+}
+
+// applyCalls is the category of st once the functions in calls count, each as fx says or,
+// where fx does not know it, as the built-in list says.
+func (st *Statement) applyCalls(fx FunctionEffect) Category {
+	cat := st.callsBase
+	for _, name := range st.calls {
+		c, ok := fx(name)
+		if !ok {
+			c = classifyFunc(name).cat
+		}
+		if c == Unknown && (st.kindCat == DDL || st.kindCat == Admin) {
+			continue
+		}
+		cat = worse(cat, c)
+	}
+	return cat
 }

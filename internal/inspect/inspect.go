@@ -3,6 +3,7 @@ package inspect
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
@@ -96,7 +97,12 @@ func inspectTextShape(sql string, nesting int, normalized string) (out []*Statem
 	}
 	tree, err := pg_query.Parse(sql)
 	if err != nil {
-		return []*Statement{unparseable(sql, err)}, true
+		st := unparseable(sql, err)
+		var pe *parser.Error
+		if errors.As(err, &pe) {
+			st.SyntaxError, st.SyntaxPosition = pe.Message, pe.Cursorpos
+		}
+		return []*Statement{st}, true
 	}
 	out = make([]*Statement, 0, len(tree.Stmts))
 	for _, raw := range tree.Stmts {
@@ -213,6 +219,7 @@ func (a *analyzer) finish() {
 	for _, f := range w.calls {
 		a.callEffect(f, base)
 	}
+	st.kindCat = base
 	if w.tooDeep {
 		st.Category = Unknown
 		a.note("statement nests too deeply to inspect")
@@ -255,6 +262,15 @@ func (a *analyzer) finish() {
 	st.TablesWritten = w.written.list
 	st.Columns = w.columns.list
 	st.Functions = w.functions.list
+	// The functions a target's catalog may re-decide count last, so callsBase is the
+	// category of everything else.
+	st.callsBase = st.Category
+	st.Category = st.applyCalls(func(string) (Category, bool) { return "", false })
+	for _, name := range st.calls {
+		if eff := classifyFunc(name); eff.cat == Unknown {
+			a.note(eff.note)
+		}
+	}
 }
 
 // callEffect applies what calling f does. base is the statement's category before any
@@ -269,6 +285,9 @@ func (a *analyzer) callEffect(f *pg_query.FuncCall, base Category) {
 		fnBase = ""
 	}
 	escalate := func(c Category) {
+		if c == Admin {
+			st.Privileged = true
+		}
 		if c == Unknown && (base == DDL || base == Admin) {
 			return
 		}
@@ -280,27 +299,47 @@ func (a *analyzer) callEffect(f *pg_query.FuncCall, base Category) {
 		return
 	case fnBase == "set_config":
 		setting, ok := a.constString(f, 0)
+		if !ok && a.settingRow != "" && len(f.Args) > 0 && isColumn(f.Args[0], "name") {
+			setting, ok = a.settingRow, true
+		}
 		if !ok {
 			escalate(Unknown)
+			st.Privileged = true
 			a.note("set_config with a computed setting name")
 			return
 		}
 		st.Setting = strings.ToLower(setting)
+		a.note("set_config changes " + st.Setting)
 		switch st.Setting {
 		case "role":
 			st.Kind = "SET ROLE"
 		case "session_authorization":
 			st.Kind = "SET SESSION AUTHORIZATION"
+		default:
+			if !adminSetting(st.Setting) {
+				// The same as SET of that setting (pg_dump's search_path, say); a
+				// value that copies masked data is the gate's Writes check.
+				st.Category = worse(st.Category, SessionCat)
+				return
+			}
 		}
+		st.Privileged = true
 		st.Category = worse(st.Category, Admin)
-		a.note("set_config changes " + st.Setting)
 		return
 	case fnBase == "lo_export":
 		st.Export = true
 	}
 	eff := classifyFunc(name)
+	if eff.cat == Read || eff.cat == Unknown {
+		// Vouched for, or not, by the built-in list only: a target's own catalog knows better
+		// (WithFunctionEffects), so these count at the end of finish.
+		if !slices.Contains(st.calls, name) {
+			st.calls = append(st.calls, name)
+		}
+		return
+	}
 	escalate(eff.cat)
-	if eff.note != "" && eff.cat != Read {
+	if eff.note != "" {
 		a.note(eff.note)
 	}
 }
@@ -348,6 +387,9 @@ func (a *analyzer) sqlFunc(name string, f *pg_query.FuncCall, escalate func(Cate
 		}
 		if in.Export {
 			st.Export = true
+		}
+		if in.Privileged {
+			st.Privileged = true
 		}
 	}
 }

@@ -64,6 +64,13 @@ type Statement struct {
 	// ParseError is set when the text could not be parsed; Category is then Unknown. It never
 	// quotes the statement text (which may hold secrets), only the position of the error.
 	ParseError string
+	// SyntaxError is the parser's own message for text that does not parse, as PostgreSQL
+	// words it ("syntax error at or near \"SELEC\""), and SyntaxPosition the 1-based character
+	// position it points at (0: none). The message may quote the text: it is for the client
+	// that sent it, never for the ledger (ParseError is). Empty when the text parses or was
+	// refused for another reason (a NUL byte, an inspector failure).
+	SyntaxError    string
+	SyntaxPosition int
 
 	// WhereTrivial is true when a WHERE clause that HasWhere reports is a constant-true
 	// expression (WHERE true, WHERE 1=1, WHERE id = id, ...), so policies can treat it
@@ -75,6 +82,12 @@ type Statement struct {
 	// catalog; the gate, which does, treats the statement as WhereTrivial when every column
 	// of one entry is NOT NULL in its table.
 	WhereTrivialIfNotNull []NotNullCondition
+	// Privileged is true when the statement calls a function the inspector knows as a
+	// privileged capability (server files, large objects, backend signals, configuration
+	// reloads, replication and backup control, set_config, ...), whatever else it does: an
+	// unknown function next to one makes the statement Unknown, and a policy that lets
+	// unknown statements through must still see the privileged call.
+	Privileged bool
 	// Program is true for COPY ... TO PROGRAM / FROM PROGRAM (runs a shell command on the
 	// database server).
 	Program bool
@@ -98,6 +111,15 @@ type Statement struct {
 	// Notes explain, in words, facts a reader of the decision should know (why a statement
 	// is unknown, that EXPLAIN ANALYZE runs its statement, ...).
 	Notes []string
+
+	// calls are the functions called whose effect the built-in list only guesses (vouched
+	// for as reads, or unknown), which a target's own catalog may re-decide
+	// (WithFunctionEffects); callsBase is the category of everything else, and kindCat the
+	// category of the statement's own kind (DDL and admin statements only define code that
+	// calls functions: an unknown function does not make them Unknown).
+	calls     []string
+	callsBase Category
+	kindCat   Category
 }
 
 // NotNullCondition names columns of one table (spelled as in TablesWritten) that, when all

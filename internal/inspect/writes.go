@@ -55,7 +55,8 @@ var valueFuncs = map[string][2]int{
 func (a *analyzer) mayWriteValues() bool {
 	switch a.st.Category {
 	case Read, Transaction, SessionCat:
-		return len(a.w.dml) > 0 || a.w.into
+		// set_config of an ordinary setting is a read that stores a value.
+		return len(a.w.dml) > 0 || a.w.into || a.st.Setting != ""
 	}
 	return true
 }

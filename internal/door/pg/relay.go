@@ -291,6 +291,18 @@ func errorResp(code, msg string) *pgproto3.ErrorResponse {
 	return &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: code, Message: msg}
 }
 
+// denyResp is the error a refused statement gets: 42501 with the rule's message, or what
+// the gate says instead (42601 and the parser's position for text that does not parse).
+func denyResp(c *gate.Check) *pgproto3.ErrorResponse {
+	code := c.Decision.SQLState
+	if code == "" {
+		code = "42501"
+	}
+	m := errorResp(code, c.DenyMessage())
+	m.Position = int32(c.Decision.Position)
+	return m
+}
+
 // cancelUpstream asks the upstream server to cancel whatever the session's backend runs.
 func (r *relay) cancelUpstream(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -935,9 +947,9 @@ func (r *relay) errorResponse(ctx context.Context, p *pending, frame []byte) err
 		if !strings.Contains(er.Message, "gatehouse_deny_"+r.nonce) {
 			r.srv.log().Warn("pg deny stand-in failed unexpectedly", "session", r.sess.ID, "sqlstate", er.Code)
 		}
-		m := errorResp("42501", p.check.DenyMessage())
+		m := denyResp(p.check)
 		msg, _ = m.Encode(nil)
-		p.out.SQLState, p.out.Error = "42501", m.Message
+		p.out.SQLState, p.out.Error = m.Code, m.Message
 	case p.truncated:
 		msg, _ = rowLimitError(p.check).Encode(nil)
 		p.out.SQLState, p.out.Error = "54000", "row limit exceeded"

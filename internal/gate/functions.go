@@ -1,0 +1,52 @@
+package gate
+
+import (
+	"context"
+	"slices"
+
+	"github.com/gatehouse/gatehouse/internal/inspect"
+)
+
+// SyntaxErrorState is the SQLSTATE of a statement that does not parse (syntax_error), which
+// Gatehouse answers itself, as PostgreSQL would, instead of forwarding text it cannot read.
+const SyntaxErrorState = "42601"
+
+// RuleSyntaxError names the refusal of a statement that does not parse, in the ledger.
+const RuleSyntaxError = "syntax-error"
+
+// refuseUnparsed refuses c when one of its statements does not parse: the client gets the
+// parser's message and position with SQLSTATE 42601, as PostgreSQL would say it, and the
+// text is not forwarded (what Gatehouse cannot read, it cannot decide). Reports whether it
+// refused.
+func refuseUnparsed(c *Check) bool {
+	for _, st := range c.Statements {
+		if st.SyntaxError == "" {
+			continue
+		}
+		c.Decision = Decision{Action: Deny, Rule: RuleSyntaxError, Message: st.SyntaxError,
+			SQLState: SyntaxErrorState, Position: st.SyntaxPosition}
+		c.Denied = st
+		return true
+	}
+	return false
+}
+
+// resolveFunctions re-decides statement i of c with what the target's own catalog says of
+// the functions it calls (see inspect.Statement.WithFunctionEffects). The statement and the
+// slice holding it may be shared through the inspector's cache, so a changed one is a copy.
+func (g *Gate) resolveFunctions(ctx context.Context, s *Session, c *Check, i int) *inspect.Statement {
+	st := c.Statements[i]
+	if g.Catalog == nil || s == nil || s.Target == nil || len(st.Functions) == 0 {
+		return st
+	}
+	fx := g.Catalog.FunctionEffects(ctx, catalogKey(s))
+	if fx == nil {
+		return st
+	}
+	resolved := st.WithFunctionEffects(fx)
+	if resolved != st {
+		c.Statements = slices.Clone(c.Statements)
+		c.Statements[i] = resolved
+	}
+	return resolved
+}
