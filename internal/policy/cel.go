@@ -96,6 +96,7 @@ func fieldDefs() []fieldDef {
 		{typeStatement, "has_where", types.BoolType, func(ec *evalCtx, _ types.Adapter) ref.Val { return types.Bool(ec.st.HasWhere) }},
 		{typeStatement, "where_trivial", types.BoolType, func(ec *evalCtx, _ types.Adapter) ref.Val { return types.Bool(ec.st.WhereTrivial) }},
 		{typeStatement, "changes_role", types.BoolType, func(ec *evalCtx, _ types.Adapter) ref.Val { return types.Bool(ChangesRole(ec.st)) }},
+		{typeStatement, "privileged", types.BoolType, func(ec *evalCtx, _ types.Adapter) ref.Val { return types.Bool(ec.st.Privileged) }},
 		{typeStatement, "program", types.BoolType, func(ec *evalCtx, _ types.Adapter) ref.Val { return types.Bool(ec.st.Program) }},
 		{typeStatement, "server_file", types.BoolType, func(ec *evalCtx, _ types.Adapter) ref.Val { return types.Bool(ec.st.ServerFile) }},
 		{typeStatement, "locking", types.BoolType, func(ec *evalCtx, _ types.Adapter) ref.Val { return types.Bool(ec.st.Locking) }},

@@ -18,15 +18,20 @@
 //     adds ddl, admin and unknown. Statements that change the session's role (SET ROLE,
 //     SET SESSION AUTHORIZATION, their RESET forms, set_config of role or of a computed
 //     name, DISCARD ALL) count as admin whatever their category, because they would escape
-//     the least-privileged upstream role. Not covered: Deny, rule "access-level".
+//     the least-privileged upstream role. Not covered: Deny, rule "access-level" — unless
+//     the first rule that matches is an allow rule whose covers lists the category (the
+//     built-in development-outside-production lets write access cover development work
+//     outside production this way).
 //  3. Rules, in file order; the first whose condition holds decides (allow, deny or
 //     require_approval, with max_rows, max_affected_rows and a masking profile on
 //     allow). A condition that fails at run time (a missing claim, say) counts as matching
 //     for deny and require_approval rules and as not matching for allow rules: errors fail
 //     closed.
-//  4. Unknown statements (DO, CALL, unvouched functions, unparseable text) below admin
-//     level are refused, rule "unknown-statement", unless the deciding rule denies or holds
-//     them, or is an allow rule with allow_unknown: true. A generic allow rule never lets
+//  4. Unknown statements (DO, CALL, functions neither the target's catalog nor the
+//     built-in list vouches for) below admin level are refused, rule "unknown-statement",
+//     unless the deciding rule denies or holds them, or is an allow rule with
+//     allow_unknown: true or covers: [unknown]. (Text that does not parse never gets here:
+//     the gate answers it with SQLSTATE 42601.) A generic allow rule never lets
 //     an unknown statement through by accident.
 //  5. No rule matched: the policy's defaults (allow unless the file says deny), rule
 //     "default".

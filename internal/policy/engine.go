@@ -367,34 +367,18 @@ func (pol *Policy) decide(ec *evalCtx, e *Engine, x *Explanation) gate.Decision 
 	if x != nil {
 		x.Grant, x.Level, x.Category = grantName, level, string(cat)
 	}
-	if cat != inspect.Unknown && !levelAllows(level, cat) {
+	decided := pol.firstMatch(ec, e, x)
+	if cat != inspect.Unknown && !levelAllows(level, cat) && (decided == nil || !decided.coversCategory(cat)) {
+		// Beyond the level, only an allow rule that covers the category lets a statement
+		// through, and only as the first rule to match: deny and hold rules before it win.
 		if x != nil {
-			x.Stage = StageLevel
+			x.Stage, x.Evaluated = StageLevel, nil
 		}
 		return gate.Decision{Action: gate.Deny, Rule: RuleAccessLevel, Level: level,
 			Message: fmt.Sprintf("your %s access to target %q does not cover %s statements (%s); it needs %s access", level, ec.tg.Name, cat, ec.st.Kind, levelFor(cat))}
 	}
-	var decided *rule
-	for _, r := range pol.rules {
-		matched, err := evalCond(r.when, ec)
-		if err != nil {
-			e.evalFailed(pol, r.name, r.line, err)
-			matched = r.action != gate.Allow // fail closed
-		}
-		if x != nil {
-			rr := RuleResult{Name: r.name, Line: r.line, Matched: matched}
-			if err != nil {
-				rr.Error = err.Error()
-			}
-			x.Evaluated = append(x.Evaluated, rr)
-		}
-		if matched {
-			decided = r
-			break
-		}
-	}
 	if cat == inspect.Unknown && levelRank(level) < levelRank(LevelAdmin) &&
-		(decided == nil || (decided.action == gate.Allow && !decided.allowUnknown)) {
+		(decided == nil || (decided.action == gate.Allow && !decided.coversCategory(inspect.Unknown))) {
 		if x != nil {
 			x.Stage = StageUnknown
 		}
@@ -433,6 +417,30 @@ func (pol *Policy) decide(ec *evalCtx, e *Engine, x *Explanation) gate.Decision 
 		}
 	}
 	return d
+}
+
+// firstMatch returns the first rule whose condition holds (nil: none); x, when non-nil,
+// collects the rules evaluated. A condition that fails at run time matches deny and hold
+// rules, never allow rules: it fails closed.
+func (pol *Policy) firstMatch(ec *evalCtx, e *Engine, x *Explanation) *rule {
+	for _, r := range pol.rules {
+		matched, err := evalCond(r.when, ec)
+		if err != nil {
+			e.evalFailed(pol, r.name, r.line, err)
+			matched = r.action != gate.Allow
+		}
+		if x != nil {
+			rr := RuleResult{Name: r.name, Line: r.line, Matched: matched}
+			if err != nil {
+				rr.Error = err.Error()
+			}
+			x.Evaluated = append(x.Evaluated, rr)
+		}
+		if matched {
+			return r
+		}
+	}
+	return nil
 }
 
 // evalFailed counts a condition that failed at run time and logs it once per condition and

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/gate"
+	"github.com/gatehouse/gatehouse/internal/inspect"
 )
 
 // Access levels, weakest first.
@@ -108,6 +109,21 @@ type rule struct {
 	maxAffected  int64  // max_affected_rows: rows one write may change, else rolled back
 	mask         string // "" leaves the identity's masking profile
 	allowUnknown bool
+	// covers are the categories beyond the session's access level this allow rule lets
+	// through (ddl, admin, unknown); deny and hold rules before it still apply.
+	covers []inspect.Category
+}
+
+// coversCategory reports whether r is an allow rule that lets statements of cat through
+// where the access level does not cover them.
+func (r *rule) coversCategory(cat inspect.Category) bool {
+	if r.action != gate.Allow {
+		return false
+	}
+	if cat == inspect.Unknown && r.allowUnknown {
+		return true
+	}
+	return slices.Contains(r.covers, cat)
 }
 
 type masking struct {
@@ -544,7 +560,7 @@ func (p *parser) parseRules(pol *Policy, n *yaml.Node) {
 	seen := map[string]int{}
 	for i, item := range n.Content {
 		path := fmt.Sprintf("rules[%d]", i)
-		f := p.fields(item, path, "name", "when", "action", "message", "max_rows", "max_affected_rows", "mask", "allow_unknown")
+		f := p.fields(item, path, "name", "when", "action", "message", "max_rows", "max_affected_rows", "mask", "allow_unknown", "covers")
 		if f == nil {
 			continue
 		}
@@ -582,6 +598,19 @@ func (p *parser) parseRules(pol *Policy, n *yaml.Node) {
 		}
 		if r.allowUnknown && r.action != gate.Allow {
 			p.errf(f["allow_unknown"].Line, join(path, "allow_unknown"), "only means something on an allow rule")
+		}
+		if n := f["covers"]; n != nil {
+			for _, c := range p.strs(n, join(path, "covers")) {
+				switch cat := inspect.Category(c); cat {
+				case inspect.Write, inspect.DDL, inspect.Admin, inspect.Unknown:
+					r.covers = append(r.covers, cat)
+				default:
+					p.errf(n.Line, join(path, "covers"), "%q is not a category an access level can leave out, expected write, ddl, admin or unknown", c)
+				}
+			}
+			if r.action != gate.Allow {
+				p.errf(n.Line, join(path, "covers"), "only means something on an allow rule")
+			}
 		}
 		if r.action != gate.Allow && (r.maxRows > 0 || r.mask != "") {
 			p.errf(item.Line, path, "max_rows and mask only apply to allow rules")

@@ -159,10 +159,11 @@ func TestIdentity(t *testing.T) {
 				t.Fatalf("oidc dba: %q: %v", sql, err)
 			}
 		}
-		// Not in group dba: a human in dev has write, so DROP is refused.
+		// Not in group dba: a human in dev has write (which outside production covers DDL on
+		// the database's objects, issue 12), so managing roles is refused.
 		eve := connect(t, p.DSN("eve@corp.example", prov.AccessToken(t, "eve@corp.example", "analysts"), ""))
-		if _, err := eve.Exec(ctx, "DROP TABLE keep_me"); !denied(err, rLevel) {
-			t.Fatalf("oidc non-dba DROP: want access-level refusal, got %v", err)
+		if _, err := eve.Exec(ctx, "CREATE ROLE eve_role SUPERUSER"); !denied(err, rLevel) {
+			t.Fatalf("oidc non-dba CREATE ROLE: want access-level refusal, got %v", err)
 		}
 		alive(ctx, t, eve, "after deny")
 		if got := upstreamQuery(t, p.Upstream, "app", "SELECT count(*)::text FROM keep_me"); got != "1" {
