@@ -9,6 +9,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/classify"
 	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/inspect"
 )
 
 // recordingCatalog is a gate.Catalog that remembers which catalog each call named.
@@ -42,6 +43,13 @@ func (c *recordingCatalog) NotNull(_ context.Context, target, _ string, _ []stri
 	defer c.mu.Unlock()
 	c.asked[target] = true
 	return false
+}
+
+func (c *recordingCatalog) FunctionEffects(_ context.Context, target string) inspect.FunctionEffect {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.asked[target] = true
+	return nil
 }
 
 func (c *recordingCatalog) take() string {
