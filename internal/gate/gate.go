@@ -53,6 +53,8 @@ type Session struct {
 
 	// live is the session's entry in the gate's live registry (nil when not attached).
 	live *live.Entry
+	// door names the door the session came through (set by Attach), for metrics.
+	door string
 }
 
 func (s *Session) preparedFacts(name string) *inspect.Statement {
@@ -210,6 +212,8 @@ type Gate struct {
 	// Live, when set, lists the sessions open now (doors attach theirs), for the console
 	// and the API, which may end them.
 	Live *live.Registry
+	// Metrics, when set, observe every statement's latency and masking.
+	Metrics *Metrics
 
 	launder  launderState
 	deferred deferredEvents
@@ -332,7 +336,11 @@ func (g *Gate) OpenSession(ctx context.Context, s *Session) (Decision, error) {
 // Attach lists an open session in the live registry until CloseSession; end is how the door
 // ends it when someone with the right asks (by names them), in its protocol's words.
 func (g *Gate) Attach(s *Session, door string, end func(by string)) {
-	if g.Live == nil || s == nil {
+	if s == nil {
+		return
+	}
+	s.door = door
+	if g.Live == nil {
 		return
 	}
 	ls := live.Session{ID: s.ID, Door: door, ClientAddr: s.ClientAddr, Application: s.ApplicationName,
@@ -590,6 +598,7 @@ func (g *Gate) Finish(ctx context.Context, s *Session, c *Check, o Outcome) *led
 		ev.Message = c.Denied.ParseError
 	}
 	if s != nil {
+		g.Metrics.statement(s.door, c.Decision.Action, ev.Duration, o.Masked)
 		s.live.Count(o.Rows, c.Decision.Action == Deny, c.Decision.Action == RequireApproval)
 	}
 	if g.Catalog != nil && s.Target != nil && o.SQLState == "" && c.Allowed() && s.schemaChange(c) {

@@ -127,6 +127,13 @@ func (p *pendingLog) push(b logBatch) {
 }
 
 // full reports, when too much is waiting for SQLite, why.
+// waiting is how many records the commit log holds that the database does not yet.
+func (p *pendingLog) waiting() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.records
+}
+
 func (p *pendingLog) full(limit int) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()

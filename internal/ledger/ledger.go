@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -141,6 +142,8 @@ type Ledger struct {
 	sinksOnce sync.Once
 	sinksErr  error
 
+	observer atomic.Pointer[CommitObserver]
+
 	mu      sync.Mutex
 	healthy error // last commit error, nil when healthy
 }
@@ -239,6 +242,22 @@ func (l *Ledger) retainLoop() {
 		}
 	}
 }
+
+// CommitObserver is told of every group commit: how durable it was, how many events it
+// held, how long writing (and syncing) took, and whether it failed.
+type CommitObserver func(c Commit, events int, took time.Duration, err error)
+
+// ObserveCommits sets the commit observer (for metrics); nil removes it.
+func (l *Ledger) ObserveCommits(fn CommitObserver) {
+	if fn == nil {
+		l.observer.Store(nil)
+		return
+	}
+	l.observer.Store(&fn)
+}
+
+// Queued is how many records wait for the group commit, for metrics.
+func (l *Ledger) Queued() int { return len(l.reqs) }
 
 // Store returns the ledger's store (for search, export and verify).
 func (l *Ledger) Store() Store { return l.store }
@@ -509,7 +528,11 @@ func (l *Ledger) commit(batch []request) {
 func (l *Ledger) commitPart(batch []request, c Commit) {
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.WriteTimeout)
 	defer cancel()
+	start := time.Now()
 	err := l.commitBatch(ctx, batch, c)
+	if obs := l.observer.Load(); obs != nil {
+		(*obs)(c, len(batch), time.Since(start), err)
+	}
 	l.setHealth(err)
 	for _, r := range batch {
 		r.done <- err

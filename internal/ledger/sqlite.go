@@ -353,6 +353,10 @@ func (s *SQLiteStore) setSyncFault(err error) {
 // DB exposes the database, for tests and tools that need to look underneath.
 func (s *SQLiteStore) DB() *sql.DB { return s.db }
 
+// IndexBacklog is how many acknowledged records wait to be stored and indexed in SQLite (the
+// index lag, in records), for metrics.
+func (s *SQLiteStore) IndexBacklog() int { return s.pending.waiting() }
+
 func (s *SQLiteStore) dialect() dialect { return sqliteSQL }
 
 func (s *SQLiteStore) queryRows(ctx context.Context, q string, args []any, fn func(scan func(dest ...any) error) error) error {

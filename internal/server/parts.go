@@ -146,6 +146,7 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 
 	in.live = live.New()
 	in.gate.Live = in.live
+	in.registerPartMetrics()
 	ledgerKey, err := ledger.LoadOrCreateKey(cfg.DataDir)
 	if err != nil {
 		return err

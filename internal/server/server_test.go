@@ -54,6 +54,28 @@ func TestHealthReadyMetrics(t *testing.T) {
 	if !strings.Contains(body, "login") {
 		t.Fatalf("metrics have no login failure counter:\n%s", body)
 	}
+	// A statement: its latency by door and decision, the ledger's commit latency, queue and
+	// index backlog, approvals pending, refused connections by cause.
+	secret := p.Token(t, "svc", "service")
+	c, err := pgx.Connect(context.Background(), p.DSN("svc", secret, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(context.Background(), "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	c.Close(context.Background())
+	_, body = get(t, "http://"+p.HTTPAddr+"/metrics")
+	for _, want := range []string{
+		`gatehouse_statement_duration_seconds_count{decision="allow",door="postgres"}`,
+		`gatehouse_ledger_commit_duration_seconds_count{`,
+		"gatehouse_ledger_queue_depth ", "gatehouse_ledger_index_backlog_records ", "gatehouse_approvals_pending 0",
+		"gatehouse_ledger_deferred_records 0", `gatehouse_pg_refused_connections_total{cause="bad_credentials"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
 }
 
 func asPgErr(err error, target **pgconn.PgError) bool { return errors.As(err, target) }
