@@ -93,6 +93,7 @@ type Console struct {
 	mu       sync.Mutex
 	sessions map[string]*session // by hash of the cookie value
 	logins   map[string]*pendingLogin
+	links    map[string]*signInLink
 	// lastVerify is the last ledger verification run from the console; sensitiveN the
 	// cached count of sensitive reads in the last 24 hours, from sensitiveAt.
 	lastVerify  *verification
@@ -133,7 +134,8 @@ func New(opts Options) (*Console, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	c := &Console{opts: opts, pages: map[string]*template.Template{}, sessions: map[string]*session{}, logins: map[string]*pendingLogin{}}
+	c := &Console{opts: opts, pages: map[string]*template.Template{}, sessions: map[string]*session{}, logins: map[string]*pendingLogin{},
+		links: map[string]*signInLink{}}
 	names, err := fs.Glob(templateFS, "templates/*.html")
 	if err != nil {
 		return nil, fmt.Errorf("console: list templates: %w", err)
@@ -180,6 +182,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.Handle("POST /console/login/token", c.secure(http.HandlerFunc(c.loginToken)))
 	mux.Handle("GET /console/login/oidc", c.secure(http.HandlerFunc(c.loginOIDC)))
 	mux.Handle("GET /console/callback", c.secure(http.HandlerFunc(c.callback)))
+	mux.Handle("GET /console/login/link/{id}", c.secure(http.HandlerFunc(c.loginLink)))
 	mux.Handle("POST /console/logout", c.secure(c.signedIn(c.logout)))
 
 	mux.Handle("GET /console/{$}", c.secure(c.signedIn(c.overview)))

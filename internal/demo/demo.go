@@ -118,6 +118,7 @@ func Start(ctx context.Context, opts Options) (d *Demo, err error) {
 		{Name: "dana@corp.example", Kind: "human", Role: "DBA", Groups: []string{"dba"}},
 		{Name: "support-bot", Kind: "agent", Role: "AI agent", Groups: []string{"support"}},
 		{Name: "sam@corp.example", Kind: "human", Role: "second DBA, approves", Groups: []string{"dba"}},
+		{Name: "casey@corp.example", Kind: "human", Role: "compliance, sees raw values", Groups: []string{"compliance"}},
 	} {
 		secret, _, err := d.Instance.Tokens().Create(ctx, identity.CreateRequest{
 			Name: p.Name, Kind: identity.Kind(p.Kind), Groups: p.Groups, TTL: 24 * time.Hour, CreatedBy: "demo",
@@ -162,9 +163,14 @@ func (d *Demo) PrintWelcome(w io.Writer) {
 	fmt.Fprintf(w, "\nGatehouse demo is running.\n")
 	fmt.Fprintf(w, "  PostgreSQL door  %s (TLS; targets: shop = prod, shop-staging = staging)\n", d.Instance.PostgresAddr())
 	fmt.Fprintf(w, "  health/metrics   http://%s/healthz  /metrics\n", d.Instance.HTTPAddr())
+	fmt.Fprintf(w, "  console          http://%s/console/ (one-click sign-in per identity below: single-use, valid 1 h, this machine only)\n", d.Instance.HTTPAddr())
 	fmt.Fprintf(w, "  sample data      customers (names, emails, phones, cards, SSNs, birth dates, API keys, password hashes), orders, payments\n\n")
 	for _, p := range d.Personas {
-		fmt.Fprintf(w, "# %s — %s (%s, groups %v)\n%s\n\n", p.Role, p.Name, p.Kind, p.Groups, d.PsqlCommand(p, "shop"))
+		fmt.Fprintf(w, "# %s — %s (%s, groups %v)\n%s\n", p.Role, p.Name, p.Kind, p.Groups, d.PsqlCommand(p, "shop"))
+		if link, err := d.Instance.Console().SignInLink(p.Secret, time.Hour); err == nil {
+			fmt.Fprintf(w, "console: %s\n", link)
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "Things to try:\n")
 	fmt.Fprintf(w, "  SELECT full_name, email, ssn, card_number FROM customers LIMIT 5;   -- masked for the analyst and the agent\n")

@@ -23,7 +23,8 @@ func TestDemoPersonasAndGuardrails(t *testing.T) {
 	defer d.Close()
 	var out bytes.Buffer
 	d.PrintWelcome(&out)
-	if len(d.Personas) != 4 || strings.Count(out.String(), "psql \"host=localhost") != 4 || !strings.Contains(out.String(), "approvals approve") {
+	if len(d.Personas) != 5 || strings.Count(out.String(), "psql \"host=localhost") != 5 || !strings.Contains(out.String(), "approvals approve") ||
+		strings.Count(out.String(), "console: http://") != 5 {
 		t.Fatalf("welcome does not offer a psql command per persona:\n%s", out.String())
 	}
 	// The demo's configuration is a file the other commands can read.
@@ -101,6 +102,14 @@ func TestDemoPersonasAndGuardrails(t *testing.T) {
 		if masked[4] != raw[4] {
 			t.Errorf("non-sensitive id was changed: %q -> %q", raw[4], masked[4])
 		}
+	}
+	// The compliance persona sees raw values.
+	var seen [5]string
+	if err := connect(d.Personas[4], "shop").QueryRow(ctx, q).Scan(&seen[0], &seen[1], &seen[2], &seen[3], &seen[4]); err != nil {
+		t.Fatal(err)
+	}
+	if seen != raw {
+		t.Errorf("the compliance persona sees %q, want the raw %q", seen, raw)
 	}
 
 	// A schema change in production waits for another DBA's approval, then runs once.

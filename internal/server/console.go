@@ -23,6 +23,9 @@ func (in *Instance) registerHTTP(mux *http.ServeMux) {
 	in.console.Register(mux)
 }
 
+// Console is the instance's web console (for the demo's one-click sign-in links).
+func (in *Instance) Console() *console.Console { return in.console }
+
 // consoleURL is the console's external base URL: console.url, else the HTTP listener's.
 func (in *Instance) consoleURL() string {
 	if u := in.cfg.Load().Console.URL; u != "" {

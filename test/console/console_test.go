@@ -636,6 +636,23 @@ func TestConsole(t *testing.T) {
 		}
 	})
 
+	t.Run("a one-click sign-in link works once", func(t *testing.T) {
+		link, err := e.p.Instance.Console().SignInLink(e.tokens[dana], time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := e.browser(t)
+		b.do(chromedp.Navigate(link), chromedp.WaitVisible(chromedp.CSS("#viewer")))
+		if got := b.text("#viewer"); got != dana {
+			t.Fatalf("the link signed in %q, want %s", got, dana)
+		}
+		again := e.browser(t)
+		again.do(chromedp.Navigate(link), chromedp.WaitVisible(chromedp.CSS("#error")))
+		if msg := again.text("#error"); !strings.Contains(msg, "already used") {
+			t.Fatalf("a second use of the link: %q", msg)
+		}
+	})
+
 	t.Run("10 a revoked token's console session ends", func(t *testing.T) {
 		vicB := vicB.in(t)
 		vicB.do(chromedp.Navigate(e.url+"sessions"), chromedp.WaitVisible(chromedp.CSS("#viewer")))
