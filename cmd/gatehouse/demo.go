@@ -10,11 +10,12 @@ func newDemoCmd(g *globals) *cobra.Command {
 	var opts demo.Options
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Start a sample shop database behind Gatehouse with four identities and print how to connect",
+		Short: "Start a sample shop database behind Gatehouse with five identities and print how to connect",
 		Long: `Start a throwaway PostgreSQL with a sample shop (customers with names, e-mails, phones,
 cards, SSNs, API keys; orders; payments) as two targets, shop (prod) and shop-staging
-(staging), and Gatehouse in front of it with four identities: an analyst, a DBA, an AI agent
-and a second DBA who approves. It prints a psql command per identity, things to try, and an
+(staging), and Gatehouse in front of it with five identities: an analyst, a DBA, an AI agent,
+a second DBA who approves and a compliance officer who sees raw values. It prints a psql
+command and a one-click console sign-in link per identity, things to try, and an
 export GATEHOUSE_CONFIG=... line with which every other command (targets, catalog show,
 approvals, policy test, audit ...) works against the running demo. Ctrl-C stops it and
 removes everything it created.`,
