@@ -242,9 +242,83 @@ func (a *analyzer) withScope(w *pg.WithClause, parent *scope) *scope {
 			// INSERT/UPDATE/DELETE without RETURNING in WITH: no columns.
 			cols = []Column{}
 		}
-		sc.ctes[cte.Ctename] = renameCols(cols, cte.Aliascolnames)
+		sc.ctes[cte.Ctename] = searchCycleCols(renameCols(cols, cte.Aliascolnames), cte)
 	}
 	return sc
+}
+
+// searchCycleCols appends the columns a CTE's SEARCH and CYCLE clauses add: the sequence
+// and the path hold the values of the columns they name (as a record or an array of
+// records), the cycle mark holds a constant.
+func searchCycleCols(cols []Column, cte *pg.CommonTableExpr) []Column {
+	named := func(list []*pg.Node) Column {
+		c := Column{Preserved: true}
+		for _, n := range list {
+			name := strVal(n)
+			for _, src := range namedCol(cols, name) {
+				if t, ok := unknownTable(src); ok {
+					// A column of a table the resolver does not know, by its name.
+					c.Sources = append(c.Sources, ColumnSource{t, name})
+					continue
+				}
+				c.Sources = append(c.Sources, src.Sources...)
+				c.Preserved = c.Preserved && src.Preserved
+			}
+		}
+		c.Sources = dedupe(c.Sources)
+		return c
+	}
+	if sc := cte.SearchClause; sc != nil && sc.SearchSeqColumn != "" {
+		c := named(sc.SearchColList)
+		c.Name = sc.SearchSeqColumn
+		cols = append(cols, c)
+	}
+	if cc := cte.CycleClause; cc != nil {
+		if cc.CycleMarkColumn != "" {
+			cols = append(cols, Column{Name: cc.CycleMarkColumn, Preserved: true, Literal: true})
+		}
+		if cc.CyclePathColumn != "" {
+			c := named(cc.CycleColList)
+			c.Name = cc.CyclePathColumn
+			cols = append(cols, c)
+		}
+	}
+	return cols
+}
+
+// unknownTable reports whether every source of a Star entry is a column of the one table
+// the resolver does not know (its whole row "t.*" among them), and names it.
+func unknownTable(c Column) (string, bool) {
+	if !c.Star || len(c.Sources) == 0 {
+		return "", false
+	}
+	t, whole := c.Sources[0].Table, false
+	for _, s := range c.Sources {
+		if s.Table != t {
+			return "", false
+		}
+		whole = whole || s.Column == "*"
+	}
+	return t, whole
+}
+
+// UnknownTable reports whether c is a Star entry over one table the resolver does not know
+// (see Column.Star), and names it: its columns can only be told by the names the result
+// gives them.
+func (c Column) UnknownTable() (string, bool) { return unknownTable(c) }
+
+// namedCol returns the column called name, or the Star entries that may hold it.
+func namedCol(cols []Column, name string) []Column {
+	var stars []Column
+	for _, c := range cols {
+		if c.Name == name && !c.Star {
+			return []Column{c}
+		}
+		if c.Star {
+			stars = append(stars, c)
+		}
+	}
+	return stars
 }
 
 // renameCols applies a column alias list by position. Positions are certain only up to the
@@ -289,15 +363,7 @@ func (a *analyzer) selectStmt(s *pg.SelectStmt, parent *scope) []Column {
 	}
 	sc := a.withScope(s.WithClause, parent)
 	if s.Op != pg.SetOperation_SETOP_NONE {
-		l := a.selectStmt(s.Larg, sc)
-		r := a.selectStmt(s.Rarg, sc)
-		out := make([]Column, len(l))
-		copy(out, l)
-		for i := range out {
-			out[i].Sources = append(append([]ColumnSource(nil), l[i].Sources...), nth(r, i)...)
-			out[i].Preserved = l[i].Preserved && (i >= len(r) || r[i].Preserved)
-		}
-		return out
+		return setOp(a.selectStmt(s.Larg, sc), a.selectStmt(s.Rarg, sc))
 	}
 	if len(s.ValuesLists) > 0 {
 		var out []Column
@@ -317,11 +383,52 @@ func (a *analyzer) selectStmt(s *pg.SelectStmt, parent *scope) []Column {
 	return a.targets(s.TargetList, sc)
 }
 
-func nth(cols []Column, i int) []ColumnSource {
-	if i < len(cols) {
-		return cols[i].Sources
+// setOp combines the columns of the two sides of UNION, INTERSECT or EXCEPT: a column holds
+// the values of both sides' columns at its position. Positions are certain up to the first
+// Star entry of either side; from there on they stay certain only when both sides have
+// their star at the same place and as many columns after it, else everything from there is
+// one Star entry from all remaining sources.
+func setOp(l, r []Column) []Column {
+	ls, rs := starAt(l), starAt(r)
+	if ls != rs || len(l) != len(r) && (ls >= 0 || rs >= 0) {
+		cut := min(len(l), len(r))
+		if ls >= 0 {
+			cut = min(cut, ls)
+		}
+		if rs >= 0 {
+			cut = min(cut, rs)
+		}
+		rest := Column{Name: "*", Star: true, Preserved: true}
+		for _, side := range [][]Column{l[cut:], r[min(cut, len(r)):]} {
+			for _, c := range side {
+				rest.Sources = append(rest.Sources, c.Sources...)
+				rest.Preserved = rest.Preserved && c.Preserved
+			}
+		}
+		rest.Sources = dedupe(rest.Sources)
+		return append(setOp(l[:cut], r[:min(cut, len(r))]), rest)
 	}
-	return nil
+	out := make([]Column, len(l))
+	copy(out, l)
+	for i := range out {
+		if i >= len(r) {
+			continue
+		}
+		out[i].Sources = dedupe(append(append([]ColumnSource(nil), l[i].Sources...), r[i].Sources...))
+		out[i].Preserved = l[i].Preserved && r[i].Preserved
+		out[i].Literal = l[i].Literal && r[i].Literal
+	}
+	return out
+}
+
+// starAt is the index of the first Star entry of cols, -1 when there is none.
+func starAt(cols []Column) int {
+	for i, c := range cols {
+		if c.Star {
+			return i
+		}
+	}
+	return -1
 }
 
 func (a *analyzer) fromItems(items []*pg.Node, sc *scope) {

@@ -242,6 +242,14 @@ func TestStarExpansions(t *testing.T) {
 		{"WITH s(a, b, c) AS (SELECT * FROM mystery) SELECT * FROM s", false, []col{{"*", "public.mystery.*", true}}},
 		{"WITH RECURSIVE d(level, id, name) AS (SELECT 1, * FROM mystery UNION ALL SELECT level + 1, m.* FROM mystery m, d WHERE m.parent = d.id) SELECT * FROM d", false, []col{
 			{"level", "", false}, {"*", "public.mystery.*", true}}},
+		{"WITH RECURSIVE d AS (SELECT name AS root, * FROM mystery UNION ALL SELECT d.root, m.* FROM mystery m, d WHERE m.parent = d.id) SELECT * FROM d", false, []col{
+			{"root", "public.mystery.name", false}, {"*", "public.mystery.*", true}}},
+		{"SELECT 1, * FROM mystery UNION ALL SELECT 2, 3 FROM orders", false, []col{
+			{"?column?", "", false}, {"*", "public.mystery.*", true}}},
+		{"WITH RECURSIVE s(f, t, label) AS (SELECT * FROM orders UNION ALL SELECT o.* FROM orders o, s WHERE o.id = s.t) SEARCH DEPTH FIRST BY f, t SET seq CYCLE f SET is_cycle USING path SELECT * FROM s", true, []col{
+			{"f", "public.orders.id", false}, {"t", "public.orders.customer_id", false}, {"label", "public.orders.order_number", false},
+			{"amount_cents", "public.orders.amount_cents", false}, {"seq", "public.orders.customer_id,public.orders.id", false},
+			{"is_cycle", "", false}, {"path", "public.orders.id", false}}},
 		{"SELECT 1 AS one, *, 2 AS two FROM mystery", false, []col{{"one", "", false}, {"*", "public.mystery.*", true}, {"two", "", false}}},
 		// Functions in FROM without a column definition list: any width.
 		{"SELECT * FROM json_populate_record(NULL::customers, (SELECT row_to_json(c) FROM customers c LIMIT 1))", false, []col{

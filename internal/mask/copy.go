@@ -503,7 +503,12 @@ func (p *Planner) planCopy(ctx context.Context, s *gate.Session, c *gate.Check) 
 		format = 1
 	}
 	snap := p.snapshot(ctx, s)
-	res, err := lineage.Analyze(sql, snap.Resolve)
+	sid := ""
+	if s != nil {
+		sid = s.ID
+	}
+	resolve, _ := p.temps.resolver(sid, snap)
+	res, err := lineage.Analyze(sql, resolve)
 	if err != nil || len(res) != 1 || res[0] == nil {
 		return nil, fmt.Errorf("plan COPY masking: cannot tell the columns of %q", sql)
 	}

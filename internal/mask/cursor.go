@@ -27,9 +27,10 @@ func hasPrefixFold(s, prefix string) bool {
 }
 
 // Observe lets the planner see every allowed statement before it is forwarded, so it can
-// remember cursor declarations (DECLARE ... CURSOR FOR) for the FETCHes that follow. The
-// gate calls it from Check; it is cheap for every other statement.
-func (p *Planner) Observe(_ context.Context, s *gate.Session, c *gate.Check) {
+// remember cursor declarations (DECLARE ... CURSOR FOR) for the FETCHes that follow and the
+// session's temporary tables (see tempTables). The gate calls it from Check; it is cheap
+// for every other statement.
+func (p *Planner) Observe(ctx context.Context, s *gate.Session, c *gate.Check) {
 	if s == nil || c == nil {
 		return
 	}
@@ -38,6 +39,10 @@ func (p *Planner) Observe(_ context.Context, s *gate.Session, c *gate.Check) {
 			continue
 		}
 		switch {
+		case hasPrefixFold(st.Text, "CREATE") && strings.Contains(st.Kind, "TABLE") || hasPrefixFold(st.Text, "DROP"):
+			if tree, err := pg.Parse(st.Text); err == nil {
+				p.temps.observe(s.ID, tree, p.snapshot(ctx, s))
+			}
 		case hasPrefixFold(st.Text, "DECLARE"):
 			tree, err := pg.Parse(st.Text)
 			if err != nil || len(tree.Stmts) != 1 {
@@ -65,6 +70,7 @@ func (p *Planner) Observe(_ context.Context, s *gate.Session, c *gate.Check) {
 // Forget drops what the planner remembers of a session; the gate calls it when the session
 // ends.
 func (p *Planner) Forget(sessionID string) {
+	p.temps.forget(sessionID)
 	p.cursors.mu.Lock()
 	defer p.cursors.mu.Unlock()
 	for k := range p.cursors.m {

@@ -29,6 +29,7 @@ type Planner struct {
 	lineage  *lineage.Cache
 	log      *slog.Logger
 	cursors  cursors
+	temps    tempTables
 	// policy looks up the profiles a policy file names (nil: built-in profiles only);
 	// converted holds their masking form per loaded profile.
 	policy     func(name string) (*policy.Profile, bool)
@@ -58,7 +59,7 @@ func NewPlanner(catalog *classify.Catalog, masker *Masker, profiles map[string]*
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Planner{catalog: catalog, masker: masker, profiles: all, lineage: lineage.NewCache(4096), log: log, cursors: cursors{max: 10000}}
+	return &Planner{catalog: catalog, masker: masker, profiles: all, lineage: lineage.NewCache(4096), log: log, cursors: cursors{max: 10000}, temps: tempTables{max: 10000}}
 }
 
 // Profile returns the profile named name ("" is default). An unknown name gets the strict
@@ -454,11 +455,10 @@ func schemaOf(table string) string {
 func (p *Planner) lineageFor(session string, c *gate.Check, snap *classify.Snapshot, names []string) ([]lineage.Column, map[string]lineage.Column) {
 	n := len(names)
 	gen := uint64(0)
-	var resolve lineage.Resolver
 	if snap != nil {
 		gen = snap.Generation
-		resolve = snap.Resolve
 	}
+	resolve, temps := p.temps.resolver(session, snap)
 	var exact [][]lineage.Column
 	byName := map[string]lineage.Column{}
 	for _, st := range c.Statements {
@@ -469,7 +469,7 @@ func (p *Planner) lineageFor(session string, c *gate.Check, snap *classify.Snaps
 		if decl := p.cursors.declaration(session, text); decl != "" {
 			text = decl
 		}
-		res, err := p.lineage.Analyze(strconv.FormatUint(gen, 10)+"\x00"+text, text, resolve)
+		res, err := p.lineage.Analyze(strconv.FormatUint(gen, 10)+"\x00"+temps+"\x00"+text, text, resolve)
 		if err != nil {
 			continue
 		}
@@ -521,9 +521,11 @@ func (p *Planner) lineageFor(session string, c *gate.Check, snap *classify.Snaps
 // alignStar places the columns of an inexact lineage holding exactly one Star entry on a
 // result whose columns are called names: the columns before the star keep their positions,
 // those after it count from the end, and the columns between come from the star. A star
-// over one table the catalog does not know, not renamed, gives each of its columns that
-// table's column of the same name, as `SELECT name FROM table` would; any other star gives
-// each of its columns all its sources. It returns nil when there is not exactly one star or
+// over one table the catalog does not know (and expressions of its columns) (a temporary table, one created elsewhere since
+// the scan) gives each of its columns that table's column of the result's name — as
+// `SELECT name FROM table` would be classed by its name; a column list renaming it gives
+// the new names, which is all there is to go by; any other star gives each of its columns
+// all its sources. It returns nil when there is not exactly one star or
 // the widths do not fit.
 func alignStar(cols []lineage.Column, names []string) []lineage.Column {
 	n := len(names)
@@ -542,12 +544,11 @@ func alignStar(cols []lineage.Column, names []string) []lineage.Column {
 	out := make([]lineage.Column, 0, n)
 	out = append(out, cols[:star]...)
 	st := cols[star]
-	one := st.Sources
-	byName := len(st.Names) == 0 && len(one) == 1 && one[0].Column == "*"
+	table, byName := st.UnknownTable()
 	for i := star; i < star+n-(len(cols)-1); i++ {
-		c := lineage.Column{Name: names[i], Sources: one, Preserved: st.Preserved}
+		c := lineage.Column{Name: names[i], Sources: st.Sources, Preserved: st.Preserved}
 		if byName {
-			c.Sources = []lineage.ColumnSource{{Table: one[0].Table, Column: names[i]}}
+			c.Sources = []lineage.ColumnSource{{Table: table, Column: names[i]}}
 		}
 		out = append(out, c)
 	}

@@ -388,10 +388,11 @@ func TestPlannerStatisticsMasked(t *testing.T) {
 	}
 }
 
-// TestStarOverUnseenTable: a table created after the catalog's scan is classed by its column
-// names, exactly as `SELECT name FROM table` is, also where a `*` expands it next to other
-// columns; renamed by a column list, its columns can no longer be told apart and nothing of
-// them shows.
+// TestStarOverUnseenTable: a table the catalog has not seen (created after its scan, or a
+// temporary table) is classed by its column names, exactly as `SELECT name FROM table` is,
+// also where a `*` expands it next to other columns, and by the new names where a column
+// list renames it (nothing else is known of them); the value detectors still see every
+// text value.
 func TestStarOverUnseenTable(t *testing.T) {
 	h := newHarness(t)
 	h.run(t, "SELECT email FROM customers", 0, "") // the scan, before the table exists
@@ -401,7 +402,7 @@ func TestStarOverUnseenTable(t *testing.T) {
 		t.Errorf("star next to constants: %q", r)
 	}
 	res = h.run(t, "WITH s(a, b) AS (SELECT * FROM late) SELECT * FROM s", 0, "")
-	if r := res.rows[0]; string(r[0]) == "7" || bytes.Contains(r[1], []byte("zed.late")) {
+	if r := res.rows[0]; string(r[0]) != "7" || string(r[1]) != "z***@example.org" {
 		t.Errorf("renamed star over an unseen table: %q", r)
 	}
 }

@@ -50,6 +50,20 @@ var ordinarySteps = []string{
 	"COPY (SELECT * FROM ROWS FROM (unnest(ARRAY[1, 2]), unnest(ARRAY['a', 'b'])) AS r(n, s)) TO STDOUT",
 	"COPY (WITH s(a, b, c) AS (SELECT * FROM g) SELECT * FROM s ORDER BY a) TO STDOUT",
 	"COPY g TO STDOUT",
+	// Temporary tables, which the catalog never sees: classed by their column names.
+	"CREATE TEMP TABLE fullname_t (first text, last text)",
+	"INSERT INTO fullname_t VALUES ('Joe', 'Blow')",
+	"CREATE FUNCTION last_of(fullname_t) RETURNS text LANGUAGE sql AS $$ SELECT $1.last $$",
+	"SELECT last_of(f), f, row_to_json(f) FROM fullname_t f",
+	"CREATE TEMP TABLE tt1 AS SELECT * FROM g LIMIT 1",
+	"CREATE TEMP TABLE tt2 () INHERITS (tt1)",
+	"INSERT INTO tt2 VALUES (33, 44, 'z')",
+	"SELECT row_to_json(tt2::tt1) FROM tt2",
+	"CREATE TEMP TABLE tt3 () INHERITS (tt2)",
+	"INSERT INTO tt3 VALUES (55, 66, 'w')",
+	"SELECT row_to_json(tt3::tt2::tt1) FROM tt3",
+	"WITH RECURSIVE s(level, a, b, c) AS (SELECT 1, * FROM tt1 UNION ALL SELECT level + 1, t.* FROM tt2 t, s WHERE s.level < 2) SELECT * FROM s ORDER BY level",
+	"COPY (SELECT * FROM tt2) TO STDOUT",
 	"COPY k FROM STDIN",
 }
 
