@@ -284,6 +284,21 @@ var builtinTypeNames = map[uint32]string{
 	2206: "regtype", 24: "regproc",
 }
 
+// isHostAddr reports whether an IP address as PostgreSQL prints it (inet::text omits a
+// full-length prefix) names one host rather than a network: "10.1.2.3", "10.1.2.3/32",
+// "::1/128", but not "10.1.2.0/24". Only a host address can be a person's.
+func isHostAddr(s string) bool {
+	i := strings.IndexByte(s, '/')
+	if i < 0 {
+		return true
+	}
+	bits := s[i+1:]
+	if strings.IndexByte(s[:i], ':') >= 0 {
+		return bits == "128"
+	}
+	return bits == "32"
+}
+
 // valueStats counts how many sampled values pass each validator.
 type valueStats struct {
 	n                                                 int
@@ -320,7 +335,7 @@ func sampleStats(samples []string) valueStats {
 		if IsCanadianSIN(v) {
 			st.sin++
 		}
-		if IsIP(v) {
+		if IsIP(v) && isHostAddr(v) {
 			st.ip++
 		}
 		if IsPhone(v) {
@@ -362,6 +377,10 @@ func ClassifyColumn(table, column, typ string, samples []string) Classification 
 	fam := familyOf(typ)
 	if fam == famBool {
 		return Classification{Class: None, Evidence: "boolean column"}
+	}
+	if strings.EqualFold(typ, "cidr") || strings.EqualFold(typ, "_cidr") {
+		// A cidr value is a network, never one person's address.
+		return Classification{Class: None, Evidence: "network (cidr) column"}
 	}
 	toks := nameTokens(column)
 	lookalike := has(toks, lookalikeWords...)

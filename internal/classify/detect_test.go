@@ -120,6 +120,16 @@ func TestClassifyColumnLookalikes(t *testing.T) {
 	if c := ClassifyColumn("payouts", "account", "text", ibanShaped); c.Class != IBAN {
 		t.Errorf("IBANs in an account column = %+v", c)
 	}
+	networks := []string{"192.168.1.0/24", "10.1.2.3/8", "10:23::f1/64", "192.168.1.226/24", "10.0.0.0/16"}
+	if c := ClassifyColumn("inet_tbl", "i", "inet", networks); c.Sensitive() {
+		t.Errorf("network addresses = %+v", c)
+	}
+	if c := ClassifyColumn("inet_tbl", "c", "cidr", []string{"192.168.1.0/24", "10.0.0.0/8"}); c.Sensitive() {
+		t.Errorf("cidr column = %+v", c)
+	}
+	if c := ClassifyColumn("logins", "src", "inet", []string{"203.0.113.7", "198.51.100.23", "2001:db8::5", "203.0.113.9/32"}); c.Class != IP {
+		t.Errorf("host addresses = %+v", c)
+	}
 	if c := ClassifyColumn("devices", "firmware", "text", []string{"1.2.3.4", "10.0.0.1", "2.0.1.7"}); c.Sensitive() {
 		t.Errorf("firmware versions = %+v", c)
 	}

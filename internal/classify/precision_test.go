@@ -69,7 +69,7 @@ func precisionSets() []labelledSet {
 // files here (test/regress/data); the larger tables stay empty and are classified by
 // their names.
 var regressionFiles = []string{"test_setup", "create_table", "create_misc", "create_view", "with", "rowtypes", "select",
-	"insert", "rules", "returning", "matview", "domain", "create_type"}
+	"insert", "rules", "returning", "matview", "domain", "create_type", "inet"}
 
 // buildRegression runs regressionFiles with psql into db, as pg_regress would (errors do
 // not stop a file: PostgreSQL 17's tests meet a PostgreSQL 15 server here, and the C
