@@ -141,7 +141,10 @@ func ledgerLoad(dir, durability string, d time.Duration) error {
 					probed <- errors.New("a marker event is not searchable 2 minutes after it was acknowledged")
 					return
 				}
-				time.Sleep(5 * time.Millisecond)
+				if err := sleep(ctx, 5*time.Millisecond); err != nil {
+					probed <- err
+					return
+				}
 			}
 			maxLag = max(maxLag, time.Since(m.at))
 			found <- m.marker

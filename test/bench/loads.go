@@ -206,7 +206,9 @@ func runIdle(ctx context.Context, ep endpoint, proc *process, n int) (float64, e
 	if _, err := warm.Exec(ctx, "SELECT 1").ReadAll(); err != nil {
 		return 0, err
 	}
-	time.Sleep(time.Second)
+	if err := sleep(ctx, time.Second); err != nil {
+		return 0, err
+	}
 	before := proc.rss()
 	conns := make([]*pgconn.PgConn, n)
 	defer func() {
@@ -245,7 +247,9 @@ func runIdle(ctx context.Context, ep endpoint, proc *process, n int) (float64, e
 	if err := <-errs; err != nil {
 		return 0, err
 	}
-	time.Sleep(2 * time.Second)
+	if err := sleep(ctx, 2*time.Second); err != nil {
+		return 0, err
+	}
 	after := proc.rss()
 	if before == 0 || after == 0 {
 		return 0, errors.New("no RSS readable in /proc")

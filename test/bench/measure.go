@@ -39,7 +39,7 @@ type bench struct {
 // row, or a note when the leg is unavailable or fn fails.
 func (b *bench) each(ctx context.Context, row string, names []string, fn func(context.Context, leg) (meas, error)) error {
 	for _, l := range b.legs {
-		if len(names) > 0 && !contains(names, l.name) {
+		if len(names) > 0 && !slices.Contains(names, l.name) {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
@@ -62,15 +62,6 @@ func (b *bench) each(ctx context.Context, row string, names []string, fn func(co
 		b.res.set(row, l.name, m)
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // shortNote keeps a leg's unavailability reason short enough for a table cell.

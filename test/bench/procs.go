@@ -41,7 +41,7 @@ func start(name string, cmd *exec.Cmd, logPath string) (*process, error) {
 	return p, nil
 }
 
-// stop asks the process to end (SIGTERM, or sig when given) and kills it after 20 s.
+// stop asks the process to end (SIGTERM) and kills it when it has not after 20 s.
 func (p *process) stop() {
 	if p == nil || p.cmd == nil || p.cmd.Process == nil {
 		return
@@ -127,10 +127,8 @@ func (p *process) settle(ctx context.Context) {
 	deadline := time.Now().Add(30 * time.Second)
 	prev := p.cpuTime()
 	for time.Now().Before(deadline) {
-		select {
-		case <-ctx.Done():
+		if sleep(ctx, 500*time.Millisecond) != nil {
 			return
-		case <-time.After(500 * time.Millisecond):
 		}
 		now := p.cpuTime()
 		if now-prev <= 10*time.Millisecond {
@@ -163,10 +161,8 @@ func waitPG(ctx context.Context, p *process, dsn string) error {
 			return nil
 		}
 		last = err
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
 		}
 	}
 	b, _ := os.ReadFile(p.log)
@@ -211,4 +207,16 @@ func cleanEnv() []string {
 		}
 	}
 	return env
+}
+
+// sleep waits for d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
