@@ -44,12 +44,12 @@ fuzz:
 conformance: deps
 	$(GO) test -count=1 -tags conformance -timeout 30m -v -run '^TestPgxSuite$$' ./test/conformance
 
-# Performance, in under 10 minutes on a 2-core machine: the Go micro-benchmarks (300 ms
+# Performance, in under 10 minutes on a 2-core machine: the Go micro-benchmarks (200 ms
 # each; the ledger's searches over 100,000 synthetic events instead of a million), then
 # scripts/bench.sh's one table of issue 9's goals, direct vs PgBouncer vs Gatehouse.
 # BENCHTIME and LEDGER_BENCH_EVENTS change the first part, BENCH_* the second (see the script).
 bench: deps build
-	GATEHOUSE_LEDGER_BENCH_EVENTS=$(or $(LEDGER_BENCH_EVENTS),100000) $(GO) test -run '^$$' -bench . -benchmem -benchtime $(or $(BENCHTIME),300ms) -timeout 30m ./internal/...
+	GATEHOUSE_LEDGER_BENCH_EVENTS=$(or $(LEDGER_BENCH_EVENTS),100000) $(GO) test -run '^$$' -bench . -benchmem -benchtime $(or $(BENCHTIME),200ms) -timeout 30m ./internal/...
 	bash scripts/bench.sh
 
 clean:

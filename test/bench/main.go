@@ -71,9 +71,9 @@ func main() {
 	flag.IntVar(&o.idle, "idle", 1000, "idle sessions for the memory leg")
 	flag.IntVar(&o.batch, "batch", 10_000, "statements in the pgx batch")
 	flag.IntVar(&o.multi, "multi", 10_000, "statements in the multi-statement query string")
-	flag.DurationVar(&o.connectTime, "connect-time", 3*time.Second, "length of each connection-churn run")
+	flag.DurationVar(&o.connectTime, "connect-time", 2*time.Second, "length of each connection-churn run")
 	flag.DurationVar(&o.ledgerTime, "ledger-time", 5*time.Second, "length of each embedded-ledger load")
-	flag.IntVar(&o.ledgerEvents, "ledger-events", 100_000, "events per durability contract of internal/ledger's BenchmarkSustained")
+	flag.IntVar(&o.ledgerEvents, "ledger-events", 50_000, "events per durability contract of internal/ledger's BenchmarkSustained")
 	flag.StringVar(&o.only, "only", "", "comma-separated sections to run ("+strings.Join(sections, ",")+"); default all")
 	flag.BoolVar(&o.noEvery, "no-every", false, "skip the second Gatehouse with ledger.durability: every")
 	// The embedded-ledger leg re-runs this program as a child with these flags.
