@@ -656,6 +656,9 @@ type Catalog struct {
 	// before it goes on with the previous snapshot (default 5s), so DDL on a large database
 	// does not stall every session for the whole scan.
 	StaleWait time.Duration
+	// OnScan, when set before the catalog is used, is told of every scan: the target key,
+	// how long it took and its error (for metrics).
+	OnScan func(target string, took time.Duration, err error)
 
 	mu      sync.Mutex
 	targets map[string]*targetState
@@ -786,7 +789,11 @@ func (c *Catalog) runScan(target string, st *targetState, done chan struct{}) {
 	c.log.Info("classify: catalog scanned", "target", target, "columns", len(snap.Entries), "sensitive", len(snap.Sensitive()))
 }
 
-func (c *Catalog) scan(ctx context.Context, target string) (*Snapshot, error) {
+func (c *Catalog) scan(ctx context.Context, target string) (snap *Snapshot, err error) {
+	if c.OnScan != nil {
+		start := time.Now()
+		defer func() { c.OnScan(target, time.Since(start), err) }()
+	}
 	if c.connect == nil {
 		return nil, errors.New("catalog has no connector")
 	}
@@ -803,7 +810,7 @@ func (c *Catalog) scan(ctx context.Context, target string) (*Snapshot, error) {
 	}
 	opts := c.opts
 	opts.Overrides = c.overrides[target]
-	snap, err := Scan(ctx, conn, opts)
+	snap, err = Scan(ctx, conn, opts)
 	if err != nil {
 		return nil, fmt.Errorf("scan %q: %w", target, err)
 	}

@@ -47,6 +47,19 @@ func (in *Instance) registerPartMetrics() {
 			"Acknowledged ledger records not yet stored and indexed in the embedded store (the index lag).",
 			func() float64 { return float64(st.IndexBacklog()) }))
 	}
+	scans := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "gatehouse", Name: "catalog_scan_duration_seconds",
+		Help:    "Time to scan a target's catalogue for sensitive columns, by target and result.",
+		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
+	}, []string{"target", "result"})
+	in.catalog.OnScan = func(target string, took time.Duration, err error) {
+		result := "ok"
+		if err != nil {
+			result = "error"
+		}
+		scans.WithLabelValues(target, result).Observe(took.Seconds())
+	}
+	collectors = append(collectors, scans)
 	in.reg.MustRegister(collectors...)
 	in.gate.Metrics = gate.NewMetrics(in.reg, in.gate.Deferred)
 }

@@ -61,8 +61,10 @@ func TestHealthReadyMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Exec(context.Background(), "SELECT 1"); err != nil {
-		t.Fatal(err)
+	for _, q := range []string{"SELECT 1", "CREATE TABLE metric_probe (email text)", "SELECT * FROM metric_probe"} {
+		if _, err := c.Exec(context.Background(), q); err != nil {
+			t.Fatal(err)
+		}
 	}
 	c.Close(context.Background())
 	_, body = get(t, "http://"+p.HTTPAddr+"/metrics")
@@ -71,6 +73,7 @@ func TestHealthReadyMetrics(t *testing.T) {
 		`gatehouse_ledger_commit_duration_seconds_count{`,
 		"gatehouse_ledger_queue_depth ", "gatehouse_ledger_index_backlog_records ", "gatehouse_approvals_pending 0",
 		"gatehouse_ledger_deferred_records 0", `gatehouse_pg_refused_connections_total{cause="bad_credentials"} 1`,
+		`gatehouse_catalog_scan_duration_seconds_count{result="ok",target="main"}`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
