@@ -61,7 +61,7 @@ func benchRows(b *testing.B, masker gate.MaskPlanner) {
 	r.out = newClientOut(io.Discard, r.recordFailed)
 	r.ur = newFrameReader(&loopReader{data: data}, 0)
 	r.portalCols[""] = []gate.Column{{Name: "id"}, {Name: "name"}, {Name: "email"}, {Name: "ssn"}}
-	r.push(&pending{kind: pExecute, check: &gate.Check{Decision: gate.Decision{Action: gate.Allow}}})
+	r.push(&pending{request: request{kind: pExecute, check: &gate.Check{Decision: gate.Decision{Action: gate.Allow}}}})
 	ctx := context.Background()
 	b.SetBytes(int64(len(data) / 1000))
 	b.ReportAllocs()
@@ -161,6 +161,111 @@ func BenchmarkMultiStatement(b *testing.B) {
 }
 
 func backendBytes(b *testing.B, msgs ...pgproto3.BackendMessage) []byte {
+	var out []byte
+	for _, m := range msgs {
+		var err error
+		if out, err = m.Encode(out); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return out
+}
+
+// BenchmarkRoundTrip relays one round trip of a statement whose shape the relay has seen,
+// through both sides, gate check and ledger submission included, without sockets: allocs/op
+// is what the relay and the gate spend per statement. extended: a prepared statement (Bind,
+// Execute, Sync; BindComplete, a row, CommandComplete, ReadyForQuery), plain and masked;
+// simple: a simple Query (RowDescription, a row, CommandComplete, ReadyForQuery).
+func BenchmarkRoundTrip(b *testing.B) {
+	cols := &pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("id"), DataTypeOID: 23}, {Name: []byte("ssn"), DataTypeOID: 25}}}
+	row := &pgproto3.DataRow{Values: [][]byte{[]byte("1"), []byte("123-45-6789")}}
+	done := &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}
+	idle := &pgproto3.ReadyForQuery{TxStatus: 'I'}
+	prepare := encodeFrames(b, &pgproto3.Parse{Name: "s1", Query: "select $1::int as id, 'x' as ssn"}, &pgproto3.Describe{ObjectType: 'S', Name: "s1"}, &pgproto3.Sync{})
+	prepared := backendBytes(b, &pgproto3.ParseComplete{}, &pgproto3.ParameterDescription{ParameterOIDs: []uint32{23}}, cols, idle)
+	bind := encodeFrames(b, &pgproto3.Bind{PreparedStatement: "s1", ParameterFormatCodes: []int16{1}, Parameters: [][]byte{{0, 0, 0, 1}}, ResultFormatCodes: []int16{1, 0}}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	bound := backendBytes(b, &pgproto3.BindComplete{}, row, done, idle)
+	query := encodeFrames(b, &pgproto3.Query{String: "select 1 as id, 'x' as ssn"})
+	answer := backendBytes(b, cols, row, done, idle)
+	for _, tc := range []struct {
+		name            string
+		masker          gate.MaskPlanner
+		setup, setupRes []byte
+		req, res        []byte
+		nReq, nRes      int
+	}{
+		{"extended", nil, prepare, prepared, bind, bound, 3, 4},
+		{"extended-masked", &ssnMasker{}, prepare, prepared, bind, bound, 3, 4},
+		{"simple", nil, query, answer, query, answer, 1, 4},
+		{"simple-masked", &ssnMasker{}, query, answer, query, answer, 1, 4},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			r, _ := offlineRelay(bytes.NewReader(nil), tc.masker)
+			r.out = newClientOut(io.Discard, r.recordFailed)
+			r.uw.Reset(io.Discard)
+			r.srv.Gate.Inspector = inspect.New(1000)
+			ctx := context.Background()
+			r.cr, r.ur = newFrameReader(bytes.NewReader(tc.setup), 0), newFrameReader(bytes.NewReader(tc.setupRes), 0)
+			relayAll(b, r)
+			// The first round trip may ask for the portal's columns: not measured.
+			r.cr, r.ur = newFrameReader(bytes.NewReader(tc.req), 0), newFrameReader(bytes.NewReader(tc.res), 0)
+			relayAll(b, r)
+			r.cr, r.ur = newFrameReader(&loopReader{data: tc.req}, 0), newFrameReader(&loopReader{data: tc.res}, 0)
+			b.ReportAllocs()
+			for b.Loop() {
+				for range tc.nReq {
+					fr, err := r.cr.next()
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, err := r.fromClient(ctx, fr); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for range tc.nRes {
+					fr, err := r.ur.next()
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := r.fromUpstream(ctx, fr); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := r.out.release(ctx, true); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// relayAll relays every client message r.cr holds, then every upstream message r.ur holds.
+func relayAll(b *testing.B, r *relay) {
+	ctx := context.Background()
+	for {
+		fr, err := r.cr.next()
+		if err != nil {
+			break
+		}
+		if _, err := r.fromClient(ctx, fr); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for {
+		fr, err := r.ur.next()
+		if err != nil {
+			break
+		}
+		if err := r.fromUpstream(ctx, fr); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := r.out.release(ctx, true); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func encodeFrames(b *testing.B, msgs ...pgproto3.FrontendMessage) []byte {
 	var out []byte
 	for _, m := range msgs {
 		var err error

@@ -26,9 +26,8 @@ func offlineRelay(in io.Reader, masker gate.MaskPlanner) (*relay, *bytes.Buffer)
 		srv: s, sess: &gate.Session{ID: "fuzz"},
 		cr: newFrameReader(in, 1<<16), ur: newFrameReader(bytes.NewReader(nil), 1<<16),
 		uw: bufio.NewWriter(up), nonce: "n",
-		stmtText: map[string]string{}, stmtDescribed: map[string]bool{},
-		portalText: map[string]string{}, portalDescribed: map[string]bool{},
-		stmtCols: map[string][]gate.Column{}, portalCols: map[string][]gate.Column{},
+		stmts: map[string]clientStmt{}, portals: map[string]clientStmt{},
+		stmtCols: map[string][]gate.Column{}, portalCols: map[string][]gate.Column{}, bound: map[string]boundShape{},
 		client: nopConn{}, up: nopConn{},
 	}
 	r.out = newClientOut(out, r.recordFailed)
@@ -108,10 +107,10 @@ func FuzzBackendMessages(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, out := offlineRelay(bytes.NewReader(nil), &ssnMasker{})
 		r.ur = newFrameReader(bytes.NewReader(data), 1<<16)
-		r.push(&pending{kind: pQuery, check: &gate.Check{Decision: gate.Decision{Action: gate.Allow, MaxRows: 3}}})
-		r.push(&pending{kind: pDescribeP, name: ""})
-		r.push(&pending{kind: pExecute, check: &gate.Check{Decision: gate.Decision{Action: gate.Allow}}})
-		r.push(&pending{kind: pSync})
+		r.push(&pending{request: request{kind: pQuery, check: &gate.Check{Decision: gate.Decision{Action: gate.Allow, MaxRows: 3}}}})
+		r.push(&pending{request: request{kind: pDescribeP, name: ""}})
+		r.push(&pending{request: request{kind: pExecute, check: &gate.Check{Decision: gate.Decision{Action: gate.Allow}}}})
+		r.push(&pending{request: request{kind: pSync}})
 		ctx := context.Background()
 		for i := 0; i < 1000; i++ {
 			fr, err := r.ur.next()

@@ -257,7 +257,7 @@ func TestCopyOutOffline(t *testing.T) {
 	r, out := offlineRelay(bytes.NewReader(nil), m)
 	r.srv.Gate.Inspector = inspect.New(10)
 	c := r.srv.Gate.Check(ctx, r.sess, "copy (select '1') to stdout; copy (select 'nothing_sensitive') to stdout", gate.ViaQuery)
-	p := &pending{kind: pQuery, check: c, copyPlans: r.planCopy(ctx, c)}
+	p := &pending{request: request{kind: pQuery, check: c, copyPlans: r.planCopy(ctx, c)}}
 	if len(p.copyPlans) != 2 || p.copyPlans[0] == nil || p.copyPlans[1] != nil {
 		t.Fatalf("plans %v", p.copyPlans)
 	}
@@ -272,7 +272,7 @@ func TestCopyOutOffline(t *testing.T) {
 
 	// COPY output the client loop did not plan for: the value detectors scrub it.
 	r, out = offlineRelay(bytes.NewReader(nil), m)
-	r.push(&pending{kind: pQuery, check: &gate.Check{Decision: gate.Decision{Action: gate.Allow}}})
+	r.push(&pending{request: request{kind: pQuery, check: &gate.Check{Decision: gate.Decision{Action: gate.Allow}}}})
 	if err := upstream(r, append(copyOut("bob@example.com\t1\n"), &pgproto3.ReadyForQuery{TxStatus: 'I'})...); err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +284,7 @@ func TestCopyOutOffline(t *testing.T) {
 	r, out = offlineRelay(bytes.NewReader(nil), m)
 	r.srv.Gate.Inspector = inspect.New(10)
 	c = r.srv.Gate.Check(ctx, r.sess, "copy (select 'broken_masker') to stdout", gate.ViaQuery)
-	r.push(&pending{kind: pQuery, check: c, copyPlans: r.planCopy(ctx, c)})
+	r.push(&pending{request: request{kind: pQuery, check: c, copyPlans: r.planCopy(ctx, c)}})
 	if err := upstream(r, copyOut("123-45-6789\n")...); err == nil || !strings.Contains(err.Error(), "could not be masked") {
 		t.Fatalf("broken masker: %v", err)
 	}

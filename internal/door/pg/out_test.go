@@ -92,9 +92,9 @@ func TestCompletionsWaitForTheirRecords(t *testing.T) {
 		r, out := offlineRelay(bytes.NewReader(nil), nil)
 		h := &handRecorder{}
 		r.srv.Gate.Recorder = h
-		r.push(&pending{kind: pExecute, check: allowed()})
-		r.push(&pending{kind: pExecute, check: allowed()})
-		r.push(&pending{kind: pSync})
+		r.push(&pending{request: request{kind: pExecute, check: allowed()}})
+		r.push(&pending{request: request{kind: pExecute, check: allowed()}})
+		r.push(&pending{request: request{kind: pSync}})
 		relayUpstream(t, r, row, done1, row, done2, ready)
 		return r, out, h
 	}
@@ -158,7 +158,7 @@ func TestSimpleQueryWaitsForItsRecord(t *testing.T) {
 		r, out := offlineRelay(bytes.NewReader(nil), nil)
 		h := &handRecorder{}
 		r.srv.Gate.Recorder = h
-		r.push(&pending{kind: pQuery, check: allowed()})
+		r.push(&pending{request: request{kind: pQuery, check: allowed()}})
 		relayUpstream(t, r, rd, row, cc, z)
 		if want := backend(t, rd, row); !bytes.Equal(out.Bytes(), want) || h.submitted() != 1 {
 			t.Fatalf("before the record: %q (%d submitted)", out.Bytes(), h.submitted())
@@ -297,7 +297,7 @@ func TestMultiStatementPlansEachResultOnce(t *testing.T) {
 	r, _ := offlineRelay(bytes.NewReader(nil), pr)
 	r.srv.Gate.Inspector = inspect.New(10)
 	c := r.srv.Gate.Check(context.Background(), r.sess, "select 1 as a; set x.y = 1; select 2 as b; select 3 as c", gate.ViaQuery)
-	r.push(&pending{kind: pQuery, check: c})
+	r.push(&pending{request: request{kind: pQuery, check: c}})
 	var msgs []pgproto3.BackendMessage
 	for i, name := range []string{"a", "", "b", "c"} {
 		if name == "" {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,33 +41,30 @@ const (
 
 // pending is one client message forwarded upstream and not yet fully answered. The client
 // loop appends them in the order it forwards messages; the upstream loop matches responses
-// to them in the same order, which is the order PostgreSQL answers in.
+// to them in the same order, which is the order PostgreSQL answers in. Its state is split by
+// the loop that owns it: the request is filled in by the client loop before it is queued
+// and only read afterwards; the result is the upstream loop's alone. Pendings are recycled
+// (see newPending), so a request costs no allocation once a session is warm.
 type pending struct {
+	request
+	result
+}
+
+// request is what the client loop knows of a message it forwarded.
+type request struct {
 	kind    pendKind
 	check   *gate.Check // statements that passed the gate and must be recorded
 	denied  bool        // replaced by a failing statement; rewrite its error
 	swallow bool        // injected by Gatehouse: the client must not see the response
 	name    string      // statement or portal name
-	stmt    string      // Bind: the statement name
-	formats []int16     // Bind: result format codes
-
-	// Result state, touched only by the upstream loop.
-	started   bool
-	masker    gate.RowMasker
-	out       gate.Outcome
-	stmtIdx   int   // simple query: the statement of the string whose result comes next
-	resRows   int64 // DataRows of the current result
-	rows      int64 // DataRows of the whole check, for max_rows
-	truncated bool
-	held      []byte // simple query: the last completion, released at ReadyForQuery
+	stmt    string      // Bind: the statement name; Close: "S" or "P"
+	formats []int16     // Bind: result format codes (in fmtBuf when they fit)
+	fmtBuf  [8]int16
 
 	// COPY ... TO STDOUT masking: copyPlans holds one masker per COPY statement of the
 	// check, in statement order (nil: that COPY needs none), planned by the client loop
 	// before forwarding. The upstream loop takes the next one at each CopyOutResponse.
 	copyPlans []gate.CopyMasker
-	copyNext  int
-	copying   bool            // between CopyOutResponse and CopyDone
-	copyMask  gate.CopyMasker // masker of the COPY output in progress, nil for none
 
 	// Affected-rows limits (writecap.go). swallowNoData: a Describe injected for a simple
 	// Query sent as extended messages, whose RowDescription stands for the Query's and whose
@@ -75,6 +73,28 @@ type pending struct {
 	swallowNoData bool
 	capAbort      bool
 	cap           *capState
+}
+
+// result is what the upstream loop learns while it answers one message.
+type result struct {
+	started   bool
+	masker    gate.RowMasker
+	out       gate.Outcome
+	stmtIdx   int   // simple query: the statement of the string whose result comes next
+	resRows   int64 // DataRows of the current result
+	rows      int64 // DataRows of the whole check, for max_rows
+	truncated bool
+	held      []byte // simple query: the last completion, released at ReadyForQuery
+	copyNext  int
+	copying   bool            // between CopyOutResponse and CopyDone
+	copyMask  gate.CopyMasker // masker of the COPY output in progress, nil for none
+}
+
+// clientStmt is a prepared statement or portal as the client loop knows it.
+type clientStmt struct {
+	name      string // the map key, kept so a lookup by bytes can reuse it
+	text      string
+	described bool // the upstream has been asked for its columns
 }
 
 // relay is one live session: a client connection and its upstream connection.
@@ -97,9 +117,11 @@ type relay struct {
 	nonce string
 	seq   uint64
 
-	mu    sync.Mutex
-	queue []*pending
-	head  int
+	mu      sync.Mutex
+	queue   []*pending
+	head    int
+	free    []*pending // answered pendings, cleared, for newPending
+	retired []*pending // answered by the message being handled (upstream loop only)
 
 	// fatal is the error the client is told when the session ends for a reason of our own
 	// (revocation, a protocol violation by the client); nil means the upstream went away.
@@ -108,15 +130,17 @@ type relay struct {
 	endOnce    sync.Once
 
 	// Client-loop state: what the client has prepared, as far as the client loop knows.
-	stmtText        map[string]string
-	stmtDescribed   map[string]bool
-	portalText      map[string]string
-	portalDescribed map[string]bool
+	stmts   map[string]clientStmt
+	portals map[string]clientStmt
 
 	// Upstream-loop state: result shapes as PostgreSQL reported them.
 	stmtCols   map[string][]gate.Column
 	portalCols map[string][]gate.Column
+	bound      map[string]boundShape // by statement: its columns as last bound
+	lastShape  []byte                // the last simple query result's RowDescription
+	lastCols   []gate.Column         // and its columns
 
+	heldBuf []byte // upstream loop: backs the held completion of the simple query answered
 	row     pgproto3.DataRow
 	scratch []byte // client loop's encode buffer
 	outBuf  []byte // upstream loop's encode buffer
@@ -150,10 +174,9 @@ func newRelay(s *Server, c *conn, h *pgconn.HijackedConn, sess *gate.Session, fr
 		cr: fr, ur: newFrameReader(h.Conn, max),
 		uw:    bufio.NewWriterSize(h.Conn, 32<<10),
 		upPID: h.PID, upSecret: h.SecretKey, upAddr: h.Conn.RemoteAddr().String(),
-		nonce:    gate.NewSessionID(),
-		stmtText: map[string]string{}, stmtDescribed: map[string]bool{},
-		portalText: map[string]string{}, portalDescribed: map[string]bool{},
-		stmtCols: map[string][]gate.Column{}, portalCols: map[string][]gate.Column{},
+		nonce: gate.NewSessionID(),
+		stmts: map[string]clientStmt{}, portals: map[string]clientStmt{},
+		stmtCols: map[string][]gate.Column{}, portalCols: map[string][]gate.Column{}, bound: map[string]boundShape{},
 		upGone: make(chan struct{}),
 	}
 	r.out = newClientOut(c.Conn, r.recordFailed)
@@ -168,6 +191,36 @@ func newRelay(s *Server, c *conn, h *pgconn.HijackedConn, sess *gate.Session, fr
 // ledgerError in place of the statement's completion.
 func (r *relay) recordFailed(err error) {
 	r.srv.log().Error("pg ledger record failed", "session", r.sess.ID, "err", err)
+}
+
+// newPending returns a cleared pending for the client loop to fill and push.
+func (r *relay) newPending() *pending {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := len(r.free); n > 0 {
+		p := r.free[n-1]
+		r.free = r.free[:n-1]
+		return p
+	}
+	return &pending{}
+}
+
+// maxFree bounds the recycled pendings a session keeps (a pipeline's worth).
+const maxFree = 256
+
+// recycle hands the pendings answered by the previous upstream message back to newPending
+// (upstream loop, before it handles the next message: nothing refers to them any more).
+func (r *relay) recycle() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, p := range r.retired {
+		if len(r.free) < maxFree {
+			*p = pending{}
+			r.free = append(r.free, p)
+		}
+		r.retired[i] = nil
+	}
+	r.retired = r.retired[:0]
 }
 
 func (r *relay) push(p *pending) {
@@ -190,9 +243,11 @@ func (r *relay) pop() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.head < len(r.queue) {
-		if c := r.queue[r.head].cap; c != nil {
-			close(c.done)
+		p := r.queue[r.head]
+		if p.cap != nil {
+			close(p.cap.done)
 		}
+		r.retired = append(r.retired, p)
 		r.queue[r.head] = nil
 		r.head++
 	}
@@ -404,132 +459,34 @@ func (r *relay) check(ctx context.Context, sql string, via gate.Via) *gate.Check
 	return c
 }
 
-// fromClient handles one client message; stop is true after Terminate.
+// fromClient handles one client message; stop is true after Terminate. Each message type
+// has its handler, which forwards the message (or what stands in for it) and queues what
+// the upstream loop needs to match the answer.
 func (r *relay) fromClient(ctx context.Context, frame []byte) (stop bool, err error) {
 	body := frame[5:]
 	switch frame[0] {
 	case 'Q':
-		sql, _, ok := cstring(body)
-		if !ok {
-			return false, errors.New("malformed Query message")
-		}
-		c := r.check(ctx, sql, gate.ViaQuery)
-		if c.Allowed() && c.Decision.MaxAffectedRows > 0 {
-			return false, r.cappedQuery(ctx, c, sql)
-		}
-		p := &pending{kind: pQuery, check: c}
-		if c.Allowed() {
-			p.copyPlans = r.planCopy(ctx, c)
-		}
-		if !c.Allowed() {
-			p.denied = true
-			r.push(p)
-			return false, r.writeMsg(&pgproto3.Query{String: r.denyToken()})
-		}
-		r.push(p)
+		return false, r.onQuery(ctx, frame, body)
 	case 'P':
-		var m pgproto3.Parse
-		if err := m.Decode(body); err != nil {
-			return false, fmt.Errorf("malformed Parse message: %w", err)
-		}
-		c := r.check(ctx, m.Query, gate.ViaParse)
-		r.stmtText[m.Name] = m.Query
-		r.stmtDescribed[m.Name] = false
-		if !c.Allowed() {
-			r.push(&pending{kind: pParse, name: m.Name, check: c, denied: true})
-			return false, r.writeMsg(&pgproto3.Parse{Name: m.Name, Query: r.denyToken()})
-		}
-		// An allowed Parse is recorded when its statement executes, not now.
-		r.push(&pending{kind: pParse, name: m.Name})
+		return false, r.onParse(ctx, frame, body)
 	case 'B':
-		portal, stmt, formats, err := decodeBind(body)
-		if err != nil {
-			return false, err
-		}
-		r.portalText[portal] = r.stmtText[stmt]
-		r.portalDescribed[portal] = r.stmtDescribed[stmt]
-		r.push(&pending{kind: pBind, name: portal, stmt: stmt, formats: formats})
+		return false, r.onBind(frame, body)
 	case 'D':
-		var m pgproto3.Describe
-		if err := m.Decode(body); err != nil {
-			return false, fmt.Errorf("malformed Describe message: %w", err)
-		}
-		if m.ObjectType == 'S' {
-			r.stmtDescribed[m.Name] = true
-			r.push(&pending{kind: pDescribeS, name: m.Name})
-		} else {
-			r.portalDescribed[m.Name] = true
-			r.push(&pending{kind: pDescribeP, name: m.Name})
-		}
+		return false, r.onDescribe(frame, body)
 	case 'E':
-		var m pgproto3.Execute
-		if err := m.Decode(body); err != nil {
-			return false, fmt.Errorf("malformed Execute message: %w", err)
-		}
-		text, ok := r.portalText[m.Portal]
-		if !ok {
-			// A portal the client did not Bind (a cursor opened with DECLARE): its query was
-			// checked when it was declared; this fetches from it.
-			text = "FETCH ALL FROM " + quoteIdent(m.Portal)
-		}
-		c := r.check(ctx, text, gate.ViaExecute)
-		var plans []gate.CopyMasker
-		if c.Allowed() {
-			plans = r.planCopy(ctx, c)
-		}
-		if !c.Allowed() {
-			r.push(&pending{kind: pExecute, name: m.Portal, check: c, denied: true})
-			tok := r.denyToken()
-			return false, r.writeMsg(&pgproto3.Parse{Name: tok, Query: tok})
-		}
-		if c.Decision.MaxAffectedRows > 0 {
-			return false, r.cappedExecute(ctx, &m, frame, c, plans)
-		}
-		if r.srv.Gate.Masker != nil && !r.portalDescribed[m.Portal] {
-			// The masker needs the result's columns and Execute sends no RowDescription:
-			// ask for it and keep the answer from the client, who did not ask.
-			r.portalDescribed[m.Portal] = true
-			r.push(&pending{kind: pDescribeP, name: m.Portal, swallow: true})
-			if err := r.writeMsg(&pgproto3.Describe{ObjectType: 'P', Name: m.Portal}); err != nil {
-				return false, err
-			}
-		}
-		r.push(&pending{kind: pExecute, name: m.Portal, check: c, copyPlans: plans})
+		return false, r.onExecute(ctx, frame, body)
 	case 'C':
-		var m pgproto3.Close
-		if err := m.Decode(body); err != nil {
-			return false, fmt.Errorf("malformed Close message: %w", err)
-		}
-		if m.ObjectType == 'S' {
-			delete(r.stmtText, m.Name)
-			delete(r.stmtDescribed, m.Name)
-			r.push(&pending{kind: pClose, name: m.Name, stmt: "S"})
-		} else {
-			delete(r.portalText, m.Name)
-			delete(r.portalDescribed, m.Name)
-			r.push(&pending{kind: pClose, name: m.Name, stmt: "P"})
-		}
+		return false, r.onClose(frame, body)
 	case 'S':
-		r.push(&pending{kind: pSync})
+		r.queue1(pSync, "")
+		r.write(frame)
+		return false, nil
 	case 'F':
-		var m pgproto3.FunctionCall
-		if err := m.Decode(body); err != nil {
-			return false, fmt.Errorf("malformed FunctionCall message: %w", err)
-		}
-		// The fast-path interface names a function by OID only (libpq's large-object
-		// functions use it). The gate sees a parseable stand-in naming the OID, with
-		// Via=function, so a policy can allow or refuse fast-path calls explicitly.
-		c := r.check(ctx, fmt.Sprintf("SELECT gatehouse_fastpath_function(%d)", m.Function), gate.ViaFunction)
-		r.refuseMaskedFastPath(c)
-		p := &pending{kind: pFunction, check: c}
-		if !c.Allowed() {
-			p.denied = true
-			r.push(p)
-			return false, r.writeMsg(&pgproto3.Query{String: r.denyToken()})
-		}
-		r.push(p)
+		return false, r.onFunctionCall(ctx, frame, body)
 	case 'H', 'd', 'c', 'f':
 		// Flush and COPY sub-protocol messages pass through.
+		r.write(frame)
+		return false, nil
 	case 'X':
 		// Mark the client as leaving before Terminate can reach the upstream: its close is
 		// then the expected end, not an upstream failure to report (08006) to a client that
@@ -543,56 +500,246 @@ func (r *relay) fromClient(ctx context.Context, frame []byte) (stop bool, err er
 	default:
 		return false, fmt.Errorf("unexpected frontend message type %q", frame[0])
 	}
-	r.write(frame)
-	return false, nil
 }
 
+// queue1 queues a message that needs no more than its kind and name to be answered.
+func (r *relay) queue1(kind pendKind, name string) *pending {
+	p := r.newPending()
+	p.kind, p.name = kind, name
+	r.push(p)
+	return p
+}
+
+// refuse queues p (a statement the gate refused) and sends msg in its place: a message
+// that fails upstream, so that PostgreSQL's own state machine (skip to Sync, abort the
+// transaction) does what it would for a failing statement; its error is rewritten into
+// the refusal.
+func (r *relay) refuse(p *pending, msg pgproto3.FrontendMessage) error {
+	p.denied = true
+	r.push(p)
+	return r.writeMsg(msg)
+}
+
+// onQuery handles a simple Query: every statement of the string is checked as a whole.
+func (r *relay) onQuery(ctx context.Context, frame, body []byte) error {
+	sql, _, ok := cstring(body)
+	if !ok {
+		return errors.New("malformed Query message")
+	}
+	c := r.check(ctx, sql, gate.ViaQuery)
+	if c.Allowed() && c.Decision.MaxAffectedRows > 0 {
+		return r.cappedQuery(ctx, c, sql)
+	}
+	p := r.newPending()
+	p.kind, p.check = pQuery, c
+	if c.Allowed() {
+		p.copyPlans = r.planCopy(ctx, c)
+	}
+	if !c.Allowed() {
+		return r.refuse(p, &pgproto3.Query{String: r.denyToken()})
+	}
+	r.push(p)
+	r.write(frame)
+	return nil
+}
+
+// onParse handles Parse: the statement is checked now (a refused one never reaches the
+// upstream); an allowed one is recorded when it executes.
+func (r *relay) onParse(ctx context.Context, frame, body []byte) error {
+	var m pgproto3.Parse
+	if err := m.Decode(body); err != nil {
+		return fmt.Errorf("malformed Parse message: %w", err)
+	}
+	c := r.check(ctx, m.Query, gate.ViaParse)
+	r.stmts[m.Name] = clientStmt{name: m.Name, text: m.Query}
+	p := r.newPending()
+	p.kind, p.name = pParse, m.Name
+	if !c.Allowed() {
+		p.check = c
+		return r.refuse(p, &pgproto3.Parse{Name: m.Name, Query: r.denyToken()})
+	}
+	r.push(p)
+	r.write(frame)
+	return nil
+}
+
+// onBind handles Bind: the portal runs the statement's text.
+func (r *relay) onBind(frame, body []byte) error {
+	p := r.newPending()
+	portal, stmt, formats, err := decodeBind(body, p.fmtBuf[:0])
+	if err != nil {
+		return err
+	}
+	st, ok := r.stmts[string(stmt)]
+	if !ok {
+		st.name = string(stmt)
+	}
+	r.portals[portal] = clientStmt{name: portal, text: st.text, described: st.described}
+	p.kind, p.name, p.stmt, p.formats = pBind, portal, st.name, formats
+	r.push(p)
+	r.write(frame)
+	return nil
+}
+
+// onDescribe handles Describe of a statement or a portal.
+func (r *relay) onDescribe(frame, body []byte) error {
+	var m pgproto3.Describe
+	if err := m.Decode(body); err != nil {
+		return fmt.Errorf("malformed Describe message: %w", err)
+	}
+	if m.ObjectType == 'S' {
+		st := r.stmts[m.Name]
+		st.described = true
+		r.stmts[m.Name] = st
+		r.queue1(pDescribeS, m.Name)
+	} else {
+		r.describedPortal(m.Name)
+		r.queue1(pDescribeP, m.Name)
+	}
+	r.write(frame)
+	return nil
+}
+
+// describedPortal notes that the upstream has been asked for portal's columns.
+func (r *relay) describedPortal(portal string) {
+	pt := r.portals[portal]
+	pt.described = true
+	r.portals[portal] = pt
+}
+
+// onExecute handles Execute: the portal's statement is checked again (the policy or the
+// session may have changed since its Parse), limits and masking are planned.
+func (r *relay) onExecute(ctx context.Context, frame, body []byte) error {
+	var m pgproto3.Execute
+	if err := m.Decode(body); err != nil {
+		return fmt.Errorf("malformed Execute message: %w", err)
+	}
+	pt, ok := r.portals[m.Portal]
+	text := pt.text
+	if !ok {
+		// A portal the client did not Bind (a cursor opened with DECLARE): its query was
+		// checked when it was declared; this fetches from it.
+		text = "FETCH ALL FROM " + quoteIdent(m.Portal)
+	}
+	c := r.check(ctx, text, gate.ViaExecute)
+	var plans []gate.CopyMasker
+	if c.Allowed() {
+		plans = r.planCopy(ctx, c)
+	}
+	if !c.Allowed() {
+		p := r.newPending()
+		p.kind, p.name, p.check = pExecute, m.Portal, c
+		tok := r.denyToken()
+		return r.refuse(p, &pgproto3.Parse{Name: tok, Query: tok})
+	}
+	if c.Decision.MaxAffectedRows > 0 {
+		return r.cappedExecute(ctx, &m, frame, c, plans)
+	}
+	if r.srv.Gate.Masker != nil && !pt.described {
+		// The masker needs the result's columns and Execute sends no RowDescription:
+		// ask for it and keep the answer from the client, who did not ask.
+		r.describedPortal(m.Portal)
+		r.queue1(pDescribeP, m.Portal).swallow = true
+		if err := r.writeMsg(&pgproto3.Describe{ObjectType: 'P', Name: m.Portal}); err != nil {
+			return err
+		}
+	}
+	p := r.newPending()
+	p.kind, p.name, p.check, p.copyPlans = pExecute, m.Portal, c, plans
+	r.push(p)
+	r.write(frame)
+	return nil
+}
+
+// onClose handles Close of a statement or a portal.
+func (r *relay) onClose(frame, body []byte) error {
+	var m pgproto3.Close
+	if err := m.Decode(body); err != nil {
+		return fmt.Errorf("malformed Close message: %w", err)
+	}
+	if m.ObjectType == 'S' {
+		delete(r.stmts, m.Name)
+		r.queue1(pClose, m.Name).stmt = "S"
+	} else {
+		delete(r.portals, m.Name)
+		r.queue1(pClose, m.Name).stmt = "P"
+	}
+	r.write(frame)
+	return nil
+}
+
+// onFunctionCall handles the fast-path interface, which names a function by OID only
+// (libpq's large-object functions use it). The gate sees a parseable stand-in naming the
+// OID, with Via=function, so a policy can allow or refuse fast-path calls explicitly.
+func (r *relay) onFunctionCall(ctx context.Context, frame, body []byte) error {
+	var m pgproto3.FunctionCall
+	if err := m.Decode(body); err != nil {
+		return fmt.Errorf("malformed FunctionCall message: %w", err)
+	}
+	c := r.check(ctx, fmt.Sprintf("SELECT gatehouse_fastpath_function(%d)", m.Function), gate.ViaFunction)
+	r.refuseMaskedFastPath(c)
+	p := r.newPending()
+	p.kind, p.check = pFunction, c
+	if !c.Allowed() {
+		return r.refuse(p, &pgproto3.Query{String: r.denyToken()})
+	}
+	r.push(p)
+	r.write(frame)
+	return nil
+}
+
+// errBind is a Bind message that does not parse.
+var errBind = errors.New("malformed Bind message")
+
 // decodeBind reads the names and result formats of a Bind message without copying its
-// parameter values (pgproto3.Bind.Decode would allocate a slice per parameter).
-func decodeBind(b []byte) (portal, stmt string, formats []int16, err error) {
-	bad := errors.New("malformed Bind message")
+// parameter values (pgproto3.Bind.Decode would allocate a slice per parameter). The statement
+// name is returned as bytes (a map lookup with it allocates nothing); the formats are
+// appended to buf.
+func decodeBind(b []byte, buf []int16) (portal string, stmt []byte, formats []int16, err error) {
 	portal, b, ok := cstring(b)
 	if !ok {
-		return "", "", nil, bad
+		return "", nil, nil, errBind
 	}
-	stmt, b, ok = cstring(b)
-	if !ok || len(b) < 2 {
-		return "", "", nil, bad
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		return "", nil, nil, errBind
+	}
+	stmt, b = b[:i], b[i+1:]
+	if len(b) < 2 {
+		return "", nil, nil, errBind
 	}
 	n := int(binary.BigEndian.Uint16(b))
 	b = b[2:]
 	if len(b) < 2*n+2 {
-		return "", "", nil, bad
+		return "", nil, nil, errBind
 	}
 	b = b[2*n:]
 	n = int(binary.BigEndian.Uint16(b))
 	b = b[2:]
 	for range n {
 		if len(b) < 4 {
-			return "", "", nil, bad
+			return "", nil, nil, errBind
 		}
 		l := int(int32(binary.BigEndian.Uint32(b)))
 		b = b[4:]
 		if l > 0 {
 			if len(b) < l {
-				return "", "", nil, bad
+				return "", nil, nil, errBind
 			}
 			b = b[l:]
 		}
 	}
 	if len(b) < 2 {
-		return "", "", nil, bad
+		return "", nil, nil, errBind
 	}
 	n = int(binary.BigEndian.Uint16(b))
 	b = b[2:]
 	if len(b) != 2*n {
-		return "", "", nil, bad
+		return "", nil, nil, errBind
 	}
-	if n > 0 {
-		formats = make([]int16, n)
-		for i := range formats {
-			formats[i] = int16(binary.BigEndian.Uint16(b[2*i:]))
-		}
+	formats = buf
+	for i := range n {
+		formats = append(formats, int16(binary.BigEndian.Uint16(b[2*i:])))
 	}
 	return portal, stmt, formats, nil
 }
@@ -666,9 +813,13 @@ func (r *relay) emitMsg(m pgproto3.BackendMessage) {
 	}
 }
 
-// fromUpstream handles one upstream message.
+// fromUpstream handles one upstream message: asynchronous ones pass (scrubbed), the others
+// answer the oldest pending message and go to the handler of their type.
 func (r *relay) fromUpstream(ctx context.Context, frame []byte) error {
-	typ, body := frame[0], frame[5:]
+	if len(r.retired) > 0 {
+		r.recycle()
+	}
+	typ := frame[0]
 	switch typ {
 	case 'N', 'A', 'S':
 		// Notices, notifications and parameter changes are asynchronous: they pass, with
@@ -677,16 +828,7 @@ func (r *relay) fromUpstream(ctx context.Context, frame []byte) error {
 	}
 	p := r.peek()
 	if p == nil {
-		// Nothing outstanding: an asynchronous error (shutdown, termination) or noise.
-		if typ == 'E' && r.srv.Gate.Masker != nil {
-			var er pgproto3.ErrorResponse
-			if err := er.Decode(body); err == nil && r.scrubFields(r.lastCheck, &er) > 0 {
-				r.emitMsg(&er)
-				return nil
-			}
-		}
-		r.emit(frame)
-		return nil
+		return r.unexpected(frame)
 	}
 	if p.check != nil {
 		r.lastCheck = p.check
@@ -696,73 +838,13 @@ func (r *relay) fromUpstream(ctx context.Context, frame []byte) error {
 		r.releaseHeld(p)
 	}
 	switch typ {
-	case '1': // ParseComplete
-		r.pop()
-		if p.swallow {
-			return nil
-		}
-	case '2': // BindComplete
-		if p.kind == pBind {
-			r.portalCols[p.name] = withFormats(r.stmtCols[p.stmt], p.formats)
-		}
-		r.pop()
-		if p.swallow {
-			return nil
-		}
-	case '3': // CloseComplete
-		if p.kind == pClose {
-			if p.stmt == "S" {
-				delete(r.stmtCols, p.name)
-			} else {
-				delete(r.portalCols, p.name)
-			}
-		}
-		r.pop()
-	case 't': // ParameterDescription
-	case 'T': // RowDescription
-		switch p.kind {
-		case pDescribeS, pDescribeP:
-			if r.srv.Gate.Masker != nil {
-				cols, err := decodeColumns(body)
-				if err != nil {
-					return err
-				}
-				if p.kind == pDescribeS {
-					r.stmtCols[p.name] = cols
-				} else {
-					r.portalCols[p.name] = cols
-				}
-			}
-			r.pop()
-			if p.swallow {
-				return nil
-			}
-		case pQuery:
-			p.resRows = 0
-			p.masker = nil
-			if r.srv.Gate.Masker != nil {
-				cols, err := decodeColumns(body)
-				if err != nil {
-					return err
-				}
-				// One statement's result: its masking is planned from that statement
-				// alone, so a string of N statements costs O(N), not O(N²).
-				p.masker = r.srv.Gate.ResultMasker(ctx, r.sess, p.check.Only(p.stmtIdx), cols)
-			}
-		}
-	case 'n': // NoData
-		if p.kind == pDescribeS || p.kind == pDescribeP {
-			if p.kind == pDescribeS {
-				delete(r.stmtCols, p.name)
-			} else {
-				delete(r.portalCols, p.name)
-			}
-			r.pop()
-			if p.swallow || p.swallowNoData {
-				return nil
-			}
-		}
-	case 'D': // DataRow
+	case '1', '2', '3': // ParseComplete, BindComplete, CloseComplete
+		return r.onDone(p, frame)
+	case 'T':
+		return r.onRowDescription(ctx, p, frame)
+	case 'n':
+		return r.onNoData(p, frame)
+	case 'D':
 		return r.dataRow(ctx, p, frame)
 	case 'H': // CopyOutResponse: COPY ... TO STDOUT output follows
 		r.copyOutStart(p)
@@ -774,11 +856,137 @@ func (r *relay) fromUpstream(ctx context.Context, frame []byte) error {
 		return r.complete(ctx, p, frame)
 	case 'E':
 		return r.errorResponse(ctx, p, frame)
-	case 'Z': // ReadyForQuery
+	case 'Z':
 		return r.ready(ctx, frame)
 	}
 	r.emit(frame)
 	return nil
+}
+
+// unexpected handles a message that answers nothing outstanding: an asynchronous error
+// (shutdown, termination) or noise. Its text is scrubbed like a notice's.
+func (r *relay) unexpected(frame []byte) error {
+	if frame[0] == 'E' && r.srv.Gate.Masker != nil {
+		var er pgproto3.ErrorResponse
+		if err := er.Decode(frame[5:]); err == nil && r.scrubFields(r.lastCheck, &er) > 0 {
+			r.emitMsg(&er)
+			return nil
+		}
+	}
+	r.emit(frame)
+	return nil
+}
+
+// onDone handles ParseComplete, BindComplete and CloseComplete: p is answered. A bound
+// portal takes its statement's columns with the Bind's formats; a closed one forgets them.
+func (r *relay) onDone(p *pending, frame []byte) error {
+	switch {
+	case frame[0] == '2' && p.kind == pBind:
+		r.portalCols[p.name] = r.boundColumns(p.stmt, p.formats)
+	case frame[0] == '3' && p.kind == pClose && p.stmt == "S":
+		delete(r.stmtCols, p.name)
+		delete(r.bound, p.name)
+	case frame[0] == '3' && p.kind == pClose:
+		delete(r.portalCols, p.name)
+	}
+	r.pop()
+	if !p.swallow || frame[0] == '3' {
+		r.emit(frame)
+	}
+	return nil
+}
+
+// onRowDescription handles a result's columns: a Describe's answer is kept for the
+// Executes that follow; a simple Query's result gets its masker now.
+func (r *relay) onRowDescription(ctx context.Context, p *pending, frame []byte) error {
+	switch p.kind {
+	case pDescribeS, pDescribeP:
+		if r.srv.Gate.Masker != nil {
+			cols, err := decodeColumns(frame[5:])
+			if err != nil {
+				return err
+			}
+			if p.kind == pDescribeS {
+				r.stmtCols[p.name] = cols
+			} else {
+				r.portalCols[p.name] = cols
+			}
+		}
+		r.pop()
+		if p.swallow {
+			return nil
+		}
+	case pQuery:
+		p.resRows = 0
+		p.masker = nil
+		if r.srv.Gate.Masker != nil {
+			cols, err := r.queryColumns(frame[5:])
+			if err != nil {
+				return err
+			}
+			// One statement's result: its masking is planned from that statement alone,
+			// so a string of N statements costs O(N), not O(N²).
+			p.masker = r.srv.Gate.ResultMasker(ctx, r.sess, p.check.Only(p.stmtIdx), cols)
+		}
+	}
+	r.emit(frame)
+	return nil
+}
+
+// queryColumns decodes the RowDescription of a simple query's result. The last one is kept,
+// so a query that comes again with the same result shape allocates nothing; column slices are
+// never changed once made.
+func (r *relay) queryColumns(body []byte) ([]gate.Column, error) {
+	if r.lastShape != nil && bytes.Equal(r.lastShape, body) {
+		return r.lastCols, nil
+	}
+	cols, err := decodeColumns(body)
+	if err != nil {
+		return nil, err
+	}
+	r.lastShape, r.lastCols = append(r.lastShape[:0], body...), cols
+	return cols, nil
+}
+
+// onNoData handles NoData: a Describe whose statement or portal returns no rows.
+func (r *relay) onNoData(p *pending, frame []byte) error {
+	if p.kind == pDescribeS || p.kind == pDescribeP {
+		if p.kind == pDescribeS {
+			delete(r.stmtCols, p.name)
+		} else {
+			delete(r.portalCols, p.name)
+		}
+		r.pop()
+		if p.swallow || p.swallowNoData {
+			return nil
+		}
+	}
+	r.emit(frame)
+	return nil
+}
+
+// boundShape is a statement's columns with one Bind's result formats applied.
+type boundShape struct {
+	from    []gate.Column // the statement's columns it was made from
+	formats []int16
+	cols    []gate.Column
+}
+
+// boundColumns returns the columns of a portal bound to stmt with formats. The result of
+// the last Bind of each statement is kept, so binding a cached statement again with the same
+// formats (what drivers do for every execution) allocates nothing. Column slices are never
+// changed once made, so portals may share them.
+func (r *relay) boundColumns(stmt string, formats []int16) []gate.Column {
+	from := r.stmtCols[stmt]
+	if len(from) == 0 {
+		return from
+	}
+	if b, ok := r.bound[stmt]; ok && len(b.from) == len(from) && &b.from[0] == &from[0] && slices.Equal(b.formats, formats) {
+		return b.cols
+	}
+	cols := withFormats(from, formats)
+	r.bound[stmt] = boundShape{from: from, formats: slices.Clone(formats), cols: cols}
+	return cols
 }
 
 // withFormats applies Bind's result format codes to a statement's columns.
@@ -909,10 +1117,7 @@ func (r *relay) complete(ctx context.Context, p *pending, frame []byte) error {
 	switch p.kind {
 	case pQuery:
 		p.stmtIdx++
-		if p.held != nil {
-			r.releaseHeld(p)
-		}
-		p.held = append(p.held[:0:0], msg...)
+		r.hold(p, msg)
 		return nil
 	case pExecute:
 		if p.cap != nil {
@@ -926,6 +1131,17 @@ func (r *relay) complete(ctx context.Context, p *pending, frame []byte) error {
 	}
 	r.emit(msg)
 	return nil
+}
+
+// hold keeps msg, the latest completion of simple query p, until the next message shows
+// whether it was the last one (then it leaves after the query's record). The previous one
+// leaves now. Only the oldest pending holds a completion, so one buffer serves the session.
+func (r *relay) hold(p *pending, msg []byte) {
+	if p.held != nil {
+		r.releaseHeld(p)
+	}
+	p.held = append(r.heldBuf[:0], msg...)
+	r.heldBuf = p.held[:0]
 }
 
 func (r *relay) releaseHeld(p *pending) {
@@ -978,10 +1194,7 @@ func (r *relay) errorResponse(ctx context.Context, p *pending, frame []byte) err
 		return nil
 	}
 	if p.kind == pQuery || p.kind == pFunction {
-		if p.held != nil {
-			r.releaseHeld(p)
-		}
-		p.held = append(p.held[:0:0], msg...)
+		r.hold(p, msg)
 		return nil
 	}
 	// Extended protocol: this message failed; PostgreSQL discards everything up to Sync.

@@ -77,29 +77,31 @@ func refuseCapped(c *gate.Check, why string) {
 // cappedQuery runs a simple Query that holds a capped write (the gate allows only one
 // statement in it) as an extended-protocol exchange.
 func (r *relay) cappedQuery(ctx context.Context, c *gate.Check, sql string) error {
-	ex := &pending{kind: pExecute, check: c, copyPlans: r.planCopy(ctx, c), cap: &capState{done: make(chan struct{})}}
+	// The wait holds on to the capState, not to the pending, which is recycled once answered.
+	cs := &capState{done: make(chan struct{})}
+	ex := &pending{request: request{kind: pExecute, check: c, copyPlans: r.planCopy(ctx, c), cap: cs}}
 	// The Parse carries the check too: if it fails, its error is the statement's outcome.
 	if !r.pushUnlessSkipping(
-		&pending{kind: pParse, check: c, swallow: true},
-		&pending{kind: pBind, swallow: true},
-		&pending{kind: pDescribeP, swallowNoData: true},
+		&pending{request: request{kind: pParse, check: c, swallow: true}},
+		&pending{request: request{kind: pBind, swallow: true}},
+		&pending{request: request{kind: pDescribeP, swallowNoData: true}},
 		ex) {
 		refuseCapped(c, "was sent while the session skips messages after an error; send Sync first")
 		// PostgreSQL may skip the stand-in too: the refusal is on record either way.
-		r.push(&pending{kind: pQuery, check: c, denied: true, out: gate.Outcome{SQLState: "42501", Error: c.DenyMessage()}})
+		r.push(&pending{request: request{kind: pQuery, check: c, denied: true}, result: result{out: gate.Outcome{SQLState: "42501", Error: c.DenyMessage()}}})
 		return r.writeMsg(&pgproto3.Query{String: r.denyToken()})
 	}
 	// The upstream's unnamed statement and portal now run this write: a later Bind or
 	// Execute of them is checked (and capped) as this write.
-	r.stmtText[""], r.stmtDescribed[""] = sql, false
-	r.portalText[""], r.portalDescribed[""] = sql, true
+	r.stmts[""] = clientStmt{text: sql}
+	r.portals[""] = clientStmt{text: sql, described: true}
 	for _, m := range []pgproto3.FrontendMessage{&pgproto3.Parse{Query: sql}, &pgproto3.Bind{}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}} {
 		if err := r.writeMsg(m); err != nil {
 			return err
 		}
 	}
-	r.awaitCapped(ctx, ex)
-	r.push(&pending{kind: pSync})
+	r.awaitCapped(ctx, cs)
+	r.push(&pending{request: request{kind: pSync}})
 	return r.writeMsg(&pgproto3.Sync{})
 }
 
@@ -107,11 +109,12 @@ func (r *relay) cappedQuery(ctx context.Context, c *gate.Check, sql string) erro
 // row count before the client's next message goes upstream.
 func (r *relay) cappedExecute(ctx context.Context, m *pgproto3.Execute, frame []byte, c *gate.Check, plans []gate.CopyMasker) error {
 	ps := make([]*pending, 0, 2)
-	if m.MaxRows == 0 && r.srv.Gate.Masker != nil && !r.portalDescribed[m.Portal] {
+	if m.MaxRows == 0 && r.srv.Gate.Masker != nil && !r.portals[m.Portal].described {
 		// As for any Execute: the masker needs the result's columns (RETURNING).
-		ps = append(ps, &pending{kind: pDescribeP, name: m.Portal, swallow: true})
+		ps = append(ps, &pending{request: request{kind: pDescribeP, name: m.Portal, swallow: true}})
 	}
-	ex := &pending{kind: pExecute, name: m.Portal, check: c, copyPlans: plans, cap: &capState{done: make(chan struct{})}}
+	cs := &capState{done: make(chan struct{})}
+	ex := &pending{request: request{kind: pExecute, name: m.Portal, check: c, copyPlans: plans, cap: cs}}
 	ps = append(ps, ex)
 	why := ""
 	switch {
@@ -122,41 +125,41 @@ func (r *relay) cappedExecute(ctx context.Context, m *pgproto3.Execute, frame []
 	}
 	if why != "" {
 		refuseCapped(c, why)
-		r.push(&pending{kind: pExecute, name: m.Portal, check: c, denied: true})
+		r.push(&pending{request: request{kind: pExecute, name: m.Portal, check: c, denied: true}})
 		tok := r.denyToken()
 		return r.writeMsg(&pgproto3.Parse{Name: tok, Query: tok})
 	}
 	if len(ps) == 2 {
-		r.portalDescribed[m.Portal] = true
+		r.describedPortal(m.Portal)
 		if err := r.writeMsg(&pgproto3.Describe{ObjectType: 'P', Name: m.Portal}); err != nil {
 			return err
 		}
 	}
 	r.write(frame)
-	r.awaitCapped(ctx, ex)
+	r.awaitCapped(ctx, cs)
 	return nil
 }
 
-// awaitCapped sends a Flush after the capped Execute ex, waits until the upstream loop has
-// answered it and, when the write went over its limit, makes PostgreSQL abort the
-// transaction that holds it.
-func (r *relay) awaitCapped(ctx context.Context, ex *pending) {
+// awaitCapped sends a Flush after the capped Execute whose state is cs, waits until the
+// upstream loop has answered it and, when the write went over its limit, makes PostgreSQL
+// abort the transaction that holds it.
+func (r *relay) awaitCapped(ctx context.Context, cs *capState) {
 	r.write(flushFrame)
 	_ = r.uw.Flush() // a failed write ends the upstream loop, which ends the wait below
 	select {
-	case <-ex.cap.done:
+	case <-cs.done:
 	case <-r.upGone:
 		return
 	case <-ctx.Done():
 		return
 	}
-	if !ex.cap.over {
+	if !cs.over {
 		return
 	}
 	// Not SQL: the Parse fails, PostgreSQL aborts the transaction and skips to Sync. Its
 	// error is kept from the client, who was told why in place of the write's completion.
 	tok := "gatehouse_write_limit_" + r.nonce
-	r.push(&pending{kind: pParse, swallow: true, capAbort: true})
+	r.push(&pending{request: request{kind: pParse, swallow: true, capAbort: true}})
 	_ = r.writeMsg(&pgproto3.Parse{Name: tok, Query: tok})
 }
 
