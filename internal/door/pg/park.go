@@ -43,7 +43,7 @@ func (r *relay) parkOnTerminate() bool {
 		return false
 	}
 	r.parking = true
-	r.push(&pending{kind: pPark})
+	r.push(&pending{request: request{kind: pPark}})
 	_ = r.up.SetReadDeadline(time.Now().Add(parkTimeout))
 	r.write(parkFrame)
 	return true
