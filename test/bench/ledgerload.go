@@ -23,11 +23,11 @@ import (
 // whole ledger — group commit, commit log, search indexer — shares one core, as it would
 // on a busy proxy. It records pgbench -S-like statement events through the ledger's public
 // API (Submit, with a bounded window of unanswered Acks, as many pipelining sessions would)
-// for a fixed time. Every 250 ms it adds a marker event, and a prober searches for each
-// marker from the moment its Ack is answered until a search finds it: that is the index lag.
-// The producer never runs more than two markers ahead of the prober, so the backlog of
-// unindexed events stays bounded and the rate measured is one the ledger sustains; the
-// largest lag says whether its indexes stayed current within a second meanwhile.
+// for a fixed time. Every 1,024 events (or 250 ms) it adds a marker event, and a prober
+// searches for each marker from the moment its Ack is answered until a search finds it: that
+// is the index lag. A pacer keeps the backlog of unsearchable events near what the indexer
+// does in half a second, so the rate measured is one the ledger sustains; the largest lag
+// says whether its indexes stayed current within a second meanwhile.
 
 // ledgerLoadResult is what the child prints as one JSON line.
 type ledgerLoadResult struct {
@@ -107,8 +107,8 @@ func ledgerLoad(dir, durability string, d time.Duration) error {
 		at     time.Time
 	}
 	acks := make(chan pending, 4096)
-	markers := make(chan answered, 16)
-	found := make(chan int, 16)
+	markers := make(chan answered, 64)
+	found := make(chan foundMarker, 64)
 	waited := make(chan error, 1)
 	go func() { // answers Acks in submission order
 		var first error
@@ -147,7 +147,7 @@ func ledgerLoad(dir, durability string, d time.Duration) error {
 				}
 			}
 			maxLag = max(maxLag, time.Since(m.at))
-			found <- m.marker
+			found <- foundMarker{m.marker, time.Now()}
 		}
 		probed <- nil
 	}()
@@ -157,31 +157,40 @@ func ledgerLoad(dir, durability string, d time.Duration) error {
 	t0 := time.Now()
 	stop := t0.Add(d)
 	var n int64
-	lastFound, marker := -1, 0
-	nextMarker := t0.Add(250 * time.Millisecond)
+	var pace pacer
+	nextMarker, markedAt := t0.Add(markerEvery), int64(0)
 	for n < maxEvents {
 		if n%128 == 0 {
 			now := time.Now()
 			if !now.Before(stop) {
 				break
 			}
-			if !now.Before(nextMarker) {
-				for lastFound < marker-2 {
-					m, ok := <-found
-					if !ok {
-						return <-probed
-					}
-					lastFound = m
+			for drained := false; !drained; {
+				select {
+				case f := <-found:
+					pace.found(f)
+				default:
+					drained = true
 				}
-				acks <- pending{l.Submit(ctx, benchEvent(n, markerSubject(marker))), marker}
+			}
+			for n-pace.foundN > pace.allowance() {
+				f, ok := <-found
+				if !ok {
+					return <-probed
+				}
+				pace.found(f)
+			}
+			if !now.Before(nextMarker) || n-markedAt >= markerEvents {
+				acks <- pending{l.Submit(ctx, benchEvent(n, markerSubject(len(pace.markerN)))), len(pace.markerN)}
 				n++
-				marker++
-				nextMarker = now.Add(250 * time.Millisecond)
+				pace.markerN = append(pace.markerN, n)
+				nextMarker, markedAt = now.Add(markerEvery), n
 			}
 		}
 		acks <- pending{l.Submit(ctx, benchEvent(n, "bench@corp.example")), -1}
 		n++
 	}
+	marker := len(pace.markerN)
 	acks <- pending{l.Submit(ctx, benchEvent(n, markerSubject(marker))), marker}
 	n++
 	close(acks)
@@ -200,6 +209,47 @@ func ledgerLoad(dir, durability string, d time.Duration) error {
 	return json.NewEncoder(os.Stdout).Encode(ledgerLoadResult{Events: n, Seconds: elapsed.Seconds(), MaxLagSeconds: maxLag.Seconds(),
 		CPUPerEvent: float64(cpu.Microseconds()) / float64(n)})
 }
+
+// A marker follows every markerEvery or markerEvents events, whichever comes first.
+const (
+	markerEvery  = 250 * time.Millisecond
+	markerEvents = 1024
+)
+
+// foundMarker says when the prober found marker k.
+type foundMarker struct {
+	k  int
+	at time.Time
+}
+
+// pacer keeps the producer at most about half a second of indexing ahead of the search
+// indexes: the backlog of events submitted but not yet searchable may grow to what the
+// indexer has lately been doing in 0.5 s (at least 4,096 events), so a fast ledger is not
+// held back and a slow one does not get a burst queued that it takes seconds to index.
+type pacer struct {
+	markerN []int64 // events submitted up to and including marker k
+	foundN  int64   // events known searchable
+	// The indexing rate is measured over windows of at least 250 ms (markers are found in
+	// clumps: one search can make several searchable), and the allowance at most doubles
+	// per window.
+	winN  int64
+	winAt time.Time
+	allow int64
+}
+
+func (p *pacer) found(f foundMarker) {
+	p.foundN = p.markerN[f.k]
+	switch dt := f.at.Sub(p.winAt); {
+	case p.winAt.IsZero():
+		p.winN, p.winAt = p.foundN, f.at
+	case dt >= 250*time.Millisecond:
+		rate := float64(p.foundN-p.winN) / dt.Seconds()
+		p.allow = min(int64(rate/2), 2*p.allowance())
+		p.winN, p.winAt = p.foundN, f.at
+	}
+}
+
+func (p *pacer) allowance() int64 { return max(4096, p.allow) }
 
 func markerSubject(i int) string { return fmt.Sprintf("bench-marker-%d@corp.example", i) }
 

@@ -173,3 +173,28 @@ func TestParseSustained(t *testing.T) {
 		t.Error("output without the benchmark parsed")
 	}
 }
+
+func TestPacer(t *testing.T) {
+	var p pacer
+	t0 := time.Now()
+	p.markerN = []int64{1000, 2000, 50_000, 60_000}
+	p.found(foundMarker{0, t0})
+	if p.foundN != 1000 || p.allowance() != 4096 {
+		t.Fatalf("after the first marker: %+v", p)
+	}
+	// Found in the same clump: no rate from a few milliseconds.
+	p.found(foundMarker{1, t0.Add(2 * time.Millisecond)})
+	if p.allowance() != 4096 {
+		t.Errorf("a clump of markers changed the allowance: %d", p.allowance())
+	}
+	// 49,000 events in 0.5 s is 98,000/s: half a second's worth, but at most double.
+	p.found(foundMarker{2, t0.Add(500 * time.Millisecond)})
+	if p.allowance() != 8192 {
+		t.Errorf("allowance %d, want 8192 (doubled, not 49,000)", p.allowance())
+	}
+	// A slow window brings it back down to the floor.
+	p.found(foundMarker{3, t0.Add(10 * time.Second)})
+	if p.allowance() != 4096 || p.foundN != 60_000 {
+		t.Errorf("after a slow window: %+v", p)
+	}
+}
