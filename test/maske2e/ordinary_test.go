@@ -42,6 +42,8 @@ var ordinarySteps = []string{
 	"ROLLBACK",
 	"SELECT row('Joe', 'Blow')::fullname, '(Joe,Blow)'::fullname, ('(Joe,Blow)'::fullname).first",
 	"SELECT 'abc'::smallint FROM g",
+	"CREATE VIEW vx WITH (security_barrier = 100) AS SELECT * FROM g",
+	"CREATE TABLE gx WITH (\"Fillfactor\" = 10) AS SELECT * FROM g",
 	"INSERT INTO k VALUES (1, 'again')",
 	"INSERT INTO k VALUES (2, 'bad')",
 	"COPY (SELECT (g).* FROM g ORDER BY f) TO STDOUT",

@@ -257,7 +257,11 @@ const redactedValue = "[redacted]"
 // as ordinary, from a statement that reads no sensitive table — stays, so ordinary errors
 // keep their meaning; a column or table name is never a value. It reports how many fields
 // it changed.
-func redactErrorValues(er *pgproto3.ErrorResponse, sensitive func(table string, columns []string) bool) int {
+//
+// A quoted value the client wrote itself in its statements (a literal, an option name:
+// `unrecognized parameter "fillfactor"`) stays too: it reveals nothing the client did not
+// send. written tells.
+func redactErrorValues(er *pgproto3.ErrorResponse, sensitive func(table string, columns []string) bool, written func(value string) bool) int {
 	if len(er.Code) != 5 || (er.Code[:2] != "22" && er.Code[:2] != "23") {
 		return 0
 	}
@@ -272,7 +276,7 @@ func redactErrorValues(er *pgproto3.ErrorResponse, sensitive func(table string, 
 			fields = fields[1:]
 		}
 		for _, f := range fields {
-			if out := redactQuoted(*f); out != *f {
+			if out := redactQuoted(*f, written); out != *f {
 				*f = out
 				n++
 			}
@@ -327,8 +331,9 @@ func keyColumns(detail string) ([]string, bool) {
 }
 
 // redactQuoted replaces the text from the first double quote to the last: PostgreSQL quotes
-// the offending value there, and the value itself may hold quotes (a JSON document).
-func redactQuoted(s string) string {
+// the offending value there, and the value itself may hold quotes (a JSON document). A
+// value the client wrote stays.
+func redactQuoted(s string, written func(string) bool) string {
 	i := strings.IndexByte(s, '"')
 	if i < 0 {
 		return s
@@ -336,6 +341,9 @@ func redactQuoted(s string) string {
 	j := strings.LastIndexByte(s, '"')
 	if j == i {
 		return s[:i+1] + redactedValue
+	}
+	if written(s[i+1 : j]) {
+		return s
 	}
 	return s[:i+1] + redactedValue + s[j:]
 }
@@ -355,4 +363,29 @@ func redactKeyValues(s string) string {
 		return s[:i+3] + redactedValue + ")"
 	}
 	return s
+}
+
+// writtenIn returns whether a value appears in the text of c's statements as the client
+// wrote it: as a quoted literal or identifier, or, when it is at least four characters
+// long (shorter ones appear by chance), anywhere in it regardless of case (PostgreSQL
+// folds unquoted names to lower case).
+func writtenIn(c *gate.Check) func(string) bool {
+	return func(v string) bool {
+		if c == nil || v == "" {
+			return false
+		}
+		for _, st := range c.Statements {
+			if st == nil {
+				continue
+			}
+			t := st.Text
+			if strings.Contains(t, "'"+strings.ReplaceAll(v, "'", "''")+"'") || strings.Contains(t, `"`+strings.ReplaceAll(v, `"`, `""`)+`"`) {
+				return true
+			}
+			if len(v) >= 4 && strings.Contains(strings.ToLower(t), strings.ToLower(v)) {
+				return true
+			}
+		}
+		return false
+	}
 }

@@ -417,13 +417,18 @@ func TestRedactErrorValues(t *testing.T) {
 		// The client's own literal, or a statement over ordinary tables: the message stays.
 		{literal, "22P02", `invalid input syntax for type integer: "abc"`, "", `invalid input syntax for type integer: "abc"`, "", "", "", ""},
 		{literal, "22P02", `invalid input syntax for type smallint: "abc"`, "", `invalid input syntax for type smallint: "abc"`, "", `SQL function "f"`, `SQL function "f"`, ""},
+		// What the client wrote itself: option names, a literal.
+		{reads, "22023", `invalid value for boolean option "security_barrier": 100`, "", `invalid value for boolean option "security_barrier": 100`, "", "", "", ""},
+		{reads, "22023", `unrecognized parameter "Fill"`, "", `unrecognized parameter "Fill"`, "", "", "", ""},
+		{reads, "22P02", `invalid input syntax for type integer: "ab"`, "", `invalid input syntax for type integer: "ab"`, "", "", "", ""},
+		{reads, "22P02", `invalid input syntax for type integer: "a"`, "", `invalid input syntax for type integer: "[redacted]"`, "", "", "", ""},
 		// Other classes are not data.
 		{reads, "42703", `column "nope" does not exist`, "", `column "nope" does not exist`, "", "", "", ""},
 		{reads, "22P02", `unterminated "quote`, "", `unterminated "[redacted]`, "", "", "", ""},
 	} {
 		schema, table, _ := strings.Cut(tc.table, ".")
 		er := &pgproto3.ErrorResponse{Code: tc.code, Message: tc.msg, Detail: tc.detail, Where: tc.where, SchemaName: schema, TableName: table}
-		redactErrorValues(er, tc.sensitive)
+		redactErrorValues(er, tc.sensitive, writtenIn(&gate.Check{Statements: []*inspect.Statement{{Text: "CREATE VIEW v WITH (Security_Barrier = 100, \"Fill\") AS SELECT x::int, 'ab'::int FROM customers"}}}))
 		if er.Message != tc.wantMsg || er.Detail != tc.wantDet || er.Where != tc.wantWhere {
 			t.Errorf("%s %q / %q: got %q / %q / %q", tc.code, tc.msg, tc.detail, er.Message, er.Detail, er.Where)
 		}

@@ -1177,7 +1177,7 @@ func (r *relay) errorResponse(ctx context.Context, p *pending, frame []byte) err
 			if c == nil || c.Decision.MaskProfile != "none" {
 				n += redactErrorValues(&er, func(table string, cols []string) bool {
 					return r.srv.Gate.ErrorValueSensitive(ctx, r.sess, c, table, cols)
-				})
+				}, writtenIn(c))
 			}
 			if n > 0 {
 				if p.check != nil {
