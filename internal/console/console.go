@@ -189,6 +189,8 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.Handle("GET /console/events/overview", c.secure(c.signedIn(c.overviewStream)))
 	mux.Handle("GET /console/sessions", c.secure(c.signedIn(c.sessionsPage)))
 	mux.Handle("GET /console/events/sessions", c.secure(c.signedIn(c.sessionsStream)))
+	mux.Handle("GET /console/sessions/{id}", c.secure(c.signedIn(c.sessionPage)))
+	mux.Handle("GET /console/events/sessions/{id}", c.secure(c.signedIn(c.sessionStream)))
 	mux.Handle("POST /console/sessions/{id}/end", c.secure(c.signedIn(c.endSession)))
 	mux.Handle("GET /console/approvals", c.secure(c.signedIn(c.approvalsPage)))
 	mux.Handle("GET /console/approvals/{id}", c.secure(c.signedIn(c.approvalPage)))

@@ -599,7 +599,9 @@ func (g *Gate) Finish(ctx context.Context, s *Session, c *Check, o Outcome) *led
 	}
 	if s != nil {
 		g.Metrics.statement(s.door, c.Decision.Action, ev.Duration, o.Masked)
-		s.live.Count(o.Rows, c.Decision.Action == Deny, c.Decision.Action == RequireApproval)
+		if s.live != nil {
+			s.live.Count(liveStatement(ev))
+		}
 	}
 	if g.Catalog != nil && s.Target != nil && o.SQLState == "" && c.Allowed() && s.schemaChange(c) {
 		g.Catalog.Invalidate(catalogKey(s))
@@ -685,6 +687,23 @@ func touched(sensitive map[string]string, columns []string) map[string]string {
 		return nil
 	}
 	return out
+}
+
+// liveStatement is a finished statement's line in its session's live view.
+func liveStatement(ev *ledger.Event) live.Statement {
+	st := live.Statement{Time: ev.Time, Decision: ev.Decision, Rule: ev.Rule, Rows: ev.Rows, Duration: ev.Duration, SQLState: ev.SQLState}
+	switch len(ev.Statements) {
+	case 0:
+	case 1:
+		st.Text = ev.Statements[0].Redacted
+	default:
+		texts := make([]string, len(ev.Statements))
+		for i := range ev.Statements {
+			texts[i] = ev.Statements[i].Redacted
+		}
+		st.Text = strings.Join(texts, "; ")
+	}
+	return st
 }
 
 // StillValid is called periodically by doors for each live session, so a revoked token ends

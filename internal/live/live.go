@@ -67,6 +67,11 @@ type Entry struct {
 	statements atomic.Int64
 	rows       atomic.Int64
 	ending     atomic.Bool
+	removed    atomic.Bool
+
+	recentMu sync.Mutex
+	recent   [recentStatements]Statement // a ring; next is where the next one goes
+	next     int
 }
 
 // Add registers a session; end is called (at most once, from any goroutine) when someone
@@ -81,24 +86,82 @@ func (r *Registry) Add(s Session, end func(by string)) *Entry {
 	return e
 }
 
-// Count adds one statement and its rows to the session's totals; refused and held say
-// whether policy refused it or held it for approval.
-func (e *Entry) Count(rows int64, refused, held bool) {
+// Statement is one finished statement of a live session, as its live view shows it: the
+// redacted text (literals replaced), never values.
+type Statement struct {
+	Time     time.Time     `json:"time"`
+	Text     string        `json:"text"`
+	Decision string        `json:"decision"`
+	Rule     string        `json:"rule,omitempty"`
+	Rows     int64         `json:"rows"`
+	Duration time.Duration `json:"duration_ns"`
+	SQLState string        `json:"sqlstate,omitempty"`
+}
+
+// Refused reports whether policy refused the statement (held ones included).
+func (s Statement) Refused() bool { return s.Decision != "" && s.Decision != "allow" }
+
+// recentStatements is how many statements a live session keeps for its live view.
+const recentStatements = 50
+
+// Count adds one finished statement to the session's totals and recent statements.
+func (e *Entry) Count(st Statement) {
 	if e == nil {
 		return
 	}
 	e.statements.Add(1)
-	if rows > 0 {
-		e.rows.Add(rows)
+	if st.Rows > 0 {
+		e.rows.Add(st.Rows)
 	}
 	e.reg.statements.Add(1)
-	switch {
-	case held:
+	switch st.Decision {
+	case "require_approval":
 		e.reg.held.Add(1)
-	case refused:
+	case "", "allow":
+	default:
 		e.reg.refused.Add(1)
 	}
+	e.recentMu.Lock()
+	e.recent[e.next%recentStatements] = st
+	e.next++
+	e.recentMu.Unlock()
 	e.reg.version.Add(1)
+}
+
+// Recent returns session id's last statements, newest first.
+func (r *Registry) Recent(id string) ([]Statement, bool) {
+	e, ok := r.Entry(id)
+	if !ok {
+		return nil, false
+	}
+	return e.Recent(), true
+}
+
+// Entry returns the live session id's entry, which stays readable after the session ends
+// (a live view shows what it ran to the end).
+func (r *Registry) Entry(id string) (*Entry, bool) {
+	r.mu.Lock()
+	e := r.sessions[id]
+	r.mu.Unlock()
+	return e, e != nil
+}
+
+// Session describes the entry's session now.
+func (e *Entry) Session() Session { return e.snapshot() }
+
+// Ended reports whether the session has left the registry.
+func (e *Entry) Ended() bool { return e.removed.Load() }
+
+// Recent returns the session's last statements, newest first.
+func (e *Entry) Recent() []Statement {
+	e.recentMu.Lock()
+	defer e.recentMu.Unlock()
+	n := min(e.next, recentStatements)
+	out := make([]Statement, 0, n)
+	for i := 1; i <= n; i++ {
+		out = append(out, e.recent[(e.next-i)%recentStatements])
+	}
+	return out
 }
 
 // Remove takes the session off the registry (it ended). Removing twice is harmless.
@@ -106,6 +169,7 @@ func (e *Entry) Remove() {
 	if e == nil {
 		return
 	}
+	e.removed.Store(true)
 	e.reg.mu.Lock()
 	if e.reg.sessions[e.info.ID] == e {
 		delete(e.reg.sessions, e.info.ID)

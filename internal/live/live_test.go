@@ -14,16 +14,25 @@ func TestRegistryAddCountEndRemove(t *testing.T) {
 	a := r.Add(Session{ID: "a", Subject: "alice", Since: now}, func(by string) { endedBy.Store(by) })
 	r.Add(Session{ID: "b", Subject: "bob", Since: now.Add(time.Second)}, nil)
 	v := r.Version()
-	a.Count(5, false, false)
-	a.Count(0, true, false)
+	a.Count(Statement{Text: "SELECT $1", Decision: "allow", Rows: 5})
+	a.Count(Statement{Text: "DELETE FROM t", Decision: "deny"})
+	if rec, ok := r.Recent("a"); !ok || len(rec) != 2 || rec[0].Text != "DELETE FROM t" || !rec[0].Refused() || rec[1].Rows != 5 {
+		t.Fatalf("recent = %+v", rec)
+	}
+	for i := 0; i < 2*recentStatements; i++ {
+		a.Count(Statement{Text: "SELECT 1", Decision: "allow"})
+	}
+	if rec, _ := r.Recent("a"); len(rec) != recentStatements {
+		t.Fatalf("recent keeps %d statements, want %d", len(rec), recentStatements)
+	}
 	if r.Version() == v {
 		t.Fatal("counting did not change the version")
 	}
-	if tot := r.Totals(); tot != (Totals{Statements: 2, Refused: 1}) {
+	if tot := r.Totals(); tot != (Totals{Statements: 2 + 2*recentStatements, Refused: 1}) {
 		t.Fatalf("totals %+v", tot)
 	}
 	list := r.List()
-	if len(list) != 2 || list[0].ID != "a" || list[0].Statements != 2 || list[0].Rows != 5 {
+	if len(list) != 2 || list[0].ID != "a" || list[0].Statements != 2+2*recentStatements || list[0].Rows != 5 {
 		t.Fatalf("list = %+v", list)
 	}
 	if _, err := r.End("a", "sec"); err != nil {
@@ -44,6 +53,6 @@ func TestRegistryAddCountEndRemove(t *testing.T) {
 		t.Fatalf("End of a gone session: %v", err)
 	}
 	var nilEntry *Entry
-	nilEntry.Count(1, false, false) // sessions not attached have no entry
+	nilEntry.Count(Statement{}) // sessions not attached have no entry
 	nilEntry.Remove()
 }

@@ -224,6 +224,8 @@ type psql struct {
 	stderr strings.Builder
 	stdout strings.Builder
 	done   chan error
+	// stdin feeds statements to a psql started with "-f", "-".
+	stdin io.WriteCloser
 }
 
 func (e *env) psql(t *testing.T, user, app string, args ...string) *psql {
@@ -240,6 +242,12 @@ func (e *env) psqlOn(t *testing.T, target, user, app string, args ...string) *ps
 	ps.cmd = exec.Command("psql", append([]string{"-X", "-q", "-A", "-t", "-v", "VERBOSITY=verbose", "-v", "ON_ERROR_STOP=1", "-d", dsn}, args...)...)
 	ps.cmd.Env = append(os.Environ(), "PGPASSWORD="+e.tokens[user], "PGCONNECT_TIMEOUT=10")
 	ps.cmd.Stdout, ps.cmd.Stderr = &ps.stdout, &ps.stderr
+	if len(args) == 2 && args[0] == "-f" && args[1] == "-" {
+		var err error
+		if ps.stdin, err = ps.cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := ps.cmd.Start(); err != nil {
 		t.Fatalf("start psql: %v", err)
 	}
@@ -387,6 +395,30 @@ func TestConsole(t *testing.T) {
 	})
 
 	var aprID, aprURL string
+	t.Run("2b opening a session shows its statements as they happen", func(t *testing.T) {
+		samB := samB.in(t)
+		ps := e.psql(t, dana, "interactive", "-f", "-")
+		if _, err := io.WriteString(ps.stdin, "SELECT id FROM customers WHERE id = 1;\n"); err != nil {
+			t.Fatal(err)
+		}
+		samB.do(chromedp.Navigate(e.url+"sessions"), chromedp.WaitVisible(chromedp.CSS(`tr.session a.open`)),
+			chromedp.Click(chromedp.CSS(`tr.session a.open`)), chromedp.WaitVisible(chromedp.CSS(`#statements tr.statement`)))
+		if got := samB.text("#statements"); !strings.Contains(got, "SELECT id FROM customers WHERE id = $1") {
+			t.Fatalf("the session page shows:\n%s", got)
+		}
+		// The next statement arrives without a reload, with its refusal.
+		if _, err := io.WriteString(ps.stdin, "DELETE FROM customers;\n"); err != nil {
+			t.Fatal(err)
+		}
+		run(samB, chromedp.Poll[bool](`document.querySelectorAll("#statements tr.statement.refused").length === 1`, chromedp.WithPollingTimeout(30*time.Second)))
+		if got := samB.text("#statements tr.statement.refused"); !strings.Contains(got, "DELETE FROM customers") || !strings.Contains(got, "deny") {
+			t.Fatalf("the refused statement's row: %q", got)
+		}
+		ps.stdin.Close()
+		_ = ps.wait(t)
+		samB.do(chromedp.WaitVisible(chromedp.CSS("#session-ended")))
+	})
+
 	t.Run("3 a held ALTER TABLE is approved in the browser by a second identity", func(t *testing.T) {
 		samB := samB.in(t)
 		alter := "ALTER TABLE customers ADD COLUMN tier text DEFAULT 'zebra-secret'"
