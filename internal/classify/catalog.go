@@ -809,12 +809,25 @@ func (c *Catalog) scan(ctx context.Context, target string) (snap *Snapshot, err 
 		return nil, fmt.Errorf("set lock_timeout for the scan of %q: %w", target, err)
 	}
 	opts := c.opts
-	opts.Overrides = c.overrides[target]
+	opts.Overrides = c.overridesFor(target)
 	snap, err = Scan(ctx, conn, opts)
 	if err != nil {
 		return nil, fmt.Errorf("scan %q: %w", target, err)
 	}
 	return snap, nil
+}
+
+// overridesFor returns the column overrides of a catalog key: the target's own, which also
+// apply to the other databases of the target ("database@target") unless that key has its
+// own.
+func (c *Catalog) overridesFor(key string) map[string]string {
+	if o, ok := c.overrides[key]; ok {
+		return o
+	}
+	if at := strings.LastIndexByte(key, '@'); at > 0 {
+		return c.overrides[key[at+1:]]
+	}
+	return nil
 }
 
 // scanLockTimeout bounds how long a scan waits for a table lock (see Catalog.scan).

@@ -415,3 +415,33 @@ CREATE TABLE other(contact text); INSERT INTO other SELECT 'c' || g || '@example
 		t.Errorf("busy.email = %+v, want email from its name", e)
 	}
 }
+
+// TestOverridesReachOtherDatabases: a target's column overrides (the policy's, applied to
+// every target) also apply to the catalog of another database of the target, which a
+// dbname=db@target session reads.
+func TestOverridesReachOtherDatabases(t *testing.T) {
+	pg := testkit.StartPostgres(t)
+	pg.Exec(t, "postgres", "CREATE DATABASE shop")
+	pg.Exec(t, "shop", "CREATE TABLE widgets(code text, email text); INSERT INTO widgets VALUES ('w-1', 'a@example.com')")
+	connect := func(ctx context.Context, key string) (*pgx.Conn, error) {
+		if key != "shop@fixture" {
+			return nil, fmt.Errorf("unknown catalog %q", key)
+		}
+		return pgx.Connect(ctx, pg.DSN("shop"))
+	}
+	cat := NewCatalog(connect, ScanOptions{}, map[string]map[string]string{
+		"fixture": {"public.widgets.code": Email, "widgets.email": "none"},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	snap, err := cat.Snapshot(ctx, "shop@fixture")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := snap.ByName("public.widgets", "code"); e == nil || e.Class != Email || !e.Override {
+		t.Errorf("widgets.code = %+v, want the override to email", e)
+	}
+	if e := snap.ByName("public.widgets", "email"); e == nil || e.IsSensitive() || !e.Override {
+		t.Errorf("widgets.email = %+v, want the override to none", e)
+	}
+}
