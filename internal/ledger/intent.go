@@ -77,6 +77,11 @@ func unmatchedIntents(ctx context.Context, r runner, filter string, arg any, int
 		}
 		groups[k] = append(groups[k], i)
 	}
+	if r.dialect() == sqliteSQL {
+		// The SQLite session index holds the events with side-table rows only, which are
+		// all that filter can match (the literal term lets SQLite use the partial index).
+		filter = "e.aux = 1 AND " + filter
+	}
 	q := rebind(r.dialect(), strings.Replace(sessionEventsSQL, "{FILTER}", filter, 1))
 	answered := map[key]map[int64]bool{}
 	for _, k := range order {

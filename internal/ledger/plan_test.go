@@ -68,26 +68,22 @@ func TestSQLitePlansUseIndexes(t *testing.T) {
 			t.Errorf("%s: plan does not use %s:\n%s", tc.name, tc.want, got)
 		}
 	}
-	for _, tc := range []struct {
-		q    Query
-		want string
-	}{
-		{Query{Table: "customers"}, "INDEX ledger_tables_name ("},
-		{Query{Table: "public.customers"}, "INDEX ledger_tables_name ("},
-		{Query{Table: "customers", Decision: "deny"}, "INDEX ledger_tables_decision ("},
-		{Query{Class: "email", Decision: "deny"}, "INDEX ledger_classes_decision ("},
-		{Query{Decision: "deny"}, "INDEX ledger_events_decision ("},
-		{Query{Type: EventSessionStart}, "INDEX ledger_events_type ("},
+	// Searches: each term's segments come from the terms' primary key, and each segment's
+	// events from a row id range of the events table.
+	if got := plan(termsSQL, "n:customers", from, to); !strings.Contains(got, "USING PRIMARY KEY (term=?)") {
+		t.Errorf("search terms: plan does not seek the term:\n%s", got)
+	}
+	for _, q := range []Query{
+		{Table: "customers"}, {Table: "public.customers", Decision: "deny"}, {Class: "email", Decision: "deny"},
+		{Decision: "deny"}, {Type: EventSessionStart}, {Identity: "user4*", IdentityKind: "agent"}, {Text: "customers", StatementKind: "SELECT"},
 	} {
-		q, want := tc.q, tc.want
-		sql, args, err := buildSearch(sqliteSQL, q, now)
-		if err != nil {
-			t.Fatal(err)
+		p, empty, err := s.planSearch(ctx, q)
+		if err != nil || empty {
+			t.Fatalf("plan %+v: %v, empty %v", q, err, empty)
 		}
-		got := plan(sql, args...)
-		// A sort of ties on time (LAST TERM) is fine; a sort of every match is not.
-		if !strings.Contains(got, want) || strings.Contains(got, "TEMP B-TREE FOR ORDER BY") {
-			t.Errorf("search %+v: plan does not walk %s in time order:\n%s", q, want, got)
+		got := plan(p.eventsSQL(false), p.eventsArgs(3, from, to, 100)...)
+		if !strings.Contains(got, "USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)") {
+			t.Errorf("search %+v: plan does not read a segment's row id range:\n%s", q, got)
 		}
 	}
 }

@@ -158,6 +158,40 @@ CREATE INDEX ledger_classes_decision ON ledger_classes(class, decision, time_ns)
 	// 'agent'): the table row of a human's or a service's statement skips it.
 	`DROP INDEX ledger_tables_agents;
 CREATE INDEX ledger_tables_agents ON ledger_tables(name, identity_kind, time_ns, subject, type) WHERE identity_kind = 'agent';
+`,
+	// 11: searches go through segment terms and the events' facets (segindex.go) instead
+	// of per-event index rows: the indexes only searches used go, and so does the per-event
+	// full-text index (texts are interned and indexed once each). Events stored before get
+	// their facets and terms from the indexer (ledger_backfill); their side-table rows stay.
+	// aux marks the events with side-table rows, the only ones pairing intents with their
+	// completions reads through the session index (intent.go).
+	`ALTER TABLE ledger_events ADD COLUMN facets TEXT;
+ALTER TABLE ledger_events ADD COLUMN text_id INTEGER;
+ALTER TABLE ledger_events ADD COLUMN aux INTEGER NOT NULL DEFAULT 1;
+DROP INDEX ledger_events_session;
+CREATE INDEX ledger_events_session ON ledger_events(session, seq) WHERE aux = 1;
+CREATE TABLE ledger_texts (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE);
+CREATE VIRTUAL TABLE ledger_text_fts USING fts5(text, content='');
+CREATE TABLE ledger_terms (
+	term TEXT NOT NULL, seg INTEGER NOT NULL, min_ns INTEGER NOT NULL, max_ns INTEGER NOT NULL,
+	PRIMARY KEY (term, seg)
+) WITHOUT ROWID;
+CREATE TABLE ledger_backfill (id INTEGER PRIMARY KEY, next_id INTEGER NOT NULL, end_id INTEGER NOT NULL);
+INSERT INTO ledger_backfill(id, next_id, end_id) SELECT 1, 0, COALESCE(MAX(id), 0) FROM ledger_events;
+DROP INDEX ledger_events_time;
+DROP INDEX ledger_events_subject;
+DROP INDEX ledger_events_kind;
+DROP INDEX ledger_events_target;
+DROP INDEX ledger_events_decision;
+DROP INDEX ledger_events_type;
+DROP INDEX ledger_tables_name;
+DROP INDEX ledger_tables_decision;
+DROP INDEX ledger_classes_class;
+DROP INDEX ledger_classes_decision;
+DROP INDEX ledger_classes_kind;
+DROP INDEX ledger_statements_kind;
+DROP INDEX ledger_statements_category;
+DROP TABLE ledger_fts;
 `}
 
 // SQLiteStore is the embedded store: one SQLite file (WAL) in the data directory, fed by
@@ -310,8 +344,8 @@ func recoverLogFile(ctx context.Context, db *sql.DB, f *os.File, log *slog.Logge
 	return nil
 }
 
-const insertEventSQL = `INSERT INTO ledger_events(instance, seq, time_ns, type, subject, identity_kind, target, environment, decision, session, hash, body)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (instance, seq) DO NOTHING`
+const insertEventSQL = `INSERT INTO ledger_events(instance, seq, time_ns, type, subject, identity_kind, target, environment, decision, session, hash, body, facets, text_id, aux)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (instance, seq) DO NOTHING`
 
 // storeLogged inserts logged events and checkpoints (skipping any already stored) with
 // statements from prep, inside the caller's transaction.
@@ -323,7 +357,7 @@ func storeLogged(ctx context.Context, prep func(string) (*sql.Stmt, error), rows
 		}
 		for i := range rows {
 			r := &rows[i]
-			if _, err := st.ExecContext(ctx, r.instance, r.seq, r.timeNS, r.typ, r.subject, r.identityKind, r.target, r.environment, r.decision, r.session, r.hash, string(r.body)); err != nil {
+			if _, err := st.ExecContext(ctx, r.instance, r.seq, r.timeNS, r.typ, r.subject, r.identityKind, r.target, r.environment, r.decision, r.session, r.hash, string(r.body), nil, nil, 1); err != nil {
 				return fmt.Errorf("store event %s/%d: %w", r.instance, r.seq, err)
 			}
 		}
@@ -496,9 +530,6 @@ func (s *SQLiteStore) DeleteThrough(ctx context.Context, instance string, seq in
 		return 0, fmt.Errorf("apply retention: begin: %w", err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `DELETE FROM ledger_fts WHERE rowid IN (SELECT id FROM ledger_events WHERE instance = ? AND seq <= ?)`, instance, seq); err != nil {
-		return 0, fmt.Errorf("apply retention to text index: %w", err)
-	}
 	var minNS, maxNS sql.NullInt64
 	if err := tx.QueryRowContext(ctx, `SELECT MIN(time_ns), MAX(time_ns) FROM ledger_classes WHERE instance = ? AND seq <= ?`, instance, seq).Scan(&minNS, &maxNS); err != nil {
 		return 0, fmt.Errorf("apply retention to the rollup: %w", err)
@@ -519,6 +550,11 @@ func (s *SQLiteStore) DeleteThrough(ctx context.Context, instance string, seq in
 		return 0, fmt.Errorf("apply retention to events: %w", err)
 	}
 	n, _ := res.RowsAffected()
+	// Search terms of segments no event is left in (terms of a segment with some events
+	// left may name deleted ones: searches filter those events out anyway).
+	if _, err := tx.ExecContext(ctx, `DELETE FROM ledger_terms WHERE seg < (SELECT COALESCE(MIN(id), 0) FROM ledger_events) >> `+fmt.Sprint(segmentShift)); err != nil {
+		return 0, fmt.Errorf("apply retention to search terms: %w", err)
+	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM ledger_checkpoints WHERE instance = ? AND seq < ?`, instance, seq); err != nil {
 		return 0, fmt.Errorf("apply retention to checkpoints: %w", err)
 	}
@@ -531,12 +567,12 @@ func (s *SQLiteStore) DeleteThrough(ctx context.Context, instance string, seq in
 	return n, nil
 }
 
-// Search implements Store.
+// Search implements Store, through segment terms (searchseg.go).
 func (s *SQLiteStore) Search(ctx context.Context, q Query) ([]Event, error) {
 	if err := s.ix.syncAll(ctx); err != nil {
 		return nil, err
 	}
-	return runSearch(ctx, s, q, time.Now())
+	return s.searchSegments(ctx, q, time.Now())
 }
 
 // WhoDropped implements Store.

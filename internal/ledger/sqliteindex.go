@@ -11,9 +11,10 @@ import (
 )
 
 // The SQLite store keeps the commit that Record waits for as small as it can be: the chain
-// (ledger_events rows and checkpoints) only. The search indexes (ledger_tables,
-// ledger_classes, ledger_statements, the daily rollup and the full-text index) are derived
-// from committed events by an indexer, in larger transactions, off the callers' path:
+// (ledger_events rows and checkpoints) only. The search indexes (the events' facets and
+// interned texts, the segment terms of segindex.go, the side-table rows the auditor
+// questions read and the daily rollup) are derived from committed events by an indexer, in
+// larger transactions, off the callers' path:
 //
 //   - ledger_index_state(instance, seq) records, per chain, the highest seq whose index rows
 //     are stored; it is updated in the same transaction as the index rows it covers, so the
@@ -24,8 +25,8 @@ import (
 //     reader always sees every event committed before it asked.
 //
 // A chain that has no state row yet starts from the highest seq already present in
-// ledger_statements (every statement event has a row there): zero for a new chain, the top
-// of a synthetic load (which writes its own index rows) otherwise.
+// ledger_statements: zero for a new chain; ledgers from before schema version 6 had a row
+// there for every statement event. (A synthetic load writes its own state row.)
 
 // indexBatch caps the events indexed in one transaction, so the indexer never holds the
 // write lock long enough to delay a group commit noticeably.
@@ -50,11 +51,17 @@ type sqliteIndexer struct {
 	conn   *sql.Conn
 	stmts  map[string]*sql.Stmt
 	synced int64 // MAX(ledger_events.id) when the last complete pass started; -1: none yet
+	// backfilled: events stored before schema version 11 have their search terms.
+	backfilled bool
 
 	dailySQL string // the rollup upsert, built once
 	// daily sums the rollup rows of the transaction being built (flushRollup writes them
 	// before it commits): one upsert per reader, class and day instead of one per event.
 	daily map[dailyKey]dailySum
+	// terms sums the segment terms of the transaction being built (flush writes them).
+	terms termSet
+	// texts caches the ids of interned statement texts (see derive).
+	texts map[string]int64
 	// busyTimeout, when set (tests), replaces the store's lock wait on this connection.
 	busyTimeout time.Duration
 
@@ -68,7 +75,7 @@ func newSQLiteIndexer(db *sql.DB, pending *pendingLog, log *slog.Logger) *sqlite
 	if log == nil {
 		log = slog.Default()
 	}
-	return &sqliteIndexer{db: db, log: log, pending: pending, others: map[string]int64{}, stmts: map[string]*sql.Stmt{}, synced: -1, dailySQL: classDailySQL(sqliteSQL), daily: map[dailyKey]dailySum{},
+	return &sqliteIndexer{db: db, log: log, pending: pending, others: map[string]int64{}, stmts: map[string]*sql.Stmt{}, synced: -1, dailySQL: classDailySQL(sqliteSQL), daily: map[dailyKey]dailySum{}, terms: termSet{m: map[termKey]termBounds{}}, texts: map[string]int64{},
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -146,6 +153,14 @@ func (x *sqliteIndexer) syncWith(ctx context.Context, others bool) error {
 	if err := x.materialize(ctx); err != nil {
 		x.resetConn()
 		return err
+	}
+	for !x.backfilled {
+		more, err := x.backfill(ctx)
+		if err != nil {
+			x.resetConn()
+			return fmt.Errorf("index ledger events stored before search terms: %w", err)
+		}
+		x.backfilled = !more
 	}
 	var top sql.NullInt64
 	if err := x.db.QueryRowContext(ctx, `SELECT MAX(id) FROM ledger_events`).Scan(&top); err != nil {
@@ -254,7 +269,7 @@ func (x *sqliteIndexer) indexSome(ctx context.Context, instance string) (n int, 
 	committed := false
 	defer func() {
 		if !committed {
-			clear(x.daily)
+			x.discard()
 			if _, rerr := x.conn.ExecContext(context.Background(), `ROLLBACK`); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
 			}
@@ -302,12 +317,19 @@ func (x *sqliteIndexer) indexSome(ctx context.Context, instance string) (n int, 
 			continue
 		}
 		ev.Instance, ev.Seq = instance, p.seq // index under the row's key, as searches join on it
-		if err := x.indexEvent(ctx, p.id, &ev); err != nil {
+		d, err := x.derive(ctx, &ev)
+		if err != nil {
+			return 0, err
+		}
+		if err := x.exec(ctx, `UPDATE ledger_events SET facets = ?, text_id = ?, aux = ? WHERE id = ?`, d.facetsArg(), d.textArg(), d.auxArg(), p.id); err != nil {
+			return 0, fmt.Errorf("index event %d: %w", p.seq, err)
+		}
+		if err := x.indexEvent(ctx, p.id, &ev, &d); err != nil {
 			return 0, err
 		}
 	}
 	top := evs[len(evs)-1].seq
-	if err := x.flushRollup(ctx); err != nil {
+	if err := x.flush(ctx); err != nil {
 		return 0, err
 	}
 	if err := x.exec(ctx, setHighWaterSQL, instance, top); err != nil {
@@ -421,7 +443,7 @@ func (x *sqliteIndexer) storeBatches(ctx context.Context, bs []logBatch) (err er
 	}
 	defer func() {
 		if err != nil {
-			clear(x.daily)
+			x.discard()
 			if _, rerr := x.conn.ExecContext(context.Background(), `ROLLBACK`); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
 			}
@@ -437,37 +459,48 @@ func (x *sqliteIndexer) storeBatches(ctx context.Context, bs []logBatch) (err er
 	for _, b := range bs {
 		for i := range b.rows {
 			r := &b.rows[i]
-			res, err := ins.ExecContext(context.WithoutCancel(ctx), r.instance, r.seq, r.timeNS, r.typ, r.subject, r.identityKind, r.target, r.environment, r.decision, r.session, r.hash, string(r.body))
-			if err != nil {
-				return fmt.Errorf("store event %s/%d: %w", r.instance, r.seq, err)
-			}
-			if n, _ := res.RowsAffected(); n == 0 {
-				continue // stored before (replay after a crash)
-			}
 			hwm, ok := hwms[r.instance]
 			if !ok {
 				if hwm, err = x.highWater(ctx, r.instance); err != nil {
 					return err
 				}
+				hwms[r.instance] = hwm
 			}
-			if hwm < 0 || hwm != r.seq-1 {
-				hwms[r.instance] = -1
+			// Derive the index of the event first when its chain's index is caught up, so
+			// its row is stored with its facets in one insert.
+			var ev *Event
+			var d eventIndex
+			if hwm >= 0 && hwm == r.seq-1 {
+				ev = r.ev
+				if ev == nil {
+					if dec, err := decodeBody(r.body); err == nil {
+						dec.Instance, dec.Seq = r.instance, r.seq
+						ev = &dec
+					}
+				}
+				if ev != nil {
+					if d, err = x.derive(ctx, ev); err != nil {
+						return err
+					}
+				}
+			}
+			res, err := ins.ExecContext(context.WithoutCancel(ctx), r.instance, r.seq, r.timeNS, r.typ, r.subject, r.identityKind, r.target, r.environment, r.decision, r.session, r.hash, string(r.body), d.facetsArg(), d.textArg(), d.auxArg())
+			if err != nil {
+				return fmt.Errorf("store event %s/%d: %w", r.instance, r.seq, err)
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				hwms[r.instance] = -1 // stored before (replay after a crash): indexSome checks it
+				continue
+			}
+			if ev == nil {
+				hwms[r.instance] = -1 // not contiguous, or undecodable (indexSome skips it with a warning)
 				continue
 			}
 			id, err := res.LastInsertId()
 			if err != nil {
 				return fmt.Errorf("store event %s/%d: %w", r.instance, r.seq, err)
 			}
-			ev := r.ev
-			if ev == nil {
-				dec, err := decodeBody(r.body)
-				if err != nil {
-					hwms[r.instance] = -1 // indexSome skips it with a warning
-					continue
-				}
-				ev = &dec
-			}
-			if err := x.indexEvent(ctx, id, ev); err != nil {
+			if err := x.indexEvent(ctx, id, ev, &d); err != nil {
 				return err
 			}
 			hwms[r.instance] = r.seq
@@ -476,7 +509,7 @@ func (x *sqliteIndexer) storeBatches(ctx context.Context, bs []logBatch) (err er
 			return err
 		}
 	}
-	if err := x.flushRollup(ctx); err != nil {
+	if err := x.flush(ctx); err != nil {
 		return err
 	}
 	for inst, hwm := range hwms {
@@ -510,18 +543,23 @@ func (x *sqliteIndexer) retire(ctx context.Context, files []string) error {
 	return nil
 }
 
-// indexEvent writes the side-table rows, rollup and full text of one event (stored with
-// row id id). Called with mu held, inside the indexer's transaction.
-func (x *sqliteIndexer) indexEvent(ctx context.Context, id int64, ev *Event) error {
+// indexEvent writes what the auditor questions read of one event (stored with row id
+// id, its index d derived): the side-table rows they need, the daily rollup, and the
+// event's segment terms for searches. Called with mu held, inside the indexer's
+// transaction.
+//
+// Searches find events through segment terms and the facets column (searchseg.go), so the
+// per-event side-table rows are written only where an aggregation reads them (derive
+// chooses them).
+func (x *sqliteIndexer) indexEvent(ctx context.Context, id int64, ev *Event, d *eventIndex) error {
 	ns := ev.Time.UnixNano()
-	tables, classes, stmts, text := indexRows(ev)
-	for _, t := range tables {
+	for _, t := range d.tables {
 		if err := x.exec(ctx, `INSERT INTO ledger_tables(instance, seq, time_ns, subject, identity_kind, decision, tbl, name, kind, category, access, type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, t.tbl, t.name, t.kind, t.category, t.access, string(ev.Type)); err != nil {
 			return fmt.Errorf("index tables of event %d: %w", ev.Seq, err)
 		}
 	}
-	for _, c := range classes {
+	for _, c := range d.classes {
 		if err := x.exec(ctx, `INSERT INTO ledger_classes(instance, seq, time_ns, subject, identity_kind, decision, class, col, category, type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, c.class, c.column, c.category, string(ev.Type)); err != nil {
 			return fmt.Errorf("index classes of event %d: %w", ev.Seq, err)
@@ -530,25 +568,21 @@ func (x *sqliteIndexer) indexEvent(ctx context.Context, id int64, ev *Event) err
 			continue // the rollup counts completed statements only
 		}
 		k := dailyKey{class: c.class, category: c.category, decision: ev.Decision, day: floorDiv(ns, dayNS), subject: ev.Subject, identityKind: ev.IdentityKind}
-		d, ok := x.daily[k]
+		s, ok := x.daily[k]
 		if !ok {
-			d = dailySum{first: ns, last: ns}
+			s = dailySum{first: ns, last: ns}
 		}
-		d.n++
-		d.first, d.last = min(d.first, ns), max(d.last, ns)
-		x.daily[k] = d
+		s.n++
+		s.first, s.last = min(s.first, ns), max(s.last, ns)
+		x.daily[k] = s
 	}
-	for _, st := range stmts {
+	for _, st := range d.stmts {
 		if err := x.exec(ctx, `INSERT INTO ledger_statements(instance, seq, time_ns, kind, category, type) VALUES (?, ?, ?, ?, ?, ?)`,
 			ev.Instance, ev.Seq, ns, st.kind, st.category, string(ev.Type)); err != nil {
 			return fmt.Errorf("index statements of event %d: %w", ev.Seq, err)
 		}
 	}
-	if text != "" {
-		if err := x.exec(ctx, `INSERT INTO ledger_fts(rowid, text) VALUES (?, ?)`, id, text); err != nil {
-			return fmt.Errorf("index text of event %d: %w", ev.Seq, err)
-		}
-	}
+	x.terms.add(id, ns, ev, d)
 	return nil
 }
 
@@ -561,14 +595,27 @@ type dailyKey struct {
 
 type dailySum struct{ n, first, last int64 }
 
-// flushRollup writes the rollup rows summed in this transaction. Called with mu held,
-// inside the indexer's transaction, before COMMIT.
-func (x *sqliteIndexer) flushRollup(ctx context.Context) error {
+// flush writes the rollup rows and segment terms summed in this transaction. Called with
+// mu held, inside the indexer's transaction, before COMMIT.
+func (x *sqliteIndexer) flush(ctx context.Context) error {
 	for k, d := range x.daily {
 		if err := x.exec(ctx, x.dailySQL, k.class, k.category, k.decision, k.day, k.subject, k.identityKind, d.n, d.first, d.last); err != nil {
 			return fmt.Errorf("roll up sensitive-data access: %w", err)
 		}
 	}
 	clear(x.daily)
+	for k, b := range x.terms.m {
+		if err := x.exec(ctx, upsertTermSQL, k.term, k.seg, b.min, b.max); err != nil {
+			return fmt.Errorf("store search terms: %w", err)
+		}
+	}
+	clear(x.terms.m)
 	return nil
+}
+
+// discard forgets what a transaction that is rolled back had summed or interned.
+func (x *sqliteIndexer) discard() {
+	clear(x.daily)
+	clear(x.terms.m)
+	clear(x.texts)
 }

@@ -75,7 +75,7 @@ func TestSQLiteIndexCatchesUpAfterCrash(t *testing.T) {
 	}
 	raw.ix.stop(ctx) // keep this handle from indexing again
 	for _, q := range []string{
-		`DELETE FROM ledger_fts WHERE rowid IN (SELECT id FROM ledger_events)`,
+		`UPDATE ledger_events SET facets = NULL, text_id = NULL`, `DELETE FROM ledger_terms`,
 		`DELETE FROM ledger_tables`, `DELETE FROM ledger_classes`, `DELETE FROM ledger_statements`, `DELETE FROM ledger_class_daily`,
 		`UPDATE ledger_index_state SET seq = 0`,
 	} {

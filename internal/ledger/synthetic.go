@@ -77,7 +77,9 @@ func syntheticStatements(d syntheticDialect) (prep []string, inserts []string) {
 	cte := strings.NewReplacer("{SERIES}", d.series, "{FROM}", d.from).Replace(syntheticCTE)
 	src := "syn"
 	if d.fts {
-		prep = []string{`DROP TABLE IF EXISTS temp.syn_load`, `CREATE TEMP TABLE syn_load AS ` + cte + `SELECT * FROM syn`}
+		// SQLite: numbered parameters are ?NNN.
+		r := strings.NewReplacer("$1", "?1", "$2", "?2", "$3", "?3", "$4", "?4", "$5", "?5")
+		prep = []string{`DROP TABLE IF EXISTS temp.syn_load`, r.Replace(`CREATE TEMP TABLE syn_load AS ` + cte + `SELECT * FROM syn`)}
 		cte, src = "", "syn_load"
 	}
 	t := d.text
@@ -85,6 +87,11 @@ func syntheticStatements(d syntheticDialect) (prep []string, inserts []string) {
 	qv := ", txt"
 	if d.fts {
 		qt, qv = "", ""
+	}
+	if d.fts {
+		// SQLite keeps facets, interned texts and segment terms (segindex.go) instead of
+		// the search-only side-table rows and per-event full text.
+		return prep, syntheticSQLiteInserts(d)
 	}
 	inserts = []string{
 		`INSERT INTO ledger_events(instance, seq, time_ns, type, subject, identity_kind, target, environment, decision, session, hash, body` + qt + `) ` + cte +
@@ -101,18 +108,49 @@ func syntheticStatements(d syntheticDialect) (prep []string, inserts []string) {
 			ON CONFLICT (class, category, decision, day, subject, identity_kind) DO UPDATE SET n = ledger_class_daily.n + excluded.n,
 			first_ns = ` + d.min + `(ledger_class_daily.first_ns, excluded.first_ns), last_ns = ` + d.max + `(ledger_class_daily.last_ns, excluded.last_ns)`,
 	}
-	if d.fts {
-		inserts = append(inserts, `INSERT INTO ledger_fts(rowid, text) SELECT e.id, s.txt FROM syn_load s JOIN ledger_events e ON e.instance = $3 AND e.seq = s.i`)
-		// SQLite: numbered parameters are ?NNN.
-		r := strings.NewReplacer("$1", "?1", "$2", "?2", "$3", "?3", "$4", "?4", "$5", "?5")
-		for i := range prep {
-			prep[i] = r.Replace(prep[i])
-		}
-		for i := range inserts {
-			inserts[i] = r.Replace(inserts[i])
-		}
-	}
 	return prep, inserts
+}
+
+// syntheticSQLiteInserts loads syn_load into the SQLite store's tables: events with their
+// facets and interned texts, the side-table rows the auditor questions read, the rollup and
+// the segment terms, as the indexer would have written them.
+func syntheticSQLiteInserts(d syntheticDialect) []string {
+	const sep = "char(31)"
+	facets := sep + ` || 'n:' || name || ` + sep + ` || 'T:public.' || name || ` + sep +
+		` || (CASE WHEN cls IS NULL THEN '' ELSE 'c:' || cls || ` + sep + ` || 'c:pii' || ` + sep + ` END)` +
+		` || 'k:' || kind || ` + sep + ` || 'g:' || cat || ` + sep + ` || 'q:' || kind || '|' || cat || ` + sep
+	terms := []string{`'*'`, `'s:' || subj`, `'i:' || ik`, `'t:' || target`, `'v:' || env`, `'@:' || ?3`, `'y:statement'`, `'d:' || dec`,
+		`'n:' || name`, `'T:public.' || name`, `'k:' || kind`, `'g:' || cat`, `'q:' || kind || '|' || cat`, `'x:' || text_id`}
+	var sel []string
+	for _, t := range terms {
+		sel = append(sel, `SELECT seg, ns, `+t+` AS term FROM syn_seg`)
+	}
+	sel = append(sel, `SELECT seg, ns, 'c:' || cls FROM syn_seg WHERE cls IS NOT NULL`, `SELECT seg, ns, 'c:pii' FROM syn_seg WHERE cls IS NOT NULL`)
+	return []string{
+		`DROP TABLE IF EXISTS temp.syn_maxtext`,
+		`CREATE TEMP TABLE syn_maxtext AS SELECT COALESCE(MAX(id), 0) AS m FROM ledger_texts`,
+		`INSERT INTO ledger_texts(text) SELECT DISTINCT txt FROM syn_load WHERE txt NOT IN (SELECT text FROM ledger_texts)`,
+		`INSERT INTO ledger_text_fts(rowid, text) SELECT id, text FROM ledger_texts WHERE id > (SELECT m FROM syn_maxtext)`,
+		`INSERT INTO ledger_events(instance, seq, time_ns, type, subject, identity_kind, target, environment, decision, session, hash, body, facets, text_id, aux)
+			SELECT ?3, i, ns, 'statement', subj, ik, target, env, dec, 's' || (i / 20), ` + d.hex + `, ` + strings.ReplaceAll(d.json, "$3", "?3") + `, ` + facets + `,
+			(SELECT id FROM ledger_texts WHERE text = txt), (ik = 'agent' OR kind LIKE 'DROP%' OR cls IS NOT NULL) FROM syn_load`,
+		`INSERT INTO ledger_tables(instance, seq, time_ns, subject, identity_kind, decision, tbl, name, kind, category, access)
+			SELECT ?3, i, ns, subj, ik, dec, 'public.' || name, name, kind, cat, CASE cat WHEN 'read' THEN 'r' ELSE 'w' END FROM syn_load WHERE ik = 'agent' OR kind LIKE 'DROP%'`,
+		`INSERT INTO ledger_classes(instance, seq, time_ns, subject, identity_kind, decision, class, col, category)
+			SELECT ?3, i, ns, subj, ik, dec, cls, 'public.' || name || '.email', cat FROM syn_load WHERE cls IS NOT NULL
+			UNION ALL SELECT ?3, i, ns, subj, ik, dec, 'pii', 'public.' || name || '.email', cat FROM syn_load WHERE cls IS NOT NULL`,
+		`INSERT INTO ledger_statements(instance, seq, time_ns, kind, category) SELECT ?3, i, ns, kind, cat FROM syn_load WHERE kind LIKE 'DROP%'`,
+		`INSERT INTO ledger_class_daily(class, category, decision, day, subject, identity_kind, n, first_ns, last_ns)
+			SELECT * FROM (SELECT cls, cat, dec, ns / 86400000000000 AS day, subj, ik, COUNT(*) AS n, MIN(ns) AS f, MAX(ns) AS l FROM syn_load WHERE cls IS NOT NULL GROUP BY cls, cat, dec, ns / 86400000000000, subj, ik
+			UNION ALL SELECT 'pii', cat, dec, ns / 86400000000000, subj, ik, COUNT(*), MIN(ns), MAX(ns) FROM syn_load WHERE cls IS NOT NULL GROUP BY cat, dec, ns / 86400000000000, subj, ik) x WHERE ?3 IS NOT NULL
+			ON CONFLICT (class, category, decision, day, subject, identity_kind) DO UPDATE SET n = ledger_class_daily.n + excluded.n,
+			first_ns = min(ledger_class_daily.first_ns, excluded.first_ns), last_ns = max(ledger_class_daily.last_ns, excluded.last_ns)`,
+		`DROP TABLE IF EXISTS temp.syn_seg`,
+		`CREATE TEMP TABLE syn_seg AS SELECT e.id >> ` + fmt.Sprint(segmentShift) + ` AS seg, s.*, e.text_id FROM syn_load s JOIN ledger_events e ON e.instance = ?3 AND e.seq = s.i`,
+		`INSERT INTO ledger_terms(term, seg, min_ns, max_ns) SELECT term, seg, MIN(ns), MAX(ns) FROM (` + strings.Join(sel, " UNION ALL ") + `) WHERE true GROUP BY term, seg
+			ON CONFLICT (term, seg) DO UPDATE SET min_ns = min(ledger_terms.min_ns, excluded.min_ns), max_ns = max(ledger_terms.max_ns, excluded.max_ns)`,
+		`DROP TABLE temp.syn_seg`,
+	}
 }
 
 const syntheticChunk = 250_000
