@@ -21,9 +21,29 @@ type cursors struct {
 
 type cursorKey struct{ session, name string }
 
+// hasPrefixFold reports whether the statement s starts with keyword prefix, after blanks,
+// parentheses and comments.
 func hasPrefixFold(s, prefix string) bool {
-	s = strings.TrimLeft(s, " \t\r\n(")
-	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+	for {
+		s = strings.TrimLeft(s, " \t\r\n\f(")
+		switch {
+		case strings.HasPrefix(s, "--"):
+			i := strings.IndexByte(s, '\n')
+			if i < 0 {
+				return false
+			}
+			s = s[i+1:]
+			continue
+		case strings.HasPrefix(s, "/*"):
+			i := strings.Index(s, "*/")
+			if i < 0 {
+				return false
+			}
+			s = s[i+2:]
+			continue
+		}
+		return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+	}
 }
 
 // Observe lets the planner see every allowed statement before it is forwarded, so it can

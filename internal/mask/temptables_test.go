@@ -43,3 +43,17 @@ func TestTempTables(t *testing.T) {
 		t.Error("forgotten session still has tables")
 	}
 }
+
+func TestHasPrefixFold(t *testing.T) {
+	for s, want := range map[string]bool{
+		"create temp table x (a int)":                   true,
+		"-- why\n  /* note */ (CREATE TABLE x (a int))": true,
+		"/* unterminated CREATE":                        false,
+		"-- only a comment":                             false,
+		"SELECT 'create'":                               false,
+	} {
+		if got := hasPrefixFold(s, "CREATE"); got != want {
+			t.Errorf("%q: %v", s, got)
+		}
+	}
+}

@@ -61,7 +61,7 @@ var ordinarySteps = []string{
 	"CREATE TEMP TABLE tt2 () INHERITS (tt1)",
 	"INSERT INTO tt2 VALUES (33, 44, 'z')",
 	"SELECT row_to_json(tt2::tt1) FROM tt2",
-	"CREATE TEMP TABLE tt3 () INHERITS (tt2)",
+	"-- a comment first\nCREATE TEMP TABLE tt3 () INHERITS (tt2)",
 	"INSERT INTO tt3 VALUES (55, 66, 'w')",
 	"SELECT row_to_json(tt3::tt2::tt1) FROM tt3",
 	"WITH RECURSIVE s(level, a, b, c) AS (SELECT 1, * FROM tt1 UNION ALL SELECT level + 1, t.* FROM tt2 t, s WHERE s.level < 2) SELECT * FROM s ORDER BY level",
