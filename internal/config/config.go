@@ -86,6 +86,9 @@ const (
 type Listen struct {
 	Postgres string `yaml:"postgres"`
 	HTTP     string `yaml:"http"`
+	// MCP is the Model Context Protocol door's address (streamable HTTP at /mcp), e.g.
+	// 127.0.0.1:15433; empty leaves the door off. Plain HTTP only on loopback, else TLS.
+	MCP string `yaml:"mcp"`
 }
 
 // TLS configures the client-facing TLS of the doors.
@@ -448,7 +451,7 @@ func (c *Config) Validate() error {
 	errf := func(line int, field, format string, a ...any) error {
 		return &FieldError{File: c.Path, Line: line, Field: field, Msg: fmt.Sprintf(format, a...)}
 	}
-	for _, a := range []struct{ name, v string }{{"listen.postgres", c.Listen.Postgres}, {"listen.http", c.Listen.HTTP}} {
+	for _, a := range []struct{ name, v string }{{"listen.postgres", c.Listen.Postgres}, {"listen.http", c.Listen.HTTP}, {"listen.mcp", c.Listen.MCP}} {
 		if a.v == "" {
 			continue
 		}

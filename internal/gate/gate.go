@@ -126,6 +126,7 @@ const (
 	ViaParse    Via = "parse"    // extended protocol Parse
 	ViaExecute  Via = "execute"  // extended protocol Execute of a prepared statement
 	ViaFunction Via = "function" // FunctionCall message
+	ViaMCP      Via = "mcp"      // a tool call of the MCP door
 )
 
 // Inspector is what the gate needs from internal/inspect.

@@ -53,6 +53,8 @@ type Instance struct {
 	// pool keeps upstream connections across sessions (nil with pool.mode off).
 	pool *upstream.Pool
 	http *httpServer
+	// mcp serves the MCP door when listen.mcp is set.
+	mcp *httpServer
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -135,6 +137,11 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Instance, er
 	if in.http, err = startHTTP(cfg.Listen.HTTP, in.reg, in.ready, in.registerHTTP); err != nil {
 		return nil, err
 	}
+	if cfg.Listen.MCP != "" {
+		if in.mcp, err = in.startMCP(cfg); err != nil {
+			return nil, err
+		}
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	in.cancel = cancel
 	go in.watchConfig(runCtx)
@@ -203,6 +210,11 @@ func (in *Instance) closeResources() error {
 	if in.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		errs = append(errs, in.http.Close(ctx))
+		cancel()
+	}
+	if in.mcp != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, in.mcp.Close(ctx))
 		cancel()
 	}
 	errs = append(errs, in.closeParts())

@@ -1,0 +1,179 @@
+// Package mcp is the Model Context Protocol door: AI agents reach databases through MCP tools
+// (list_targets, list_tables, describe_table, query, explain, execute) over streamable HTTP,
+// and every tool call that touches a database goes through the same gate as a psql
+// statement — the same identity, inspection, policy, approvals, masking and ledger, with no
+// second code path for any of them.
+//
+// The door owns only the protocol: it authenticates the bearer token (a Gatehouse token; the
+// identity and its groups are exactly those a database login would get), turns a tool call
+// into a gate session and statement (Via "mcp"), runs what the gate allows on an upstream
+// connection (internal/upstream) and renders rows, masked by the gate's masker, as JSON. A
+// refusal is a tool error carrying the rule's own words, never a protocol error.
+//
+// What a third door (MySQL) needs from the same seams: a gate.Session per client session with
+// the identity, target and database; gate.Check for every statement text (the inspector and
+// the catalog behind the gate are engine-specific and sit behind its Inspector and Catalog
+// interfaces); gate.ResultMasker with gate.Column values built from its own result metadata
+// (table identity and column number, type and format, as the catalog understands them);
+// gate.Done with the Outcome; and CloseSession. Refusal records are the gate's: a door only
+// renders Check.DenyMessage in its protocol's error shape.
+package mcp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/gate"
+	"github.com/gatehouse/gatehouse/internal/identity"
+)
+
+// Path is where the door serves MCP; MetadataPath its OAuth protected-resource metadata
+// (RFC 9728).
+const (
+	Path         = "/mcp"
+	MetadataPath = "/.well-known/oauth-protected-resource"
+)
+
+// Defaults of the limits a query result is held to.
+const (
+	DefaultMaxRows          = 1000
+	DefaultMaxBytes         = 1 << 20
+	DefaultStatementTimeout = 30 * time.Second
+)
+
+// BearerAuthenticator turns a bearer credential into an identity (identity.Chain does).
+type BearerAuthenticator interface {
+	AuthenticateBearer(ctx context.Context, secret string) (*identity.Identity, error)
+}
+
+var _ BearerAuthenticator = (*identity.Chain)(nil)
+
+// Door is the MCP door. Set the fields, then serve Handler.
+type Door struct {
+	// Gate decides, masks and records every statement.
+	Gate *gate.Gate
+	// Auth authenticates bearer tokens.
+	Auth BearerAuthenticator
+	// Target returns a target by name, Targets lists them (both follow configuration
+	// reloads).
+	Target  func(name string) (*config.Target, bool)
+	Targets func() []config.Target
+	// ResourceURL is this door's public URL (…/mcp), named in the protected-resource
+	// metadata; Issuers are the authorization servers it names.
+	ResourceURL string
+	Issuers     []string
+	// MaxRows and MaxBytes bound a query's result (defaults 1000 rows, 1 MiB; a policy's
+	// max_rows lowers them); StatementTimeout bounds a statement upstream (default 30s).
+	MaxRows          int
+	MaxBytes         int
+	StatementTimeout time.Duration
+	// ConsoleURL, when set, is where an approval request can be decided (its id is
+	// appended as /approvals/ID).
+	ConsoleURL string
+	// AllowedOrigins are the browser origins allowed to call the door (none by default:
+	// agent hosts send no Origin header; a browser page of another site must not).
+	AllowedOrigins []string
+	Log            *slog.Logger
+
+	// onDecision, when set, sees the gate's check of an allowed statement (describe_table
+	// reads the masking profile policy gave it).
+	onDecision func(*gate.Check)
+}
+
+// identityKey carries the authenticated identity in TokenInfo.Extra.
+const identityKey = "gatehouse.identity"
+
+// Handler serves the MCP endpoint at Path and the protected-resource metadata.
+func (d *Door) Handler() http.Handler {
+	server := sdk.NewServer(&sdk.Implementation{Name: "gatehouse", Title: "Gatehouse governed database access", Version: "1"},
+		&sdk.ServerOptions{Instructions: instructions, Logger: d.log()})
+	d.addTools(server)
+	mcpHandler := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return server }, &sdk.StreamableHTTPOptions{Logger: d.log()})
+	requireAuth := auth.RequireBearerToken(d.verify, &auth.RequireBearerTokenOptions{
+		ResourceMetadataURL: d.metadataURL(), AllowMissingExpiration: true,
+	})
+	mux := http.NewServeMux()
+	mux.Handle(Path, d.checkOrigin(requireAuth(mcpHandler)))
+	mux.HandleFunc("GET "+MetadataPath, d.serveMetadata)
+	mux.HandleFunc("GET "+MetadataPath+Path, d.serveMetadata)
+	return mux
+}
+
+const instructions = `Gatehouse governs database access: every statement you run is checked by policy, sensitive values come back masked, and every call is recorded. Call list_targets first, then list_tables / describe_table, then query (one read-only statement) or execute (a write or schema change, which may need a human's approval: the result then says pending_approval).`
+
+func (d *Door) log() *slog.Logger {
+	if d.Log != nil {
+		return d.Log
+	}
+	return slog.Default()
+}
+
+func (d *Door) metadataURL() string {
+	base := strings.TrimSuffix(d.ResourceURL, Path)
+	return base + MetadataPath
+}
+
+// serveMetadata answers the OAuth protected-resource metadata (RFC 9728).
+func (d *Door) serveMetadata(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"resource":                 d.ResourceURL,
+		"authorization_servers":    d.Issuers,
+		"bearer_methods_supported": []string{"header"},
+		"resource_name":            "Gatehouse MCP",
+	})
+}
+
+// checkOrigin refuses browser requests from origins not allowed (DNS-rebinding and
+// cross-site calls): agent hosts send no Origin header.
+func (d *Door) checkOrigin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if o := r.Header.Get("Origin"); o != "" {
+			ok := false
+			for _, a := range d.AllowedOrigins {
+				ok = ok || strings.EqualFold(a, o)
+			}
+			if !ok {
+				http.Error(w, "origin not allowed", http.StatusForbidden)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// verify authenticates a bearer token; a refused one is a login.failed on the ledger, as a
+// refused database login is.
+func (d *Door) verify(ctx context.Context, token string, r *http.Request) (*auth.TokenInfo, error) {
+	id, err := d.Auth.AuthenticateBearer(ctx, token)
+	if err != nil || id == nil {
+		cause := "no identity"
+		if err != nil {
+			cause = err.Error()
+		}
+		d.Gate.LoginFailed(ctx, &gate.Session{ClientAddr: r.RemoteAddr, TLS: r.TLS != nil, ApplicationName: "mcp"}, "", "mcp bearer token refused: "+cause)
+		return nil, auth.ErrInvalidToken
+	}
+	return &auth.TokenInfo{UserID: id.Subject, Extra: map[string]any{identityKey: id}}, nil
+}
+
+// callerOf returns the identity of a tool call's bearer token.
+func callerOf(req *sdk.CallToolRequest) (*identity.Identity, error) {
+	if req.Extra == nil || req.Extra.TokenInfo == nil {
+		return nil, errors.New("no authenticated identity on this call")
+	}
+	id, _ := req.Extra.TokenInfo.Extra[identityKey].(*identity.Identity)
+	if id == nil {
+		return nil, errors.New("no authenticated identity on this call")
+	}
+	return id, nil
+}
