@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -14,20 +15,25 @@ func newCatalogCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "catalog", Short: "Show what Gatehouse found to be sensitive in a target"}
 	var all bool
 	show := &cobra.Command{
-		Use:   "show TARGET",
-		Short: "Scan a target and list its sensitive columns with class, confidence and evidence",
+		Use:   "show [DATABASE@]TARGET",
+		Short: "Scan a target (or another database on it) and list its sensitive columns with class, confidence and evidence",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := g.load()
 			if err != nil {
 				return err
 			}
-			if _, ok := cfg.Target(args[0]); !ok {
-				return fmt.Errorf("target %q is not in the configuration; `gatehouse targets` lists them", args[0])
+			// DATABASE@TARGET is the catalog a dbname=DATABASE@TARGET session reads.
+			target := args[0]
+			if at := strings.LastIndexByte(target, '@'); at > 0 {
+				target = target[at+1:]
+			}
+			if _, ok := cfg.Target(target); !ok {
+				return fmt.Errorf("target %q is not in the configuration; `gatehouse targets` lists them", target)
 			}
 			overrides := map[string]map[string]string{}
 			if e, _, err := policyEngine(g, ""); err == nil {
-				overrides[args[0]] = e.Overrides()
+				overrides[target] = e.Overrides()
 			}
 			cat := classify.NewCatalog(classify.ConfigConnector(cfg.Targets), classify.ScanOptions{}, overrides)
 			snap, err := cat.Snapshot(cmd.Context(), args[0])
