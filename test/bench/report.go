@@ -216,9 +216,8 @@ result: Gatehouse ÷ the baseline the row names (TPS, MB/s, connections/s: highe
 CPU: user+system time of the whole middle process (/proc/PID/stat) from before the run until it is quiet again after it,
   so Gatehouse's search indexing is counted; pgbench and PostgreSQL are not. RSS: VmRSS growth over the idle sessions.
 Embedded ledger: this build's internal/ledger in a child process with GOMAXPROCS=1 (one core), pgbench -S-like statement
-  events submitted for a fixed time, paced to stay about 0.5 s of indexing ahead of search (markers every 1,024 events
-  or 250 ms);
-  lag = marker acknowledged → found by search; events/s = events / elapsed.
+  events submitted for a fixed time, paced to stay about 0.5 s of indexing ahead of search (a marker event every 1,024
+  events or 250 ms; lag = marker acknowledged → found by search); events/s = events / elapsed.
   BenchmarkSustained (the ledger's own, when the tree has it): 64 sessions Record, the clock stops once all is indexed.
   A rate whose index lag exceeds 1 s is marked "(lag > 1 s)" and does not meet the bar. Default durability under
   Gatehouse, every under Gatehouse (every).
