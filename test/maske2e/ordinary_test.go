@@ -70,29 +70,36 @@ var ordinarySteps = []string{
 }
 
 // TestOrdinaryValuesUntouched: a DBA under the built-in policy (masked) creates ordinary
-// tables and reads them back through Gatehouse; every value and every error must be what
+// tables and reads them back through Gatehouse, in the target's database and in another
+// database of the target (dbname=other@main); every value and every error must be what
 // PostgreSQL gives directly, in the simple protocol and in binary.
 func TestOrdinaryValuesUntouched(t *testing.T) {
 	pg := testkit.StartPostgres(t)
-	pg.Exec(t, "postgres", "CREATE DATABASE app")
-	pg.Exec(t, "postgres", "CREATE DATABASE ref")
+	for _, db := range []string{"app", "other", "ref_main", "ref_other"} {
+		pg.Exec(t, "postgres", "CREATE DATABASE "+db)
+	}
 	p := servertest.Start(t, servertest.Options{PolicyYAML: "default", Environment: "dev", Upstream: pg})
 	ctx := ctxT(t, 3*time.Minute)
-	via, err := pgconn.Connect(ctx, p.DSN("dba", p.Token(t, "dba", "service", "dba"), "main"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = via.Close(context.Background()) })
-	direct, err := pgconn.Connect(ctx, pg.DSN("ref"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = direct.Close(context.Background()) })
-	for _, step := range ordinarySteps {
-		got, want := outcome(ctx, via, step), outcome(ctx, direct, step)
-		if got != want {
-			t.Errorf("%s\n through Gatehouse: %s\n directly:          %s", step, got, want)
-		}
+	token := p.Token(t, "dba", "service", "dba")
+	for _, db := range []string{"main", "other@main"} {
+		t.Run(db, func(t *testing.T) {
+			via, err := pgconn.Connect(ctx, p.DSN("dba", token, db))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = via.Close(context.Background()) })
+			direct, err := pgconn.Connect(ctx, pg.DSN("ref_"+strings.TrimSuffix(db, "@main")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = direct.Close(context.Background()) })
+			for _, step := range ordinarySteps {
+				got, want := outcome(ctx, via, step), outcome(ctx, direct, step)
+				if got != want {
+					t.Errorf("%s\n through Gatehouse: %s\n directly:          %s", step, got, want)
+				}
+			}
+		})
 	}
 }
 
