@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -160,6 +161,32 @@ func TestMCPDoor(t *testing.T) {
 	}
 	if out, isErr := call(t, s, "explain", map[string]any{"target": "main", "sql": "SELECT * FROM orders"}); isErr || !strings.Contains(out, "Seq Scan") {
 		t.Errorf("explain: %v %s", isErr, out)
+	}
+
+	// A schema change in production is held: pending_approval with the request id; another
+	// DBA approves it through the API; the identical statement then runs, once.
+	dana := p.Token(t, "dana", "human", "dba")
+	sam := p.Token(t, "sam", "human", "dba")
+	sd := connect(t, url, dana)
+	alter := map[string]any{"target": "main", "sql": "ALTER TABLE orders ADD COLUMN mcp_note text", "purpose": "ticket-7"}
+	out, isErr = call(t, sd, "execute", alter)
+	id := regexp.MustCompile(`apr_[0-9a-z]{10}`).FindString(out)
+	if isErr || !strings.Contains(out, `"status":"pending_approval"`) || id == "" {
+		t.Fatalf("held ALTER TABLE: %v %s", isErr, out)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+p.HTTPAddr+"/api/v1/approvals/"+id+"/approve", strings.NewReader(`{"comment":"ok"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+sam)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("approve %s through the API: %v %v", id, err, resp)
+	}
+	resp.Body.Close()
+	if out, isErr := call(t, sd, "execute", alter); isErr || !strings.Contains(out, `"status":"ok"`) {
+		t.Fatalf("approved ALTER TABLE: %v %s", isErr, out)
+	}
+	if out, isErr := call(t, sd, "execute", alter); !isErr && strings.Contains(out, `"status":"ok"`) {
+		t.Fatalf("an approval ran twice: %s", out)
 	}
 
 	// Every call is on the ledger, through the gate, with via mcp, the client and the purpose.

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gatehouse/gatehouse/internal/oidclogin"
+)
+
+func init() { extraCommands = append(extraCommands, newMCPCmd) }
+
+func newMCPCmd(g *globals) *cobra.Command {
+	var server, token string
+	cmd := &cobra.Command{
+		Use:   "mcp --server URL",
+		Short: "Bridge an agent host that only starts stdio MCP servers to Gatehouse's MCP door",
+		Long: `Reads MCP messages (JSON-RPC, one per line) on standard input and forwards each to the
+Gatehouse MCP door (streamable HTTP) with your credential, writing the answers to standard
+output. Governance runs on the server, never here: this is only a transport.
+The credential is $GATEHOUSE_TOKEN (a Gatehouse token), else the ID token stored by
+` + "`gatehouse login`" + `.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if server == "" {
+				return errors.New("--server is required: the MCP door's URL, e.g. https://gatehouse.internal:15433/mcp")
+			}
+			tok, err := bridgeCredential(token)
+			if err != nil {
+				return err
+			}
+			b := &stdioBridge{url: server, token: tok, client: &http.Client{Timeout: 5 * time.Minute}}
+			return b.run(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&server, "server", "", "the MCP door's URL (…/mcp)")
+	cmd.Flags().StringVar(&token, "token", "", "credential (default $GATEHOUSE_TOKEN, else gatehouse login's)")
+	cmd.AddCommand(newMCPConfigCmd())
+	return cmd
+}
+
+// bridgeCredential picks the bearer credential: the flag, $GATEHOUSE_TOKEN, or the ID token
+// `gatehouse login` stored.
+func bridgeCredential(flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	if t := os.Getenv("GATEHOUSE_TOKEN"); t != "" {
+		return t, nil
+	}
+	path, err := oidclogin.DefaultCredentialsPath()
+	if err == nil {
+		if creds, err := oidclogin.LoadCredentials(path); err == nil && len(creds) > 0 && creds[0].IDToken != "" {
+			return creds[0].IDToken, nil
+		}
+	}
+	return "", errors.New("no credential: set GATEHOUSE_TOKEN to a Gatehouse token, or run `gatehouse login`")
+}
+
+// stdioBridge forwards newline-delimited JSON-RPC messages to a streamable HTTP endpoint.
+type stdioBridge struct {
+	url, token string
+	client     *http.Client
+	session    string // Mcp-Session-Id the server assigned at initialize
+	version    string // protocol version negotiated at initialize
+}
+
+// messageHeaders are the HTTP headers the streamable HTTP transport wants for a message:
+// its protocol version (initialize's params, or the per-request _meta key newer revisions
+// carry), its method, and the name it acts on (a tool, a prompt, a resource).
+func messageHeaders(msg []byte) (version, method, name string) {
+	var m struct {
+		Method string `json:"method"`
+		Params struct {
+			ProtocolVersion string         `json:"protocolVersion"`
+			Name            string         `json:"name"`
+			URI             string         `json:"uri"`
+			Meta            map[string]any `json:"_meta"`
+		} `json:"params"`
+	}
+	if json.Unmarshal(msg, &m) != nil {
+		return "", "", ""
+	}
+	if v, ok := m.Params.Meta["io.modelcontextprotocol/protocolVersion"].(string); ok && v != "" {
+		version = v
+	} else if m.Method == "initialize" {
+		version = m.Params.ProtocolVersion
+	}
+	switch m.Method {
+	case "tools/call", "prompts/get":
+		name = m.Params.Name
+	case "resources/read":
+		name = m.Params.URI
+	}
+	return version, m.Method, name
+}
+
+// noteVersion keeps the version an initialize result names.
+func (b *stdioBridge) noteVersion(answer []byte) {
+	var r struct {
+		Result struct {
+			ProtocolVersion string `json:"protocolVersion"`
+		} `json:"result"`
+	}
+	if json.Unmarshal(answer, &r) == nil && r.Result.ProtocolVersion != "" {
+		b.version = r.Result.ProtocolVersion
+	}
+}
+
+func (b *stdioBridge) run(ctx context.Context, in io.Reader, out io.Writer) error {
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	w := bufio.NewWriter(out)
+	for sc.Scan() {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		if err := b.forward(ctx, line, w); err != nil {
+			return err
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+// forward posts one message and writes every JSON-RPC message of the answer (a JSON body or
+// a server-sent event stream) as a line.
+func (b *stdioBridge) forward(ctx context.Context, msg []byte, w io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.url, bytes.NewReader(msg))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+b.token)
+	if b.session != "" {
+		req.Header.Set("Mcp-Session-Id", b.session)
+	}
+	version, method, name := messageHeaders(msg)
+	if version == "" {
+		version = b.version
+	}
+	if version != "" {
+		req.Header.Set("Mcp-Protocol-Version", version)
+	}
+	if method != "" {
+		req.Header.Set("Mcp-Method", method)
+	}
+	if name != "" {
+		req.Header.Set("Mcp-Name", name)
+	}
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("reach the MCP door: %w", err)
+	}
+	defer resp.Body.Close()
+	if s := resp.Header.Get("Mcp-Session-Id"); s != "" {
+		b.session = s
+	}
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized:
+		return errors.New("the MCP door refused the credential (401): check GATEHOUSE_TOKEN or run `gatehouse login`")
+	case resp.StatusCode == http.StatusAccepted:
+		return nil // a notification or a response: nothing comes back
+	case resp.StatusCode >= 300:
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("the MCP door answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		return copyEvents(resp.Body, w, b.noteVersion)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, body); err != nil {
+		return fmt.Errorf("the MCP door answered something that is not JSON: %w", err)
+	}
+	b.noteVersion(compact.Bytes())
+	_, err = w.Write(append(compact.Bytes(), '\n'))
+	return err
+}
+
+// copyEvents writes the data of each server-sent event as one line.
+func copyEvents(r io.Reader, w io.Writer, seen func([]byte)) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	var data []byte
+	flush := func() error {
+		if len(data) == 0 {
+			return nil
+		}
+		seen(data)
+		_, err := w.Write(append(data, '\n'))
+		data = data[:0]
+		return err
+	}
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if err := flush(); err != nil {
+				return err
+			}
+		case strings.HasPrefix(line, "data:"):
+			data = append(data, strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " ")...)
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	return sc.Err()
+}
+
+func newMCPConfigCmd() *cobra.Command {
+	var client, target, server string
+	cmd := &cobra.Command{
+		Use:   "config --client claude|cursor|vscode --server URL",
+		Short: "Print the JSON snippet that adds Gatehouse's MCP door to an agent host's configuration",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if server == "" {
+				return errors.New("--server is required: the MCP door's URL, e.g. https://gatehouse.internal:15433/mcp")
+			}
+			snippet, err := mcpHostConfig(client, server, target)
+			if err != nil {
+				return err
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "  ")
+			return enc.Encode(snippet)
+		},
+	}
+	cmd.Flags().StringVar(&client, "client", "claude", "agent host: claude (Claude Desktop / Claude Code), cursor or vscode")
+	cmd.Flags().StringVar(&server, "server", "", "the MCP door's URL (…/mcp)")
+	cmd.Flags().StringVar(&target, "target", "", "a target to name in the entry (the agent still picks targets through list_targets)")
+	return cmd
+}
+
+// mcpHostConfig is the configuration entry for an agent host: streamable HTTP with a bearer
+// header where the host supports it (Cursor, VS Code), the stdio bridge where it only starts
+// processes (Claude Desktop).
+func mcpHostConfig(client, server, target string) (any, error) {
+	name := "gatehouse"
+	if target != "" {
+		name = "gatehouse-" + target
+	}
+	header := map[string]string{"Authorization": "Bearer ${env:GATEHOUSE_TOKEN}"}
+	switch client {
+	case "claude":
+		return map[string]any{"mcpServers": map[string]any{name: map[string]any{
+			"command": "gatehouse", "args": []string{"mcp", "--server", server},
+			"env": map[string]string{"GATEHOUSE_TOKEN": "<your Gatehouse token>"},
+		}}}, nil
+	case "cursor":
+		return map[string]any{"mcpServers": map[string]any{name: map[string]any{"url": server, "headers": header}}}, nil
+	case "vscode":
+		return map[string]any{"servers": map[string]any{name: map[string]any{"type": "http", "url": server, "headers": header}}}, nil
+	}
+	return nil, fmt.Errorf("--client %q: expected claude, cursor or vscode", client)
+}
