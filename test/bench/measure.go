@@ -173,8 +173,8 @@ func (b *bench) pgbenchRows(ctx context.Context) error {
 		args        []string
 	}{
 		{"sel-simple", "cpu-select", false, []string{"-S", "-M", "simple"}},
-		{"sel-extended", "", false, []string{"-S", "-M", "extended"}},
-		{"sel-prepared", "", true, []string{"-S", "-M", "prepared"}},
+		{"sel-extended", "cpu-extended", false, []string{"-S", "-M", "extended"}},
+		{"sel-prepared", "cpu-prepared", true, []string{"-S", "-M", "prepared"}},
 		{"tpcb", "cpu-tpcb", false, []string{"-M", "simple"}},
 	} {
 		totals, err := b.pgbenchRounds(ctx, w.row, func(ctx context.Context, l leg, t *pgbenchTotal) error {

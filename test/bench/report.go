@@ -58,6 +58,8 @@ func rowDefs(o options) []rowDef {
 		{"lat-p50", "1 client -S simple, latency p50 (result: added vs direct)", micros, plusDirect, true, 60, 25, ""},
 		{"lat-p99", "1 client -S simple, latency p99 (result: added vs direct)", micros, plusDirect, true, 250, none, ""},
 		{"cpu-select", "CPU per -S simple txn, indexing included (÷ PgBouncer)", micros1, vsBouncer, true, 2.0, 1.0, ""},
+		{"cpu-extended", "CPU per -S extended txn, indexing included (÷ PgBouncer; info)", micros1, vsBouncer, true, none, none, ""},
+		{"cpu-prepared", "CPU per -S prepared txn, indexing included (÷ PgBouncer session; info)", micros1, vsBouncer, true, none, none, ""},
 		{"cpu-tpcb", "CPU per TPC-B txn, indexing included (÷ PgBouncer; info)", micros1, vsBouncer, true, none, none, ""},
 		{"batch", fmt.Sprintf("pgx SendBatch of %s SELECTs, one session (÷ direct time)", formatCount(float64(o.batch))), millis, vsDirect, true, 2.0, 1.2, ""},
 		{"copy", fmt.Sprintf("COPY %s rows TO STDOUT, email masked (÷ direct)", shortCount(o.rows)), mbps, vsDirect, false, 0.85, 0.95, ""},
