@@ -35,5 +35,6 @@ removes everything it created.`,
 	}
 	cmd.Flags().StringVar(&opts.Listen, "listen", "127.0.0.1:15432", "address of the PostgreSQL door")
 	cmd.Flags().StringVar(&opts.HTTP, "http", "127.0.0.1:8080", "address of the health and metrics endpoints")
+	cmd.Flags().StringVar(&opts.MCP, "mcp", "127.0.0.1:15433", "address of the MCP door (streamable HTTP at /mcp)")
 	return cmd
 }

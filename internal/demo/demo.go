@@ -33,7 +33,9 @@ type Options struct {
 	// Listen is the PostgreSQL address (default 127.0.0.1:15432); HTTP the health/metrics one.
 	Listen string
 	HTTP   string
-	Log    *slog.Logger
+	// MCP is the MCP door's address (default 127.0.0.1:15433).
+	MCP string
+	Log *slog.Logger
 }
 
 // Persona is one demo identity with its ready-to-use secret.
@@ -60,6 +62,9 @@ func Start(ctx context.Context, opts Options) (d *Demo, err error) {
 	}
 	if opts.HTTP == "" {
 		opts.HTTP = "127.0.0.1:8080"
+	}
+	if opts.MCP == "" {
+		opts.MCP = "127.0.0.1:15433"
 	}
 	dir, err := os.MkdirTemp("", "gatehouse-demo-")
 	if err != nil {
@@ -137,7 +142,7 @@ func Start(ctx context.Context, opts Options) (d *Demo, err error) {
 func configYAML(opts Options, dataDir string, pg *testkit.Postgres, pwFile string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by gatehouse demo; removed when the demo stops.\n")
-	fmt.Fprintf(&b, "listen:\n  postgres: %q\n  http: %q\n", opts.Listen, opts.HTTP)
+	fmt.Fprintf(&b, "listen:\n  postgres: %q\n  http: %q\n  mcp: %q\n", opts.Listen, opts.HTTP, opts.MCP)
 	fmt.Fprintf(&b, "data_dir: %q\n", dataDir)
 	fmt.Fprintf(&b, "targets:\n")
 	for _, t := range []struct{ name, env, db string }{{"shop", "prod", "shop"}, {"shop-staging", "staging", "shop_staging"}} {
@@ -169,6 +174,10 @@ func (d *Demo) PrintWelcome(w io.Writer) {
 		fmt.Fprintf(w, "# %s — %s (%s, groups %v)\n%s\n", p.Role, p.Name, p.Kind, p.Groups, d.PsqlCommand(p, "shop"))
 		if link, err := d.Instance.Console().SignInLink(p.Secret, time.Hour); err == nil {
 			fmt.Fprintf(w, "console: %s\n", link)
+		}
+		if p.Kind == "agent" && d.Instance.MCPAddr() != "" {
+			fmt.Fprintf(w, "MCP:     http://%s/mcp with header \"Authorization: Bearer %s\"  (or: GATEHOUSE_TOKEN='%s' ./bin/gatehouse mcp --server http://%s/mcp)\n",
+				d.Instance.MCPAddr(), p.Secret, p.Secret, d.Instance.MCPAddr())
 		}
 		fmt.Fprintln(w)
 	}

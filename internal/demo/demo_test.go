@@ -16,7 +16,7 @@ import (
 
 func TestDemoPersonasAndGuardrails(t *testing.T) {
 	ctx := context.Background()
-	d, err := Start(ctx, Options{Listen: "127.0.0.1:0", HTTP: "127.0.0.1:0"})
+	d, err := Start(ctx, Options{Listen: "127.0.0.1:0", HTTP: "127.0.0.1:0", MCP: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,6 +26,9 @@ func TestDemoPersonasAndGuardrails(t *testing.T) {
 	if len(d.Personas) != 5 || strings.Count(out.String(), "psql \"host=localhost") != 5 || !strings.Contains(out.String(), "approvals approve") ||
 		strings.Count(out.String(), "console: http://") != 5 {
 		t.Fatalf("welcome does not offer a psql command per persona:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "MCP:     http://"+d.Instance.MCPAddr()+"/mcp") {
+		t.Fatalf("welcome does not give the agent persona its MCP endpoint:\n%s", out.String())
 	}
 	// The demo's configuration is a file the other commands can read.
 	if !strings.Contains(out.String(), "export GATEHOUSE_CONFIG="+d.ConfigFile) || !strings.Contains(out.String(), "audit verify") {
