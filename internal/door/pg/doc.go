@@ -15,6 +15,14 @@
 // its row count before anything can commit it, and a write over the limit is undone by a
 // failing message that makes PostgreSQL abort the transaction holding it.
 //
+// Each loop owns its direction and its half of the per-message state: the client loop reads
+// a burst of client messages, checks and forwards them with one write; the upstream loop
+// reads the answers, masks and counts results, submits each statement's ledger record
+// without waiting (gate.Finish) and writes to the client once per burst (out.go). A
+// completion and everything after it wait in that output until the completion's record is
+// answered, in order, so a pipeline's records share group commits instead of waiting one
+// after another, and no result leaves before its record.
+//
 // Masking covers every way a value can leave: DataRows (text and binary, through the
 // RowDescription's column map), COPY ... TO STDOUT output (a masker planned per COPY before
 // it is forwarded; a COPY whose columns cannot be classified is refused rather than sent
