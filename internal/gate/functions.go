@@ -31,6 +31,28 @@ func refuseUnparsed(c *Check) bool {
 	return false
 }
 
+// RuleNonStandardStrings names the refusal of a statement that turns
+// standard_conforming_strings off.
+const RuleNonStandardStrings = "standard-conforming-strings"
+
+// refuseNonStandardStrings refuses c when one of its statements turns
+// standard_conforming_strings off, whatever the policy: Gatehouse's parser reads string
+// literals with it on, so afterwards PostgreSQL could run other statements than the ones
+// Gatehouse decided ('a\'; DROP TABLE t; --' is one literal to one and a DROP to the
+// other). SQLSTATE 0A000 (feature_not_supported). Reports whether it refused.
+func refuseNonStandardStrings(c *Check) bool {
+	for _, st := range c.Statements {
+		if !st.NonStandardStrings {
+			continue
+		}
+		c.Decision = Decision{Action: Deny, Rule: RuleNonStandardStrings, SQLState: "0A000",
+			Message: "standard_conforming_strings cannot be turned off through Gatehouse: it reads string literals as PostgreSQL does with the setting on, and with it off the two would read backslashes differently"}
+		c.Denied = st
+		return true
+	}
+	return false
+}
+
 // resolveFunctions re-decides statement i of c with what the target's own catalog says of
 // the functions it calls (see inspect.Statement.WithFunctionEffects). The statement and the
 // slice holding it may be shared through the inspector's cache, so a changed one is a copy.

@@ -413,7 +413,7 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 			return c
 		}
 	}
-	if refuseUnparsed(c) {
+	if refuseUnparsed(c) || refuseNonStandardStrings(c) {
 		return c
 	}
 	if g.Policy == nil {

@@ -61,3 +61,27 @@ func TestCompositeTypeIsDDL(t *testing.T) {
 		t.Fatalf("CREATE TYPE AS: kind %q category %s object %q read %v", st.Kind, st.Category, st.ObjectType, st.TablesRead)
 	}
 }
+
+func TestNonStandardStrings(t *testing.T) {
+	cases := map[string]bool{
+		"SET standard_conforming_strings = off":                                 true,
+		"SET standard_conforming_strings TO false":                              true,
+		"set local standard_conforming_strings = 0":                             true,
+		"SET standard_conforming_strings FROM CURRENT":                          true,
+		"SELECT set_config('standard_conforming_strings', 'off', false)":        true,
+		"SELECT set_config('standard_conforming_strings', current_user, false)": true,
+		"ALTER ROLE alice SET standard_conforming_strings = off":                true,
+		"ALTER DATABASE app SET standard_conforming_strings TO off":             true,
+		"ALTER SYSTEM SET standard_conforming_strings = off":                    true,
+		"SET standard_conforming_strings = on":                                  false,
+		"SET standard_conforming_strings TO DEFAULT":                            false,
+		"RESET standard_conforming_strings":                                     false,
+		"SELECT set_config('standard_conforming_strings', 'on', false)":         false,
+		"SET escape_string_warning = off":                                       false,
+	}
+	for sql, want := range cases {
+		if got := inspectText(sql, 0)[0].NonStandardStrings; got != want {
+			t.Errorf("%s: NonStandardStrings %v, want %v", sql, got, want)
+		}
+	}
+}

@@ -287,6 +287,7 @@ func (a *analyzer) classify(n *pg_query.Node) {
 		a.set("ALTER ROLE", Admin)
 		st.ObjectType = "role"
 		if s := x.AlterRoleSetStmt.Setstmt; s != nil {
+			a.checkStrings(s)
 			st.Setting = strings.ToLower(s.Name)
 		}
 	case *pg_query.Node_DropRoleStmt:
@@ -295,6 +296,7 @@ func (a *analyzer) classify(n *pg_query.Node) {
 	case *pg_query.Node_AlterSystemStmt:
 		a.set("ALTER SYSTEM", Admin)
 		if s := x.AlterSystemStmt.Setstmt; s != nil {
+			a.checkStrings(s)
 			st.Setting = strings.ToLower(s.Name)
 		}
 	case *pg_query.Node_VariableSetStmt:
@@ -374,6 +376,7 @@ func (a *analyzer) classify(n *pg_query.Node) {
 		// ALTER DATABASE ... SET role / session_authorization changes the role of every
 		// later login: Setting names it, so the policy sees a role change.
 		if s := x.AlterDatabaseSetStmt.Setstmt; s != nil {
+			a.checkStrings(s)
 			st.Setting = strings.ToLower(s.Name)
 		}
 	case *pg_query.Node_CreateExtensionStmt:
@@ -524,6 +527,7 @@ func (a *analyzer) variableSet(v *pg_query.VariableSetStmt) {
 	st := a.st
 	name := strings.ToLower(v.Name)
 	st.Setting = name
+	a.checkStrings(v)
 	reset := v.Kind == pg_query.VariableSetKind_VAR_RESET || v.Kind == pg_query.VariableSetKind_VAR_RESET_ALL ||
 		v.Kind == pg_query.VariableSetKind_VAR_SET_DEFAULT
 	prefix := "SET"
@@ -707,4 +711,25 @@ func isColumn(n *pg_query.Node, name string) bool {
 	}
 	last := cr.Fields[len(cr.Fields)-1].GetString_()
 	return last != nil && last.Sval == name
+}
+
+// checkStrings sets NonStandardStrings when v turns standard_conforming_strings off (or to
+// a value the text does not show): PostgreSQL would then read backslashes in string
+// literals as escapes, which Gatehouse's parser does not.
+func (a *analyzer) checkStrings(v *pg_query.VariableSetStmt) {
+	if !strings.EqualFold(v.Name, "standard_conforming_strings") {
+		return
+	}
+	switch v.Kind {
+	case pg_query.VariableSetKind_VAR_RESET, pg_query.VariableSetKind_VAR_RESET_ALL, pg_query.VariableSetKind_VAR_SET_DEFAULT:
+		return // back to the server's default, on unless its configuration says otherwise
+	case pg_query.VariableSetKind_VAR_SET_VALUE:
+		a.w.literal = true
+		if len(v.Args) == 1 {
+			if on, ok := boolLiteral(v.Args[0]); ok && on {
+				return
+			}
+		}
+	}
+	a.st.NonStandardStrings = true
 }

@@ -310,6 +310,11 @@ func (a *analyzer) callEffect(f *pg_query.FuncCall, base Category) {
 		}
 		st.Setting = strings.ToLower(setting)
 		a.note("set_config changes " + st.Setting)
+		if st.Setting == "standard_conforming_strings" {
+			if v, ok := a.constString(f, 1); !ok || !isOn(v) {
+				st.NonStandardStrings = true
+			}
+		}
 		switch st.Setting {
 		case "role":
 			st.Kind = "SET ROLE"
@@ -413,4 +418,10 @@ func (a *analyzer) constString(f *pg_query.FuncCall, i int) (string, bool) {
 		return "", false
 	}
 	return s.Sval.Sval, true
+}
+
+// isOn reports whether a setting's text value means on.
+func isOn(v string) bool {
+	on, ok := boolWord(v)
+	return ok && on
 }

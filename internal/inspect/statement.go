@@ -82,6 +82,12 @@ type Statement struct {
 	// catalog; the gate, which does, treats the statement as WhereTrivial when every column
 	// of one entry is NOT NULL in its table.
 	WhereTrivialIfNotNull []NotNullCondition
+	// NonStandardStrings is true when the statement turns standard_conforming_strings off
+	// (SET, set_config, ALTER ROLE/DATABASE/SYSTEM ... SET), or sets it to a value the text
+	// does not show. The inspector reads string literals with it on, as pg_query does: with
+	// it off PostgreSQL would read a backslash before a quote as an escape and see other
+	// statements than the ones decided, so the gate refuses such a statement.
+	NonStandardStrings bool
 	// Privileged is true when the statement calls a function the inspector knows as a
 	// privileged capability (server files, large objects, backend signals, configuration
 	// reloads, replication and backup control, set_config, ...), whatever else it does: an

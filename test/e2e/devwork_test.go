@@ -112,3 +112,36 @@ func TestSyntaxErrorAsPostgresSaysIt(t *testing.T) {
 		t.Fatalf("psql:\n%s", got)
 	}
 }
+
+// TestStandardConformingStringsStayOn: Gatehouse reads string literals as PostgreSQL does
+// with standard_conforming_strings on. With it off, PostgreSQL reads a backslash before a
+// quote as an escape, so the same text would be other statements to each: turning it off
+// is refused (0A000) whatever the policy, even for an allow-all identity.
+func TestStandardConformingStringsStayOn(t *testing.T) {
+	p := servertest.Start(t, servertest.Options{Environment: "dev"}) // permissive policy
+	secret := p.Token(t, "all@corp.example", "service")
+	ctx := ctxT(t, time.Minute)
+	c := connect(t, p.DSN("all@corp.example", secret, ""))
+	for _, sql := range []string{
+		"SET standard_conforming_strings = off",
+		"SET LOCAL standard_conforming_strings TO false",
+		"SELECT set_config('standard_conforming_strings', 'off', false)",
+		"ALTER ROLE CURRENT_USER SET standard_conforming_strings = off",
+		"ALTER DATABASE app SET standard_conforming_strings = off",
+	} {
+		if _, err := c.Exec(ctx, sql); pgCode(err) != "0A000" || !strings.Contains(pgMessage(err), `"standard-conforming-strings"`) {
+			t.Errorf("%s: want 0A000 naming standard-conforming-strings, got %v", sql, err)
+		}
+		alive(ctx, t, c, sql)
+	}
+	var scs string
+	if err := c.QueryRow(ctx, "SHOW standard_conforming_strings").Scan(&scs); err != nil || scs != "on" {
+		t.Fatalf("standard_conforming_strings: %q %v", scs, err)
+	}
+	if _, err := c.Exec(ctx, "SET standard_conforming_strings = on"); err != nil {
+		t.Fatalf("turning it on: %v", err)
+	}
+	if got := upstreamQuery(t, p.Upstream, "app", "SELECT count(*)::text FROM pg_db_role_setting"); got != "0" {
+		t.Fatalf("a role or database setting was stored: %s", got)
+	}
+}
