@@ -89,6 +89,10 @@ type Listen struct {
 	// MCP is the Model Context Protocol door's address (streamable HTTP at /mcp), e.g.
 	// 127.0.0.1:15433; empty leaves the door off. Plain HTTP only on loopback, else TLS.
 	MCP string `yaml:"mcp"`
+	// HTTPS, when set, serves everything listen.http serves (the web console, the APIs,
+	// health and metrics) over TLS with Gatehouse's certificate (tls section), for people
+	// reaching the console from other machines.
+	HTTPS string `yaml:"https"`
 }
 
 // TLS configures the client-facing TLS of the doors.
@@ -451,7 +455,10 @@ func (c *Config) Validate() error {
 	errf := func(line int, field, format string, a ...any) error {
 		return &FieldError{File: c.Path, Line: line, Field: field, Msg: fmt.Sprintf(format, a...)}
 	}
-	for _, a := range []struct{ name, v string }{{"listen.postgres", c.Listen.Postgres}, {"listen.http", c.Listen.HTTP}, {"listen.mcp", c.Listen.MCP}} {
+	if c.Listen.HTTPS != "" && c.TLS.Mode == "off" {
+		return errf(0, "listen.https", "needs a certificate: set tls.mode to auto or files")
+	}
+	for _, a := range []struct{ name, v string }{{"listen.postgres", c.Listen.Postgres}, {"listen.http", c.Listen.HTTP}, {"listen.mcp", c.Listen.MCP}, {"listen.https", c.Listen.HTTPS}} {
 		if a.v == "" {
 			continue
 		}

@@ -3,10 +3,13 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gatehouse/gatehouse/internal/approval"
 	"github.com/gatehouse/gatehouse/internal/console"
@@ -26,7 +29,9 @@ func (in *Instance) registerHTTP(mux *http.ServeMux) {
 // Console is the instance's web console (for the demo's one-click sign-in links).
 func (in *Instance) Console() *console.Console { return in.console }
 
-// consoleURL is the console's external base URL: console.url, else the HTTP listener's.
+// consoleURL is the console's external base URL: console.url, else the HTTPS listener's
+// (by the name localhost, which the generated certificate covers, when it listens on every
+// address or on loopback), else the HTTP listener's.
 func (in *Instance) consoleURL() string {
 	if u := in.cfg.Load().Console.URL; u != "" {
 		if !strings.HasSuffix(u, "/") {
@@ -37,7 +42,46 @@ func (in *Instance) consoleURL() string {
 	if in.http == nil {
 		return ""
 	}
+	if in.http.tlsLn != nil {
+		host, port, _ := net.SplitHostPort(in.http.tlsLn.Addr().String())
+		if ip := net.ParseIP(host); ip == nil || ip.IsLoopback() || ip.IsUnspecified() {
+			host = "localhost"
+		}
+		return "https://" + net.JoinHostPort(host, port) + console.Prefix
+	}
 	return httpBase(in.http.Addr()) + console.Prefix
+}
+
+// startHTTPS serves the HTTP listener's handler over TLS on addr ("" for none), with the
+// instance's certificate, so the console can be used from other machines.
+func (in *Instance) startHTTPS(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	if in.tlsConf == nil {
+		return errors.New("listen.https needs a certificate: set tls.mode to auto or files")
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen https %s: %w", addr, err)
+	}
+	in.http.tlsLn = ln
+	in.http.tlsSrv = &http.Server{Handler: in.http.srv.Handler, ReadHeaderTimeout: 10 * time.Second, TLSConfig: in.tlsConf.Clone()}
+	go func() {
+		// The certificate comes from TLSConfig (generated or from files).
+		if err := in.http.tlsSrv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			in.log.Error("https listener stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// HTTPSAddr is the address of the TLS listener ("" when listen.https is not set).
+func (in *Instance) HTTPSAddr() string {
+	if in.http == nil || in.http.tlsLn == nil {
+		return ""
+	}
+	return in.http.tlsLn.Addr().String()
 }
 
 // httpBase is the URL a browser on this machine reaches an HTTP listen address at.

@@ -18,6 +18,9 @@ import (
 type httpServer struct {
 	srv *http.Server
 	ln  net.Listener
+	// tlsSrv serves the same handler over TLS on listen.https (nil when not configured).
+	tlsSrv *http.Server
+	tlsLn  net.Listener
 }
 
 func startHTTP(addr string, reg *prometheus.Registry, ready func() error, register func(*http.ServeMux)) (*httpServer, error) {
@@ -51,7 +54,13 @@ func startHTTP(addr string, reg *prometheus.Registry, ready func() error, regist
 
 func (h *httpServer) Addr() string { return h.ln.Addr().String() }
 
-func (h *httpServer) Close(ctx context.Context) error { return h.srv.Shutdown(ctx) }
+func (h *httpServer) Close(ctx context.Context) error {
+	var errs []error
+	if h.tlsSrv != nil {
+		errs = append(errs, h.tlsSrv.Shutdown(ctx))
+	}
+	return errors.Join(append(errs, h.srv.Shutdown(ctx))...)
+}
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -142,6 +142,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Instance, er
 			return nil, err
 		}
 	}
+	if err := in.startHTTPS(cfg.Listen.HTTPS); err != nil {
+		return nil, err
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	in.cancel = cancel
 	go in.watchConfig(runCtx)
