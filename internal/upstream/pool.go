@@ -29,10 +29,12 @@ const (
 // Pool keeps upstream connections that sessions have finished with and hands them to later
 // sessions of the same key (target, database, and every startup parameter, including the
 // upstream role), the way PgBouncer's session mode does. A connection is reset before it is
-// kept (ROLLBACK of anything left open, then DISCARD ALL: prepared statements, portals, temp
-// tables, settings, role, LISTEN registrations, advisory locks, sequence state and cached
-// plans), and one that is in any other state than idle at a message boundary is closed
-// instead. Startup parameters are part of the key because RESET returns a setting to its
+// kept (DISCARD ALL: prepared statements, portals, temp tables, settings, role, LISTEN
+// registrations, advisory locks, sequence state and cached plans). One whose session ended
+// inside a transaction block (open or failed) is closed, as PgBouncer closes a server that is
+// not idle: ending the backend aborts the transaction, and the next session does not even
+// share its PID. A connection in any other state than idle at a message boundary is the
+// caller's to close. Startup parameters are part of the key because RESET returns a setting to its
 // startup value: a connection opened with another application_name or options would show
 // its first session's values after a RESET.
 //
@@ -118,7 +120,8 @@ func (p *Pool) take(key string, now time.Time) (*Conn, []*Conn) {
 // Put takes a connection back from a session. txStatus is the status of the last
 // ReadyForQuery the session saw; the caller must pass a connection that is at a message
 // boundary with nothing outstanding (everything sent answered, no COPY in progress). The
-// connection is reset and kept, or closed; the error says why it was not kept.
+// connection is reset and kept when it was idle ('I'), else closed; the error says why it was
+// not kept.
 func (p *Pool) Put(ctx context.Context, c *Conn, txStatus byte) error {
 	if err := p.keep(ctx, c, txStatus); err != nil {
 		p.count(func(s *PoolStats) { s.Discards++ })
@@ -132,10 +135,13 @@ func (p *Pool) keep(ctx context.Context, c *Conn, txStatus byte) error {
 	if p.isClosed() {
 		return errors.New("pool closed")
 	}
+	if txStatus != 'I' {
+		return fmt.Errorf("session ended inside a transaction block (status %q)", txStatus)
+	}
 	if time.Since(c.created) > durationOr(p.MaxLifetime, DefaultMaxLifetime) {
 		return errors.New("connection reached its maximum lifetime")
 	}
-	if err := p.reset(ctx, c, txStatus); err != nil {
+	if err := p.reset(ctx, c); err != nil {
 		return fmt.Errorf("reset upstream connection: %w", err)
 	}
 	c.idle = time.Now()
@@ -164,12 +170,12 @@ func (p *Pool) keep(ctx context.Context, c *Conn, txStatus byte) error {
 	return nil
 }
 
-// reset returns the backend to the state of a fresh login: it rolls back a transaction left
-// open, then DISCARD ALL (CLOSE ALL, SET SESSION AUTHORIZATION DEFAULT, RESET ALL — which
-// includes ROLE —, DEALLOCATE ALL, UNLISTEN *, pg_advisory_unlock_all(), DISCARD PLANS, TEMP
-// and SEQUENCES). Anything unexpected in the answers (an error, rows, COPY, another status
-// than idle at the end) fails the reset, and the connection is closed.
-func (p *Pool) reset(ctx context.Context, c *Conn, txStatus byte) error {
+// reset returns an idle backend to the state of a fresh login with DISCARD ALL (CLOSE ALL,
+// SET SESSION AUTHORIZATION DEFAULT, RESET ALL — which includes ROLE —, DEALLOCATE ALL,
+// UNLISTEN *, pg_advisory_unlock_all(), DISCARD PLANS, TEMP and SEQUENCES). Anything
+// unexpected in the answer (an error, rows, COPY, another status than idle at the end) fails
+// the reset, and the connection is closed.
+func (p *Pool) reset(ctx context.Context, c *Conn) error {
 	deadline := time.Now().Add(durationOr(p.ResetTimeout, DefaultResetTimeout))
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -177,20 +183,14 @@ func (p *Pool) reset(ctx context.Context, c *Conn, txStatus byte) error {
 	if err := c.Conn.SetDeadline(deadline); err != nil {
 		return fmt.Errorf("set deadline: %w", err)
 	}
-	var out []byte
-	want := []string{"DISCARD ALL"}
-	if txStatus != 'I' {
-		out = appendQuery(out, "ROLLBACK")
-		want = []string{"ROLLBACK", "DISCARD ALL"}
-	}
-	out = appendQuery(out, "DISCARD ALL")
-	if _, err := c.Conn.Write(out); err != nil {
+	const query = "DISCARD ALL"
+	if _, err := c.Conn.Write(appendQuery(nil, query)); err != nil {
 		return fmt.Errorf("send reset: %w", err)
 	}
 	br := bufio.NewReaderSize(c, 4096)
 	var hdr [5]byte
-	done := 0
-	for done < len(want) {
+	completed := false
+	for ready := false; !ready; {
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
 			return fmt.Errorf("read reset answer: %w", err)
 		}
@@ -214,15 +214,15 @@ func (p *Pool) reset(ctx context.Context, c *Conn, txStatus byte) error {
 			// Notices, and notifications for the previous session's channels that were
 			// still on their way: nobody may see them now.
 		case 'C':
-			tag, _, _ := cut0(body)
-			if tag != want[done] {
-				return fmt.Errorf("reset answer: %q completed, expected %q", tag, want[done])
+			if tag, _, _ := cut0(body); tag != query {
+				return fmt.Errorf("reset answer: %q completed, expected %q", tag, query)
 			}
+			completed = true
 		case 'Z':
 			if len(body) != 1 {
 				return errors.New("reset answer: malformed ReadyForQuery")
 			}
-			done++
+			ready = true
 			c.TxStatus = body[0]
 		case 'E':
 			return errors.New("reset failed upstream")
@@ -230,8 +230,8 @@ func (p *Pool) reset(ctx context.Context, c *Conn, txStatus byte) error {
 			return fmt.Errorf("reset answer: unexpected message %q", hdr[0])
 		}
 	}
-	if c.TxStatus != 'I' {
-		return fmt.Errorf("reset left the backend in status %q", c.TxStatus)
+	if !completed || c.TxStatus != 'I' {
+		return fmt.Errorf("reset left the backend in status %q (completed: %v)", c.TxStatus, completed)
 	}
 	if b, _ := br.Peek(br.Buffered()); len(b) > 0 {
 		c.Unread(b)

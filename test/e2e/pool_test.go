@@ -12,6 +12,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/server/servertest"
+	"github.com/gatehouse/gatehouse/internal/testkit"
 	"github.com/gatehouse/gatehouse/internal/upstream"
 )
 
@@ -53,7 +54,7 @@ func TestPoolSessionIsolation(t *testing.T) {
 	bot := p.DSN("bot", p.Token(t, "bot", "agent"), "")
 	simple := pgx.QueryExecModeSimpleProtocol
 
-	// Session A leaves every kind of session state behind, inside an open transaction.
+	// Session A leaves every kind of session state behind.
 	a := connect(t, ann)
 	pidA := a.PgConn().PID()
 	tzFresh := a.PgConn().ParameterStatus("TimeZone")
@@ -70,8 +71,6 @@ func TestPoolSessionIsolation(t *testing.T) {
 		"SELECT nextval('public.pool_seq')",
 		"DECLARE pool_cur CURSOR WITH HOLD FOR SELECT 1",
 		"SET ROLE pool_other",
-		"BEGIN",
-		"INSERT INTO public.pool_t VALUES (1)",
 	} {
 		if _, err := a.Exec(ctx, sql, simple); err != nil {
 			t.Fatalf("session A: %s: %v", sql, err)
@@ -106,7 +105,6 @@ func TestPoolSessionIsolation(t *testing.T) {
 		{"advisory locks", "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()", "0"},
 		{"cursors", "SELECT count(*)::text FROM pg_cursors", "0"},
 		{"role set with SET ROLE", "SELECT current_user::text", "pool_admin"},
-		{"open transaction", "SELECT count(*)::text FROM public.pool_t", "0"},
 	} {
 		var got string
 		if err := b.QueryRow(ctx, pr.sql, simple).Scan(&got); err != nil {
@@ -154,13 +152,34 @@ func TestPoolSessionIsolation(t *testing.T) {
 	if err := c.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
+	waitPoolIdle(t, pool, 2) // one backend per role
+
+	// A session that ends inside a transaction block: its backend is closed (the transaction
+	// is aborted, not committed), as PgBouncer does; the next session gets another backend.
+	tx := connect(t, ann)
+	if tx.PgConn().PID() != pidA {
+		t.Fatalf("session in a transaction got backend %d, want the pooled %d", tx.PgConn().PID(), pidA)
+	}
+	for _, sql := range []string{"BEGIN", "INSERT INTO public.pool_t VALUES (1)"} {
+		if _, err := tx.Exec(ctx, sql, simple); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitBackendGone(t, up, pidA)
+	if s := pool.Stats(); s.Idle != 1 {
+		t.Fatalf("a backend left inside a transaction was kept: %+v", s)
+	}
 
 	// An extended-protocol exchange left without its Sync: the connection is closed and the
 	// implicit transaction is not committed.
 	d := connect(t, ann)
-	if d.PgConn().PID() != pidA {
-		t.Fatalf("session D got backend %d, want the pooled %d", d.PgConn().PID(), pidA)
+	if d.PgConn().PID() == pidA {
+		t.Fatal("the backend closed after a transaction block was handed out again")
 	}
+	pidD := d.PgConn().PID()
 	fe := d.PgConn().Frontend()
 	fe.Send(&pgproto3.Parse{Query: "INSERT INTO public.pool_t VALUES (2)"})
 	fe.Send(&pgproto3.Bind{})
@@ -175,7 +194,7 @@ func TestPoolSessionIsolation(t *testing.T) {
 	}
 	// A COPY FROM STDIN in progress: closed too.
 	e := connect(t, ann)
-	if e.PgConn().PID() == pidA {
+	if e.PgConn().PID() == pidD {
 		t.Fatal("the connection left without its Sync was reused")
 	}
 	pidE := e.PgConn().PID()
@@ -195,10 +214,17 @@ func TestPoolSessionIsolation(t *testing.T) {
 		t.Fatalf("pool_t has %s rows: an unfinished write was committed", n)
 	}
 	// Neither backend is left running.
+	waitBackendGone(t, up, pidD)
+	waitBackendGone(t, up, pidE)
+}
+
+// waitBackendGone waits until the upstream backend pid has ended.
+func waitBackendGone(t *testing.T, up *testkit.Postgres, pid uint32) {
+	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
-	for upstreamQuery(t, up, "app", "SELECT count(*)::text FROM pg_stat_activity WHERE pid IN ("+itoa(pidA)+", "+itoa(pidE)+")") != "0" {
+	for upstreamQuery(t, up, "app", "SELECT count(*)::text FROM pg_stat_activity WHERE pid = "+itoa(pid)) != "0" {
 		if time.Now().After(deadline) {
-			t.Fatal("the backends left in an unknown state are still running")
+			t.Fatalf("backend %d, which the pool had to close, is still running", pid)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -578,8 +578,7 @@ func (s *Server) startSession(ctx context.Context, c *conn, params map[string]st
 	// From here on the start-up deadline is gone; each message must still arrive in time.
 	fr.conn, fr.bodyTimeout = c.Conn, durationOr(s.MessageReadTimeout, DefaultMessageReadTimeout)
 	r := newRelay(s, c, &pgconn.HijackedConn{Conn: up, PID: up.PID, SecretKey: up.SecretKey}, sess, fr)
-	s.run(ctx, r, up.TxStatus, up.ParameterStatuses, log)
-	s.release(ctx, r, up, log)
+	s.run(ctx, r, up, log)
 }
 
 // release returns the session's upstream connection to the pool when the relay parked it
@@ -596,7 +595,7 @@ func (s *Server) release(ctx context.Context, r *relay, up *upstream.Conn, log *
 }
 
 // run registers the relay for cancel requests, greets the client and relays until the end.
-func (s *Server) run(ctx context.Context, r *relay, txStatus byte, ps map[string]string, log *slog.Logger) {
+func (s *Server) run(ctx context.Context, r *relay, up *upstream.Conn, log *slog.Logger) {
 	s.register(r)
 	s.Metrics.sessionDelta(1)
 	s.Gate.Attach(r.sess, "postgres", func(by string) {
@@ -608,6 +607,7 @@ func (s *Server) run(ctx context.Context, r *relay, txStatus byte, ps map[string
 	}()
 	var buf []byte
 	buf, _ = (&pgproto3.AuthenticationOk{}).Encode(buf)
+	ps, txStatus := up.ParameterStatuses, up.TxStatus
 	keys := make([]string, 0, len(ps))
 	for k := range ps {
 		keys = append(keys, k)
@@ -624,11 +624,15 @@ func (s *Server) run(ctx context.Context, r *relay, txStatus byte, ps map[string
 	}
 	buf, _ = (&pgproto3.ReadyForQuery{TxStatus: txStatus}).Encode(buf)
 	if _, err := r.client.Write(buf); err != nil {
+		_ = up.Close()
 		s.Gate.CloseSession(ctx, r.sess, "client went away during start-up")
 		return
 	}
 	log.Info("pg session started", "target", r.sess.Target.Name, "database", r.sess.Database, "tls", r.sess.TLS, "role", r.sess.UpstreamRole)
 	reason := r.relay(ctx)
+	// The upstream connection goes back before the session's end is recorded, so a client
+	// that reconnects at once finds it in the pool.
+	s.release(ctx, r, up, log)
 	log.Info("pg session ended", "reason", reason)
 	s.Gate.CloseSession(context.WithoutCancel(ctx), r.sess, reason)
 }
