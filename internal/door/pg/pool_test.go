@@ -63,6 +63,28 @@ func TestPoolReusesResetConnection(t *testing.T) {
 	}
 	closeConn(t, c2)
 	waitIdle(t, pool, 1)
+
+	// An idle pooled backend that the server ends (pg_terminate_backend, a restart) is found
+	// dead at the next Get and replaced, not handed out.
+	admin := connect(t, shared.DSN("postgres"))
+	if _, err := admin.Exec(ctx, "select pg_terminate_backend($1)", int(pid)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the pooled backend to end", func() bool {
+		var n int
+		if err := admin.QueryRow(ctx, "select count(*) from pg_stat_activity where pid = $1", int(pid)).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 0
+	})
+	c3 := connect(t, e.dsn("alice", "main"))
+	var one int
+	if err := c3.QueryRow(ctx, "select 1").Scan(&one); err != nil || c3.PgConn().PID() == pid {
+		t.Fatalf("after the pooled backend ended: PID %d (was %d), %v", c3.PgConn().PID(), pid, err)
+	}
+	if s := pool.Stats(); s.Discards != 1 || s.Opened != 2 {
+		t.Fatalf("stats %+v: want the dead connection discarded and a new one opened", s)
+	}
 }
 
 // BenchmarkConnectSelectClose is a client that connects per task: connect, SELECT 1, close,
