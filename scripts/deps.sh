@@ -30,6 +30,10 @@ if [ ! -d test/clients/node/node_modules/pg ]; then
   echo "deps: installing node-postgres"
   (cd test/clients/node && npm ci --silent --no-audit --no-fund 2>/dev/null || npm install --silent --no-audit --no-fund)
 fi
+if [ ! -f test/clients/mcpnode/node_modules/@modelcontextprotocol/sdk/package.json ]; then
+  echo "deps: installing the TypeScript MCP SDK client"
+  (cd test/clients/mcpnode && npm ci --silent --no-audit --no-fund 2>/dev/null || npm install --silent --no-audit --no-fund)
+fi
 
 go mod download
 if ! command -v staticcheck >/dev/null 2>&1 && [ ! -x "$(go env GOPATH)/bin/staticcheck" ]; then
