@@ -72,6 +72,15 @@ func TestUpgradeToSegmentTerms(t *testing.T) {
 		t.Fatalf("open a version-10 ledger: %v", err)
 	}
 	defer s.Close()
+	// Recording goes on while the old events are backfilled.
+	l, err := New(ctx, s, Options{Instance: "new", Key: testKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(ctx)
+	late := stmtEvent("late@corp", "SELECT", "SELECT 1 FROM public.t3", []string{"public.t3"}, nil)
+	late.Time = start.Add(time.Duration(n+1) * time.Second)
+	record(t, l, late)
 	count := func(q Query) int {
 		t.Helper()
 		q.Limit = MaxLimit
@@ -85,8 +94,8 @@ func TestUpgradeToSegmentTerms(t *testing.T) {
 		q    Query
 		want int
 	}{
-		{Query{}, n},
-		{Query{Table: "t3"}, 600},
+		{Query{}, n + 1},
+		{Query{Table: "t3"}, 601},
 		{Query{Table: "public.t3", Identity: "user3@corp"}, 86},
 		{Query{Class: "email"}, 270},
 		{Query{StatementKind: "DROP TABLE"}, 30},
@@ -97,7 +106,7 @@ func TestUpgradeToSegmentTerms(t *testing.T) {
 			t.Errorf("after the upgrade, search %+v finds %d events; want %d", c.q, got, c.want)
 		}
 	}
-	evs, err := s.Search(ctx, Query{Limit: 3})
+	evs, err := s.Search(ctx, Query{Instance: "old", Limit: 3})
 	if err != nil || len(evs) != 3 || evs[0].Seq != n || evs[2].Seq != n-2 {
 		t.Fatalf("newest 3 after the upgrade: %d events, %v", len(evs), err)
 	}

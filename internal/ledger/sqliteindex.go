@@ -100,12 +100,15 @@ const indexRetry = time.Second
 func (x *sqliteIndexer) loop() {
 	defer close(x.done)
 	var retry <-chan time.Time // set while the last sync failed (a full disk, a locked file)
+	more := false              // the last pass backfilled a batch and has more to do
 	for {
-		select {
-		case <-x.wake:
-		case <-retry:
-		case <-x.quit:
-			return
+		if !more {
+			select {
+			case <-x.wake:
+			case <-retry:
+			case <-x.quit:
+				return
+			}
 		}
 		retry = nil
 		// Let more group commits land so one transaction covers them: SQLite writes each
@@ -113,19 +116,25 @@ func (x *sqliteIndexer) loop() {
 		// 1000 events per transaction takes a fifth less CPU than 200: BenchmarkIndex with
 		// GATEHOUSE_INDEX_BATCH=200 and 1000). Readers never wait for this: they store what is pending
 		// themselves.
+		gather := indexGather
+		if more {
+			gather = 0 // backfilling after an upgrade: go on at once
+		}
 		select {
-		case <-time.After(indexGather):
+		case <-time.After(gather):
 		case <-x.quit:
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		if err := x.sync(ctx); err != nil {
+		done, err := x.syncStep(ctx, false)
+		cancel()
+		more = err == nil && !done
+		if err != nil {
 			x.log.Error("index ledger events", "err", err)
 			// Try again without waiting for a new commit: while the ledger is refusing
 			// statements, none may come.
 			retry = time.After(indexRetry)
 		}
-		cancel()
 	}
 }
 
@@ -142,8 +151,36 @@ func (x *sqliteIndexer) syncAll(ctx context.Context) error {
 }
 
 func (x *sqliteIndexer) syncWith(ctx context.Context, others bool) error {
+	for {
+		done, err := x.syncStep(ctx, others)
+		if err != nil || done {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("index ledger events: %w", err)
+		}
+	}
+}
+
+// syncStep is one pass of syncWith under mu. While events stored before schema version 11
+// still lack their search terms it backfills one batch of them and reports not done: the
+// lock is released between batches, so the commit log keeps being stored in SQLite (the
+// ledger would otherwise refuse records once too many wait) while a large ledger is
+// backfilled after an upgrade.
+func (x *sqliteIndexer) syncStep(ctx context.Context, others bool) (done bool, err error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	err = x.syncLocked(ctx, others)
+	if errors.Is(err, errBackfillPending) {
+		return false, nil
+	}
+	return true, err
+}
+
+// errBackfillPending ends a sync step that backfilled a batch and has more to do.
+var errBackfillPending = errors.New("backfill pending")
+
+func (x *sqliteIndexer) syncLocked(ctx context.Context, others bool) error {
 	if others {
 		if err := x.catchUpOthers(ctx); err != nil {
 			x.resetConn()
@@ -154,13 +191,16 @@ func (x *sqliteIndexer) syncWith(ctx context.Context, others bool) error {
 		x.resetConn()
 		return err
 	}
-	for !x.backfilled {
+	if !x.backfilled {
 		more, err := x.backfill(ctx)
 		if err != nil {
 			x.resetConn()
 			return fmt.Errorf("index ledger events stored before search terms: %w", err)
 		}
 		x.backfilled = !more
+		if more {
+			return errBackfillPending
+		}
 	}
 	var top sql.NullInt64
 	if err := x.db.QueryRowContext(ctx, `SELECT MAX(id) FROM ledger_events`).Scan(&top); err != nil {
