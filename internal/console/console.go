@@ -75,6 +75,10 @@ type Options struct {
 	// CheckpointFile returns ledger.checkpoint_file ("" for none).
 	EvidenceKey    ed25519.PrivateKey
 	CheckpointFile func() string
+	// Catalog and Targets feed the data map (nil: no data map): the classification
+	// catalog and the names of the targets in force.
+	Catalog Catalog
+	Targets func() []string
 	// LedgerHealth says whether the ledger can write (nil: healthy); Instance names this
 	// instance's chain, whose head and last checkpoint the overview shows.
 	LedgerHealth func() error
@@ -112,6 +116,7 @@ const (
 	EventExport       ledger.EventType = "console.export"
 	EventView         ledger.EventType = "console.view"
 	EventDownload     ledger.EventType = "console.download"
+	EventRescan       ledger.EventType = "console.rescan"
 	EventRefused      ledger.EventType = "console.refused"
 	// EventSessionKill records that someone ended a live database session (console or API).
 	EventSessionKill ledger.EventType = "session.kill"
@@ -199,6 +204,8 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.Handle("GET /console/audit/export", c.secure(c.signedIn(c.auditExport)))
 	mux.Handle("GET /console/audit/events/{instance}/{seq}", c.secure(c.signedIn(c.eventPage)))
 	mux.Handle("GET /console/audit/questions/{q}", c.secure(c.signedIn(c.questionPage)))
+	mux.Handle("GET /console/datamap", c.secure(c.signedIn(c.dataMapPage)))
+	mux.Handle("POST /console/datamap/{target}/rescan", c.secure(c.signedIn(c.rescan)))
 	mux.Handle("GET /console/evidence", c.secure(c.signedIn(c.evidencePage)))
 	mux.Handle("GET /console/evidence/download", c.secure(c.signedIn(c.evidenceDownload)))
 }

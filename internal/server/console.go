@@ -26,6 +26,16 @@ func (in *Instance) registerHTTP(mux *http.ServeMux) {
 	in.console.Register(mux)
 }
 
+// targetNames lists the targets in force, for the console's data map.
+func (in *Instance) targetNames() []string {
+	ts := in.cfg.Load().Targets
+	out := make([]string, len(ts))
+	for i := range ts {
+		out[i] = ts[i].Name
+	}
+	return out
+}
+
 // Console is the instance's web console (for the demo's one-click sign-in links).
 func (in *Instance) Console() *console.Console { return in.console }
 

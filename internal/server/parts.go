@@ -154,6 +154,7 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 	if in.console, err = console.New(console.Options{Auth: in.auth, Ledger: led, Events: led.Store(), Approvals: in.approvals,
 		EvidenceKey: ledgerKey, CheckpointFile: func() string { return in.cfg.Load().Ledger.CheckpointFile },
 		LedgerHealth: led.Healthy, Instance: led.Instance(),
+		Catalog: in.catalog, Targets: in.targetNames,
 		Live: in.live, OIDC: func() []config.OIDC { return in.cfg.Load().OIDC }, URL: in.consoleURL, Log: in.log.With("part", "console")}); err != nil {
 		return err
 	}

@@ -552,6 +552,23 @@ func TestConsole(t *testing.T) {
 		}
 	})
 
+	t.Run("the data map shows the sensitive columns and who read them", func(t *testing.T) {
+		samB := samB.in(t)
+		samB.do(chromedp.Navigate(e.url+"datamap"), chromedp.WaitVisible(chromedp.CSS("#readers")))
+		keys := run(samB, chromedp.Evaluate[[]string](`[...document.querySelectorAll("table[data-target=main] tr.column td.key")].map(td => td.textContent)`))
+		if !slices.Contains(keys, "public.customers.email") {
+			t.Fatalf("data map columns of main: %v", keys)
+		}
+		if got := samB.text("#readers"); !strings.Contains(got, "email") {
+			t.Fatalf("readers table: %q", got)
+		}
+		samB.do(chromedp.Click(chromedp.CSS("button.rescan")),
+			chromedp.WaitVisible(chromedp.CSS("#rescanned")))
+		if evs := e.search(t, ledger.Query{Type: consolepkg.EventRescan, Identity: sam}); len(evs) != 1 {
+			t.Fatalf("want one console.rescan event, got %d", len(evs))
+		}
+	})
+
 	t.Run("6 the evidence zip downloads and audit evidence --check passes on it", func(t *testing.T) {
 		samB := samB.in(t)
 		samB.do(chromedp.Navigate(e.url+"evidence"),
