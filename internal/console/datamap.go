@@ -36,9 +36,9 @@ type classReaders struct {
 }
 
 type dataMapData struct {
-	Targets  []dataMapTarget
-	Readers  []classReaders
-	MayScan  bool
+	Targets   []dataMapTarget
+	Readers   []classReaders
+	MayScan   bool
 	Rescanned string
 }
 
