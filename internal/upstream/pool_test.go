@@ -133,3 +133,38 @@ func TestPoolBounds(t *testing.T) {
 	}
 	waitBackends(0)
 }
+
+// TestPoolReusesTLSConnection: a connection to a TLS upstream is reset and reused through its
+// TLS layer (the liveness check peeks at the socket beneath it).
+func TestPoolReusesTLSConnection(t *testing.T) {
+	pg := testkit.StartPostgresWith(t, testkit.PostgresOptions{TLS: true})
+	tg := &config.Target{Name: "tls", Host: "127.0.0.1", Port: pg.Port, User: pg.User, Password: pg.Password, Database: "postgres",
+		TLS: config.TargetTLS{Mode: "verify-full", CAFile: pg.CAFile}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p := &Pool{}
+	defer p.Close()
+	req := Request{Target: tg}
+	c, err := p.Get(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := c.PID
+	if err := p.Put(ctx, c, 'I'); err != nil {
+		t.Fatalf("put: %v", err)
+	}
+	c, err = p.Get(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Reused || c.PID != pid {
+		t.Fatalf("TLS connection not reused: reused %v, PID %d (was %d)", c.Reused, c.PID, pid)
+	}
+	// The reused connection still works: one more reset round trip through TLS.
+	if err := p.Put(ctx, c, 'I'); err != nil {
+		t.Fatalf("second put: %v", err)
+	}
+	if s := p.Stats(); s.Opened != 1 || s.Reused != 1 || s.Kept != 2 || s.Idle != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
