@@ -294,8 +294,13 @@ func redactErrorValues(er *pgproto3.ErrorResponse, sensitive func(table string, 
 			table = er.TableName
 		}
 	}
+	if strings.Contains(er.Detail, ") is still referenced from table ") {
+		// The error names the referencing table; the key is the referenced table's, which
+		// the statement changes.
+		table = ""
+	}
 	if cols, ok := keyColumns(er.Detail); ok && sensitive(table, cols) {
-		if d := redactKeyValues(er.Detail); d != er.Detail {
+		if d := redactKeyValues(er.Detail, written); d != er.Detail {
 			er.Detail = d
 			n++
 		}
@@ -350,19 +355,24 @@ func redactQuoted(s string, written func(string) bool) string {
 
 // redactKeyValues replaces the values of a `Key (cols)=(values)` detail, keeping the column
 // names.
-func redactKeyValues(s string) string {
-	if i := strings.Index(s, ")=("); i >= 0 && strings.HasPrefix(s, "Key (") {
-		rest := s[i+3:]
-		// The values end at the last ")" followed by a space or the end of the detail.
-		if j := strings.LastIndex(rest, ") "); j >= 0 {
-			return s[:i+3] + redactedValue + rest[j:]
-		}
-		if j := strings.LastIndexByte(rest, ')'); j >= 0 {
-			return s[:i+3] + redactedValue + rest[j:]
-		}
+func redactKeyValues(s string, written func(string) bool) string {
+	i := strings.Index(s, ")=(")
+	if i < 0 || !strings.HasPrefix(s, "Key (") {
+		return s
+	}
+	rest := s[i+3:]
+	// The values end at the last ")" followed by a space or the end of the detail.
+	j := strings.LastIndex(rest, ") ")
+	if j < 0 {
+		j = strings.LastIndexByte(rest, ')')
+	}
+	if j < 0 {
 		return s[:i+3] + redactedValue + ")"
 	}
-	return s
+	if written(rest[:j]) {
+		return s // the key the client's statement wrote
+	}
+	return s[:i+3] + redactedValue + rest[j:]
 }
 
 // writtenIn returns whether a value appears in the text of c's statements as the client

@@ -393,6 +393,8 @@ func TestRedactErrorValues(t *testing.T) {
 		return table == "" || table == "public.customers" && (cols == nil || slices.Contains(cols, "email"))
 	}
 	literal := func(table string, cols []string) bool { return false }
+	// namedTable: the table an error names is sensitive, the statement's tables are not.
+	namedTable := func(table string, cols []string) bool { return table != "" }
 	for _, tc := range []struct {
 		sensitive         func(string, []string) bool
 		code, msg, detail string
@@ -410,6 +412,8 @@ func TestRedactErrorValues(t *testing.T) {
 			`duplicate key value violates unique constraint "u_lower_key"`, `Key (lower(email))=([redacted]) already exists.`, "", "", "public.customers"},
 		{reads, "23502", `null value in column "full_name"`, `Failing row contains (41, null, +1 415 555 1000).`, `null value in column "full_name"`, `Failing row contains ([redacted]).`, "", "", "public.customers"},
 		{reads, "23503", `insert or update violates foreign key constraint`, `Key (customer_id)=(99) is not present in table "customers".`, `insert or update violates foreign key constraint`, `Key (customer_id)=(99) is not present in table "customers".`, "", "", "public.orders"},
+		{namedTable, "23503", `update or delete on table "k" violates foreign key constraint "c_a_fkey" on table "c"`, `Key (a)=(1) is still referenced from table "c".`,
+			`update or delete on table "k" violates foreign key constraint "c_a_fkey" on table "c"`, `Key (a)=(1) is still referenced from table "c".`, "", "", "public.c"},
 		{reads, "23505", `duplicate key value violates unique constraint "k_pkey"`, `Key (a)=(1) already exists.`, `duplicate key value violates unique constraint "k_pkey"`, `Key (a)=(1) already exists.`, "", "", "public.k"},
 		{reads, "23514", `new row for relation "k" violates check constraint "k_a_check"`, `Failing row contains (1, x).`, `new row for relation "k" violates check constraint "k_a_check"`, `Failing row contains (1, x).`, "", "", "public.k"},
 		// A column name is never a value.
@@ -417,7 +421,8 @@ func TestRedactErrorValues(t *testing.T) {
 		// The client's own literal, or a statement over ordinary tables: the message stays.
 		{literal, "22P02", `invalid input syntax for type integer: "abc"`, "", `invalid input syntax for type integer: "abc"`, "", "", "", ""},
 		{literal, "22P02", `invalid input syntax for type smallint: "abc"`, "", `invalid input syntax for type smallint: "abc"`, "", `SQL function "f"`, `SQL function "f"`, ""},
-		// What the client wrote itself: option names, a literal.
+		// What the client wrote itself: option names, a literal, a key.
+		{reads, "23503", `insert or update violates foreign key constraint`, `Key (email)=(ab@example.com) is not present in table "customers".`, `insert or update violates foreign key constraint`, `Key (email)=(ab@example.com) is not present in table "customers".`, "", "", "public.customers"},
 		{reads, "22023", `invalid value for boolean option "security_barrier": 100`, "", `invalid value for boolean option "security_barrier": 100`, "", "", "", ""},
 		{reads, "22023", `unrecognized parameter "Fill"`, "", `unrecognized parameter "Fill"`, "", "", "", ""},
 		{reads, "22P02", `invalid input syntax for type integer: "ab"`, "", `invalid input syntax for type integer: "ab"`, "", "", "", ""},
@@ -428,7 +433,7 @@ func TestRedactErrorValues(t *testing.T) {
 	} {
 		schema, table, _ := strings.Cut(tc.table, ".")
 		er := &pgproto3.ErrorResponse{Code: tc.code, Message: tc.msg, Detail: tc.detail, Where: tc.where, SchemaName: schema, TableName: table}
-		redactErrorValues(er, tc.sensitive, writtenIn(&gate.Check{Statements: []*inspect.Statement{{Text: "CREATE VIEW v WITH (Security_Barrier = 100, \"Fill\") AS SELECT x::int, 'ab'::int FROM customers"}}}))
+		redactErrorValues(er, tc.sensitive, writtenIn(&gate.Check{Statements: []*inspect.Statement{{Text: "CREATE VIEW v WITH (Security_Barrier = 100, \"Fill\") AS SELECT x::int, 'ab'::int, 'ab@example.com' FROM customers"}}}))
 		if er.Message != tc.wantMsg || er.Detail != tc.wantDet || er.Where != tc.wantWhere {
 			t.Errorf("%s %q / %q: got %q / %q / %q", tc.code, tc.msg, tc.detail, er.Message, er.Detail, er.Where)
 		}
