@@ -35,9 +35,10 @@ var copyShapes = []query{
 	{name: "star over a cte with a column list", sql: "WITH s(a, b, c) AS (SELECT * FROM customers) SELECT * FROM s"},
 }
 
-// TestCopyMasksLikeSelect: for every query of the leak suites and the shapes above, COPY
-// (q) TO STDOUT in text, CSV and binary gives a masked client exactly the values the SELECT
-// gives it (text for text and CSV, binary for binary), column by column.
+// TestCopyMasksLikeSelect: for every query of the leak suites (reads, JSON keys) and the
+// shapes above, COPY (q) TO STDOUT in text, CSV and binary gives a masked client exactly
+// the values the SELECT gives it (text for text and CSV, binary for binary), column by
+// column.
 func TestCopyMasksLikeSelect(t *testing.T) {
 	e := startEnv(t)
 	ctx := ctxT(t, 4*time.Minute)
@@ -48,7 +49,11 @@ func TestCopyMasksLikeSelect(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pc.Close(context.Background()) })
-	for _, q := range append(append([]query{}, readQueries...), copyShapes...) {
+	all := append(append([]query{}, readQueries...), copyShapes...)
+	for _, sql := range jsonKeyQueries {
+		all = append(all, query{name: sql, sql: sql})
+	}
+	for _, q := range all {
 		if q.args != nil || strings.Contains(q.sql, "$") {
 			continue // COPY takes no parameters
 		}

@@ -15,21 +15,7 @@ func TestJSONKeysMasked(t *testing.T) {
 	tp := startTap(t, e.prod)
 	ctx := ctxT(t, time.Minute)
 	c := connect(t, tp, "analyst", e.prod.Token(t, "analyst", "service"))
-	for _, q := range []string{
-		"SELECT json_object_agg(email, id) FROM customers",
-		"SELECT jsonb_object_agg(email, id) FROM customers",
-		"SELECT json_object_agg(id, email) FROM customers",
-		"SELECT json_build_object(email, 1) FROM customers",
-		"SELECT jsonb_build_object(ssn, full_name) FROM customers",
-		"SELECT to_json(array_agg(email)) FROM customers",
-		"SELECT to_jsonb(array_agg(card_number)) FROM customers",
-		"SELECT jsonb_object(array_agg(email), array_agg(full_name)) FROM customers",
-		"SELECT json_object(array_agg(ssn), array_agg(id::text)) FROM customers",
-		"SELECT json_object_agg(lower(email), 1) FROM customers",
-		"SELECT json_object(ARRAY[email, phone]) FROM customers",
-		"SELECT (SELECT json_object_agg(c.email, c.id) FROM customers c) AS j",
-		"SELECT jsonb_object_agg(email, id)::text FROM customers",
-	} {
+	for _, q := range jsonKeyQueries {
 		t.Run(q, func(t *testing.T) {
 			tp.take()
 			for _, mode := range [][]any{nil, {pgx.QueryExecModeSimpleProtocol}} {
@@ -76,4 +62,21 @@ func TestJSONKeysMasked(t *testing.T) {
 		}
 		t.Logf("%s → %.160s", c2.sql, rows[0][0])
 	}
+}
+
+// jsonKeyQueries build JSON object keys from sensitive values.
+var jsonKeyQueries = []string{
+	"SELECT json_object_agg(email, id) FROM customers",
+	"SELECT jsonb_object_agg(email, id) FROM customers",
+	"SELECT json_object_agg(id, email) FROM customers",
+	"SELECT json_build_object(email, 1) FROM customers",
+	"SELECT jsonb_build_object(ssn, full_name) FROM customers",
+	"SELECT to_json(array_agg(email)) FROM customers",
+	"SELECT to_jsonb(array_agg(card_number)) FROM customers",
+	"SELECT jsonb_object(array_agg(email), array_agg(full_name)) FROM customers",
+	"SELECT json_object(array_agg(ssn), array_agg(id::text)) FROM customers",
+	"SELECT json_object_agg(lower(email), 1) FROM customers",
+	"SELECT json_object(ARRAY[email, phone]) FROM customers",
+	"SELECT (SELECT json_object_agg(c.email, c.id) FROM customers c) AS j",
+	"SELECT jsonb_object_agg(email, id)::text FROM customers",
 }
