@@ -78,7 +78,7 @@ func newAuditSearch(g *globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "search [TEXT]",
-		Short: "Find events by identity, kind, target, environment, table, column class, decision, time and text",
+		Short: "Find events by identity, kind, target, environment, table, column class, decision, door (via), time and text",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
@@ -125,6 +125,7 @@ func newAuditSearch(g *globals) *cobra.Command {
 	f.StringVar(&q.Table, "table", "", "table read or written")
 	f.StringVar(&q.Class, "class", "", "sensitive column class, e.g. email, ssn, or pii for any personal data")
 	f.StringVar(&q.Decision, "decision", "", "allow, deny or require_approval")
+	f.StringVar(&q.Via, "via", "", "door and message: mcp, or query, parse, execute, function (PostgreSQL wire protocol)")
 	f.StringVar((*string)(&q.Type), "type", "", "event type, e.g. statement, session.start, login.failed")
 	f.IntVar(&q.Limit, "limit", 100, "at most this many events, newest first")
 	f.BoolVar(&asJSON, "json", false, "print JSON lines instead of a table")

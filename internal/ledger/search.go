@@ -31,6 +31,10 @@ type Query struct {
 	// "pii" matches any personal-data class.
 	Class    string `json:"class,omitempty"`
 	Decision string `json:"decision,omitempty"`
+	// Via matches the door and message a statement came through ("mcp" for the MCP door;
+	// "query", "parse", "execute", "function" for the PostgreSQL wire protocol). It filters
+	// the event body, so it narrows the events the other filters and the time range select.
+	Via string `json:"via,omitempty"`
 	// Since is a window ending now; From (inclusive) and To (exclusive) bound it instead.
 	Since time.Duration `json:"since,omitempty"`
 	From  time.Time     `json:"from,omitzero"`
@@ -204,6 +208,11 @@ func buildSearch(d dialect, q Query, now time.Time) (string, []any, error) {
 	// Likewise the SQLite agents index of ledger_tables holds agents' rows only.
 	if q.IdentityKind == "agent" && driver == "ledger_tables" {
 		b.conds = append(b.conds, "d.identity_kind = 'agent'")
+	}
+	if q.Via != "" && d == sqliteSQL {
+		b.where("json_extract(e.body, '$.via') = %s", q.Via)
+	} else if q.Via != "" {
+		b.where("(e.body::jsonb ->> 'via') = %s", q.Via)
 	}
 	ftsDriven := false
 	if q.Text != "" {

@@ -97,10 +97,13 @@ func (d *Door) open(ctx context.Context, req *sdk.CallToolRequest, tool, targetN
 	if !ok || t == nil {
 		return nil, fmt.Errorf("target %q does not exist; call list_targets for the targets you can use", targetName)
 	}
+	// The application name says which client and which tool: the ledger event of the call
+	// carries it ("mcp:claude-code/2.1.0 tool=query"), so an audit search by door shows both.
 	app := "mcp"
 	if ci := req.Session.InitializeParams(); ci != nil && ci.ClientInfo != nil {
 		app = "mcp:" + ci.ClientInfo.Name + "/" + ci.ClientInfo.Version
 	}
+	app += " tool=" + tool
 	sess := &gate.Session{ID: gate.NewSessionID(), Identity: id, Target: t, Database: t.Database, ApplicationName: app,
 		Options: map[string]string{"gatehouse.tool": tool}, StartedAt: time.Now()}
 	if purpose != "" {
