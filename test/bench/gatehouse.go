@@ -38,6 +38,8 @@ type gatehouse struct {
 	name        string
 	ep          endpoint
 	unavailable string
+	// mcpURL is the MCP door's endpoint ("" when the build has no MCP door).
+	mcpURL string
 }
 
 // gatehouseSpec says how to configure one Gatehouse under test.
@@ -74,15 +76,20 @@ func startGatehouse(ctx context.Context, bin string, spec gatehouseSpec, work st
 	if err != nil {
 		return nil, err
 	}
+	mcpPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
 	ledger := ""
 	if spec.durability != "" {
 		ledger = fmt.Sprintf("ledger:\n  durability: %s\n", spec.durability)
 	}
 	cfgPath := filepath.Join(dir, "gatehouse.yaml")
+	mcpListen := fmt.Sprintf("  mcp: \"127.0.0.1:%d\"\n", mcpPort)
 	cfg := fmt.Sprintf(`listen:
   postgres: "127.0.0.1:%d"
   http: "127.0.0.1:%d"
-data_dir: %q
+%sdata_dir: %q
 tls:
   mode: auto
 %stargets:
@@ -96,11 +103,23 @@ tls:
     password_env: BENCH_UPSTREAM_PASSWORD
     tls:
       mode: disable
-`, pgPort, httpPort, filepath.Join(dir, "data"), ledger, pg.port, pg.user)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+`, pgPort, httpPort, "{MCP}", filepath.Join(dir, "data"), ledger, pg.port, pg.user)
+	env := append(cleanEnv(), "BENCH_UPSTREAM_PASSWORD="+pg.password)
+	// A build without the MCP door does not know listen.mcp: configure it only when the
+	// configuration loads with it.
+	withMCP := strings.Replace(cfg, "{MCP}", mcpListen, 1)
+	if err := os.WriteFile(cfgPath, []byte(withMCP), 0o600); err != nil {
 		return nil, err
 	}
-	env := append(cleanEnv(), "BENCH_UPSTREAM_PASSWORD="+pg.password)
+	check := exec.CommandContext(ctx, bin, "--config", cfgPath, "targets")
+	check.Env = env
+	mcpURL := fmt.Sprintf("http://127.0.0.1:%d/mcp", mcpPort)
+	if out, err := check.CombinedOutput(); err != nil && strings.Contains(string(out), "mcp") {
+		mcpURL = ""
+		if err := os.WriteFile(cfgPath, []byte(strings.Replace(cfg, "{MCP}", "", 1)), 0o600); err != nil {
+			return nil, err
+		}
+	}
 	tokenCmd := exec.CommandContext(ctx, bin, "--config", cfgPath, "token", "create", "--name", "bench", "--kind", "service", "--ttl", "2h")
 	tokenCmd.Env = env
 	var stderr bytes.Buffer
@@ -127,7 +146,7 @@ tls:
 	if err != nil {
 		return na(err.Error()), nil
 	}
-	g := &gatehouse{process: p, name: spec.name, ep: endpoint{host: "127.0.0.1", port: pgPort, user: "bench", password: secret, db: "main"}}
+	g := &gatehouse{process: p, name: spec.name, ep: endpoint{host: "127.0.0.1", port: pgPort, user: "bench", password: secret, db: "main"}, mcpURL: mcpURL}
 	if err := waitPG(ctx, p, g.ep.dsn()); err != nil {
 		g.stop()
 		return na(err.Error()), nil

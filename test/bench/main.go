@@ -220,7 +220,10 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		legs = append(legs, leg{name: g.name, ep: g.ep, session: g.ep, proc: g.process, unavailable: g.unavailable})
 	}
 
-	b := &bench{o: o, log: log, work: work, legs: legs, res: results{}}
+	b := &bench{o: o, log: log, work: work, legs: legs, res: results{}, mcpURLs: map[string]string{}}
+	for _, g := range ghs {
+		b.mcpURLs[g.name] = g.mcpURL
+	}
 	loadBefore := loadAverage()
 	steps := []struct {
 		section string

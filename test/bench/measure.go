@@ -33,6 +33,8 @@ type bench struct {
 	work string
 	legs []leg
 	res  results
+	// mcpURLs are the Gatehouse legs' MCP endpoints, by leg name.
+	mcpURLs map[string]string
 }
 
 // each runs fn on every leg named (all legs when none), recording what it returns under
@@ -386,11 +388,18 @@ func (b *bench) consoleRow(context.Context) error {
 	return nil
 }
 
-// mcpRow is the hook for the latency of the MCP door's `query` tool (p50 in ms of a
-// pgbench -S-like query through an MCP client session): fill it in once the MCP door exists.
-func (b *bench) mcpRow(context.Context) error {
-	for _, name := range allGatehouse {
-		b.res.set("mcp", name, notBuiltYet)
-	}
-	return nil
+// mcpRow: the latency of the MCP door's `query` tool, one agent session calling it with a
+// pgbench -S-like query one call at a time (p50 in ms).
+func (b *bench) mcpRow(ctx context.Context) error {
+	return b.each(ctx, "mcp", allGatehouse, func(ctx context.Context, l leg) (meas, error) {
+		url := b.mcpURLs[l.name]
+		if url == "" {
+			return notBuiltYet, nil
+		}
+		lat, err := runMCP(ctx, url, l.ep.password, 300, b.o.scale*100_000)
+		if err != nil {
+			return meas{}, err
+		}
+		return meas{v: percentile(lat, 50)}, nil
+	})
 }
