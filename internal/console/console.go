@@ -79,6 +79,10 @@ type Options struct {
 	// catalog and the names of the targets in force.
 	Catalog Catalog
 	Targets func() []string
+	// Policy and Target feed the policy page (nil Policy: no policy page): the engine in
+	// force and the configured targets by name.
+	Policy Policy
+	Target func(name string) (*config.Target, bool)
 	// LedgerHealth says whether the ledger can write (nil: healthy); Instance names this
 	// instance's chain, whose head and last checkpoint the overview shows.
 	LedgerHealth func() error
@@ -205,6 +209,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.Handle("GET /console/audit/events/{instance}/{seq}", c.secure(c.signedIn(c.eventPage)))
 	mux.Handle("GET /console/audit/questions/{q}", c.secure(c.signedIn(c.questionPage)))
 	mux.Handle("GET /console/datamap", c.secure(c.signedIn(c.dataMapPage)))
+	mux.Handle("GET /console/policy", c.secure(c.signedIn(c.policyPage)))
 	mux.Handle("POST /console/datamap/{target}/rescan", c.secure(c.signedIn(c.rescan)))
 	mux.Handle("GET /console/evidence", c.secure(c.signedIn(c.evidencePage)))
 	mux.Handle("GET /console/evidence/download", c.secure(c.signedIn(c.evidenceDownload)))

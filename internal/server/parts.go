@@ -155,6 +155,7 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 		EvidenceKey: ledgerKey, CheckpointFile: func() string { return in.cfg.Load().Ledger.CheckpointFile },
 		LedgerHealth: led.Healthy, Instance: led.Instance(),
 		Catalog: in.catalog, Targets: in.targetNames,
+		Policy: in.policy, Target: in.Target,
 		Live: in.live, OIDC: func() []config.OIDC { return in.cfg.Load().OIDC }, URL: in.consoleURL, Log: in.log.With("part", "console")}); err != nil {
 		return err
 	}

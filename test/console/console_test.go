@@ -569,6 +569,20 @@ func TestConsole(t *testing.T) {
 		}
 	})
 
+	t.Run("the policy page shows the policy and decides a statement", func(t *testing.T) {
+		samB := samB.in(t)
+		samB.do(chromedp.Navigate(e.url+"policy"), chromedp.WaitVisible(chromedp.CSS("#policy-text")),
+			chromedp.SendKeys(chromedp.CSS("#try-as"), dana), chromedp.SendKeys(chromedp.CSS("#try-groups"), "dba"),
+			chromedp.SendKeys(chromedp.CSS("#try-target"), "main"), chromedp.SendKeys(chromedp.CSS("#try-sql"), "DROP TABLE customers"),
+			chromedp.Click(chromedp.CSS("#try")), chromedp.WaitVisible(chromedp.CSS("pre.explanation")))
+		if got := samB.text("pre.explanation"); !strings.Contains(got, "DENY") || !strings.Contains(got, "no-drop-or-truncate-in-production") {
+			t.Fatalf("policy test of DROP TABLE in production: %q", got)
+		}
+		if got := samB.text("#policy-text"); !strings.Contains(got, "production-schema-changes-need-approval") {
+			t.Fatalf("the built-in policy is not shown: %.200q", got)
+		}
+	})
+
 	t.Run("6 the evidence zip downloads and audit evidence --check passes on it", func(t *testing.T) {
 		samB := samB.in(t)
 		samB.do(chromedp.Navigate(e.url+"evidence"),

@@ -1,0 +1,113 @@
+package console
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/gate"
+	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/inspect"
+	"github.com/gatehouse/gatehouse/internal/ledger"
+	"github.com/gatehouse/gatehouse/internal/policy"
+)
+
+// Policy is what the policy page needs from internal/policy: the policy in force and the
+// explanation `gatehouse policy test` prints.
+type Policy interface {
+	Policy() *policy.Policy
+	Explain(ctx context.Context, sess *gate.Session, st *inspect.Statement) policy.Explanation
+}
+
+var _ Policy = (*policy.Engine)(nil)
+
+// tryForm is the "try a statement" form.
+type tryForm struct {
+	As, Kind, Groups, Target, SQL string
+}
+
+type policyData struct {
+	Source  string
+	Text    string
+	Reloads []ledger.Event
+	Form    tryForm
+	Targets []string
+	Results []string
+}
+
+// policyPage shows the policy in force (read-only), its reloads, and decides a statement for
+// an identity on a target as `gatehouse policy test` does.
+func (c *Console) policyPage(w http.ResponseWriter, v *viewer) {
+	if !v.seesAll {
+		c.fail(w, v, http.StatusForbidden, "The policy page needs membership of auditors, compliance, security or an approver group.")
+		return
+	}
+	if c.opts.Policy == nil {
+		c.fail(w, v, http.StatusNotFound, "No policy engine is configured.")
+		return
+	}
+	ctx := v.r.Context()
+	q := v.r.URL.Query()
+	d := policyData{Source: c.opts.Policy.Policy().Source, Form: tryForm{As: q.Get("as"), Kind: q.Get("kind"), Groups: q.Get("groups"),
+		Target: q.Get("target"), SQL: q.Get("sql")}}
+	if d.Form.Kind == "" {
+		d.Form.Kind = "human"
+	}
+	if c.opts.Targets != nil {
+		d.Targets = c.opts.Targets()
+	}
+	if d.Source == policy.DefaultSource {
+		d.Text = string(policy.DefaultText())
+	} else if b, err := os.ReadFile(d.Source); err == nil {
+		d.Text = string(b)
+	} else {
+		d.Text = "(the policy file cannot be read now: " + err.Error() + ")"
+	}
+	if evs, err := c.opts.Events.Search(ctx, ledger.Query{Type: ledger.EventPolicyReload, Limit: 20}); err == nil {
+		d.Reloads = evs
+	}
+	if d.Form.SQL != "" {
+		if !identity.Kind(d.Form.Kind).Valid() || d.Form.As == "" {
+			c.render(w, http.StatusBadRequest, "policy", page{Title: "Policy", Nav: "policy", Viewer: v, Error: "Name the identity and its kind (human, service or agent).", Data: d})
+			return
+		}
+		if !c.record(w, v.r, v, c.event(v.r, v.id, EventView, "console policy test as "+d.Form.As+" on "+d.Form.Target)) {
+			return
+		}
+		var groups []string
+		for _, g := range strings.Split(d.Form.Groups, ",") {
+			if g = strings.TrimSpace(g); g != "" {
+				groups = append(groups, g)
+			}
+		}
+		sess := &gate.Session{ID: "console-policy-test", ClientAddr: v.r.RemoteAddr, StartedAt: time.Now(),
+			Identity: &identity.Identity{Subject: d.Form.As, Kind: identity.Kind(d.Form.Kind), Groups: groups, AuthMethod: "test"},
+			Target:   c.targetFor(d.Form.Target)}
+		for _, st := range inspect.New(0).Inspect(d.Form.SQL) {
+			var b strings.Builder
+			if err := policy.FormatExplanation(&b, c.opts.Policy.Explain(ctx, sess, st)); err != nil {
+				b.WriteString("explanation failed: " + err.Error())
+			}
+			d.Results = append(d.Results, b.String())
+		}
+	}
+	c.render(w, http.StatusOK, "policy", page{Title: "Policy", Nav: "policy", Viewer: v, Data: d})
+}
+
+// targetFor is the configured target of that name, else one made up for trying (prod when
+// the name says so), as `policy test` does.
+func (c *Console) targetFor(name string) *config.Target {
+	if c.opts.Target != nil {
+		if t, ok := c.opts.Target(name); ok {
+			return t
+		}
+	}
+	env := "dev"
+	if strings.Contains(name, "prod") {
+		env = "prod"
+	}
+	return &config.Target{Name: name, Engine: "postgres", Environment: env}
+}
