@@ -39,7 +39,7 @@ func TestPoolReusesResetConnection(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 	c := connect(t, e.dsn("alice", "main"))
 	pid := c.PgConn().PID()
-	if _, err := c.Exec(ctx, "set work_mem = '7MB'; prepare p1 as select 1; create temp table tt(x int)"); err != nil {
+	if _, err := c.Exec(ctx, "set work_mem = '7MB'; prepare p1 as select 1; create temp table tt(x int); set app.tenant = 'acme'"); err != nil {
 		t.Fatal(err)
 	}
 	closeConn(t, c)
@@ -57,6 +57,12 @@ func TestPoolReusesResetConnection(t *testing.T) {
 	}
 	if wm == "7MB" || prepared != 0 || temp != nil {
 		t.Fatalf("previous session visible: work_mem %s, %d prepared statements, temp table %v", wm, prepared, temp)
+	}
+	// A custom setting the previous session created keeps existing, with an empty value
+	// (RESET cannot remove a placeholder): the README names this limit.
+	var tenant *string
+	if err := c2.QueryRow(ctx, "select current_setting('app.tenant', true)").Scan(&tenant); err != nil || tenant == nil || *tenant != "" {
+		t.Fatalf("custom setting after reuse: %v %v, want the empty string", tenant, err)
 	}
 	if s := pool.Stats(); s.Reused != 1 || s.Opened != 1 || s.Idle != 0 {
 		t.Fatalf("stats %+v", s)
