@@ -28,8 +28,9 @@ func newMCPCmd(g *globals) *cobra.Command {
 		Long: `Reads MCP messages (JSON-RPC, one per line) on standard input and forwards each to the
 Gatehouse MCP door (streamable HTTP) with your credential, writing the answers to standard
 output. Governance runs on the server, never here: this is only a transport.
-The credential is $GATEHOUSE_TOKEN (a Gatehouse token), else the ID token stored by
-` + "`gatehouse login`" + `.`,
+The credential is $GATEHOUSE_TOKEN (a Gatehouse token, or an OIDC access token whose
+audience is the door's URL with the gatehouse:mcp scope), else the ID token stored by
+` + "`gatehouse login`" + ` (which the door accepts only if it was minted for the door's URL).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if server == "" {

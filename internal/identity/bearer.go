@@ -38,6 +38,23 @@ func (c *Chain) AuthenticateBearer(ctx context.Context, secret string) (*Identit
 	}
 }
 
+// AuthenticateBearerFor is AuthenticateBearer for one resource server (RFC 8707), such as
+// the MCP door: an OIDC token must carry resource in its aud; a Gatehouse token, which
+// Gatehouse itself issued for all its doors, is checked as by AuthenticateBearer.
+func (c *Chain) AuthenticateBearerFor(ctx context.Context, secret, resource string) (*Identity, error) {
+	if !LooksLikeJWT(secret) || strings.HasPrefix(secret, TokenPrefix) {
+		return c.AuthenticateBearer(ctx, secret)
+	}
+	if c.OIDC == nil {
+		return nil, fail(CauseUnknownIssuer, errors.New("no oidc issuer is configured"))
+	}
+	sub, err := unverifiedSubject(secret)
+	if err != nil {
+		return nil, fail(CauseMalformed, err)
+	}
+	return c.OIDC.AuthenticateFor(ctx, sub, secret, resource)
+}
+
 // nameOf returns the name of the token a presented secret claims to be ("" when the id is
 // unknown or the secret malformed). It proves nothing: Authenticate checks the secret.
 func (t *Tokens) nameOf(ctx context.Context, secret string) (string, error) {

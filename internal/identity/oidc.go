@@ -319,6 +319,22 @@ func classify(err error) string {
 // nbf) and checks that user names the same principal: the subject claim, preferred_username,
 // email or sub, case-insensitively.
 func (o *OIDC) Authenticate(ctx context.Context, user, secret string) (*Identity, error) {
+	return o.authenticate(ctx, user, secret, nil)
+}
+
+// AuthenticateFor is Authenticate for one resource server (RFC 8707): the token's aud must
+// name resource itself, not one of the issuer's configured audiences, so a token minted for
+// another resource (the database login's audience included) is refused there.
+func (o *OIDC) AuthenticateFor(ctx context.Context, user, secret, resource string) (*Identity, error) {
+	if resource == "" {
+		return nil, fail(CauseWrongAudience, errors.New("no resource to check the audience against"))
+	}
+	return o.authenticate(ctx, user, secret, []string{resource})
+}
+
+// authenticate verifies secret against audience, or the issuer's configured audiences when
+// audience is nil.
+func (o *OIDC) authenticate(ctx context.Context, user, secret string, audience []string) (*Identity, error) {
 	if secret == "" {
 		return nil, fail(CauseEmptySecret, nil)
 	}
@@ -347,8 +363,11 @@ func (o *OIDC) Authenticate(ctx context.Context, user, secret string) (*Identity
 	case err != nil:
 		return nil, fail(classify(err), err)
 	}
-	if !audienceOK(tok.Audience, is.cfg.Audience) {
-		return nil, fail(CauseWrongAudience, fmt.Errorf("token audience %q, want one of %q", tok.Audience, is.cfg.Audience))
+	if audience == nil {
+		audience = is.cfg.Audience
+	}
+	if !audienceOK(tok.Audience, audience) {
+		return nil, fail(CauseWrongAudience, fmt.Errorf("token audience %q, want one of %q", tok.Audience, audience))
 	}
 	var claims map[string]any
 	if err := tok.Claims(&claims); err != nil {

@@ -23,8 +23,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -50,10 +52,16 @@ const (
 	DefaultStatementTimeout = 30 * time.Second
 )
 
-// BearerAuthenticator turns a bearer credential into an identity (identity.Chain does).
+// BearerAuthenticator turns a bearer credential into an identity (identity.Chain does). An
+// OIDC token must name resource, the door's URL, in its audience (RFC 8707), so a token
+// minted for another resource is never accepted here.
 type BearerAuthenticator interface {
-	AuthenticateBearer(ctx context.Context, secret string) (*identity.Identity, error)
+	AuthenticateBearerFor(ctx context.Context, secret, resource string) (*identity.Identity, error)
 }
+
+// Scope is the OAuth scope an OIDC access token needs for the MCP door. Gatehouse tokens
+// need none: Gatehouse issued them, for its doors, and policy decides what they may do.
+const Scope = "gatehouse:mcp"
 
 var _ BearerAuthenticator = (*identity.Chain)(nil)
 
@@ -102,7 +110,7 @@ func (d *Door) Handler() http.Handler {
 		ResourceMetadataURL: d.metadataURL(), AllowMissingExpiration: true,
 	})
 	mux := http.NewServeMux()
-	mux.Handle(Path, d.checkOrigin(requireAuth(mcpHandler)))
+	mux.Handle(Path, d.checkOrigin(requireAuth(d.requireScope(mcpHandler))))
 	mux.HandleFunc("GET "+MetadataPath, d.serveMetadata)
 	mux.HandleFunc("GET "+MetadataPath+Path, d.serveMetadata)
 	return mux
@@ -129,6 +137,7 @@ func (d *Door) serveMetadata(w http.ResponseWriter, _ *http.Request) {
 		"resource":                 d.ResourceURL,
 		"authorization_servers":    d.Issuers,
 		"bearer_methods_supported": []string{"header"},
+		"scopes_supported":         []string{Scope},
 		"resource_name":            "Gatehouse MCP",
 	})
 }
@@ -154,7 +163,7 @@ func (d *Door) checkOrigin(next http.Handler) http.Handler {
 // verify authenticates a bearer token; a refused one is a login.failed on the ledger, as a
 // refused database login is.
 func (d *Door) verify(ctx context.Context, token string, r *http.Request) (*auth.TokenInfo, error) {
-	id, err := d.Auth.AuthenticateBearer(ctx, token)
+	id, err := d.Auth.AuthenticateBearerFor(ctx, token, d.ResourceURL)
 	if err != nil || id == nil {
 		cause := "no identity"
 		if err != nil {
@@ -163,7 +172,44 @@ func (d *Door) verify(ctx context.Context, token string, r *http.Request) (*auth
 		d.Gate.LoginFailed(ctx, &gate.Session{ClientAddr: r.RemoteAddr, TLS: r.TLS != nil, ApplicationName: "mcp"}, "", "mcp bearer token refused: "+cause)
 		return nil, auth.ErrInvalidToken
 	}
-	return &auth.TokenInfo{UserID: id.Subject, Extra: map[string]any{identityKey: id}}, nil
+	info := &auth.TokenInfo{UserID: id.Subject, Extra: map[string]any{identityKey: id}, Expiration: id.ExpiresAt}
+	if id.AuthMethod == identity.AuthMethodOIDC {
+		info.Scopes = tokenScopes(id.Claims)
+	}
+	return info, nil
+}
+
+// requireScope answers 403 insufficient_scope (RFC 6750) to an OIDC token without Scope.
+func (d *Door) requireScope(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info := auth.TokenInfoFromContext(r.Context())
+		id, _ := info.Extra[identityKey].(*identity.Identity)
+		if id == nil || (id.AuthMethod == identity.AuthMethodOIDC && !slices.Contains(info.Scopes, Scope)) {
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf("Bearer error=\"insufficient_scope\", scope=%q, resource_metadata=%q", Scope, d.metadataURL()))
+			http.Error(w, "insufficient_scope: this token lacks the scope "+Scope, http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// tokenScopes reads an access token's scopes: "scope", space-separated (RFC 9068), or "scp",
+// a list or a string (as several IdPs issue it).
+func tokenScopes(claims map[string]any) []string {
+	var out []string
+	for _, name := range []string{"scope", "scp"} {
+		switch v := claims[name].(type) {
+		case string:
+			out = append(out, strings.Fields(v)...)
+		case []any:
+			for _, s := range v {
+				if s, ok := s.(string); ok {
+					out = append(out, s)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // callerOf returns the identity of a tool call's bearer token.
