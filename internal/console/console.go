@@ -352,6 +352,9 @@ func (c *Console) EndSession(ctx context.Context, r *http.Request, who *identity
 	if !ok {
 		return live.Session{}, live.ErrNotFound
 	}
+	if !s.Endable {
+		return s, live.ErrNotEndable
+	}
 	ev := c.event(r, who, EventSessionKill, fmt.Sprintf("ended session %s of %s on target %s (from %s)", s.ID, s.Subject, s.Target, s.ClientAddr))
 	ev.SessionID, ev.Target, ev.Environment, ev.Database = s.ID, s.Target, s.Environment, s.Database
 	if err := c.opts.Ledger.Record(ctx, ev); err != nil {

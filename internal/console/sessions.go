@@ -92,6 +92,8 @@ func (c *Console) endSession(w http.ResponseWriter, v *viewer) {
 		ev.Decision = "deny"
 		_ = c.opts.Ledger.Record(v.r.Context(), ev)
 		c.fail(w, v, http.StatusForbidden, err.Error())
+	case errors.Is(err, live.ErrNotEndable):
+		c.fail(w, v, http.StatusConflict, "This session's door cannot end it on request.")
 	case errors.Is(err, live.ErrNotFound):
 		c.fail(w, v, http.StatusNotFound, "That session has already ended.")
 	case err != nil:

@@ -30,10 +30,15 @@ type Session struct {
 	// Statements; Rows are rows returned or changed).
 	Statements int64 `json:"statements"`
 	Rows       int64 `json:"rows"`
+	// Endable says whether the door can end the session on request.
+	Endable bool `json:"endable"`
 }
 
 // ErrNotFound means no live session has that id (it ended, or never existed here).
 var ErrNotFound = errors.New("no live session with this id")
+
+// ErrNotEndable means the session's door cannot end it on request.
+var ErrNotEndable = errors.New("this session's door cannot end it on request")
 
 // Registry holds the live sessions of one instance. The zero value is not usable; use New.
 type Registry struct {
@@ -78,6 +83,7 @@ type Entry struct {
 // ends it, with the name of who did, and must make the door close the session promptly.
 func (r *Registry) Add(s Session, end func(by string)) *Entry {
 	e := &Entry{reg: r, info: s, end: end}
+	e.info.Endable = end != nil
 	e.info.Groups = slices.Clone(s.Groups)
 	r.mu.Lock()
 	r.sessions[s.ID] = e
@@ -224,7 +230,10 @@ func (r *Registry) End(id, by string) (Session, error) {
 	if e == nil {
 		return Session{}, ErrNotFound
 	}
-	if e.ending.CompareAndSwap(false, true) && e.end != nil {
+	if e.end == nil {
+		return e.snapshot(), ErrNotEndable
+	}
+	if e.ending.CompareAndSwap(false, true) {
 		e.end(by)
 	}
 	return e.snapshot(), nil

@@ -52,6 +52,9 @@ func TestRegistryAddCountEndRemove(t *testing.T) {
 	if _, err := r.End("a", "x"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("End of a gone session: %v", err)
 	}
+	if _, err := r.End("b", "sec"); !errors.Is(err, ErrNotEndable) {
+		t.Fatalf("End of a session without an end function: %v", err)
+	}
 	var nilEntry *Entry
 	nilEntry.Count(Statement{}) // sessions not attached have no entry
 	nilEntry.Remove()

@@ -136,6 +136,8 @@ func (in *Instance) registerSessionsAPI(mux *http.ServeMux) {
 				in.log.Error("sessions api: record refused kill", "err", err)
 			}
 			writeJSON(w, http.StatusForbidden, map[string]string{"error": err.Error()})
+		case errors.Is(err, live.ErrNotEndable):
+			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
 		case errors.Is(err, live.ErrNotFound):
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error() + " on this instance"})
 		default:
