@@ -38,6 +38,9 @@ func (in *Instance) startMCP(cfg *config.Config) (*httpServer, error) {
 		ResourceURL: scheme + "://" + ln.Addr().String() + mcp.Path, Issuers: issuers,
 		ConsoleURL: in.consoleURL(), Log: in.log.With("door", "mcp"),
 	}
+	if in.approvals != nil {
+		door.Approvals = in.approvals
+	}
 	h := &httpServer{ln: ln, srv: &http.Server{Handler: door.Handler(), ReadHeaderTimeout: 10 * time.Second}}
 	go func() { _ = h.srv.Serve(ln) }()
 	return h, nil

@@ -1,5 +1,6 @@
 // Package mcp is the Model Context Protocol door: AI agents reach databases through MCP tools
-// (list_targets, list_tables, describe_table, query, explain, execute) over streamable HTTP,
+// (list_targets, list_tables, describe_table, query, explain, execute, approval_status) over
+// streamable HTTP,
 // and every tool call that touches a database goes through the same gate as a psql
 // statement — the same identity, inspection, policy, approvals, masking and ledger, with no
 // second code path for any of them.
@@ -84,6 +85,9 @@ type Door struct {
 	MaxRows          int
 	MaxBytes         int
 	StatementTimeout time.Duration
+	// Approvals reads approval requests for approval_status (nil: the tool says approvals
+	// are not available).
+	Approvals ApprovalReader
 	// ConsoleURL, when set, is where an approval request can be decided (its id is
 	// appended as /approvals/ID).
 	ConsoleURL string

@@ -109,7 +109,7 @@ func TestMCPDoor(t *testing.T) {
 	for _, tl := range tools.Tools {
 		names[tl.Name] = tl.Description != "" && tl.InputSchema != nil
 	}
-	for _, want := range []string{"list_targets", "list_tables", "describe_table", "query", "explain", "execute"} {
+	for _, want := range []string{"list_targets", "list_tables", "describe_table", "query", "explain", "execute", "approval_status"} {
 		if !names[want] {
 			t.Errorf("tool %s missing or without description/schema", want)
 		}
@@ -174,20 +174,49 @@ func TestMCPDoor(t *testing.T) {
 	if isErr || !strings.Contains(out, `"status":"pending_approval"`) || id == "" {
 		t.Fatalf("held ALTER TABLE: %v %s", isErr, out)
 	}
-	req, _ := http.NewRequest(http.MethodPost, "http://"+p.HTTPAddr+"/api/v1/approvals/"+id+"/approve", strings.NewReader(`{"comment":"ok"}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+sam)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("approve %s through the API: %v %v", id, err, resp)
+	status := func(s *sdk.ClientSession, id, want string) {
+		t.Helper()
+		out, isErr := call(t, s, "approval_status", map[string]any{"id": id})
+		if isErr || !strings.Contains(out, `"status":"`+want+`"`) || !strings.Contains(out, `"next"`) {
+			t.Errorf("approval_status %s: %v %s; want status %s", id, isErr, out, want)
+		}
 	}
-	resp.Body.Close()
+	status(sd, id, "pending")
+	// Another identity's request is answered like an unknown one.
+	ss := connect(t, url, sam)
+	for _, other := range []string{id, "apr_0000000000"} {
+		if out, isErr := call(t, ss, "approval_status", map[string]any{"id": other}); !isErr || !strings.Contains(out, "no approval request") {
+			t.Errorf("approval_status of %s by someone else: %v %s", other, isErr, out)
+		}
+	}
+	decide := func(id, verb string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, "http://"+p.HTTPAddr+"/api/v1/approvals/"+id+"/"+verb, strings.NewReader(`{"comment":"ok"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+sam)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s %s through the API: %v %v", verb, id, err, resp)
+		}
+		resp.Body.Close()
+	}
+	decide(id, "approve")
+	status(sd, id, "approved")
 	if out, isErr := call(t, sd, "execute", alter); isErr || !strings.Contains(out, `"status":"ok"`) {
 		t.Fatalf("approved ALTER TABLE: %v %s", isErr, out)
 	}
+	status(sd, id, "used")
 	if out, isErr := call(t, sd, "execute", alter); !isErr && strings.Contains(out, `"status":"ok"`) {
 		t.Fatalf("an approval ran twice: %s", out)
 	}
+	// A denied request says so.
+	out, _ = call(t, sd, "execute", map[string]any{"target": "main", "sql": "ALTER TABLE orders ADD COLUMN mcp_other text"})
+	denied := regexp.MustCompile(`apr_[0-9a-z]{10}`).FindString(out)
+	if denied == "" || denied == id {
+		t.Fatalf("second held ALTER TABLE: %s", out)
+	}
+	decide(denied, "deny")
+	status(sd, denied, "denied")
 
 	// Every call is on the ledger, through the gate, with via mcp, the client and the purpose.
 	evs, err := p.Instance.Ledger().Store().Search(context.Background(), ledger.Query{Identity: "support-bot", Type: ledger.EventStatement, Limit: 100})

@@ -76,7 +76,7 @@ func (d *Door) addTools(s *sdk.Server) {
 	sdk.AddTool(s, &sdk.Tool{Name: "query", Description: "Run ONE read-only SQL statement (SELECT, WITH ... SELECT, SHOW) and get rows as JSON. Policy applies; sensitive values come back masked; results are limited (see truncated). Writes are refused: use execute."}, d.query)
 	sdk.AddTool(s, &sdk.Tool{Name: "explain", Description: "Show the query plan of ONE statement without running it (EXPLAIN without ANALYZE)."}, d.explain)
 	sdk.AddTool(s, &sdk.Tool{Name: "execute", Description: "Run ONE statement that changes data or schema (INSERT, UPDATE, DELETE, DDL). Policy decides; a statement that needs a human's approval returns status pending_approval with an approval id: once approved, run the identical statement again and it runs once."}, d.execute)
-	sdk.AddTool(s, &sdk.Tool{Name: "approval_status", Description: "Not yet available through MCP: ask an approver, or run the held statement again after approval."}, d.approvalStatus)
+	sdk.AddTool(s, &sdk.Tool{Name: "approval_status", Description: "Report where one of your approval requests stands (pending, approved, denied, expired or used), by the approval_id a held execute returned, and what to do next."}, d.approvalStatus)
 }
 
 // call is one tool call's gate session on a target.
@@ -158,12 +158,6 @@ func (d *Door) listTargets(ctx context.Context, req *sdk.CallToolRequest, _ stru
 		out.Targets = append(out.Targets, TargetInfo{Name: t.Name, Environment: t.Environment, Labels: t.Labels, Database: t.Database, Access: dec.Level})
 	}
 	return nil, out, nil
-}
-
-func (d *Door) approvalStatus(context.Context, *sdk.CallToolRequest, struct {
-	ID string `json:"id"`
-}) (*sdk.CallToolResult, Result, error) {
-	return nil, Result{}, errors.New("approval_status is not available through MCP yet: ask an approver (gatehouse approvals show ID), or run the identical statement again; once approved it runs once")
 }
 
 // query runs one read-only statement inside a READ ONLY transaction.
