@@ -39,6 +39,9 @@ func newRoot() *cobra.Command {
 		Short:         "Identity-aware database access proxy with guardrails, masking and a tamper-evident ledger",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// One structured log format everywhere: parts that fall back to slog.Default() (and
+		// anything still writing through the standard log package) log as the command does.
+		PersistentPreRun: func(*cobra.Command, []string) { slog.SetDefault(g.logger()) },
 	}
 	root.PersistentFlags().StringVarP(&g.configPath, "config", "c", "", "configuration file (default: $GATEHOUSE_CONFIG, else ./gatehouse.yaml when it exists)")
 	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", "", "data directory (default: $GATEHOUSE_DATA_DIR; overrides data_dir in the configuration)")

@@ -118,7 +118,7 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 	}
 	in.catalog = classify.NewCatalog(func(ctx context.Context, target string) (*pgx.Conn, error) {
 		return classify.ConfigConnector(in.cfg.Load().Targets)(ctx, target)
-	}, classify.ScanOptions{}, overrides)
+	}, classify.ScanOptions{Log: in.log.With("part", "catalog")}, overrides)
 	in.gate.Catalog = in.catalog
 
 	keyPath := filepath.Join(cfg.DataDir, mask.KeyFile)
