@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -43,6 +44,38 @@ func runMCP(ctx context.Context, url, token string, n, accounts int) ([]float64,
 			return fmt.Errorf("query tool refused: %v", res.Content)
 		}
 		return nil
+	}
+	for i := range 10 {
+		if err := call(i); err != nil {
+			return nil, err
+		}
+	}
+	lat := make([]float64, 0, n)
+	for i := range n {
+		t0 := time.Now()
+		if err := call(i); err != nil {
+			return nil, err
+		}
+		lat = append(lat, float64(time.Since(t0))/float64(time.Millisecond))
+	}
+	slices.Sort(lat)
+	return lat, nil
+}
+
+// runPgxSequential runs the same one-row SELECT as runMCP n times, one at a time, over one
+// direct pgx connection (after 10 of warm-up), and returns the sorted latencies in
+// milliseconds: the baseline of the MCP tool's latency.
+func runPgxSequential(ctx context.Context, ep endpoint, n, accounts int) ([]float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, ep.dsn())
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	call := func(i int) error {
+		var balance int64
+		return conn.QueryRow(ctx, batchQuery, 1+(i*7919)%accounts).Scan(&balance)
 	}
 	for i := range 10 {
 		if err := call(i); err != nil {

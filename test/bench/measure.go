@@ -389,14 +389,24 @@ func (b *bench) consoleRow(context.Context) error {
 }
 
 // mcpRow: the latency of the MCP door's `query` tool, one agent session calling it with a
-// pgbench -S-like query one call at a time (p50 in ms).
+// pgbench -S-like one-row SELECT one call at a time (p50 in ms), against the same SELECT
+// over one direct pgx connection (the report shows the ratio).
 func (b *bench) mcpRow(ctx context.Context) error {
-	return b.each(ctx, "mcp", allGatehouse, func(ctx context.Context, l leg) (meas, error) {
+	const calls = 300
+	accounts := b.o.scale * 100_000
+	return b.each(ctx, "mcp", append([]string{legDirect}, allGatehouse...), func(ctx context.Context, l leg) (meas, error) {
+		if l.name == legDirect {
+			lat, err := runPgxSequential(ctx, l.ep, calls, accounts)
+			if err != nil {
+				return meas{}, err
+			}
+			return meas{v: percentile(lat, 50)}, nil
+		}
 		url := b.mcpURLs[l.name]
 		if url == "" {
 			return notBuiltYet, nil
 		}
-		lat, err := runMCP(ctx, url, l.ep.password, 300, b.o.scale*100_000)
+		lat, err := runMCP(ctx, url, l.ep.password, calls, accounts)
 		if err != nil {
 			return meas{}, err
 		}

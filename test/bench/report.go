@@ -75,7 +75,7 @@ func rowDefs(o options) []rowDef {
 		{"ledger-bench", fmt.Sprintf("embedded ledger: internal/ledger BenchmarkSustained -cpu 1, %s events (events/s)", formatCount(float64(o.ledgerEvents))), perSec, itself, false, 50_000, 100_000, "ledger-bench-lag"},
 		{"ledger-bench-lag", "  BenchmarkSustained: index lag after the last Record (info)", seconds, itself, true, none, none, ""},
 		{"console", "console page latency, 10M-event ledger (p50)", millis, itself, true, none, none, ""},
-		{"mcp", "MCP query tool latency, one agent, 300 sequential calls (p50)", millisFine, itself, true, none, none, ""},
+		{"mcp", "MCP query tool, one-row SELECT, 300 sequential calls, p50 (÷ direct pgx query)", millisFine, vsDirect, true, none, none, ""},
 	}
 }
 
