@@ -1,8 +1,7 @@
 // Package mcp is the Model Context Protocol door: AI agents reach databases through MCP tools
 // (list_targets, list_tables, describe_table, query, explain, execute, approval_status) over
-// streamable HTTP,
-// and every tool call that touches a database goes through the same gate as a psql
-// statement — the same identity, inspection, policy, approvals, masking and ledger, with no
+// streamable HTTP, and every tool call that touches a database goes through the same gate as
+// a psql statement — the same identity, inspection, policy, approvals, masking and ledger, with no
 // second code path for any of them.
 //
 // The door owns only the protocol: it authenticates the bearer token (a Gatehouse token; the
