@@ -199,6 +199,12 @@ func analyze(text string, n *pg_query.Node, nesting int, normalized string) (*St
 	case *pg_query.Node_PrepareStmt, *pg_query.Node_CreateTableAsStmt, *pg_query.Node_ViewStmt, *pg_query.Node_RuleStmt:
 		numbers = true
 	}
+	if normalized == "" {
+		if n, err := pg_query.Normalize(text); err == nil {
+			normalized = n
+		}
+	}
+	st.Shape = normalized
 	st.Redacted = redact(text, normalized, numbers)
 	// Only plain SELECT/INSERT/UPDATE/DELETE/MERGE are shared by shape: pg_query's
 	// fingerprint of a utility statement includes some of its literals (a role's password,

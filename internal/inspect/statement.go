@@ -61,6 +61,12 @@ type Statement struct {
 	Fingerprint string
 	// Redacted is the text with literals replaced, safe to store in the ledger.
 	Redacted string
+	// Shape is pg_query's Normalize of the text (constants replaced by $n), or "" when it
+	// could not be computed. Texts that differ only in the values of their constants have
+	// the same Shape, so what depends on a statement's structure but not on its values
+	// (the lineage of its result columns, say) can be cached per Shape instead of per
+	// text: simple-protocol clients send a new text for every value.
+	Shape string
 	// ParseError is set when the text could not be parsed; Category is then Unknown. It never
 	// quotes the statement text (which may hold secrets), only the position of the error.
 	ParseError string

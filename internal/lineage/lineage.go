@@ -128,6 +128,13 @@ func (c *Cache) Analyze(key, sql string, r Resolver) ([]*Result, error) {
 	return res, err
 }
 
+// Len reports how many entries the cache holds, for tests and diagnostics.
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
+}
+
 // relation is one item of a FROM clause as seen by column references.
 type relation struct {
 	name   string // alias, or the relation's own name

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -469,7 +468,7 @@ func (p *Planner) lineageFor(session string, c *gate.Check, snap *classify.Snaps
 		if decl := p.cursors.declaration(session, text); decl != "" {
 			text = decl
 		}
-		res, err := p.lineage.Analyze(strconv.FormatUint(gen, 10)+"\x00"+temps+"\x00"+text, text, resolve)
+		res, err := p.lineage.Analyze(lineageKey(gen, temps, st, text), text, resolve)
 		if err != nil {
 			continue
 		}
