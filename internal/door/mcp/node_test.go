@@ -94,6 +94,7 @@ func TestMCPNodeClient(t *testing.T) {
 		{Tool: "explain", Args: map[string]any{"target": "main", "sql": "SELECT * FROM orders"}},
 		{Tool: "execute", Args: map[string]any{"target": "main", "sql": "DROP TABLE payments"}},
 		{Tool: "query", Args: map[string]any{"target": "main", "sql": "SELECT 1; DROP TABLE orders"}},
+		{Tool: "approval_status", Args: map[string]any{"id": "apr_0000000000"}},
 	})
 	if out.Server.Name == "" {
 		t.Errorf("no server info from initialize: %+v", out.Server)
@@ -118,6 +119,7 @@ func TestMCPNodeClient(t *testing.T) {
 		{false, "Seq Scan"},
 		{true, "denied by rule"},
 		{true, "exactly one statement"},
+		{true, "no approval request"},
 	}
 	if len(out.Results) != len(want) {
 		t.Fatalf("node client: %d results, want %d: %+v", len(out.Results), len(want), out.Results)
