@@ -810,6 +810,9 @@ type RowMasker interface {
 	// MaskRow replaces sensitive values in values (one per column; nil is SQL NULL) and
 	// returns how many it masked.
 	MaskRow(values [][]byte) int
+	// MaskedByClass reports the values masked per class since its last call (for metrics)
+	// and starts counting again.
+	MaskedByClass(fn func(class string, n int64))
 }
 
 // MaskPlanner is what the gate needs from internal/mask and internal/classify: for a result

@@ -15,6 +15,8 @@ type Metrics struct {
 	StatementSeconds *prometheus.HistogramVec
 	// ValuesMasked counts values masking rewrote in results, by door.
 	ValuesMasked *prometheus.CounterVec
+	// ValuesMaskedByClass counts them by door and class.
+	ValuesMaskedByClass *prometheus.CounterVec
 }
 
 // NewMetrics creates the gate's collectors and registers them with reg (nil: not
@@ -30,14 +32,34 @@ func NewMetrics(reg prometheus.Registerer, deferred func() int) *Metrics {
 			Namespace: "gatehouse", Name: "values_masked_total",
 			Help: "Result values masking rewrote, by door.",
 		}, []string{"door"}),
+		ValuesMaskedByClass: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gatehouse", Name: "values_masked_by_class_total",
+			Help: "Result values masking rewrote, by door and sensitive class (free_text: found by the value detectors; composite: a mix of classes).",
+		}, []string{"door", "class"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.StatementSeconds, m.ValuesMasked, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		reg.MustRegister(m.StatementSeconds, m.ValuesMasked, m.ValuesMaskedByClass, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "gatehouse", Name: "ledger_deferred_records",
 			Help: "Session ends, failed logins and refused connections waiting for the ledger to write again.",
 		}, func() float64 { return float64(deferred()) }))
 	}
 	return m
+}
+
+// CountMasked adds what a result's masker masked, by class, to the metrics. Doors call it
+// when a result ends (and may call it more than once per result: the masker reports each
+// value once).
+func (g *Gate) CountMasked(s *Session, m RowMasker) {
+	if g.Metrics == nil || m == nil {
+		return
+	}
+	door := "unknown"
+	if s != nil && s.door != "" {
+		door = s.door
+	}
+	m.MaskedByClass(func(class string, n int64) {
+		g.Metrics.ValuesMaskedByClass.WithLabelValues(door, class).Add(float64(n))
+	})
 }
 
 // statement observes one completed statement.

@@ -119,6 +119,9 @@ type ResultMasker struct {
 	m      *Masker
 	rules  []Rule
 	active []int
+	// counts are the values masked per rule since MaskedByClass last drained them
+	// (allocated at the first masked value).
+	counts []int64
 }
 
 // MaskRow implements gate.RowMasker.
@@ -132,9 +135,33 @@ func (r *ResultMasker) MaskRow(values [][]byte) int {
 		if masked {
 			values[i] = out
 			n++
+			if r.counts == nil {
+				r.counts = make([]int64, len(r.rules))
+			}
+			r.counts[i]++
 		}
 	}
 	return n
+}
+
+// MaskedByClass implements gate.RowMasker: it reports the values masked per class since
+// the last call, and starts counting again. A value of a column without a class (free text
+// masked by the detectors) counts as "free_text", a mix of classes as "composite".
+func (r *ResultMasker) MaskedByClass(fn func(class string, n int64)) {
+	for i, n := range r.counts {
+		if n == 0 {
+			continue
+		}
+		class := r.rules[i].Class
+		switch {
+		case r.rules[i].Composite:
+			class = "composite"
+		case class == "":
+			class = "free_text"
+		}
+		fn(class, n)
+		r.counts[i] = 0
+	}
 }
 
 // Rules returns the per-column rules, for tests and diagnostics.

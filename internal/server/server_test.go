@@ -32,7 +32,7 @@ func get(t *testing.T, url string) (int, string) {
 }
 
 func TestHealthReadyMetrics(t *testing.T) {
-	p := servertest.Start(t, servertest.Options{})
+	p := servertest.Start(t, servertest.Options{PolicyYAML: "default"})
 	if code, body := get(t, "http://"+p.HTTPAddr+"/healthz"); code != 200 || !strings.Contains(body, "ok") {
 		t.Fatalf("healthz %d %s", code, body)
 	}
@@ -61,7 +61,7 @@ func TestHealthReadyMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{"SELECT 1", "CREATE TABLE metric_probe (email text)", "SELECT * FROM metric_probe"} {
+	for _, q := range []string{"SELECT 1", "CREATE TABLE metric_probe (email text)", "INSERT INTO metric_probe VALUES ('alice.smith@example.com')", "SELECT * FROM metric_probe"} {
 		if _, err := c.Exec(context.Background(), q); err != nil {
 			t.Fatal(err)
 		}
@@ -74,6 +74,7 @@ func TestHealthReadyMetrics(t *testing.T) {
 		"gatehouse_ledger_queue_depth ", "gatehouse_ledger_index_backlog_records ", "gatehouse_approvals_pending 0",
 		"gatehouse_ledger_deferred_records 0", `gatehouse_pg_refused_connections_total{cause="bad_credentials"} 1`,
 		`gatehouse_catalog_scan_duration_seconds_count{result="ok",target="main"}`,
+		`gatehouse_values_masked_by_class_total{class="email",door="postgres"} 1`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)

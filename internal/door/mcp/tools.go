@@ -334,6 +334,7 @@ func (d *Door) readRows(ctx context.Context, c *call, check *gate.Check, a Query
 		}
 		res.Rows = append(res.Rows, jr)
 	}
+	d.Gate.CountMasked(c.sess, masker)
 	tag, err := rr.Close()
 	if err != nil {
 		out.SQLState, out.Error = sqlState(err), pgMessage(err)

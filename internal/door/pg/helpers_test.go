@@ -221,6 +221,8 @@ type rowMaskFunc func([][]byte) int
 
 func (f rowMaskFunc) MaskRow(v [][]byte) int { return f(v) }
 
+func (f rowMaskFunc) MaskedByClass(func(string, int64)) {}
+
 // env is a running door in front of one or more clusters.
 type env struct {
 	srv     *Server

@@ -1095,6 +1095,7 @@ func tagRows(tag []byte) (int64, bool) {
 
 // complete handles CommandComplete, EmptyQueryResponse and PortalSuspended.
 func (r *relay) complete(ctx context.Context, p *pending, frame []byte) error {
+	r.srv.Gate.CountMasked(r.sess, p.masker)
 	n, ok := int64(0), false
 	if frame[0] == 'C' && len(frame) > 5 {
 		// The tag is a C string; a malformed upstream message without one has no count.
