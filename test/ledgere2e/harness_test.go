@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -81,6 +82,8 @@ type env struct {
 	cpFile   string
 	pgPort   int
 	httpPort int
+	// portMu guards pgPort and httpPort, which movePorts changes while clients connect.
+	portMu   sync.Mutex
 	upstream *testkit.Postgres
 
 	proc    *exec.Cmd
@@ -194,12 +197,30 @@ func (e *env) token(name, kind string) string {
 	return secret
 }
 
-// start runs `gatehouse serve` and waits until it accepts PostgreSQL connections.
+// start runs `gatehouse serve` and waits until it serves. Go test runs packages in
+// parallel: while Gatehouse is down between kill -9s, another package's cluster or server may
+// take its port; a start that fails with "address already in use" moves to new ports (the
+// clients read them from e) instead of dialling the thief.
 func (e *env) start() {
 	e.t.Helper()
 	if e.proc != nil {
 		e.t.Fatal("start: already running")
 	}
+	for attempt := 1; ; attempt++ {
+		err := e.launch()
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "address already in use") || attempt == 3 {
+			e.t.Fatalf("%v\n%s", err, e.serveLog())
+		}
+		e.movePorts()
+	}
+}
+
+// launch starts `gatehouse serve` once and waits until its HTTP listener (opened after the
+// PostgreSQL one) answers, or the process exits.
+func (e *env) launch() error {
 	e.starts++
 	e.logPath = filepath.Join(e.dir, fmt.Sprintf("serve-%d.log", e.starts))
 	logf, err := os.Create(e.logPath)
@@ -221,20 +242,44 @@ func (e *env) start() {
 		select {
 		case err := <-e.procErr:
 			e.proc = nil
-			e.t.Fatalf("gatehouse serve exited during start-up: %v\n%s", err, e.serveLog())
+			return fmt.Errorf("gatehouse serve exited during start-up: %v: %s", err, e.serveLog())
 		default:
 		}
-		c, err := net.DialTimeout("tcp", e.pgAddr(), time.Second)
-		if err == nil {
-			c.Close()
-			return
+		if _, err := e.ready(context.Background()); err == nil {
+			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	e.t.Fatalf("gatehouse serve did not listen on %s within 30s\n%s", e.pgAddr(), e.serveLog())
+	e.t.Fatalf("gatehouse serve did not serve on %s within 30s\n%s", e.pgAddr(), e.serveLog())
+	return nil
 }
 
-// kill ends the proxy with SIGKILL: no shutdown code runs, as in a crash or an OOM kill.
+// movePorts gives the installation new free ports, in its configuration file too.
+func (e *env) movePorts() {
+	e.t.Helper()
+	b, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	pg, http := testkit.FreePort(e.t), testkit.FreePort(e.t)
+	cfg := strings.Replace(string(b), fmt.Sprintf("127.0.0.1:%d", e.pgPort), fmt.Sprintf("127.0.0.1:%d", pg), 1)
+	cfg = strings.Replace(cfg, fmt.Sprintf("127.0.0.1:%d", e.httpPort), fmt.Sprintf("127.0.0.1:%d", http), 1)
+	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Logf("ports taken while Gatehouse was down: moving to %d (postgres) and %d (http)", pg, http)
+	e.portMu.Lock()
+	e.pgPort, e.httpPort = pg, http
+	e.portMu.Unlock()
+}
+
+// ports returns the current ports (movePorts may change them while clients connect).
+func (e *env) ports() (pg, http int) {
+	e.portMu.Lock()
+	defer e.portMu.Unlock()
+	return e.pgPort, e.httpPort
+}
+
 func (e *env) kill() {
 	e.t.Helper()
 	if e.proc == nil {
@@ -282,13 +327,17 @@ func (e *env) serveLog() string {
 	return string(b)
 }
 
-func (e *env) pgAddr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(e.pgPort)) }
+func (e *env) pgAddr() string {
+	pg, _ := e.ports()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(pg))
+}
 
 // ready asks the proxy's readiness endpoint, which reports the ledger's health.
 func (e *env) ready(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/readyz", e.httpPort), nil)
+	_, httpPort := e.ports()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/readyz", httpPort), nil)
 	if err != nil {
 		return 0, err
 	}
@@ -302,8 +351,9 @@ func (e *env) ready(ctx context.Context) (int, error) {
 
 // connConfig is how a client reaches target "main" through the proxy over verified TLS.
 func (e *env) connConfig(user, secret, app string) (*pgx.ConnConfig, error) {
+	pg, _ := e.ports()
 	dsn := fmt.Sprintf("host=localhost port=%d user=%s password=%s dbname=main sslmode=verify-full sslrootcert=%s connect_timeout=3 application_name=%s",
-		e.pgPort, user, secret, certs.CAPath(e.dataDir), app)
+		pg, user, secret, certs.CAPath(e.dataDir), app)
 	return pgx.ParseConfig(dsn)
 }
 
