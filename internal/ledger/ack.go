@@ -18,9 +18,7 @@ func NewAck() (*Ack, func(error)) {
 func (a *Ack) Answered() bool {
 	select {
 	case err, ok := <-a.done:
-		if ok {
-			a.once.Do(func() { a.err = err; close(a.done) })
-		}
+		a.settle(err, ok)
 		return true
 	default:
 		return false

@@ -312,35 +312,36 @@ func failedAck(err error) *Ack {
 	return a
 }
 
-// Ready returns a channel that becomes readable once the Ack is answered, for select; call
-// Wait afterwards for the result (the channel delivers it only once).
+// Ready returns the channel the answer arrives on, for select. The value received is the
+// result and is delivered once: a caller that receives it must not call Wait or Answered
+// afterwards (they would wait for an answer already taken); use Answered to poll instead.
 func (a *Ack) Ready() <-chan error { return a.done }
+
+// settle keeps the answer received from done and returns it. ok is false when another
+// caller received it first; done is closed only after that caller kept it, so a.err is set.
+func (a *Ack) settle(err error, ok bool) error {
+	if ok {
+		a.once.Do(func() { a.err = err; close(a.done) })
+	}
+	return a.err
+}
 
 // Wait returns once the event is durable, or the error that kept it from being recorded.
 // It returns early (with ctx's error) when ctx ends; the event may still be committed.
 func (a *Ack) Wait(ctx context.Context) error {
 	select {
 	case err, ok := <-a.done:
-		if ok {
-			a.once.Do(func() { a.err = err; close(a.done) })
-		}
-		return a.err
+		return a.settle(err, ok)
 	default:
 	}
 	select {
 	case err, ok := <-a.done:
-		if ok {
-			a.once.Do(func() { a.err = err; close(a.done) })
-		}
-		return a.err
+		return a.settle(err, ok)
 	case <-a.finished:
 		// The writer stopped; it answers every request it took before stopping.
 		select {
 		case err, ok := <-a.done:
-			if ok {
-				a.once.Do(func() { a.err = err; close(a.done) })
-			}
-			return a.err
+			return a.settle(err, ok)
 		default:
 			return ErrClosed
 		}
