@@ -220,6 +220,31 @@ type Gate struct {
 	deferred deferredEvents
 }
 
+// Grant is the access policy gives an identity on a target (Decision.Level), without opening
+// or recording a session: for a door that lists what its caller may use.
+func (g *Gate) Grant(ctx context.Context, s *Session) Decision {
+	if g.Policy == nil {
+		return Decision{Action: Allow, Rule: "default", Level: "admin"}
+	}
+	return g.Policy.Access(ctx, s)
+}
+
+// Columns is the classification catalog of a session's database (nil when there is none or
+// it cannot be read now): what a door describes to its caller.
+func (g *Gate) Columns(ctx context.Context, s *Session) *classify.Snapshot {
+	if g.Catalog == nil || s == nil || s.Target == nil {
+		return nil
+	}
+	snap, _ := g.Catalog.Snapshot(ctx, catalogKey(s))
+	return snap
+}
+
+// SeesMasked reports whether a statement decided with masking profile profile shows values
+// of class masked.
+func (g *Gate) SeesMasked(profile, class string) bool {
+	return profile != "none" && g.Masker != nil && g.Masker.MasksClass(profile, class)
+}
+
 // Complete reports the collaborators a production gate must have and lacks. Tests may run a
 // partial gate; a server refuses to start with one, so no control is silently off.
 func (g *Gate) Complete() error {

@@ -120,11 +120,10 @@ func (d *Door) listTables(ctx context.Context, req *sdk.CallToolRequest, a ListT
 
 func (d *Door) snapshot(ctx context.Context, targetName string) *classify.Snapshot {
 	t, ok := d.Target(targetName)
-	if !ok || d.Gate.Catalog == nil {
+	if !ok {
 		return nil
 	}
-	snap, _ := d.Gate.Catalog.Snapshot(ctx, classify.TargetKey(t, t.Database))
-	return snap
+	return d.Gate.Columns(ctx, &gate.Session{Target: t, Database: t.Database})
 }
 
 func classesOf(snap *classify.Snapshot, schema, table string) []string {
@@ -206,7 +205,7 @@ func (d *Door) describeTable(ctx context.Context, req *sdk.CallToolRequest, a De
 			ci.Type, ci.NotNull = e.Type, e.NotNull
 			if e.IsSensitive() {
 				ci.Class = e.Class
-				ci.Masked = q.profile != "none" && d.Gate.Masker != nil && d.Gate.Masker.MasksClass(q.profile, e.Class)
+				ci.Masked = d.Gate.SeesMasked(q.profile, e.Class)
 			}
 		}
 		out.Columns = append(out.Columns, ci)

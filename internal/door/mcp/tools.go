@@ -151,7 +151,7 @@ func (d *Door) listTargets(ctx context.Context, req *sdk.CallToolRequest, _ stru
 	out := TargetList{Targets: []TargetInfo{}}
 	for _, t := range d.Targets() {
 		t := t
-		dec := d.Gate.Policy.Access(ctx, &gate.Session{Identity: id, Target: &t, Database: t.Database})
+		dec := d.Gate.Grant(ctx, &gate.Session{Identity: id, Target: &t, Database: t.Database})
 		if dec.Action != gate.Allow {
 			continue
 		}
