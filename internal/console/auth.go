@@ -134,8 +134,12 @@ func (c *Console) lookup(r *http.Request) (*session, string) {
 	key := cookieKey(ck.Value)
 	c.mu.Lock()
 	s := c.sessions[key]
+	gone, wasEnded := c.ended[key]
 	c.mu.Unlock()
 	if s == nil {
+		if wasEnded && c.opts.Now().Before(gone.until) {
+			return nil, gone.why
+		}
 		return nil, "signed-out"
 	}
 	if c.opts.Now().After(s.expires) {
@@ -159,12 +163,25 @@ func (c *Console) endConsoleSession(r *http.Request, s *session, why string) {
 	c.mu.Lock()
 	_, had := c.sessions[s.key]
 	delete(c.sessions, s.key)
+	now := c.opts.Now()
+	for k, e := range c.ended {
+		if now.After(e.until) {
+			delete(c.ended, k)
+		}
+	}
+	c.ended[s.key] = endedSession{why: why, until: s.expires}
 	c.mu.Unlock()
 	if had {
 		if err := c.opts.Ledger.Record(context.WithoutCancel(r.Context()), c.event(r, s.id, EventSessionEnded, "console session ended: "+why)); err != nil {
 			c.opts.Log.Error("console: record session end", "err", err)
 		}
 	}
+}
+
+// endedSession is why a console session ended, remembered until it would have expired.
+type endedSession struct {
+	why   string
+	until time.Time
 }
 
 // stillValid re-checks a long-lived request's session (the live streams).

@@ -100,8 +100,12 @@ type Console struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // by hash of the cookie value
-	logins   map[string]*pendingLogin
-	links    map[string]*signInLink
+	// ended keeps why a session ended (revoked, expired) by its cookie key until the session
+	// would have expired, so every request still carrying the cookie is told the same reason,
+	// not only the first one that found out (a live stream often is).
+	ended  map[string]endedSession
+	logins map[string]*pendingLogin
+	links  map[string]*signInLink
 	// lastVerify is the last ledger verification run from the console; sensitiveN the
 	// cached count of sensitive reads in the last 24 hours, from sensitiveAt.
 	lastVerify  *verification
@@ -143,7 +147,7 @@ func New(opts Options) (*Console, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	c := &Console{opts: opts, pages: map[string]*template.Template{}, sessions: map[string]*session{}, logins: map[string]*pendingLogin{},
+	c := &Console{opts: opts, pages: map[string]*template.Template{}, sessions: map[string]*session{}, ended: map[string]endedSession{}, logins: map[string]*pendingLogin{},
 		links: map[string]*signInLink{}}
 	names, err := fs.Glob(templateFS, "templates/*.html")
 	if err != nil {
