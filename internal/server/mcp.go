@@ -5,25 +5,64 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/door/mcp"
+	"github.com/gatehouse/gatehouse/internal/door/pg"
 )
 
-// startMCP serves the MCP door on listen.mcp: plain HTTP on a loopback address, TLS with the
-// instance's certificate anywhere else (a bearer token is a credential).
-func (in *Instance) startMCP(cfg *config.Config) (*httpServer, error) {
+// pendingDoor is a door whose listener is open but which is not serving yet.
+type pendingDoor struct {
+	Door
+	ln net.Listener
+}
+
+// openDoors builds the doors the configuration asks for and opens their listeners: the
+// PostgreSQL door on listen.postgres, the MCP door on listen.mcp when set. On error the
+// listeners already open are returned too, for the caller to close.
+func (in *Instance) openDoors(cfg *config.Config) ([]pendingDoor, error) {
+	var doors []pendingDoor
+	ln, err := net.Listen("tcp", cfg.Listen.Postgres)
+	if err != nil {
+		return doors, fmt.Errorf("listen for PostgreSQL clients on %s: %w", cfg.Listen.Postgres, err)
+	}
+	pgs := &pg.Server{
+		Gate:                   in.gate,
+		Auth:                   in.auth,
+		Target:                 in.Target,
+		TLS:                    in.tlsConf,
+		AllowInsecurePasswords: cfg.AllowInsecurePasswords,
+		MaxMessageSize:         cfg.Limits.MaxMessageSize,
+		MessageReadTimeout:     time.Duration(cfg.Limits.MessageReadTimeout),
+		BufferedMessagesTotal:  cfg.Limits.BufferedMessagesTotal,
+		Log:                    in.log.With("door", "postgres"),
+		Metrics:                pg.NewMetrics(in.reg),
+		Pool:                   in.pool,
+	}
+	doors = append(doors, pendingDoor{Door: &pgDoor{Server: pgs}, ln: ln})
+	if cfg.Listen.MCP != "" {
+		d, ln, err := in.openMCP(cfg)
+		if err != nil {
+			return doors, err
+		}
+		doors = append(doors, pendingDoor{Door: d, ln: ln})
+	}
+	return doors, nil
+}
+
+// openMCP builds the MCP door and opens listen.mcp: plain HTTP on a loopback address, TLS
+// with the instance's certificate anywhere else (a bearer token is a credential).
+func (in *Instance) openMCP(cfg *config.Config) (*mcp.Door, net.Listener, error) {
 	ln, err := net.Listen("tcp", cfg.Listen.MCP)
 	if err != nil {
-		return nil, fmt.Errorf("listen for MCP clients on %s: %w", cfg.Listen.MCP, err)
+		return nil, nil, fmt.Errorf("listen for MCP clients on %s: %w", cfg.Listen.MCP, err)
 	}
 	scheme := "http"
 	if !isLoopbackAddr(ln.Addr()) {
 		if in.tlsConf == nil {
 			ln.Close()
-			return nil, errors.New("listen.mcp is not a loopback address and tls.mode is off: the MCP door serves bearer tokens only over TLS off loopback")
+			return nil, nil, errors.New("listen.mcp is not a loopback address and tls.mode is off: the MCP door serves bearer tokens only over TLS off loopback")
 		}
 		ln = tls.NewListener(ln, in.tlsConf)
 		scheme = "https"
@@ -37,21 +76,20 @@ func (in *Instance) startMCP(cfg *config.Config) (*httpServer, error) {
 		Targets:     func() []config.Target { return in.cfg.Load().Targets },
 		ResourceURL: scheme + "://" + ln.Addr().String() + mcp.Path, Issuers: issuers,
 		ConsoleURL: in.consoleURL(), Log: in.log.With("door", "mcp"),
+		Pool: in.pool,
 	}
 	if in.approvals != nil {
 		door.Approvals = in.approvals
 	}
-	h := &httpServer{ln: ln, srv: &http.Server{Handler: door.Handler(), ReadHeaderTimeout: 10 * time.Second}}
-	go func() { _ = h.srv.Serve(ln) }()
-	return h, nil
+	return door, ln, nil
 }
 
 // MCPAddr is the MCP door's address ("" when it is off).
 func (in *Instance) MCPAddr() string {
-	if in.mcp == nil {
-		return ""
+	if d := in.door("mcp"); d != nil {
+		return d.Addr()
 	}
-	return in.mcp.Addr()
+	return ""
 }
 
 func isLoopbackAddr(a net.Addr) bool {

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync/atomic"
 	"time"
 
@@ -21,7 +20,6 @@ import (
 	"github.com/gatehouse/gatehouse/internal/certs"
 	"github.com/gatehouse/gatehouse/internal/classify"
 	"github.com/gatehouse/gatehouse/internal/config"
-	"github.com/gatehouse/gatehouse/internal/door/pg"
 	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/ledger"
@@ -48,16 +46,15 @@ type Instance struct {
 	reg     *prometheus.Registry
 	parts
 
-	pgLn   net.Listener
-	pgDoor *pg.Server
-	// pool keeps upstream connections across sessions (nil with pool.mode off).
+	// doors are the protocols clients reach the gate through (PostgreSQL, and MCP when
+	// listen.mcp is set), each started and stopped the same way (see Door).
+	doors []*runningDoor
+	// pool keeps upstream connections across sessions, for every door (nil with pool.mode
+	// off).
 	pool *upstream.Pool
 	http *httpServer
-	// mcp serves the MCP door when listen.mcp is set.
-	mcp *httpServer
 
 	cancel context.CancelFunc
-	done   chan struct{}
 	closed atomic.Bool
 }
 
@@ -71,7 +68,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Instance, er
 	if log == nil {
 		log = slog.Default()
 	}
-	in := &Instance{cfgPath: cfg.Path, log: log, reg: prometheus.NewRegistry(), done: make(chan struct{})}
+	in := &Instance{cfgPath: cfg.Path, log: log, reg: prometheus.NewRegistry()}
 	in.cfg.Store(cfg)
 	in.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	in.metrics = &metrics{configReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -112,35 +109,25 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Instance, er
 		return nil, err
 	}
 
-	if in.pgLn, err = net.Listen("tcp", cfg.Listen.Postgres); err != nil {
-		return nil, fmt.Errorf("listen for PostgreSQL clients on %s: %w", cfg.Listen.Postgres, err)
-	}
-	in.pgDoor = &pg.Server{
-		Gate:                   in.gate,
-		Auth:                   in.auth,
-		Target:                 in.Target,
-		TLS:                    in.tlsConf,
-		AllowInsecurePasswords: cfg.AllowInsecurePasswords,
-		MaxMessageSize:         cfg.Limits.MaxMessageSize,
-		MessageReadTimeout:     time.Duration(cfg.Limits.MessageReadTimeout),
-		BufferedMessagesTotal:  cfg.Limits.BufferedMessagesTotal,
-		Log:                    log.With("door", "postgres"),
-		Metrics:                pg.NewMetrics(in.reg),
-	}
 	if cfg.Pool.Mode != "off" {
 		in.pool = &upstream.Pool{MaxIdlePerKey: cfg.Pool.MaxIdlePerKey, MaxIdle: cfg.Pool.MaxIdle,
 			IdleTimeout: time.Duration(cfg.Pool.IdleTimeout), MaxLifetime: time.Duration(cfg.Pool.MaxLifetime),
 			Log: log.With("part", "upstream-pool")}
 		in.reg.MustRegister(upstream.NewPoolCollector(in.pool))
-		in.pgDoor.Pool = in.pool
+	}
+	doors, err := in.openDoors(cfg)
+	defer func() {
+		if !ok {
+			for _, d := range doors {
+				_ = d.ln.Close()
+			}
+		}
+	}()
+	if err != nil {
+		return nil, err
 	}
 	if in.http, err = startHTTP(cfg.Listen.HTTP, in.reg, in.ready, in.registerHTTP); err != nil {
 		return nil, err
-	}
-	if cfg.Listen.MCP != "" {
-		if in.mcp, err = in.startMCP(cfg); err != nil {
-			return nil, err
-		}
 	}
 	if err := in.startHTTPS(cfg.Listen.HTTPS); err != nil {
 		return nil, err
@@ -152,14 +139,11 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Instance, er
 		go in.pool.Run(runCtx)
 	}
 	in.startBackground(runCtx)
-	go func() {
-		defer close(in.done)
-		if err := in.pgDoor.Serve(runCtx, in.pgLn); err != nil && runCtx.Err() == nil {
-			log.Error("postgres door stopped", "err", err)
-		}
-	}()
+	for _, d := range doors {
+		in.startDoor(runCtx, d.Door, d.ln)
+	}
 	ok = true
-	log.Info("gatehouse serving", "postgres", in.pgLn.Addr().String(), "http", in.http.Addr(), "tls", in.tlsConf != nil, "data_dir", cfg.DataDir)
+	log.Info("gatehouse serving", "postgres", in.PostgresAddr(), "mcp", in.MCPAddr(), "http", in.http.Addr(), "tls", in.tlsConf != nil, "data_dir", cfg.DataDir)
 	return in, nil
 }
 
@@ -170,7 +154,12 @@ func (in *Instance) Config() *config.Config { return in.cfg.Load() }
 func (in *Instance) Target(name string) (*config.Target, bool) { return in.cfg.Load().Target(name) }
 
 // PostgresAddr is the address the PostgreSQL door listens on.
-func (in *Instance) PostgresAddr() string { return in.pgLn.Addr().String() }
+func (in *Instance) PostgresAddr() string {
+	if d := in.door("postgres"); d != nil {
+		return d.Addr()
+	}
+	return ""
+}
 
 // HTTPAddr is the address of the health and metrics endpoints.
 func (in *Instance) HTTPAddr() string { return in.http.Addr() }
@@ -194,16 +183,15 @@ func (in *Instance) Close() error {
 	if !in.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	// The doors stop first, while the pool and the ledger still take back connections and
+	// record the sessions' ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := in.stopDoors(ctx); err != nil {
+		in.log.Warn("doors did not stop cleanly within 10s of shutdown", "err", err)
+	}
+	cancel()
 	if in.cancel != nil {
 		in.cancel()
-	}
-	if in.pgLn != nil {
-		in.pgLn.Close()
-	}
-	select {
-	case <-in.done:
-	case <-time.After(10 * time.Second):
-		in.log.Warn("sessions did not end within 10s of shutdown")
 	}
 	return in.closeResources()
 }
@@ -213,11 +201,6 @@ func (in *Instance) closeResources() error {
 	if in.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		errs = append(errs, in.http.Close(ctx))
-		cancel()
-	}
-	if in.mcp != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		errs = append(errs, in.mcp.Close(ctx))
 		cancel()
 	}
 	errs = append(errs, in.closeParts())

@@ -55,13 +55,22 @@ func (d *Door) approvalStatus(ctx context.Context, req *sdk.CallToolRequest, a A
 	if d.Approvals == nil {
 		return nil, ApprovalStatus{}, errors.New("approvals are not available on this server")
 	}
+	started := time.Now()
 	r, err := d.Approvals.Get(ctx, a.ID)
 	if errors.Is(err, approval.ErrNotFound) || (err == nil && r.Requester != id.Subject) {
-		return nil, ApprovalStatus{}, fmt.Errorf("no approval request %q of yours; approval_status reports the requests your own held statements filed", a.ID)
+		// The record keeps no id that is not the caller's: probing is visible, not what it found.
+		msg := fmt.Sprintf("no approval request %q of yours; approval_status reports the requests your own held statements filed", a.ID)
+		if nerr := d.note(ctx, req, id, "approval_status", started, "", 0, "no approval request of the caller's with this id"); nerr != nil {
+			return nil, ApprovalStatus{}, nerr
+		}
+		return nil, ApprovalStatus{}, errors.New(msg)
 	}
 	if err != nil {
 		d.log().Error("read approval request", "id", a.ID, "err", err)
 		return nil, ApprovalStatus{}, errors.New("gatehouse: the approval request cannot be read right now; try again shortly")
+	}
+	if err := d.note(ctx, req, id, "approval_status", started, r.ID, 1, ""); err != nil {
+		return nil, ApprovalStatus{}, err
 	}
 	out := ApprovalStatus{
 		ID: r.ID, Status: string(r.Status), Target: r.Target, StatementKind: r.StatementKind, Statement: r.Statement,

@@ -5,10 +5,13 @@
 // second code path for any of them.
 //
 // The door owns only the protocol: it authenticates the bearer token (a Gatehouse token; the
-// identity and its groups are exactly those a database login would get), turns a tool call
-// into a gate session and statement (Via "mcp"), runs what the gate allows on an upstream
-// connection (internal/upstream) and renders rows, masked by the gate's masker, as JSON. A
-// refusal is a tool error carrying the rule's own words, never a protocol error.
+// identity and its groups are exactly those a database login would get), keeps a gate session
+// per MCP session and target (opened by the first call there, ended with the MCP session, as a
+// psql connection is one session for many statements), turns each tool call into a statement
+// of that session (Via "mcp"), runs what the gate allows on the session's upstream connection
+// (taken from internal/upstream's pool, given back reset) and renders rows, masked by the
+// gate's masker, as JSON. A refusal is a tool error carrying the rule's own words, never a
+// protocol error.
 //
 // What a third door (MySQL) needs from the same seams: a gate.Session per client session with
 // the identity, target and database; gate.Check for every statement text (the inspector and
@@ -25,9 +28,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
@@ -36,6 +41,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/upstream"
 )
 
 // Path is where the door serves MCP; MetadataPath its OAuth protected-resource metadata
@@ -65,7 +71,7 @@ const Scope = "gatehouse:mcp"
 
 var _ BearerAuthenticator = (*identity.Chain)(nil)
 
-// Door is the MCP door. Set the fields, then serve Handler.
+// Door is the MCP door. Set the fields, then Serve (or serve Handler).
 type Door struct {
 	// Gate decides, masks and records every statement.
 	Gate *gate.Gate
@@ -94,21 +100,40 @@ type Door struct {
 	// agent hosts send no Origin header; a browser page of another site must not).
 	AllowedOrigins []string
 	Log            *slog.Logger
+	// Pool keeps upstream connections between gate sessions (nil: every gate session logs
+	// in anew and closes its connection at the end).
+	Pool *upstream.Pool
+	// SessionIdleTimeout ends an MCP session without requests for this long (default
+	// DefaultSessionIdleTimeout).
+	SessionIdleTimeout time.Duration
 
-	// onDecision, when set, sees the gate's check of an allowed statement (describe_table
-	// reads the masking profile policy gave it).
-	onDecision func(*gate.Check)
+	sessions sessionTable
+	// srv serves Handler on the listener Serve was given.
+	srvMu sync.Mutex
+	srv   *http.Server
 }
 
-// identityKey carries the authenticated identity in TokenInfo.Extra.
-const identityKey = "gatehouse.identity"
+// identityKey carries the authenticated identity in TokenInfo.Extra, clientAddrKey and
+// clientTLSKey the address the request came from and whether it came over TLS (a tool call
+// sees only the token information of its request, not the request).
+const (
+	identityKey   = "gatehouse.identity"
+	clientAddrKey = "gatehouse.client_addr"
+	clientTLSKey  = "gatehouse.tls"
+)
 
-// Handler serves the MCP endpoint at Path and the protected-resource metadata.
+// Handler serves the MCP endpoint at Path and the protected-resource metadata. A door serves
+// one Handler (its MCP sessions live in the door).
 func (d *Door) Handler() http.Handler {
 	server := sdk.NewServer(&sdk.Implementation{Name: "gatehouse", Title: "Gatehouse governed database access", Version: "1"},
 		&sdk.ServerOptions{Instructions: instructions, Logger: d.log()})
 	d.addTools(server)
-	mcpHandler := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return server }, &sdk.StreamableHTTPOptions{Logger: d.log()})
+	idle := d.SessionIdleTimeout
+	if idle <= 0 {
+		idle = DefaultSessionIdleTimeout
+	}
+	mcpHandler := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return server },
+		&sdk.StreamableHTTPOptions{Logger: d.log(), SessionTimeout: idle})
 	requireAuth := auth.RequireBearerToken(d.verify, &auth.RequireBearerTokenOptions{
 		ResourceMetadataURL: d.metadataURL(), AllowMissingExpiration: true,
 	})
@@ -117,6 +142,50 @@ func (d *Door) Handler() http.Handler {
 	mux.HandleFunc("GET "+MetadataPath, d.serveMetadata)
 	mux.HandleFunc("GET "+MetadataPath+Path, d.serveMetadata)
 	return mux
+}
+
+// Name names the door in logs, metrics and the live session list.
+func (d *Door) Name() string { return "mcp" }
+
+// Serve serves Handler on ln (plain or TLS: the caller wraps it) until ln is closed or ctx
+// ends; Shutdown ends it.
+func (d *Door) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) }}
+	d.srvMu.Lock()
+	if d.srv != nil {
+		d.srvMu.Unlock()
+		return errors.New("mcp door: Serve called twice")
+	}
+	d.srv = srv
+	d.srvMu.Unlock()
+	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
+	defer stop()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("mcp door: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops taking requests, ends every MCP session (recording the end of its gate
+// sessions and giving their upstream connections back) and waits for calls in flight, or
+// until ctx ends.
+func (d *Door) Shutdown(ctx context.Context) error {
+	d.srvMu.Lock()
+	srv := d.srv
+	d.srvMu.Unlock()
+	var err error
+	if srv != nil {
+		// Stop new connections first; MCP sessions are ended below (streams of a session
+		// would otherwise keep Shutdown waiting).
+		done := make(chan error, 1)
+		go func() { done <- srv.Shutdown(ctx) }()
+		d.closeSessions()
+		err = <-done
+	} else {
+		d.closeSessions()
+	}
+	return err
 }
 
 const instructions = `Gatehouse governs database access: every statement you run is checked by policy, sensitive values come back masked, and every call is recorded. Call list_targets first, then list_tables / describe_table, then query (one read-only statement) or execute (a write or schema change, which may need a human's approval: the result then says pending_approval).`
@@ -175,7 +244,8 @@ func (d *Door) verify(ctx context.Context, token string, r *http.Request) (*auth
 		d.Gate.LoginFailed(ctx, &gate.Session{ClientAddr: r.RemoteAddr, TLS: r.TLS != nil, ApplicationName: "mcp"}, "", "mcp bearer token refused: "+cause)
 		return nil, auth.ErrInvalidToken
 	}
-	info := &auth.TokenInfo{UserID: id.Subject, Extra: map[string]any{identityKey: id}, Expiration: id.ExpiresAt}
+	info := &auth.TokenInfo{UserID: id.Subject, Expiration: id.ExpiresAt,
+		Extra: map[string]any{identityKey: id, clientAddrKey: r.RemoteAddr, clientTLSKey: r.TLS != nil}}
 	if id.AuthMethod == identity.AuthMethodOIDC {
 		info.Scopes = tokenScopes(id.Claims)
 	}

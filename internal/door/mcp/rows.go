@@ -221,10 +221,7 @@ type readResult struct {
 
 // checkedRead runs a read through the one path and keeps the decision's masking profile.
 func (d *Door) checkedRead(ctx context.Context, req *sdk.CallToolRequest, tool, target, sql string) (readResult, error) {
-	var profile string
-	d2 := *d
-	d2.onDecision = func(c *gate.Check) { profile = c.Decision.MaskProfile }
-	_, res, err := d2.run(ctx, req, tool, QueryArgs{Target: target, SQL: sql}, true)
+	res, profile, err := d.runChecked(ctx, req, tool, QueryArgs{Target: target, SQL: sql}, true)
 	if err != nil {
 		return readResult{}, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -11,8 +12,8 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/gatehouse/gatehouse/internal/gate"
+	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/inspect"
-	"github.com/gatehouse/gatehouse/internal/upstream"
 )
 
 // TargetArgs name a target.
@@ -79,75 +80,12 @@ func (d *Door) addTools(s *sdk.Server) {
 	sdk.AddTool(s, &sdk.Tool{Name: "approval_status", Description: "Report where one of your approval requests stands (pending, approved, denied, expired or used), by the approval_id a held execute returned, and what to do next."}, d.approvalStatus)
 }
 
-// call is one tool call's gate session on a target.
-type call struct {
-	d    *Door
-	sess *gate.Session
-	conn *pgconn.PgConn
-}
-
-// open authenticates the call, opens its gate session (which records it and picks the
-// least-privileged upstream role) and connects upstream.
-func (d *Door) open(ctx context.Context, req *sdk.CallToolRequest, tool, targetName, purpose string) (*call, error) {
-	id, err := callerOf(req)
-	if err != nil {
-		return nil, err
-	}
-	t, ok := d.Target(targetName)
-	if !ok || t == nil {
-		return nil, fmt.Errorf("target %q does not exist; call list_targets for the targets you can use", targetName)
-	}
-	// The application name says which client and which tool: the ledger event of the call
-	// carries it ("mcp:claude-code/2.1.0 tool=query"), so an audit search by door shows both.
-	app := "mcp"
-	if ci := req.Session.InitializeParams(); ci != nil && ci.ClientInfo != nil {
-		app = "mcp:" + ci.ClientInfo.Name + "/" + ci.ClientInfo.Version
-	}
-	app += " tool=" + tool
-	sess := &gate.Session{ID: gate.NewSessionID(), Identity: id, Target: t, Database: t.Database, ApplicationName: app,
-		Options: map[string]string{"gatehouse.tool": tool}, StartedAt: time.Now()}
-	if purpose != "" {
-		sess.Options["gatehouse.purpose"] = purpose
-	}
-	if req.Extra != nil && req.Extra.Header != nil {
-		if tp := req.Extra.Header.Get("traceparent"); tp != "" {
-			sess.Options["gatehouse.traceparent"] = tp
-		}
-	}
-	dec, err := d.Gate.OpenSession(ctx, sess)
-	if err != nil {
-		return nil, errors.New("gatehouse: the audit ledger cannot record this call, so it is refused; try again shortly")
-	}
-	if dec.Action != gate.Allow {
-		msg := dec.Message
-		if msg == "" {
-			msg = fmt.Sprintf("access to target %q denied", t.Name)
-		}
-		return nil, fmt.Errorf("gatehouse: denied by rule %q: %s", dec.Rule, msg)
-	}
-	d.Gate.Attach(sess, "mcp", nil)
-	params := map[string]string{"application_name": app}
-	if sess.UpstreamRole != "" {
-		params["role"] = sess.UpstreamRole
-	}
-	conn, err := upstream.Connect(ctx, upstream.Request{Target: t, Database: t.Database, Params: params})
-	if err != nil {
-		d.Gate.CloseSession(context.WithoutCancel(ctx), sess, "upstream connection failed")
-		return nil, fmt.Errorf("could not connect to target %q: %v", t.Name, err)
-	}
-	return &call{d: d, sess: sess, conn: conn}, nil
-}
-
-func (c *call) close(ctx context.Context, reason string) {
-	_ = c.conn.Close(context.WithoutCancel(ctx))
-	c.d.Gate.CloseSession(context.WithoutCancel(ctx), c.sess, reason)
-}
-
 func (d *Door) listTargets(ctx context.Context, req *sdk.CallToolRequest, _ struct{}) (*sdk.CallToolResult, TargetList, error) {
 	id, err := callerOf(req)
 	if err != nil {
 		return nil, TargetList{}, err
 	}
+	started := time.Now()
 	out := TargetList{Targets: []TargetInfo{}}
 	for _, t := range d.Targets() {
 		t := t
@@ -157,7 +95,36 @@ func (d *Door) listTargets(ctx context.Context, req *sdk.CallToolRequest, _ stru
 		}
 		out.Targets = append(out.Targets, TargetInfo{Name: t.Name, Environment: t.Environment, Labels: t.Labels, Database: t.Database, Access: dec.Level})
 	}
+	if err := d.note(ctx, req, id, "list_targets", started, "", int64(len(out.Targets)), ""); err != nil {
+		return nil, TargetList{}, err
+	}
 	return nil, out, nil
+}
+
+// note records a tool call that runs no statement (list_targets, approval_status) through the
+// gate, as the record of a call without statements: via mcp, with the client and the tool,
+// the rows it answered, the approval request it read, or why it failed. Like a statement's
+// record, it is on the ledger before the answer leaves.
+func (d *Door) note(ctx context.Context, req *sdk.CallToolRequest, id *identity.Identity, tool string, started time.Time, approvalID string, rows int64, failed string) error {
+	client := "mcp"
+	if req.Session != nil {
+		if ci := req.Session.InitializeParams(); ci != nil && ci.ClientInfo != nil {
+			client = "mcp:" + ci.ClientInfo.Name + "/" + ci.ClientInfo.Version
+		}
+	}
+	sess := &gate.Session{Identity: id, ApplicationName: client + " tool=" + tool, Options: map[string]string{"gatehouse.tool": tool}, StartedAt: started}
+	if req.Extra != nil && req.Extra.TokenInfo != nil {
+		sess.ClientAddr, _ = req.Extra.TokenInfo.Extra[clientAddrKey].(string)
+		sess.TLS, _ = req.Extra.TokenInfo.Extra[clientTLSKey].(bool)
+		if tp := req.Extra.Header.Get("traceparent"); tp != "" {
+			sess.Options["gatehouse.traceparent"] = tp
+		}
+	}
+	check := &gate.Check{Via: gate.ViaMCP, Started: started, Decision: gate.Decision{Action: gate.Allow, Rule: "mcp-tool", ApprovalID: approvalID}}
+	if err := d.Gate.Done(ctx, sess, check, gate.Outcome{Rows: rows, Error: failed}); err != nil {
+		return errors.New("gatehouse: the audit ledger could not record this call, so its answer is withheld; try again shortly")
+	}
+	return nil
 }
 
 // query runs one read-only statement inside a READ ONLY transaction.
@@ -181,37 +148,40 @@ func (d *Door) explain(ctx context.Context, req *sdk.CallToolRequest, a QueryArg
 
 // run is the one path of every statement a tool runs: gate check, upstream, masking, record.
 func (d *Door) run(ctx context.Context, req *sdk.CallToolRequest, tool string, a QueryArgs, readOnly bool) (*sdk.CallToolResult, Result, error) {
+	res, _, err := d.runChecked(ctx, req, tool, a, readOnly)
+	return nil, res, err
+}
+
+// runChecked is run that also returns the masking profile policy gave an allowed statement
+// (describe_table tells which columns the caller sees masked).
+func (d *Door) runChecked(ctx context.Context, req *sdk.CallToolRequest, tool string, a QueryArgs, readOnly bool) (Result, string, error) {
 	c, err := d.open(ctx, req, tool, a.Target, a.Purpose)
 	if err != nil {
-		return nil, Result{}, err
+		return Result{}, "", err
 	}
-	reason := "tool call done"
-	defer func() { c.close(ctx, reason) }()
+	defer c.done(ctx)
 	check := d.Gate.Check(ctx, c.sess, a.SQL, gate.ViaMCP)
 	if msg := d.shapeRefusal(check, readOnly, tool); msg != "" {
 		d.refuse(ctx, c, check, "42501", msg)
-		return nil, Result{}, errors.New(msg)
+		return Result{}, "", errors.New(msg)
 	}
 	if !check.Allowed() {
 		msg := check.DenyMessage()
 		_ = d.Gate.Done(ctx, c.sess, check, gate.Outcome{SQLState: "42501", Error: msg})
 		if check.Decision.Action == gate.RequireApproval {
 			res := Result{Status: "pending_approval", ApprovalID: check.Decision.ApprovalID, Message: msg + d.consoleHint(check.Decision.ApprovalID), Rows: [][]any{}}
-			return nil, res, nil
+			return res, "", nil
 		}
-		return nil, Result{}, errors.New(msg)
-	}
-	if d.onDecision != nil {
-		d.onDecision(check)
+		return Result{}, "", errors.New(msg)
 	}
 	res, out, err := d.runAllowed(ctx, c, check, a, readOnly)
 	if rerr := d.Gate.Done(ctx, c.sess, check, out); rerr != nil {
-		return nil, Result{}, errors.New("gatehouse: the audit ledger could not record this statement, so its result is withheld; try again shortly")
+		return Result{}, "", errors.New("gatehouse: the audit ledger could not record this statement, so its result is withheld; try again shortly")
 	}
 	if err != nil {
-		return nil, Result{}, err
+		return Result{}, "", err
 	}
-	return nil, res, nil
+	return res, check.Decision.MaskProfile, nil
 }
 
 func (d *Door) consoleHint(id string) string {
@@ -247,8 +217,16 @@ func (d *Door) refuse(ctx context.Context, c *call, check *gate.Check, code, msg
 	_ = d.Gate.Done(ctx, c.sess, check, gate.Outcome{SQLState: code, Error: msg})
 }
 
-// runAllowed runs an allowed statement upstream and renders its masked rows.
+// runAllowed runs an allowed statement upstream, in a transaction of its own (READ ONLY for
+// the reading tools) under a statement timeout, and renders its masked rows. BEGIN, the
+// timeout, the statement and (for a read) the ROLLBACK go in one pipeline, so a read costs
+// one round trip; a write's COMMIT waits for its row count, which a policy's max affected
+// rows may refuse (the write is then rolled back, as the PostgreSQL door does).
 func (d *Door) runAllowed(ctx context.Context, c *call, check *gate.Check, a QueryArgs, readOnly bool) (Result, gate.Outcome, error) {
+	conn, err := c.conn(ctx)
+	if err != nil {
+		return Result{}, gate.Outcome{SQLState: "08006", Error: err.Error()}, err
+	}
 	timeout := d.StatementTimeout
 	if timeout <= 0 {
 		timeout = DefaultStatementTimeout
@@ -257,20 +235,79 @@ func (d *Door) runAllowed(ctx context.Context, c *call, check *gate.Check, a Que
 	if readOnly {
 		begin = "BEGIN READ ONLY"
 	}
-	if err := c.conn.Exec(ctx, begin+"; SET LOCAL statement_timeout = "+fmt.Sprint(timeout.Milliseconds())).Close(); err != nil {
-		return Result{}, gate.Outcome{SQLState: sqlState(err), Error: err.Error()}, fmt.Errorf("start the transaction: %w", err)
+	params := make([][]byte, len(a.Params))
+	for i, p := range a.Params {
+		if p != nil {
+			params[i] = []byte(*p)
+		}
 	}
-	limit := d.rowLimit(check, a.MaxRows)
-	res, out, err := d.readRows(ctx, c, check, a, limit)
-	end := "COMMIT"
-	if readOnly || err != nil {
-		end = "ROLLBACK"
+	b := &pgconn.Batch{}
+	b.ExecParams(begin, nil, nil, nil, nil)
+	b.ExecParams("SET LOCAL statement_timeout = "+strconv.FormatInt(timeout.Milliseconds(), 10), nil, nil, nil, nil)
+	b.ExecParams(a.SQL, params, nil, nil, nil)
+	if readOnly {
+		b.ExecParams("ROLLBACK", nil, nil, nil, nil)
 	}
-	if cerr := c.conn.Exec(ctx, end).Close(); cerr != nil && err == nil {
-		out.SQLState, out.Error = sqlState(cerr), cerr.Error()
-		return Result{}, out, fmt.Errorf("%s: %s", strings.ToLower(end), pgMessage(cerr))
+	mrr := conn.ExecBatch(ctx, b)
+	var res Result
+	var out gate.Outcome
+	var tag pgconn.CommandTag
+	var stmtErr error
+	for i := 0; mrr.NextResult(); i++ {
+		rr := mrr.ResultReader()
+		if i != 2 {
+			_, _ = rr.Close()
+			continue
+		}
+		res, out, tag, stmtErr = d.readRows(ctx, c, check, rr, d.rowLimit(check, a.MaxRows))
 	}
-	return res, out, err
+	if err := mrr.Close(); err != nil && stmtErr == nil {
+		stmtErr = err
+	}
+	if stmtErr == nil && !readOnly {
+		end := "COMMIT"
+		if msg := capExceeded(check, tag); msg != "" {
+			end, stmtErr = "ROLLBACK", errors.New(msg)
+			out.SQLState, out.Error, out.Rows = "54000", msg, 0
+		}
+		if _, err := conn.Exec(ctx, end).ReadAll(); err != nil && stmtErr == nil {
+			stmtErr = fmt.Errorf("%s: %s", strings.ToLower(end), pgMessage(err))
+			out.SQLState, out.Error = sqlState(err), err.Error()
+		}
+	}
+	if !conn.IsClosed() && conn.TxStatus() != 'I' {
+		// The statement failed inside the transaction (status E): end it, so the connection
+		// is idle for the next call.
+		_, _ = conn.Exec(ctx, "ROLLBACK").ReadAll()
+	}
+	if stmtErr != nil {
+		if out.SQLState == "" {
+			out.SQLState, out.Error = sqlState(stmtErr), pgMessage(stmtErr)
+		}
+		var pe *pgconn.PgError
+		if errors.As(stmtErr, &pe) {
+			return Result{}, out, errors.New(maskedText(d.Gate, check, pgMessage(stmtErr)))
+		}
+		return Result{}, out, stmtErr
+	}
+	res.Command = tag.String()
+	return res, out, nil
+}
+
+// capExceeded is why a write that changed rows rows must be rolled back under the policy's
+// max affected rows ("" when it may commit).
+func capExceeded(check *gate.Check, tag pgconn.CommandTag) string {
+	limit := check.Decision.MaxAffectedRows
+	if limit <= 0 {
+		return ""
+	}
+	if !(tag.Insert() || tag.Update() || tag.Delete() || strings.HasPrefix(tag.String(), "MERGE")) {
+		return fmt.Sprintf("gatehouse: rule %q limits this write to %d affected rows, but it completed as %q, whose count is not the rows it changed (a write inside a CTE or EXPLAIN ANALYZE); it was rolled back — run the write as a plain UPDATE, DELETE, MERGE or INSERT", check.Decision.Rule, limit, tag.String())
+	}
+	if n := tag.RowsAffected(); n > limit {
+		return fmt.Sprintf("gatehouse: the statement would change %d rows, more than the limit of %d affected rows (rule %q); it was rolled back", n, limit, check.Decision.Rule)
+	}
+	return ""
 }
 
 // rowLimit is the smallest of the door's limit, the caller's and the policy's.
@@ -288,19 +325,12 @@ func (d *Door) rowLimit(check *gate.Check, asked int) int {
 	return limit
 }
 
-// readRows runs the statement and collects up to limit rows (and MaxBytes), masked.
-func (d *Door) readRows(ctx context.Context, c *call, check *gate.Check, a QueryArgs, limit int) (Result, gate.Outcome, error) {
+// readRows reads the statement's result: up to limit rows (and MaxBytes), masked.
+func (d *Door) readRows(ctx context.Context, c *call, check *gate.Check, rr *pgconn.ResultReader, limit int) (Result, gate.Outcome, pgconn.CommandTag, error) {
 	maxBytes := d.MaxBytes
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBytes
 	}
-	params := make([][]byte, len(a.Params))
-	for i, p := range a.Params {
-		if p != nil {
-			params[i] = []byte(*p)
-		}
-	}
-	rr := c.conn.ExecParams(ctx, a.SQL, params, nil, nil, nil)
 	fields := rr.FieldDescriptions()
 	cols := make([]gate.Column, len(fields))
 	res := Result{Status: "ok", Rows: [][]any{}}
@@ -308,9 +338,13 @@ func (d *Door) readRows(ctx context.Context, c *call, check *gate.Check, a Query
 		cols[i] = gate.Column{Name: f.Name, TableOID: f.TableOID, AttNum: f.TableAttributeNumber, TypeOID: f.DataTypeOID, Format: f.Format}
 		res.Columns = append(res.Columns, Column{Name: f.Name, Type: typeName(f.DataTypeOID)})
 	}
-	masker := d.Gate.ResultMasker(ctx, c.sess, check, cols)
+	var masker gate.RowMasker
+	if len(fields) > 0 {
+		masker = d.Gate.ResultMasker(ctx, c.sess, check, cols)
+	}
 	var out gate.Outcome
 	size := 0
+	row := make([][]byte, len(fields))
 	for rr.NextRow() {
 		out.Rows++
 		if len(res.Rows) >= limit || size >= maxBytes {
@@ -318,8 +352,8 @@ func (d *Door) readRows(ctx context.Context, c *call, check *gate.Check, a Query
 			continue
 		}
 		vals := rr.Values()
-		row := make([][]byte, len(vals))
 		for i, v := range vals {
+			row[i] = nil
 			if v != nil {
 				row[i] = append([]byte(nil), v...)
 			}
@@ -337,14 +371,12 @@ func (d *Door) readRows(ctx context.Context, c *call, check *gate.Check, a Query
 	d.Gate.CountMasked(c.sess, masker)
 	tag, err := rr.Close()
 	if err != nil {
-		out.SQLState, out.Error = sqlState(err), pgMessage(err)
-		return Result{}, out, fmt.Errorf("%s", maskedText(d.Gate, check, pgMessage(err)))
+		return Result{}, out, tag, err
 	}
-	res.Command = tag.String()
 	res.RowCount = int64(len(res.Rows))
 	res.ValuesMasked = out.Masked
 	out.Bytes = int64(size)
-	return res, out, nil
+	return res, out, tag, nil
 }
 
 func sqlState(err error) string {
