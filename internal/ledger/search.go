@@ -35,6 +35,9 @@ type Query struct {
 	// "query", "parse", "execute", "function" for the PostgreSQL wire protocol). It filters
 	// the event body, so it narrows the events the other filters and the time range select.
 	Via string `json:"via,omitempty"`
+	// Rule matches the name of the policy rule that decided the event, exactly; like Via it
+	// filters the event body.
+	Rule string `json:"rule,omitempty"`
 	// Since is a window ending now; From (inclusive) and To (exclusive) bound it instead.
 	Since time.Duration `json:"since,omitempty"`
 	From  time.Time     `json:"from,omitzero"`
@@ -213,6 +216,11 @@ func buildSearch(d dialect, q Query, now time.Time) (string, []any, error) {
 		b.where("json_extract(e.body, '$.via') = %s", q.Via)
 	} else if q.Via != "" {
 		b.where("(e.body::jsonb ->> 'via') = %s", q.Via)
+	}
+	if q.Rule != "" && d == sqliteSQL {
+		b.where("json_extract(e.body, '$.rule') = %s", q.Rule)
+	} else if q.Rule != "" {
+		b.where("(e.body::jsonb ->> 'rule') = %s", q.Rule)
 	}
 	ftsDriven := false
 	if q.Text != "" {

@@ -195,6 +195,9 @@ func (s *SQLiteStore) planSearch(ctx context.Context, q Query) (p segSearch, emp
 	if q.Via != "" {
 		p.where("json_extract(e.body, '$.via') = ?", q.Via)
 	}
+	if q.Rule != "" {
+		p.where("json_extract(e.body, '$.rule') = ?", q.Rule)
+	}
 	if q.Text != "" {
 		var ids []int64
 		err := s.queryRows(ctx, `SELECT rowid FROM ledger_text_fts WHERE ledger_text_fts MATCH ?`, []any{ftsMatch(q.Text)}, func(scan func(...any) error) error {
