@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -84,8 +85,16 @@ func newSessionsList(g *globals) *cobra.Command {
 				return enc.Encode(out.Results)
 			}
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			// Instances sharing a store list each other's sessions: then say which has which.
+			shared := slices.ContainsFunc(out.Results, func(s live.Session) bool { return s.Instance != "" })
+			if shared {
+				fmt.Fprint(tw, "INSTANCE\t")
+			}
 			fmt.Fprintln(tw, "ID\tWHO\tKIND\tTARGET\tENV\tCLIENT\tAPPLICATION\tSINCE\tSTATEMENTS\tROWS")
 			for _, s := range out.Results {
+				if shared {
+					fmt.Fprintf(tw, "%s\t", s.Instance)
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.ID, s.Subject, s.Kind, s.Target, s.Environment,
 					s.ClientAddr, s.Application, s.Since.Local().Format(time.RFC3339), s.Statements, s.Rows)
 			}
@@ -114,7 +123,11 @@ func newSessionsKill(g *globals) *cobra.Command {
 				return fmt.Errorf("kill session %s: %w", args[0], err)
 			}
 			s := out.Session
-			fmt.Fprintf(cmd.OutOrStdout(), "ended session %s of %s on %s (from %s)\n", s.ID, s.Subject, s.Target, s.ClientAddr)
+			where := ""
+			if s.Instance != "" {
+				where = " through instance " + s.Instance
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "ended session %s of %s on %s (from %s)%s\n", s.ID, s.Subject, s.Target, s.ClientAddr, where)
 			return nil
 		},
 	}

@@ -65,6 +65,9 @@ type Options struct {
 	Events    ledger.Store
 	Approvals *approval.Store
 	Live      *live.Registry
+	// Fleet, when set, is the live sessions of every instance sharing the store, which the
+	// console lists and ends sessions through (nil: this instance's Live alone).
+	Fleet *live.Fleet
 	// OIDC returns the identity providers in force; those with a console_client_id offer a
 	// sign-in button.
 	OIDC func() []config.OIDC
@@ -146,6 +149,13 @@ func New(opts Options) (*Console, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Fleet == nil {
+		fl, err := live.NewFleet(context.Background(), opts.Live, opts.Instance, nil, nil, opts.Log)
+		if err != nil {
+			return nil, fmt.Errorf("console: %w", err)
+		}
+		opts.Fleet = fl
 	}
 	c := &Console{opts: opts, pages: map[string]*template.Template{}, sessions: map[string]*session{}, ended: map[string]endedSession{}, logins: map[string]*pendingLogin{},
 		links: map[string]*signInLink{}}
@@ -352,25 +362,29 @@ func (c *Console) EndSession(ctx context.Context, r *http.Request, who *identity
 	if !c.mayEnd(who) {
 		return live.Session{}, ErrNotAllowed
 	}
-	s, ok := c.opts.Live.Get(id)
+	s, ok := c.opts.Fleet.Get(id)
 	if !ok {
 		return live.Session{}, live.ErrNotFound
 	}
 	if !s.Endable {
 		return s, live.ErrNotEndable
 	}
-	ev := c.event(r, who, EventSessionKill, fmt.Sprintf("ended session %s of %s on target %s (from %s)", s.ID, s.Subject, s.Target, s.ClientAddr))
+	where := ""
+	if c.opts.Fleet.Shared() {
+		where = " on instance " + s.Instance
+	}
+	ev := c.event(r, who, EventSessionKill, fmt.Sprintf("ended session %s of %s on target %s (from %s)%s", s.ID, s.Subject, s.Target, s.ClientAddr, where))
 	ev.SessionID, ev.Target, ev.Environment, ev.Database = s.ID, s.Target, s.Environment, s.Database
 	if err := c.opts.Ledger.Record(ctx, ev); err != nil {
 		return live.Session{}, fmt.Errorf("record the end of session %s: %w", id, err)
 	}
-	return c.opts.Live.End(id, who.Subject)
+	return c.opts.Fleet.End(ctx, id, who.Subject)
 }
 
-// ListSessions returns the live sessions who may see: all of them for the privileged groups
-// and approvers, else their own.
+// ListSessions returns the live sessions who may see, on every instance sharing the store:
+// all of them for the privileged groups and approvers, else their own.
 func (c *Console) ListSessions(who *identity.Identity) []live.Session {
-	all := c.opts.Live.List()
+	all := c.opts.Fleet.List()
 	if c.seesAll(who) {
 		return all
 	}

@@ -13,6 +13,9 @@ type sessionData struct {
 	Session    live.Session
 	Statements []live.Statement
 	Ended      bool
+	// Remote: the session is on another instance sharing the store, whose statements this
+	// instance does not see live.
+	Remote bool
 }
 
 // visibleSession returns a live session the viewer may see.
@@ -25,19 +28,28 @@ func (c *Console) visibleSession(v *viewer, id string) (*live.Entry, bool) {
 }
 
 // sessionDataOf is the page's model for e now.
-func sessionDataOf(e *live.Entry) sessionData {
-	return sessionData{Session: e.Session(), Statements: e.Recent(), Ended: e.Ended()}
+func (c *Console) sessionDataOf(e *live.Entry) sessionData {
+	d := sessionData{Session: e.Session(), Statements: e.Recent(), Ended: e.Ended()}
+	if c.opts.Fleet.Shared() {
+		d.Session.Instance = c.opts.Fleet.Instance()
+	}
+	return d
 }
 
 // sessionPage shows one live session and its latest statements (redacted text, decision,
 // rule, rows, duration), updated over server-sent events as they finish.
 func (c *Console) sessionPage(w http.ResponseWriter, v *viewer) {
-	e, ok := c.visibleSession(v, v.r.PathValue("id"))
+	id := v.r.PathValue("id")
+	e, ok := c.visibleSession(v, id)
 	if !ok {
+		if s, ok := c.opts.Fleet.Get(id); ok && (v.seesAll || v.owns(s.Subject)) {
+			c.render(w, http.StatusOK, "session", page{Title: "Session " + s.ID, Nav: "sessions", Viewer: v, Data: sessionData{Session: s, Remote: true}})
+			return
+		}
 		c.fail(w, v, http.StatusNotFound, "No live session with this id (it may have ended; its statements are in Activity).")
 		return
 	}
-	d := sessionDataOf(e)
+	d := c.sessionDataOf(e)
 	c.render(w, http.StatusOK, "session", page{Title: "Session " + d.Session.ID, Nav: "sessions", Viewer: v, Data: d})
 }
 
@@ -63,7 +75,7 @@ func (c *Console) sessionStream(w http.ResponseWriter, v *viewer) {
 	for {
 		if ver := c.opts.Live.Version(); ver != last {
 			last = ver
-			d := sessionDataOf(e)
+			d := c.sessionDataOf(e)
 			var b strings.Builder
 			if err := t.ExecuteTemplate(&b, "statements_table", page{Viewer: v, Data: d}); err != nil {
 				c.opts.Log.Error("console: render statements", "err", err)

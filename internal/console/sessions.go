@@ -14,11 +14,13 @@ import (
 type sessionsData struct {
 	Sessions []live.Session
 	Now      time.Time
+	// Shared: several instances share the store, so the table says which one has a session.
+	Shared bool
 }
 
 func (c *Console) sessionsPage(w http.ResponseWriter, v *viewer) {
 	c.render(w, http.StatusOK, "sessions", page{Title: "Live sessions", Nav: "sessions", Viewer: v,
-		Data: sessionsData{Sessions: c.ListSessions(v.id), Now: c.opts.Now()}})
+		Data: sessionsData{Sessions: c.ListSessions(v.id), Now: c.opts.Now(), Shared: c.opts.Fleet.Shared()}})
 }
 
 // sessionsStream pushes the sessions table (server-sent events, event "sessions") whenever
@@ -39,10 +41,10 @@ func (c *Console) sessionsStream(w http.ResponseWriter, v *viewer) {
 	defer tick.Stop()
 	last, checked := ^uint64(0), time.Now()
 	for {
-		if ver := c.opts.Live.Version(); ver != last {
+		if ver := c.opts.Fleet.Version(); ver != last {
 			last = ver
 			var b strings.Builder
-			if err := t.ExecuteTemplate(&b, "sessions_table", page{Viewer: v, Data: sessionsData{Sessions: c.ListSessions(v.id), Now: c.opts.Now()}}); err != nil {
+			if err := t.ExecuteTemplate(&b, "sessions_table", page{Viewer: v, Data: sessionsData{Sessions: c.ListSessions(v.id), Now: c.opts.Now(), Shared: c.opts.Fleet.Shared()}}); err != nil {
 				c.opts.Log.Error("console: render sessions", "err", err)
 				return
 			}

@@ -32,6 +32,9 @@ type Session struct {
 	Rows       int64 `json:"rows"`
 	// Endable says whether the door can end the session on request.
 	Endable bool `json:"endable"`
+	// Instance names the Gatehouse instance the session is on (its ledger chain), set by
+	// the Fleet view when several instances share a store.
+	Instance string `json:"instance,omitempty"`
 }
 
 // ErrNotFound means no live session has that id (it ended, or never existed here).

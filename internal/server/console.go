@@ -16,6 +16,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/ledger"
 	"github.com/gatehouse/gatehouse/internal/live"
 	"github.com/gatehouse/gatehouse/internal/notify"
+	"github.com/gatehouse/gatehouse/internal/store"
 )
 
 // registerHTTP mounts everything served on listen.http besides the operational endpoints:
@@ -34,6 +35,16 @@ func (in *Instance) targetNames() []string {
 		out[i] = ts[i].Name
 	}
 	return out
+}
+
+// openFleet is the live sessions view the console and the sessions API use: every instance's
+// sessions when the state store is shared (PostgreSQL), else this instance's.
+func (in *Instance) openFleet(ctx context.Context, instance string) (*live.Fleet, error) {
+	var inval store.Invalidations
+	if in.listener != nil {
+		inval = in.listener
+	}
+	return live.NewFleet(ctx, in.live, instance, in.db, inval, in.log.With("part", "live"))
 }
 
 // Console is the instance's web console (for the demo's one-click sign-in links).
@@ -139,7 +150,7 @@ func (in *Instance) registerSessionsAPI(mux *http.ServeMux) {
 		case errors.Is(err, live.ErrNotEndable):
 			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
 		case errors.Is(err, live.ErrNotFound):
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error() + " on this instance"})
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
 		default:
 			in.log.Error("sessions api: kill", "err", err)
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the audit ledger cannot record this action right now, so the session was not ended; try again shortly"})

@@ -47,6 +47,7 @@ type parts struct {
 	instance string
 	// live lists the sessions open now; console serves the web console over it all.
 	live    *live.Registry
+	fleet   *live.Fleet
 	console *console.Console
 	// notifier tells approval.notify receivers of filed, decided and lapsed requests.
 	notifier *notify.Notifier
@@ -146,6 +147,9 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 
 	in.live = live.New()
 	in.gate.Live = in.live
+	if in.fleet, err = in.openFleet(ctx, led.Instance()); err != nil {
+		return err
+	}
 	in.registerPartMetrics()
 	ledgerKey, err := ledger.LoadOrCreateKey(cfg.DataDir)
 	if err != nil {
@@ -156,7 +160,7 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 		LedgerHealth: led.Healthy, Instance: led.Instance(),
 		Catalog: in.catalog, Targets: in.targetNames,
 		Policy: in.policy, Target: in.Target,
-		Live: in.live, OIDC: func() []config.OIDC { return in.cfg.Load().OIDC }, URL: in.consoleURL, Log: in.log.With("part", "console")}); err != nil {
+		Live: in.live, Fleet: in.fleet, OIDC: func() []config.OIDC { return in.cfg.Load().OIDC }, URL: in.consoleURL, Log: in.log.With("part", "console")}); err != nil {
 		return err
 	}
 	return nil
@@ -191,6 +195,7 @@ func (in *Instance) startBackground(ctx context.Context) {
 	if in.listener != nil {
 		go in.listener.Run(ctx)
 	}
+	go in.fleet.Run(ctx)
 	if in.auth.OIDC != nil {
 		// Discover the identity providers now, so the first login does not wait for it.
 		go in.auth.OIDC.Warm(ctx)

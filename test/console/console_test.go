@@ -77,7 +77,13 @@ func setup(t *testing.T) *env {
 	e.tokens[vic] = p.Token(t, vic, "human")
 	e.tokens[bot] = p.Token(t, bot, "agent")
 	e.docsDir = filepath.Join("..", "..", "docs")
+	e.startBrowser(t)
+	return e
+}
 
+// startBrowser starts headless Chromium for e; browser contexts derive from it.
+func (e *env) startBrowser(t *testing.T) {
+	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath(t)),
 		chromedp.NoSandbox,
@@ -94,7 +100,6 @@ func setup(t *testing.T) *env {
 		t.Fatalf("start chromium: %v", err)
 	}
 	e.alloc, e.top = root, t
-	return e
 }
 
 // hookReceiver is the local chat and webhook receiver: it keeps the bodies per path and

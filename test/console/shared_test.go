@@ -1,0 +1,59 @@
+package console
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+
+	consolepkg "github.com/gatehouse/gatehouse/internal/console"
+	"github.com/gatehouse/gatehouse/internal/ledger"
+	"github.com/gatehouse/gatehouse/internal/server/servertest"
+	"github.com/gatehouse/gatehouse/internal/testkit"
+)
+
+// With two instances sharing a PostgreSQL store, instance B's console lists a psql session
+// connected to instance A (naming A), live, and ending it there gives psql FATAL 57P01; the
+// kill is on B's ledger chain.
+func TestConsoleSharedStore(t *testing.T) {
+	shared := testkit.StartPostgres(t)
+	shared.Exec(t, "postgres", "CREATE DATABASE gatehouse")
+	dsn := shared.DSN("gatehouse")
+	a := servertest.Start(t, servertest.Options{SharedStoreDSN: dsn, Instance: "ghA"})
+	b := servertest.Start(t, servertest.Options{SharedStoreDSN: dsn, Instance: "ghB", KeysFrom: a.DataDir, Upstream: a.Upstream})
+	// psql goes to A; the browser to B's console.
+	e := &env{p: a, url: "http://" + b.HTTPAddr + consolepkg.Prefix, tokens: map[string]string{}}
+	e.tokens[dana] = a.Token(t, dana, "human")
+	e.tokens[sam] = a.Token(t, sam, "human", "security")
+	e.startBrowser(t)
+
+	br := e.browser(t)
+	br.signInToken(e, e.tokens[sam], sam)
+	br.do(chromedp.Navigate(e.url+"sessions"), chromedp.WaitVisible(chromedp.CSS("#sessions")))
+	ps := e.psql(t, dana, "on-instance-a", "-c", "SELECT pg_sleep(120)")
+	// The row arrives over server-sent events from the other instance, without a reload.
+	br.do(chromedp.WaitVisible(chromedp.CSS(`tr.session button.end`)))
+	if got := br.text("tr.session td.instance"); got != "ghA" {
+		t.Fatalf("the session's instance on B's console: %q, want ghA", got)
+	}
+	if app := br.text("tr.session td.app"); app != "on-instance-a" {
+		t.Fatalf("live session application %q, want on-instance-a", app)
+	}
+	// Its page on B says where it runs.
+	br.do(chromedp.Click(chromedp.CSS(`tr.session a.open`)), chromedp.WaitVisible(chromedp.CSS("#session-remote")))
+	if got := br.text("#session-instance"); got != "ghA" {
+		t.Fatalf("the session page names instance %q", got)
+	}
+	br.do(chromedp.Navigate(e.url+"sessions"), chromedp.WaitVisible(chromedp.CSS(`tr.session button.end`)),
+		chromedp.Click(chromedp.CSS(`tr.session button.end`)), chromedp.WaitVisible(chromedp.CSS("#sessions")))
+	err := ps.wait(t)
+	stderr := ps.stderr.String()
+	if err == nil || !strings.Contains(stderr, "57P01") || !strings.Contains(stderr, "session ended by "+sam) {
+		t.Fatalf("psql on A after B's console ended its session: err=%v stderr=%s", err, stderr)
+	}
+	evs := e.search(t, ledger.Query{Type: consolepkg.EventSessionKill})
+	if len(evs) != 1 || evs[0].Subject != sam || evs[0].Instance != "ghB" || !strings.Contains(evs[0].Message, "on instance ghA") {
+		t.Fatalf("want one session.kill event by %s on B's chain naming ghA, got %+v", sam, evs)
+	}
+	br.do(chromedp.WaitNotPresent(chromedp.CSS(`tr.session`)))
+}
