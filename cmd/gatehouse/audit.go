@@ -125,6 +125,7 @@ func newAuditSearch(g *globals) *cobra.Command {
 	f.StringVar(&q.Table, "table", "", "table read or written")
 	f.StringVar(&q.Class, "class", "", "sensitive column class, e.g. email, ssn, or pii for any personal data")
 	f.StringVar(&q.Decision, "decision", "", "allow, deny or require_approval")
+	f.StringVar(&q.Rule, "rule", "", "name of the policy rule that decided, e.g. no-drop-or-truncate-in-production")
 	f.StringVar(&q.Via, "via", "", "door and message: mcp, or query, parse, execute, function (PostgreSQL wire protocol)")
 	f.StringVar((*string)(&q.Type), "type", "", "event type, e.g. statement, session.start, login.failed")
 	f.IntVar(&q.Limit, "limit", 100, "at most this many events, newest first")

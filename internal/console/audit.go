@@ -23,7 +23,7 @@ const exportCap = 100_000
 
 // auditForm is the search form: every `audit search` filter.
 type auditForm struct {
-	Identity, Kind, Target, Env, Statement, Category, Table, Class, Decision, Type, Since, From, To, Text string
+	Identity, Kind, Target, Env, Statement, Category, Table, Class, Decision, Rule, Via, Type, Since, From, To, Text string
 }
 
 // auditData is the search page's model.
@@ -43,7 +43,7 @@ type auditData struct {
 func formFrom(v url.Values) auditForm {
 	return auditForm{Identity: v.Get("identity"), Kind: v.Get("kind"), Target: v.Get("target"), Env: v.Get("env"),
 		Statement: v.Get("statement"), Category: v.Get("category"), Table: v.Get("table"), Class: v.Get("class"),
-		Decision: v.Get("decision"), Type: v.Get("type"), Since: v.Get("since"), From: v.Get("from"), To: v.Get("to"),
+		Decision: v.Get("decision"), Rule: v.Get("rule"), Via: v.Get("via"), Type: v.Get("type"), Since: v.Get("since"), From: v.Get("from"), To: v.Get("to"),
 		Text: v.Get("text")}
 }
 
@@ -52,7 +52,7 @@ func (f auditForm) values() url.Values {
 	v := url.Values{}
 	for _, kv := range [][2]string{{"identity", f.Identity}, {"kind", f.Kind}, {"target", f.Target}, {"env", f.Env},
 		{"statement", f.Statement}, {"category", f.Category}, {"table", f.Table}, {"class", f.Class},
-		{"decision", f.Decision}, {"type", f.Type}, {"since", f.Since}, {"from", f.From}, {"to", f.To}, {"text", f.Text}} {
+		{"decision", f.Decision}, {"rule", f.Rule}, {"via", f.Via}, {"type", f.Type}, {"since", f.Since}, {"from", f.From}, {"to", f.To}, {"text", f.Text}} {
 		if kv[1] != "" {
 			v.Set(kv[0], kv[1])
 		}
@@ -75,7 +75,7 @@ func parseTime(s string) (time.Time, error) {
 func (f auditForm) query(v *viewer) (ledger.Query, error) {
 	q := ledger.Query{Identity: f.Identity, IdentityKind: f.Kind, Target: f.Target, Environment: f.Env,
 		StatementKind: f.Statement, Category: f.Category, Table: f.Table, Class: f.Class, Decision: f.Decision,
-		Type: ledger.EventType(f.Type), Text: f.Text}
+		Rule: f.Rule, Via: f.Via, Type: ledger.EventType(f.Type), Text: f.Text}
 	var err error
 	if f.Since != "" {
 		if q.Since, err = config.ParseDuration(f.Since); err != nil {

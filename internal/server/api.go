@@ -107,6 +107,7 @@ func queryFromURL(r *http.Request) (ledger.Query, error) {
 		Identity: v.Get("identity"), IdentityKind: v.Get("kind"), Target: v.Get("target"), Environment: v.Get("env"),
 		StatementKind: v.Get("statement"), Category: v.Get("category"), Table: v.Get("table"), Class: v.Get("class"),
 		Decision: v.Get("decision"), Type: ledger.EventType(v.Get("type")), Text: v.Get("text"), Via: v.Get("via"),
+		Rule: v.Get("rule"),
 	}
 	var err error
 	if s := v.Get("since"); s != "" {

@@ -533,6 +533,25 @@ func TestConsole(t *testing.T) {
 		}
 	})
 
+	t.Run("5 a search by rule finds the refusals that rule made", func(t *testing.T) {
+		samB := samB.in(t)
+		const rule = "no-update-or-delete-without-where"
+		samB.do(chromedp.Navigate(e.url+"audit"),
+			chromedp.SetValue(chromedp.CSS(`input[name="rule"]`), rule),
+			chromedp.Click(chromedp.CSS("#search")),
+			chromedp.WaitVisible(chromedp.CSS("#events")))
+		rows := run(samB, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#events tr.event td.statement")].map(td => td.textContent)`))
+		want := e.search(t, ledger.Query{Rule: rule})
+		if len(want) == 0 || len(rows) != len(want) {
+			t.Fatalf("search by rule shows %d events, the ledger has %d: %q", len(rows), len(want), rows)
+		}
+		for _, r := range rows {
+			if !strings.Contains(r, "DELETE FROM customers") {
+				t.Fatalf("search by rule %s shows %q", rule, r)
+			}
+		}
+	})
+
 	t.Run("5 the three auditor questions have pages", func(t *testing.T) {
 		samB := samB.in(t)
 		for _, r := range []struct{ target, user, sql string }{{"scratch", dana, "CREATE TABLE scratch_t (a int)"}, {"scratch", dana, "DROP TABLE scratch_t"},
