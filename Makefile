@@ -4,7 +4,7 @@ BIN      := bin/gatehouse
 GOPATHBIN := $(shell $(GO) env GOPATH)/bin
 export PATH := $(GOPATHBIN):$(PATH)
 
-.PHONY: all deps build demo test lint unit bench fuzz clean conformance
+.PHONY: all deps build demo test lint unit bench fuzz clean conformance conformance-run
 
 all: build
 
@@ -28,9 +28,11 @@ lint:
 # seconds each here), not a duration: Go 1.26's fuzz coordinator can report a spurious
 # "context deadline exceeded" failure when a -fuzztime duration ends (go.dev/issue/75804,
 # fixed in Go 1.27). `make fuzz FUZZTIME=10m` still fuzzes each target for a duration.
+# Last, pgx v5's own test suite through Gatehouse (`make conformance`, about a minute quiet).
 test: deps lint
 	$(GO) test -count=1 -timeout 25m ./...
 	$(MAKE) --no-print-directory fuzz
+	$(MAKE) --no-print-directory conformance-run
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzFrontendReader$$' -fuzztime $(or $(FUZZTIME),30000x) ./internal/door/pg
@@ -41,7 +43,9 @@ fuzz:
 # pgx v5's own test suite (the version in go.mod) through Gatehouse, as an allow-all identity
 # without masking (test/conformance, build tag conformance). The tests that need direct access
 # to PostgreSQL by design, and the connection strings left unset, are listed there with why.
-conformance: deps
+conformance: deps conformance-run
+
+conformance-run:
 	$(GO) test -count=1 -tags conformance -timeout 30m -v -run '^TestPgxSuite$$' ./test/conformance
 
 # Performance, in under 10 minutes on a 2-core machine: the Go micro-benchmarks (200 ms
