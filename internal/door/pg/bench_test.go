@@ -175,7 +175,10 @@ func backendBytes(b *testing.B, msgs ...pgproto3.BackendMessage) []byte {
 // through both sides, gate check and ledger submission included, without sockets: allocs/op
 // is what the relay and the gate spend per statement. extended: a prepared statement (Bind,
 // Execute, Sync; BindComplete, a row, CommandComplete, ReadyForQuery), plain and masked;
-// simple: a simple Query (RowDescription, a row, CommandComplete, ReadyForQuery).
+// unnamed: the unnamed statement parsed again every time, as pgbench -M extended and libpq's
+// PQexecParams do (Parse, Bind, Describe, Execute, Sync; ParseComplete, BindComplete,
+// RowDescription, a row, CommandComplete, ReadyForQuery); simple: a simple Query
+// (RowDescription, a row, CommandComplete, ReadyForQuery).
 func BenchmarkRoundTrip(b *testing.B) {
 	cols := &pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("id"), DataTypeOID: 23}, {Name: []byte("ssn"), DataTypeOID: 25}}}
 	row := &pgproto3.DataRow{Values: [][]byte{[]byte("1"), []byte("123-45-6789")}}
@@ -185,6 +188,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 	prepared := backendBytes(b, &pgproto3.ParseComplete{}, &pgproto3.ParameterDescription{ParameterOIDs: []uint32{23}}, cols, idle)
 	bind := encodeFrames(b, &pgproto3.Bind{PreparedStatement: "s1", ParameterFormatCodes: []int16{1}, Parameters: [][]byte{{0, 0, 0, 1}}, ResultFormatCodes: []int16{1, 0}}, &pgproto3.Execute{}, &pgproto3.Sync{})
 	bound := backendBytes(b, &pgproto3.BindComplete{}, row, done, idle)
+	parse := encodeFrames(b, &pgproto3.Parse{Query: "select $1::int as id, 'x' as ssn"}, &pgproto3.Bind{ParameterFormatCodes: []int16{1}, Parameters: [][]byte{{0, 0, 0, 1}}}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	parsed := backendBytes(b, &pgproto3.ParseComplete{}, &pgproto3.BindComplete{}, cols, row, done, idle)
 	query := encodeFrames(b, &pgproto3.Query{String: "select 1 as id, 'x' as ssn"})
 	answer := backendBytes(b, cols, row, done, idle)
 	for _, tc := range []struct {
@@ -196,6 +201,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 	}{
 		{"extended", nil, prepare, prepared, bind, bound, 3, 4},
 		{"extended-masked", &ssnMasker{}, prepare, prepared, bind, bound, 3, 4},
+		{"unnamed", nil, parse, parsed, parse, parsed, 5, 6},
+		{"unnamed-masked", &ssnMasker{}, parse, parsed, parse, parsed, 5, 6},
 		{"simple", nil, query, answer, query, answer, 1, 4},
 		{"simple-masked", &ssnMasker{}, query, answer, query, answer, 1, 4},
 	} {

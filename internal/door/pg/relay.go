@@ -129,9 +129,11 @@ type relay struct {
 	clientGone atomic.Bool
 	endOnce    sync.Once
 
-	// Client-loop state: what the client has prepared, as far as the client loop knows.
-	stmts   map[string]clientStmt
-	portals map[string]clientStmt
+	// Client-loop state: what the client has prepared, as far as the client loop knows, and
+	// the text of the last statement it sent (textOf).
+	stmts    map[string]clientStmt
+	portals  map[string]clientStmt
+	lastText string
 
 	// Upstream-loop state: result shapes as PostgreSQL reported them.
 	stmtCols   map[string][]gate.Column
@@ -522,10 +524,11 @@ func (r *relay) refuse(p *pending, msg pgproto3.FrontendMessage) error {
 
 // onQuery handles a simple Query: every statement of the string is checked as a whole.
 func (r *relay) onQuery(ctx context.Context, frame, body []byte) error {
-	sql, _, ok := cstring(body)
-	if !ok {
+	b, _, err := cbytes(body)
+	if err != nil {
 		return errors.New("malformed Query message")
 	}
+	sql := r.textOf(b, "")
 	c := r.check(ctx, sql, gate.ViaQuery)
 	if c.Allowed() && c.Decision.MaxAffectedRows > 0 {
 		return r.cappedQuery(ctx, c, sql)
@@ -546,17 +549,24 @@ func (r *relay) onQuery(ctx context.Context, frame, body []byte) error {
 // onParse handles Parse: the statement is checked now (a refused one never reaches the
 // upstream); an allowed one is recorded when it executes.
 func (r *relay) onParse(ctx context.Context, frame, body []byte) error {
-	var m pgproto3.Parse
-	if err := m.Decode(body); err != nil {
+	nameB, queryB, err := readParse(body)
+	if err != nil {
 		return fmt.Errorf("malformed Parse message: %w", err)
 	}
-	c := r.check(ctx, m.Query, gate.ViaParse)
-	r.stmts[m.Name] = clientStmt{name: m.Name, text: m.Query}
+	// A statement parsed again under its old name (a driver's unnamed statement) reuses
+	// the strings it had.
+	old, ok := r.stmts[string(nameB)]
+	if !ok {
+		old.name = string(nameB)
+	}
+	name, query := old.name, r.textOf(queryB, old.text)
+	c := r.check(ctx, query, gate.ViaParse)
+	r.stmts[name] = clientStmt{name: name, text: query}
 	p := r.newPending()
-	p.kind, p.name = pParse, m.Name
+	p.kind, p.name = pParse, name
 	if !c.Allowed() {
 		p.check = c
-		return r.refuse(p, &pgproto3.Parse{Name: m.Name, Query: r.denyToken()})
+		return r.refuse(p, &pgproto3.Parse{Name: name, Query: r.denyToken()})
 	}
 	r.push(p)
 	r.write(frame)
@@ -583,44 +593,53 @@ func (r *relay) onBind(frame, body []byte) error {
 
 // onDescribe handles Describe of a statement or a portal.
 func (r *relay) onDescribe(frame, body []byte) error {
-	var m pgproto3.Describe
-	if err := m.Decode(body); err != nil {
+	typ, nameB, err := readTarget(body)
+	if err != nil {
 		return fmt.Errorf("malformed Describe message: %w", err)
 	}
-	if m.ObjectType == 'S' {
-		st := r.stmts[m.Name]
+	if typ == 'S' {
+		st, ok := r.stmts[string(nameB)]
+		if !ok {
+			st.name = string(nameB)
+		}
 		st.described = true
-		r.stmts[m.Name] = st
-		r.queue1(pDescribeS, m.Name)
+		r.stmts[st.name] = st
+		r.queue1(pDescribeS, st.name)
 	} else {
-		r.describedPortal(m.Name)
-		r.queue1(pDescribeP, m.Name)
+		r.queue1(pDescribeP, r.describedPortal(nameB))
 	}
 	r.write(frame)
 	return nil
 }
 
-// describedPortal notes that the upstream has been asked for portal's columns.
-func (r *relay) describedPortal(portal string) {
-	pt := r.portals[portal]
+// describedPortal notes that the upstream has been asked for portal's columns and returns
+// the portal's name as a string (the one its Bind made, when it has one).
+func (r *relay) describedPortal(portal []byte) string {
+	pt, ok := r.portals[string(portal)]
+	if !ok {
+		pt.name = string(portal)
+	}
 	pt.described = true
-	r.portals[portal] = pt
+	r.portals[pt.name] = pt
+	return pt.name
 }
 
 // onExecute handles Execute: the portal's statement is checked again (the policy or the
 // session may have changed since its Parse), limits and masking are planned.
 func (r *relay) onExecute(ctx context.Context, frame, body []byte) error {
-	var m pgproto3.Execute
-	if err := m.Decode(body); err != nil {
+	portalB, maxRows, err := readExecute(body)
+	if err != nil {
 		return fmt.Errorf("malformed Execute message: %w", err)
 	}
-	pt, ok := r.portals[m.Portal]
+	pt, ok := r.portals[string(portalB)]
 	text := pt.text
 	if !ok {
 		// A portal the client did not Bind (a cursor opened with DECLARE): its query was
 		// checked when it was declared; this fetches from it.
-		text = "FETCH ALL FROM " + quoteIdent(m.Portal)
+		pt.name = string(portalB)
+		text = "FETCH ALL FROM " + quoteIdent(pt.name)
 	}
+	m := pgproto3.Execute{Portal: pt.name, MaxRows: maxRows}
 	c := r.check(ctx, text, gate.ViaExecute)
 	var plans []gate.CopyMasker
 	if c.Allowed() {
@@ -638,8 +657,7 @@ func (r *relay) onExecute(ctx context.Context, frame, body []byte) error {
 	if r.srv.Gate.Masker != nil && !pt.described {
 		// The masker needs the result's columns and Execute sends no RowDescription:
 		// ask for it and keep the answer from the client, who did not ask.
-		r.describedPortal(m.Portal)
-		r.queue1(pDescribeP, m.Portal).swallow = true
+		r.queue1(pDescribeP, r.describedPortal(portalB)).swallow = true
 		if err := r.writeMsg(&pgproto3.Describe{ObjectType: 'P', Name: m.Portal}); err != nil {
 			return err
 		}
@@ -653,16 +671,17 @@ func (r *relay) onExecute(ctx context.Context, frame, body []byte) error {
 
 // onClose handles Close of a statement or a portal.
 func (r *relay) onClose(frame, body []byte) error {
-	var m pgproto3.Close
-	if err := m.Decode(body); err != nil {
+	typ, nameB, err := readTarget(body)
+	if err != nil {
 		return fmt.Errorf("malformed Close message: %w", err)
 	}
-	if m.ObjectType == 'S' {
-		delete(r.stmts, m.Name)
-		r.queue1(pClose, m.Name).stmt = "S"
+	name := string(nameB)
+	if typ == 'S' {
+		delete(r.stmts, name)
+		r.queue1(pClose, name).stmt = "S"
 	} else {
-		delete(r.portals, m.Name)
-		r.queue1(pClose, m.Name).stmt = "P"
+		delete(r.portals, name)
+		r.queue1(pClose, name).stmt = "P"
 	}
 	r.write(frame)
 	return nil
@@ -902,7 +921,7 @@ func (r *relay) onRowDescription(ctx context.Context, p *pending, frame []byte) 
 	switch p.kind {
 	case pDescribeS, pDescribeP:
 		if r.srv.Gate.Masker != nil {
-			cols, err := decodeColumns(frame[5:])
+			cols, err := r.shapeColumns(frame[5:])
 			if err != nil {
 				return err
 			}
@@ -920,7 +939,7 @@ func (r *relay) onRowDescription(ctx context.Context, p *pending, frame []byte) 
 		p.resRows = 0
 		p.masker = nil
 		if r.srv.Gate.Masker != nil {
-			cols, err := r.queryColumns(frame[5:])
+			cols, err := r.shapeColumns(frame[5:])
 			if err != nil {
 				return err
 			}
@@ -933,10 +952,11 @@ func (r *relay) onRowDescription(ctx context.Context, p *pending, frame []byte) 
 	return nil
 }
 
-// queryColumns decodes the RowDescription of a simple query's result. The last one is kept,
-// so a query that comes again with the same result shape allocates nothing; column slices are
-// never changed once made.
-func (r *relay) queryColumns(body []byte) ([]gate.Column, error) {
+// shapeColumns decodes the RowDescription of a simple query's result or of a Describe's
+// answer. The last one is kept, so a statement that comes again with the same result shape
+// (a driver re-parsing its unnamed statement and describing its portal every time)
+// allocates nothing; column slices are never changed once made.
+func (r *relay) shapeColumns(body []byte) ([]gate.Column, error) {
 	if r.lastShape != nil && bytes.Equal(r.lastShape, body) {
 		return r.lastCols, nil
 	}

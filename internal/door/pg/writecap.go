@@ -130,7 +130,7 @@ func (r *relay) cappedExecute(ctx context.Context, m *pgproto3.Execute, frame []
 		return r.writeMsg(&pgproto3.Parse{Name: tok, Query: tok})
 	}
 	if len(ps) == 2 {
-		r.describedPortal(m.Portal)
+		r.describedPortal([]byte(m.Portal))
 		if err := r.writeMsg(&pgproto3.Describe{ObjectType: 'P', Name: m.Portal}); err != nil {
 			return err
 		}
