@@ -3,8 +3,12 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -40,7 +44,12 @@ const facetSep = "\x1f"
 const upsertTermSQL = `INSERT INTO ledger_terms(term, seg, min_ns, max_ns) VALUES (?, ?, ?, ?)
 ON CONFLICT (term, seg) DO UPDATE SET min_ns = min(ledger_terms.min_ns, excluded.min_ns), max_ns = max(ledger_terms.max_ns, excluded.max_ns)`
 
-// eventIndex is what the indexer derives from one event.
+// eventIndex is what the indexer derives from one event. Events of one shape (type,
+// identity kind and statements) share one eventIndex, which derive memoizes (shapeMemo):
+// traffic repeats a few shapes, so deriving, joining the facets and boxing the column
+// values happen once per shape, not once per event. It is never modified once derived.
+// A nil *eventIndex stands for an event not derived yet (stored without facets, to be
+// indexed later).
 type eventIndex struct {
 	// tables, classes and stmts are the side-table rows the auditor questions read: table
 	// rows of agents' statements (agents questions) and of DROPs (who dropped), every
@@ -53,30 +62,32 @@ type eventIndex struct {
 	// categories), stored joined in its facets column and as its segment terms.
 	tokens []string
 	textID int64 // 0: no statement text
-	valid  bool  // derived (false: the row is stored without facets, to be indexed later)
+	// facets, text and aux are the event row's column values, as bound.
+	facets, text any
+	aux          int
 }
 
 func (d *eventIndex) facetsArg() any {
-	if !d.valid {
+	if d == nil {
 		return nil
 	}
-	return facetSep + strings.Join(d.tokens, facetSep) + facetSep
+	return d.facets
 }
 
 // auxArg marks an event with side-table rows (or not derived yet, to be safe): the
 // session index holds those only.
 func (d *eventIndex) auxArg() int {
-	if !d.valid || len(d.tables)+len(d.classes)+len(d.stmts) > 0 {
+	if d == nil {
 		return 1
 	}
-	return 0
+	return d.aux
 }
 
 func (d *eventIndex) textArg() any {
-	if !d.valid || d.textID == 0 {
+	if d == nil {
 		return nil
 	}
-	return d.textID
+	return d.text
 }
 
 // Facet token prefixes.
@@ -92,11 +103,26 @@ const (
 // facetToken is the search form of a token: separators on both sides.
 func facetToken(prefix, v string) string { return facetSep + prefix + v + facetSep }
 
-// derive computes the index of ev and interns its statement text. Called with mu held,
-// inside the indexer's transaction.
-func (x *sqliteIndexer) derive(ctx context.Context, ev *Event) (eventIndex, error) {
+// derive returns the index of ev, interning its statement text: the memoized one of its
+// shape, or a new one. Called with mu held, inside the indexer's transaction.
+func (x *sqliteIndexer) derive(ctx context.Context, ev *Event) (*eventIndex, error) {
+	h := x.shapes.hash(ev)
+	if e, ok := x.shapes.m[h]; ok && e.same(ev) {
+		return e.d, nil
+	}
+	d, err := x.deriveNew(ctx, ev)
+	if err != nil {
+		return nil, err
+	}
+	x.shapes.put(h, ev, d)
+	return d, nil
+}
+
+// deriveNew computes the index of ev. Called with mu held, inside the indexer's
+// transaction.
+func (x *sqliteIndexer) deriveNew(ctx context.Context, ev *Event) (*eventIndex, error) {
 	tables, classes, stmts, text := indexRows(ev)
-	d := eventIndex{classes: classes, valid: true}
+	d := &eventIndex{classes: classes}
 	for _, t := range tables {
 		d.tokens = append(d.tokens, tokTable+t.name)
 		if t.tbl != t.name {
@@ -118,11 +144,100 @@ func (x *sqliteIndexer) derive(ctx context.Context, ev *Event) (eventIndex, erro
 	if text != "" {
 		id, err := x.internText(ctx, text)
 		if err != nil {
-			return d, err
+			return nil, err
 		}
-		d.textID = id
+		d.textID, d.text = id, id
+	}
+	d.facets = facetSep + strings.Join(d.tokens, facetSep) + facetSep
+	if len(d.tables)+len(d.classes)+len(d.stmts) > 0 {
+		d.aux = 1
 	}
 	return d, nil
+}
+
+// shapeMemo maps event shapes (what derive reads of an event: its type, identity kind and
+// statements) to their derived index. Entries are keyed by a hash and checked against a
+// copy of the shape, so a collision costs a derive, never a wrong index. Interned text ids
+// are only valid once their transaction commits: discard clears the memo.
+type shapeMemo struct {
+	seed maphash.Seed
+	m    map[uint64]*shapeEntry
+}
+
+type shapeEntry struct {
+	typ          EventType
+	identityKind string
+	stmts        []Statement // a copy
+	d            *eventIndex
+}
+
+// maxShapes bounds the memo; past it, it starts again empty.
+const maxShapes = 4096
+
+func newShapeMemo() shapeMemo {
+	return shapeMemo{seed: maphash.MakeSeed(), m: map[uint64]*shapeEntry{}}
+}
+
+// hash hashes the shape of ev without allocating. Sensitive columns are summed, their
+// map order being random.
+func (s *shapeMemo) hash(ev *Event) uint64 {
+	var h maphash.Hash
+	h.SetSeed(s.seed)
+	str := func(v string) {
+		h.WriteString(v)
+		h.WriteByte(0)
+	}
+	str(string(ev.Type))
+	str(ev.IdentityKind)
+	for i := range ev.Statements {
+		st := &ev.Statements[i]
+		str(st.Kind)
+		str(st.Category)
+		str(st.Redacted)
+		for _, t := range st.TablesRead {
+			str(t)
+		}
+		h.WriteByte(1)
+		for _, t := range st.TablesWritten {
+			str(t)
+		}
+		h.WriteByte(2)
+		var sum uint64
+		for c, class := range st.Sensitive {
+			sum += maphash.String(s.seed, c)*31 + maphash.String(s.seed, class)
+		}
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], sum)
+		h.Write(b[:])
+	}
+	return h.Sum64()
+}
+
+func (s *shapeMemo) put(h uint64, ev *Event, d *eventIndex) {
+	if len(s.m) >= maxShapes {
+		clear(s.m)
+	}
+	stmts := make([]Statement, len(ev.Statements))
+	for i, st := range ev.Statements {
+		stmts[i] = Statement{Kind: st.Kind, Category: st.Category, Redacted: st.Redacted,
+			TablesRead: slices.Clone(st.TablesRead), TablesWritten: slices.Clone(st.TablesWritten), Sensitive: maps.Clone(st.Sensitive)}
+	}
+	s.m[h] = &shapeEntry{typ: ev.Type, identityKind: ev.IdentityKind, stmts: stmts, d: d}
+}
+
+// same reports whether ev has the shape of e.
+func (e *shapeEntry) same(ev *Event) bool {
+	if e.typ != ev.Type || e.identityKind != ev.IdentityKind || len(e.stmts) != len(ev.Statements) {
+		return false
+	}
+	for i := range e.stmts {
+		a, b := &e.stmts[i], &ev.Statements[i]
+		if a.Kind != b.Kind || a.Category != b.Category || a.Redacted != b.Redacted ||
+			!slices.Equal(a.TablesRead, b.TablesRead) || !slices.Equal(a.TablesWritten, b.TablesWritten) || !maps.Equal(a.Sensitive, b.Sensitive) {
+			return false
+		}
+	}
+	return true
 }
 
 // internText returns the id of text in ledger_texts, adding it (and its full-text entry)
@@ -173,34 +288,83 @@ type termKey struct {
 
 type termBounds struct{ min, max int64 }
 
-// termSet sums the segment terms of one indexer transaction.
-type termSet struct{ m map[termKey]termBounds }
+// termSet sums the segment terms of one indexer transaction. Consecutive events mostly
+// repeat the field values and the shape of one of the few events before them, so add
+// sums events into groups (segment, field values, shape), comparing with the last few
+// groups only, and flush expands each group into its terms: an event costs a few string
+// comparisons instead of a dozen term strings and map updates.
+type termSet struct {
+	m      map[termKey]termBounds
+	groups []termGroup
+}
+
+// termGroup is events of one segment with the same field values and index.
+type termGroup struct {
+	seg      int64
+	fields   [numFields]string
+	d        *eventIndex
+	min, max int64
+}
+
+// termGroupScan is how many of the latest groups add compares an event with.
+const termGroupScan = 8
 
 func (s *termSet) put(term string, seg, ns int64) {
+	s.putBounds(term, seg, ns, ns)
+}
+
+func (s *termSet) putBounds(term string, seg, lo, hi int64) {
 	k := termKey{term, seg}
 	b, ok := s.m[k]
 	if !ok {
-		s.m[k] = termBounds{ns, ns}
+		s.m[k] = termBounds{lo, hi}
 		return
 	}
-	s.m[k] = termBounds{min(b.min, ns), max(b.max, ns)}
+	s.m[k] = termBounds{min(b.min, lo), max(b.max, hi)}
 }
 
-// add records the terms of the event with row id id.
+// add records the terms of the event with row id id and index d.
 func (s *termSet) add(id, ns int64, ev *Event, d *eventIndex) {
 	seg := id >> segmentShift
-	s.put(termAll, seg, ns)
-	for _, f := range eventFields(ev) {
-		if f.v != "" {
-			s.put(f.prefix+f.v, seg, ns)
+	f := eventFieldValues(ev)
+	for i := len(s.groups) - 1; i >= max(0, len(s.groups)-termGroupScan); i-- {
+		g := &s.groups[i]
+		if g.seg == seg && g.d == d && g.fields == f {
+			g.min, g.max = min(g.min, ns), max(g.max, ns)
+			return
 		}
 	}
-	for _, t := range d.tokens {
-		s.put(t, seg, ns)
+	s.groups = append(s.groups, termGroup{seg: seg, fields: f, d: d, min: ns, max: ns})
+}
+
+// expand turns the groups into terms.
+func (s *termSet) expand() {
+	prefixes := fieldPrefixes()
+	for i := range s.groups {
+		g := &s.groups[i]
+		s.putBounds(termAll, g.seg, g.min, g.max)
+		for j, v := range g.fields {
+			if v != "" {
+				s.putBounds(prefixes[j]+v, g.seg, g.min, g.max)
+			}
+		}
+		if g.d == nil {
+			continue
+		}
+		for _, t := range g.d.tokens {
+			s.putBounds(t, g.seg, g.min, g.max)
+		}
+		if g.d.textID != 0 {
+			s.putBounds(tokText+strconv.FormatInt(g.d.textID, 10), g.seg, g.min, g.max)
+		}
 	}
-	if d.textID != 0 {
-		s.put(tokText+strconv.FormatInt(d.textID, 10), seg, ns)
-	}
+	s.groups = s.groups[:0]
+}
+
+// reset forgets everything summed.
+func (s *termSet) reset() {
+	clear(s.m)
+	s.groups = s.groups[:0]
 }
 
 // Terms of single-valued event fields, and the term every event has.
@@ -217,13 +381,18 @@ const (
 	backfillBatch = 2000
 )
 
-type fieldTerm struct{ prefix, v string }
+// numFields is how many single-valued event fields have terms.
+const numFields = 7
 
-func eventFields(ev *Event) [7]fieldTerm {
-	return [7]fieldTerm{
-		{tokSubject, ev.Subject}, {tokIdentKind, ev.IdentityKind}, {tokTarget, ev.Target}, {tokEnv, ev.Environment},
-		{tokInstance, ev.Instance}, {tokType, string(ev.Type)}, {tokDecision, ev.Decision},
-	}
+// eventFieldValues are the values of ev's single-valued fields with terms, in the order of
+// fieldPrefixes.
+func eventFieldValues(ev *Event) [numFields]string {
+	return [numFields]string{ev.Subject, ev.IdentityKind, ev.Target, ev.Environment, ev.Instance, string(ev.Type), ev.Decision}
+}
+
+// fieldPrefixes are the term prefixes of eventFieldValues.
+func fieldPrefixes() [numFields]string {
+	return [numFields]string{tokSubject, tokIdentKind, tokTarget, tokEnv, tokInstance, tokType, tokDecision}
 }
 
 // backfill derives the facets, texts and segment terms of events stored before the store
@@ -293,7 +462,7 @@ func (x *sqliteIndexer) backfill(ctx context.Context) (bool, error) {
 		if err := x.exec(ctx, `UPDATE ledger_events SET facets = ?, text_id = ? WHERE id = ?`, d.facetsArg(), d.textArg(), r.id); err != nil { // aux stays 1: its side rows exist
 			return false, fmt.Errorf("backfill event %d: %w", r.id, err)
 		}
-		x.terms.add(r.id, ev.Time.UnixNano(), &ev, &d)
+		x.terms.add(r.id, ev.Time.UnixNano(), &ev, d)
 	}
 	if err := x.flush(ctx); err != nil {
 		return false, err

@@ -62,6 +62,8 @@ type sqliteIndexer struct {
 	terms termSet
 	// texts caches the ids of interned statement texts (see derive).
 	texts map[string]int64
+	// shapes memoizes derive.
+	shapes shapeMemo
 	// busyTimeout, when set (tests), replaces the store's lock wait on this connection.
 	busyTimeout time.Duration
 
@@ -75,7 +77,7 @@ func newSQLiteIndexer(db *sql.DB, pending *pendingLog, log *slog.Logger) *sqlite
 	if log == nil {
 		log = slog.Default()
 	}
-	return &sqliteIndexer{db: db, log: log, pending: pending, others: map[string]int64{}, stmts: map[string]*sql.Stmt{}, synced: -1, dailySQL: classDailySQL(sqliteSQL), daily: map[dailyKey]dailySum{}, terms: termSet{m: map[termKey]termBounds{}}, texts: map[string]int64{},
+	return &sqliteIndexer{db: db, log: log, pending: pending, others: map[string]int64{}, stmts: map[string]*sql.Stmt{}, synced: -1, dailySQL: classDailySQL(sqliteSQL), daily: map[dailyKey]dailySum{}, terms: termSet{m: map[termKey]termBounds{}}, texts: map[string]int64{}, shapes: newShapeMemo(),
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -364,7 +366,7 @@ func (x *sqliteIndexer) indexSome(ctx context.Context, instance string) (n int, 
 		if err := x.exec(ctx, `UPDATE ledger_events SET facets = ?, text_id = ?, aux = ? WHERE id = ?`, d.facetsArg(), d.textArg(), d.auxArg(), p.id); err != nil {
 			return 0, fmt.Errorf("index event %d: %w", p.seq, err)
 		}
-		if err := x.indexEvent(ctx, p.id, &ev, &d); err != nil {
+		if err := x.indexEvent(ctx, p.id, &ev, d); err != nil {
 			return 0, err
 		}
 	}
@@ -509,7 +511,7 @@ func (x *sqliteIndexer) storeBatches(ctx context.Context, bs []logBatch) (err er
 			// Derive the index of the event first when its chain's index is caught up, so
 			// its row is stored with its facets in one insert.
 			var ev *Event
-			var d eventIndex
+			var d *eventIndex
 			if hwm >= 0 && hwm == r.seq-1 {
 				ev = r.ev
 				if ev == nil {
@@ -540,7 +542,7 @@ func (x *sqliteIndexer) storeBatches(ctx context.Context, bs []logBatch) (err er
 			if err != nil {
 				return fmt.Errorf("store event %s/%d: %w", r.instance, r.seq, err)
 			}
-			if err := x.indexEvent(ctx, id, ev, &d); err != nil {
+			if err := x.indexEvent(ctx, id, ev, d); err != nil {
 				return err
 			}
 			hwms[r.instance] = r.seq
@@ -644,6 +646,7 @@ func (x *sqliteIndexer) flush(ctx context.Context) error {
 		}
 	}
 	clear(x.daily)
+	x.terms.expand()
 	for k, b := range x.terms.m {
 		if err := x.exec(ctx, upsertTermSQL, k.term, k.seg, b.min, b.max); err != nil {
 			return fmt.Errorf("store search terms: %w", err)
@@ -656,6 +659,7 @@ func (x *sqliteIndexer) flush(ctx context.Context) error {
 // discard forgets what a transaction that is rolled back had summed or interned.
 func (x *sqliteIndexer) discard() {
 	clear(x.daily)
-	clear(x.terms.m)
+	x.terms.reset()
 	clear(x.texts)
+	clear(x.shapes.m)
 }
