@@ -214,13 +214,25 @@ func (w *canonWriter) str(s string) {
 // (PrevHash must already be set) and returns the stored record, the canonical object with
 // its hash; events the direct encoder declines go through seal itself.
 func sealEvent(ev *Event) ([]byte, error) {
+	body, _, err := sealEventAppend(make([]byte, 0, 1024), ev)
+	return body, err
+}
+
+// sealEventAppend is sealEvent writing the record at the end of buf, so that a batch of
+// events shares one allocation (their records live as long as each other: until the batch
+// is stored). It returns the record, capacity-capped so appending to it never writes into
+// buf, and buf with the record appended.
+func sealEventAppend(buf []byte, ev *Event) (body, rest []byte, err error) {
 	ev.Hash = ""
-	canon, ok := appendCanonicalEvent(make([]byte, 0, 1024), ev)
+	start := len(buf)
+	out, ok := appendCanonicalEvent(buf, ev)
 	if !ok {
-		return seal(ev)
+		body, err := seal(ev)
+		return body, buf, err
 	}
-	ev.Hash = ChainHash(ev.PrevHash, canon)
-	body := append(canon[:len(canon)-1], `,"hash":"`...)
-	body = append(body, ev.Hash...)
-	return append(body, `"}`...), nil
+	ev.Hash = ChainHash(ev.PrevHash, out[start:])
+	out = append(out[:len(out)-1], `,"hash":"`...)
+	out = append(out, ev.Hash...)
+	out = append(out, `"}`...)
+	return out[start:len(out):len(out)], out, nil
 }

@@ -557,11 +557,15 @@ func (l *Ledger) commitBatch(ctx context.Context, batch []request, c Commit) err
 	}
 	recs := make([]Record, len(batch))
 	seq, hash := l.seq, l.hash
+	// One buffer holds the batch's records (they are stored and dropped together).
+	buf := make([]byte, 0, sealedSizeHint*len(batch))
 	for i, r := range batch {
 		ev := r.ev
 		seq++
 		ev.Seq, ev.Instance, ev.PrevHash = seq, l.opts.Instance, hash
-		body, err := sealEvent(ev)
+		var body []byte
+		var err error
+		body, buf, err = sealEventAppend(buf, ev)
 		if err != nil {
 			// Only an unencodable event gets here; refuse the whole batch rather than
 			// leave a hole in the chain.
@@ -584,6 +588,10 @@ func (l *Ledger) commitBatch(ctx context.Context, batch []request, c Commit) err
 	}
 	return nil
 }
+
+// sealedSizeHint is about the size of a sealed statement record, for sizing the buffer of
+// a batch's records.
+const sealedSizeHint = 768
 
 func (l *Ledger) newCheckpoint(seq int64, hash, kind string) Checkpoint {
 	cp := Checkpoint{Instance: l.opts.Instance, Seq: seq, Hash: hash, Time: l.opts.Now(), Kind: kind}
