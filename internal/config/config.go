@@ -44,6 +44,8 @@ type Config struct {
 	AllowInsecurePasswords bool `yaml:"allow_insecure_passwords"`
 	// Pool configures the reuse of upstream connections across client sessions.
 	Pool Pool `yaml:"pool"`
+	// MCP configures the MCP door (listen.mcp).
+	MCP MCP `yaml:"mcp"`
 }
 
 // Console configures the web console.
@@ -433,6 +435,8 @@ func recordLines(c *Config, root *yaml.Node) {
 			}
 		case "pool":
 			c.Pool.Line = key.Line
+		case "mcp":
+			c.MCP.Line = key.Line
 		case "approvals":
 			a := &c.Approvals
 			a.Line = key.Line
@@ -584,6 +588,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Pool.validate(errf); err != nil {
+		return err
+	}
+	if err := c.MCP.validate(errf, c.Listen.MCP); err != nil {
 		return err
 	}
 	for i, s := range c.Ledger.Sinks {

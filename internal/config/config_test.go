@@ -73,6 +73,12 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"tls: {mode: files}\n", "tls: mode files needs cert_file and key_file"},
 		{"targets: [\n", "g.yaml: not valid YAML"},
 		{"oidc:\n  - issuer: https://idp\n", "g.yaml:2: oidc[0].audience: is required"},
+		{"listen: {mcp: '127.0.0.1:15433'}\nmcp:\n  resource_url: gatehouse.example.com/mcp\n", "g.yaml:2: mcp.resource_url: \"gatehouse.example.com/mcp\" is not an absolute URL"},
+		{"listen: {mcp: '127.0.0.1:15433'}\nmcp:\n  resource_url: http://gatehouse.example.com/mcp\n", "mcp.resource_url: \"http://gatehouse.example.com/mcp\" is plain http on a host other than loopback"},
+		{"listen: {mcp: '127.0.0.1:15433'}\nmcp:\n  resource_url: https://gatehouse.example.com/mcp?x=1\n", "has a query, fragment or user info"},
+		{"listen: {mcp: '127.0.0.1:15433'}\nmcp:\n  resource_url: https://gatehouse.example.com\n", "has no path"},
+		{"listen: {mcp: ''}\nmcp:\n  resource_url: https://gatehouse.example.com/mcp\n", "mcp.resource_url: is set but listen.mcp is not"},
+		{"listen: {mcp: '127.0.0.1:15433'}\nmcp:\n  token_ttl: 30s\n", "mcp.token_ttl: 30s is out of range"},
 		{"oidc:\n  - issuer: https://idp\n    audience: [web]\n    cli_client_id: cli\n", "g.yaml:2: oidc[0].cli_client_id: \"cli\" must also be listed in audience"},
 	}
 	for _, c := range cases {
@@ -93,6 +99,18 @@ func TestSecretFromFileAndMissingEnv(t *testing.T) {
 	tg = Target{Name: "x", PasswordEnv: "GATEHOUSE_TEST_UNSET_VAR"}
 	if _, err := tg.Secret(); err == nil || !strings.Contains(err.Error(), "GATEHOUSE_TEST_UNSET_VAR") {
 		t.Fatalf("missing env error = %v", err)
+	}
+}
+
+// TestMCPResourceURL: a public resource URL behind a reverse proxy is accepted as written;
+// the defaults of the MCP section are filled in.
+func TestMCPResourceURL(t *testing.T) {
+	c, err := Parse("g.yaml", []byte("listen: {mcp: '127.0.0.1:15433'}\nmcp:\n  resource_url: https://db-gateway.example.com/agents/mcp\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MCP.ResourceURL != "https://db-gateway.example.com/agents/mcp" || time.Duration(c.MCP.SessionIdleTimeout) != DefaultMCPSessionIdleTimeout || time.Duration(c.MCP.TokenTTL) != DefaultMCPTokenTTL {
+		t.Fatalf("mcp section: %+v", c.MCP)
 	}
 }
 

@@ -74,14 +74,23 @@ func (in *Instance) openMCP(cfg *config.Config) (*mcp.Door, net.Listener, error)
 	door := &mcp.Door{
 		Gate: in.gate, Auth: in.auth, Target: in.Target,
 		Targets:     func() []config.Target { return in.cfg.Load().Targets },
-		ResourceURL: scheme + "://" + ln.Addr().String() + mcp.Path, Issuers: issuers,
+		ResourceURL: mcpResourceURL(cfg, scheme, ln.Addr()), Issuers: issuers,
 		ConsoleURL: in.consoleURL(), Log: in.log.With("door", "mcp"),
-		Pool: in.pool,
+		Pool: in.pool, SessionIdleTimeout: time.Duration(cfg.MCP.SessionIdleTimeout),
 	}
 	if in.approvals != nil {
 		door.Approvals = in.approvals
 	}
 	return door, ln, nil
+}
+
+// mcpResourceURL is the MCP door's public URL: mcp.resource_url when set (behind a reverse
+// proxy), else the listener's own.
+func mcpResourceURL(cfg *config.Config, scheme string, addr net.Addr) string {
+	if cfg.MCP.ResourceURL != "" {
+		return cfg.MCP.ResourceURL
+	}
+	return scheme + "://" + addr.String() + mcp.Path
 }
 
 // MCPAddr is the MCP door's address ("" when it is off).

@@ -3,6 +3,7 @@ package mcp_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -110,6 +111,64 @@ func TestMCPAuthorization(t *testing.T) {
 		status, www := listTools(t, resource, tok)
 		if status != http.StatusUnauthorized || !strings.Contains(www, "resource_metadata=") {
 			t.Errorf("%s Gatehouse token: status %d, WWW-Authenticate %q; want 401 with resource_metadata", name, status, www)
+		}
+	}
+}
+
+// TestMCPResourceURL: behind a reverse proxy the door is the resource mcp.resource_url names.
+// The protected-resource metadata names it (at its RFC 9728 path too), an OIDC token must
+// carry it as its audience (a token for the listener's own address is refused), and requests
+// that come with its public host name are served while other non-loopback names are refused
+// (DNS rebinding).
+func TestMCPResourceURL(t *testing.T) {
+	const public = "https://db-gateway.example.test/agents/mcp"
+	prov := idp.Start(t)
+	p := servertest.Start(t, servertest.Options{Configure: func(c *config.Config) {
+		c.Listen.MCP = "127.0.0.1:0"
+		c.MCP.ResourceURL = public
+		c.OIDC = []config.OIDC{{Issuer: prov.Issuer, Audience: []string{prov.ClientID}, CAFile: prov.CAFile}}
+	}})
+	local := "http://" + p.Instance.MCPAddr() + mcp.Path
+	post := func(host, token string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, local, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+		req.Host = host
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("WWW-Authenticate")
+	}
+	scoped := map[string]any{"scope": mcp.Scope}
+	good := prov.Token(t, idp.Claims{Subject: "ann@corp.example", Audience: []string{public}, Extra: scoped})
+	if status, www := post("db-gateway.example.test", good); status != http.StatusOK {
+		t.Errorf("token for the public resource, public host: %d %q", status, www)
+	}
+	status, www := post("db-gateway.example.test", prov.Token(t, idp.Claims{Subject: "ann@corp.example", Audience: []string{local}, Extra: scoped}))
+	if status != http.StatusUnauthorized || !strings.Contains(www, `resource_metadata="https://db-gateway.example.test/.well-known/oauth-protected-resource/agents/mcp"`) {
+		t.Errorf("token for the listener's address: %d %q; want 401 naming the public metadata URL", status, www)
+	}
+	if status, _ := post("attacker.example.test", good); status != http.StatusForbidden {
+		t.Errorf("another host name on the loopback listener: %d, want 403", status)
+	}
+	for _, path := range []string{"/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/agents/mcp"} {
+		resp, err := http.Get("http://" + p.Instance.MCPAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var meta struct {
+			Resource string `json:"resource"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&meta)
+		resp.Body.Close()
+		if err != nil || meta.Resource != public {
+			t.Errorf("metadata at %s: %v, resource %q; want %q", path, err, meta.Resource, public)
 		}
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -81,8 +82,9 @@ type Door struct {
 	// reloads).
 	Target  func(name string) (*config.Target, bool)
 	Targets func() []config.Target
-	// ResourceURL is this door's public URL (…/mcp), named in the protected-resource
-	// metadata; Issuers are the authorization servers it names.
+	// ResourceURL is this door's public URL (…/mcp, config mcp.resource_url behind a
+	// reverse proxy), named in the protected-resource metadata and the audience an OIDC
+	// access token must carry; Issuers are the authorization servers it names.
 	ResourceURL string
 	Issuers     []string
 	// MaxRows and MaxBytes bound a query's result (defaults 1000 rows, 1 MiB; a policy's
@@ -133,7 +135,7 @@ func (d *Door) Handler() http.Handler {
 		idle = DefaultSessionIdleTimeout
 	}
 	mcpHandler := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return server },
-		&sdk.StreamableHTTPOptions{Logger: d.log(), SessionTimeout: idle})
+		&sdk.StreamableHTTPOptions{Logger: d.log(), SessionTimeout: idle, DisableLocalhostProtection: true})
 	requireAuth := auth.RequireBearerToken(d.verify, &auth.RequireBearerTokenOptions{
 		ResourceMetadataURL: d.metadataURL(), AllowMissingExpiration: true,
 	})
@@ -141,7 +143,12 @@ func (d *Door) Handler() http.Handler {
 	mux.Handle(Path, d.checkOrigin(requireAuth(d.requireScope(mcpHandler))))
 	mux.HandleFunc("GET "+MetadataPath, d.serveMetadata)
 	mux.HandleFunc("GET "+MetadataPath+Path, d.serveMetadata)
-	return mux
+	if u, err := url.Parse(d.ResourceURL); err == nil && u.Path != "" && u.Path != Path {
+		// Behind a reverse proxy that keeps the public path, the resource's own metadata
+		// path reaches the door too.
+		mux.HandleFunc("GET "+MetadataPath+u.Path, d.serveMetadata)
+	}
+	return d.checkHost(mux)
 }
 
 // Name names the door in logs, metrics and the live session list.
@@ -197,9 +204,44 @@ func (d *Door) log() *slog.Logger {
 	return slog.Default()
 }
 
+// metadataURL is where the protected-resource metadata of ResourceURL is (RFC 9728 §3.1: the
+// well-known path goes between the host and the resource's path).
 func (d *Door) metadataURL() string {
-	base := strings.TrimSuffix(d.ResourceURL, Path)
-	return base + MetadataPath
+	u, err := url.Parse(d.ResourceURL)
+	if err != nil || u.Host == "" {
+		return strings.TrimSuffix(d.ResourceURL, Path) + MetadataPath
+	}
+	return u.Scheme + "://" + u.Host + MetadataPath + strings.TrimSuffix(u.EscapedPath(), "/")
+}
+
+// checkHost refuses requests that reached a loopback listener under a host name that is
+// neither loopback nor the configured resource's (DNS rebinding: a web page of another
+// site resolving its name to 127.0.0.1). The SDK's own check refuses every non-loopback
+// name, which would refuse a reverse proxy that forwards the public Host.
+func (d *Door) checkHost(next http.Handler) http.Handler {
+	public := ""
+	if u, err := url.Parse(d.ResourceURL); err == nil {
+		public = u.Hostname()
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && isLoopback(la) {
+			host := r.Host
+			if h, _, err := net.SplitHostPort(host); err == nil {
+				host = h
+			}
+			ip := net.ParseIP(host)
+			if !strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback()) && !strings.EqualFold(host, public) {
+				http.Error(w, "host not allowed", http.StatusForbidden)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 // serveMetadata answers the OAuth protected-resource metadata (RFC 9728).
