@@ -224,6 +224,8 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.Handle("GET /console/audit/questions/{q}", c.secure(c.signedIn(c.questionPage)))
 	mux.Handle("GET /console/datamap", c.secure(c.signedIn(c.dataMapPage)))
 	mux.Handle("GET /console/policy", c.secure(c.signedIn(c.policyPage)))
+	mux.Handle("GET /console/policy/replay", c.secure(c.signedIn(c.replayPage)))
+	mux.Handle("POST /console/policy/replay", c.secure(c.signedIn(c.replay)))
 	mux.Handle("POST /console/datamap/{target}/rescan", c.secure(c.signedIn(c.rescan)))
 	mux.Handle("GET /console/evidence", c.secure(c.signedIn(c.evidencePage)))
 	mux.Handle("GET /console/evidence/download", c.secure(c.signedIn(c.evidenceDownload)))

@@ -31,6 +31,7 @@ import (
 	consolepkg "github.com/gatehouse/gatehouse/internal/console"
 	"github.com/gatehouse/gatehouse/internal/evidence"
 	"github.com/gatehouse/gatehouse/internal/ledger"
+	"github.com/gatehouse/gatehouse/internal/policy"
 	"github.com/gatehouse/gatehouse/internal/server/servertest"
 	"github.com/gatehouse/gatehouse/internal/testkit/idp"
 )
@@ -608,6 +609,34 @@ func TestConsole(t *testing.T) {
 		}
 		if got := samB.text("#policy-text"); !strings.Contains(got, "production-schema-changes-need-approval") {
 			t.Fatalf("the built-in policy is not shown: %.200q", got)
+		}
+	})
+
+	t.Run("the policy replay shows what a candidate policy would have decided", func(t *testing.T) {
+		samB := samB.in(t)
+		// The built-in policy plus a rule refusing every read of customers.
+		cand := strings.Replace(string(policy.DefaultText()), "\nrules:\n", "\nrules:\n  - name: no-customer-reads\n    when: statement.kind == \"SELECT\" && statement.tables.exists(t, t.endsWith(\"customers\"))\n    action: deny\n    message: no\n", 1)
+		if cand == string(policy.DefaultText()) {
+			t.Fatal("could not add a rule to the built-in policy's text")
+		}
+		samB.do(chromedp.Navigate(e.url+"policy"), chromedp.Click(chromedp.CSS("#replay-link")), chromedp.WaitVisible(chromedp.CSS("#replay-policy")),
+			chromedp.SetValue(chromedp.CSS("#replay-policy"), "version: 1\ngrants:\n  - name: x\n    kinds: [human]\n    levle: read\n"),
+			chromedp.Click(chromedp.CSS("#replay")), chromedp.WaitVisible(chromedp.CSS("#policy-errors")))
+		if got := samB.text("#policy-errors"); !strings.Contains(got, "candidate policy:5:") {
+			t.Fatalf("validation errors of the candidate: %q", got)
+		}
+		samB.do(chromedp.SetValue(chromedp.CSS("#replay-policy"), cand), chromedp.Click(chromedp.CSS("#replay")), chromedp.WaitVisible(chromedp.CSS("#changes")))
+		rules := run(samB, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#changes tr.change td.rule")].map(td => td.textContent)`))
+		if len(rules) == 0 {
+			t.Fatalf("no changed decision listed: %s", samB.text("main"))
+		}
+		for _, r := range rules {
+			if r != "no-customer-reads" {
+				t.Fatalf("changed decisions by rules %v, want only no-customer-reads", rules)
+			}
+		}
+		if evs := e.search(t, ledger.Query{Type: consolepkg.EventPolicyReplay, Identity: sam}); len(evs) != 1 {
+			t.Fatalf("want one console.policy_replay event, got %d", len(evs))
 		}
 	})
 
