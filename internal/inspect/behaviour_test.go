@@ -292,3 +292,52 @@ func TestShapeCacheNeverChangesFacts(t *testing.T) {
 		t.Errorf("Text = %q", c[0].Text)
 	}
 }
+
+// TestPiecesMatchWholeParse: a multi-statement string inspected piece by piece (split, then
+// each statement through the caches as if sent alone) gives exactly the facts of one parse
+// of the whole string, for every statement of the corpus, next to every other kind of
+// statement, with every separator a client may write between them; through a fresh
+// inspector and through one whose caches already hold the pieces and their shapes.
+func TestPiecesMatchWholeParse(t *testing.T) {
+	seps := []string{";", "; ", ";\n-- between\n", "; /* c; */ ", ";;", " ;\t"}
+	sqls := make([]string, 0, len(cases))
+	for _, c := range cases {
+		sqls = append(sqls, strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(c.sql), ";")))
+	}
+	warm := New(10_000)
+	for _, sql := range sqls {
+		warm.Inspect(sql)
+	}
+	checked := 0
+	for i, a := range sqls {
+		b := sqls[(i*7+3)%len(sqls)]
+		sep := seps[i%len(seps)]
+		for _, text := range []string{a + sep + b, b + sep + a + sep + a + ";", a + sep + a} {
+			want := inspectText(text, 0)
+			if len(want) < 2 || want[0].ParseError != "" {
+				continue // does not parse as a whole: the whole-text path answers, as before
+			}
+			checked++
+			for name, in := range map[string]*Inspector{"fresh": New(0), "warm": warm} {
+				got := in.Inspect(text)
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("%s inspector, %q:\n got %d statements %+v\nwant %d statements %+v", name, text, len(got), got, len(want), want)
+				}
+			}
+		}
+	}
+	if checked < len(sqls) {
+		t.Fatalf("only %d multi-statement strings checked", checked)
+	}
+	// The pieces went through the cache: a string of repeated statements is inspected once
+	// per distinct statement, and each is then known on its own.
+	in := New(100)
+	in.Inspect("SELECT 1; SELECT 2; SELECT 1; SELECT 2")
+	if n := in.CacheLen(); n != 3 {
+		t.Fatalf("cache holds %d texts after one string of two distinct statements, want 3", n)
+	}
+	// A string with a statement that does not parse is still one unknown statement.
+	if got := New(100).Inspect("SELECT 1; SELEC 2; SELECT 3"); len(got) != 1 || got[0].Category != Unknown {
+		t.Fatalf("bad piece: %+v", got)
+	}
+}

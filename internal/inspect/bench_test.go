@@ -3,6 +3,7 @@ package inspect
 import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -105,4 +106,34 @@ func BenchmarkPgQueryFloor(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkInspectMulti measures one query string of N statements, too long for the
+// exact-text cache (as a client's generated script is): the same statement repeated (the
+// bench's 10,000 `SELECT 1;`), and N statements that differ in a literal. ns/stmt must not
+// grow with N.
+func BenchmarkInspectMulti(b *testing.B) {
+	for _, n := range []int{1000, 10_000} {
+		for _, kind := range []string{"same", "literals"} {
+			b.Run(kind+"/N="+strconv.Itoa(n), func(b *testing.B) {
+				var sb strings.Builder
+				for i := range n {
+					if kind == "same" {
+						sb.WriteString("SELECT 1;")
+					} else {
+						sb.WriteString(benchSQL["pgbench"] + strconv.Itoa(i) + ";")
+					}
+				}
+				sql := sb.String()
+				in := New(50_000)
+				b.ReportAllocs()
+				for b.Loop() {
+					if got := in.Inspect(sql); len(got) != n {
+						b.Fatalf("%d statements", len(got))
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/stmt")
+			})
+		}
+	}
 }
