@@ -51,6 +51,9 @@ type Session struct {
 	// invalidates the catalog again (see schemaChange).
 	ddlInTx atomic.Bool
 
+	// memo remembers the policy's reusable decisions on this session's statements.
+	memo decisionMemo
+
 	// live is the session's entry in the gate's live registry (nil when not attached).
 	live *live.Entry
 	// door names the door the session came through (set by Attach), for metrics.
@@ -453,7 +456,7 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 		if cols := g.sensitiveColumns(ctx, s, c, i); len(cols) > 0 {
 			in.SensitiveClasses = classesOf(cols)
 		}
-		d := g.Policy.Decide(ctx, in)
+		d := g.decide(ctx, s, in)
 		if d.Action == RequireApproval {
 			d = g.approve(ctx, s, c, st, d)
 		}

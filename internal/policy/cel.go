@@ -187,6 +187,9 @@ type evalCtx struct {
 	timeVal   ref.Val
 	cache     []ref.Val
 	pol       *Policy
+	// failed is set when a condition failed at run time during the decision: such a
+	// decision is counted (and may be logged) per call, so it is never reused.
+	failed bool
 }
 
 // empties stand in for the missing parts of an input, so field getters never see nil.
@@ -220,7 +223,7 @@ func (ec *evalCtx) reset(in *gate.Input, pol *Policy) {
 	if ec.now.IsZero() {
 		ec.now = time.Now()
 	}
-	ec.timeVal = nil
+	ec.timeVal, ec.failed = nil, false
 	if cap(ec.cache) < nfields {
 		ec.cache = make([]ref.Val, nfields)
 	}
@@ -364,27 +367,44 @@ type exprError struct {
 	msg       string
 }
 
-// compile type-checks expr as a boolean condition and plans it for fast evaluation.
-func compile(env *cel.Env, src string) (cel.Program, []exprError) {
+// compile type-checks expr as a boolean condition and plans it for fast evaluation. It also
+// reports whether the condition reads the time, which makes every decision that evaluates
+// it particular to its moment (see Policy.reusable).
+func compile(env *cel.Env, src string) (prg cel.Program, usesTime bool, errs []exprError) {
 	ast, iss := env.Compile(src)
 	if iss != nil && iss.Err() != nil {
 		var out []exprError
 		for _, e := range iss.Errors() {
 			out = append(out, exprError{line: e.Location.Line(), col: e.Location.Column(), msg: e.Message})
 		}
-		return nil, out
+		return nil, false, out
 	}
 	if !ast.OutputType().IsExactType(types.BoolType) && !ast.OutputType().IsExactType(types.DynType) {
-		return nil, []exprError{{line: 1, msg: fmt.Sprintf("must be a condition (bool), but its type is %s", ast.OutputType())}}
+		return nil, false, []exprError{{line: 1, msg: fmt.Sprintf("must be a condition (bool), but its type is %s", ast.OutputType())}}
 	}
 	if errs := wholeObjectUses(ast); len(errs) > 0 {
-		return nil, errs
+		return nil, false, errs
 	}
 	prg, err := env.Program(ast, cel.EvalOptions(cel.OptOptimize))
 	if err != nil {
-		return nil, []exprError{{line: 1, msg: err.Error()}}
+		return nil, false, []exprError{{line: 1, msg: err.Error()}}
 	}
-	return prg, nil
+	return prg, readsTime(ast), nil
+}
+
+// readsTime reports whether a checked condition names the time variable anywhere (a
+// comprehension variable of that name counts too: erring that way only costs reuse). The
+// other variables are the session's attributes and the statement's facts, fixed for a
+// given session and statement; the standard library and the strings, sets and lists
+// extensions have no function that reads a clock or anything else outside its arguments.
+func readsTime(ast *cel.Ast) bool {
+	nav := celast.NavigateAST(ast.NativeRep())
+	for _, e := range celast.MatchDescendants(nav, celast.KindMatcher(celast.IdentKind)) {
+		if e.AsIdent() == "time" {
+			return true
+		}
+	}
+	return false
 }
 
 // wholeObjectUses finds variables used without a field (identity == x), which have no value.

@@ -81,7 +81,7 @@ type Engine struct {
 	evalErrors   prometheus.Counter
 }
 
-var _ gate.Policy = (*Engine)(nil)
+var _ gate.ReusablePolicy = (*Engine)(nil)
 
 // NewEngine returns an engine holding the built-in default policy; call Load to use a file.
 func NewEngine(opts Options) (*Engine, error) {
@@ -257,6 +257,27 @@ func (e *Engine) Decide(ctx context.Context, in gate.Input) gate.Decision {
 	return d
 }
 
+// DecideReusable is Decide that also says whether the decision may be reused for a repeated
+// statement of the session, and under which policy: reusable when no condition of the
+// policy in force reads the time and none failed at run time (failures are counted per
+// call). Engine implements gate.ReusablePolicy.
+func (e *Engine) DecideReusable(ctx context.Context, in gate.Input) (gate.Decision, any, bool) {
+	pol := e.cur.Load()
+	ec := e.pool.Get().(*evalCtx)
+	ec.reset(&in, pol)
+	d := pol.decide(ec, e, nil)
+	reusable := pol.reusable && !ec.failed
+	e.release(ec)
+	return d, pol, reusable
+}
+
+// Epoch returns the policy in force, which identifies the decisions it makes (a reload puts
+// another in force), and whether its decisions may be reused at all.
+func (e *Engine) Epoch() (any, bool) {
+	pol := e.cur.Load()
+	return pol, pol.reusable
+}
+
 // release returns ec to the pool without keeping the session or statement alive.
 func (e *Engine) release(ec *evalCtx) {
 	ec.sess, ec.id, ec.tg, ec.st, ec.sensitive, ec.timeVal, ec.pol = nil, nil, nil, nil, nil, nil, nil
@@ -426,6 +447,7 @@ func (pol *Policy) firstMatch(ec *evalCtx, e *Engine, x *Explanation) *rule {
 	for _, r := range pol.rules {
 		matched, err := evalCond(r.when, ec)
 		if err != nil {
+			ec.failed = true
 			e.evalFailed(pol, r.name, r.line, err)
 			matched = r.action != gate.Allow
 		}
@@ -514,6 +536,7 @@ func (s *selector) match(ec *evalCtx, e *Engine, name string) bool {
 	if s.when != nil {
 		ok, err := evalCond(s.when, ec)
 		if err != nil {
+			ec.failed = true
 			e.evalFailed(ec.pol, name, 0, err)
 			return false
 		}

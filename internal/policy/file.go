@@ -62,6 +62,10 @@ type Policy struct {
 	envs      *celEnvs
 	empty     empties
 	raw       []byte
+	// reusable is true when no condition reads the time: a decision then depends only on
+	// the session's attributes, the statement's facts, the via and the sensitive classes,
+	// so a gate may reuse it for a repeated statement (gate.ReusablePolicy).
+	reusable bool
 	// failedOnce remembers conditions whose run-time failure was logged (bookkeeping only;
 	// it never changes a decision).
 	failedOnce sync.Map
@@ -204,6 +208,8 @@ type parser struct {
 	file string
 	errs []error
 	envs *celEnvs
+	// usesTime is set when a condition of the policy reads the time.
+	usesTime bool
 }
 
 func (p *parser) errf(line int, field, format string, a ...any) {
@@ -368,7 +374,8 @@ func (p *parser) cel(env *cel.Env, n *yaml.Node, path string) cel.Program {
 		}
 		return nil
 	}
-	prg, errs := compile(env, src)
+	prg, usesTime, errs := compile(env, src)
+	p.usesTime = p.usesTime || usesTime
 	for _, e := range errs {
 		line := n.Line
 		if e.line > 1 {
@@ -462,6 +469,7 @@ func Parse(file string, data []byte) (*Policy, error) {
 	if len(p.errs) > 0 {
 		return nil, errors.Join(p.errs...)
 	}
+	pol.reusable = !p.usesTime
 	return pol, nil
 }
 
