@@ -284,8 +284,10 @@ type Check struct {
 
 	// sensitive caches, per statement, the catalog's sensitive columns of its tables, so the
 	// decision, the intent and the completion record ask the catalog once.
-	sensitive []map[string]string
-	asked     []bool
+	sensitive []sensitiveCols
+	// oneSensitive backs sensitive for a check of one statement, the common case, so
+	// asking the catalog allocates no slice.
+	oneSensitive [1]sensitiveCols
 	// approvals found for held statements, used when the whole check is allowed.
 	approvals []heldApproval
 }
@@ -297,15 +299,23 @@ func (g *Gate) sensitiveColumns(ctx context.Context, s *Session, c *Check, i int
 	if g.Catalog == nil || s == nil || s.Target == nil || (len(st.TablesRead) == 0 && len(st.TablesWritten) == 0) {
 		return nil
 	}
-	if c.asked == nil {
-		c.sensitive = make([]map[string]string, len(c.Statements))
-		c.asked = make([]bool, len(c.Statements))
+	if c.sensitive == nil {
+		if len(c.Statements) == 1 {
+			c.sensitive = c.oneSensitive[:]
+		} else {
+			c.sensitive = make([]sensitiveCols, len(c.Statements))
+		}
 	}
-	if !c.asked[i] {
-		c.sensitive[i] = g.Catalog.SensitiveColumns(ctx, catalogKey(s), tablesOf(st))
-		c.asked[i] = true
+	if sc := &c.sensitive[i]; !sc.asked {
+		sc.cols, sc.asked = g.Catalog.SensitiveColumns(ctx, catalogKey(s), tablesOf(st)), true
 	}
-	return c.sensitive[i]
+	return c.sensitive[i].cols
+}
+
+// sensitiveCols is the catalog's answer for one statement of a check, once asked.
+type sensitiveCols struct {
+	cols  map[string]string
+	asked bool
 }
 
 // classesOf is the sorted set of classes among sensitive columns.
@@ -333,8 +343,8 @@ func (c *Check) Only(i int) *Check {
 		return c
 	}
 	one := &Check{Statements: c.Statements[i : i+1 : i+1], Decision: c.Decision, Via: c.Via, Started: c.Started, Denied: c.Denied, LedgerDown: c.LedgerDown}
-	if c.asked != nil {
-		one.sensitive, one.asked = c.sensitive[i:i+1:i+1], c.asked[i:i+1:i+1]
+	if c.sensitive != nil {
+		one.sensitive = c.sensitive[i : i+1 : i+1]
 	}
 	return one
 }
@@ -695,25 +705,23 @@ func touched(sensitive map[string]string, columns []string) map[string]string {
 	if len(sensitive) == 0 || len(columns) == 0 {
 		return sensitive
 	}
-	named := make(map[string]bool, len(columns))
-	for _, c := range columns {
-		if c == "*" {
-			return sensitive
-		}
-		named[c] = true
+	if slices.Contains(columns, "*") {
+		return sensitive
 	}
-	out := make(map[string]string)
+	// A statement names few columns and a table holds few sensitive ones: a scan of the
+	// list beats building a set for every statement.
+	var out map[string]string
 	for key, class := range sensitive {
 		col := key
 		if i := strings.LastIndexByte(key, '.'); i >= 0 {
 			col = key[i+1:]
 		}
-		if named[col] {
+		if slices.Contains(columns, col) {
+			if out == nil {
+				out = make(map[string]string, len(sensitive))
+			}
 			out[key] = class
 		}
-	}
-	if len(out) == 0 {
-		return nil
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/inspect"
+	"github.com/gatehouse/gatehouse/internal/ledger"
 )
 
 // tableClasses is the classification catalog's answer for the tests: which tables hold which
@@ -241,5 +243,57 @@ func BenchmarkGateCheckDefaultPolicy(b *testing.B) {
 		if c := g.Check(ctx, s, sql, gate.ViaQuery); !c.Allowed() {
 			b.Fatal(c.DenyMessage())
 		}
+	}
+}
+
+// discard is a Recorder that keeps nothing, so BenchmarkCheckFinish measures the gate's own
+// CPU and allocations (the ledger's have their own benchmarks).
+type discard struct{}
+
+func (discard) Record(context.Context, *ledger.Event) error { return nil }
+func (discard) Submit(context.Context, *ledger.Event) *ledger.Ack {
+	return ledger.AnsweredAck(nil)
+}
+func (discard) Healthy() error { return nil }
+
+// BenchmarkCheckFinish is a door's whole gate cost for one statement: Check (inspection,
+// catalog, policy) and Finish (the ledger event) — pgbench -S in simple protocol (a new
+// literal each time) and with a bound parameter, and a read of a table with sensitive
+// columns.
+func BenchmarkCheckFinish(b *testing.B) {
+	for _, c := range []struct{ name, sql string }{
+		{"simple", "SELECT abalance FROM pgbench_accounts WHERE aid = %d;"},
+		{"bound", "SELECT abalance FROM pgbench_accounts WHERE aid = $1"},
+		{"sensitive", "SELECT id, email FROM users WHERE id = $1"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			e := newEngine(b)
+			g := &gate.Gate{Inspector: inspect.New(1000), Policy: e, Recorder: discard{}, Catalog: tableClasses{"users": {"email", "ssn"}},
+				Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			ctx := context.Background()
+			s := who("alice@corp.example", identity.Human, "prod")
+			if d, err := g.OpenSession(ctx, s); err != nil || d.Action != gate.Allow {
+				b.Fatalf("%+v %v", d, err)
+			}
+			texts := make([]string, 1024)
+			for i := range texts {
+				texts[i] = c.sql
+				if strings.Contains(c.sql, "%d") {
+					texts[i] = fmt.Sprintf(c.sql, i)
+				}
+			}
+			i := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				i++
+				chk := g.Check(ctx, s, texts[i%len(texts)], gate.ViaQuery)
+				if !chk.Allowed() {
+					b.Fatal(chk.DenyMessage())
+				}
+				if err := g.Finish(ctx, s, chk, gate.Outcome{Rows: 1}).Wait(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
