@@ -190,6 +190,15 @@ func (p *Policy) MaskProfile(name string) (*Profile, bool) {
 	return pr, ok
 }
 
+// DefaultMaskProfile names the masking profile of identities no masking.raw_access entry
+// names ("default" unless masking.default says otherwise), for the console's data map.
+func (p *Policy) DefaultMaskProfile() string {
+	if p.masking.defaultProfile == "" {
+		return ProfileDefault
+	}
+	return p.masking.defaultProfile
+}
+
 // RuleNames lists the rules in evaluation order, for tools and tests.
 func (p *Policy) RuleNames() []string {
 	out := make([]string, len(p.rules))
