@@ -86,6 +86,9 @@ type Options struct {
 	// force and the configured targets by name.
 	Policy Policy
 	Target func(name string) (*config.Target, bool)
+	// MaskStrategy says how values of a sensitive class are masked for viewers the policy
+	// does not show raw values (the policy's default masking profile), for the data map.
+	MaskStrategy func(class string) string
 	// LedgerHealth says whether the ledger can write (nil: healthy); Instance names this
 	// instance's chain, whose head and last checkpoint the overview shows.
 	LedgerHealth func() error

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/classify"
@@ -24,9 +25,31 @@ var _ Catalog = (*classify.Catalog)(nil)
 type dataMapTarget struct {
 	Name      string
 	ScannedAt time.Time
-	Columns   []classify.Entry
+	Columns   []dataMapColumn
 	Error     string
+	// Tables is who read each of the target's sensitive tables, per class, in the window.
+	Tables []tableReaders
 }
+
+// dataMapColumn is one sensitive column with the way its values are masked for viewers
+// the policy does not show raw values.
+type dataMapColumn struct {
+	classify.Entry
+	Strategy string
+}
+
+// tableReaders is who read one class of one table in the window, by identity kind:
+// distinct identities and statements. Capped: the class had more reading events than one
+// data map aggregates (the newest were counted).
+type tableReaders struct {
+	Table, Class string
+	People       map[string]int
+	Statements   map[string]int64
+	Capped       bool
+}
+
+// dataMapEvents bounds the statement events aggregated per class for the per-table readers.
+const dataMapEvents = 10_000
 
 // classReaders is who read one class in the last 30 days, by identity kind.
 type classReaders struct {
@@ -36,6 +59,8 @@ type classReaders struct {
 }
 
 type dataMapData struct {
+	// Profile is the masking profile of viewers the policy does not show raw values.
+	Profile   string
 	Targets   []dataMapTarget
 	Readers   []classReaders
 	MayScan   bool
@@ -62,6 +87,9 @@ func (c *Console) dataMapPage(w http.ResponseWriter, v *viewer) {
 	}
 	ctx := v.r.Context()
 	d := dataMapData{MayScan: c.opts.Approvals.MayDecide(v.id), Rescanned: v.r.URL.Query().Get("rescanned")}
+	if c.opts.Policy != nil {
+		d.Profile = c.opts.Policy.Policy().DefaultMaskProfile()
+	}
 	classes := map[string]bool{}
 	for _, name := range c.opts.Targets() {
 		t := dataMapTarget{Name: name}
@@ -69,14 +97,20 @@ func (c *Console) dataMapPage(w http.ResponseWriter, v *viewer) {
 		if err != nil {
 			t.Error = "the catalog could not scan this target: " + err.Error()
 		} else {
-			t.ScannedAt, t.Columns = snap.ScannedAt, snap.Sensitive()
-			for _, e := range t.Columns {
+			t.ScannedAt = snap.ScannedAt
+			for _, e := range snap.Sensitive() {
+				col := dataMapColumn{Entry: e}
+				if c.opts.MaskStrategy != nil {
+					col.Strategy = c.opts.MaskStrategy(string(e.Class))
+				}
+				t.Columns = append(t.Columns, col)
 				classes[string(e.Class)] = true
 			}
 		}
 		d.Targets = append(d.Targets, t)
 	}
 	now := c.opts.Now()
+	c.tableReaders(ctx, d.Targets, classes, ledger.TimeRange{From: now.Add(-dataMapWindow), To: now})
 	names := make([]string, 0, len(classes))
 	for k := range classes {
 		names = append(names, k)
@@ -95,6 +129,73 @@ func (c *Console) dataMapPage(w http.ResponseWriter, v *viewer) {
 		d.Readers = append(d.Readers, cr)
 	}
 	c.render(w, http.StatusOK, "datamap", page{Title: "Data map", Nav: "datamap", Viewer: v, Data: d})
+}
+
+// tableReaders fills in, for each target's sensitive tables and classes, who read them in r
+// by identity kind. It aggregates the statement events touching each class (the newest
+// dataMapEvents of them) from the sensitive columns each statement recorded, so a class
+// counts for a table only when a column of that table with that class was read.
+func (c *Console) tableReaders(ctx context.Context, targets []dataMapTarget, classes map[string]bool, r ledger.TimeRange) {
+	type key struct{ target, table, class string }
+	acc := map[key]*tableReaders{}
+	seen := map[key]map[string]bool{}
+	capped := map[string]bool{}
+	for class := range classes {
+		evs, err := c.opts.Events.Search(ctx, ledger.Query{Type: ledger.EventStatement, Class: class, From: r.From, To: r.To, Limit: dataMapEvents})
+		if err != nil {
+			c.opts.Log.Error("console: data map table readers", "class", class, "err", err)
+			continue
+		}
+		capped[class] = len(evs) == dataMapEvents
+		for i := range evs {
+			e := &evs[i]
+			for _, st := range e.Statements {
+				for col, cl := range st.Sensitive {
+					if cl != class {
+						continue
+					}
+					table := col
+					if i := strings.LastIndexByte(col, '.'); i > 0 {
+						table = col[:i]
+					}
+					k := key{e.Target, table, class}
+					tr := acc[k]
+					if tr == nil {
+						tr = &tableReaders{Table: table, Class: class, People: map[string]int{}, Statements: map[string]int64{}}
+						acc[k], seen[k] = tr, map[string]bool{}
+					}
+					if !seen[k][e.Subject] {
+						seen[k][e.Subject] = true
+						tr.People[e.IdentityKind]++
+					}
+					tr.Statements[e.IdentityKind]++
+				}
+			}
+		}
+	}
+	for i := range targets {
+		t := &targets[i]
+		done := map[key]bool{}
+		for _, col := range t.Columns {
+			k := key{t.Name, col.Schema + "." + col.Table, string(col.Class)}
+			if done[k] {
+				continue
+			}
+			done[k] = true
+			tr := acc[k]
+			if tr == nil {
+				tr = &tableReaders{Table: k.table, Class: k.class}
+			}
+			tr.Capped = capped[k.class]
+			t.Tables = append(t.Tables, *tr)
+		}
+		slices.SortFunc(t.Tables, func(a, b tableReaders) int {
+			if c := strings.Compare(a.Table, b.Table); c != 0 {
+				return c
+			}
+			return strings.Compare(a.Class, b.Class)
+		})
+	}
 }
 
 // rescan scans a target's catalog again now (approvers).

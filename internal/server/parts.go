@@ -160,6 +160,9 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 		LedgerHealth: led.Healthy, Instance: led.Instance(),
 		Catalog: in.catalog, Targets: in.targetNames,
 		Policy: in.policy, Target: in.Target,
+		MaskStrategy: func(class string) string {
+			return string(planner.Profile(in.policy.Policy().DefaultMaskProfile()).For(class))
+		},
 		Live: in.live, Fleet: in.fleet, OIDC: func() []config.OIDC { return in.cfg.Load().OIDC }, URL: in.consoleURL, Log: in.log.With("part", "console")}); err != nil {
 		return err
 	}

@@ -591,6 +591,18 @@ func TestConsole(t *testing.T) {
 		if got := samB.text("#readers"); !strings.Contains(got, "email") {
 			t.Fatalf("readers table: %q", got)
 		}
+		// The email column is masked partially for viewers without raw access (the built-in
+		// policy's default profile), and dana's read of it counts for the table, as a human.
+		strategy := run(samB, chromedp.Evaluate[string](`[...document.querySelectorAll("table[data-target=main] tr.column")].filter(tr => tr.querySelector("td.key").textContent === "public.customers.email").map(tr => tr.querySelector("td.strategy").textContent).join()`))
+		if strategy != "partial" {
+			t.Fatalf("masking strategy of public.customers.email: %q, want partial", strategy)
+		}
+		if got := samB.text(`table.table-readers[data-target=main] tr.table-reader[data-table="public.customers"][data-class=email] td.human`); !strings.HasPrefix(got, "1 (") || strings.HasPrefix(got, "1 (0") {
+			t.Fatalf("human readers of public.customers email: %q, want 1 identity with statements", got)
+		}
+		if got := samB.text(`table.table-readers[data-target=main] tr.table-reader[data-table="public.customers"][data-class=email] td.agent`); got != "0 (0)" {
+			t.Fatalf("agent readers of public.customers email: %q, want none", got)
+		}
 		samB.do(chromedp.Click(chromedp.CSS("button.rescan")),
 			chromedp.WaitVisible(chromedp.CSS("#rescanned")))
 		if evs := e.search(t, ledger.Query{Type: consolepkg.EventRescan, Identity: sam}); len(evs) != 1 {
