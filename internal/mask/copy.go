@@ -1,6 +1,7 @@
 package mask
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -98,7 +99,10 @@ func ParseCopyOptions(sql string) (CopyOptions, error) {
 }
 
 // CopyMasker masks the rows of one COPY ... TO STDOUT, one CopyData message (one row) at a
-// time, honouring the format's escaping so the output stays loadable with COPY FROM.
+// time, honouring the format's escaping so the output stays loadable with COPY FROM. Only
+// the fields whose rule masks anything are decoded; every other field is copied as the
+// bytes PostgreSQL sent, and a row is rebuilt (in a buffer the masker reuses) only when a
+// value in it changed.
 type CopyMasker struct {
 	m     *Masker
 	rules []Rule
@@ -110,7 +114,9 @@ type CopyMasker struct {
 	opts      CopyOptions
 	header    bool // the next text/CSV line is the header
 	started   bool // binary: the signature has been seen
-	fields    [][]byte
+	// out is the masked row MaskData returns, dec a field's decoded value and val its
+	// masked value: reused from row to row.
+	out, dec, val []byte
 }
 
 // NewCopyMasker returns a masker for COPY output with one rule per column. Rules are for text
@@ -123,7 +129,7 @@ func NewCopyMasker(m *Masker, rules []Rule, opts CopyOptions) *CopyMasker {
 	return &CopyMasker{m: m, rules: rules, star: -1, uncertain: uncertainRule(format), opts: opts, header: opts.Header}
 }
 
-// rule returns the rule of column i of a row of n columns.
+// rule returns the rule of column i of a row of n columns (n matters only with a star).
 func (cm *CopyMasker) rule(i, n int) *Rule {
 	k := len(cm.rules)
 	switch {
@@ -139,9 +145,15 @@ func (cm *CopyMasker) rule(i, n int) *Rule {
 	return &cm.rules[cm.star]
 }
 
+// inert reports whether a rule leaves every value as it is, so its fields need not be read.
+func (r *Rule) inert() bool {
+	return !r.sensitive() && !r.FreeText && len(r.Keys) == 0
+}
+
 // MaskData masks one CopyData payload and returns the payload to send and how many values
-// were masked. A malformed row is an error: the door must then fail the COPY rather than
-// forward it.
+// were masked. The payload returned is data itself when nothing was masked, else a buffer
+// of the masker's that the next call overwrites. A malformed row is an error: the door must
+// then fail the COPY rather than forward it.
 func (cm *CopyMasker) MaskData(data []byte) ([]byte, int, error) {
 	if cm.opts.Format == "binary" {
 		return cm.maskBinary(data)
@@ -153,80 +165,154 @@ func (cm *CopyMasker) MaskData(data []byte) ([]byte, int, error) {
 	if len(data) == 2 && data[0] == '\\' && data[1] == '.' || len(data) == 3 && string(data) == "\\.\n" {
 		return data, 0, nil
 	}
-	var err error
-	if cm.opts.Format == "csv" {
-		cm.fields, err = splitCSV(cm.fields[:0], data, cm.opts)
-	} else {
-		cm.fields, err = splitText(cm.fields[:0], data, cm.opts)
-	}
-	if err != nil {
-		return nil, 0, err
-	}
-	n := 0
-	for i, f := range cm.fields {
-		if f == nil {
-			continue
+	csv := cm.opts.Format == "csv"
+	line := trimEOL(data)
+	n := -1
+	if cm.star >= 0 {
+		// The rules of the columns after a star count from the end of the row.
+		var err error
+		if n, err = cm.countFields(line, csv); err != nil {
+			return nil, 0, err
 		}
-		out, masked := cm.m.Apply(cm.rule(i, len(cm.fields)), f)
-		if masked {
-			cm.fields[i] = out
-			if out == nil {
-				cm.fields[i] = nil
+	}
+	if cm.val == nil {
+		// Non-nil, so an empty masked value is not taken for NULL.
+		cm.val = make([]byte, 0, 64)
+	}
+	out := cm.out[:0]
+	copied, masked := 0, 0
+	for i, start := 0, 0; ; i++ {
+		r := cm.rule(i, n)
+		var end int
+		var err error
+		if r.inert() {
+			end, err = cm.skipField(line, start, csv)
+		} else {
+			var v []byte
+			if v, end, err = cm.readField(line, start, csv); err == nil && v != nil {
+				val, res := cm.m.AppendApply(cm.val[:0], r, v)
+				cm.val = val
+				if res != Unchanged {
+					if res == Nulled {
+						val = nil
+					}
+					out = append(out, data[copied:start]...)
+					if csv {
+						out = appendCSV(out, val, cm.opts)
+					} else {
+						out = appendText(out, val, cm.opts)
+					}
+					copied = end
+					masked++
+				}
 			}
-			n++
 		}
+		if err != nil {
+			return nil, 0, err
+		}
+		if end >= len(line) {
+			break
+		}
+		start = end + 1
 	}
-	if n == 0 {
+	if masked == 0 {
 		return data, 0, nil
 	}
-	out := make([]byte, 0, len(data))
-	for i, f := range cm.fields {
-		if i > 0 {
-			out = append(out, cm.opts.Delimiter)
-		}
-		if cm.opts.Format == "csv" {
-			out = appendCSV(out, f, cm.opts)
-		} else {
-			out = appendText(out, f, cm.opts)
-		}
-	}
-	if len(data) > 0 && data[len(data)-1] == '\n' {
-		if len(data) > 1 && data[len(data)-2] == '\r' {
-			out = append(out, '\r')
-		}
-		out = append(out, '\n')
-	}
-	return out, n, nil
+	out = append(out, data[copied:]...)
+	cm.out = out
+	return out, masked, nil
 }
 
 var errCopyRow = errors.New("mask COPY row: malformed")
 
-// splitText splits a text-format COPY line into decoded fields (nil for NULL).
-func splitText(fields [][]byte, line []byte, o CopyOptions) ([][]byte, error) {
-	line = trimEOL(line)
-	start := 0
-	for {
-		end := start
-		for end < len(line) && line[end] != o.Delimiter {
-			if line[end] == '\\' {
-				end++
-			}
-			end++
+// countFields counts the fields of a text or CSV line.
+func (cm *CopyMasker) countFields(line []byte, csv bool) (int, error) {
+	n := 0
+	for start := 0; ; start++ {
+		end, err := cm.skipField(line, start, csv)
+		if err != nil {
+			return 0, err
 		}
-		if end > len(line) {
-			return nil, errCopyRow
+		n++
+		if end >= len(line) {
+			return n, nil
+		}
+		start = end
+	}
+}
+
+// skipField returns the end (the delimiter's index, or len(line)) of the field starting at
+// start, without decoding it.
+func (cm *CopyMasker) skipField(line []byte, start int, csv bool) (int, error) {
+	o := &cm.opts
+	if csv {
+		return csvField(nil, line, start, o, false)
+	}
+	rest := line[start:]
+	end := bytes.IndexByte(rest, o.Delimiter)
+	if end < 0 {
+		end = len(rest)
+	}
+	if bytes.IndexByte(rest[:end], '\\') < 0 {
+		return start + end, nil // no escapes: the next delimiter ends the field
+	}
+	end = start
+	for end < len(line) {
+		c := line[end]
+		if c == o.Delimiter {
+			return end, nil
+		}
+		if c == '\\' {
+			end++
+			if end >= len(line) {
+				return 0, errCopyRow
+			}
+		}
+		end++
+	}
+	return end, nil
+}
+
+// readField returns the decoded value of the field starting at start (nil for NULL) and its
+// end. The value is the line's own bytes when the field needs no decoding, else the
+// masker's decode buffer.
+func (cm *CopyMasker) readField(line []byte, start int, csv bool) ([]byte, int, error) {
+	o := &cm.opts
+	if csv {
+		end, err := csvField(nil, line, start, o, false)
+		if err != nil {
+			return nil, 0, err
 		}
 		raw := line[start:end]
-		if string(raw) == o.Null {
-			fields = append(fields, nil)
-		} else {
-			fields = append(fields, unescapeText(raw))
+		if bytes.IndexByte(raw, o.Quote) < 0 {
+			if string(raw) == o.Null {
+				return nil, end, nil
+			}
+			return raw, end, nil
 		}
-		if end >= len(line) {
-			return fields, nil
+		if cm.dec == nil {
+			cm.dec = make([]byte, 0, 64)
 		}
-		start = end + 1
+		dec := cm.dec[:0]
+		if _, err := csvField(&dec, line, start, o, true); err != nil {
+			return nil, 0, err
+		}
+		cm.dec = dec
+		return dec, end, nil
 	}
+	end, err := cm.skipField(line, start, false)
+	if err != nil {
+		return nil, 0, err
+	}
+	raw := line[start:end]
+	if string(raw) == o.Null {
+		return nil, end, nil
+	}
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return raw, end, nil
+	}
+	cm.dec = unescapeText(cm.dec[:0], raw)
+	return cm.dec, end, nil
 }
 
 func trimEOL(line []byte) []byte {
@@ -239,8 +325,11 @@ func trimEOL(line []byte) []byte {
 	return line
 }
 
-func unescapeText(raw []byte) []byte {
-	out := make([]byte, 0, len(raw))
+// unescapeText appends the decoded value of a text-format COPY field to out.
+func unescapeText(out, raw []byte) []byte {
+	if out == nil {
+		out = make([]byte, 0, len(raw))
+	}
 	for i := 0; i < len(raw); i++ {
 		c := raw[i]
 		if c != '\\' || i+1 >= len(raw) {
@@ -304,6 +393,18 @@ func appendText(out, f []byte, o CopyOptions) []byte {
 	if f == nil {
 		return append(out, o.Null...)
 	}
+	plain := true
+	for _, c := range f {
+		// Every character text COPY escapes is a control character, the backslash or the
+		// delimiter.
+		if c < 0x20 || c == '\\' || c == o.Delimiter {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return append(out, f...)
+	}
 	for _, c := range f {
 		switch c {
 		case '\\':
@@ -330,54 +431,42 @@ func appendText(out, f []byte, o CopyOptions) []byte {
 	return out
 }
 
-// splitCSV splits one CSV record (which may contain quoted newlines) into fields; an
-// unquoted field equal to the NULL string is NULL.
-func splitCSV(fields [][]byte, line []byte, o CopyOptions) ([][]byte, error) {
-	line = trimEOL(line)
-	i := 0
-	for {
-		var f []byte
-		quoted := false
-		start := i
-		for i < len(line) && line[i] != o.Delimiter {
-			if line[i] == o.Quote {
-				quoted = true
-				i++
-				for {
-					if i >= len(line) {
-						return nil, errCopyRow
-					}
-					c := line[i]
-					if c == o.Escape && i+1 < len(line) && (line[i+1] == o.Quote || line[i+1] == o.Escape) && (o.Escape != o.Quote || line[i+1] == o.Quote) {
-						f = append(f, line[i+1])
-						i += 2
-						continue
-					}
-					if c == o.Quote {
-						i++
-						break
-					}
-					f = append(f, c)
-					i++
-				}
-				continue
+// csvField returns the end (the delimiter's index, or len(line)) of the CSV field starting
+// at start; quoted parts may hold delimiters and newlines. With decode it appends the
+// field's value (quotes and escapes removed) to *dst.
+func csvField(dst *[]byte, line []byte, start int, o *CopyOptions, decode bool) (int, error) {
+	i := start
+	for i < len(line) && line[i] != o.Delimiter {
+		if line[i] != o.Quote {
+			if decode {
+				*dst = append(*dst, line[i])
 			}
-			f = append(f, line[i])
 			i++
-		}
-		switch {
-		case !quoted && string(line[start:i]) == o.Null:
-			fields = append(fields, nil)
-		case f == nil:
-			fields = append(fields, []byte{})
-		default:
-			fields = append(fields, f)
-		}
-		if i >= len(line) {
-			return fields, nil
+			continue
 		}
 		i++
+		for {
+			if i >= len(line) {
+				return 0, errCopyRow
+			}
+			c := line[i]
+			if c == o.Escape && i+1 < len(line) && (line[i+1] == o.Quote || line[i+1] == o.Escape) && (o.Escape != o.Quote || line[i+1] == o.Quote) {
+				if decode {
+					*dst = append(*dst, line[i+1])
+				}
+				i += 2
+				continue
+			}
+			i++
+			if c == o.Quote {
+				break
+			}
+			if decode {
+				*dst = append(*dst, c)
+			}
+		}
 	}
+	return i, nil
 }
 
 func appendCSV(out, f []byte, o CopyOptions) []byte {
@@ -431,17 +520,20 @@ func (cm *CopyMasker) maskBinary(data []byte) ([]byte, int, error) {
 	if count < 0 {
 		return data, 0, nil // trailer
 	}
-	out := append(make([]byte, 0, len(data)), data[:p+2]...)
 	p += 2
-	n := 0
+	if cm.val == nil {
+		cm.val = make([]byte, 0, 64)
+	}
+	out := cm.out[:0]
+	copied, n := 0, 0
 	for i := 0; i < count; i++ {
 		if p+4 > len(data) {
 			return nil, 0, errCopyRow
 		}
+		start := p
 		l := int(int32(binary.BigEndian.Uint32(data[p:])))
 		p += 4
 		if l < 0 {
-			out = binary.BigEndian.AppendUint32(out, 0xffffffff)
 			continue
 		}
 		if p+l > len(data) {
@@ -449,20 +541,35 @@ func (cm *CopyMasker) maskBinary(data []byte) ([]byte, int, error) {
 		}
 		v := data[p : p+l]
 		p += l
-		if m, masked := cm.m.Apply(cm.rule(i, count), v); masked {
-			n++
-			if m == nil {
-				out = binary.BigEndian.AppendUint32(out, 0xffffffff)
-				continue
-			}
-			v = m
+		r := cm.rule(i, count)
+		if r.inert() {
+			continue
 		}
-		out = binary.BigEndian.AppendUint32(out, uint32(len(v)))
-		out = append(out, v...)
+		val, res := cm.m.AppendApply(cm.val[:0], r, v)
+		cm.val = val
+		if res == Unchanged {
+			continue
+		}
+		n++
+		out = append(out, data[copied:start]...)
+		if res == Nulled {
+			out = binary.BigEndian.AppendUint32(out, 0xffffffff)
+		} else {
+			out = binary.BigEndian.AppendUint32(out, uint32(len(val)))
+			out = append(out, val...)
+		}
+		copied = p
+	}
+	if p != len(data) {
+		// PostgreSQL sends one tuple per message: anything after it is not a row of this
+		// COPY's shape and cannot be masked by its rules.
+		return nil, 0, errCopyRow
 	}
 	if n == 0 {
 		return data, 0, nil
 	}
+	out = append(out, data[copied:]...)
+	cm.out = out
 	return out, n, nil
 }
 

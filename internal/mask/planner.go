@@ -2,6 +2,8 @@ package mask
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"log/slog"
 	"sort"
 	"strings"
@@ -122,6 +124,8 @@ type ResultMasker struct {
 	// counts are the values masked per rule since MaskedByClass last drained them
 	// (allocated at the first masked value).
 	counts []int64
+	// val holds the value MaskDataRow is masking, reused from row to row.
+	val []byte
 }
 
 // MaskRow implements gate.RowMasker.
@@ -143,6 +147,75 @@ func (r *ResultMasker) MaskRow(values [][]byte) int {
 	}
 	return n
 }
+
+// MaskDataRow masks one DataRow message given its body (the message without its type byte
+// and length) and appends the whole masked message, header included, to dst. The columns
+// it leaves alone are copied as they came, and nothing is decoded or allocated: it is the
+// door's streaming path (MaskRow, which returns values of their own, serves callers that
+// keep them). It returns how many values it masked; with none, dst is returned unchanged
+// and the original message is the one to send. A malformed message is an error.
+func (r *ResultMasker) MaskDataRow(dst, body []byte) ([]byte, int, error) {
+	if len(body) < 2 {
+		return dst, 0, errDataRow
+	}
+	count := int(binary.BigEndian.Uint16(body))
+	base := len(dst)
+	p, copied, n, next := 2, 0, 0, 0
+	for i := 0; i < count; i++ {
+		if p+4 > len(body) {
+			return dst[:base], 0, errDataRow
+		}
+		start := p
+		l := int(int32(binary.BigEndian.Uint32(body[p:])))
+		p += 4
+		if l == -1 {
+			continue
+		}
+		if l < 0 || l > len(body)-p {
+			return dst[:base], 0, errDataRow
+		}
+		v := body[p : p+l]
+		p += l
+		for next < len(r.active) && r.active[next] < i {
+			next++
+		}
+		if next == len(r.active) || r.active[next] != i {
+			continue
+		}
+		val, res := r.m.AppendApply(r.val[:0], &r.rules[i], v)
+		r.val = val
+		if res == Unchanged {
+			continue
+		}
+		if n == 0 {
+			dst = append(dst, 'D', 0, 0, 0, 0)
+		}
+		dst = append(dst, body[copied:start]...)
+		if res == Nulled {
+			dst = binary.BigEndian.AppendUint32(dst, 0xffffffff)
+		} else {
+			dst = binary.BigEndian.AppendUint32(dst, uint32(len(val)))
+			dst = append(dst, val...)
+		}
+		copied = p
+		n++
+		if r.counts == nil {
+			r.counts = make([]int64, len(r.rules))
+		}
+		r.counts[i]++
+	}
+	if p != len(body) {
+		return dst[:base], 0, errDataRow
+	}
+	if n == 0 {
+		return dst[:base], 0, nil
+	}
+	dst = append(dst, body[copied:]...)
+	binary.BigEndian.PutUint32(dst[base+1:], uint32(len(dst)-base-1))
+	return dst, n, nil
+}
+
+var errDataRow = errors.New("mask DataRow: malformed message")
 
 // MaskedByClass implements gate.RowMasker: it reports the values masked per class since
 // the last call, and starts counting again. A value of a column without a class (free text

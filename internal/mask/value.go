@@ -133,27 +133,79 @@ func maskDateValue(r *Rule, v []byte) []byte {
 // applyText masks a text value (text format, or binary of a text type, which is the same
 // bytes).
 func (m *Masker) applyText(r *Rule, v []byte) ([]byte, bool) {
+	if !r.sensitive() && (!r.FreeText || !mayContainSensitive(v)) {
+		return v, false
+	}
+	out, res := m.appendText(make([]byte, 0, len(v)+len(RedactedText)+16), r, v)
+	switch res {
+	case Unchanged:
+		return v, false
+	case Nulled:
+		return nil, true
+	}
+	return out, true
+}
+
+// Outcome is what masking did to one value (see Masker.AppendApply).
+type Outcome uint8
+
+// The outcomes of masking one value.
+const (
+	// Unchanged: the value leaves as it is.
+	Unchanged Outcome = iota
+	// Replaced: the masked value was appended.
+	Replaced
+	// Nulled: the value becomes SQL NULL.
+	Nulled
+)
+
+// AppendApply is Apply for the streaming paths (DataRow, COPY): it appends the masked value
+// to dst instead of allocating it, so a result of millions of rows masks each value into
+// one reused buffer. v must not be nil (SQL NULL stays NULL and is never masked). dst is
+// returned as it was unless the outcome is Replaced.
+func (m *Masker) AppendApply(dst []byte, r *Rule, v []byte) ([]byte, Outcome) {
+	switch {
+	case r.Kind == KindText, r.Kind == KindOther && r.Format == 0 && len(r.Fields) == 0 && len(r.Keys) == 0:
+		if !r.sensitive() && (!r.FreeText || !mayContainSensitive(v)) {
+			return dst, Unchanged
+		}
+		return m.appendText(dst, r, v)
+	case r.Kind == KindOpaque:
+		if r.sensitive() {
+			return dst, Nulled
+		}
+		return dst, Unchanged
+	}
+	out, masked := m.Apply(r, v)
+	switch {
+	case !masked:
+		return dst, Unchanged
+	case out == nil:
+		return dst, Nulled
+	}
+	return append(dst, out...), Replaced
+}
+
+// appendText masks a text value that is sensitive or may hold what the value detectors
+// find, appending the result to dst.
+func (m *Masker) appendText(dst []byte, r *Rule, v []byte) ([]byte, Outcome) {
 	if r.sensitive() {
 		class, strat := r.Class, r.Strategy
 		if r.Composite && strat == Partial {
 			strat = Redact
 		}
-		out, null, _ := m.scalar(make([]byte, 0, len(v)+len(RedactedText)), class, strat, r.Derived, v, r.Strat)
+		out, null, _ := m.scalar(dst, class, strat, r.Derived, v, r.Strat)
 		if null {
-			return nil, true
+			return dst, Nulled
 		}
-		return out, true
+		return out, Replaced
 	}
 	if r.FreeText {
-		if !mayContainSensitive(v) {
-			return v, false
-		}
-		out, n := m.FreeText(make([]byte, 0, len(v)+16), v, r.Strat)
-		if n > 0 {
-			return out, true
+		if out, n := m.FreeText(dst, v, r.Strat); n > 0 {
+			return out, Replaced
 		}
 	}
-	return v, false
+	return dst, Unchanged
 }
 
 // hasValidator reports whether a class has a value validator, so a derived value can be

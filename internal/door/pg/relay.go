@@ -1069,6 +1069,9 @@ func (r *relay) dataRow(ctx context.Context, p *pending, frame []byte) error {
 		}
 		return nil
 	}
+	if fm, ok := p.masker.(frameMasker); ok {
+		return r.maskedRow(p, fm, frame)
+	}
 	if p.masker != nil {
 		if err := r.row.Decode(frame[5:]); err != nil {
 			return fmt.Errorf("malformed DataRow from upstream: %w", err)
