@@ -54,6 +54,12 @@ type Session struct {
 	// memo remembers the policy's reusable decisions on this session's statements.
 	memo decisionMemo
 
+	// inBlock is set by the door while the statements it checks certainly run inside an
+	// open transaction block (see SetTransactionBlock); unsynced is set while intents of
+	// the block are written but not yet fdatasync'd (client loop only, atomic for -race).
+	inBlock  atomic.Bool
+	unsynced atomic.Bool
+
 	// live is the session's entry in the gate's live registry (nil when not attached).
 	live *live.Entry
 	// door names the door the session came through (set by Attach), for metrics.
@@ -74,6 +80,14 @@ func (s *Session) rememberPrepared(name string, st *inspect.Statement) {
 	}
 	s.prepared[name] = st
 }
+
+// SetTransactionBlock tells the gate whether the statements the door checks next run inside
+// an open transaction block (PostgreSQL's ReadyForQuery status 'T', with nothing that could
+// end the block forwarded since). Only then may the intent of a change be written without
+// its fdatasync: the change cannot take effect before the block ends, and the gate syncs
+// the block's intents before it lets anything that may end the block through. A door that
+// cannot tell says nothing (false): every intent is then fdatasync'd before forwarding.
+func (s *Session) SetTransactionBlock(in bool) { s.inBlock.Store(in) }
 
 // NewSessionID returns a random identifier for a session.
 func NewSessionID() string {
@@ -522,19 +536,117 @@ func (g *Gate) Check(ctx context.Context, s *Session, sql string, via Via) *Chec
 			g.Masker.Observe(ctx, s, c)
 		}
 	}
-	if c.Allowed() && via != ViaParse && c.mayChange() {
-		// A statement that can change data is on record before it reaches the database, so
-		// a crash between forwarding and completion still leaves its trace. No record, no
-		// forwarding: the ledger fails closed. A Parse only prepares; its Execute is the
-		// statement that runs and the one whose intent is recorded.
-		ev := g.statementEvent(ctx, EventStatementIntent, s, c)
-		if err := g.record(ctx, ev); err != nil {
+	if c.Allowed() && via != ViaParse {
+		if err := g.recordIntent(ctx, s, c); err != nil {
 			g.log().Error("ledger refused a statement intent; refusing the statement", "session", s.ID, "err", err)
 			c.Decision = ledgerDown
 			c.LedgerDown = true
 		}
 	}
 	return c
+}
+
+// blockRecorder is a Recorder that can write a record without its fdatasync and sync later
+// (ledger.Ledger); with another Recorder every intent is recorded with Record.
+type blockRecorder interface {
+	RecordWritten(ctx context.Context, ev *ledger.Event) error
+	Sync(ctx context.Context) error
+}
+
+// recordIntent puts an allowed statement's intent on record before it is forwarded (a Parse
+// only prepares; its Execute is the statement that runs and the one whose intent is
+// recorded), so a crash between forwarding and completion still leaves its trace. No
+// record, no forwarding: the ledger fails closed.
+//
+// The durable-intent rule is "no change takes effect without a durable record of its
+// intent". Inside a transaction block a change takes effect only when the block commits (if
+// Gatehouse dies first, the upstream connection drops and PostgreSQL rolls it back), so
+// there an intent is only written (write(2): a kill -9 of Gatehouse cannot lose it) before
+// forwarding, and the block's intents are fdatasync'd together before whatever may end the
+// block is forwarded: one sync per transaction instead of one per statement. Statements
+// with effects that outlive a rollback (nextval, advisory locks, dblink and other
+// functions the inspector does not vouch for as reads, admin statements, COPY to or from
+// the server) and every statement outside a block keep forward-after-fsync.
+func (g *Gate) recordIntent(ctx context.Context, s *Session, c *Check) error {
+	br, canDefer := g.Recorder.(blockRecorder)
+	deferred := canDefer && s != nil && s.inBlock.Load() && c.staysInBlock()
+	if c.mayChange() {
+		ev := g.statementEvent(ctx, EventStatementIntent, s, c)
+		if deferred {
+			if err := br.RecordWritten(ctx, ev); err != nil {
+				return fmt.Errorf("record %s event: %w", ev.Type, err)
+			}
+			s.unsynced.Store(true)
+			return nil
+		}
+		// A synced record covers everything written before it.
+		if err := g.record(ctx, ev); err != nil {
+			return err
+		}
+		if s != nil {
+			s.unsynced.Store(false)
+		}
+		return nil
+	}
+	if canDefer && !deferred && s != nil && s.unsynced.Load() {
+		// This may end the block (COMMIT, PREPARE TRANSACTION, ...) or run outside it: the
+		// block's written intents become durable first.
+		if err := br.Sync(ctx); err != nil {
+			return fmt.Errorf("sync the transaction's intents: %w", err)
+		}
+		s.unsynced.Store(false)
+	}
+	return nil
+}
+
+// staysInBlock reports whether every statement of c runs inside an open transaction block
+// without ending it, and changes nothing that a rollback of the block would not undo.
+func (c *Check) staysInBlock() bool {
+	for _, st := range c.Statements {
+		switch st.Category {
+		case inspect.Read, inspect.SessionCat:
+		case inspect.Write, inspect.DDL:
+			if st.Privileged || st.Program || st.ServerFile {
+				return false
+			}
+			for _, f := range st.Functions {
+				if !inspect.VouchedRead(f) {
+					return false
+				}
+			}
+		case inspect.Transaction:
+			switch st.Kind {
+			case "BEGIN", "SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT", "SET CONSTRAINTS":
+			default:
+				return false // COMMIT (AND CHAIN), ROLLBACK, PREPARE TRANSACTION, ...
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// EndsBlock reports whether forwarding c may end the session's transaction block (COMMIT,
+// ROLLBACK, PREPARE TRANSACTION, or a statement the gate cannot vouch for): after it, a door
+// no longer knows that the session is inside a block until the server says so again.
+func (c *Check) EndsBlock() bool {
+	if !c.Allowed() {
+		return false // what is forwarded in its place fails, and a failure ends no block
+	}
+	for _, st := range c.Statements {
+		switch st.Category {
+		case inspect.Transaction:
+			switch st.Kind {
+			case "BEGIN", "SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT", "SET CONSTRAINTS":
+			default:
+				return true
+			}
+		case inspect.Unknown, inspect.Admin:
+			return true // CALL of a procedure that commits, text the parser could not read
+		}
+	}
+	return false
 }
 
 // resolveExecute replaces EXECUTE p by the facts of the statement p prepares, keeping the

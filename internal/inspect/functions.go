@@ -136,6 +136,11 @@ func classifyFunc(name string) funcEffect {
 	return funcEffect{cat: Unknown, note: "function " + name + " is not a vouched-for built-in"}
 }
 
+// VouchedRead reports whether the inspector's built-in list vouches for calling name (lower
+// case, as in Statement.Functions) as a plain read: no write, no privileged capability, no
+// effect outside the transaction it runs in (nextval, advisory locks and dblink are not).
+func VouchedRead(name string) bool { return classifyFunc(name).cat == Read }
+
 func hasPrefix(s string, prefixes []string) bool {
 	for _, p := range prefixes {
 		if strings.HasPrefix(s, p) {

@@ -159,3 +159,78 @@ func TestAcksAnswerInSubmissionOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordWrittenThenSync is the transaction-block intent path: RecordWritten answers once
+// the record is written (a disk whose syncs fail does not stop it), and Sync answers only
+// once everything written is fdatasync'd, failing the ledger closed when it cannot be; under
+// "every" RecordWritten syncs like Record.
+func TestRecordWrittenThenSync(t *testing.T) {
+	ctx := context.Background()
+	intent := func() *Event {
+		ev := stmtEvent("alice", "UPDATE", "UPDATE t SET a = $1 WHERE id = $2", []string{"t"}, nil)
+		ev.Type = EventStatementIntent
+		return ev
+	}
+	open := func(t *testing.T, d Durability) (*SQLiteStore, *Ledger) {
+		dir := t.TempDir()
+		s, err := OpenSQLite(ctx, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		l := newLedger(t, &testStore{Store: s, dir: dir}, Options{Durability: d, WriteTimeout: time.Second, CheckpointEvery: 1 << 30})
+		return s, l
+	}
+	synced := func(s *SQLiteStore) bool {
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+		return s.jr.sgen == s.jr.wgen
+	}
+
+	t.Run("sensitive", func(t *testing.T) {
+		s, l := open(t, DurabilitySensitive)
+		for range 3 {
+			if err := l.RecordWritten(ctx, intent()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := l.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !synced(s) {
+			t.Fatal("Sync answered with written records not yet synced")
+		}
+		if err := l.Sync(ctx); err != nil {
+			t.Fatalf("Sync with nothing to sync: %v", err)
+		}
+
+		s.setSyncFault(errors.New("injected: the disk fails"))
+		if err := l.RecordWritten(ctx, intent()); err != nil {
+			t.Fatalf("RecordWritten waited for a sync: %v", err)
+		}
+		if err := l.Sync(ctx); err == nil {
+			t.Fatal("Sync answered although the written intent could not be synced")
+		}
+		if l.Healthy() == nil {
+			t.Fatal("ledger healthy after a failed Sync")
+		}
+		s.setSyncFault(nil)
+		waitFor(t, "the ledger to recover", func() bool { return l.Healthy() == nil })
+		if err := l.RecordWritten(ctx, intent()); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if rep := verifyStore(t, l, s); !rep.OK {
+			t.Fatalf("chain:\n%s", rep)
+		}
+	})
+	t.Run("every", func(t *testing.T) {
+		s, l := open(t, DurabilityEvery)
+		s.setSyncFault(errors.New("injected: the disk fails"))
+		if err := l.RecordWritten(ctx, intent()); err == nil {
+			t.Fatal("durability every acknowledged an intent without a sync")
+		}
+	})
+}

@@ -555,6 +555,23 @@ func (j *journal) beginSync() (fd int, gen uint64, err error) {
 	return fd, j.wgen, nil
 }
 
+// syncAll fdatasyncs the written frames now, under the store's writer mutex (a failed
+// sync is kept in syncErr, as endSync does).
+func (j *journal) syncAll() error {
+	if j.syncErr != nil {
+		return fmt.Errorf("ledger log not synced since a failed sync: %w", j.syncErr)
+	}
+	if j.f == nil || j.sgen == j.wgen {
+		return nil
+	}
+	err := j.syncFault
+	if err == nil {
+		err = fdatasync(j.f)
+	}
+	j.endSync(j.wgen, err)
+	return j.syncErr
+}
+
 // endSync notes the result of a sync that beginSync started at gen.
 func (j *journal) endSync(gen uint64, err error) {
 	if err != nil {

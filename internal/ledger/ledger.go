@@ -104,7 +104,7 @@ func touchesSensitive(ev *Event) bool {
 	return false
 }
 
-// request is one Record call waiting for its group commit.
+// request is one Record call waiting for its group commit, or (ev nil) a Sync barrier.
 type request struct {
 	ev   *Event
 	done chan error
@@ -353,6 +353,45 @@ func (a *Ack) Wait(ctx context.Context) error {
 // Submit hands ev to the group commit and returns without waiting for it; the returned Ack
 // says when it is durable. Everything said of Record holds for Submit + Ack.Wait.
 func (l *Ledger) Submit(ctx context.Context, ev *Event) *Ack {
+	return l.submit(ctx, ev, false)
+}
+
+// RecordWritten appends ev and returns once it is written to the commit log (write(2)
+// done: a crash or kill -9 of Gatehouse cannot lose it), without the fdatasync the
+// Durability contract may ask of it; under DurabilityEvery it is Record. It is for the
+// intent of a statement inside a transaction block, whose change cannot take effect before
+// the block ends: the gate calls Sync before it forwards whatever ends the block, so the
+// intent is fdatasync'd before the change can take effect (see the README's durability
+// rule). A store that cannot tell written from synced (PostgreSQL) syncs it anyway.
+func (l *Ledger) RecordWritten(ctx context.Context, ev *Event) error {
+	return l.submit(ctx, ev, true).Wait(ctx)
+}
+
+// Sync returns once every record whose Ack has answered is fdatasync'd: one group commit's
+// sync (shared with the records committed beside it), or nothing when all is synced. An
+// error means records already answered may not be on stable storage: the caller must not
+// let a change take effect that relies on them (the ledger is then unhealthy until a
+// sync succeeds).
+func (l *Ledger) Sync(ctx context.Context) error {
+	select {
+	case <-l.quit:
+		return ErrClosed
+	default:
+	}
+	a := &Ack{done: make(chan error, 1), finished: l.finished}
+	select {
+	case l.reqs <- request{done: a.done, sync: true}:
+	case <-l.quit:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("sync ledger: %w", ctx.Err())
+	}
+	return a.Wait(ctx)
+}
+
+// submit is Submit; written asks for write(2) only, whatever the event is (see
+// RecordWritten).
+func (l *Ledger) submit(ctx context.Context, ev *Event, written bool) *Ack {
 	if ev == nil {
 		return failedAck(errors.New("record: nil event"))
 	}
@@ -370,6 +409,9 @@ func (l *Ledger) Submit(ctx context.Context, ev *Event) *Ack {
 	}
 	a := &Ack{done: make(chan error, 1), finished: l.finished}
 	r := request{ev: ev, done: a.done, sync: l.opts.Durability.mustSync(ev)}
+	if written && l.opts.Durability != DurabilityEvery {
+		r.sync = false
+	}
 	select {
 	case l.reqs <- r:
 		return a
@@ -555,12 +597,15 @@ func (l *Ledger) commitBatch(ctx context.Context, batch []request, c Commit) err
 		}
 		l.seq, l.hash, l.stale = seq, hash, false
 	}
-	recs := make([]Record, len(batch))
+	recs := make([]Record, 0, len(batch))
 	seq, hash := l.seq, l.hash
 	// One buffer holds the batch's records (they are stored and dropped together).
 	buf := make([]byte, 0, sealedSizeHint*len(batch))
-	for i, r := range batch {
+	for _, r := range batch {
 		ev := r.ev
+		if ev == nil {
+			continue // a Sync barrier: the part's sync covers it
+		}
 		seq++
 		ev.Seq, ev.Instance, ev.PrevHash = seq, l.opts.Instance, hash
 		var body []byte
@@ -572,11 +617,21 @@ func (l *Ledger) commitBatch(ctx context.Context, batch []request, c Commit) err
 			return fmt.Errorf("seal event: %w", err)
 		}
 		hash = ev.Hash
-		recs[i] = Record{Event: ev, Body: body}
+		recs = append(recs, Record{Event: ev, Body: body})
 	}
 	var cps []Checkpoint
 	if seq-l.lastCPSeq >= int64(l.opts.CheckpointEvery) {
 		cps = append(cps, l.newCheckpoint(seq, hash, CheckpointPeriodic))
+	}
+	if len(recs) == 0 && len(cps) == 0 {
+		// Only Sync barriers: make what earlier batches wrote durable.
+		if c == CommitSynced {
+			if err := l.store.SyncWritten(ctx); err != nil {
+				l.stale = true // the probe brings the store back (and clears the failed sync)
+				return fmt.Errorf("ledger unavailable: %w", err)
+			}
+		}
+		return nil
 	}
 	if err := l.store.Append(ctx, recs, cps, c); err != nil {
 		l.stale = true

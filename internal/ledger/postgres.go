@@ -275,6 +275,9 @@ func (s *PostgresStore) Append(ctx context.Context, recs []Record, cps []Checkpo
 	return nil
 }
 
+// SyncWritten implements Store: every commit is synchronous here, so nothing waits.
+func (s *PostgresStore) SyncWritten(context.Context) error { return nil }
+
 // Probe implements Store: a committed one-row write.
 func (s *PostgresStore) Probe(ctx context.Context) error {
 	if _, err := s.pool.Exec(ctx, `INSERT INTO ledger_probe(id, at_ns) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at_ns = excluded.at_ns`, time.Now().UnixNano()); err != nil {

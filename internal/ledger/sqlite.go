@@ -278,6 +278,18 @@ func (s *SQLiteStore) syncLoop() {
 	}
 }
 
+// SyncWritten fdatasyncs every frame written to the commit log so far (the ledger's Sync
+// barrier): what CommitWritten batches acknowledged becomes durable now, not within
+// MaxSyncDelay.
+func (s *SQLiteStore) SyncWritten(ctx context.Context) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.jr.syncAll(); err != nil {
+		return fmt.Errorf("sync ledger: %w", err)
+	}
+	return nil
+}
+
 // syncWritten fdatasyncs the log's written frames without holding the writer mutex during
 // the sync.
 func (s *SQLiteStore) syncWritten() {

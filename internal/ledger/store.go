@@ -21,6 +21,10 @@ type Store interface {
 	// Append writes events (already sealed) and checkpoints in one transaction and returns
 	// once it is as durable as c asks (CommitSynced: fsync'd / committed).
 	Append(ctx context.Context, recs []Record, cps []Checkpoint, c Commit) error
+	// SyncWritten makes every CommitWritten batch appended so far as durable as a
+	// CommitSynced one (the ledger's Sync barrier); nothing to do for a store whose every
+	// commit is synchronous.
+	SyncWritten(ctx context.Context) error
 	// Probe makes one small durable write, to tell when a failed store can write again.
 	Probe(ctx context.Context) error
 	// AddCheckpoint stores one checkpoint durably.

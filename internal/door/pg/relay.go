@@ -56,6 +56,7 @@ type request struct {
 	check   *gate.Check // statements that passed the gate and must be recorded
 	denied  bool        // replaced by a failing statement; rewrite its error
 	swallow bool        // injected by Gatehouse: the client must not see the response
+	ends    uint64      // r.blockEnds when it was queued (see txState)
 	name    string      // statement or portal name
 	stmt    string      // Bind: the statement name; Close: "S" or "P"
 	formats []int16     // Bind: result format codes (in fmtBuf when they fit)
@@ -162,6 +163,14 @@ type relay struct {
 	upGone   chan struct{}
 	skipping bool
 
+	// Transaction-block tracking for the gate's intents (SetTransactionBlock): blockEnds
+	// (client loop only) counts the checks forwarded that may end a transaction block;
+	// txState is published by the upstream loop at each ReadyForQuery: its status byte and,
+	// above it, the blockEnds of the message it answers. The session is certainly inside a
+	// block when that status is 'T' and nothing that may end a block was forwarded since.
+	blockEnds uint64
+	txState   atomic.Uint64
+
 	// Pool hand-back (park.go): extOpen and parking belong to the client loop; parkStatus is
 	// set by the upstream loop when the connection may go to the pool, read after both end.
 	extOpen    bool
@@ -226,6 +235,7 @@ func (r *relay) recycle() {
 }
 
 func (r *relay) push(p *pending) {
+	p.ends = r.blockEnds
 	r.mu.Lock()
 	r.queue = append(r.queue, p)
 	r.mu.Unlock()
@@ -456,7 +466,14 @@ func (r *relay) writeMsg(m pgproto3.FrontendMessage) error {
 }
 
 func (r *relay) check(ctx context.Context, sql string, via gate.Via) *gate.Check {
+	if via != gate.ViaParse {
+		st := r.txState.Load()
+		r.sess.SetTransactionBlock(byte(st) == 'T' && st>>8 == r.blockEnds)
+	}
 	c := r.srv.Gate.Check(ctx, r.sess, sql, via)
+	if via != gate.ViaParse && c.EndsBlock() {
+		r.blockEnds++
+	}
 	r.srv.Metrics.statement(string(c.Decision.Action))
 	return c
 }
@@ -1261,6 +1278,14 @@ func (r *relay) skipToSync(ctx context.Context, why string) {
 	}
 }
 
+// publishTx tells the client loop the transaction status of ReadyForQuery frame, which
+// answers p (before p is popped: a client loop that finds nothing in flight sees it).
+func (r *relay) publishTx(p *pending, frame []byte) {
+	if len(frame) == 6 {
+		r.txState.Store(p.ends<<8 | uint64(frame[5]))
+	}
+}
+
 // ready handles ReadyForQuery: the end of a simple Query, a FunctionCall or a Sync.
 func (r *relay) ready(ctx context.Context, frame []byte) error {
 	if r.parkedAt(frame) {
@@ -1286,10 +1311,12 @@ func (r *relay) ready(ctx context.Context, frame []byte) error {
 			break
 		}
 		if p.kind == pSync {
+			r.publishTx(p, frame)
 			r.pop()
 			break
 		}
 		if p.kind == pQuery || p.kind == pFunction {
+			r.publishTx(p, frame)
 			r.pop()
 			if p.check != nil {
 				r.finish(ctx, p.check, p.out, p.held)

@@ -54,6 +54,9 @@ func (r *relay) pushUnlessSkipping(ps ...*pending) bool {
 	if r.skipping {
 		return false
 	}
+	for _, p := range ps {
+		p.ends = r.blockEnds
+	}
 	r.queue = append(r.queue, ps...)
 	return true
 }
