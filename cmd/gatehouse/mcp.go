@@ -9,71 +9,129 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/gatehouse/gatehouse/internal/door/mcp"
 	"github.com/gatehouse/gatehouse/internal/oidclogin"
 )
 
 func init() { extraCommands = append(extraCommands, newMCPCmd) }
 
 func newMCPCmd(g *globals) *cobra.Command {
-	var server, token string
+	var server, token, credentials string
 	cmd := &cobra.Command{
 		Use:   "mcp --server URL",
 		Short: "Bridge an agent host that only starts stdio MCP servers to Gatehouse's MCP door",
 		Long: `Reads MCP messages (JSON-RPC, one per line) on standard input and forwards each to the
 Gatehouse MCP door (streamable HTTP) with your credential, writing the answers to standard
 output. Governance runs on the server, never here: this is only a transport.
-The credential is $GATEHOUSE_TOKEN (a Gatehouse token, or an OIDC access token whose
-audience is the door's URL with the gatehouse:mcp scope), else the ID token stored by
-` + "`gatehouse login`" + ` (which the door accepts only if it was minted for the door's URL).`,
+The credential is --token or $GATEHOUSE_TOKEN (a Gatehouse token, or an OIDC access token whose
+audience is the door's URL with the gatehouse:mcp scope), else your ` + "`gatehouse login`" + `: its ID
+token is exchanged (RFC 8693, at the server's ` + mcp.ExchangePath + `) for a short-lived
+token for the MCP door, again whenever the door refuses the one in use (run ` + "`gatehouse login`" + `
+when the sign-in itself expires).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if server == "" {
 				return errors.New("--server is required: the MCP door's URL, e.g. https://gatehouse.internal:15433/mcp")
 			}
-			tok, err := bridgeCredential(token)
-			if err != nil {
-				return err
+			b := &stdioBridge{url: server, client: &http.Client{Timeout: 5 * time.Minute}}
+			if token == "" {
+				token = os.Getenv("GATEHOUSE_TOKEN")
 			}
-			b := &stdioBridge{url: server, token: tok, client: &http.Client{Timeout: 5 * time.Minute}}
+			if token != "" {
+				b.token = token
+			} else {
+				path := credentials
+				if path == "" {
+					var err error
+					if path, err = oidclogin.DefaultCredentialsPath(); err != nil {
+						return err
+					}
+				}
+				b.exchange = func(ctx context.Context) (string, error) { return exchangeLogin(ctx, b.client, server, path) }
+				tok, err := b.exchange(cmd.Context())
+				if err != nil {
+					return err
+				}
+				b.token = tok
+			}
 			return b.run(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().StringVar(&server, "server", "", "the MCP door's URL (…/mcp)")
-	cmd.Flags().StringVar(&token, "token", "", "credential (default $GATEHOUSE_TOKEN, else gatehouse login's)")
+	cmd.Flags().StringVar(&token, "token", "", "credential (default $GATEHOUSE_TOKEN, else gatehouse login's, exchanged)")
+	cmd.Flags().StringVar(&credentials, "credentials", "", "gatehouse login's credentials file (default: the user's config directory)")
 	cmd.AddCommand(newMCPConfigCmd())
 	return cmd
 }
 
-// bridgeCredential picks the bearer credential: the flag, $GATEHOUSE_TOKEN, or the ID token
-// `gatehouse login` stored.
-func bridgeCredential(flag string) (string, error) {
-	if flag != "" {
-		return flag, nil
+// exchangeURL is where the server that serves the MCP door at server exchanges tokens: the
+// same origin and path prefix, at mcp.ExchangePath.
+func exchangeURL(server string) string {
+	return strings.TrimSuffix(strings.TrimSuffix(server, "/"), mcp.Path) + mcp.ExchangePath
+}
+
+// exchangeLogin trades the ID token `gatehouse login` stored (credentials file path) for a
+// token for the MCP door at server (RFC 8693): the login's token is minted for the CLI
+// client, and the door accepts only tokens whose audience is the door itself.
+func exchangeLogin(ctx context.Context, hc *http.Client, server, path string) (string, error) {
+	creds, err := oidclogin.LoadCredentials(path)
+	if err != nil {
+		return "", err
 	}
-	if t := os.Getenv("GATEHOUSE_TOKEN"); t != "" {
-		return t, nil
-	}
-	path, err := oidclogin.DefaultCredentialsPath()
-	if err == nil {
-		if creds, err := oidclogin.LoadCredentials(path); err == nil && len(creds) > 0 && creds[0].IDToken != "" {
-			return creds[0].IDToken, nil
+	var cred *oidclogin.Credential
+	for i := range creds {
+		if creds[i].IDToken != "" && (cred == nil || creds[i].Obtained.After(cred.Obtained)) {
+			cred = &creds[i]
 		}
 	}
-	return "", errors.New("no credential: set GATEHOUSE_TOKEN to a Gatehouse token, or run `gatehouse login`")
+	if cred == nil {
+		return "", errors.New("no credential: set GATEHOUSE_TOKEN to a Gatehouse token, or run `gatehouse login`")
+	}
+	if exp, err := oidclogin.UnverifiedExpiry(cred.IDToken); err == nil && !time.Now().Before(exp) {
+		return "", fmt.Errorf("your sign-in as %s expired at %s: run `gatehouse login`", cred.Subject, exp.Local().Format(time.RFC3339))
+	}
+	form := url.Values{"grant_type": {mcp.GrantTokenExchange}, "subject_token": {cred.IDToken},
+		"subject_token_type": {mcp.TokenTypeIDToken}, "resource": {server}, "scope": {mcp.Scope}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, exchangeURL(server), strings.NewReader(form.Encode()))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("exchange your sign-in for an MCP token: %w", err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		AccessToken string `json:"access_token"`
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil {
+		return "", fmt.Errorf("exchange your sign-in for an MCP token: %s answered %s", exchangeURL(server), resp.Status)
+	}
+	if resp.StatusCode != http.StatusOK || out.AccessToken == "" {
+		return "", fmt.Errorf("exchange your sign-in as %s for an MCP token: %s (%s); run `gatehouse login` if it expired", cred.Subject, out.Error, out.Description)
+	}
+	return out.AccessToken, nil
 }
 
 // stdioBridge forwards newline-delimited JSON-RPC messages to a streamable HTTP endpoint.
 type stdioBridge struct {
 	url, token string
 	client     *http.Client
-	session    string // Mcp-Session-Id the server assigned at initialize
-	version    string // protocol version negotiated at initialize
+	// exchange, when set, gets a new token (from gatehouse login's sign-in) after the door
+	// refused the one in use.
+	exchange func(context.Context) (string, error)
+	session  string // Mcp-Session-Id the server assigned at initialize
+	version  string // protocol version negotiated at initialize
 }
 
 // messageHeaders are the HTTP headers the streamable HTTP transport wants for a message:
@@ -140,32 +198,21 @@ func (b *stdioBridge) run(ctx context.Context, in io.Reader, out io.Writer) erro
 // forward posts one message and writes every JSON-RPC message of the answer (a JSON body or
 // a server-sent event stream) as a line.
 func (b *stdioBridge) forward(ctx context.Context, msg []byte, w io.Writer) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.url, bytes.NewReader(msg))
+	resp, err := b.post(ctx, msg)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("Authorization", "Bearer "+b.token)
-	if b.session != "" {
-		req.Header.Set("Mcp-Session-Id", b.session)
-	}
-	version, method, name := messageHeaders(msg)
-	if version == "" {
-		version = b.version
-	}
-	if version != "" {
-		req.Header.Set("Mcp-Protocol-Version", version)
-	}
-	if method != "" {
-		req.Header.Set("Mcp-Method", method)
-	}
-	if name != "" {
-		req.Header.Set("Mcp-Name", name)
-	}
-	resp, err := b.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("reach the MCP door: %w", err)
+	if resp.StatusCode == http.StatusUnauthorized && b.exchange != nil {
+		// The exchanged token expired or was revoked: exchange the sign-in again, once.
+		resp.Body.Close()
+		tok, err := b.exchange(ctx)
+		if err != nil {
+			return err
+		}
+		b.token = tok
+		if resp, err = b.post(ctx, msg); err != nil {
+			return err
+		}
 	}
 	defer resp.Body.Close()
 	if s := resp.Header.Get("Mcp-Session-Id"); s != "" {
@@ -197,6 +244,38 @@ func (b *stdioBridge) forward(ctx context.Context, msg []byte, w io.Writer) erro
 	b.noteVersion(compact.Bytes())
 	_, err = w.Write(append(compact.Bytes(), '\n'))
 	return err
+}
+
+// post sends one message to the door with the bridge's credential and session.
+func (b *stdioBridge) post(ctx context.Context, msg []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.url, bytes.NewReader(msg))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+b.token)
+	if b.session != "" {
+		req.Header.Set("Mcp-Session-Id", b.session)
+	}
+	version, method, name := messageHeaders(msg)
+	if version == "" {
+		version = b.version
+	}
+	if version != "" {
+		req.Header.Set("Mcp-Protocol-Version", version)
+	}
+	if method != "" {
+		req.Header.Set("Mcp-Method", method)
+	}
+	if name != "" {
+		req.Header.Set("Mcp-Name", name)
+	}
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("reach the MCP door: %w", err)
+	}
+	return resp, nil
 }
 
 // copyEvents writes the data of each server-sent event as one line.

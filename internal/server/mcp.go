@@ -1,10 +1,12 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/config"
@@ -21,7 +23,7 @@ type pendingDoor struct {
 // openDoors builds the doors the configuration asks for and opens their listeners: the
 // PostgreSQL door on listen.postgres, the MCP door on listen.mcp when set. On error the
 // listeners already open are returned too, for the caller to close.
-func (in *Instance) openDoors(cfg *config.Config) ([]pendingDoor, error) {
+func (in *Instance) openDoors(ctx context.Context, cfg *config.Config) ([]pendingDoor, error) {
 	var doors []pendingDoor
 	ln, err := net.Listen("tcp", cfg.Listen.Postgres)
 	if err != nil {
@@ -42,7 +44,7 @@ func (in *Instance) openDoors(cfg *config.Config) ([]pendingDoor, error) {
 	}
 	doors = append(doors, pendingDoor{Door: &pgDoor{Server: pgs}, ln: ln})
 	if cfg.Listen.MCP != "" {
-		d, ln, err := in.openMCP(cfg)
+		d, ln, err := in.openMCP(ctx, cfg)
 		if err != nil {
 			return doors, err
 		}
@@ -53,7 +55,7 @@ func (in *Instance) openDoors(cfg *config.Config) ([]pendingDoor, error) {
 
 // openMCP builds the MCP door and opens listen.mcp: plain HTTP on a loopback address, TLS
 // with the instance's certificate anywhere else (a bearer token is a credential).
-func (in *Instance) openMCP(cfg *config.Config) (*mcp.Door, net.Listener, error) {
+func (in *Instance) openMCP(ctx context.Context, cfg *config.Config) (*mcp.Door, net.Listener, error) {
 	ln, err := net.Listen("tcp", cfg.Listen.MCP)
 	if err != nil {
 		return nil, nil, fmt.Errorf("listen for MCP clients on %s: %w", cfg.Listen.MCP, err)
@@ -81,6 +83,11 @@ func (in *Instance) openMCP(cfg *config.Config) (*mcp.Door, net.Listener, error)
 	if in.approvals != nil {
 		door.Approvals = in.approvals
 	}
+	if door.Exchange, err = mcp.NewExchange(ctx, in.db, in.auth, in.ledger, door.ResourceURL, time.Duration(cfg.MCP.TokenTTL), in.log.With("part", "mcp-token-exchange")); err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
+	in.mcpExchange = door.Exchange
 	return door, ln, nil
 }
 
@@ -91,6 +98,26 @@ func mcpResourceURL(cfg *config.Config, scheme string, addr net.Addr) string {
 		return cfg.MCP.ResourceURL
 	}
 	return scheme + "://" + addr.String() + mcp.Path
+}
+
+// registerMCPAPI serves the MCP token exchange on the HTTP API too (listen.http and
+// listen.https), beside the MCP door's own listener.
+func (in *Instance) registerMCPAPI(mux *http.ServeMux) {
+	if in.mcpExchange == nil {
+		return
+	}
+	mux.HandleFunc("POST "+mcp.ExchangePath, in.mcpExchange.ServeExchange)
+	mux.HandleFunc("POST "+mcp.RevokePath, in.mcpExchange.ServeRevoke)
+}
+
+// MCPResourceURL is the MCP door's public URL ("" when it is off).
+func (in *Instance) MCPResourceURL() string {
+	if d := in.door("mcp"); d != nil {
+		if md, ok := d.Door.(*mcp.Door); ok {
+			return md.ResourceURL
+		}
+	}
+	return ""
 }
 
 // MCPAddr is the MCP door's address ("" when it is off).

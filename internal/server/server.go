@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/certs"
 	"github.com/gatehouse/gatehouse/internal/classify"
 	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/door/mcp"
 	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/ledger"
@@ -53,6 +55,8 @@ type Instance struct {
 	// off).
 	pool *upstream.Pool
 	http *httpServer
+	// mcpExchange issues MCP tokens for OIDC sign-ins (nil when the MCP door is off).
+	mcpExchange *mcp.Exchange
 
 	cancel context.CancelFunc
 	closed atomic.Bool
@@ -115,7 +119,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Instance, er
 			Log: log.With("part", "upstream-pool")}
 		in.reg.MustRegister(upstream.NewPoolCollector(in.pool))
 	}
-	doors, err := in.openDoors(cfg)
+	doors, err := in.openDoors(ctx, cfg)
 	defer func() {
 		if !ok {
 			for _, d := range doors {
@@ -126,7 +130,11 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Instance, er
 	if err != nil {
 		return nil, err
 	}
-	if in.http, err = startHTTP(cfg.Listen.HTTP, in.reg, in.ready, in.registerHTTP); err != nil {
+	register := func(mux *http.ServeMux) {
+		in.registerHTTP(mux)
+		in.registerMCPAPI(mux)
+	}
+	if in.http, err = startHTTP(cfg.Listen.HTTP, in.reg, in.ready, register); err != nil {
 		return nil, err
 	}
 	if err := in.startHTTPS(cfg.Listen.HTTPS); err != nil {

@@ -105,6 +105,9 @@ type Door struct {
 	// Pool keeps upstream connections between gate sessions (nil: every gate session logs
 	// in anew and closes its connection at the end).
 	Pool *upstream.Pool
+	// Exchange, when set, issues MCP tokens for OIDC sign-ins (RFC 8693, served at
+	// ExchangePath) and checks them.
+	Exchange *Exchange
 	// SessionIdleTimeout ends an MCP session without requests for this long (default
 	// DefaultSessionIdleTimeout).
 	SessionIdleTimeout time.Duration
@@ -143,6 +146,10 @@ func (d *Door) Handler() http.Handler {
 	mux.Handle(Path, d.checkOrigin(requireAuth(d.requireScope(mcpHandler))))
 	mux.HandleFunc("GET "+MetadataPath, d.serveMetadata)
 	mux.HandleFunc("GET "+MetadataPath+Path, d.serveMetadata)
+	if d.Exchange != nil {
+		mux.HandleFunc("POST "+ExchangePath, d.Exchange.ServeExchange)
+		mux.HandleFunc("POST "+RevokePath, d.Exchange.ServeRevoke)
+	}
 	if u, err := url.Parse(d.ResourceURL); err == nil && u.Path != "" && u.Path != Path {
 		// Behind a reverse proxy that keeps the public path, the resource's own metadata
 		// path reaches the door too.
@@ -277,7 +284,13 @@ func (d *Door) checkOrigin(next http.Handler) http.Handler {
 // verify authenticates a bearer token; a refused one is a login.failed on the ledger, as a
 // refused database login is.
 func (d *Door) verify(ctx context.Context, token string, r *http.Request) (*auth.TokenInfo, error) {
-	id, err := d.Auth.AuthenticateBearerFor(ctx, token, d.ResourceURL)
+	var id *identity.Identity
+	var err error
+	if strings.HasPrefix(token, ExchangedTokenPrefix) && d.Exchange != nil {
+		id, err = d.Exchange.Authenticate(ctx, token, d.ResourceURL)
+	} else {
+		id, err = d.Auth.AuthenticateBearerFor(ctx, token, d.ResourceURL)
+	}
 	if err != nil || id == nil {
 		cause := "no identity"
 		if err != nil {
