@@ -93,6 +93,11 @@ type Options struct {
 	// instance's chain, whose head and last checkpoint the overview shows.
 	LedgerHealth func() error
 	Instance     string
+	// Commits is fed the ledger's group-commit durations, for the append latency;
+	// IndexBacklog says how many acknowledged records wait for the index (nil: the store
+	// indexes as it writes). Both optional.
+	Commits      *CommitWindow
+	IndexBacklog func() int
 	// SessionTTL bounds a console sign-in (default 8h; never beyond the credential's expiry).
 	SessionTTL time.Duration
 	// Now is the clock; tests may replace it.

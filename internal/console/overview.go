@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/approval"
@@ -29,6 +31,51 @@ type overviewData struct {
 	LastVerify    *verification
 	SensitiveRead int64
 	Updated       time.Time
+	// Append is the ledger's recent group-commit latency (Commits: how many it covers);
+	// Backlog the records acknowledged but not yet indexed (-1: the store indexes as it
+	// writes, so there is no lag to show).
+	Append  AppendLatency
+	Backlog int
+}
+
+// AppendLatency summarises the ledger's recent group commits.
+type AppendLatency struct {
+	P50, P99, Max time.Duration
+	Commits       int
+}
+
+// CommitWindow keeps the durations of the ledger's last group commits, so the overview can
+// show the append latency now rather than since start. Safe for concurrent use; the zero
+// value is ready.
+type CommitWindow struct {
+	mu   sync.Mutex
+	d    [commitWindow]time.Duration
+	next int
+}
+
+// commitWindow is how many of the last group commits the overview's latency covers.
+const commitWindow = 512
+
+// Observe adds one group commit's duration.
+func (w *CommitWindow) Observe(took time.Duration) {
+	w.mu.Lock()
+	w.d[w.next%commitWindow] = took
+	w.next++
+	w.mu.Unlock()
+}
+
+// Latency summarises the commits in the window.
+func (w *CommitWindow) Latency() AppendLatency {
+	w.mu.Lock()
+	n := min(w.next, commitWindow)
+	d := make([]time.Duration, n)
+	copy(d, w.d[:n])
+	w.mu.Unlock()
+	if n == 0 {
+		return AppendLatency{}
+	}
+	slices.Sort(d)
+	return AppendLatency{P50: d[n/2], P99: d[min(n-1, n*99/100)], Max: d[n-1], Commits: n}
 }
 
 // verification is the last ledger verification the console ran (evidence page).
@@ -109,6 +156,13 @@ func (c *Console) overviewOf(ctx context.Context, v *viewer) overviewData {
 	d.LastVerify = c.lastVerify
 	c.mu.Unlock()
 	d.SensitiveRead = c.sensitiveReads(ctx)
+	d.Backlog = -1
+	if c.opts.IndexBacklog != nil {
+		d.Backlog = c.opts.IndexBacklog()
+	}
+	if c.opts.Commits != nil {
+		d.Append = c.opts.Commits.Latency()
+	}
 	return d
 }
 

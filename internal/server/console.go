@@ -47,6 +47,15 @@ func (in *Instance) openFleet(ctx context.Context, instance string) (*live.Fleet
 	return live.NewFleet(ctx, in.live, instance, in.db, inval, in.log.With("part", "live"))
 }
 
+// indexBacklog is the embedded store's index lag in records, for the console's overview (nil
+// for the PostgreSQL store, which indexes as it writes).
+func indexBacklog(led *ledger.Ledger) func() int {
+	if st, ok := led.Store().(*ledger.SQLiteStore); ok {
+		return st.IndexBacklog
+	}
+	return nil
+}
+
 // Console is the instance's web console (for the demo's one-click sign-in links).
 func (in *Instance) Console() *console.Console { return in.console }
 

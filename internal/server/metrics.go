@@ -31,6 +31,8 @@ func (in *Instance) registerPartMetrics() {
 		}
 		if err != nil {
 			result = "error"
+		} else if in.commits != nil {
+			in.commits.Observe(took)
 		}
 		commits.WithLabelValues(durability, result).Observe(took.Seconds())
 	})

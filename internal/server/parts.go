@@ -46,8 +46,10 @@ type parts struct {
 	// instance names the ledger chain ("" for the host name).
 	instance string
 	// live lists the sessions open now; console serves the web console over it all.
-	live    *live.Registry
-	fleet   *live.Fleet
+	live  *live.Registry
+	fleet *live.Fleet
+	// commits keeps the ledger's recent group-commit durations for the console's overview.
+	commits *console.CommitWindow
 	console *console.Console
 	// notifier tells approval.notify receivers of filed, decided and lapsed requests.
 	notifier *notify.Notifier
@@ -150,6 +152,7 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 	if in.fleet, err = in.openFleet(ctx, led.Instance()); err != nil {
 		return err
 	}
+	in.commits = &console.CommitWindow{}
 	in.registerPartMetrics()
 	ledgerKey, err := ledger.LoadOrCreateKey(cfg.DataDir)
 	if err != nil {
@@ -157,7 +160,7 @@ func (in *Instance) assemble(ctx context.Context, cfg *config.Config) error {
 	}
 	if in.console, err = console.New(console.Options{Auth: in.auth, Ledger: led, Events: led.Store(), Approvals: in.approvals,
 		EvidenceKey: ledgerKey, CheckpointFile: func() string { return in.cfg.Load().Ledger.CheckpointFile },
-		LedgerHealth: led.Healthy, Instance: led.Instance(),
+		LedgerHealth: led.Healthy, Instance: led.Instance(), Commits: in.commits, IndexBacklog: indexBacklog(led),
 		Catalog: in.catalog, Targets: in.targetNames,
 		Policy: in.policy, Target: in.Target,
 		MaskStrategy: func(class string) string {

@@ -822,6 +822,12 @@ func TestConsole(t *testing.T) {
 		if got := samB.text("#ledger-health"); got != "OK" {
 			t.Fatalf("ledger health: %q", got)
 		}
+		if got := samB.text("#append-latency"); !strings.HasPrefix(got, "p50 ") || !strings.Contains(got, "commits") {
+			t.Fatalf("ledger append latency on the overview: %q", got)
+		}
+		if got := samB.text("#index-lag"); !strings.HasSuffix(got, " records") {
+			t.Fatalf("index lag on the overview: %q", got)
+		}
 		// Sessions arriving show up by themselves too.
 		e.psql(t, dana, "psql", "-c", "SELECT pg_sleep(120)")
 		e.psql(t, bot, "report-agent", "-c", "SELECT pg_sleep(120)")
