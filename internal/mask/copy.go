@@ -114,6 +114,7 @@ type CopyMasker struct {
 	opts      CopyOptions
 	header    bool // the next text/CSV line is the header
 	started   bool // binary: the signature has been seen
+	plain     bool // the text/CSV line being masked has no escapes or quotes
 	// out is the masked row MaskData returns, dec a field's decoded value and val its
 	// masked value: reused from row to row.
 	out, dec, val []byte
@@ -167,6 +168,13 @@ func (cm *CopyMasker) MaskData(data []byte) ([]byte, int, error) {
 	}
 	csv := cm.opts.Format == "csv"
 	line := trimEOL(data)
+	// A line without a backslash (text) or a quote (CSV), which is most, needs no decoding:
+	// its fields are what lies between the delimiters.
+	special := byte('\\')
+	if csv {
+		special = cm.opts.Quote
+	}
+	cm.plain = bytes.IndexByte(line, special) < 0
 	n := -1
 	if cm.star >= 0 {
 		// The rules of the columns after a star count from the end of the row.
@@ -245,18 +253,16 @@ func (cm *CopyMasker) countFields(line []byte, csv bool) (int, error) {
 // start, without decoding it.
 func (cm *CopyMasker) skipField(line []byte, start int, csv bool) (int, error) {
 	o := &cm.opts
+	if cm.plain {
+		if end := bytes.IndexByte(line[start:], o.Delimiter); end >= 0 {
+			return start + end, nil
+		}
+		return len(line), nil
+	}
 	if csv {
 		return csvField(nil, line, start, o, false)
 	}
-	rest := line[start:]
-	end := bytes.IndexByte(rest, o.Delimiter)
-	if end < 0 {
-		end = len(rest)
-	}
-	if bytes.IndexByte(rest[:end], '\\') < 0 {
-		return start + end, nil // no escapes: the next delimiter ends the field
-	}
-	end = start
+	end := start
 	for end < len(line) {
 		c := line[end]
 		if c == o.Delimiter {
@@ -278,6 +284,13 @@ func (cm *CopyMasker) skipField(line []byte, start int, csv bool) (int, error) {
 // masker's decode buffer.
 func (cm *CopyMasker) readField(line []byte, start int, csv bool) ([]byte, int, error) {
 	o := &cm.opts
+	if cm.plain {
+		end, _ := cm.skipField(line, start, csv)
+		if raw := line[start:end]; string(raw) != o.Null {
+			return raw, end, nil
+		}
+		return nil, end, nil
+	}
 	if csv {
 		end, err := csvField(nil, line, start, o, false)
 		if err != nil {

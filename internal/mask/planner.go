@@ -153,7 +153,8 @@ func (r *ResultMasker) MaskRow(values [][]byte) int {
 // it leaves alone are copied as they came, and nothing is decoded or allocated: it is the
 // door's streaming path (MaskRow, which returns values of their own, serves callers that
 // keep them). It returns how many values it masked; with none, dst is returned unchanged
-// and the original message is the one to send. A malformed message is an error.
+// and the original message is the one to send. A malformed message is an error (the values
+// masked before it was found still count in MaskedByClass).
 func (r *ResultMasker) MaskDataRow(dst, body []byte) ([]byte, int, error) {
 	if len(body) < 2 {
 		return dst, 0, errDataRow

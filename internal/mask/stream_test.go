@@ -272,6 +272,9 @@ func TestCopyBinaryMasksOnlyMaskedFields(t *testing.T) {
 func checkDataRow(t *testing.T, rm *ResultMasker, body []byte) {
 	t.Helper()
 	ref := &ResultMasker{m: rm.m, rules: rm.rules, active: rm.active}
+	// A malformed message found after a masked value leaves its count behind (the door then
+	// ends the session): start each comparison from zero.
+	rm.MaskedByClass(func(string, int64) {})
 	prefix := []byte("kept")
 	got, n, err := rm.MaskDataRow(append([]byte(nil), prefix...), body)
 	if !bytes.HasPrefix(got, prefix) {
