@@ -40,6 +40,10 @@ type gatehouse struct {
 	unavailable string
 	// mcpURL is the MCP door's endpoint ("" when the build has no MCP door).
 	mcpURL string
+	// httpURL is the HTTP listener (console, API); cfgPath the configuration file, for
+	// further CLI calls; env the environment those need.
+	httpURL, cfgPath string
+	env              []string
 }
 
 // gatehouseSpec says how to configure one Gatehouse under test.
@@ -50,6 +54,9 @@ type gatehouseSpec struct {
 	durability string
 	// profile is where `serve --cpuprofile` writes Gatehouse's CPU profile ("" for none).
 	profile string
+	// prepare, when set, fills the data directory before Gatehouse first starts (the
+	// console row loads a large ledger into it).
+	prepare func(ctx context.Context, dataDir string) error
 }
 
 // startGatehouse configures and starts the binary under test with the built-in default
@@ -105,6 +112,11 @@ tls:
       mode: disable
 `, pgPort, httpPort, "{MCP}", filepath.Join(dir, "data"), ledger, pg.port, pg.user)
 	env := append(cleanEnv(), "BENCH_UPSTREAM_PASSWORD="+pg.password)
+	if spec.prepare != nil {
+		if err := spec.prepare(ctx, filepath.Join(dir, "data")); err != nil {
+			return nil, err
+		}
+	}
 	// A build without the MCP door does not know listen.mcp: configure it only when the
 	// configuration loads with it.
 	withMCP := strings.Replace(cfg, "{MCP}", mcpListen, 1)
@@ -146,7 +158,8 @@ tls:
 	if err != nil {
 		return na(err.Error()), nil
 	}
-	g := &gatehouse{process: p, name: spec.name, ep: endpoint{host: "127.0.0.1", port: pgPort, user: "bench", password: secret, db: "main"}, mcpURL: mcpURL}
+	g := &gatehouse{process: p, name: spec.name, ep: endpoint{host: "127.0.0.1", port: pgPort, user: "bench", password: secret, db: "main"}, mcpURL: mcpURL,
+		httpURL: fmt.Sprintf("http://127.0.0.1:%d", httpPort), cfgPath: cfgPath, env: env}
 	if err := waitPG(ctx, p, g.ep.dsn()); err != nil {
 		g.stop()
 		return na(err.Error()), nil

@@ -46,12 +46,15 @@ type options struct {
 	connectTime  time.Duration
 	ledgerTime   time.Duration
 	ledgerEvents int
-	only         string
-	noEvery      bool
-	ledgerChild  bool
-	ledgerDir    string
-	ledgerDurab  string
-	ledgerLength time.Duration
+	// consoleEvents and consoleBudget size the console row's ledger and bound its time.
+	consoleEvents int64
+	consoleBudget time.Duration
+	only          string
+	noEvery       bool
+	ledgerChild   bool
+	ledgerDir     string
+	ledgerDurab   string
+	ledgerLength  time.Duration
 }
 
 // sections are the parts of a run, in the order they run; -only picks some.
@@ -73,6 +76,8 @@ func main() {
 	flag.IntVar(&o.multi, "multi", 10_000, "statements in the multi-statement query string")
 	flag.DurationVar(&o.connectTime, "connect-time", 2*time.Second, "length of each connection-churn run")
 	flag.DurationVar(&o.ledgerTime, "ledger-time", 5*time.Second, "length of each embedded-ledger load")
+	flag.Int64Var(&o.consoleEvents, "console-events", 10_000_000, "synthetic events in the console row's ledger (fewer when they cannot be loaded within -console-budget)")
+	flag.DurationVar(&o.consoleBudget, "console-budget", 10*time.Minute, "time the console row may take, loading its ledger included")
 	flag.IntVar(&o.ledgerEvents, "ledger-events", 50_000, "events per durability contract of internal/ledger's BenchmarkSustained")
 	flag.StringVar(&o.only, "only", "", "comma-separated sections to run ("+strings.Join(sections, ",")+"); default all")
 	flag.BoolVar(&o.noEvery, "no-every", false, "skip the second Gatehouse with ledger.durability: every")
@@ -220,7 +225,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		legs = append(legs, leg{name: g.name, ep: g.ep, session: g.ep, proc: g.process, unavailable: g.unavailable})
 	}
 
-	b := &bench{o: o, log: log, work: work, legs: legs, res: results{}, mcpURLs: map[string]string{}}
+	b := &bench{o: o, log: log, work: work, legs: legs, res: results{}, mcpURLs: map[string]string{}, bin: bin, pg: pg}
 	for _, g := range ghs {
 		b.mcpURLs[g.name] = g.mcpURL
 	}

@@ -35,6 +35,10 @@ type bench struct {
 	res  results
 	// mcpURLs are the Gatehouse legs' MCP endpoints, by leg name.
 	mcpURLs map[string]string
+	// bin is the Gatehouse binary and pg the upstream cluster, for rows that start a
+	// Gatehouse of their own (the console's, over a large ledger).
+	bin string
+	pg  *cluster
 }
 
 // each runs fn on every leg named (all legs when none), recording what it returns under
@@ -377,16 +381,6 @@ func (b *bench) ledgerRow(ctx context.Context) error {
 
 // notBuiltYet marks a measure whose subject another engineer is still building.
 var notBuiltYet = meas{note: "n/a (not built yet)"}
-
-// consoleRow is the hook for the console's page latency over a ledger of 10 million events
-// (the activity search and the auditor pages, p50 in ms under Gatehouse's legs): fill it in
-// once the console serves those pages, loading the events with the ledger's synthetic load.
-func (b *bench) consoleRow(context.Context) error {
-	for _, name := range allGatehouse {
-		b.res.set("console", name, notBuiltYet)
-	}
-	return nil
-}
 
 // mcpRow: the latency of the MCP door's `query` tool, one agent session calling it with a
 // pgbench -S-like one-row SELECT one call at a time (p50 in ms), against the same SELECT

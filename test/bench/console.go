@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/ledger"
+)
+
+// The console row: the latency of the console's ledger-backed pages (the activity search
+// and the three auditor questions) over HTTP, as a signed-in auditor's browser would fetch
+// them, from a Gatehouse of its own whose embedded ledger holds -console-events synthetic
+// events (the ledger's synthetic load: 90 days of events ending now, spread over many
+// identities, tables and classes). Loading 10 million events takes longer than the row's
+// budget on a slow or loaded machine, so a probe load first measures the rate and the row
+// loads the largest count that fits; the report names the count loaded.
+
+// consolePages are the pages timed; the row's value is the slowest page's p50.
+var consolePages = []struct{ name, path string }{
+	{"activity, newest", "audit?search=1"},
+	{"activity, one identity", "audit?search=1&identity=user44@corp.example"},
+	{"activity, agents on a table", "audit?search=1&kind=agent&table=customers"},
+	{"activity, pii refusals", "audit?search=1&class=pii&decision=deny"},
+	{"activity, text", "audit?search=1&text=t129+status"},
+	{"who dropped t7, 90 days", "audit/questions/who-dropped?ask=1&table=t7&since=90d"},
+	{"pii readers, 30 days", "audit/questions/pii-readers?ask=1&class=pii&since=30d"},
+	{"agents on customers, 7 days", "audit/questions/agents?ask=1&table=customers&since=7d"},
+}
+
+// consoleRequests is how many timed requests each page gets (after two of warm-up).
+const consoleRequests = 15
+
+// consoleProbeEvents is the size of the probe load that measures the loading rate.
+const consoleProbeEvents = 100_000
+
+func (b *bench) consoleRow(ctx context.Context) error {
+	b.res.set("console", legGHEvery, meas{note: "n/a (one ledger)"})
+	if _, err := os.Stat(b.bin); err != nil {
+		b.res.set("console", legGH, meas{note: "n/a (no binary)"})
+		return nil
+	}
+	began := time.Now()
+	deadline := began.Add(b.o.consoleBudget)
+	n, err := b.consoleEventsThatFit(ctx, deadline)
+	if err != nil {
+		return b.consoleFailed(ctx, err)
+	}
+	b.log.Info("console row: loading the ledger", "events", n, "requested", b.o.consoleEvents)
+	loaded := func(ctx context.Context, dataDir string) error {
+		st, err := ledger.OpenSQLite(ctx, dataDir)
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
+		err = st.LoadSynthetic(ctx, "synthetic", n, time.Now())
+		if cerr := st.Close(); err == nil {
+			err = cerr
+		}
+		b.log.Info("console row: ledger loaded", "events", n, "seconds", fmt.Sprintf("%.0f", time.Since(t0).Seconds()))
+		return err
+	}
+	g, err := startGatehouse(ctx, b.bin, gatehouseSpec{name: "gatehouse-console", prepare: loaded}, b.work, b.pg, b.log)
+	if err != nil {
+		return b.consoleFailed(ctx, err)
+	}
+	defer g.stop()
+	if g.unavailable != "" {
+		b.res.set("console", legGH, meas{note: g.unavailable})
+		return nil
+	}
+	client, err := consoleSignIn(ctx, b.bin, g)
+	if err != nil {
+		return b.consoleFailed(ctx, err)
+	}
+	var worst float64
+	for _, p := range consolePages {
+		lat, err := timePage(ctx, client, g.httpURL+"/console/"+p.path)
+		if err != nil {
+			return b.consoleFailed(ctx, fmt.Errorf("%s: %w", p.name, err))
+		}
+		p50 := percentile(lat, 50)
+		b.log.Info("console page", "page", p.name, "p50_ms", fmt.Sprintf("%.1f", p50), "max_ms", fmt.Sprintf("%.1f", lat[len(lat)-1]))
+		worst = max(worst, p50)
+	}
+	b.res.set("console", legGH, meas{v: worst})
+	b.res.set("console-events", legGH, meas{v: float64(n)})
+	b.log.Info("console row done", "events", n, "slowest_p50_ms", fmt.Sprintf("%.1f", worst), "seconds", fmt.Sprintf("%.0f", time.Since(began).Seconds()))
+	return nil
+}
+
+func (b *bench) consoleFailed(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	b.log.Error("console row failed", "err", err)
+	b.res.set("console", legGH, meas{note: "failed"})
+	return nil
+}
+
+// consoleEventsThatFit loads a probe ledger to measure the loading rate on this machine now
+// and returns -console-events, or the largest round count that loads (with a margin for
+// starting Gatehouse and timing the pages) before deadline.
+func (b *bench) consoleEventsThatFit(ctx context.Context, deadline time.Time) (int64, error) {
+	want := b.o.consoleEvents
+	if want <= consoleProbeEvents {
+		return want, nil
+	}
+	dir := filepath.Join(b.work, "console-probe")
+	st, err := ledger.OpenSQLite(ctx, dir)
+	if err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	err = st.LoadSynthetic(ctx, "synthetic", consoleProbeEvents, time.Now())
+	took := time.Since(t0)
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	_ = os.RemoveAll(dir)
+	if err != nil {
+		return 0, fmt.Errorf("probe load: %w", err)
+	}
+	perEvent := took / consoleProbeEvents
+	// The rest of the row (start, sign-in, pages) gets two minutes; the load grows a little
+	// faster than linearly (index builds), hence the 1.3.
+	left := time.Until(deadline) - 2*time.Minute
+	fit := int64(float64(left) / (1.3 * float64(perEvent)))
+	b.log.Info("console row: probe load", "events", consoleProbeEvents, "seconds", fmt.Sprintf("%.1f", took.Seconds()), "fits", fit)
+	if fit >= want {
+		return want, nil
+	}
+	// Round down to a readable count.
+	switch {
+	case fit >= 1_000_000:
+		fit -= fit % 1_000_000
+	case fit >= 100_000:
+		fit -= fit % 100_000
+	default:
+		fit = consoleProbeEvents
+	}
+	return fit, nil
+}
+
+// consoleSignIn creates an auditor's token with the CLI and signs in to the console with it,
+// as the sign-in page's form does (its CSRF cookie and field included).
+func consoleSignIn(ctx context.Context, bin string, g *gatehouse) (*http.Client, error) {
+	cmd := exec.CommandContext(ctx, bin, "--config", g.cfgPath, "token", "create", "--name", "bench-auditor", "--kind", "human", "--group", "auditors", "--ttl", "2h")
+	cmd.Env = g.env
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return nil, fmt.Errorf("token create: %w: %s", err, ee.Stderr)
+		}
+		return nil, fmt.Errorf("token create: %w", err)
+	}
+	secret := firstLine(string(out))
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar, Timeout: time.Minute}
+	base := g.httpURL + "/console/"
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"login", nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("sign-in page: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	u, _ := url.Parse(base)
+	var csrf string
+	for _, c := range jar.Cookies(u) {
+		if c.Name == "gatehouse_console_login" {
+			csrf = c.Value
+		}
+	}
+	if csrf == "" {
+		return nil, errors.New("the sign-in page set no CSRF cookie")
+	}
+	req, _ = http.NewRequestWithContext(ctx, http.MethodPost, base+"login/token", strings.NewReader(url.Values{"csrf": {csrf}, "token": {secret}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err = client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("sign in: %w", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `id="viewer">bench-auditor<`) {
+		return nil, fmt.Errorf("sign in: HTTP %d", resp.StatusCode)
+	}
+	return client, nil
+}
+
+// timePage fetches the page twice to warm up, then consoleRequests times, and returns the
+// sorted latencies in milliseconds (request sent to body read).
+func timePage(ctx context.Context, client *http.Client, u string) ([]float64, error) {
+	get := func() error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("HTTP %d", resp.StatusCode)
+		}
+		return err
+	}
+	for range 2 {
+		if err := get(); err != nil {
+			return nil, err
+		}
+	}
+	lat := make([]float64, 0, consoleRequests)
+	for range consoleRequests {
+		t0 := time.Now()
+		if err := get(); err != nil {
+			return nil, err
+		}
+		lat = append(lat, float64(time.Since(t0))/float64(time.Millisecond))
+	}
+	slices.Sort(lat)
+	return lat, nil
+}
