@@ -22,7 +22,8 @@ import (
 //
 // Each instance publishes a snapshot of its own registry to the store (one row per
 // instance, rewritten when a session starts, ends or counts a statement, and at least every
-// heartbeatEvery as a heartbeat); a row whose heartbeat is older than staleAfter belongs to
+// heartbeatEvery as a heartbeat; a session starting or ending is notified at once, changed
+// counts are read at the next poll); a row whose heartbeat is older than staleAfter belongs to
 // an instance that is gone, and its sessions are not listed. Ending another instance's
 // session files a kill request in the store and notifies (LISTEN/NOTIFY, as approvals and
 // revocations travel); the owning instance takes the request and ends the session in its
@@ -209,10 +210,10 @@ func (f *Fleet) Run(ctx context.Context) {
 	tick := time.NewTicker(publishEvery)
 	defer tick.Stop()
 	var (
-		published    = ^uint64(0)
-		publishedAt  time.Time
-		lastSnapshot []byte
-		polledAt     time.Time
+		published   = ^uint64(0)
+		publishedAt time.Time
+		lastIDs     = []string{"(none yet)"}
+		polledAt    time.Time
 	)
 	for {
 		woken := false
@@ -229,11 +230,11 @@ func (f *Fleet) Run(ctx context.Context) {
 		case <-tick.C:
 		}
 		if ver := f.reg.Version(); ver != published || time.Since(publishedAt) >= heartbeatEvery {
-			snap, err := f.publish(ctx, lastSnapshot)
+			ids, err := f.publish(ctx, lastIDs)
 			if err != nil {
 				f.log.Warn("live sessions: publish to the shared store", "err", err)
 			} else {
-				published, publishedAt, lastSnapshot = ver, time.Now(), snap
+				published, publishedAt, lastIDs = ver, time.Now(), ids
 			}
 		}
 		if woken || time.Since(polledAt) >= pollEvery {
@@ -248,12 +249,15 @@ func (f *Fleet) Run(ctx context.Context) {
 	}
 }
 
-// publish writes this instance's sessions with a fresh heartbeat and, when they changed
-// since prev, tells the other instances. It returns what it wrote.
-func (f *Fleet) publish(ctx context.Context, prev []byte) ([]byte, error) {
+// publish writes this instance's sessions with a fresh heartbeat and, when sessions started
+// or ended since the last publish (prev lists the ids then), tells the other instances at
+// once; changed counts alone reach them at their next poll. It returns the ids written.
+func (f *Fleet) publish(ctx context.Context, prev []string) ([]string, error) {
 	list := f.reg.List()
+	ids := make([]string, len(list))
 	for i := range list {
 		list[i].Instance = f.instance
+		ids[i] = list[i].ID
 	}
 	snap, err := json.Marshal(list)
 	if err != nil {
@@ -263,12 +267,12 @@ func (f *Fleet) publish(ctx context.Context, prev []byte) ([]byte, error) {
 		ON CONFLICT (instance) DO UPDATE SET sessions = EXCLUDED.sessions, heartbeat = now()`, f.instance, string(snap)); err != nil {
 		return nil, fmt.Errorf("write sessions: %w", err)
 	}
-	if !bytes.Equal(snap, prev) {
+	if !slices.Equal(ids, prev) {
 		if err := store.Notify(ctx, store.Postgres, f.db, topicSessions); err != nil {
-			return snap, err
+			return nil, err
 		}
 	}
-	return snap, nil
+	return ids, nil
 }
 
 // refresh rereads the other instances' sessions (those with a recent heartbeat).

@@ -1,0 +1,101 @@
+package live
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/store"
+	"github.com/gatehouse/gatehouse/internal/testkit"
+)
+
+// Two instances on one PostgreSQL store, without LISTEN (so by polling alone): each lists the
+// other's sessions, a kill asked of B for a session on A ends it on A on behalf of who asked,
+// and an instance that stops publishing drops out of the list once its heartbeat is stale.
+func TestFleetSharedStore(t *testing.T) {
+	oldPublish, oldHeartbeat, oldStale, oldPoll := publishEvery, heartbeatEvery, staleAfter, pollEvery
+	publishEvery, heartbeatEvery, staleAfter, pollEvery = 50*time.Millisecond, 200*time.Millisecond, time.Second, 100*time.Millisecond
+	defer func() { publishEvery, heartbeatEvery, staleAfter, pollEvery = oldPublish, oldHeartbeat, oldStale, oldPoll }()
+
+	pg := testkit.StartPostgres(t)
+	ctx := context.Background()
+	db, err := store.OpenPostgres(ctx, pg.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	regA, regB := New(), New()
+	a, err := NewFleet(ctx, regA, "ghA", db, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewFleet(ctx, regB, "ghB", db, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Shared() || !b.Shared() {
+		t.Fatal("fleets on a PostgreSQL store are not shared")
+	}
+	actx, stopA := context.WithCancel(ctx)
+	aDone := make(chan struct{})
+	go func() { a.Run(actx); close(aDone) }()
+	bctx, stopB := context.WithCancel(ctx)
+	defer stopB()
+	go b.Run(bctx)
+
+	var endedBy atomic.Value
+	e := regA.Add(Session{ID: "s1", Subject: "alice", Target: "main", Since: time.Now()}, func(by string) { endedBy.Store(by) })
+	regB.Add(Session{ID: "s2", Subject: "bob", Target: "main", Since: time.Now()}, nil)
+	waitFor(t, "B lists A's session", func() bool { s, ok := b.Get("s1"); return ok && s.Instance == "ghA" && s.Endable })
+	waitFor(t, "A lists B's session", func() bool { s, ok := a.Get("s2"); return ok && s.Instance == "ghB" })
+	if got := b.List(); len(got) != 2 {
+		t.Fatalf("B lists %+v", got)
+	}
+	e.Count(Statement{Text: "SELECT 1", Decision: "allow", Rows: 3})
+	waitFor(t, "B sees A's statement count", func() bool { s, _ := b.Get("s1"); return s.Statements == 1 && s.Rows == 3 })
+
+	if _, err := b.End(ctx, "s2", "sec"); err != ErrNotEndable {
+		t.Fatalf("ending B's own unendable session: %v", err)
+	}
+	if _, err := a.End(ctx, "s2", "sec"); err != ErrNotEndable {
+		t.Fatalf("ending B's unendable session through A: %v", err)
+	}
+	s, err := b.End(ctx, "s1", "sec")
+	if err != nil || s.Subject != "alice" || s.Instance != "ghA" {
+		t.Fatalf("ending A's session through B: %+v %v", s, err)
+	}
+	waitFor(t, "A ends the session on B's request", func() bool { by, _ := endedBy.Load().(string); return by == "sec" })
+	e.Remove()
+	waitFor(t, "B no longer lists the ended session", func() bool { _, ok := b.Get("s1"); return !ok })
+	if _, err := b.End(ctx, "s1", "sec"); err != ErrNotFound {
+		t.Fatalf("ending an ended session: %v", err)
+	}
+
+	// A stops: its row is withdrawn (or, were it killed, would go stale).
+	regA.Add(Session{ID: "s3", Subject: "carol", Since: time.Now()}, func(string) {})
+	waitFor(t, "B lists A's new session", func() bool { _, ok := b.Get("s3"); return ok })
+	stopA()
+	<-aDone
+	waitFor(t, "B drops a stopped instance's sessions", func() bool { _, ok := b.Get("s3"); return !ok })
+	// A heartbeat that stops without a goodbye goes stale.
+	if _, err := db.ExecContext(ctx, `INSERT INTO live_instances (instance, sessions, heartbeat) VALUES ('ghC', '[{"id":"s4","subject":"dave","endable":true}]', now())`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "B lists C's session", func() bool { _, ok := b.Get("s4"); return ok })
+	waitFor(t, "B drops C's session once its heartbeat is stale", func() bool { _, ok := b.Get("s4"); return !ok })
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
