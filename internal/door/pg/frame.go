@@ -99,7 +99,7 @@ func newFrameReader(r io.Reader, max int) *frameReader {
 	if max <= 0 {
 		max = DefaultMaxMessageSize
 	}
-	return &frameReader{br: bufio.NewReaderSize(r, 32<<10), max: max, buf: make([]byte, 0, 8<<10)}
+	return &frameReader{br: bufio.NewReaderSize(r, 32<<10), max: max}
 }
 
 // shrinkAbove is the buffer size above which the reader gives a grown buffer back after a
@@ -107,19 +107,23 @@ func newFrameReader(r io.Reader, max int) *frameReader {
 const shrinkAbove = 1 << 20
 
 // next returns the next whole message: frame[0] is the type, frame[1:5] the length and
-// frame[5:] the body.
+// frame[5:] the body. A message that fits the read buffer is returned in place, without a
+// copy; a larger one is assembled in the reader's own buffer, which only sessions that
+// receive such messages ever allocate.
 func (f *frameReader) next() ([]byte, error) {
 	f.release()
 	if cap(f.buf) > shrinkAbove {
-		f.buf = make([]byte, 0, 8<<10)
+		f.buf = nil
 	}
-	hdr := f.hdr[:]
-	if _, err := io.ReadFull(f.br, hdr); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
+	peeked, err := f.br.Peek(5)
+	if err != nil {
+		if len(peeked) > 0 && errors.Is(err, io.EOF) {
 			return nil, &errFrame{msg: "connection closed inside a message header"}
 		}
 		return nil, err
 	}
+	hdr := f.hdr[:]
+	copy(hdr, peeked)
 	n := int64(int32(binary.BigEndian.Uint32(hdr[1:])))
 	if n < 4 {
 		return nil, &errFrame{msg: fmt.Sprintf("invalid message length %d for message type %q", n, hdr[0])}
@@ -134,18 +138,28 @@ func (f *frameReader) next() ([]byte, error) {
 		}
 		f.held = int64(total)
 	}
-	if cap(f.buf) < total {
-		f.buf = make([]byte, total)
-	}
-	f.buf = f.buf[:total]
-	copy(f.buf, hdr)
-	stallable := f.conn != nil && f.bodyTimeout > 0 && f.br.Buffered() < total-5
+	stallable := f.conn != nil && f.bodyTimeout > 0 && f.br.Buffered() < total
 	if stallable {
 		// The rest of the message must arrive in time: a client that declares a message
 		// and stops sending must not hold its buffer (and budget) forever.
 		_ = f.conn.SetReadDeadline(time.Now().Add(f.bodyTimeout))
 	}
-	_, err := io.ReadFull(f.br, f.buf[5:])
+	var frame []byte
+	if total <= f.br.Size() {
+		if frame, err = f.br.Peek(total); err == nil {
+			_, _ = f.br.Discard(total)
+			frame = frame[:total:total] // an append by the caller must not reach the next message
+		}
+	} else {
+		_, _ = f.br.Discard(5)
+		if cap(f.buf) < total {
+			f.buf = make([]byte, total)
+		}
+		f.buf = f.buf[:total]
+		copy(f.buf, hdr)
+		_, err = io.ReadFull(f.br, f.buf[5:])
+		frame = f.buf
+	}
 	if stallable {
 		_ = f.conn.SetReadDeadline(time.Time{})
 	}
@@ -161,7 +175,7 @@ func (f *frameReader) next() ([]byte, error) {
 		return nil, err
 	}
 	f.n += int64(total)
-	return f.buf, nil
+	return frame, nil
 }
 
 // buffered reports whether more input is already waiting, so writers can delay a flush

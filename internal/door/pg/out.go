@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/gatehouse/gatehouse/internal/ledger"
 )
@@ -31,11 +32,16 @@ const (
 // relay keeps forwarding and reading upstream, so the records of a pipeline are committed
 // together (one group commit) instead of one after another. A record that fails turns its
 // completion into ledgerError (58000); the completion itself never leaves.
+//
+// An idle session holds no buffer: once everything queued has been written, the buffer goes
+// back to the door's pool (when pool is set) and the next message takes one again.
 type clientOut struct {
 	w     io.Writer
 	buf   []byte
-	holds []hold // in buffer order
-	err   error  // the first failed write; later writes are dropped
+	bp    *[]byte    // the pool's holder of buf, reused for the hand-back
+	pool  *sync.Pool // of *[]byte with outFlushAt capacity; nil keeps the buffer
+	holds []hold     // in buffer order
+	err   error      // the first failed write; later writes are dropped
 	// failed is told about every record that could not be written (for the log).
 	failed func(error)
 }
@@ -51,12 +57,43 @@ type hold struct {
 }
 
 func newClientOut(w io.Writer, failed func(error)) *clientOut {
-	return &clientOut{w: w, buf: make([]byte, 0, outFlushAt), failed: failed}
+	return &clientOut{w: w, failed: failed}
+}
+
+// take gives the empty buffer a backing array: the pool's, else a new one.
+func (o *clientOut) take() {
+	if o.pool != nil {
+		if bp, ok := o.pool.Get().(*[]byte); ok {
+			o.bp, o.buf = bp, (*bp)[:0]
+			return
+		}
+	}
+	o.buf = make([]byte, 0, outFlushAt)
+}
+
+// giveBack returns the empty buffer's backing array to the pool, so an idle session holds
+// none; one grown for a large result is left to the collector instead.
+func (o *clientOut) giveBack() {
+	if o.pool == nil || cap(o.buf) > outShrinkAbove {
+		if cap(o.buf) > outShrinkAbove {
+			o.buf, o.bp = nil, nil
+		}
+		return
+	}
+	if o.bp == nil {
+		o.bp = new([]byte)
+	}
+	*o.bp = o.buf[:0]
+	o.pool.Put(o.bp)
+	o.buf, o.bp = nil, nil
 }
 
 // emit queues frame for the client. When the buffer is full, what nothing holds back is
 // written now.
 func (o *clientOut) emit(frame []byte) {
+	if cap(o.buf) == 0 {
+		o.take()
+	}
 	if len(o.holds) == 0 && len(o.buf)+len(frame) > outFlushAt {
 		// Nothing held: write what is queued, and a large frame directly, without copying.
 		o.writeOut(o.buf)
@@ -74,6 +111,9 @@ func (o *clientOut) emit(frame []byte) {
 
 // emitHeld queues a statement's completion behind the Ack of its record.
 func (o *clientOut) emitHeld(ack *ledger.Ack, completion []byte) {
+	if cap(o.buf) == 0 {
+		o.take()
+	}
 	start := len(o.buf)
 	o.buf = append(o.buf, completion...)
 	o.holds = append(o.holds, hold{start: start, end: len(o.buf), ack: ack, completion: true})
@@ -126,8 +166,8 @@ func (o *clientOut) release(ctx context.Context, wait bool) error {
 		o.holds[i].start -= stop
 		o.holds[i].end -= stop
 	}
-	if n == 0 && cap(o.buf) > outShrinkAbove {
-		o.buf = make([]byte, 0, outFlushAt)
+	if n == 0 && cap(o.buf) > 0 {
+		o.giveBack()
 	}
 	return o.err
 }

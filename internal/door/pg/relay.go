@@ -191,6 +191,7 @@ func newRelay(s *Server, c *conn, h *pgconn.HijackedConn, sess *gate.Session, fr
 		upGone: make(chan struct{}),
 	}
 	r.out = newClientOut(c.Conn, r.recordFailed)
+	r.out.pool = &s.outBufs
 	r.cr.max = DefaultMaxMessageSize
 	if max > 0 {
 		r.cr.max = max

@@ -71,6 +71,8 @@ type Server struct {
 	Pool *upstream.Pool
 
 	budget *messageBudget // set by Serve
+	// outBufs holds the client-bound buffers of sessions that are idle (see clientOut).
+	outBufs sync.Pool
 
 	mu sync.Mutex
 	// sessions are the live relays by the PID in their BackendKeyData, which is the real
