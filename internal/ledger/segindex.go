@@ -309,10 +309,6 @@ type termGroup struct {
 // termGroupScan is how many of the latest groups add compares an event with.
 const termGroupScan = 8
 
-func (s *termSet) put(term string, seg, ns int64) {
-	s.putBounds(term, seg, ns, ns)
-}
-
 func (s *termSet) putBounds(term string, seg, lo, hi int64) {
 	k := termKey{term, seg}
 	b, ok := s.m[k]
