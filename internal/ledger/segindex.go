@@ -106,8 +106,13 @@ func facetToken(prefix, v string) string { return facetSep + prefix + v + facetS
 // derive returns the index of ev, interning its statement text: the memoized one of its
 // shape, or a new one. Called with mu held, inside the indexer's transaction.
 func (x *sqliteIndexer) derive(ctx context.Context, ev *Event) (*eventIndex, error) {
+	// Most events have the shape of the one before: comparing costs less than hashing.
+	if e := x.shapes.last; e != nil && e.same(ev) {
+		return e.d, nil
+	}
 	h := x.shapes.hash(ev)
 	if e, ok := x.shapes.m[h]; ok && e.same(ev) {
+		x.shapes.last = e
 		return e.d, nil
 	}
 	d, err := x.deriveNew(ctx, ev)
@@ -162,6 +167,7 @@ func (x *sqliteIndexer) deriveNew(ctx context.Context, ev *Event) (*eventIndex, 
 type shapeMemo struct {
 	seed maphash.Seed
 	m    map[uint64]*shapeEntry
+	last *shapeEntry // the entry found or added last
 }
 
 type shapeEntry struct {
@@ -222,7 +228,14 @@ func (s *shapeMemo) put(h uint64, ev *Event, d *eventIndex) {
 		stmts[i] = Statement{Kind: st.Kind, Category: st.Category, Redacted: st.Redacted,
 			TablesRead: slices.Clone(st.TablesRead), TablesWritten: slices.Clone(st.TablesWritten), Sensitive: maps.Clone(st.Sensitive)}
 	}
-	s.m[h] = &shapeEntry{typ: ev.Type, identityKind: ev.IdentityKind, stmts: stmts, d: d}
+	s.last = &shapeEntry{typ: ev.Type, identityKind: ev.IdentityKind, stmts: stmts, d: d}
+	s.m[h] = s.last
+}
+
+// reset forgets every shape (their text ids may be rolled back).
+func (s *shapeMemo) reset() {
+	clear(s.m)
+	s.last = nil
 }
 
 // same reports whether ev has the shape of e.

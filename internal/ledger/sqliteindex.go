@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // The SQLite store keeps the commit that Record waits for as small as it can be: the chain
@@ -526,7 +527,10 @@ func (x *sqliteIndexer) storeBatches(ctx context.Context, bs []logBatch) (err er
 					}
 				}
 			}
-			res, err := ins.ExecContext(context.WithoutCancel(ctx), r.instance, r.seq, r.timeNS, r.typ, r.subject, r.identityKind, r.target, r.environment, r.decision, r.session, r.hash, string(r.body), d.facetsArg(), d.textArg(), d.auxArg())
+			// The record is bound as text without a copy (the driver copies it for SQLite
+			// anyway): a sealed record is never modified.
+			body := unsafe.String(unsafe.SliceData(r.body), len(r.body))
+			res, err := ins.ExecContext(context.WithoutCancel(ctx), r.instance, r.seq, r.timeNS, r.typ, r.subject, r.identityKind, r.target, r.environment, r.decision, r.session, r.hash, body, d.facetsArg(), d.textArg(), d.auxArg())
 			if err != nil {
 				return fmt.Errorf("store event %s/%d: %w", r.instance, r.seq, err)
 			}
@@ -661,5 +665,5 @@ func (x *sqliteIndexer) discard() {
 	clear(x.daily)
 	x.terms.reset()
 	clear(x.texts)
-	clear(x.shapes.m)
+	x.shapes.reset()
 }
