@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 )
@@ -121,4 +122,116 @@ func TestSQLiteIndexCatchesUpAfterCrash(t *testing.T) {
 		t.Fatalf("text search after catch-up: %d, %v; want %d", len(evs), err, n/10)
 	}
 	assertRollupAgrees(t, s2, TimeRange{})
+}
+
+// TestSQLiteIndexShapes: the indexer derives the index once per event shape and sums segment
+// terms per group of like events. Events whose shapes differ in one fact each (type,
+// identity kind, statement kind, text, table, access, sensitive column or class),
+// interleaved over three identities in the same segments, are each found by exactly the
+// searches that match them, and limited searches return the newest matches.
+func TestSQLiteIndexShapes(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenSQLite(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l, err := New(ctx, s, Options{Instance: "shapes", Key: testKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(ctx)
+	base := func(who string) *Event {
+		return stmtEvent(who, "SELECT", "SELECT alpha FROM public.t1", []string{"public.t1"}, nil)
+	}
+	shapes := []struct {
+		name string
+		make func(who string) *Event
+	}{
+		{"plain", base},
+		{"email", func(who string) *Event {
+			return stmtEvent(who, "SELECT", "SELECT alpha FROM public.t1", []string{"public.t1"}, map[string]string{"public.t1.alpha": "email"})
+		}},
+		{"ssn", func(who string) *Event {
+			return stmtEvent(who, "SELECT", "SELECT alpha FROM public.t1", []string{"public.t1"}, map[string]string{"public.t1.alpha": "ssn"})
+		}},
+		{"email-other-column", func(who string) *Event {
+			return stmtEvent(who, "SELECT", "SELECT alpha FROM public.t1", []string{"public.t1"}, map[string]string{"public.t1.gamma": "email"})
+		}},
+		{"t2", func(who string) *Event {
+			return stmtEvent(who, "SELECT", "SELECT alpha FROM public.t1", []string{"public.t2"}, nil)
+		}},
+		{"update", func(who string) *Event {
+			return stmtEvent(who, "UPDATE", "SELECT alpha FROM public.t1", []string{"public.t1"}, nil)
+		}},
+		{"agent", func(who string) *Event { ev := base(who); ev.IdentityKind = "agent"; return ev }},
+		{"beta", func(who string) *Event {
+			return stmtEvent(who, "SELECT", "SELECT beta FROM public.t1", []string{"public.t1"}, nil)
+		}},
+		{"intent", func(who string) *Event { ev := base(who); ev.Type = EventStatementIntent; return ev }},
+	}
+	who := []string{"u0@corp", "u1@corp", "u2@corp"}
+	seqs := map[string][]int64{} // per shape, and per shape and identity, in recording order
+	for i := 0; i < 300; i++ {
+		sh := shapes[(i*7)%len(shapes)]
+		w := who[(i/5)%len(who)]
+		ev := sh.make(w)
+		record(t, l, ev)
+		seqs[sh.name] = append(seqs[sh.name], ev.Seq)
+		seqs[sh.name+"/"+w] = append(seqs[sh.name+"/"+w], ev.Seq)
+	}
+	want := func(keys ...string) []int64 {
+		var out []int64
+		for _, k := range keys {
+			out = append(out, seqs[k]...)
+		}
+		slices.Sort(out)
+		slices.Reverse(out)
+		return out
+	}
+	for _, c := range []struct {
+		q    Query
+		want []int64
+	}{
+		{Query{Class: "email"}, want("email", "email-other-column")},
+		{Query{Class: "ssn"}, want("ssn")},
+		{Query{Class: "pii"}, want("email", "ssn", "email-other-column")},
+		{Query{Table: "t2"}, want("t2")},
+		{Query{Table: "public.t1", StatementKind: "UPDATE"}, want("update")},
+		{Query{IdentityKind: "agent"}, want("agent")},
+		{Query{Text: "beta"}, want("beta")},
+		{Query{Text: "alpha", Category: "write"}, want("update")},
+		{Query{Type: EventStatementIntent}, want("intent")},
+		{Query{Identity: "u1@corp", Class: "email"}, want("email/u1@corp", "email-other-column/u1@corp")},
+		{Query{Identity: "u2@corp", Table: "t1", IdentityKind: "human", Type: EventStatement}, want("plain/u2@corp", "email/u2@corp", "ssn/u2@corp", "email-other-column/u2@corp", "update/u2@corp", "beta/u2@corp")},
+	} {
+		for _, limit := range []int{1000, 5} {
+			q := c.q
+			q.Limit = limit
+			evs, err := s.Search(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := make([]int64, len(evs))
+			for i, ev := range evs {
+				got[i] = ev.Seq
+			}
+			w := c.want[:min(limit, len(c.want))]
+			if len(w) == 0 || !slices.Equal(got, w) {
+				t.Errorf("search %+v: seqs %v, want %v", q, got, w)
+			}
+		}
+	}
+	readers, err := s.PIIReaders(ctx, "email", TimeRange{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range readers {
+		if n := int64(len(want("email/"+r.Subject, "email-other-column/"+r.Subject))); r.Statements != n {
+			t.Errorf("email reads of %s: %d, want %d", r.Subject, r.Statements, n)
+		}
+	}
+	if len(readers) != len(who) {
+		t.Errorf("email readers: %d, want %d", len(readers), len(who))
+	}
 }
