@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -65,6 +66,9 @@ type sqliteIndexer struct {
 	texts map[string]int64
 	// shapes memoizes derive.
 	shapes shapeMemo
+	// tableRows and classRows queue the transaction's side-table rows (flush stores the
+	// last ones).
+	tableRows, classRows rowBuffer
 	// busyTimeout, when set (tests), replaces the store's lock wait on this connection.
 	busyTimeout time.Duration
 
@@ -79,7 +83,9 @@ func newSQLiteIndexer(db *sql.DB, pending *pendingLog, log *slog.Logger) *sqlite
 		log = slog.Default()
 	}
 	return &sqliteIndexer{db: db, log: log, pending: pending, others: map[string]int64{}, stmts: map[string]*sql.Stmt{}, synced: -1, dailySQL: classDailySQL(sqliteSQL), daily: map[dailyKey]dailySum{}, terms: termSet{m: map[termKey]termBounds{}}, texts: map[string]int64{}, shapes: newShapeMemo(),
-		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+		tableRows: newRowBuffer("ledger_tables", "instance, seq, time_ns, subject, identity_kind, decision, tbl, name, kind, category, access, type", 12),
+		classRows: newRowBuffer("ledger_classes", "instance, seq, time_ns, subject, identity_kind, decision, class, col, category, type", 10),
+		wake:      make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 }
 
 // start starts the indexing goroutine, which first catches up on events a crash (or
@@ -600,15 +606,13 @@ func (x *sqliteIndexer) retire(ctx context.Context, files []string) error {
 func (x *sqliteIndexer) indexEvent(ctx context.Context, id int64, ev *Event, d *eventIndex) error {
 	ns := ev.Time.UnixNano()
 	for _, t := range d.tables {
-		if err := x.exec(ctx, `INSERT INTO ledger_tables(instance, seq, time_ns, subject, identity_kind, decision, tbl, name, kind, category, access, type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, t.tbl, t.name, t.kind, t.category, t.access, string(ev.Type)); err != nil {
-			return fmt.Errorf("index tables of event %d: %w", ev.Seq, err)
+		if err := x.addRow(ctx, &x.tableRows, ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, t.tbl, t.name, t.kind, t.category, t.access, string(ev.Type)); err != nil {
+			return err
 		}
 	}
 	for _, c := range d.classes {
-		if err := x.exec(ctx, `INSERT INTO ledger_classes(instance, seq, time_ns, subject, identity_kind, decision, class, col, category, type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, c.class, c.column, c.category, string(ev.Type)); err != nil {
-			return fmt.Errorf("index classes of event %d: %w", ev.Seq, err)
+		if err := x.addRow(ctx, &x.classRows, ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, c.class, c.column, c.category, string(ev.Type)); err != nil {
+			return err
 		}
 		if ev.Type != EventStatement {
 			continue // the rollup counts completed statements only
@@ -632,6 +636,55 @@ func (x *sqliteIndexer) indexEvent(ctx context.Context, id int64, ev *Event, d *
 	return nil
 }
 
+// rowChunk is how many side-table rows one INSERT stores. A statement's fixed cost (the
+// driver's conversions and binding, starting the VM) is about a quarter of a row's; the
+// driver matches each placeholder by a scan of the arguments, so much longer statements
+// cost more again (4 rows: 7.1 → 5.2 µs of CPU per class row, measured).
+const rowChunk = 4
+
+// rowBuffer collects side-table rows of one indexer transaction and stores them rowChunk
+// at a time.
+type rowBuffer struct {
+	what string               // the table, for errors
+	cols int                  // columns per row
+	sql  [rowChunk + 1]string // sql[n] inserts n rows
+	args []any                // the rows not stored yet, cols values each
+}
+
+func newRowBuffer(table, columns string, cols int) rowBuffer {
+	b := rowBuffer{what: table, cols: cols}
+	tuple := "(?" + strings.Repeat(", ?", cols-1) + ")"
+	for n := 1; n <= rowChunk; n++ {
+		b.sql[n] = "INSERT INTO " + table + "(" + columns + ") VALUES " + tuple + strings.Repeat(", "+tuple, n-1)
+	}
+	return b
+}
+
+// addRow queues one row of b (its values in column order), storing a chunk when full.
+// Called with mu held, inside the indexer's transaction.
+func (x *sqliteIndexer) addRow(ctx context.Context, b *rowBuffer, vals ...any) error {
+	b.args = append(b.args, vals...)
+	if len(b.args) < rowChunk*b.cols {
+		return nil
+	}
+	return x.storeRows(ctx, b)
+}
+
+// storeRows stores the rows b holds. Called with mu held, inside the indexer's transaction.
+func (x *sqliteIndexer) storeRows(ctx context.Context, b *rowBuffer) error {
+	n := len(b.args) / b.cols
+	if n == 0 {
+		return nil
+	}
+	err := x.exec(ctx, b.sql[n], b.args...)
+	clear(b.args)
+	b.args = b.args[:0]
+	if err != nil {
+		return fmt.Errorf("index %s rows: %w", b.what, err)
+	}
+	return nil
+}
+
 // dailyKey and dailySum are one row of the daily rollup (ledger_class_daily) being summed.
 type dailyKey struct {
 	class, category, decision string
@@ -641,9 +694,15 @@ type dailyKey struct {
 
 type dailySum struct{ n, first, last int64 }
 
-// flush writes the rollup rows and segment terms summed in this transaction. Called with
+// flush writes the side-table rows queued, and the rollup rows and segment terms summed,
+// in this transaction. Called with
 // mu held, inside the indexer's transaction, before COMMIT.
 func (x *sqliteIndexer) flush(ctx context.Context) error {
+	for _, b := range []*rowBuffer{&x.tableRows, &x.classRows} {
+		if err := x.storeRows(ctx, b); err != nil {
+			return err
+		}
+	}
 	for k, d := range x.daily {
 		if err := x.exec(ctx, x.dailySQL, k.class, k.category, k.decision, k.day, k.subject, k.identityKind, d.n, d.first, d.last); err != nil {
 			return fmt.Errorf("roll up sensitive-data access: %w", err)
@@ -664,6 +723,10 @@ func (x *sqliteIndexer) flush(ctx context.Context) error {
 func (x *sqliteIndexer) discard() {
 	clear(x.daily)
 	x.terms.reset()
+	for _, b := range []*rowBuffer{&x.tableRows, &x.classRows} {
+		clear(b.args)
+		b.args = b.args[:0]
+	}
 	clear(x.texts)
 	x.shapes.reset()
 }
