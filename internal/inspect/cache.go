@@ -10,66 +10,68 @@ import (
 // time, which is what they cost anyway.
 const maxCachedText = 16 << 10
 
-// lru is a bounded least-recently-used map from statement text to its inspected facts.
+// lru is a bounded least-recently-used map from a text (a statement, its shape, its number
+// skeleton) to what is known of it.
 // It is a map plus a list under one mutex: the whole structure is a few lines, and no
 // dependency of the module already offers one (a sharded cache would not pay on the two
 // cores the proxy targets; the critical section is a map lookup and a list move).
-type lru struct {
+type lru[V any] struct {
 	mu    sync.Mutex
 	max   int
-	order *list.List // front = most recently used; values are *lruEntry
+	order *list.List // front = most recently used; values are *lruEntry[V]
 	items map[string]*list.Element
 }
 
-type lruEntry struct {
+type lruEntry[V any] struct {
 	key string
-	val []*Statement
+	val V
 }
 
-func newLRU(max int) *lru {
+func newLRU[V any](max int) *lru[V] {
 	if max <= 0 {
 		return nil
 	}
-	return &lru{max: max, order: list.New(), items: make(map[string]*list.Element, max)}
+	return &lru[V]{max: max, order: list.New(), items: make(map[string]*list.Element, max)}
 }
 
 // get returns the cached facts for key. A nil *lru (cache disabled) never hits.
-func (c *lru) get(key string) ([]*Statement, bool) {
+func (c *lru[V]) get(key string) (V, bool) {
+	var none V
 	if c == nil {
-		return nil, false
+		return none, false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.items[key]
 	if !ok {
-		return nil, false
+		return none, false
 	}
 	c.order.MoveToFront(el)
-	return el.Value.(*lruEntry).val, true
+	return el.Value.(*lruEntry[V]).val, true
 }
 
 // put stores facts for key, evicting the least recently used entry when full.
-func (c *lru) put(key string, val []*Statement) {
+func (c *lru[V]) put(key string, val V) {
 	if c == nil || len(key) > maxCachedText {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.items[key]; ok {
-		el.Value.(*lruEntry).val = val
+		el.Value.(*lruEntry[V]).val = val
 		c.order.MoveToFront(el)
 		return
 	}
-	c.items[key] = c.order.PushFront(&lruEntry{key: key, val: val})
+	c.items[key] = c.order.PushFront(&lruEntry[V]{key: key, val: val})
 	for c.order.Len() > c.max {
 		last := c.order.Back()
 		c.order.Remove(last)
-		delete(c.items, last.Value.(*lruEntry).key)
+		delete(c.items, last.Value.(*lruEntry[V]).key)
 	}
 }
 
 // len reports the number of cached texts.
-func (c *lru) len() int {
+func (c *lru[V]) len() int {
 	if c == nil {
 		return 0
 	}

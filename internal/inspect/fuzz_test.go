@@ -5,13 +5,16 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
 
 var validCategories = []Category{Read, Write, DDL, Admin, Transaction, SessionCat, Unknown}
 
 // FuzzInspect checks that no input panics the inspector (a recovered panic would show as
 // the internal-error note), that results are deterministic, and that the invariants the
-// policy relies on hold for any text.
+// policy relies on hold for any text; that a multi-statement string inspected piece by piece
+// gives the facts of one whole parse; and that texts of one number skeleton normalize alike.
 func FuzzInspect(f *testing.F) {
 	for _, c := range cases {
 		f.Add(c.sql)
@@ -39,6 +42,22 @@ func FuzzInspect(f *testing.F) {
 			} else if !strings.Contains(sql, st.Text) {
 				t.Fatalf("%q: statement text %q is not part of the input", sql, st.Text)
 			}
+		}
+		// A multi-statement string inspected piece by piece is the whole parse.
+		if whole := inspectText(sql, 0); !reflect.DeepEqual(a, whole) {
+			t.Fatalf("%q: pieces %+v, whole parse %+v", sql, a, whole)
+		}
+		// A text the number skeleton vouches for normalizes like every text of its skeleton.
+		if skeleton(sql) == "" {
+			return
+		}
+		shape, err := pg_query.Normalize(sql)
+		if err != nil || !asNormalized(sql, shape) {
+			return
+		}
+		variant := rewriteIntegers(sql, func(k int, lit string) string { return strings.Repeat("8", k%9+1) })
+		if got, err := pg_query.Normalize(variant); err != nil || got != shape {
+			t.Fatalf("%q and %q share a skeleton but normalize to %q and %q (%v)", sql, variant, shape, got, err)
 		}
 	})
 }

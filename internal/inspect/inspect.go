@@ -28,14 +28,18 @@ import (
 // LIMIT ALL, set_config('role', ...), query_to_xml('...'), EXPLAIN options — are never
 // shared that way.
 type Inspector struct {
-	cache  *lru
-	shapes *lru
+	cache  *lru[[]*Statement]
+	shapes *lru[[]*Statement]
+	// skeletons maps number skeletons to the shape pg_query's Normalize gave a text of that
+	// skeleton (skeleton.go), so a known shape with new integers is found without a cgo call.
+	skeletons *lru[string]
 }
 
 // New returns an Inspector that caches the facts of up to cacheEntries distinct texts and
 // as many statement shapes (0 or less disables both caches).
 func New(cacheEntries int) *Inspector {
-	return &Inspector{cache: newLRU(cacheEntries), shapes: newLRU(cacheEntries)}
+	return &Inspector{cache: newLRU[[]*Statement](cacheEntries), shapes: newLRU[[]*Statement](cacheEntries),
+		skeletons: newLRU[string](cacheEntries)}
 }
 
 // Inspect returns the facts of every statement in sql, one per statement of a
@@ -62,7 +66,7 @@ func (in *Inspector) Inspect(sql string) []*Statement {
 func (in *Inspector) inspectOne(sql string) []*Statement {
 	var shape string
 	if in.shapes != nil && len(sql) <= maxCachedText && strings.IndexByte(sql, 0) < 0 {
-		if n, err := pg_query.Normalize(sql); err == nil {
+		if n, ok := in.normalize(sql); ok {
 			shape = n
 			if v, ok := in.shapes.get(shape); ok {
 				st := *v[0]
@@ -179,6 +183,25 @@ func inspectTextShape(sql string, nesting int, normalized string) (out []*Statem
 		literal = literal || lit
 	}
 	return out, literal
+}
+
+// normalize is pg_query's Normalize of sql, found through its number skeleton when a text
+// of the same skeleton was normalized before (skeleton.go).
+func (in *Inspector) normalize(sql string) (string, bool) {
+	sk := skeleton(sql)
+	if sk != "" {
+		if n, ok := in.skeletons.get(sk); ok {
+			return n, true
+		}
+	}
+	n, err := pg_query.Normalize(sql)
+	if err != nil {
+		return "", false
+	}
+	if sk != "" && asNormalized(sql, n) {
+		in.skeletons.put(sk, n)
+	}
+	return n, true
 }
 
 // soleStatementText is the Text of a text holding a single statement: trimmed, without the
