@@ -13,6 +13,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/inspect"
 	"github.com/gatehouse/gatehouse/internal/ledger"
+	"github.com/gatehouse/gatehouse/internal/live"
 )
 
 // tableClasses is the classification catalog's answer for the tests: which tables hold which
@@ -269,12 +270,13 @@ func BenchmarkCheckFinish(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			e := newEngine(b)
 			g := &gate.Gate{Inspector: inspect.New(1000), Policy: e, Recorder: discard{}, Catalog: tableClasses{"users": {"email", "ssn"}},
-				Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+				Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: gate.NewMetrics(nil, func() int { return 0 }), Live: live.New()}
 			ctx := context.Background()
 			s := who("alice@corp.example", identity.Human, "prod")
 			if d, err := g.OpenSession(ctx, s); err != nil || d.Action != gate.Allow {
 				b.Fatalf("%+v %v", d, err)
 			}
+			g.Attach(s, "pg", func(string) {})
 			texts := make([]string, 1024)
 			for i := range texts {
 				texts[i] = c.sql
