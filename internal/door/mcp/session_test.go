@@ -2,9 +2,12 @@ package mcp_test
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/ledger"
@@ -161,5 +164,47 @@ masking:
 	}
 	if len(ends) != 2 {
 		t.Errorf("%d session.end events after shutdown, want 2 (the second MCP session's too)", len(ends))
+	}
+}
+
+// TestMCPSessionEndedInGatehouse: an MCP session's gate session is listed live and can be
+// ended through the API like a psql session: the MCP session is closed (the client's next
+// call fails; a new session works), and the ledger records why it ended.
+func TestMCPSessionEndedInGatehouse(t *testing.T) {
+	p := servertest.Start(t, servertest.Options{Configure: func(c *config.Config) { c.Listen.MCP = "127.0.0.1:0" }})
+	agent := p.Token(t, "ended-bot", "agent")
+	sec := p.Token(t, "sam", "human", "security")
+	url := "http://" + p.Instance.MCPAddr() + "/mcp"
+	s := connect(t, url, agent)
+	if out, isErr := call(t, s, "query", map[string]any{"target": "main", "sql": "SELECT 1"}); isErr {
+		t.Fatalf("query: %s", out)
+	}
+	starts := events(t, p, "ended-bot", ledger.EventSessionStart)
+	if len(starts) != 1 {
+		t.Fatalf("session.start events: %d", len(starts))
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+p.HTTPAddr+"/api/v1/sessions/"+starts[0].SessionID+"/kill", strings.NewReader("{}"))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+sec)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("end the MCP session through the API: %s", resp.Status)
+	}
+	ends := waitEvents(t, p, "ended-bot", ledger.EventSessionEnd, 1)
+	if len(ends) != 1 || ends[0].SessionID != starts[0].SessionID || !strings.Contains(ends[0].Message, "session ended by sam") {
+		t.Fatalf("session.end after the API ended it: %+v", ends)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if res, err := s.CallTool(ctx, &sdk.CallToolParams{Name: "query", Arguments: map[string]any{"target": "main", "sql": "SELECT 1"}}); err == nil && !res.IsError {
+		t.Fatal("a call on the ended MCP session still ran")
+	}
+	s2 := connect(t, url, agent)
+	if out, isErr := call(t, s2, "query", map[string]any{"target": "main", "sql": "SELECT 1"}); isErr {
+		t.Fatalf("query on a new MCP session: %s", out)
 	}
 }
