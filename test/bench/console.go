@@ -23,7 +23,7 @@ import (
 // them, from a Gatehouse of its own whose embedded ledger holds -console-events synthetic
 // events (the ledger's synthetic load: 90 days of events ending now, spread over many
 // identities, tables and classes). Loading 10 million events takes longer than the row's
-// budget on a slow or loaded machine, so a probe load first measures the rate and the row
+// budget on a slow or loaded machine, so a small first load measures the rate and the row
 // loads the largest count that fits; the report names the count loaded.
 
 // consolePages are the pages timed; the row's value is the slowest page's p50.
@@ -41,7 +41,7 @@ var consolePages = []struct{ name, path string }{
 // consoleRequests is how many timed requests each page gets (after two of warm-up).
 const consoleRequests = 15
 
-// consoleProbeEvents is the size of the probe load that measures the loading rate.
+// consoleProbeEvents is the size of the first load, which measures the loading rate.
 const consoleProbeEvents = 100_000
 
 func (b *bench) consoleRow(ctx context.Context) error {
@@ -51,26 +51,12 @@ func (b *bench) consoleRow(ctx context.Context) error {
 		return nil
 	}
 	began := time.Now()
-	deadline := began.Add(b.o.consoleBudget)
-	n, err := b.consoleEventsThatFit(ctx, deadline)
+	dir, n, err := b.loadConsoleLedger(ctx, began.Add(b.o.consoleBudget))
 	if err != nil {
 		return b.consoleFailed(ctx, err)
 	}
-	b.log.Info("console row: loading the ledger", "events", n, "requested", b.o.consoleEvents)
-	loaded := func(ctx context.Context, dataDir string) error {
-		st, err := ledger.OpenSQLite(ctx, dataDir)
-		if err != nil {
-			return err
-		}
-		t0 := time.Now()
-		err = st.LoadSynthetic(ctx, "synthetic", n, time.Now())
-		if cerr := st.Close(); err == nil {
-			err = cerr
-		}
-		b.log.Info("console row: ledger loaded", "events", n, "seconds", fmt.Sprintf("%.0f", time.Since(t0).Seconds()))
-		return err
-	}
-	g, err := startGatehouse(ctx, b.bin, gatehouseSpec{name: "gatehouse-console", prepare: loaded}, b.work, b.pg, b.log)
+	moveIn := func(_ context.Context, dataDir string) error { return os.Rename(dir, dataDir) }
+	g, err := startGatehouse(ctx, b.bin, gatehouseSpec{name: "gatehouse-console", prepare: moveIn}, b.work, b.pg, b.log)
 	if err != nil {
 		return b.consoleFailed(ctx, err)
 	}
@@ -108,48 +94,52 @@ func (b *bench) consoleFailed(ctx context.Context, err error) error {
 	return nil
 }
 
-// consoleEventsThatFit loads a probe ledger to measure the loading rate on this machine now
-// and returns -console-events, or the largest round count that loads (with a margin for
-// starting Gatehouse and timing the pages) before deadline.
-func (b *bench) consoleEventsThatFit(ctx context.Context, deadline time.Time) (int64, error) {
+// loadConsoleLedger loads a ledger of -console-events synthetic events into a directory of
+// its own, or, when that many cannot be loaded before deadline (less a margin for starting
+// Gatehouse and timing the pages), the largest it can: it loads consoleProbeEvents first,
+// and while a load at least a quarter larger is predicted (from the last load's rate, plus
+// a fifth for the index builds growing faster than linearly) to fit, loads that instead.
+// It returns the directory and the count loaded.
+func (b *bench) loadConsoleLedger(ctx context.Context, deadline time.Time) (string, int64, error) {
 	want := b.o.consoleEvents
-	if want <= consoleProbeEvents {
-		return want, nil
+	n := min(want, consoleProbeEvents)
+	dir := ""
+	for {
+		next := filepath.Join(b.work, fmt.Sprintf("console-ledger-%d", n))
+		st, err := ledger.OpenSQLite(ctx, next)
+		if err != nil {
+			return "", 0, err
+		}
+		t0 := time.Now()
+		err = st.LoadSynthetic(ctx, "synthetic", n, time.Now())
+		took := time.Since(t0)
+		if cerr := st.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return "", 0, fmt.Errorf("load %d synthetic events: %w", n, err)
+		}
+		if dir != "" {
+			_ = os.RemoveAll(dir)
+		}
+		dir = next
+		left := time.Until(deadline) - 2*time.Minute
+		fit := int64(float64(left) / (1.2 * float64(took) / float64(n)))
+		b.log.Info("console row: ledger loaded", "events", n, "seconds", fmt.Sprintf("%.0f", took.Seconds()), "would_fit_now", fit)
+		if n >= want || fit < n*5/4 {
+			return dir, n, nil
+		}
+		n = min(want, roundDown(fit))
 	}
-	dir := filepath.Join(b.work, "console-probe")
-	st, err := ledger.OpenSQLite(ctx, dir)
-	if err != nil {
-		return 0, err
+}
+
+// roundDown keeps two significant digits, so the row names a readable count.
+func roundDown(n int64) int64 {
+	p := int64(1)
+	for n/p >= 100 {
+		p *= 10
 	}
-	t0 := time.Now()
-	err = st.LoadSynthetic(ctx, "synthetic", consoleProbeEvents, time.Now())
-	took := time.Since(t0)
-	if cerr := st.Close(); err == nil {
-		err = cerr
-	}
-	_ = os.RemoveAll(dir)
-	if err != nil {
-		return 0, fmt.Errorf("probe load: %w", err)
-	}
-	perEvent := took / consoleProbeEvents
-	// The rest of the row (start, sign-in, pages) gets two minutes; the load grows a little
-	// faster than linearly (index builds), hence the 1.3.
-	left := time.Until(deadline) - 2*time.Minute
-	fit := int64(float64(left) / (1.3 * float64(perEvent)))
-	b.log.Info("console row: probe load", "events", consoleProbeEvents, "seconds", fmt.Sprintf("%.1f", took.Seconds()), "fits", fit)
-	if fit >= want {
-		return want, nil
-	}
-	// Round down to a readable count.
-	switch {
-	case fit >= 1_000_000:
-		fit -= fit % 1_000_000
-	case fit >= 100_000:
-		fit -= fit % 100_000
-	default:
-		fit = consoleProbeEvents
-	}
-	return fit, nil
+	return n / p * p
 }
 
 // consoleSignIn creates an auditor's token with the CLI and signs in to the console with it,

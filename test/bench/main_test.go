@@ -198,3 +198,11 @@ func TestPacer(t *testing.T) {
 		t.Errorf("after a slow window: %+v", p)
 	}
 }
+
+func TestRoundDown(t *testing.T) {
+	for in, want := range map[int64]int64{7: 7, 99: 99, 100: 100, 1234: 1200, 521_149: 520_000, 10_987_654: 10_000_000} {
+		if got := roundDown(in); got != want {
+			t.Errorf("roundDown(%d) = %d, want %d", in, got, want)
+		}
+	}
+}
