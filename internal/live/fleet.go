@@ -315,6 +315,10 @@ func (f *Fleet) refresh(ctx context.Context) error {
 // takeKills carries out (and removes) the kill requests filed for this instance's sessions.
 // A request for a session that has ended meanwhile is simply dropped.
 func (f *Fleet) takeKills(ctx context.Context) error {
+	// Requests for an instance that went away before taking them would stay forever.
+	if _, err := f.db.ExecContext(ctx, `DELETE FROM live_kills WHERE requested_at < now() - interval '1 hour'`); err != nil {
+		return err
+	}
 	rows, err := f.db.QueryContext(ctx, `DELETE FROM live_kills WHERE instance = $1 RETURNING session_id, ended_by`, f.instance)
 	if err != nil {
 		return err
