@@ -123,6 +123,10 @@ type relay struct {
 	head    int
 	free    []*pending // answered pendings, cleared, for newPending
 	retired []*pending // answered by the message being handled (upstream loop only)
+	// oldest is the upstream loop's copy of queue[head], so the messages that answer it
+	// (every DataRow of a result) find it without taking mu: only that loop pops, so the
+	// oldest pending stays the same until it does. nil: look it up.
+	oldest *pending
 
 	// fatal is the error the client is told when the session ends for a reason of our own
 	// (revocation, a protocol violation by the client); nil means the upstream went away.
@@ -242,17 +246,22 @@ func (r *relay) push(p *pending) {
 	r.mu.Unlock()
 }
 
-// peek returns the oldest unanswered message, or nil.
+// peek returns the oldest unanswered message, or nil (upstream loop only).
 func (r *relay) peek() *pending {
+	if r.oldest != nil {
+		return r.oldest
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.head < len(r.queue) {
-		return r.queue[r.head]
+		r.oldest = r.queue[r.head]
 	}
-	return nil
+	return r.oldest
 }
 
+// pop retires the oldest unanswered message (upstream loop only).
 func (r *relay) pop() {
+	r.oldest = nil
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.head < len(r.queue) {
