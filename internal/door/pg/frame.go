@@ -1,7 +1,6 @@
 package pg
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -21,12 +20,22 @@ const DefaultMaxMessageSize = 64 << 20
 // is valid only until the next call. pgproto3's Backend/Frontend readers decode every
 // message into structs, which the relay does not need for most messages; this reader lets
 // untouched bytes pass through and leaves decoding (with pgproto3 types) to the caller.
+//
+// Input is read into a small buffer of the reader's own while messages are small (a round
+// trip of pgbench fits in it), and into a large one (readSize) taken from the door's pool
+// when they are not; the large one goes back to the pool when everything read has been
+// handed out, so an idle session, blocked reading its next message, holds none.
 type frameReader struct {
-	br  *bufio.Reader
-	max int
-	buf []byte
-	hdr [5]byte // kept here so reading a header does not allocate
-	n   int64   // bytes read so far, for metrics
+	rd    io.Reader
+	rb    []byte // the buffer input is read into: small[:] or a large one (bp)
+	r, w  int    // rb[r:w] is read and not yet handed out
+	bp    *[]byte
+	pool  *sync.Pool // of *[]byte of readSize; nil keeps a large buffer once taken
+	small [smallRead]byte
+	max   int
+	buf   []byte  // assembles messages larger than readSize
+	hdr   [5]byte // kept here so reading a header does not allocate
+	n     int64   // bytes read so far, for metrics
 
 	// Client readers only: budget is shared by every connection of a door, so messages
 	// larger than bigMessage cannot together hold more memory than it allows (held is this
@@ -99,7 +108,75 @@ func newFrameReader(r io.Reader, max int) *frameReader {
 	if max <= 0 {
 		max = DefaultMaxMessageSize
 	}
-	return &frameReader{br: bufio.NewReaderSize(r, 32<<10), max: max}
+	f := &frameReader{rd: r, max: max}
+	f.rb = f.small[:]
+	return f
+}
+
+// Sizes of the read buffers (see frameReader).
+const (
+	smallRead = 1 << 10
+	readSize  = 32 << 10
+)
+
+// idle is called when everything read has been handed out: a large buffer goes back to the
+// pool and reading continues in the small one.
+func (f *frameReader) idle() {
+	f.r, f.w = 0, 0
+	if f.bp == nil || f.pool == nil {
+		return
+	}
+	f.pool.Put(f.bp)
+	f.bp, f.rb = nil, f.small[:]
+}
+
+// fill reads until need bytes are buffered (need <= readSize), moving what is buffered to
+// a large buffer when the small one cannot hold need bytes.
+func (f *frameReader) fill(need int) error {
+	if f.w-f.r >= need {
+		return nil
+	}
+	if len(f.rb)-f.r < need {
+		if need > len(f.rb) {
+			if f.bp == nil {
+				if bp, ok := f.poolGet(); ok {
+					f.bp = bp
+				} else {
+					b := make([]byte, readSize)
+					f.bp = &b
+				}
+			}
+			f.w = copy(*f.bp, f.rb[f.r:f.w])
+			f.rb = *f.bp
+		} else {
+			f.w = copy(f.rb, f.rb[f.r:f.w])
+		}
+		f.r = 0
+	}
+	for empty := 0; f.w-f.r < need; {
+		n, err := f.rd.Read(f.rb[f.w:])
+		f.w += n
+		if f.w-f.r >= need {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			if empty++; empty >= 100 {
+				return io.ErrNoProgress
+			}
+		}
+	}
+	return nil
+}
+
+func (f *frameReader) poolGet() (*[]byte, bool) {
+	if f.pool == nil {
+		return nil, false
+	}
+	bp, ok := f.pool.Get().(*[]byte)
+	return bp, ok
 }
 
 // shrinkAbove is the buffer size above which the reader gives a grown buffer back after a
@@ -115,15 +192,17 @@ func (f *frameReader) next() ([]byte, error) {
 	if cap(f.buf) > shrinkAbove {
 		f.buf = nil
 	}
-	peeked, err := f.br.Peek(5)
-	if err != nil {
-		if len(peeked) > 0 && errors.Is(err, io.EOF) {
+	if f.r == f.w {
+		f.idle()
+	}
+	if err := f.fill(5); err != nil {
+		if f.w > f.r && errors.Is(err, io.EOF) {
 			return nil, &errFrame{msg: "connection closed inside a message header"}
 		}
 		return nil, err
 	}
 	hdr := f.hdr[:]
-	copy(hdr, peeked)
+	copy(hdr, f.rb[f.r:f.r+5])
 	n := int64(int32(binary.BigEndian.Uint32(hdr[1:])))
 	if n < 4 {
 		return nil, &errFrame{msg: fmt.Sprintf("invalid message length %d for message type %q", n, hdr[0])}
@@ -138,26 +217,29 @@ func (f *frameReader) next() ([]byte, error) {
 		}
 		f.held = int64(total)
 	}
-	stallable := f.conn != nil && f.bodyTimeout > 0 && f.br.Buffered() < total
+	stallable := f.conn != nil && f.bodyTimeout > 0 && f.w-f.r < total
 	if stallable {
 		// The rest of the message must arrive in time: a client that declares a message
 		// and stops sending must not hold its buffer (and budget) forever.
 		_ = f.conn.SetReadDeadline(time.Now().Add(f.bodyTimeout))
 	}
 	var frame []byte
-	if total <= f.br.Size() {
-		if frame, err = f.br.Peek(total); err == nil {
-			_, _ = f.br.Discard(total)
-			frame = frame[:total:total] // an append by the caller must not reach the next message
+	var err error
+	if total <= readSize {
+		if err = f.fill(total); err == nil {
+			frame = f.rb[f.r : f.r+total : f.r+total] // an append by the caller must not reach the next message
+			f.r += total
 		}
 	} else {
-		_, _ = f.br.Discard(5)
 		if cap(f.buf) < total {
 			f.buf = make([]byte, total)
 		}
 		f.buf = f.buf[:total]
-		copy(f.buf, hdr)
-		_, err = io.ReadFull(f.br, f.buf[5:])
+		k := copy(f.buf, f.rb[f.r:f.w])
+		f.r += k
+		if k < total {
+			_, err = io.ReadFull(f.rd, f.buf[k:])
+		}
 		frame = f.buf
 	}
 	if stallable {
@@ -180,7 +262,10 @@ func (f *frameReader) next() ([]byte, error) {
 
 // buffered reports whether more input is already waiting, so writers can delay a flush
 // until a burst (a pipeline) has been relayed.
-func (f *frameReader) buffered() int { return f.br.Buffered() }
+func (f *frameReader) buffered() int { return f.w - f.r }
+
+// leftover returns what is read and not handed out yet.
+func (f *frameReader) leftover() []byte { return f.rb[f.r:f.w] }
 
 // cstring returns the NUL-terminated string at the start of b and the rest after it.
 func cstring(b []byte) (string, []byte, bool) {

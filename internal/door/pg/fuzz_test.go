@@ -1,7 +1,6 @@
 package pg
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -25,7 +24,7 @@ func offlineRelay(in io.Reader, masker gate.MaskPlanner) (*relay, *bytes.Buffer)
 	r := &relay{
 		srv: s, sess: &gate.Session{ID: "fuzz"},
 		cr: newFrameReader(in, 1<<16), ur: newFrameReader(bytes.NewReader(nil), 1<<16),
-		uw: bufio.NewWriter(up), nonce: "n",
+		uw: newUpWriter(up), nonce: "n",
 		stmts: map[string]clientStmt{}, portals: map[string]clientStmt{},
 		stmtCols: map[string][]gate.Column{}, portalCols: map[string][]gate.Column{}, bound: map[string]boundShape{},
 		client: nopConn{}, up: nopConn{},

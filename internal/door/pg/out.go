@@ -201,3 +201,77 @@ func (o *clientOut) writeOut(b []byte) {
 		o.err = fmt.Errorf("write to client: %w", err)
 	}
 }
+
+// upWriter buffers what the client loop sends upstream until Flush, like a bufio.Writer of
+// outFlushAt bytes, in a buffer taken from the door's pool (when pool is set) and given back
+// once flushed, so an idle session holds none.
+type upWriter struct {
+	w    io.Writer
+	buf  []byte
+	bp   *[]byte
+	pool *sync.Pool // of *[]byte with outFlushAt capacity; nil keeps the buffer
+	err  error      // the first failed write: every later Write and Flush returns it
+}
+
+func newUpWriter(w io.Writer) *upWriter { return &upWriter{w: w} }
+
+// Write queues p, writing what is queued first when p does not fit, and p itself when it is
+// as large as the buffer.
+func (u *upWriter) Write(p []byte) (int, error) {
+	if u.err != nil {
+		return 0, u.err
+	}
+	if len(u.buf)+len(p) > outFlushAt && len(u.buf) > 0 {
+		if err := u.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	if len(p) >= outFlushAt {
+		n, err := u.w.Write(p)
+		u.err = err
+		return n, err
+	}
+	if cap(u.buf) == 0 {
+		u.take()
+	}
+	u.buf = append(u.buf, p...)
+	return len(p), nil
+}
+
+// Flush writes what is queued and gives the buffer back to the pool.
+func (u *upWriter) Flush() error {
+	if u.err != nil {
+		return u.err
+	}
+	if len(u.buf) > 0 {
+		if _, err := u.w.Write(u.buf); err != nil {
+			u.err = err
+			return err
+		}
+	}
+	if u.pool != nil && cap(u.buf) > 0 {
+		if u.bp == nil {
+			u.bp = new([]byte)
+		}
+		*u.bp = u.buf[:0]
+		u.pool.Put(u.bp)
+		u.buf, u.bp = nil, nil
+	}
+	u.buf = u.buf[:0]
+	return nil
+}
+
+// Reset drops what is queued and makes u write to w.
+func (u *upWriter) Reset(w io.Writer) {
+	u.w, u.buf, u.err = w, u.buf[:0], nil
+}
+
+func (u *upWriter) take() {
+	if u.pool != nil {
+		if bp, ok := u.pool.Get().(*[]byte); ok {
+			u.bp, u.buf = bp, (*bp)[:0]
+			return
+		}
+	}
+	u.buf = make([]byte, 0, outFlushAt)
+}

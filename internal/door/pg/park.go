@@ -69,6 +69,5 @@ func (r *relay) parkedAt(readyForQuery []byte) bool {
 // upLeftover is what the upstream reader had buffered beyond the park ReadyForQuery
 // (asynchronous messages that arrived meanwhile), for the pool's reset to consume.
 func (r *relay) upLeftover() []byte {
-	b, _ := r.ur.br.Peek(r.ur.br.Buffered())
-	return b
+	return r.ur.leftover()
 }

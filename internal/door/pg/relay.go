@@ -1,7 +1,6 @@
 package pg
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -107,8 +106,8 @@ type relay struct {
 
 	cr  *frameReader
 	ur  *frameReader
-	uw  *bufio.Writer // client loop only
-	out *clientOut    // upstream loop only
+	uw  *upWriter  // client loop only
+	out *clientOut // upstream loop only
 
 	keyPID, keySecret uint32 // BackendKeyData sent to the client: upstream PID, Gatehouse secret
 	upPID             uint32
@@ -187,7 +186,7 @@ func newRelay(s *Server, c *conn, h *pgconn.HijackedConn, sess *gate.Session, fr
 	r := &relay{
 		srv: s, sess: sess, client: c.Conn, up: h.Conn,
 		cr: fr, ur: newFrameReader(h.Conn, max),
-		uw:    bufio.NewWriterSize(h.Conn, 32<<10),
+		uw:    &upWriter{w: h.Conn, pool: &s.outBufs},
 		upPID: h.PID, upSecret: h.SecretKey, upAddr: h.Conn.RemoteAddr().String(),
 		nonce: gate.NewSessionID(),
 		stmts: map[string]clientStmt{}, portals: map[string]clientStmt{},
@@ -196,6 +195,7 @@ func newRelay(s *Server, c *conn, h *pgconn.HijackedConn, sess *gate.Session, fr
 	}
 	r.out = newClientOut(c.Conn, r.recordFailed)
 	r.out.pool = &s.outBufs
+	r.cr.pool, r.ur.pool = &s.inBufs, &s.inBufs
 	r.cr.max = DefaultMaxMessageSize
 	if max > 0 {
 		r.cr.max = max

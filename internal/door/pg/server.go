@@ -71,8 +71,9 @@ type Server struct {
 	Pool *upstream.Pool
 
 	budget *messageBudget // set by Serve
-	// outBufs holds the client-bound buffers of sessions that are idle (see clientOut).
-	outBufs sync.Pool
+	// outBufs and inBufs hold the client-bound and read buffers of sessions that are idle
+	// (see clientOut and frameReader).
+	outBufs, inBufs sync.Pool
 
 	mu sync.Mutex
 	// sessions are the live relays by the PID in their BackendKeyData, which is the real
