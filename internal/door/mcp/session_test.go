@@ -208,3 +208,21 @@ func TestMCPSessionEndedInGatehouse(t *testing.T) {
 		t.Fatalf("query on a new MCP session: %s", out)
 	}
 }
+
+// TestMCPSessionIdleTimeout: an MCP session left without requests for
+// mcp.session_idle_timeout ends, and with it its gate session, on the record.
+func TestMCPSessionIdleTimeout(t *testing.T) {
+	p := servertest.Start(t, servertest.Options{Configure: func(c *config.Config) {
+		c.Listen.MCP = "127.0.0.1:0"
+		c.MCP.SessionIdleTimeout = config.Duration(time.Second)
+	}})
+	agent := p.Token(t, "idle-bot", "agent")
+	s := connect(t, "http://"+p.Instance.MCPAddr()+"/mcp", agent)
+	if out, isErr := call(t, s, "query", map[string]any{"target": "main", "sql": "SELECT 1"}); isErr {
+		t.Fatalf("query: %s", out)
+	}
+	ends := waitEvents(t, p, "idle-bot", ledger.EventSessionEnd, 1)
+	if len(ends) != 1 || ends[0].Message != "mcp session ended" {
+		t.Fatalf("session.end after the idle timeout: %+v", ends)
+	}
+}
