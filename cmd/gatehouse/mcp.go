@@ -18,6 +18,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/door/mcp"
 	"github.com/gatehouse/gatehouse/internal/oidclogin"
+	"github.com/gatehouse/gatehouse/internal/server"
 )
 
 func init() { extraCommands = append(extraCommands, newMCPCmd) }
@@ -67,7 +68,82 @@ when the sign-in itself expires).`,
 	cmd.Flags().StringVar(&server, "server", "", "the MCP door's URL (…/mcp)")
 	cmd.Flags().StringVar(&token, "token", "", "credential (default $GATEHOUSE_TOKEN, else gatehouse login's, exchanged)")
 	cmd.Flags().StringVar(&credentials, "credentials", "", "gatehouse login's credentials file (default: the user's config directory)")
-	cmd.AddCommand(newMCPConfigCmd())
+	cmd.AddCommand(newMCPConfigCmd(), newMCPTokensCmd(g))
+	return cmd
+}
+
+// newMCPTokensCmd lists and revokes the MCP tokens the token exchange issued (the bridge's
+// credentials after `gatehouse login`), from the state store, as `gatehouse token` does for
+// Gatehouse tokens.
+func newMCPTokensCmd(g *globals) *cobra.Command {
+	open := func(ctx context.Context) (*mcp.Exchange, func(), error) {
+		cfg, err := g.load()
+		if err != nil {
+			return nil, nil, err
+		}
+		db, err := server.OpenStateStore(ctx, cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		host, _ := os.Hostname()
+		led, err := server.OpenLedgerInstance(ctx, cfg, host+"/cli")
+		if err != nil {
+			db.Close()
+			return nil, nil, err
+		}
+		closeAll := func() {
+			c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			led.Close(c)
+			db.Close()
+		}
+		ex, err := mcp.NewExchange(ctx, db, nil, led, "", time.Hour, g.logger())
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		return ex, closeAll, nil
+	}
+	cmd := &cobra.Command{Use: "tokens", Short: "List or revoke the MCP tokens issued by the token exchange (gatehouse login + gatehouse mcp)"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List the active exchanged MCP tokens",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ex, done, err := open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			toks, err := ex.Active(cmd.Context())
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "%-16s  %-32s  %-20s  %s\n", "ID", "SUBJECT", "EXPIRES", "RESOURCE")
+			for _, t := range toks {
+				fmt.Fprintf(w, "%-16s  %-32s  %-20s  %s\n", t.ID, t.Subject, t.ExpiresAt.Format(time.RFC3339), t.Resource)
+			}
+			return nil
+		},
+	}, &cobra.Command{
+		Use:   "revoke SUBJECT",
+		Short: "Revoke every active exchanged MCP token of a person: the MCP door refuses them at once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ex, done, err := open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			n, err := ex.RevokeSubject(cmd.Context(), args[0], osUser())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked %d MCP token(s) of %s\n", n, args[0])
+			return nil
+		},
+	})
 	return cmd
 }
 

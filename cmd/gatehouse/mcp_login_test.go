@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,7 +29,8 @@ import (
 // client works through the bridge as the signed-in person. The exchange is on the ledger; a
 // revoked exchanged token is refused by the door and the bridge exchanges again; a token the
 // exchange issued works nowhere else (the PostgreSQL door), and an expired sign-in is refused
-// with a login.failed on record.
+// with a login.failed on record. An administrator lists and revokes exchanged tokens with
+// `gatehouse mcp tokens`.
 func TestMCPBridgeAfterLogin(t *testing.T) {
 	prov := idp.Start(t)
 	gh := servertest.Start(t, servertest.Options{Configure: func(cfg *config.Config) {
@@ -134,6 +136,21 @@ func TestMCPBridgeAfterLogin(t *testing.T) {
 	if out, err := psqlQuery(t, gh, "localhost", user, "PGPASSWORD="+b.token); err == nil {
 		t.Errorf("psql with an exchanged MCP token succeeded: %s", out)
 	}
+	// An administrator lists and revokes a person's exchanged tokens; the door refuses them.
+	cfgPath := filepath.Join(t.TempDir(), "gatehouse.yaml")
+	if err := os.WriteFile(cfgPath, []byte("data_dir: "+gh.DataDir+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(t, "mcp", "tokens", "list", "--config", cfgPath); err != nil || !strings.Contains(out, user) || !strings.Contains(out, server) {
+		t.Fatalf("mcp tokens list: %v\n%s", err, out)
+	}
+	if out, err := run(t, "mcp", "tokens", "revoke", user, "--config", cfgPath); err != nil || !strings.Contains(out, "revoked 1 MCP token(s) of "+user) {
+		t.Fatalf("mcp tokens revoke: %v\n%s", err, out)
+	}
+	if status, _ := mcpListTools(t, server, b.token); status != http.StatusUnauthorized {
+		t.Errorf("an exchanged token revoked by an administrator: %d, want 401", status)
+	}
+
 	// An expired sign-in is not exchanged, and the refusal is on record.
 	expired := prov.Token(t, idp.Claims{Subject: user, Audience: []string{idp.CLIClientID}, TTL: -time.Minute})
 	resp, err = http.PostForm("http://"+gh.HTTPAddr+mcp.ExchangePath, url.Values{"grant_type": {mcp.GrantTokenExchange},

@@ -319,3 +319,52 @@ func (e *Exchange) Revoke(ctx context.Context, tok string) error {
 		AuthMethod: AuthMethodExchange, Message: fmt.Sprintf("revoked MCP token %s (audience %s) by its holder", id, e.resource)}
 	return e.rec.Record(ctx, ev)
 }
+
+// ExchangedToken is what is kept of an issued MCP token (never its secret).
+type ExchangedToken struct {
+	ID        string
+	Subject   string
+	Issuer    string
+	Resource  string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// Active lists the exchanged tokens neither revoked nor expired, newest first.
+func (e *Exchange) Active(ctx context.Context) ([]ExchangedToken, error) {
+	rows, err := e.db.QueryContext(ctx, e.q(`SELECT id, subject, issuer, resource, created_at, expires_at FROM mcp_exchanged_tokens
+		WHERE revoked_at IS NULL AND expires_at > ? ORDER BY created_at DESC`), time.Now().UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("list MCP tokens: %w", err)
+	}
+	defer rows.Close()
+	var out []ExchangedToken
+	for rows.Next() {
+		var t ExchangedToken
+		var created, expires int64
+		if err := rows.Scan(&t.ID, &t.Subject, &t.Issuer, &t.Resource, &created, &expires); err != nil {
+			return nil, fmt.Errorf("list MCP tokens: %w", err)
+		}
+		t.CreatedAt, t.ExpiresAt = time.Unix(0, created).UTC(), time.Unix(0, expires).UTC()
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// RevokeSubject revokes every active exchanged token of subject on behalf of by (an
+// administrator), on the ledger, and returns how many it revoked.
+func (e *Exchange) RevokeSubject(ctx context.Context, subject, by string) (int64, error) {
+	now := time.Now().UTC()
+	res, err := e.db.ExecContext(ctx, e.q(`UPDATE mcp_exchanged_tokens SET revoked_at = ? WHERE lower(subject) = lower(?) AND revoked_at IS NULL AND expires_at > ?`),
+		now.UnixNano(), subject, now.UnixNano())
+	if err != nil {
+		return 0, fmt.Errorf("revoke MCP tokens of %s: %w", subject, err)
+	}
+	n, _ := res.RowsAffected()
+	ev := &ledger.Event{Type: ledger.EventTokenRevoke, Time: now, Subject: by, AuthMethod: "os",
+		Message: fmt.Sprintf("revoked %d MCP token(s) of %s issued by the token exchange", n, subject)}
+	if err := e.rec.Record(ctx, ev); err != nil {
+		return n, fmt.Errorf("record the revocation: %w", err)
+	}
+	return n, nil
+}
