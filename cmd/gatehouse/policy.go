@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -192,7 +193,9 @@ func newPolicyReplay(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			q := ledger.Query{Type: ledger.EventStatement, Limit: limit, Ascending: true}
+			// The newest events of the period, as the console's replay page: a policy change
+			// is about what happens now.
+			q := ledger.Query{Type: ledger.EventStatement, Limit: limit}
 			if err := tf.apply(&q); err != nil {
 				return err
 			}
@@ -205,32 +208,21 @@ func newPolicyReplay(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			in := inspect.New(10_000)
+			slices.Reverse(evs) // print oldest first
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TIME\tIDENTITY\tTARGET\tWAS\tWOULD BE\tRULE\tSTATEMENT")
 			changed := 0
-			for _, ev := range evs {
-				sess := &gate.Session{
-					ID:       ev.SessionID,
-					Identity: &identity.Identity{Subject: ev.Subject, Kind: identity.Kind(ev.IdentityKind), Groups: ev.Groups, AuthMethod: ev.AuthMethod},
-					Target:   targetFor(cfg, ev.Target, ev.Environment), ClientAddr: ev.ClientAddr,
-					ApplicationName: ev.ApplicationName, Database: ev.Database, StartedAt: ev.Time,
-				}
-				for _, ls := range ev.Statements {
-					// The ledger keeps redacted text ($n for literals); it parses to the same facts.
-					for _, stmt := range in.Inspect(ls.Redacted) {
-						x := e.Explain(cmd.Context(), sess, stmt)
-						if string(x.Decision.Action) == ev.Decision {
-							continue
-						}
-						changed++
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Time.Local().Format("2006-01-02 15:04"), ev.Subject, ev.Target,
-							ev.Decision, x.Decision.Action, x.Decision.Rule, ls.Redacted)
-					}
-				}
-			}
+			e.Replay(cmd.Context(), evs, func(name, env string) *config.Target { return targetFor(cfg, name, env) }, func(ch policy.ReplayChange) {
+				changed++
+				ev := ch.Event
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Time.Local().Format("2006-01-02 15:04"), ev.Subject, ev.Target,
+					ev.Decision, ch.Would, ch.Rule, ch.SQL)
+			})
 			if err := tw.Flush(); err != nil {
 				return err
+			}
+			if len(evs) == limit {
+				fmt.Fprintf(cmd.OutOrStdout(), "the period holds more than %d statement events: the newest %d were replayed (--limit)\n", limit, limit)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%d of %d recorded statement events would be decided differently\n", changed, len(evs))
 			return nil

@@ -8,9 +8,6 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/config"
-	"github.com/gatehouse/gatehouse/internal/gate"
-	"github.com/gatehouse/gatehouse/internal/identity"
-	"github.com/gatehouse/gatehouse/internal/inspect"
 	"github.com/gatehouse/gatehouse/internal/ledger"
 	"github.com/gatehouse/gatehouse/internal/policy"
 )
@@ -125,29 +122,14 @@ func (c *Console) replay(w http.ResponseWriter, v *viewer) {
 		return
 	}
 	d.Ran, d.Events, d.Truncated = true, len(evs), len(evs) == replayEvents
-	in := inspect.New(10_000)
-	for i := range evs {
-		e := &evs[i]
-		sess := &gate.Session{ID: e.SessionID, ClientAddr: e.ClientAddr, ApplicationName: e.ApplicationName, Database: e.Database, StartedAt: e.Time,
-			Identity: &identity.Identity{Subject: e.Subject, Kind: identity.Kind(e.IdentityKind), Groups: e.Groups, AuthMethod: e.AuthMethod},
-			Target:   c.replayTarget(e.Target, e.Environment)}
-		for _, ls := range e.Statements {
-			// The ledger keeps redacted text ($n for literals); it parses to the same facts.
-			for _, st := range in.Inspect(ls.Redacted) {
-				d.Statements++
-				x := eng.Explain(ctx, sess, st)
-				// A statement that ran on an approval was held then; held again is no change.
-				if string(x.Decision.Action) == e.Decision || (e.ApprovalID != "" && x.Decision.Action == gate.RequireApproval) {
-					continue
-				}
-				d.Changed++
-				if len(d.Changes) < replayShown {
-					d.Changes = append(d.Changes, replayChange{Time: e.Time, Instance: e.Instance, Seq: e.Seq, Subject: e.Subject, Target: e.Target,
-						Was: e.Decision, Would: string(x.Decision.Action), Rule: x.Decision.Rule, SQL: ls.Redacted})
-				}
-			}
+	d.Statements = eng.Replay(ctx, evs, c.replayTarget, func(ch policy.ReplayChange) {
+		d.Changed++
+		if len(d.Changes) < replayShown {
+			e := ch.Event
+			d.Changes = append(d.Changes, replayChange{Time: e.Time, Instance: e.Instance, Seq: e.Seq, Subject: e.Subject, Target: e.Target,
+				Was: e.Decision, Would: ch.Would, Rule: ch.Rule, SQL: ch.SQL})
 		}
-	}
+	})
 	c.render(w, http.StatusOK, "replay", page{Title: "Policy replay", Nav: "policy", Viewer: v, Data: d})
 }
 
