@@ -18,7 +18,9 @@ import (
 func TestFleetSharedStore(t *testing.T) {
 	oldPublish, oldHeartbeat, oldStale, oldPoll := publishEvery, heartbeatEvery, staleAfter, pollEvery
 	publishEvery, heartbeatEvery, staleAfter, pollEvery = 50*time.Millisecond, 200*time.Millisecond, time.Second, 100*time.Millisecond
-	defer func() { publishEvery, heartbeatEvery, staleAfter, pollEvery = oldPublish, oldHeartbeat, oldStale, oldPoll }()
+	defer func() {
+		publishEvery, heartbeatEvery, staleAfter, pollEvery = oldPublish, oldHeartbeat, oldStale, oldPoll
+	}()
 
 	pg := testkit.StartPostgres(t)
 	ctx := context.Background()
