@@ -22,13 +22,13 @@ import (
 //
 // Each instance publishes a snapshot of its own registry to the store (one row per
 // instance, rewritten when a session starts, ends or counts a statement, and at least every
-// heartbeatEvery as a heartbeat; a session starting or ending is notified at once, changed
-// counts are read at the next poll); a row whose heartbeat is older than staleAfter belongs to
+// Timing.HeartbeatEvery as a heartbeat; a session starting or ending is notified at once, changed
+// counts are read at the next poll); a row whose heartbeat is older than Timing.StaleAfter belongs to
 // an instance that is gone, and its sessions are not listed. Ending another instance's
 // session files a kill request in the store and notifies (LISTEN/NOTIFY, as approvals and
 // revocations travel); the owning instance takes the request and ends the session in its
 // door's words. Notifications only wake instances up: every instance also polls, so a missed
-// notification delays a kill by at most pollEvery.
+// notification delays a kill by at most Timing.PollEvery.
 //
 // With the embedded store (one instance) a Fleet is just the local registry.
 type Fleet struct {
@@ -45,20 +45,29 @@ type Fleet struct {
 	remoteRaw []byte    // their serialized form, to tell a change from a heartbeat
 	// remoteGen changes whenever remote changes, so Version covers both.
 	remoteGen atomic.Uint64
+
+	// Timing is the pace of the shared view (DefaultFleetTiming()); set it before Run.
+	Timing FleetTiming
 }
 
-// Timing of the shared view. Variables, not constants, only so tests can shorten them.
-var (
-	// publishEvery is how often an instance checks whether its sessions changed.
-	publishEvery = 500 * time.Millisecond
-	// heartbeatEvery is how often an instance republishes even without a change.
-	heartbeatEvery = 5 * time.Second
-	// staleAfter is how old a heartbeat may be before its instance counts as gone.
-	staleAfter = 20 * time.Second
-	// pollEvery is how often the others' sessions and kill requests are read without a
+// FleetTiming is the pace of the shared view.
+type FleetTiming struct {
+	// PublishEvery is how often an instance checks whether its sessions changed.
+	PublishEvery time.Duration
+	// HeartbeatEvery is how often an instance republishes even without a change.
+	HeartbeatEvery time.Duration
+	// StaleAfter is how old a heartbeat may be before its instance counts as gone.
+	StaleAfter time.Duration
+	// PollEvery is how often the others' sessions and kill requests are read without a
 	// notification (the safety net for missed ones).
-	pollEvery = 2 * time.Second
-)
+	PollEvery time.Duration
+}
+
+// DefaultFleetTiming is the pace NewFleet sets: a change is seen within a second or two, a
+// silent instance is dropped after 20 s.
+func DefaultFleetTiming() FleetTiming {
+	return FleetTiming{PublishEvery: 500 * time.Millisecond, HeartbeatEvery: 5 * time.Second, StaleAfter: 20 * time.Second, PollEvery: 2 * time.Second}
+}
 
 // The notification topics of the shared view.
 const (
@@ -89,7 +98,7 @@ func NewFleet(ctx context.Context, reg *Registry, instance string, db *sql.DB, i
 	if log == nil {
 		log = slog.Default()
 	}
-	f := &Fleet{reg: reg, instance: instance, log: log, wake: make(chan struct{}, 1)}
+	f := &Fleet{reg: reg, instance: instance, log: log, wake: make(chan struct{}, 1), Timing: DefaultFleetTiming()}
 	if db == nil || store.DialectOf(db) != store.Postgres {
 		return f, nil
 	}
@@ -207,7 +216,7 @@ func (f *Fleet) Run(ctx context.Context) {
 	if f.db == nil {
 		return
 	}
-	tick := time.NewTicker(publishEvery)
+	tick := time.NewTicker(f.Timing.PublishEvery)
 	defer tick.Stop()
 	var (
 		published   = ^uint64(0)
@@ -229,7 +238,7 @@ func (f *Fleet) Run(ctx context.Context) {
 			woken = true
 		case <-tick.C:
 		}
-		if ver := f.reg.Version(); ver != published || time.Since(publishedAt) >= heartbeatEvery {
+		if ver := f.reg.Version(); ver != published || time.Since(publishedAt) >= f.Timing.HeartbeatEvery {
 			ids, err := f.publish(ctx, lastIDs)
 			if err != nil {
 				f.log.Warn("live sessions: publish to the shared store", "err", err)
@@ -237,7 +246,7 @@ func (f *Fleet) Run(ctx context.Context) {
 				published, publishedAt, lastIDs = ver, time.Now(), ids
 			}
 		}
-		if woken || time.Since(polledAt) >= pollEvery {
+		if woken || time.Since(polledAt) >= f.Timing.PollEvery {
 			polledAt = time.Now()
 			if err := f.takeKills(ctx); err != nil {
 				f.log.Warn("live sessions: read kill requests", "err", err)
@@ -278,7 +287,7 @@ func (f *Fleet) publish(ctx context.Context, prev []string) ([]string, error) {
 // refresh rereads the other instances' sessions (those with a recent heartbeat).
 func (f *Fleet) refresh(ctx context.Context) error {
 	rows, err := f.db.QueryContext(ctx, `SELECT sessions FROM live_instances
-		WHERE instance <> $1 AND heartbeat > now() - make_interval(secs => $2) ORDER BY instance`, f.instance, staleAfter.Seconds())
+		WHERE instance <> $1 AND heartbeat > now() - make_interval(secs => $2) ORDER BY instance`, f.instance, f.Timing.StaleAfter.Seconds())
 	if err != nil {
 		return err
 	}

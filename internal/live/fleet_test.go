@@ -16,12 +16,6 @@ import (
 // other's sessions, a kill asked of B for a session on A ends it on A on behalf of who asked,
 // and an instance that stops publishing drops out of the list once its heartbeat is stale.
 func TestFleetSharedStore(t *testing.T) {
-	oldPublish, oldHeartbeat, oldStale, oldPoll := publishEvery, heartbeatEvery, staleAfter, pollEvery
-	publishEvery, heartbeatEvery, staleAfter, pollEvery = 50*time.Millisecond, 200*time.Millisecond, time.Second, 100*time.Millisecond
-	defer func() {
-		publishEvery, heartbeatEvery, staleAfter, pollEvery = oldPublish, oldHeartbeat, oldStale, oldPoll
-	}()
-
 	pg := testkit.StartPostgres(t)
 	ctx := context.Background()
 	db, err := store.OpenPostgres(ctx, pg.DSN("postgres"))
@@ -39,6 +33,8 @@ func TestFleetSharedStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	fast := FleetTiming{PublishEvery: 50 * time.Millisecond, HeartbeatEvery: 200 * time.Millisecond, StaleAfter: time.Second, PollEvery: 100 * time.Millisecond}
+	a.Timing, b.Timing = fast, fast
 	if !a.Shared() || !b.Shared() {
 		t.Fatal("fleets on a PostgreSQL store are not shared")
 	}
