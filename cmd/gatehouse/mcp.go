@@ -24,9 +24,9 @@ import (
 func init() { extraCommands = append(extraCommands, newMCPCmd) }
 
 func newMCPCmd(g *globals) *cobra.Command {
-	var server, token, credentials string
+	var server, token, credentials, target string
 	cmd := &cobra.Command{
-		Use:   "mcp --server URL",
+		Use:   "mcp --server URL [--target NAME]",
 		Short: "Bridge an agent host that only starts stdio MCP servers to Gatehouse's MCP door",
 		Long: `Reads MCP messages (JSON-RPC, one per line) on standard input and forwards each to the
 Gatehouse MCP door (streamable HTTP) with your credential, writing the answers to standard
@@ -41,7 +41,7 @@ when the sign-in itself expires).`,
 			if server == "" {
 				return errors.New("--server is required: the MCP door's URL, e.g. https://gatehouse.internal:15433/mcp")
 			}
-			b := &stdioBridge{url: server, client: &http.Client{Timeout: 5 * time.Minute}}
+			b := &stdioBridge{url: server, target: target, client: &http.Client{Timeout: 5 * time.Minute}}
 			if token == "" {
 				token = os.Getenv("GATEHOUSE_TOKEN")
 			}
@@ -68,6 +68,7 @@ when the sign-in itself expires).`,
 	cmd.Flags().StringVar(&server, "server", "", "the MCP door's URL (…/mcp)")
 	cmd.Flags().StringVar(&token, "token", "", "credential (default $GATEHOUSE_TOKEN, else gatehouse login's, exchanged)")
 	cmd.Flags().StringVar(&credentials, "credentials", "", "gatehouse login's credentials file (default: the user's config directory)")
+	cmd.Flags().StringVar(&target, "target", "", "pin the connection to this target: tools take it when the agent names none and refuse others")
 	cmd.AddCommand(newMCPConfigCmd(), newMCPTokensCmd(g))
 	return cmd
 }
@@ -202,6 +203,7 @@ func exchangeLogin(ctx context.Context, hc *http.Client, server, path string) (s
 // stdioBridge forwards newline-delimited JSON-RPC messages to a streamable HTTP endpoint.
 type stdioBridge struct {
 	url, token string
+	target     string // the pinned target, sent as mcp.TargetHeader ("" for none)
 	client     *http.Client
 	// exchange, when set, gets a new token (from gatehouse login's sign-in) after the door
 	// refused the one in use.
@@ -331,6 +333,9 @@ func (b *stdioBridge) post(ctx context.Context, msg []byte) (*http.Response, err
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set("Authorization", "Bearer "+b.token)
+	if b.target != "" {
+		req.Header.Set(mcp.TargetHeader, b.target)
+	}
 	if b.session != "" {
 		req.Header.Set("Mcp-Session-Id", b.session)
 	}
@@ -401,30 +406,32 @@ func newMCPConfigCmd() *cobra.Command {
 			}
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			enc.SetIndent("", "  ")
+			enc.SetEscapeHTML(false)
 			return enc.Encode(snippet)
 		},
 	}
 	cmd.Flags().StringVar(&client, "client", "claude", "agent host: claude (Claude Desktop / Claude Code), cursor or vscode")
 	cmd.Flags().StringVar(&server, "server", "", "the MCP door's URL (…/mcp)")
-	cmd.Flags().StringVar(&target, "target", "", "a target to name in the entry (the agent still picks targets through list_targets)")
+	cmd.Flags().StringVar(&target, "target", "", "pin the entry to this target (without one, the agent picks targets through list_targets)")
 	return cmd
 }
 
 // mcpHostConfig is the configuration entry for an agent host: streamable HTTP with a bearer
 // header where the host supports it (Cursor, VS Code), the stdio bridge where it only starts
-// processes (Claude Desktop).
+// processes (Claude Desktop), which signs in with the user's `gatehouse login` (or
+// $GATEHOUSE_TOKEN, an agent's token, when set). With a target, the entry is pinned to it.
 func mcpHostConfig(client, server, target string) (any, error) {
 	name := "gatehouse"
+	header := map[string]string{"Authorization": "Bearer ${env:GATEHOUSE_TOKEN}"}
+	args := []string{"mcp", "--server", server}
 	if target != "" {
 		name = "gatehouse-" + target
+		header[mcp.TargetHeader] = target
+		args = append(args, "--target", target)
 	}
-	header := map[string]string{"Authorization": "Bearer ${env:GATEHOUSE_TOKEN}"}
 	switch client {
 	case "claude":
-		return map[string]any{"mcpServers": map[string]any{name: map[string]any{
-			"command": "gatehouse", "args": []string{"mcp", "--server", server},
-			"env": map[string]string{"GATEHOUSE_TOKEN": "<your Gatehouse token>"},
-		}}}, nil
+		return map[string]any{"mcpServers": map[string]any{name: map[string]any{"command": "gatehouse", "args": args}}}, nil
 	case "cursor":
 		return map[string]any{"mcpServers": map[string]any{name: map[string]any{"url": server, "headers": header}}}, nil
 	case "vscode":

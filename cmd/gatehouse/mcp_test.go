@@ -62,12 +62,13 @@ func TestMCPStdioBridge(t *testing.T) {
 
 func TestMCPHostConfig(t *testing.T) {
 	for _, tc := range []struct{ client, want string }{
-		{"claude", `"command": "gatehouse"`},
-		{"cursor", `"url": "https://gh.example:15433/mcp"`},
-		{"vscode", `"type": "http"`},
+		{"claude", `"--target",
+        "prod-db"`},
+		{"cursor", `"Gatehouse-Target": "prod-db"`},
+		{"vscode", `"Gatehouse-Target": "prod-db"`},
 	} {
 		out, err := run(t, "mcp", "config", "--client", tc.client, "--server", "https://gh.example:15433/mcp", "--target", "prod-db")
-		if err != nil || !strings.Contains(out, tc.want) || !json.Valid([]byte(out)) {
+		if err != nil || !strings.Contains(out, tc.want) || !json.Valid([]byte(out)) || strings.Contains(out, `\u003c`) {
 			t.Errorf("mcp config --client %s: %v\n%s", tc.client, err, out)
 		}
 	}

@@ -88,7 +88,7 @@ type TableList struct {
 
 // ListTablesArgs are list_tables' arguments.
 type ListTablesArgs struct {
-	Target string `json:"target" jsonschema:"the target's name, from list_targets"`
+	Target string `json:"target,omitempty" jsonschema:"the target's name, from list_targets (may be left out on a connection pinned to one target)"`
 	Schema string `json:"schema,omitempty" jsonschema:"only this schema"`
 	Search string `json:"search,omitempty" jsonschema:"only tables whose name contains this text"`
 }
@@ -100,6 +100,10 @@ ORDER BY 1, 2`
 // listTables lists tables and views through the gate (a recorded catalog read) and marks
 // the sensitive classes the classification catalog found in each.
 func (d *Door) listTables(ctx context.Context, req *sdk.CallToolRequest, a ListTablesArgs) (*sdk.CallToolResult, TableList, error) {
+	var err error
+	if a.Target, err = targetOf(req, a.Target); err != nil {
+		return nil, TableList{}, err
+	}
 	_, res, err := d.run(ctx, req, "list_tables", QueryArgs{Target: a.Target, SQL: listTablesSQL, MaxRows: DefaultMaxRows}, true)
 	if err != nil {
 		return nil, TableList{}, err
@@ -143,7 +147,7 @@ func classesOf(snap *classify.Snapshot, schema, table string) []string {
 
 // DescribeArgs are describe_table's arguments.
 type DescribeArgs struct {
-	Target string `json:"target" jsonschema:"the target's name, from list_targets"`
+	Target string `json:"target,omitempty" jsonschema:"the target's name, from list_targets (may be left out on a connection pinned to one target)"`
 	Table  string `json:"table" jsonschema:"the table, optionally schema-qualified (public.customers)"`
 }
 
@@ -170,6 +174,10 @@ type TableDescription struct {
 // describeTable describes a table from the classification catalog and a recorded catalog
 // read for its key and size.
 func (d *Door) describeTable(ctx context.Context, req *sdk.CallToolRequest, a DescribeArgs) (*sdk.CallToolResult, TableDescription, error) {
+	var err error
+	if a.Target, err = targetOf(req, a.Target); err != nil {
+		return nil, TableDescription{}, err
+	}
 	snap := d.snapshot(ctx, a.Target)
 	if snap == nil {
 		return nil, TableDescription{}, fmt.Errorf("target %q is unknown or its catalogue cannot be read now", a.Target)

@@ -18,12 +18,12 @@ import (
 
 // TargetArgs name a target.
 type TargetArgs struct {
-	Target string `json:"target" jsonschema:"the target's name, from list_targets"`
+	Target string `json:"target,omitempty" jsonschema:"the target's name, from list_targets (may be left out on a connection pinned to one target)"`
 }
 
 // QueryArgs are the arguments of query, execute and explain.
 type QueryArgs struct {
-	Target string `json:"target" jsonschema:"the target's name, from list_targets"`
+	Target string `json:"target,omitempty" jsonschema:"the target's name, from list_targets (may be left out on a connection pinned to one target)"`
 	SQL    string `json:"sql" jsonschema:"exactly one SQL statement; use $1, $2 ... for params"`
 	// Params are the statement's parameters, as text (NULL: null).
 	Params []*string `json:"params,omitempty" jsonschema:"values for $1, $2 ... as text; null for SQL NULL"`
@@ -87,8 +87,12 @@ func (d *Door) listTargets(ctx context.Context, req *sdk.CallToolRequest, _ stru
 	}
 	started := time.Now()
 	out := TargetList{Targets: []TargetInfo{}}
+	pin := pinnedTarget(req)
 	for _, t := range d.Targets() {
 		t := t
+		if pin != "" && t.Name != pin {
+			continue
+		}
 		dec := d.Gate.Grant(ctx, &gate.Session{Identity: id, Target: &t, Database: t.Database})
 		if dec.Action != gate.Allow {
 			continue
@@ -155,7 +159,11 @@ func (d *Door) run(ctx context.Context, req *sdk.CallToolRequest, tool string, a
 // runChecked is run that also returns the masking profile policy gave an allowed statement
 // (describe_table tells which columns the caller sees masked).
 func (d *Door) runChecked(ctx context.Context, req *sdk.CallToolRequest, tool string, a QueryArgs, readOnly bool) (Result, string, error) {
-	c, err := d.open(ctx, req, tool, a.Target, a.Purpose)
+	target, err := targetOf(req, a.Target)
+	if err != nil {
+		return Result{}, "", err
+	}
+	c, err := d.open(ctx, req, tool, target, a.Purpose)
 	if err != nil {
 		return Result{}, "", err
 	}
