@@ -117,9 +117,11 @@ type Console struct {
 	ended  map[string]endedSession
 	logins map[string]*pendingLogin
 	links  map[string]*signInLink
-	// lastVerify is the last ledger verification run from the console; sensitiveN the
-	// cached count of sensitive reads in the last 24 hours, from sensitiveAt.
+	// lastVerify is the last ledger verification run from a console (this instance's or,
+	// read from the ledger at verifyAt, any instance's); sensitiveN the cached count of
+	// sensitive reads in the last 24 hours, from sensitiveAt.
 	lastVerify  *verification
+	verifyAt    time.Time
 	sensitiveN  int64
 	sensitiveAt time.Time
 }
@@ -137,6 +139,10 @@ const (
 	EventDownload     ledger.EventType = "console.download"
 	EventRescan       ledger.EventType = "console.rescan"
 	EventRefused      ledger.EventType = "console.refused"
+	// EventVerified records a ledger verification run from the console and its result
+	// (Rows: the problems found), so the overview shows the last one after a restart and on
+	// every instance sharing the store.
+	EventVerified ledger.EventType = "console.ledger_verified"
 	// EventSessionKill records that someone ended a live database session (console or API).
 	EventSessionKill ledger.EventType = "session.kill"
 )

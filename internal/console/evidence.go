@@ -67,8 +67,20 @@ func (c *Console) evidencePage(w http.ResponseWriter, v *viewer) {
 		c.fail(w, v, http.StatusInternalServerError, "Verifying the ledger failed; see the server log.")
 		return
 	}
+	res := "ok"
+	if !rep.OK {
+		res = fmt.Sprintf("%d problems", len(rep.Problems))
+	}
+	done := c.event(v.r, v.id, EventVerified, "console ledger verification: "+res)
+	done.Rows = int64(len(rep.Problems))
+	if !rep.OK && done.Rows == 0 {
+		done.Rows = 1 // not OK is never recorded as no problems
+	}
+	if !c.record(w, v.r, v, done) {
+		return
+	}
 	c.mu.Lock()
-	c.lastVerify = &verification{At: c.opts.Now(), OK: rep.OK, Problems: len(rep.Problems), By: v.id.Subject}
+	c.lastVerify, c.verifyAt = &verification{At: done.Time, OK: rep.OK, Problems: len(rep.Problems), By: v.id.Subject}, c.opts.Now()
 	c.mu.Unlock()
 	d.Checked, d.Report, d.From, d.To = true, rep, r.From, r.To
 	d.Download = template.URL(f.values().Encode())
