@@ -304,6 +304,9 @@ type Check struct {
 	oneSensitive [1]sensitiveCols
 	// approvals found for held statements, used when the whole check is allowed.
 	approvals []heldApproval
+	// only holds the one-statement checks Only hands out, allocated together on first use:
+	// one allocation for a string of N statements instead of one per result.
+	only []Check
 }
 
 // sensitiveColumns returns the sensitive columns of statement i's tables ("schema.table.
@@ -351,12 +354,17 @@ func (c *Check) Allowed() bool { return c.Decision.Action == Allow }
 // concerns one statement of a multi-statement string (planning the masking of that
 // statement's result): looking at all N statements for each of N results would make a
 // string of N statements cost O(N²). It returns c itself when c holds one statement or i is
-// out of range (the door lost count): then every statement is considered, as before.
+// out of range (the door lost count): then every statement is considered, as before. The
+// narrowed checks of one string share one allocation; each call fills statement i's afresh.
 func (c *Check) Only(i int) *Check {
 	if len(c.Statements) <= 1 || i < 0 || i >= len(c.Statements) {
 		return c
 	}
-	one := &Check{Statements: c.Statements[i : i+1 : i+1], Decision: c.Decision, Via: c.Via, Started: c.Started, Denied: c.Denied, LedgerDown: c.LedgerDown}
+	if c.only == nil {
+		c.only = make([]Check, len(c.Statements))
+	}
+	one := &c.only[i]
+	*one = Check{Statements: c.Statements[i : i+1 : i+1], Decision: c.Decision, Via: c.Via, Started: c.Started, Denied: c.Denied, LedgerDown: c.LedgerDown}
 	if c.sensitive != nil {
 		one.sensitive = c.sensitive[i : i+1 : i+1]
 	}
