@@ -64,6 +64,8 @@ type Session struct {
 	live *live.Entry
 	// door names the door the session came through (set by Attach), for metrics.
 	door string
+	// observers are the session's statement-duration observers (metrics.go).
+	observers atomic.Pointer[sessionObservers]
 }
 
 func (s *Session) preparedFacts(name string) *inspect.Statement {
@@ -757,7 +759,7 @@ func (g *Gate) Finish(ctx context.Context, s *Session, c *Check, o Outcome) *led
 		ev.Message = c.Denied.ParseError
 	}
 	if s != nil {
-		g.Metrics.statement(s.door, c.Decision.Action, ev.Duration, o.Masked)
+		g.Metrics.statement(s, c.Decision.Action, ev.Duration, o.Masked)
 		if s.live != nil {
 			s.live.Count(liveStatement(ev))
 		}

@@ -63,15 +63,50 @@ func (g *Gate) CountMasked(s *Session, m RowMasker) {
 }
 
 // statement observes one completed statement.
-func (m *Metrics) statement(door string, decision Action, took time.Duration, masked int64) {
+func (m *Metrics) statement(s *Session, decision Action, took time.Duration, masked int64) {
 	if m == nil {
 		return
 	}
+	door := s.door
 	if door == "" {
 		door = "unknown"
 	}
-	m.StatementSeconds.WithLabelValues(door, string(decision)).Observe(took.Seconds())
+	m.observer(s, door, decision).Observe(took.Seconds())
 	if masked > 0 {
 		m.ValuesMasked.WithLabelValues(door).Add(float64(masked))
 	}
+}
+
+// sessionObservers keeps a session's statement-duration observers, one per decision, so a
+// statement does not hash its labels again (a session's door never changes).
+type sessionObservers struct {
+	m   *Metrics
+	obs [3]prometheus.Observer // allow, deny, require_approval
+}
+
+// observer returns the statement-duration observer of s's door and decision.
+func (m *Metrics) observer(s *Session, door string, decision Action) prometheus.Observer {
+	i := -1
+	switch decision {
+	case Allow:
+		i = 0
+	case Deny:
+		i = 1
+	case RequireApproval:
+		i = 2
+	}
+	so := s.observers.Load()
+	if i >= 0 && so != nil && so.m == m && so.obs[i] != nil {
+		return so.obs[i]
+	}
+	o := m.StatementSeconds.WithLabelValues(door, string(decision))
+	if i >= 0 {
+		next := &sessionObservers{m: m}
+		if so != nil && so.m == m {
+			next.obs = so.obs
+		}
+		next.obs[i] = o
+		s.observers.Store(next)
+	}
+	return o
 }
