@@ -305,7 +305,8 @@ func (r *relay) relay(ctx context.Context) string {
 	done := make(chan string, 1)
 	go func() { done <- r.clientLoop(ctx) }()
 	if every := durationOr(r.srv.RevalidateEvery, 2*time.Second); every > 0 {
-		go r.revalidate(ctx, every)
+		stop := r.revalidate(ctx, every)
+		defer stop()
 	}
 	upReason := r.upstreamLoop(ctx)
 	close(r.upGone)
@@ -326,37 +327,54 @@ func (r *relay) relay(ctx context.Context) string {
 // session stays and is checked again at the next tick, so a revocation made meanwhile ends it
 // at the first check that reaches the store. Ending it instead would turn every store outage
 // into the loss of every live session, reported to clients as a revocation.
-func (r *relay) revalidate(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
+//
+// The checks run from a timer, every interval after the previous one ended, rather than in a
+// goroutine of their own, so an idle session keeps no stack for them. The function returned
+// stops them.
+func (r *relay) revalidate(ctx context.Context, every time.Duration) (stop func()) {
+	var mu sync.Mutex // guards t and stopped against a check that ends as the session does
+	var t *time.Timer
+	stopped := false
 	var unchecked time.Time // when the checks started failing; zero while they succeed
-	for {
-		select {
-		case <-ctx.Done():
+	check := func() {
+		if ctx.Err() != nil {
 			return
-		case <-t.C:
-			vctx, cancel := context.WithTimeout(ctx, every)
-			err := r.srv.Gate.StillValid(vctx, r.sess)
-			cancel()
-			switch {
-			case ctx.Err() != nil:
-				return
-			case err == nil:
-				if !unchecked.IsZero() {
-					r.srv.log().Info("pg session identity checked again", "session", r.sess.ID, "unchecked_for", time.Since(unchecked).Round(time.Millisecond))
-					unchecked = time.Time{}
-				}
-			case errors.Is(err, identity.ErrInvalidCredentials):
-				r.srv.log().Info("pg session revoked", "session", r.sess.ID, "err", err)
-				r.end(fatalErr("57P01", "session ended: token revoked or no longer valid"))
-				return
-			default:
-				if unchecked.IsZero() {
-					unchecked = time.Now()
-					r.srv.log().Warn("pg session identity could not be checked; keeping the session and retrying", "session", r.sess.ID, "err", err)
-				}
+		}
+		vctx, cancel := context.WithTimeout(ctx, every)
+		err := r.srv.Gate.StillValid(vctx, r.sess)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil:
+			if !unchecked.IsZero() {
+				r.srv.log().Info("pg session identity checked again", "session", r.sess.ID, "unchecked_for", time.Since(unchecked).Round(time.Millisecond))
+				unchecked = time.Time{}
+			}
+		case errors.Is(err, identity.ErrInvalidCredentials):
+			r.srv.log().Info("pg session revoked", "session", r.sess.ID, "err", err)
+			r.end(fatalErr("57P01", "session ended: token revoked or no longer valid"))
+			return
+		default:
+			if unchecked.IsZero() {
+				unchecked = time.Now()
+				r.srv.log().Warn("pg session identity could not be checked; keeping the session and retrying", "session", r.sess.ID, "err", err)
 			}
 		}
+		mu.Lock()
+		if !stopped {
+			t.Reset(every)
+		}
+		mu.Unlock()
+	}
+	mu.Lock()
+	t = time.AfterFunc(every, check)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
 	}
 }
 
