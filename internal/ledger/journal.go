@@ -112,6 +112,9 @@ type pendingLog struct {
 	sealed  []string // log files no longer written to, oldest first
 	// lastErr is why the last attempt to store batches failed (nil after a success).
 	lastErr error
+	// drained is signalled, without blocking, whenever stored records are dropped, for an
+	// appender waiting for the backlog to shrink (SQLiteStore.awaitIndexer).
+	drained chan struct{}
 }
 
 // maxPendingRecords bounds what the commit log may hold that SQLite does not: when the
@@ -132,6 +135,14 @@ func (p *pendingLog) waiting() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.records
+}
+
+// backlog is how many records wait for the database, and why the last attempt to store
+// them failed (nil: it did not).
+func (p *pendingLog) backlog() (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.records, p.lastErr
 }
 
 func (p *pendingLog) full(limit int) error {
@@ -186,6 +197,10 @@ func (p *pendingLog) drop(n int) []string {
 	}
 	if n > 0 {
 		p.lastErr = nil
+		select {
+		case p.drained <- struct{}{}:
+		default:
+		}
 	}
 	clear(p.batches[:n])
 	p.batches = p.batches[n:]

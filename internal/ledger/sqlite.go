@@ -252,7 +252,7 @@ func OpenSQLiteFile(ctx context.Context, path string) (*SQLiteStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("open ledger store: %w", err)
 	}
-	p := &pendingLog{}
+	p := &pendingLog{drained: make(chan struct{}, 1)}
 	s := &SQLiteStore{db: db, ix: newSQLiteIndexer(db, p, log), pending: p, log: log,
 		jr:       &journal{dir: journalDir(path), token: randomToken(), pending: p, log: log, maxPending: maxPendingRecords},
 		heads:    map[string]chainHead{},
@@ -464,6 +464,7 @@ func (s *SQLiteStore) Head(ctx context.Context, instance string) (int64, string,
 // CommitSynced, written and synced by the syncer within MaxSyncDelay for CommitWritten);
 // SQLite follows from the indexer.
 func (s *SQLiteStore) Append(ctx context.Context, recs []Record, cps []Checkpoint, c Commit) error {
+	s.awaitIndexer(ctx)
 	rows := make([]eventRow, len(recs))
 	for i, r := range recs {
 		rows[i] = rowOf(r.Event, r.Body)
@@ -493,6 +494,40 @@ func (s *SQLiteStore) Append(ctx context.Context, recs []Record, cps []Checkpoin
 	s.ix.kick()
 	return nil
 }
+
+// awaitIndexer holds an append back while more than a fifth of maxPending records wait
+// for the indexer and it is storing them: the ledger then records at the rate the indexer
+// keeps up with (on one core the two share it, and recording alone is the faster), with
+// its indexes current within a fraction of a second, instead of running ahead until the
+// hard limit refuses records. When the indexer is failing, or ctx ends first, it returns
+// at once and the hard limit (journal.append) decides, so a store that cannot be written
+// still fails closed without delay.
+func (s *SQLiteStore) awaitIndexer(ctx context.Context) {
+	soft := s.jr.maxPending / 5
+	var poll *time.Timer
+	for {
+		n, failing := s.pending.backlog()
+		if n < soft || failing != nil {
+			return
+		}
+		s.ix.hurry()
+		if poll == nil {
+			poll = time.NewTimer(indexPoll)
+			defer poll.Stop()
+		} else {
+			poll.Reset(indexPoll)
+		}
+		select {
+		case <-s.pending.drained:
+		case <-poll.C: // look at failing again
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// indexPoll is how often awaitIndexer looks whether the indexer started failing.
+const indexPoll = 10 * time.Millisecond
 
 const insertCheckpointSQL = `INSERT INTO ledger_checkpoints(instance, seq, hash, time_ns, kind, signature) VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (instance, seq, kind) DO NOTHING`

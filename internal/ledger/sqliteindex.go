@@ -73,6 +73,7 @@ type sqliteIndexer struct {
 	busyTimeout time.Duration
 
 	wake     chan struct{}
+	hurryCh  chan struct{} // cuts the gathering of commits short (hurry)
 	quit     chan struct{}
 	done     chan struct{}
 	stopOnce sync.Once
@@ -103,6 +104,16 @@ func (x *sqliteIndexer) kick() {
 	}
 }
 
+// hurry wakes the goroutine and has it store what is pending without waiting for more
+// commits (the backlog is large: see SQLiteStore.awaitIndexer).
+func (x *sqliteIndexer) hurry() {
+	select {
+	case x.hurryCh <- struct{}{}:
+	default:
+	}
+	x.kick()
+}
+
 // indexRetry is how soon a failed index pass is tried again on its own.
 const indexRetry = time.Second
 
@@ -131,6 +142,7 @@ func (x *sqliteIndexer) loop() {
 		}
 		select {
 		case <-time.After(gather):
+		case <-x.hurryCh:
 		case <-x.quit:
 			return
 		}

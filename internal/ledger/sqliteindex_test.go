@@ -235,3 +235,43 @@ func TestSQLiteIndexShapes(t *testing.T) {
 		t.Errorf("email readers: %d, want %d", len(readers), len(who))
 	}
 }
+
+// TestSQLiteIndexBackpressure: recording faster than the indexer stores does not run into
+// the hard limit of the commit log (which refuses records, failing closed): past a fifth of
+// it, appends wait for the indexer, which stops gathering commits and stores at once.
+func TestSQLiteIndexBackpressure(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenSQLite(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.jr.maxPending = 500 // soft limit 100; sessions below add at most 32 per batch
+	l, err := New(ctx, s, Options{Instance: "bp", Key: testKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(ctx)
+	const sessions, each = 32, 100
+	errs := make(chan error, sessions)
+	for w := 0; w < sessions; w++ {
+		go func() {
+			for i := 0; i < each; i++ {
+				if err := l.Record(ctx, stmtEvent(fmt.Sprintf("w%d@corp", w), "SELECT", "SELECT 1", nil, nil)); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for w := 0; w < sessions; w++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("record while the indexer lags: %v", err)
+		}
+	}
+	evs, err := s.Search(ctx, Query{Limit: MaxLimit})
+	if err != nil || len(evs) != sessions*each {
+		t.Fatalf("search: %d events, %v; want %d", len(evs), err, sessions*each)
+	}
+}
