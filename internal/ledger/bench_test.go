@@ -224,3 +224,37 @@ func BenchmarkSearch(parent *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSubmitPlainRead measures what a plain read's record costs its session under
+// ledger.durability sensitive (embedded store): Submit, then Wait on the Ack, as the relay
+// does for a pgbench -S round trip. Run with -cpu 1,2 for one and two sessions at a time.
+func BenchmarkSubmitPlainRead(b *testing.B) {
+	s, err := OpenSQLite(context.Background(), b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	l, err := New(context.Background(), s, Options{Instance: "bench", Key: testKey(nil), CheckpointEvery: 1000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close(context.Background())
+	ctx := context.Background()
+	cpu0 := processCPU(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			ev := stmtEvent("bench@corp", "SELECT", "SELECT abalance FROM pgbench_accounts WHERE aid = $1", []string{"public.pgbench_accounts"}, nil)
+			if err := l.Submit(ctx, ev).Wait(ctx); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	if err := s.ix.sync(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/event")
+}
