@@ -113,8 +113,13 @@ type request struct {
 }
 
 // Ledger appends events to a Store with group commit, hash chaining and signed checkpoints.
-// Record is safe for concurrent use; one writer goroutine batches all waiting calls into a
-// single durable transaction and releases every caller of the batch when it has committed.
+// Record is safe for concurrent use. The group commit is led by whoever finds the log idle:
+// a submitter of a record that needs only write(2) (a plain read under ledger.durability
+// sensitive) commits the queue itself, its own record and any others, instead of waking a
+// goroutine and waiting for it (a -S round trip used to wake the writer goroutine for every
+// statement); every other record, and every record submitted while a commit is under way,
+// is queued and committed by the leader at work or by the writer goroutine, which also
+// runs the background work (checkpoints, recovery probes, retention).
 type Ledger struct {
 	store Store
 	opts  Options
@@ -122,13 +127,33 @@ type Ledger struct {
 	log   *slog.Logger
 	cpf   checkpointFile
 
-	reqs     chan request
 	calls    chan call
 	quit     chan struct{}
 	finished chan struct{}
 	closeMu  sync.Once
+	// wake (one slot) tells the writer goroutine that the queue needs a leader.
+	wake chan struct{}
 
-	// Owned by the writer goroutine.
+	// qmu guards the queue of records waiting for a commit. It is only ever held for a few
+	// instructions, never across a commit.
+	qmu   sync.Mutex
+	queue []request // in submission order
+	// leading is set while a holder of chainMu is committing what it took from the queue:
+	// it takes the queue again before it lets go, so a submitter that finds it set leaves
+	// its record to it (and wakes nobody).
+	leading bool
+	// room, when not nil, is closed once the queue is taken, for submitters waiting for
+	// room in a full queue.
+	room chan struct{}
+	// closed is set by Close: nothing more is queued.
+	closed bool
+
+	// chainMu is held by whoever commits (a submitter leading inline, or the writer
+	// goroutine) or otherwise touches the chain state below; one holder at a time keeps
+	// one hash chain in order. It is held across a store commit (bounded by WriteTimeout),
+	// never across a wait for a caller.
+	chainMu    sync.Mutex
+	batch      []request // the batch being committed, reused
 	seq        int64
 	hash       string
 	stale      bool // head must be re-read from the store (after a failed commit)
@@ -182,7 +207,7 @@ func New(ctx context.Context, st Store, opts Options) (*Ledger, error) {
 	}
 	opts.Durability = d
 	l := &Ledger{store: st, opts: opts, log: opts.Log, cpf: checkpointFile{path: opts.CheckpointFile},
-		reqs: make(chan request, 4096), calls: make(chan call), quit: make(chan struct{}), finished: make(chan struct{})}
+		calls: make(chan call), quit: make(chan struct{}), finished: make(chan struct{}), wake: make(chan struct{}, 1)}
 	if l.log == nil {
 		l.log = slog.Default()
 	}
@@ -257,7 +282,20 @@ func (l *Ledger) ObserveCommits(fn CommitObserver) {
 }
 
 // Queued is how many records wait for the group commit, for metrics.
-func (l *Ledger) Queued() int { return len(l.reqs) }
+func (l *Ledger) Queued() int {
+	l.qmu.Lock()
+	defer l.qmu.Unlock()
+	return len(l.queue)
+}
+
+// maxQueued bounds the queue: a submitter finding it full waits (as its ctx allows) for the
+// leader to take it.
+const maxQueued = 4096
+
+// maxInlineRounds is how many batches a submitter leading inline commits before it hands
+// what is still queued to the writer goroutine: its own record is in the first batch
+// (unless more than MaxBatch were queued before it), and its session waits for it.
+const maxInlineRounds = 2
 
 // Store returns the ledger's store (for search, export and verify).
 func (l *Ledger) Store() Store { return l.store }
@@ -379,12 +417,8 @@ func (l *Ledger) Sync(ctx context.Context) error {
 	default:
 	}
 	a := &Ack{done: make(chan error, 1), finished: l.finished}
-	select {
-	case l.reqs <- request{done: a.done, sync: true}:
-	case <-l.quit:
-		return ErrClosed
-	case <-ctx.Done():
-		return fmt.Errorf("sync ledger: %w", ctx.Err())
+	if _, err := l.enqueue(ctx, request{done: a.done, sync: true}); err != nil {
+		return fmt.Errorf("sync ledger: %w", err)
 	}
 	return a.Wait(ctx)
 }
@@ -407,25 +441,135 @@ func (l *Ledger) submit(ctx context.Context, ev *Event, written bool) *Ack {
 		return failedAck(ErrClosed)
 	default:
 	}
+	if err := ctx.Err(); err != nil {
+		return failedAck(fmt.Errorf("record %s event: %w", ev.Type, err))
+	}
 	a := &Ack{done: make(chan error, 1), finished: l.finished}
 	r := request{ev: ev, done: a.done, sync: l.opts.Durability.mustSync(ev)}
 	if written && l.opts.Durability != DurabilityEvery {
 		r.sync = false
 	}
-	select {
-	case l.reqs <- r:
-		return a
-	case <-l.quit:
-		return failedAck(ErrClosed)
-	case <-ctx.Done():
-		return failedAck(fmt.Errorf("record %s event: %w", ev.Type, ctx.Err()))
+	lead, err := l.enqueue(ctx, r)
+	if err != nil {
+		return failedAck(fmt.Errorf("record %s event: %w", ev.Type, err))
 	}
+	if lead {
+		l.leadInline()
+	}
+	return a
+}
+
+// enqueue queues r for the group commit. It reports whether the caller should lead the
+// commit itself: r needs only write(2) and no commit is under way. A record that must be
+// synced is left to a leader at work or to the writer goroutine, so that its submitter
+// does not wait for an fdatasync inside Submit. It waits (as ctx allows) while the queue
+// is full.
+func (l *Ledger) enqueue(ctx context.Context, r request) (lead bool, err error) {
+	l.qmu.Lock()
+	for len(l.queue) >= maxQueued && !l.closed {
+		if l.room == nil {
+			l.room = make(chan struct{})
+		}
+		room := l.room
+		l.qmu.Unlock()
+		l.wakeWriter()
+		select {
+		case <-room:
+		case <-l.quit:
+			return false, ErrClosed
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+		l.qmu.Lock()
+	}
+	if l.closed {
+		l.qmu.Unlock()
+		return false, ErrClosed
+	}
+	l.queue = append(l.queue, r)
+	leading := l.leading
+	l.qmu.Unlock()
+	if leading {
+		return false, nil // the leader takes the queue again before it lets go
+	}
+	if !r.sync {
+		return true, nil
+	}
+	l.wakeWriter()
+	return false, nil
+}
+
+// leadInline commits the queue on the submitter's goroutine when no commit is under way,
+// so a plain read's record costs its session a write(2), not a hand-off to the writer
+// goroutine and back. When another holder has the chain (a commit or background work under
+// way), the writer goroutine is woken to take the queue after it.
+func (l *Ledger) leadInline() {
+	if !l.chainMu.TryLock() {
+		l.wakeWriter()
+		return
+	}
+	empty := l.drain(maxInlineRounds)
+	l.chainMu.Unlock()
+	if !empty {
+		l.wakeWriter()
+	}
+}
+
+// wakeWriter tells the writer goroutine that the queue needs a leader.
+func (l *Ledger) wakeWriter() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// drain commits the queue, oldest first, batch by batch, until it is empty or rounds
+// batches are done (rounds < 0: until empty), and reports whether it left the queue
+// empty. Called with chainMu held.
+func (l *Ledger) drain(rounds int) bool {
+	for i := 0; rounds < 0 || i < rounds; i++ {
+		l.qmu.Lock()
+		n := min(len(l.queue), l.opts.MaxBatch)
+		if n == 0 {
+			l.leading = false
+			l.qmu.Unlock()
+			return true
+		}
+		if n == len(l.queue) {
+			// Take the whole queue; the emptied batch slice becomes the queue.
+			l.batch, l.queue = l.queue, l.batch[:0]
+		} else {
+			l.batch = append(l.batch[:0], l.queue[:n]...)
+			k := copy(l.queue, l.queue[n:])
+			clear(l.queue[k:])
+			l.queue = l.queue[:k]
+		}
+		l.leading = true
+		if l.room != nil {
+			close(l.room)
+			l.room = nil
+		}
+		l.qmu.Unlock()
+		l.commit(l.batch)
+		clear(l.batch)
+		l.batch = l.batch[:0]
+	}
+	l.qmu.Lock()
+	l.leading = false
+	empty := len(l.queue) == 0
+	l.qmu.Unlock()
+	return empty
 }
 
 // Close stops accepting events, commits those already queued, writes a final checkpoint and
 // stops the sinks.
 func (l *Ledger) Close(ctx context.Context) error {
-	l.closeMu.Do(func() { close(l.quit) })
+	l.closeMu.Do(func() {
+		l.qmu.Lock()
+		l.closed = true
+		l.qmu.Unlock()
+		close(l.quit)
+	})
 	select {
 	case <-l.finished:
 	case <-ctx.Done():
@@ -458,35 +602,32 @@ func (l *Ledger) run() {
 	}()
 	tick := time.NewTicker(l.tickEvery())
 	defer tick.Stop()
-	batch := make([]request, 0, l.opts.MaxBatch)
 	for {
 		select {
-		case r := <-l.reqs:
-			batch = append(batch[:0], r)
-			batch = l.fill(batch)
-			l.commit(batch)
+		case <-l.wake:
+			l.chainMu.Lock()
+			l.drain(-1)
+			l.chainMu.Unlock()
 		case c := <-l.calls:
+			l.chainMu.Lock()
 			c.done <- c.fn()
+			l.chainMu.Unlock()
 		case <-tick.C:
+			l.chainMu.Lock()
 			if l.stale {
 				// Recover without waiting for traffic: the gate refuses statements while
 				// the ledger is unhealthy, so no Record may come to find out.
 				l.probe()
-				continue
-			}
-			if l.opts.Now().Sub(l.lastCPTime) >= l.opts.CheckpointInterval {
+			} else if l.opts.Now().Sub(l.lastCPTime) >= l.opts.CheckpointInterval {
 				l.timedCheckpoint()
 			}
+			l.chainMu.Unlock()
 		case <-l.quit:
-			// Commit what is already queued, then seal the head.
-			for {
-				batch = l.fill(batch[:0])
-				if len(batch) == 0 {
-					break
-				}
-				l.commit(batch)
-			}
+			// Commit what is already queued (Close stopped the queue), then seal the head.
+			l.chainMu.Lock()
+			l.drain(-1)
 			l.timedCheckpoint()
+			l.chainMu.Unlock()
 			return
 		}
 	}
@@ -519,19 +660,6 @@ func (l *Ledger) tickEvery() time.Duration {
 		d = 500 * time.Millisecond
 	}
 	return d
-}
-
-// fill adds waiting requests to batch without blocking.
-func (l *Ledger) fill(batch []request) []request {
-	for len(batch) < l.opts.MaxBatch {
-		select {
-		case r := <-l.reqs:
-			batch = append(batch, r)
-		default:
-			return batch
-		}
-	}
-	return batch
 }
 
 func (l *Ledger) setHealth(err error) {
@@ -740,7 +868,7 @@ func (l *Ledger) Retain(ctx context.Context, before time.Time) (int64, error) {
 	return n, nil
 }
 
-// onWriter runs fn on the writer goroutine, so chain state is only ever touched there.
+// onWriter runs fn on the writer goroutine, holding the chain (chainMu).
 func (l *Ledger) onWriter(ctx context.Context, fn func() error) error {
 	c := call{fn: fn, done: make(chan error, 1)}
 	select {
