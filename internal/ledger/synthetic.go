@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // The synthetic load generates plausible events inside the database with one INSERT ...
@@ -153,8 +156,6 @@ func syntheticSQLiteInserts(d syntheticDialect) []string {
 	}
 }
 
-const syntheticChunk = 250_000
-
 // syntheticSpan spreads n events over 90 days ending at start.
 func syntheticSpan(n int64, start time.Time) (base, step int64) {
 	step = int64(90*24*time.Hour) / max(n, 1)
@@ -285,18 +286,133 @@ func dropSecondaryIndexes(ctx context.Context, conn *sql.Conn) ([]string, error)
 	return creates, nil
 }
 
-// LoadSynthetic implements Store.
-func (s *PostgresStore) LoadSynthetic(ctx context.Context, instance string, n int64, start time.Time) error {
+// postgresSyntheticChunk is how many synthetic events one INSERT ... SELECT per table loads
+// into PostgreSQL: large enough that statement overhead vanishes, small enough that a
+// chunk's sorts and hash aggregates stay in memory.
+const postgresSyntheticChunk = 1_000_000
+
+// postgresSyntheticWorkers is how many connections load chunks side by side.
+const postgresSyntheticWorkers = 2
+
+// LoadSynthetic implements Store. For speed it drops the secondary indexes of the event and
+// side tables (and their text vector's GIN index) for the load, inserts chunk by chunk with
+// asynchronous commit (a crash of PostgreSQL during the load can lose the load, never events
+// committed before), then builds the indexes once, each from sorted data with a large
+// maintenance_work_mem, also when the load fails, and refreshes the planner's statistics.
+// A process killed during the load leaves the store without those indexes: synthetic
+// databases are for benchmarks, throw such one away.
+func (s *PostgresStore) LoadSynthetic(ctx context.Context, instance string, n int64, start time.Time) (err error) {
 	_, stmts := syntheticStatements(syntheticPostgres)
 	base, step := syntheticSpan(n, start)
-	for lo := int64(1); lo <= n; lo += syntheticChunk {
-		hi := min(lo+syntheticChunk-1, n)
-		for _, q := range stmts {
-			if _, err := s.pool.Exec(ctx, q, lo, hi, instance, base, step); err != nil {
-				return fmt.Errorf("load synthetic events %d..%d: %w", lo, hi, err)
-			}
+	pooled, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("load synthetic events: %w", err)
+	}
+	// The session settings below must not follow the connection back into the pool.
+	conn := pooled.Hijack()
+	defer conn.Close(context.WithoutCancel(ctx))
+	for _, set := range []string{`SET synchronous_commit = off`, `SET maintenance_work_mem = '1GB'`, `SET work_mem = '256MB'`,
+		`SET max_parallel_maintenance_workers = 2`} {
+		if _, err := conn.Exec(ctx, set); err != nil {
+			return fmt.Errorf("load synthetic events: %s: %w", set, err)
 		}
 	}
-	_, err := s.pool.Exec(ctx, `ANALYZE`)
-	return err
+	rows, err := conn.Query(ctx, `SELECT i.indexname, i.indexdef FROM pg_indexes i
+		WHERE i.schemaname = current_schema() AND i.tablename = ANY($1)
+		AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname AND c.connamespace = current_schema()::regnamespace)
+		ORDER BY i.indexname`, syntheticIndexedTables)
+	if err != nil {
+		return fmt.Errorf("load synthetic events: list indexes: %w", err)
+	}
+	var creates []string
+	names, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (name string, err error) {
+		var def string
+		err = r.Scan(&name, &def)
+		creates = append(creates, def)
+		return name, err
+	})
+	if err != nil {
+		return fmt.Errorf("load synthetic events: list indexes: %w", err)
+	}
+	dropped := 0
+	defer func() {
+		// Rebuild even when the load failed: the store must keep its indexes.
+		t := time.Now()
+		for _, ix := range creates[:dropped] {
+			if _, ierr := conn.Exec(context.WithoutCancel(ctx), ix); ierr != nil {
+				err = errors.Join(err, fmt.Errorf("load synthetic events: rebuild index: %w", ierr))
+			}
+		}
+		slog.Debug("synthetic load rebuilt indexes", "indexes", dropped, "took", time.Since(t))
+		if err == nil {
+			if _, err = conn.Exec(ctx, `ANALYZE ledger_events, ledger_tables, ledger_classes, ledger_statements, ledger_class_daily`); err != nil {
+				err = fmt.Errorf("load synthetic events: analyze: %w", err)
+			}
+		}
+	}()
+	for _, name := range names {
+		if _, err := conn.Exec(ctx, `DROP INDEX `+pgx.Identifier{name}.Sanitize()); err != nil {
+			return fmt.Errorf("load synthetic events: drop index %s: %w", name, err)
+		}
+		dropped++
+	}
+	// The per-event rows of different chunks go in side by side (generating them is CPU
+	// bound); the rollup's upserts of a chunk can meet another chunk's on the same keys,
+	// so they run one chunk after the other, on this connection.
+	perEvent, rollup := stmts[:len(stmts)-1], stmts[len(stmts)-1]
+	chunks := make(chan int64)
+	errs := make(chan error, postgresSyntheticWorkers)
+	var wg sync.WaitGroup
+	for range postgresSyntheticWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for lo := range chunks {
+				hi := min(lo+postgresSyntheticChunk-1, n)
+				err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+					if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+						return err
+					}
+					for _, q := range perEvent {
+						if _, err := tx.Exec(ctx, q, lo, hi, instance, base, step); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					errs <- fmt.Errorf("load synthetic events %d..%d: %w", lo, hi, err)
+					return
+				}
+			}
+		}()
+	}
+	func() {
+		defer close(chunks)
+		for lo := int64(1); lo <= n; lo += postgresSyntheticChunk {
+			select {
+			case chunks <- lo:
+			case err = <-errs:
+				return
+			case <-ctx.Done():
+				err = ctx.Err()
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	if err != nil {
+		return err
+	}
+	if err := <-errs; err != nil {
+		return err
+	}
+	for lo := int64(1); lo <= n; lo += postgresSyntheticChunk {
+		hi := min(lo+postgresSyntheticChunk-1, n)
+		if _, err := conn.Exec(ctx, rollup, lo, hi, instance, base, step); err != nil {
+			return fmt.Errorf("load synthetic events %d..%d: rollup: %w", lo, hi, err)
+		}
+	}
+	return nil
 }

@@ -54,6 +54,9 @@ type gatehouseSpec struct {
 	durability string
 	// profile is where `serve --cpuprofile` writes Gatehouse's CPU profile ("" for none).
 	profile string
+	// ledgerDSN, when set, configures the PostgreSQL ledger store (ledger.store: postgres)
+	// at that DSN instead of the embedded one.
+	ledgerDSN string
 	// prepare, when set, fills the data directory before Gatehouse first starts (the
 	// console row loads a large ledger into it).
 	prepare func(ctx context.Context, dataDir string) error
@@ -89,7 +92,13 @@ func startGatehouse(ctx context.Context, bin string, spec gatehouseSpec, work st
 	}
 	ledger := ""
 	if spec.durability != "" {
-		ledger = fmt.Sprintf("ledger:\n  durability: %s\n", spec.durability)
+		ledger += fmt.Sprintf("  durability: %s\n", spec.durability)
+	}
+	if spec.ledgerDSN != "" {
+		ledger += fmt.Sprintf("  store: postgres\n  dsn: %q\n", spec.ledgerDSN)
+	}
+	if ledger != "" {
+		ledger = "ledger:\n" + ledger
 	}
 	cfgPath := filepath.Join(dir, "gatehouse.yaml")
 	mcpListen := fmt.Sprintf("  mcp: \"127.0.0.1:%d\"\n", mcpPort)

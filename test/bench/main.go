@@ -49,12 +49,14 @@ type options struct {
 	// consoleEvents and consoleBudget size the console row's ledger and bound its time.
 	consoleEvents int64
 	consoleBudget time.Duration
-	only          string
-	noEvery       bool
-	ledgerChild   bool
-	ledgerDir     string
-	ledgerDurab   string
-	ledgerLength  time.Duration
+	// consolePGEvents sizes the console row's PostgreSQL-store leg (0 skips it).
+	consolePGEvents int64
+	only            string
+	noEvery         bool
+	ledgerChild     bool
+	ledgerDir       string
+	ledgerDurab     string
+	ledgerLength    time.Duration
 }
 
 // sections are the parts of a run, in the order they run; -only picks some.
@@ -78,6 +80,7 @@ func main() {
 	flag.DurationVar(&o.ledgerTime, "ledger-time", 5*time.Second, "length of each embedded-ledger load")
 	flag.Int64Var(&o.consoleEvents, "console-events", 10_000_000, "synthetic events in the console row's ledger (fewer when they cannot be loaded within -console-budget)")
 	flag.DurationVar(&o.consoleBudget, "console-budget", 10*time.Minute, "time the console row may take, loading its ledger included")
+	flag.Int64Var(&o.consolePGEvents, "console-pg-events", 10_000_000, "synthetic events in the console row's PostgreSQL ledger store (0: skip that leg)")
 	flag.IntVar(&o.ledgerEvents, "ledger-events", 50_000, "events per durability contract of internal/ledger's BenchmarkSustained")
 	flag.StringVar(&o.only, "only", "", "comma-separated sections to run ("+strings.Join(sections, ",")+"); default all")
 	flag.BoolVar(&o.noEvery, "no-every", false, "skip the second Gatehouse with ledger.durability: every")

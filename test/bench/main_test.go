@@ -206,3 +206,26 @@ func TestRoundDown(t *testing.T) {
 		}
 	}
 }
+
+// TestConsoleRows checks that both console rows are printed, the embedded one named with
+// the count its budget let it load and the PostgreSQL one with its own.
+func TestConsoleRows(t *testing.T) {
+	o := options{consoleEvents: 10_000_000, consolePGEvents: 10_000_000}
+	res := results{}
+	res.set("console", legGH, meas{v: 211})
+	res.set("console-events", legGH, meas{v: 1_700_000})
+	res.set("console-pg", legGH, meas{v: 120})
+	res.set("console-pg-load", legGH, meas{v: 300})
+	var b bytes.Buffer
+	report(&b, o, [2]int{1, 18}, res, nil, time.Minute)
+	out := b.String()
+	for _, want := range []string{
+		"console page latency, 1,700,000-event ledger, embedded store (slowest page p50)",
+		"console page latency, 10M-event ledger, PostgreSQL store (slowest page p50)",
+		"211 ms", "120 ms", "300.00 s",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}

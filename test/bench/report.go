@@ -75,6 +75,8 @@ func rowDefs(o options) []rowDef {
 		{"ledger-bench", fmt.Sprintf("embedded ledger: internal/ledger BenchmarkSustained -cpu 1, %s events (events/s)", formatCount(float64(o.ledgerEvents))), perSec, itself, false, 50_000, 100_000, "ledger-bench-lag"},
 		{"ledger-bench-lag", "  BenchmarkSustained: index lag after the last Record (info)", seconds, itself, true, none, none, ""},
 		{"console", consoleLabel(o.consoleEvents), millis, itself, true, 300, 300, ""},
+		{"console-pg", consolePGLabel(o.consolePGEvents), millis, itself, true, 300, 300, ""},
+		{"console-pg-load", "  PostgreSQL store: synthetic load, indexes and ANALYZE (info)", seconds, itself, true, none, none, ""},
 		{"mcp", "MCP query tool, one-row SELECT, 300 sequential calls, p50 (÷ direct pgx query)", millisFine, vsDirect, true, none, none, ""},
 	}
 }
@@ -84,7 +86,15 @@ func consoleLabel(events int64) string {
 	if events <= 0 {
 		events = 10_000_000
 	}
-	return fmt.Sprintf("console page latency, %s-event ledger (slowest page's p50)", shortCount(int(events)))
+	return fmt.Sprintf("console page latency, %s-event ledger, embedded store (slowest page p50)", shortCount(int(events)))
+}
+
+// consolePGLabel names the console row of the PostgreSQL ledger store with its size.
+func consolePGLabel(events int64) string {
+	if events <= 0 {
+		events = 10_000_000
+	}
+	return fmt.Sprintf("console page latency, %s-event ledger, PostgreSQL store (slowest page p50)", shortCount(int(events)))
 }
 
 func shortCount(n int) string {
