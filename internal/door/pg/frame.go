@@ -136,8 +136,12 @@ func (f *frameReader) fill(need int) error {
 	if f.w-f.r >= need {
 		return nil
 	}
-	if len(f.rb)-f.r < need {
-		if need > len(f.rb) {
+	// Only the first read after everything was handed out goes to the small buffer: a
+	// message that did not arrive whole in it, or more input after it, is a larger burst
+	// (a result streaming in), read in large reads.
+	small := f.bp == nil // (a large buffer, once taken, is f.rb until idle gives it back)
+	if len(f.rb)-f.r < need || small && f.w > 0 {
+		if need > len(f.rb) || small {
 			if f.bp == nil {
 				if bp, ok := f.poolGet(); ok {
 					f.bp = bp

@@ -116,3 +116,36 @@ func TestUpWriter(t *testing.T) {
 		t.Fatal("a write after a failed one succeeded")
 	}
 }
+
+// countingReader counts the reads made of it.
+type countingReader struct {
+	r     io.Reader
+	reads int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	c.reads++
+	return c.r.Read(p)
+}
+
+// TestFrameReaderStreamsInLargeReads: a result of many small rows (a DataRow stream) is
+// read in large reads, not a small buffer at a time.
+func TestFrameReaderStreamsInLargeReads(t *testing.T) {
+	var all []byte
+	const rows = 4000
+	for i := 0; i < rows; i++ {
+		all = append(all, frameOf('D', 45)...)
+	}
+	var pool sync.Pool
+	cr := &countingReader{r: bytes.NewReader(all)}
+	f := newFrameReader(cr, 0)
+	f.pool = &pool
+	for i := 0; i < rows; i++ {
+		if _, err := f.next(); err != nil {
+			t.Fatal(i, err)
+		}
+	}
+	if max := 2 + len(all)/(readSize-smallRead); cr.reads > max {
+		t.Fatalf("%d bytes of rows took %d reads, want at most %d", len(all), cr.reads, max)
+	}
+}
