@@ -388,8 +388,12 @@ func (a *Ack) Wait(ctx context.Context) error {
 	}
 }
 
-// Submit hands ev to the group commit and returns without waiting for it; the returned Ack
-// says when it is durable. Everything said of Record holds for Submit + Ack.Wait.
+// Submit hands ev to the group commit; the returned Ack says when it is durable.
+// Everything said of Record holds for Submit + Ack.Wait, with one exception: a record that
+// needs only write(2) (see Durability), submitted while no commit is under way, is
+// committed by Submit itself (with any records queued before it) and its Ack returned
+// already answered. That commit is bounded by Options.WriteTimeout, not by ctx, since it
+// also carries other callers' records; Submit waits for ctx only before the commit starts.
 func (l *Ledger) Submit(ctx context.Context, ev *Event) *Ack {
 	return l.submit(ctx, ev, false)
 }
