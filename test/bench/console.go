@@ -24,7 +24,8 @@ import (
 // synthetic load: 90 days of events ending now, spread over many identities, tables and
 // classes), once per ledger store.
 //
-// PostgreSQL store: -console-pg-events (10 million) events loaded by
+// PostgreSQL store: -console-pg-events (1 million in make bench: 10 million load in about 20
+// minutes on a 2-core machine, past make bench's 10-minute budget) events loaded by
 // PostgresStore.LoadSynthetic into a database of its own on the benchmark's cluster, and a
 // Gatehouse with ledger.store: postgres over it; the load's time is reported beside it.
 //
