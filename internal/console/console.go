@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -205,6 +206,13 @@ var funcs = template.FuncMap{
 		return time.Since(t).Round(time.Second).String()
 	},
 	"join": strings.Join,
+	// rate shows statements per second ("…" until a second sample makes it known).
+	"rate": func(r float64) string {
+		if r < 0 {
+			return "…"
+		}
+		return strconv.FormatFloat(r, 'f', 1, 64)
+	},
 	"list": func(s ...string) []string { return s },
 }
 

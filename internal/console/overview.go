@@ -2,7 +2,6 @@ package console
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -21,10 +20,13 @@ type overviewData struct {
 	ByTarget map[string]int
 	ByEnv    map[string]int
 	Waiting  int
-	// The rest is instance-wide, for the viewers who see everything.
-	Global        bool
-	Rate          string // statements per second over the last interval ("" before a second sample)
-	Totals        live.Totals
+	// The rest is for the viewers who see everything.
+	Global bool
+	// Activity is the statements per second, refusals and held statements of every live
+	// instance sharing the store (this instance's alone on the embedded store); Instances
+	// each instance's, when the store is shared.
+	Activity      live.Activity
+	Instances     []live.Activity
 	LedgerHealth  string
 	Head          int64
 	LastCP        *ledger.Checkpoint
@@ -165,7 +167,7 @@ func (c *Console) overviewOf(ctx context.Context, v *viewer) overviewData {
 		return d
 	}
 	d.Global = true
-	d.Totals = c.opts.Live.Totals()
+	d.Activity, d.Instances = c.opts.Fleet.Activity()
 	d.LedgerHealth = "OK"
 	if c.opts.LedgerHealth != nil {
 		if err := c.opts.LedgerHealth(); err != nil {
@@ -200,8 +202,8 @@ func (c *Console) overview(w http.ResponseWriter, v *viewer) {
 // overviewEvery is how often the live overview is pushed.
 const overviewEvery = 2 * time.Second
 
-// overviewStream pushes the overview (event "overview") every overviewEvery, with the
-// statement rate measured between pushes, until the viewer's console session ends.
+// overviewStream pushes the overview (event "overview") every overviewEvery until the
+// viewer's console session ends.
 func (c *Console) overviewStream(w http.ResponseWriter, v *viewer) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
@@ -215,7 +217,6 @@ func (c *Console) overviewStream(w http.ResponseWriter, v *viewer) {
 	t := c.pages["overview"]
 	tick := time.NewTicker(overviewEvery)
 	defer tick.Stop()
-	prev, prevAt := c.opts.Live.Totals(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -228,11 +229,6 @@ func (c *Console) overviewStream(w http.ResponseWriter, v *viewer) {
 			return
 		}
 		d := c.overviewOf(ctx, v)
-		if d.Global {
-			now := time.Now()
-			d.Rate = fmt.Sprintf("%.1f", float64(d.Totals.Statements-prev.Statements)/now.Sub(prevAt).Seconds())
-			prev, prevAt = d.Totals, now
-		}
 		var b strings.Builder
 		if err := t.ExecuteTemplate(&b, "overview_body", page{Viewer: v, Data: d}); err != nil {
 			c.opts.Log.Error("console: render overview", "err", err)

@@ -45,6 +45,11 @@ type Fleet struct {
 	remoteRaw []byte    // their serialized form, to tell a change from a heartbeat
 	// remoteGen changes whenever remote changes, so Version covers both.
 	remoteGen atomic.Uint64
+	// remoteAct is the other live instances' activity, as last read, by instance name.
+	remoteAct []Activity
+
+	// meter measures this instance's statements per second.
+	meter rateMeter
 
 	// Timing is the pace of the shared view (DefaultFleetTiming()); set it before Run.
 	Timing FleetTiming
@@ -88,6 +93,13 @@ var fleetMigrations = []string{
 		ended_by     TEXT NOT NULL,
 		requested_at TIMESTAMPTZ NOT NULL DEFAULT now());
 	CREATE INDEX live_kills_instance ON live_kills (instance);`,
+	// Each instance's statement counts travel with its heartbeat, so any instance's overview
+	// shows the fleet's statements per second, refusals and held statements.
+	`ALTER TABLE live_instances
+		ADD COLUMN statements BIGINT NOT NULL DEFAULT 0,
+		ADD COLUMN refused    BIGINT NOT NULL DEFAULT 0,
+		ADD COLUMN held       BIGINT NOT NULL DEFAULT 0,
+		ADD COLUMN rate       DOUBLE PRECISION NOT NULL DEFAULT -1;`,
 }
 
 // NewFleet returns the fleet view over reg, the registry of this instance (named instance,
@@ -209,7 +221,7 @@ func (f *Fleet) End(ctx context.Context, id, by string) (Session, error) {
 	return s, nil
 }
 
-// Run publishes this instance's sessions, follows the others' and carries out kill requests
+// Run publishes this instance's sessions and activity, follows the others' and carries out kill requests
 // for this instance until ctx ends; then it withdraws this instance's sessions. With the
 // embedded store it returns at once.
 func (f *Fleet) Run(ctx context.Context) {
@@ -219,10 +231,11 @@ func (f *Fleet) Run(ctx context.Context) {
 	tick := time.NewTicker(f.Timing.PublishEvery)
 	defer tick.Stop()
 	var (
-		published   = ^uint64(0)
-		publishedAt time.Time
-		lastIDs     = []string{"(none yet)"}
-		polledAt    time.Time
+		published     = ^uint64(0)
+		publishedAt   time.Time
+		publishedRate float64
+		lastIDs       = []string{"(none yet)"}
+		polledAt      time.Time
 	)
 	for {
 		woken := false
@@ -238,12 +251,15 @@ func (f *Fleet) Run(ctx context.Context) {
 			woken = true
 		case <-tick.C:
 		}
-		if ver := f.reg.Version(); ver != published || time.Since(publishedAt) >= f.Timing.HeartbeatEvery {
-			ids, err := f.publish(ctx, lastIDs)
+		// The rate is sampled here on every turn, so it is current when published and falls
+		// to zero (published once more) when the instance goes quiet.
+		ver, act := f.reg.Version(), f.localActivity(time.Now(), 0)
+		if ver != published || act.Rate != publishedRate || time.Since(publishedAt) >= f.Timing.HeartbeatEvery {
+			ids, err := f.publish(ctx, lastIDs, act)
 			if err != nil {
 				f.log.Warn("live sessions: publish to the shared store", "err", err)
 			} else {
-				published, publishedAt, lastIDs = ver, time.Now(), ids
+				published, publishedAt, publishedRate, lastIDs = ver, time.Now(), act.Rate, ids
 			}
 		}
 		if woken || time.Since(polledAt) >= f.Timing.PollEvery {
@@ -258,10 +274,11 @@ func (f *Fleet) Run(ctx context.Context) {
 	}
 }
 
-// publish writes this instance's sessions with a fresh heartbeat and, when sessions started
-// or ended since the last publish (prev lists the ids then), tells the other instances at
-// once; changed counts alone reach them at their next poll. It returns the ids written.
-func (f *Fleet) publish(ctx context.Context, prev []string) ([]string, error) {
+// publish writes this instance's sessions and activity with a fresh heartbeat and, when
+// sessions started or ended since the last publish (prev lists the ids then), tells the other
+// instances at once; changed counts alone reach them at their next poll. It returns the ids
+// written.
+func (f *Fleet) publish(ctx context.Context, prev []string, act Activity) ([]string, error) {
 	list := f.reg.List()
 	ids := make([]string, len(list))
 	for i := range list {
@@ -272,8 +289,11 @@ func (f *Fleet) publish(ctx context.Context, prev []string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode sessions: %w", err)
 	}
-	if _, err := f.db.ExecContext(ctx, `INSERT INTO live_instances (instance, sessions, heartbeat) VALUES ($1, $2, now())
-		ON CONFLICT (instance) DO UPDATE SET sessions = EXCLUDED.sessions, heartbeat = now()`, f.instance, string(snap)); err != nil {
+	if _, err := f.db.ExecContext(ctx, `INSERT INTO live_instances (instance, sessions, heartbeat, statements, refused, held, rate)
+		VALUES ($1, $2, now(), $3, $4, $5, $6)
+		ON CONFLICT (instance) DO UPDATE SET sessions = EXCLUDED.sessions, heartbeat = now(),
+			statements = EXCLUDED.statements, refused = EXCLUDED.refused, held = EXCLUDED.held, rate = EXCLUDED.rate`,
+		f.instance, string(snap), act.Statements, act.Refused, act.Held, act.Rate); err != nil {
 		return nil, fmt.Errorf("write sessions: %w", err)
 	}
 	if !slices.Equal(ids, prev) {
@@ -284,36 +304,42 @@ func (f *Fleet) publish(ctx context.Context, prev []string) ([]string, error) {
 	return ids, nil
 }
 
-// refresh rereads the other instances' sessions (those with a recent heartbeat).
+// refresh rereads the other instances' sessions and activity (those with a recent heartbeat).
 func (f *Fleet) refresh(ctx context.Context) error {
-	rows, err := f.db.QueryContext(ctx, `SELECT sessions FROM live_instances
+	rows, err := f.db.QueryContext(ctx, `SELECT instance, sessions, statements, refused, held, rate, heartbeat FROM live_instances
 		WHERE instance <> $1 AND heartbeat > now() - make_interval(secs => $2) ORDER BY instance`, f.instance, f.Timing.StaleAfter.Seconds())
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	var (
-		all []Session
-		raw []byte
+		all  []Session
+		raw  []byte
+		acts []Activity
 	)
 	for rows.Next() {
-		var b []byte
-		if err := rows.Scan(&b); err != nil {
+		var (
+			b []byte
+			a Activity
+		)
+		if err := rows.Scan(&a.Instance, &b, &a.Statements, &a.Refused, &a.Held, &a.Rate, &a.At); err != nil {
 			return err
 		}
 		var list []Session
 		if err := json.Unmarshal(b, &list); err != nil {
-			return fmt.Errorf("decode sessions: %w", err)
+			return fmt.Errorf("decode sessions of instance %s: %w", a.Instance, err)
 		}
+		a.Sessions = len(list)
 		all = append(all, list...)
 		raw = append(raw, b...)
+		acts = append(acts, a)
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
 	f.mu.Lock()
 	changed := !bytes.Equal(raw, f.remoteRaw)
-	f.remote, f.remoteRaw = all, raw
+	f.remote, f.remoteRaw, f.remoteAct = all, raw, acts
 	f.mu.Unlock()
 	if changed {
 		f.remoteGen.Add(1)

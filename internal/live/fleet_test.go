@@ -55,6 +55,22 @@ func TestFleetSharedStore(t *testing.T) {
 	}
 	e.Count(Statement{Text: "SELECT 1", Decision: "allow", Rows: 3})
 	waitFor(t, "B sees A's statement count", func() bool { s, _ := b.Get("s1"); return s.Statements == 1 && s.Rows == 3 })
+	// Their activity travels with the heartbeat: B's overview sums both instances.
+	e.Count(Statement{Text: "DROP TABLE t", Decision: "deny"})
+	e.Count(Statement{Text: "ALTER TABLE t", Decision: "require_approval"})
+	regB.Add(Session{ID: "s2b", Subject: "bob", Since: time.Now()}, nil).Count(Statement{Text: "SELECT 2", Decision: "allow"})
+	waitFor(t, "B's activity sums A's and its own", func() bool {
+		sum, each := b.Activity()
+		return sum == Activity{Sessions: 3, Statements: 4, Refused: 1, Held: 1, Rate: sum.Rate, At: sum.At} && len(each) == 2 &&
+			each[0].Instance == "ghB" && each[0].Statements == 1 && each[0].Sessions == 2 &&
+			each[1].Instance == "ghA" && each[1].Statements == 3 && each[1].Refused == 1 && each[1].Held == 1 && each[1].Sessions == 1
+	})
+	// A publishes its rate (it samples it every turn): three statements within the last
+	// seconds, then zero once it has been quiet.
+	waitFor(t, "A's published rate falls to zero when it is quiet", func() bool { _, each := b.Activity(); return len(each) == 2 && each[1].Rate == 0 })
+	if sum, _ := a.Activity(); sum.Statements != 4 || sum.Rate < 0 {
+		t.Fatalf("A's view of the fleet's activity: %+v", sum)
+	}
 
 	if _, err := b.End(ctx, "s2", "sec"); err != ErrNotEndable {
 		t.Fatalf("ending B's own unendable session: %v", err)
@@ -79,12 +95,54 @@ func TestFleetSharedStore(t *testing.T) {
 	stopA()
 	<-aDone
 	waitFor(t, "B drops a stopped instance's sessions", func() bool { _, ok := b.Get("s3"); return !ok })
+	if sum, each := b.Activity(); len(each) != 1 || sum.Statements != 1 || sum.Refused != 0 {
+		t.Fatalf("B's activity still counts the stopped instance: %+v %+v", sum, each)
+	}
 	// A heartbeat that stops without a goodbye goes stale.
 	if _, err := db.ExecContext(ctx, `INSERT INTO live_instances (instance, sessions, heartbeat) VALUES ('ghC', '[{"id":"s4","subject":"dave","endable":true}]', now())`); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "B lists C's session", func() bool { _, ok := b.Get("s4"); return ok })
 	waitFor(t, "B drops C's session once its heartbeat is stale", func() bool { _, ok := b.Get("s4"); return !ok })
+}
+
+// The rate is measured between samples at least rateEvery apart, unknown from a single
+// sample, and starts again after a quiet spell instead of averaging over it.
+func TestRateMeter(t *testing.T) {
+	var m rateMeter
+	t0 := time.Unix(1000, 0)
+	if r := m.rate(t0, 100); r != -1 {
+		t.Fatalf("one sample: %v", r)
+	}
+	if r := m.rate(t0.Add(500*time.Millisecond), 150); r != -1 {
+		t.Fatalf("samples closer than rateEvery: %v", r)
+	}
+	if r := m.rate(t0.Add(2*time.Second), 300); r != 100 {
+		t.Fatalf("200 statements in 2 s: %v", r)
+	}
+	if r := m.rate(t0.Add(2500*time.Millisecond), 1000); r != 100 {
+		t.Fatalf("within rateEvery the last interval's rate stands: %v", r)
+	}
+	if r := m.rate(t0.Add(4*time.Second), 1000); r != 350 {
+		t.Fatalf("700 statements in 2 s: %v", r)
+	}
+	if r := m.rate(t0.Add(4*time.Second+rateStale+time.Second), 5000); r != -1 {
+		t.Fatalf("after a quiet spell: %v", r)
+	}
+}
+
+// On the embedded store (no shared db) the activity is this instance's alone.
+func TestActivityLocal(t *testing.T) {
+	reg := New()
+	f, err := NewFleet(context.Background(), reg, "gh", nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.Add(Session{ID: "a", Since: time.Now()}, nil).Count(Statement{Decision: "deny"})
+	sum, each := f.Activity()
+	if each != nil || sum.Instance != "" || sum.Sessions != 1 || sum.Statements != 1 || sum.Refused != 1 || sum.Rate != -1 {
+		t.Fatalf("local activity %+v %+v", sum, each)
+	}
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -213,6 +213,13 @@ func (r *Registry) List() []Session {
 	return out
 }
 
+// Len is how many sessions are live.
+func (r *Registry) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.sessions)
+}
+
 // Get returns one live session.
 func (r *Registry) Get(id string) (Session, bool) {
 	r.mu.Lock()

@@ -1,8 +1,10 @@
 package console
 
 import (
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -12,15 +14,32 @@ import (
 	"github.com/gatehouse/gatehouse/internal/testkit"
 )
 
+// sharedPolicy lets everyone do anything but drop tables, so the shared test has a refusal
+// to count.
+const sharedPolicy = `version: 1
+grants:
+  - name: everyone-admin
+    kinds: [human, service, agent]
+    level: admin
+rules:
+  - name: no-drops
+    when: statement.kind.startsWith("DROP")
+    action: deny
+    message: nobody drops tables here
+masking:
+  default: none
+`
+
 // With two instances sharing a PostgreSQL store, instance B's console lists a psql session
 // connected to instance A (naming A), live, and ending it there gives psql FATAL 57P01; the
-// kill is on B's ledger chain.
+// kill is on B's ledger chain. B's overview shows the fleet's statements and refusals, A's
+// included, with a row per instance.
 func TestConsoleSharedStore(t *testing.T) {
 	shared := testkit.StartPostgres(t)
 	shared.Exec(t, "postgres", "CREATE DATABASE gatehouse")
 	dsn := shared.DSN("gatehouse")
-	a := servertest.Start(t, servertest.Options{SharedStoreDSN: dsn, Instance: "ghA"})
-	b := servertest.Start(t, servertest.Options{SharedStoreDSN: dsn, Instance: "ghB", KeysFrom: a.DataDir, Upstream: a.Upstream})
+	a := servertest.Start(t, servertest.Options{SharedStoreDSN: dsn, Instance: "ghA", PolicyYAML: sharedPolicy})
+	b := servertest.Start(t, servertest.Options{SharedStoreDSN: dsn, Instance: "ghB", KeysFrom: a.DataDir, Upstream: a.Upstream, PolicyYAML: sharedPolicy})
 	// psql goes to A; the browser to B's console.
 	e := &env{p: a, url: "http://" + b.HTTPAddr + consolepkg.Prefix, tokens: map[string]string{}}
 	e.tokens[dana] = a.Token(t, dana, "human")
@@ -29,6 +48,27 @@ func TestConsoleSharedStore(t *testing.T) {
 
 	br := e.browser(t)
 	br.signInToken(e, e.tokens[sam], sam)
+	// B's overview counts the statements run on A (one of them refused): the fleet's
+	// statements, refusals and held statements, with a row per instance.
+	ran := e.psql(t, dana, "counted-on-a", "-c", "SELECT 1", "-c", "DROP TABLE forbidden")
+	if err := ran.wait(t); err == nil || !strings.Contains(ran.stderr.String(), "42501") {
+		t.Fatalf("the refused DELETE on A: err=%v stderr=%s", err, ran.stderr.String())
+	}
+	br.do(chromedp.Navigate(e.url), chromedp.WaitVisible(chromedp.CSS("#instances")))
+	// The numbers arrive over server-sent events once A has published and B has polled.
+	run(br, chromedp.Poll[bool](`(() => {
+		const a = document.querySelector("#instances tr.instance:nth-child(2)");
+		return a !== null && a.querySelector(".name").textContent === "ghA" && a.querySelector(".refused").textContent === "1" &&
+			Number(a.querySelector(".statements").textContent) >= 2 && document.getElementById("refused").textContent === "1";
+	})()`, chromedp.WithPollingTimeout(30*time.Second)))
+	if got := br.text("#instances tr.instance:nth-child(1) .name"); got != "ghB" {
+		t.Fatalf("B's overview lists itself first as %q", got)
+	}
+	ownB, _ := strconv.Atoi(br.text("#instances tr.instance:nth-child(1) .statements"))
+	onA, _ := strconv.Atoi(br.text("#instances tr.instance:nth-child(2) .statements"))
+	if sum, _ := strconv.Atoi(br.text("#statements")); sum != ownB+onA || ownB != 0 {
+		t.Fatalf("B's overview: %d statements in all, %d on B, %d on A", sum, ownB, onA)
+	}
 	br.do(chromedp.Navigate(e.url+"sessions"), chromedp.WaitVisible(chromedp.CSS("#sessions")))
 	ps := e.psql(t, dana, "on-instance-a", "-c", "SELECT pg_sleep(120)")
 	// The row arrives over server-sent events from the other instance, without a reload.
