@@ -101,11 +101,16 @@ func ParseCopyOptions(sql string) (CopyOptions, error) {
 // CopyMasker masks the rows of one COPY ... TO STDOUT, one CopyData message (one row) at a
 // time, honouring the format's escaping so the output stays loadable with COPY FROM. Only
 // the fields whose rule masks anything are decoded; every other field is copied as the
-// bytes PostgreSQL sent, and a row is rebuilt (in a buffer the masker reuses) only when a
-// value in it changed.
+// bytes PostgreSQL sent, and a row is rebuilt (in the caller's buffer, see MaskCopyData)
+// only when a value in it changed: the door appends the masked message straight into what
+// it sends the client, so a row is copied once.
 type CopyMasker struct {
 	m     *Masker
 	rules []Rule
+	// busy[i] reports whether rules[i] can change a value; the fields of the other rules
+	// are skipped unread. Computed once (see prepare): a rule's fields are looked up per
+	// row, and the predicate compares strings.
+	busy []bool
 	// star is the index of the rule that stands for however many columns a `*` of unknown
 	// width expands into (the rules after it apply to the last columns), -1 when every
 	// column has its own rule; columns beyond the rules get uncertain.
@@ -114,7 +119,6 @@ type CopyMasker struct {
 	opts      CopyOptions
 	header    bool // the next text/CSV line is the header
 	started   bool // binary: the signature has been seen
-	plain     bool // the text/CSV line being masked has no escapes or quotes
 	// out is the masked row MaskData returns, dec a field's decoded value and val its
 	// masked value: reused from row to row.
 	out, dec, val []byte
@@ -130,20 +134,42 @@ func NewCopyMasker(m *Masker, rules []Rule, opts CopyOptions) *CopyMasker {
 	return &CopyMasker{m: m, rules: rules, star: -1, uncertain: uncertainRule(format), opts: opts, header: opts.Header}
 }
 
-// rule returns the rule of column i of a row of n columns (n matters only with a star).
-func (cm *CopyMasker) rule(i, n int) *Rule {
+// prepare computes busy for the current rules (once; rules are not changed after the first
+// row).
+func (cm *CopyMasker) prepare() {
+	cm.busy = make([]bool, len(cm.rules))
+	for i := range cm.rules {
+		cm.busy[i] = !cm.rules[i].inert()
+	}
+	if cm.val == nil {
+		// Non-nil, so an empty masked value is not taken for NULL.
+		cm.val = make([]byte, 0, 64)
+	}
+}
+
+// ruleIndex returns the index in rules of the rule of column i of a row of n columns (n
+// matters only with a star), or -1 for uncertain.
+func (cm *CopyMasker) ruleIndex(i, n int) int {
 	k := len(cm.rules)
 	switch {
 	case cm.star < 0 && i < k:
-		return &cm.rules[i]
+		return i
 	case cm.star < 0:
-		return &cm.uncertain
+		return -1
 	case i < cm.star:
-		return &cm.rules[i]
+		return i
 	case i >= n-(k-cm.star-1) && i-(n-k) > cm.star:
-		return &cm.rules[i-(n-k)]
+		return i - (n - k)
 	}
-	return &cm.rules[cm.star]
+	return cm.star
+}
+
+// rule returns the rule of column i of a row of n columns (n matters only with a star).
+func (cm *CopyMasker) rule(i, n int) *Rule {
+	if k := cm.ruleIndex(i, n); k >= 0 {
+		return &cm.rules[k]
+	}
+	return &cm.uncertain
 }
 
 // inert reports whether a rule leaves every value as it is, so its fields need not be read.
@@ -156,17 +182,51 @@ func (r *Rule) inert() bool {
 // of the masker's that the next call overwrites. A malformed row is an error: the door must
 // then fail the COPY rather than forward it.
 func (cm *CopyMasker) MaskData(data []byte) ([]byte, int, error) {
+	out, n, err := cm.AppendData(cm.out[:0], data)
+	if err != nil {
+		return nil, 0, err
+	}
+	if n == 0 {
+		return data, 0, nil
+	}
+	cm.out = out
+	return out, n, nil
+}
+
+// MaskCopyData masks one CopyData message given its body (the payload, after type and
+// length) and appends the whole masked message, header included, to dst: the door's
+// streaming path, which appends straight into the client's output. It returns how many
+// values it masked; with none (or an error) dst is returned unchanged and the original
+// message is the one to send. A malformed row is an error, as for MaskData.
+func (cm *CopyMasker) MaskCopyData(dst, body []byte) ([]byte, int, error) {
+	base := len(dst)
+	dst, n, err := cm.AppendData(append(dst, 'd', 0, 0, 0, 0), body)
+	if err != nil || n == 0 {
+		return dst[:base], 0, err
+	}
+	binary.BigEndian.PutUint32(dst[base+1:], uint32(len(dst)-base-1))
+	return dst, n, nil
+}
+
+// AppendData masks one CopyData payload and appends the masked payload to dst. It returns
+// how many values it masked; with none (or an error) dst is returned unchanged (its length;
+// bytes past it may have been written) and data is the payload to send.
+func (cm *CopyMasker) AppendData(dst, data []byte) ([]byte, int, error) {
+	if len(cm.busy) != len(cm.rules) {
+		cm.prepare()
+	}
 	if cm.opts.Format == "binary" {
-		return cm.maskBinary(data)
+		return cm.appendBinary(dst, data)
 	}
 	if cm.header {
 		cm.header = false
-		return data, 0, nil
+		return dst, 0, nil
 	}
 	if len(data) == 2 && data[0] == '\\' && data[1] == '.' || len(data) == 3 && string(data) == "\\.\n" {
-		return data, 0, nil
+		return dst, 0, nil
 	}
 	csv := cm.opts.Format == "csv"
+	delim := cm.opts.Delimiter
 	line := trimEOL(data)
 	// A line without a backslash (text) or a quote (CSV), which is most, needs no decoding:
 	// its fields are what lies between the delimiters.
@@ -174,70 +234,86 @@ func (cm *CopyMasker) MaskData(data []byte) ([]byte, int, error) {
 	if csv {
 		special = cm.opts.Quote
 	}
-	cm.plain = bytes.IndexByte(line, special) < 0
+	plain := bytes.IndexByte(line, special) < 0
 	n := -1
 	if cm.star >= 0 {
 		// The rules of the columns after a star count from the end of the row.
 		var err error
-		if n, err = cm.countFields(line, csv); err != nil {
-			return nil, 0, err
+		if n, err = cm.countFields(line, csv, plain); err != nil {
+			return dst, 0, err
 		}
 	}
-	if cm.val == nil {
-		// Non-nil, so an empty masked value is not taken for NULL.
-		cm.val = make([]byte, 0, 64)
-	}
-	out := cm.out[:0]
+	base := len(dst)
+	val := cm.val
 	copied, masked := 0, 0
 	for i, start := 0, 0; ; i++ {
-		r := cm.rule(i, n)
+		k := cm.ruleIndex(i, n)
 		var end int
-		var err error
-		if r.inert() {
-			end, err = cm.skipField(line, start, csv)
+		if plain {
+			end = bytes.IndexByte(line[start:], delim)
+			if end < 0 {
+				end = len(line)
+			} else {
+				end += start
+			}
 		} else {
-			var v []byte
-			if v, end, err = cm.readField(line, start, csv); err == nil && v != nil {
-				val, res := cm.m.AppendApply(cm.val[:0], r, v)
+			var err error
+			if end, err = cm.fieldEnd(line, start, csv); err != nil {
 				cm.val = val
+				return dst[:base], 0, err
+			}
+		}
+		if k < 0 || cm.busy[k] {
+			r := &cm.uncertain
+			if k >= 0 {
+				r = &cm.rules[k]
+			}
+			v, err := cm.fieldValue(line, start, end, csv, plain)
+			if err != nil {
+				cm.val = val
+				return dst[:base], 0, err
+			}
+			if v != nil {
+				var res Outcome
+				val, res = cm.m.AppendApply(val[:0], r, v)
 				if res != Unchanged {
-					if res == Nulled {
-						val = nil
+					dst = append(dst, data[copied:start]...)
+					var f []byte
+					if res != Nulled {
+						f = val
 					}
-					out = append(out, data[copied:start]...)
 					if csv {
-						out = appendCSV(out, val, cm.opts)
+						dst = appendCSV(dst, f, &cm.opts)
 					} else {
-						out = appendText(out, val, cm.opts)
+						dst = appendText(dst, f, &cm.opts)
 					}
 					copied = end
 					masked++
 				}
 			}
 		}
-		if err != nil {
-			return nil, 0, err
-		}
 		if end >= len(line) {
 			break
 		}
 		start = end + 1
 	}
+	cm.val = val
 	if masked == 0 {
-		return data, 0, nil
+		return dst[:base], 0, nil
 	}
-	out = append(out, data[copied:]...)
-	cm.out = out
-	return out, masked, nil
+	return append(dst, data[copied:]...), masked, nil
 }
 
 var errCopyRow = errors.New("mask COPY row: malformed")
 
 // countFields counts the fields of a text or CSV line.
-func (cm *CopyMasker) countFields(line []byte, csv bool) (int, error) {
+func (cm *CopyMasker) countFields(line []byte, csv, plain bool) (int, error) {
+	if plain {
+		return bytes.Count(line, []byte{cm.opts.Delimiter}) + 1, nil
+	}
 	n := 0
 	for start := 0; ; start++ {
-		end, err := cm.skipField(line, start, csv)
+		end, err := cm.fieldEnd(line, start, csv)
 		if err != nil {
 			return 0, err
 		}
@@ -249,16 +325,10 @@ func (cm *CopyMasker) countFields(line []byte, csv bool) (int, error) {
 	}
 }
 
-// skipField returns the end (the delimiter's index, or len(line)) of the field starting at
-// start, without decoding it.
-func (cm *CopyMasker) skipField(line []byte, start int, csv bool) (int, error) {
+// fieldEnd returns the end (the delimiter's index, or len(line)) of the field starting at
+// start of a line that has escapes (text) or quotes (CSV), without decoding it.
+func (cm *CopyMasker) fieldEnd(line []byte, start int, csv bool) (int, error) {
 	o := &cm.opts
-	if cm.plain {
-		if end := bytes.IndexByte(line[start:], o.Delimiter); end >= 0 {
-			return start + end, nil
-		}
-		return len(line), nil
-	}
 	if csv {
 		return csvField(nil, line, start, o, false)
 	}
@@ -279,53 +349,43 @@ func (cm *CopyMasker) skipField(line []byte, start int, csv bool) (int, error) {
 	return end, nil
 }
 
-// readField returns the decoded value of the field starting at start (nil for NULL) and its
-// end. The value is the line's own bytes when the field needs no decoding, else the
-// masker's decode buffer.
-func (cm *CopyMasker) readField(line []byte, start int, csv bool) ([]byte, int, error) {
+// fieldValue returns the decoded value of the field line[start:end] (nil for NULL). The
+// value is the line's own bytes when the field needs no decoding, else the masker's decode
+// buffer.
+func (cm *CopyMasker) fieldValue(line []byte, start, end int, csv, plain bool) ([]byte, error) {
 	o := &cm.opts
-	if cm.plain {
-		end, _ := cm.skipField(line, start, csv)
-		if raw := line[start:end]; string(raw) != o.Null {
-			return raw, end, nil
+	raw := line[start:end]
+	if plain {
+		if string(raw) == o.Null {
+			return nil, nil
 		}
-		return nil, end, nil
+		return raw, nil
 	}
 	if csv {
-		end, err := csvField(nil, line, start, o, false)
-		if err != nil {
-			return nil, 0, err
-		}
-		raw := line[start:end]
 		if bytes.IndexByte(raw, o.Quote) < 0 {
 			if string(raw) == o.Null {
-				return nil, end, nil
+				return nil, nil
 			}
-			return raw, end, nil
+			return raw, nil
 		}
 		if cm.dec == nil {
 			cm.dec = make([]byte, 0, 64)
 		}
 		dec := cm.dec[:0]
 		if _, err := csvField(&dec, line, start, o, true); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		cm.dec = dec
-		return dec, end, nil
+		return dec, nil
 	}
-	end, err := cm.skipField(line, start, false)
-	if err != nil {
-		return nil, 0, err
-	}
-	raw := line[start:end]
 	if string(raw) == o.Null {
-		return nil, end, nil
+		return nil, nil
 	}
 	if bytes.IndexByte(raw, '\\') < 0 {
-		return raw, end, nil
+		return raw, nil
 	}
 	cm.dec = unescapeText(cm.dec[:0], raw)
-	return cm.dec, end, nil
+	return cm.dec, nil
 }
 
 func trimEOL(line []byte) []byte {
@@ -402,7 +462,8 @@ func hexVal(c byte) int {
 	return int(c-'A') + 10
 }
 
-func appendText(out, f []byte, o CopyOptions) []byte {
+// appendText appends a value as a text-format COPY field (nil is NULL), escaped.
+func appendText(out, f []byte, o *CopyOptions) []byte {
 	if f == nil {
 		return append(out, o.Null...)
 	}
@@ -482,7 +543,8 @@ func csvField(dst *[]byte, line []byte, start int, o *CopyOptions, decode bool) 
 	return i, nil
 }
 
-func appendCSV(out, f []byte, o CopyOptions) []byte {
+// appendCSV appends a value as a CSV field (nil is NULL), quoted when it must be.
+func appendCSV(out, f []byte, o *CopyOptions) []byte {
 	if f == nil {
 		return append(out, o.Null...)
 	}
@@ -508,40 +570,40 @@ func appendCSV(out, f []byte, o CopyOptions) []byte {
 
 var binarySignature = []byte("PGCOPY\n\xff\r\n\x00")
 
-// maskBinary masks one binary COPY message: an optional file header, then a tuple (int16
-// field count, then int32 length and bytes per field; -1 is NULL), or the -1 trailer.
-func (cm *CopyMasker) maskBinary(data []byte) ([]byte, int, error) {
+// appendBinary masks one binary COPY message: an optional file header, then a tuple (int16
+// field count, then int32 length and bytes per field; -1 is NULL), or the -1 trailer. It
+// appends the masked message to dst as AppendData does.
+func (cm *CopyMasker) appendBinary(dst, data []byte) ([]byte, int, error) {
 	p := 0
 	if !cm.started {
 		if len(data) < 19 || string(data[:11]) != string(binarySignature) {
-			return nil, 0, errors.New("mask COPY binary: missing file header")
+			return dst, 0, errors.New("mask COPY binary: missing file header")
 		}
 		ext := int(binary.BigEndian.Uint32(data[15:19]))
 		p = 19 + ext
 		if p > len(data) {
-			return nil, 0, errCopyRow
+			return dst, 0, errCopyRow
 		}
 		cm.started = true
 	}
 	if p == len(data) {
-		return data, 0, nil
+		return dst, 0, nil
 	}
 	if p+2 > len(data) {
-		return nil, 0, errCopyRow
+		return dst, 0, errCopyRow
 	}
 	count := int(int16(binary.BigEndian.Uint16(data[p:])))
 	if count < 0 {
-		return data, 0, nil // trailer
+		return dst, 0, nil // trailer
 	}
 	p += 2
-	if cm.val == nil {
-		cm.val = make([]byte, 0, 64)
-	}
-	out := cm.out[:0]
+	base := len(dst)
+	val := cm.val
 	copied, n := 0, 0
 	for i := 0; i < count; i++ {
 		if p+4 > len(data) {
-			return nil, 0, errCopyRow
+			cm.val = val
+			return dst[:base], 0, errCopyRow
 		}
 		start := p
 		l := int(int32(binary.BigEndian.Uint32(data[p:])))
@@ -549,41 +611,45 @@ func (cm *CopyMasker) maskBinary(data []byte) ([]byte, int, error) {
 		if l < 0 {
 			continue
 		}
-		if p+l > len(data) {
-			return nil, 0, errCopyRow
+		if l > len(data)-p {
+			cm.val = val
+			return dst[:base], 0, errCopyRow
 		}
 		v := data[p : p+l]
 		p += l
-		r := cm.rule(i, count)
-		if r.inert() {
-			continue
+		k := cm.ruleIndex(i, count)
+		r := &cm.uncertain
+		if k >= 0 {
+			if !cm.busy[k] {
+				continue
+			}
+			r = &cm.rules[k]
 		}
-		val, res := cm.m.AppendApply(cm.val[:0], r, v)
-		cm.val = val
+		var res Outcome
+		val, res = cm.m.AppendApply(val[:0], r, v)
 		if res == Unchanged {
 			continue
 		}
 		n++
-		out = append(out, data[copied:start]...)
+		dst = append(dst, data[copied:start]...)
 		if res == Nulled {
-			out = binary.BigEndian.AppendUint32(out, 0xffffffff)
+			dst = binary.BigEndian.AppendUint32(dst, 0xffffffff)
 		} else {
-			out = binary.BigEndian.AppendUint32(out, uint32(len(val)))
-			out = append(out, val...)
+			dst = binary.BigEndian.AppendUint32(dst, uint32(len(val)))
+			dst = append(dst, val...)
 		}
 		copied = p
 	}
+	cm.val = val
 	if p != len(data) {
 		// PostgreSQL sends one tuple per message: anything after it is not a row of this
 		// COPY's shape and cannot be masked by its rules.
-		return nil, 0, errCopyRow
+		return dst[:base], 0, errCopyRow
 	}
 	if n == 0 {
-		return data, 0, nil
+		return dst[:base], 0, nil
 	}
-	out = append(out, data[copied:]...)
-	cm.out = out
-	return out, n, nil
+	return append(dst, data[copied:]...), n, nil
 }
 
 // PlanCopy returns the masker for the output of a COPY ... TO STDOUT statement (c's
@@ -674,7 +740,8 @@ func (p *Planner) planCopy(ctx context.Context, s *gate.Session, c *gate.Check) 
 		cm.star = star
 		if star < 0 {
 			// Inexact without a star (nesting too deep): no column is certain.
-			cm.star, cm.rules = 0, []Rule{uncertainRule(format)}
+			cm = NewCopyMasker(p.masker, []Rule{uncertainRule(format)}, opts)
+			cm.star = 0
 		}
 	}
 	return cm, nil

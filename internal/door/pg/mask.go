@@ -154,17 +154,26 @@ func (r *relay) copyData(ctx context.Context, p *pending, frame []byte) error {
 		r.emit(frame)
 		return nil
 	}
+	if fm, ok := p.copyMask.(copyFrameMasker); ok {
+		// The masked message is appended straight to the client's output: one copy.
+		dst := r.out.tail(len(frame) + copySlack)
+		buf, n, err := fm.MaskCopyData(dst, frame[5:])
+		if err != nil {
+			return r.copyFailed(ctx, p, err)
+		}
+		if n == 0 {
+			p.out.Bytes += int64(len(frame))
+			r.emit(frame)
+			return nil
+		}
+		p.out.Masked += int64(n)
+		p.out.Bytes += int64(len(buf) - len(dst))
+		r.out.commit(buf)
+		return nil
+	}
 	data, n, err := p.copyMask.MaskData(frame[5:])
 	if err != nil {
-		if p.check != nil {
-			o := p.out
-			o.SQLState, o.Error = "XX000", "COPY output could not be masked"
-			if derr := r.srv.Gate.Done(ctx, r.sess, p.check, o); derr != nil {
-				r.srv.log().Error("pg ledger record failed", "session", r.sess.ID, "err", derr)
-			}
-			p.check = nil
-		}
-		return fmt.Errorf("a row of the COPY output could not be masked, so the session was ended rather than send it unmasked: %w", err)
+		return r.copyFailed(ctx, p, err)
 	}
 	if n == 0 {
 		p.out.Bytes += int64(len(frame))
@@ -181,6 +190,32 @@ func (r *relay) copyData(ctx context.Context, p *pending, frame []byte) error {
 	return nil
 }
 
+// copySlack is how much a masked CopyData message may grow beyond the original (escapes of
+// a masked value) for the space copyData asks the client's output for: a guess, not a bound.
+const copySlack = 64
+
+// copyFrameMasker is a COPY masker that appends the masked CopyData message, header
+// included, to a buffer (mask.CopyMasker, the gate's own): the door's streaming path.
+type copyFrameMasker interface {
+	// MaskCopyData appends the masked message of a CopyData body to dst and returns how
+	// many values it masked (none: dst unchanged, send the original message).
+	MaskCopyData(dst, body []byte) ([]byte, int, error)
+}
+
+// copyFailed records a COPY whose output could not be masked and returns the error that
+// ends the session.
+func (r *relay) copyFailed(ctx context.Context, p *pending, err error) error {
+	if p.check != nil {
+		o := p.out
+		o.SQLState, o.Error = "XX000", "COPY output could not be masked"
+		if derr := r.srv.Gate.Done(ctx, r.sess, p.check, o); derr != nil {
+			r.srv.log().Error("pg ledger record failed", "session", r.sess.ID, "err", derr)
+		}
+		p.check = nil
+	}
+	return fmt.Errorf("a row of the COPY output could not be masked, so the session was ended rather than send it unmasked: %w", err)
+}
+
 // frameMasker is a row masker that masks a DataRow message as bytes (mask.ResultMasker,
 // the gate's own): the door's streaming path, with no decoding of the row into values and
 // no re-encoding of the columns it leaves alone.
@@ -192,7 +227,9 @@ type frameMasker interface {
 
 // maskedRow forwards one DataRow masked by fm.
 func (r *relay) maskedRow(p *pending, fm frameMasker, frame []byte) error {
-	buf, n, err := fm.MaskDataRow(r.outBuf[:0], frame[5:])
+	// The masked message is appended straight to the client's output: one copy.
+	dst := r.out.tail(len(frame) + copySlack)
+	buf, n, err := fm.MaskDataRow(dst, frame[5:])
 	if err != nil {
 		return fmt.Errorf("malformed DataRow from upstream: %w", err)
 	}
@@ -201,10 +238,9 @@ func (r *relay) maskedRow(p *pending, fm frameMasker, frame []byte) error {
 		r.emit(frame)
 		return nil
 	}
-	r.outBuf = buf
 	p.out.Masked += int64(n)
-	p.out.Bytes += int64(len(buf))
-	r.emit(buf)
+	p.out.Bytes += int64(len(buf) - len(dst))
+	r.out.commit(buf)
 	return nil
 }
 
