@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -20,6 +21,10 @@ const pageSize = 50
 
 // exportCap bounds one export; a bigger result is refused rather than cut short.
 const exportCap = 100_000
+
+// exportBatch is how many events an export reads per search (Console.exportBatch: tests
+// make it small), leaving room under ledger.MaxLimit for events sharing a timestamp.
+const exportBatch = ledger.MaxLimit / 2
 
 // auditForm is the search form: every `audit search` filter.
 type auditForm struct {
@@ -113,9 +118,52 @@ func own(v *viewer, evs []ledger.Event) []ledger.Event {
 	return out
 }
 
+// cursor is where a newest-first walk through search results stands: the last event taken.
+// Results are ordered by time, then seq, both descending, so what comes next is every event
+// before Time, and those at Time with a lower seq: events can share a timestamp (instances
+// sharing a store, a clock's coarse tick), and a bound on time alone would skip or repeat
+// them at a page boundary. Seq 0 (a link from before cursors had one) bounds by time alone.
+type cursor struct {
+	Time time.Time
+	Seq  int64
+}
+
+// searchAfter returns up to n events of q that come after cur (the zero cursor: from the
+// newest). It asks for more when events the cursor has passed fill the answer, and fails
+// rather than cut the result short when more than the store's limit share one timestamp.
+func (c *Console) searchAfter(ctx context.Context, q ledger.Query, cur cursor, n int) ([]ledger.Event, error) {
+	if !cur.Time.IsZero() {
+		to := cur.Time
+		if cur.Seq > 0 {
+			to = to.Add(time.Nanosecond)
+		}
+		if q.To.IsZero() || to.Before(q.To) {
+			q.To = to
+		}
+	}
+	for skip := 0; ; {
+		q.Limit = n + skip
+		if q.Limit > ledger.MaxLimit {
+			return nil, fmt.Errorf("search: more than %d events at %s", ledger.MaxLimit-n, cur.Time.Format(time.RFC3339Nano))
+		}
+		evs, err := c.opts.Events.Search(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		k := 0
+		for k < len(evs) && cur.Seq > 0 && evs[k].Time.Equal(cur.Time) && evs[k].Seq >= cur.Seq {
+			k++
+		}
+		if k <= skip || len(evs) < q.Limit {
+			evs = evs[k:]
+			return evs[:min(n, len(evs))], nil
+		}
+		skip = k
+	}
+}
+
 // auditPage is the search form and one page of results, newest first. Paging goes back in
-// time: the next page is everything before the oldest event shown, so nothing is skipped
-// unless two events share a nanosecond timestamp across a page boundary.
+// time from the oldest event shown (time and seq), so no event is skipped or shown twice.
 func (c *Console) auditPage(w http.ResponseWriter, v *viewer) {
 	vals := v.r.URL.Query()
 	f := formFrom(vals)
@@ -130,22 +178,21 @@ func (c *Console) auditPage(w http.ResponseWriter, v *viewer) {
 		c.render(w, http.StatusBadRequest, "audit", page{Title: "Activity and audit", Nav: "audit", Viewer: v, Error: err.Error(), Data: d})
 		return
 	}
+	var cur cursor
 	if s := vals.Get("before"); s != "" {
-		before, err := parseTime(s)
+		if cur.Time, err = parseTime(s); err == nil && vals.Get("before_seq") != "" {
+			cur.Seq, err = strconv.ParseInt(vals.Get("before_seq"), 10, 64)
+		}
 		if err != nil {
 			c.render(w, http.StatusBadRequest, "audit", page{Title: "Activity and audit", Nav: "audit", Viewer: v, Error: "before: " + err.Error(), Data: d})
 			return
-		}
-		if q.To.IsZero() || before.Before(q.To) {
-			q.To = before
 		}
 		d.Newest = d.Query
 	}
 	if !c.record(w, v.r, v, c.event(v.r, v.id, EventSearch, "console search "+v.r.URL.RawQuery)) {
 		return
 	}
-	q.Limit = pageSize + 1
-	evs, err := c.opts.Events.Search(v.r.Context(), q)
+	evs, err := c.searchAfter(v.r.Context(), q, cur, pageSize+1)
 	if err != nil {
 		c.opts.Log.Error("console: search", "err", err)
 		c.fail(w, v, http.StatusInternalServerError, "The search failed; see the server log.")
@@ -154,7 +201,9 @@ func (c *Console) auditPage(w http.ResponseWriter, v *viewer) {
 	if len(evs) > pageSize {
 		evs = evs[:pageSize]
 		next := f.values()
-		next.Set("before", evs[len(evs)-1].Time.UTC().Format(time.RFC3339Nano))
+		last := &evs[len(evs)-1]
+		next.Set("before", last.Time.UTC().Format(time.RFC3339Nano))
+		next.Set("before_seq", strconv.FormatInt(last.Seq, 10))
 		d.Older = template.URL(next.Encode())
 	}
 	d.Events = own(v, evs)
@@ -174,10 +223,12 @@ func (c *Console) auditExport(w http.ResponseWriter, v *viewer) {
 		c.fail(w, v, http.StatusBadRequest, err.Error())
 		return
 	}
-	var all []ledger.Event
+	var (
+		all []ledger.Event
+		cur cursor
+	)
 	for {
-		q.Limit = ledger.MaxLimit
-		evs, err := c.opts.Events.Search(v.r.Context(), q)
+		evs, err := c.searchAfter(v.r.Context(), q, cur, c.exportBatch)
 		if err != nil {
 			c.opts.Log.Error("console: export search", "err", err)
 			c.fail(w, v, http.StatusInternalServerError, "The search failed; see the server log.")
@@ -188,10 +239,10 @@ func (c *Console) auditExport(w http.ResponseWriter, v *viewer) {
 			c.fail(w, v, http.StatusRequestEntityTooLarge, fmt.Sprintf("The search matches more than %d events; narrow it (time range, identity, target) and export again.", exportCap))
 			return
 		}
-		if len(evs) < ledger.MaxLimit {
+		if len(evs) < c.exportBatch {
 			break
 		}
-		q.To = evs[len(evs)-1].Time
+		cur = cursor{Time: evs[len(evs)-1].Time, Seq: evs[len(evs)-1].Seq}
 	}
 	all = own(v, all)
 	if !c.record(w, v.r, v, c.event(v.r, v.id, EventExport, fmt.Sprintf("console export %s of %d events: %s", format, len(all), v.r.URL.RawQuery))) {

@@ -125,6 +125,8 @@ type Console struct {
 	verifyAt    time.Time
 	sensitiveN  int64
 	sensitiveAt time.Time
+	// exportBatch is how many events an export reads per search (exportBatch).
+	exportBatch int
 }
 
 // The console's ledger event types. Decisions on approval requests are recorded by the
@@ -173,7 +175,7 @@ func New(opts Options) (*Console, error) {
 		opts.Fleet = fl
 	}
 	c := &Console{opts: opts, pages: map[string]*template.Template{}, sessions: map[string]*session{}, ended: map[string]endedSession{}, logins: map[string]*pendingLogin{},
-		links: map[string]*signInLink{}}
+		links: map[string]*signInLink{}, exportBatch: exportBatch}
 	names, err := fs.Glob(templateFS, "templates/*.html")
 	if err != nil {
 		return nil, fmt.Errorf("console: list templates: %w", err)
