@@ -3,37 +3,70 @@ package console
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/gatehouse/gatehouse/internal/approval"
 )
 
-// approvalsData is the queue and the history.
+// approvalsData is the queue and the history. PendingMore and HistoryMore say that there
+// are more than the page lists (it says so rather than cut the list silently).
 type approvalsData struct {
-	Pending []approval.Request
-	History []approval.Request
+	Pending     []approval.Request
+	History     []approval.Request
+	PendingMore bool
+	HistoryMore bool
 }
 
+const (
+	// pendingShown is the most pending requests the queue lists (the approval store's
+	// largest page).
+	pendingShown = 1000
+	// historyShown is how many decided requests the history lists, newest first.
+	historyShown = 100
+)
+
+// historyStatuses are the statuses of decided (or lapsed) requests.
+var historyStatuses = []approval.Status{approval.Approved, approval.Denied, approval.Used, approval.Expired}
+
 // approvalsPage lists pending requests and the decided ones: everyone's for approvers and
-// the privileged groups, else the viewer's own.
+// the privileged groups, else the viewer's own. The queue is read by itself, so a pending
+// request is listed however many newer ones were decided since.
 func (c *Console) approvalsPage(w http.ResponseWriter, v *viewer) {
-	f := approval.Filter{Limit: 200}
-	if !v.seesAll {
-		f.Requester = v.id.Subject
+	var d approvalsData
+	list := func(st approval.Status, limit int) ([]approval.Request, bool) {
+		f := approval.Filter{Status: st, Limit: limit}
+		if !v.seesAll {
+			f.Requester = v.id.Subject
+		}
+		rs, err := c.opts.Approvals.List(v.r.Context(), f)
+		if err != nil {
+			c.opts.Log.Error("console: list approvals", "status", st, "err", err)
+			c.fail(w, v, http.StatusInternalServerError, "Listing approval requests failed; see the server log.")
+			return nil, false
+		}
+		return rs, true
 	}
-	all, err := c.opts.Approvals.List(v.r.Context(), f)
-	if err != nil {
-		c.opts.Log.Error("console: list approvals", "err", err)
-		c.fail(w, v, http.StatusInternalServerError, "Listing approval requests failed; see the server log.")
+	var ok bool
+	if d.Pending, ok = list(approval.Pending, pendingShown); !ok {
 		return
 	}
-	var d approvalsData
-	for _, r := range all {
-		if r.Status == approval.Pending {
-			d.Pending = append(d.Pending, r)
-		} else {
-			d.History = append(d.History, r)
+	d.PendingMore = len(d.Pending) == pendingShown
+	for _, st := range historyStatuses {
+		rs, ok := list(st, historyShown+1)
+		if !ok {
+			return
 		}
+		d.History = append(d.History, rs...)
+	}
+	slices.SortFunc(d.History, func(a, b approval.Request) int {
+		if n := b.CreatedAt.Compare(a.CreatedAt); n != 0 {
+			return n
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	if len(d.History) > historyShown {
+		d.History, d.HistoryMore = d.History[:historyShown], true
 	}
 	c.render(w, http.StatusOK, "approvals", page{Title: "Approvals", Nav: "approvals", Viewer: v, Data: d})
 }
