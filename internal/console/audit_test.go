@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/ledger"
 )
 
@@ -89,5 +90,69 @@ func TestAuditPagesAndExportKeepTiedEvents(t *testing.T) {
 		if err := json.Unmarshal([]byte(line), &ev); err != nil || ev.Seq != want[i].Seq {
 			t.Fatalf("export line %d: seq %d (%v), want %d", i, ev.Seq, err, want[i].Seq)
 		}
+	}
+}
+
+// An event's page shows its chain position (seq, hash, previous hash), its redacted
+// statement, decision, rule, purpose and traceparent, and links to the events before and
+// after; viewing it is a ledger event. A viewer outside the
+// privileged groups gets 404 for someone else's event.
+func TestEventPage(t *testing.T) {
+	c, led := testConsole(t)
+	ctx := context.Background()
+	for i, subject := range []string{"dana@corp.example", "vic@corp.example", "dana@corp.example"} {
+		ev := &ledger.Event{Type: ledger.EventStatement, Time: time.Now(), Subject: subject, IdentityKind: "human", Target: "main",
+			Decision: "deny", Rule: "no-update-or-delete-without-where", Purpose: "ticket-" + strconv.Itoa(i),
+			Traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+			Statements:  []ledger.Statement{{Kind: "DELETE", Category: "write", Redacted: "DELETE FROM orders -- <script>x</script>"}}}
+		if err := led.Record(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs, err := led.Store().Search(ctx, ledger.Query{Identity: "*@corp.example", Limit: 10})
+	if err != nil || len(evs) != 3 {
+		t.Fatalf("recorded events: %d %v", len(evs), err)
+	}
+	show := func(s *session, seq int64) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, "/console/audit/events/x/y", nil)
+		req.SetPathValue("instance", led.Instance())
+		req.SetPathValue("seq", strconv.FormatInt(seq, 10))
+		w := httptest.NewRecorder()
+		c.eventPage(w, &viewer{session: s, r: req})
+		return w
+	}
+	aud := viewerIn("auditors")
+	middle := evs[1] // vic's, newest first
+	w := show(aud, middle.Seq)
+	body := w.Body.String()
+	base := "/console/audit/events/" + led.Instance() + "/"
+	for _, want := range []string{`<span id="seq">` + strconv.FormatInt(middle.Seq, 10) + `</span>`, middle.Hash, middle.PrevHash,
+		"DELETE FROM orders -- &lt;script&gt;x&lt;/script&gt;", "no-update-or-delete-without-where", "ticket-1", middle.Traceparent,
+		`id="prev" href="` + base + strconv.FormatInt(middle.Seq-1, 10) + `"`, `id="next" href="` + base + strconv.FormatInt(middle.Seq+1, 10) + `"`} {
+		if w.Code != http.StatusOK || want == "" || !strings.Contains(body, want) {
+			t.Fatalf("event page (HTTP %d) lacks %q:\n%s", w.Code, want, body)
+		}
+	}
+	if middle.PrevHash != evs[2].Hash {
+		t.Fatalf("the chain: prev hash %s, the event before's hash %s", middle.PrevHash, evs[2].Hash)
+	}
+	// Viewing is recorded before the page shows, so the newest event's next link is its view.
+	head, _, _ := led.Store().Head(ctx, led.Instance())
+	if w := show(aud, head); !strings.Contains(w.Body.String(), `id="next" href="`+base+strconv.FormatInt(head+1, 10)+`"`) {
+		t.Fatalf("the newest event's page:\n%s", w.Body.String())
+	}
+	if w := show(aud, head+1); w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "console viewed event "+led.Instance()+"/"+strconv.FormatInt(head, 10)) {
+		t.Fatalf("the event after the chain's head is its view: HTTP %d\n%s", w.Code, w.Body.String())
+	}
+	if views, _ := led.Store().Search(ctx, ledger.Query{Type: EventView}); len(views) != 3 {
+		t.Fatalf("want 3 console.view events, got %d", len(views))
+	}
+	// dana sees her own events and not vic's.
+	dana := &session{id: &identity.Identity{Subject: "dana@corp.example", Kind: identity.Human}}
+	if w := show(dana, evs[0].Seq); w.Code != http.StatusOK {
+		t.Fatalf("dana's own event: HTTP %d", w.Code)
+	}
+	if w := show(dana, middle.Seq); w.Code != http.StatusNotFound || strings.Contains(w.Body.String(), middle.Hash) {
+		t.Fatalf("dana opening vic's event: HTTP %d", w.Code)
 	}
 }
