@@ -81,6 +81,13 @@ func TestAuditPagesAndExportKeepTiedEvents(t *testing.T) {
 	if w.Code != http.StatusOK {
 		t.Fatalf("export: HTTP %d\n%s", w.Code, w.Body.String())
 	}
+	// Every page asked and the export are ledger events.
+	if evs, _ := led.Store().Search(ctx, ledger.Query{Type: EventSearch}); len(evs) != pages {
+		t.Fatalf("%d console.search events for %d pages", len(evs), pages)
+	}
+	if evs, _ := led.Store().Search(ctx, ledger.Query{Type: EventExport}); len(evs) != 1 || !strings.Contains(evs[0].Message, "jsonl of 130 events") {
+		t.Fatalf("console.export events: %+v", evs)
+	}
 	lines := strings.Split(strings.TrimSpace(w.Body.String()), "\n")
 	if len(lines) != n {
 		t.Fatalf("the export (batches of %d) has %d events, want %d", c.exportBatch, len(lines), n)
