@@ -6,14 +6,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/inspect"
+	"github.com/gatehouse/gatehouse/internal/ledger"
 	"github.com/gatehouse/gatehouse/internal/mask"
 )
 
@@ -82,30 +85,79 @@ func BenchmarkDataRowPassThrough(b *testing.B) { benchRows(b, nil) }
 // BenchmarkDataRowMasked decodes, masks one column and re-encodes each row.
 func BenchmarkDataRowMasked(b *testing.B) { benchRows(b, &ssnMasker{}) }
 
-// BenchmarkSelectOne compares a prepared SELECT direct and through the door (same run).
+// BenchmarkSelectOne compares one client's SELECT round trip direct and through the door in
+// the same run, in the three ways pgbench -S sends it: simple (a Query), extended (the unnamed
+// statement parsed every time, as -M extended) and prepared (a named statement bound again,
+// as -M prepared). Besides ns/op it reports the round trip's p50 and p99 (µs) and the CPU
+// of this process per round trip (cpu-µs/op, the pgx client included, so the door's own CPU
+// per statement is the gatehouse figure minus the direct one). The door runs the real
+// inspector and the test policy; records go to a recorder that keeps nothing, so the ledger
+// is not measured here (internal/ledger has its own benchmarks).
 func BenchmarkSelectOne(b *testing.B) {
-	for _, via := range []string{"direct", "gatehouse"} {
-		b.Run(via, func(b *testing.B) {
-			dsn := shared.DSN("postgres")
-			if via == "gatehouse" {
-				e := startEnv(b, func(e *env) { e.srv.Log = slog.New(slog.DiscardHandler) })
-				dsn = e.dsn("alice", "main")
-			}
-			ctx := context.Background()
-			c, err := pgx.Connect(ctx, dsn)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer c.Close(ctx)
-			var n int
-			b.ReportAllocs()
-			for b.Loop() {
+	modes := []struct {
+		name string
+		mode pgx.QueryExecMode
+	}{
+		{"simple", pgx.QueryExecModeSimpleProtocol},
+		{"extended", pgx.QueryExecModeExec},
+		{"prepared", pgx.QueryExecModeCacheStatement},
+	}
+	for _, m := range modes {
+		for _, via := range []string{"direct", "gatehouse"} {
+			b.Run(m.name+"/"+via, func(b *testing.B) {
+				dsn := shared.DSN("postgres")
+				if via == "gatehouse" {
+					e := startEnv(b, func(e *env) {
+						e.srv.Log = slog.New(slog.DiscardHandler)
+						e.srv.Gate.Recorder = discardRecorder{}
+					})
+					dsn = e.dsn("alice", "main")
+				}
+				ctx := context.Background()
+				cfg, err := pgx.ParseConfig(dsn)
+				if err != nil {
+					b.Fatal(err)
+				}
+				cfg.DefaultQueryExecMode = m.mode
+				c, err := pgx.ConnectConfig(ctx, cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer c.Close(ctx)
+				var n int
 				if err := c.QueryRow(ctx, "select $1::int", 1).Scan(&n); err != nil {
 					b.Fatal(err)
 				}
-			}
-		})
+				times := make([]time.Duration, 0, 1<<16)
+				cpu0 := processCPU()
+				b.ReportAllocs()
+				for b.Loop() {
+					t0 := time.Now()
+					if err := c.QueryRow(ctx, "select $1::int", 1).Scan(&n); err != nil {
+						b.Fatal(err)
+					}
+					times = append(times, time.Since(t0))
+				}
+				cpu := processCPU() - cpu0
+				slices.Sort(times)
+				b.ReportMetric(float64(cpu.Microseconds())/float64(len(times)), "cpu-µs/op")
+				b.ReportMetric(float64(times[len(times)/2].Nanoseconds())/1e3, "p50-µs")
+				b.ReportMetric(float64(times[len(times)*99/100].Nanoseconds())/1e3, "p99-µs")
+			})
+		}
 	}
+}
+
+// discardRecorder answers every record at once and keeps none, so a long benchmark neither
+// grows the heap nor measures a ledger.
+type discardRecorder struct{}
+
+func (discardRecorder) Record(context.Context, *ledger.Event) error { return nil }
+
+func (discardRecorder) Healthy() error { return nil }
+
+func (discardRecorder) Submit(context.Context, *ledger.Event) *ledger.Ack {
+	return ledger.AnsweredAck(nil)
 }
 
 // BenchmarkMultiStatement relays one simple Query of N statements (`select 1 as a;` × N)
