@@ -91,8 +91,9 @@ func BenchmarkDataRowMasked(b *testing.B) { benchRows(b, &ssnMasker{}) }
 // as -M prepared). Besides ns/op it reports the round trip's p50 and p99 (µs) and the CPU
 // of this process per round trip (cpu-µs/op, the pgx client included, so the door's own CPU
 // per statement is the gatehouse figure minus the direct one). The door runs the real
-// inspector and the test policy; records go to a recorder that keeps nothing, so the ledger
-// is not measured here (internal/ledger has its own benchmarks).
+// inspector and the test policy; "gatehouse" records to a recorder that keeps nothing, so
+// the door and the gate are measured alone, and "gatehouse+ledger" to the embedded ledger
+// (default durability, its search indexer running in this process).
 func BenchmarkSelectOne(b *testing.B) {
 	modes := []struct {
 		name string
@@ -103,17 +104,21 @@ func BenchmarkSelectOne(b *testing.B) {
 		{"prepared", pgx.QueryExecModeCacheStatement},
 	}
 	for _, m := range modes {
-		for _, via := range []string{"direct", "gatehouse"} {
+		for _, via := range []string{"direct", "gatehouse", "gatehouse+ledger"} {
 			b.Run(m.name+"/"+via, func(b *testing.B) {
 				dsn := shared.DSN("postgres")
-				if via == "gatehouse" {
+				ctx := context.Background()
+				if via != "direct" {
+					var rec gate.Recorder = discardRecorder{}
+					if via == "gatehouse+ledger" {
+						rec = benchLedger(b)
+					}
 					e := startEnv(b, func(e *env) {
 						e.srv.Log = slog.New(slog.DiscardHandler)
-						e.srv.Gate.Recorder = discardRecorder{}
+						e.srv.Gate.Recorder = rec
 					})
 					dsn = e.dsn("alice", "main")
 				}
-				ctx := context.Background()
 				cfg, err := pgx.ParseConfig(dsn)
 				if err != nil {
 					b.Fatal(err)
@@ -146,6 +151,26 @@ func BenchmarkSelectOne(b *testing.B) {
 			})
 		}
 	}
+}
+
+// benchLedger is an embedded ledger in a temporary directory, closed when b ends.
+func benchLedger(b *testing.B) *ledger.Ledger {
+	ctx := context.Background()
+	dir := b.TempDir()
+	st, err := ledger.OpenSQLite(ctx, dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := ledger.New(ctx, st, ledger.Options{Instance: "bench", DataDir: dir, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := l.Close(ctx); err != nil {
+			b.Error(err)
+		}
+	})
+	return l
 }
 
 // discardRecorder answers every record at once and keeps none, so a long benchmark neither
