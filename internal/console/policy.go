@@ -29,14 +29,26 @@ type tryForm struct {
 	As, Kind, Groups, Target, SQL string
 }
 
+// policyData is the policy page's model. Text is the policy in force, exactly as loaded
+// (Hash identifies it, as the server log's reload lines do); FileChanged says the file now holds
+// something else (an edit not yet reloaded, or one the reload refused as invalid).
+// Reloads are the newest reloads (ReloadsMore: there are older ones; ReloadsErr: they could
+// not be read).
 type policyData struct {
-	Source  string
-	Text    string
-	Reloads []ledger.Event
-	Form    tryForm
-	Targets []string
-	Results []string
+	Source      string
+	Hash        string
+	Text        string
+	FileChanged bool
+	Reloads     []ledger.Event
+	ReloadsMore bool
+	ReloadsErr  bool
+	Form        tryForm
+	Targets     []string
+	Results     []string
 }
+
+// reloadsShown is how many reloads the policy page lists.
+const reloadsShown = 20
 
 // policyPage shows the policy in force (read-only), its reloads, and decides a statement for
 // an identity on a target as `gatehouse policy test` does.
@@ -51,7 +63,8 @@ func (c *Console) policyPage(w http.ResponseWriter, v *viewer) {
 	}
 	ctx := v.r.Context()
 	q := v.r.URL.Query()
-	d := policyData{Source: c.opts.Policy.Policy().Source, Form: tryForm{As: q.Get("as"), Kind: q.Get("kind"), Groups: q.Get("groups"),
+	inForce := c.opts.Policy.Policy()
+	d := policyData{Source: inForce.Source, Hash: inForce.Hash, Text: string(inForce.Text()), Form: tryForm{As: q.Get("as"), Kind: q.Get("kind"), Groups: q.Get("groups"),
 		Target: q.Get("target"), SQL: q.Get("sql")}}
 	if d.Form.Kind == "" {
 		d.Form.Kind = "human"
@@ -59,16 +72,19 @@ func (c *Console) policyPage(w http.ResponseWriter, v *viewer) {
 	if c.opts.Targets != nil {
 		d.Targets = c.opts.Targets()
 	}
-	if d.Source == policy.DefaultSource {
-		d.Text = string(policy.DefaultText())
-	} else if b, err := os.ReadFile(d.Source); err == nil {
-		d.Text = string(b)
-	} else {
-		d.Text = "(the policy file cannot be read now: " + err.Error() + ")"
+	if d.Source != policy.DefaultSource {
+		b, err := os.ReadFile(d.Source)
+		d.FileChanged = err != nil || string(b) != d.Text
 	}
-	if evs, err := c.opts.Events.Search(ctx, ledger.Query{Type: ledger.EventPolicyReload, Limit: 20}); err == nil {
-		d.Reloads = evs
+	evs, err := c.opts.Events.Search(ctx, ledger.Query{Type: ledger.EventPolicyReload, Limit: reloadsShown + 1})
+	if err != nil {
+		c.opts.Log.Error("console: read policy reloads", "err", err)
+		d.ReloadsErr = true
 	}
+	if len(evs) > reloadsShown {
+		evs, d.ReloadsMore = evs[:reloadsShown], true
+	}
+	d.Reloads = evs
 	if d.Form.SQL != "" {
 		if !identity.Kind(d.Form.Kind).Valid() || d.Form.As == "" {
 			c.render(w, http.StatusBadRequest, "policy", page{Title: "Policy", Nav: "policy", Viewer: v, Error: "Name the identity and its kind (human, service or agent).", Data: d})
