@@ -89,19 +89,53 @@ func skeleton(sql string) string {
 }
 
 // asNormalized reports whether normalized is sql with exactly its skeleton's integer
-// literals replaced by $1, $2, ... in order.
+// literals replaced by $1, $2, ... in order, each literal together with a minus sign right
+// before it (and any blanks between them) when the parser folded that sign into the
+// constant: pg_query's Normalize replaces a negated constant from its sign (`abalance +
+// -4321` becomes `abalance + $1`, but `a -1` stays `a -$1`). Whether a sign is folded
+// depends on the grammar, which reads token types and never an integer's value, so every
+// text of the skeleton folds the same signs. The comparison walks both texts without
+// building either.
 func asNormalized(sql, normalized string) bool {
-	var b strings.Builder
-	last, n := 0, 0
-	if !scanIntegers(sql, func(start, end int) {
+	last, j, n := 0, 0, 0
+	ok := scanIntegers(sql, func(start, end int) {
+		if j < 0 {
+			return
+		}
 		n++
-		b.WriteString(sql[last:start])
-		b.WriteByte('$')
-		b.WriteString(strconv.Itoa(n))
+		seg := sql[last:start]
 		last = end
-	}) {
-		return false
+		if k, ok := placeholderAt(normalized, j, seg, n); ok {
+			j = k
+			return
+		}
+		trimmed := strings.TrimRight(seg, " \t\n\r\f\v")
+		if strings.HasSuffix(trimmed, "-") {
+			if k, ok := placeholderAt(normalized, j, trimmed[:len(trimmed)-1], n); ok {
+				j = k
+				return
+			}
+		}
+		j = -1
+	})
+	return ok && j >= 0 && normalized[j:] == sql[last:]
+}
+
+// placeholderAt reports whether normalized continues at j with seg and then the
+// placeholder $n, and where it continues after them.
+func placeholderAt(normalized string, j int, seg string, n int) (int, bool) {
+	if !strings.HasPrefix(normalized[j:], seg) {
+		return 0, false
 	}
-	b.WriteString(sql[last:])
-	return b.String() == normalized
+	j += len(seg)
+	if j >= len(normalized) || normalized[j] != '$' {
+		return 0, false
+	}
+	j++
+	var digits [20]byte
+	d := strconv.AppendInt(digits[:0], int64(n), 10)
+	if !strings.HasPrefix(normalized[j:], string(d)) {
+		return 0, false
+	}
+	return j + len(d), true
 }

@@ -27,6 +27,13 @@ func TestSkeletonShapeIsNormalize(t *testing.T) {
 		"SELECT a FROM t FETCH FIRST 5 ROWS ONLY", "SELECT a FROM t LIMIT ALL", "CREATE INDEX ON t (a) WITH (fillfactor = 70)",
 		"ALTER TABLE t ALTER COLUMN a SET STATISTICS 100", "GRANT SELECT ON t TO r", "SELECT 1 + +2", "SELECT - 1",
 		"SELECT a FROM t WHERE b = -5", "SELECT ALL 1", "SELECT 1 AS x1", "CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (1) TO (10)",
+		// pgbench's TPC-B-like script: negative deltas, whose sign Normalize takes with the constant.
+		"UPDATE pgbench_accounts SET abalance = abalance + -4321 WHERE aid = 12345;",
+		"UPDATE pgbench_tellers SET tbalance = tbalance + 17 WHERE tid = 3;",
+		"INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (5, 1, 12345, -4321, CURRENT_TIMESTAMP);",
+		"SELECT 1 + -  2", "SELECT 2 ^ -1", "SELECT a[-1:2] FROM t", "SELECT x FROM t LIMIT -1", "SELECT -1::int",
+		"SELECT - -1", "SELECT -(-1)", "SELECT a-1 FROM t", "SELECT a - -1 FROM t", "SELECT -1, -2, 3 - 4", "SELECT f(-1, - 2)",
+		"SELECT * FROM t WHERE a IN (-1, -2) AND b BETWEEN -5 AND -1", "SELECT '-'::text, -1", "SELECT 1 FROM t WHERE a = -\n 7",
 	}
 	for _, c := range cases {
 		sqls = append(sqls, c.sql)
@@ -85,6 +92,13 @@ func TestSkeletonShapeIsNormalize(t *testing.T) {
 	}
 	if in.skeletons.len() != 1 || in.shapes.len() != 1 {
 		t.Fatalf("%d skeletons, %d shapes, want 1 and 1", in.skeletons.len(), in.shapes.len())
+	}
+	// Negative literals too (pgbench's TPC-B deltas): one skeleton per sign pattern.
+	for _, d := range []string{"-4321", "-7", "-5000"} {
+		in.Inspect("UPDATE pgbench_accounts SET abalance = abalance + " + d + " WHERE aid = 12345;")
+	}
+	if in.skeletons.len() != 2 || in.shapes.len() != 2 {
+		t.Fatalf("%d skeletons, %d shapes, want 2 and 2", in.skeletons.len(), in.shapes.len())
 	}
 }
 
