@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -66,7 +67,20 @@ type Snapshot struct {
 	samples map[AttKey]string
 	// functions says what calling each function does (functions.go).
 	functions functionEffects
+
+	// classes remembers TableClasses per list of table names (the names joined by NUL), so
+	// the statements of a session, which name the same few tables over and over, find the
+	// sensitive columns of their tables with one map lookup instead of resolving every
+	// column of every table again. The snapshot never changes, so neither do the answers;
+	// a rescan builds a new snapshot with an empty cache. classesLen bounds it.
+	classes    sync.Map
+	classesLen atomic.Int64
 }
+
+// maxCachedTableLists bounds the table lists a snapshot remembers the sensitive columns of:
+// names a client makes up (unknown tables) must not grow it without end. Past it, answers
+// are computed every time, as before.
+const maxCachedTableLists = 4096
 
 // statsColumns are the columns of the system catalogs and views that hold values sampled
 // from every analysed column of every table — planner statistics: most common values,
@@ -212,13 +226,43 @@ func (s *Snapshot) Sensitive() []Entry {
 }
 
 // TableClasses returns the sensitive columns of the given tables as "schema.table.column" →
-// class.
+// class, nil when they have none. The map is shared with every caller that asks about the
+// same tables: it must not be modified.
 func (s *Snapshot) TableClasses(tables []string) map[string]string {
-	out := map[string]string{}
+	if s == nil || len(tables) == 0 {
+		return nil
+	}
+	for _, t := range tables {
+		if strings.IndexByte(t, 0) >= 0 {
+			return s.tableClasses(tables) // the NUL that joins names must not be one's own
+		}
+	}
+	key := tables[0]
+	if len(tables) > 1 {
+		key = strings.Join(tables, "\x00")
+	}
+	if v, ok := s.classes.Load(key); ok {
+		return v.(map[string]string)
+	}
+	out := s.tableClasses(tables)
+	if s.classesLen.Load() < maxCachedTableLists {
+		if _, loaded := s.classes.LoadOrStore(key, out); !loaded {
+			s.classesLen.Add(1)
+		}
+	}
+	return out
+}
+
+// tableClasses is TableClasses computed afresh.
+func (s *Snapshot) tableClasses(tables []string) map[string]string {
+	var out map[string]string
 	for _, t := range tables {
 		q := s.QualifyTable(t)
 		for _, c := range s.tables[q] {
 			if e := s.ByName(q, c); e != nil && e.IsSensitive() {
+				if out == nil {
+					out = make(map[string]string)
+				}
 				out[e.Key()] = e.Class
 			}
 		}
