@@ -50,6 +50,22 @@ func (c *lru[V]) get(key string) (V, bool) {
 	return el.Value.(*lruEntry[V]).val, true
 }
 
+// getBytes is get for a key held in a byte slice, without converting it to a string.
+func (c *lru[V]) getBytes(key []byte) (V, bool) {
+	var none V
+	if c == nil {
+		return none, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.items[string(key)]
+	if !ok {
+		return none, false
+	}
+	c.order.MoveToFront(el)
+	return el.Value.(*lruEntry[V]).val, true
+}
+
 // put stores facts for key, evicting the least recently used entry when full.
 func (c *lru[V]) put(key string, val V) {
 	if c == nil || len(key) > maxCachedText {

@@ -69,11 +69,13 @@ func (in *Inspector) inspectOne(sql string) []*Statement {
 		if n, ok := in.normalize(sql); ok {
 			shape = n
 			if v, ok := in.shapes.get(shape); ok {
-				st := *v[0]
-				st.Text = soleStatementText(sql)
-				out := []*Statement{&st}
-				in.cache.put(sql, out)
-				return out
+				// Not put in the exact-text cache: a text found by its shape is found
+				// again as cheaply (a scan and two look-ups), and remembering every
+				// literal variant would push out texts whose inspection costs a parse.
+				one := &soleStatement{st: *v[0]}
+				one.st.Text = soleStatementText(sql)
+				one.list[0] = &one.st
+				return one.list[:]
 			}
 		}
 	}
@@ -83,6 +85,12 @@ func (in *Inspector) inspectOne(sql string) []*Statement {
 		in.shapes.put(shape, out)
 	}
 	return out
+}
+
+// soleStatement is a statement and the one-element list that holds it, allocated together.
+type soleStatement struct {
+	st   Statement
+	list [1]*Statement
 }
 
 // inspectPieces inspects a multi-statement string statement by statement, each piece
@@ -188,9 +196,10 @@ func inspectTextShape(sql string, nesting int, normalized string) (out []*Statem
 // normalize is pg_query's Normalize of sql, found through its number skeleton when a text
 // of the same skeleton was normalized before (skeleton.go).
 func (in *Inspector) normalize(sql string) (string, bool) {
-	sk := skeleton(sql)
-	if sk != "" {
-		if n, ok := in.skeletons.get(sk); ok {
+	var buf [256]byte // the skeleton of most texts fits: looked up without an allocation
+	sk, ok := appendSkeleton(buf[:0], sql)
+	if ok {
+		if n, hit := in.skeletons.getBytes(sk); hit {
 			return n, true
 		}
 	}
@@ -198,8 +207,8 @@ func (in *Inspector) normalize(sql string) (string, bool) {
 	if err != nil {
 		return "", false
 	}
-	if sk != "" && asNormalized(sql, n) {
-		in.skeletons.put(sk, n)
+	if ok && asNormalized(sql, n) {
+		in.skeletons.put(string(sk), n)
 	}
 	return n, true
 }

@@ -69,23 +69,24 @@ func identPart(c byte) bool  { return identStart(c) || (c >= '0' && c <= '9') }
 
 // skeleton returns sql's number skeleton, or "" when it has none.
 func skeleton(sql string) string {
-	var b strings.Builder
-	last := 0
-	if !scanIntegers(sql, func(start, end int) {
-		if b.Len() == 0 {
-			b.Grow(len(sql))
-		}
-		b.WriteString(sql[last:start])
-		b.WriteByte(0)
-		last = end
-	}) {
+	sk, ok := appendSkeleton(nil, sql)
+	if !ok {
 		return ""
 	}
-	if last == 0 {
-		return sql // no literal: the text is its own skeleton (it holds no NUL)
+	return string(sk)
+}
+
+// appendSkeleton appends sql's number skeleton to dst and reports whether it has one.
+func appendSkeleton(dst []byte, sql string) ([]byte, bool) {
+	last := 0
+	if !scanIntegers(sql, func(start, end int) {
+		dst = append(dst, sql[last:start]...)
+		dst = append(dst, 0)
+		last = end
+	}) {
+		return dst, false
 	}
-	b.WriteString(sql[last:])
-	return b.String()
+	return append(dst, sql[last:]...), true
 }
 
 // asNormalized reports whether normalized is sql with exactly its skeleton's integer
