@@ -795,13 +795,27 @@ func (s *Session) schemaChange(c *Check) bool {
 	return changed
 }
 
+// statementRecord is a statement event and the statement list of a one-statement check,
+// allocated together: one allocation per record instead of two.
+type statementRecord struct {
+	ev  ledger.Event
+	one [1]ledger.Statement
+}
+
 func (g *Gate) statementEvent(ctx context.Context, t ledger.EventType, s *Session, c *Check) *ledger.Event {
-	ev := g.sessionEvent(t, s)
+	var ev *ledger.Event
+	if len(c.Statements) == 1 {
+		rec := &statementRecord{}
+		ev = &rec.ev
+		ev.Statements = rec.one[:]
+	} else {
+		ev = &ledger.Event{Statements: make([]ledger.Statement, len(c.Statements))}
+	}
+	g.fillSession(ev, t, s)
 	ev.Via = string(c.Via)
 	ev.Decision = string(c.Decision.Action)
 	ev.Rule = c.Decision.Rule
 	ev.ApprovalID = c.Decision.ApprovalID
-	ev.Statements = make([]ledger.Statement, len(c.Statements))
 	for i, st := range c.Statements {
 		ls := ledger.Statement{
 			Kind: st.Kind, Category: string(st.Category), Redacted: st.Redacted, Fingerprint: st.Fingerprint,
@@ -926,9 +940,16 @@ func (g *Gate) log() *slog.Logger {
 }
 
 func (g *Gate) sessionEvent(t ledger.EventType, s *Session) *ledger.Event {
-	ev := &ledger.Event{Type: t, Time: g.now()}
+	ev := &ledger.Event{}
+	g.fillSession(ev, t, s)
+	return ev
+}
+
+// fillSession fills in what an event of type t says of its session, and the time.
+func (g *Gate) fillSession(ev *ledger.Event, t ledger.EventType, s *Session) {
+	ev.Type, ev.Time = t, g.now()
 	if s == nil {
-		return ev
+		return
 	}
 	ev.SessionID = s.ID
 	ev.ClientAddr = s.ClientAddr
@@ -950,7 +971,6 @@ func (g *Gate) sessionEvent(t ledger.EventType, s *Session) *ledger.Event {
 		ev.Purpose = s.Options["gatehouse.purpose"]
 		ev.Traceparent = s.Options["gatehouse.traceparent"]
 	}
-	return ev
 }
 
 // Column describes one result column as a door sees it on the wire, so masking can map it to
