@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 )
 
 // The canonical encoding of an event, which its hash covers, is defined on the event's JSON
@@ -58,6 +59,31 @@ func ChainHash(prevHash string, canonical []byte) string {
 	h.Write([]byte{'\n'})
 	h.Write(canonical)
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// chainHasher computes ChainHash with state kept from one event to the next: the SHA-256
+// state, the digest and its hex form are reused, so hashing an event allocates only the
+// hash string itself (ChainHash allocates four times). Not safe for concurrent use; the
+// ledger's is used under its chain lock.
+type chainHasher struct {
+	h   hash.Hash
+	pre []byte
+	sum [sha256.Size]byte
+	hex [2 * sha256.Size]byte
+}
+
+// chainHash is ChainHash(prevHash, canonical).
+func (c *chainHasher) chainHash(prevHash string, canonical []byte) string {
+	if c.h == nil {
+		c.h = sha256.New()
+	} else {
+		c.h.Reset()
+	}
+	c.pre = append(append(c.pre[:0], prevHash...), '\n')
+	c.h.Write(c.pre)
+	c.h.Write(canonical)
+	hex.Encode(c.hex[:], c.h.Sum(c.sum[:0]))
+	return string(c.hex[:])
 }
 
 // HashRecord recomputes the hash of a stored or exported JSON event record (whatever its

@@ -16,10 +16,6 @@ import (
 // exactly like that path: strings that are not valid UTF-8 (their replacement can merge two
 // map keys) and times encoding/json refuses.
 func appendCanonicalEvent(b []byte, ev *Event) (_ []byte, ok bool) {
-	tb, err := ev.Time.MarshalJSON()
-	if err != nil {
-		return b, false
-	}
 	w := canonWriter{b: b, ok: true}
 	w.b = append(w.b, '{')
 	first := true
@@ -74,7 +70,14 @@ func appendCanonicalEvent(b []byte, ev *Event) (_ []byte, ok bool) {
 	str("subject", ev.Subject, false)
 	str("target", ev.Target, false)
 	w.key(&first, "time")
-	w.b = append(w.b, tb...)
+	// What Time.MarshalJSON writes, without its allocation: RFC 3339 with nanoseconds,
+	// quoted; a year outside 0-9999 is refused by both.
+	w.b = append(w.b, '"')
+	tb, err := ev.Time.AppendText(w.b)
+	if err != nil {
+		return b, false
+	}
+	w.b = append(tb, '"')
 	if ev.TLS {
 		w.key(&first, "tls")
 		w.b = append(w.b, "true"...)
@@ -118,7 +121,8 @@ func (w *canonWriter) statement(st *Statement) {
 	w.str(st.Kind)
 	if len(st.Sensitive) > 0 {
 		w.key(&first, "sensitive")
-		keys := make([]string, 0, len(st.Sensitive))
+		var small [8]string
+		keys := small[:0]
 		for k := range st.Sensitive {
 			keys = append(keys, k)
 		}
@@ -214,15 +218,15 @@ func (w *canonWriter) str(s string) {
 // (PrevHash must already be set) and returns the stored record, the canonical object with
 // its hash; events the direct encoder declines go through seal itself.
 func sealEvent(ev *Event) ([]byte, error) {
-	body, _, err := sealEventAppend(make([]byte, 0, 1024), ev)
+	body, _, err := sealEventAppend(make([]byte, 0, 1024), ev, &chainHasher{})
 	return body, err
 }
 
 // sealEventAppend is sealEvent writing the record at the end of buf, so that a batch of
 // events shares one allocation (their records live as long as each other: until the batch
 // is stored). It returns the record, capacity-capped so appending to it never writes into
-// buf, and buf with the record appended.
-func sealEventAppend(buf []byte, ev *Event) (body, rest []byte, err error) {
+// buf, and buf with the record appended. h computes the hash (reused from event to event).
+func sealEventAppend(buf []byte, ev *Event, h *chainHasher) (body, rest []byte, err error) {
 	ev.Hash = ""
 	start := len(buf)
 	out, ok := appendCanonicalEvent(buf, ev)
@@ -230,7 +234,7 @@ func sealEventAppend(buf []byte, ev *Event) (body, rest []byte, err error) {
 		body, err := seal(ev)
 		return body, buf, err
 	}
-	ev.Hash = ChainHash(ev.PrevHash, out[start:])
+	ev.Hash = h.chainHash(ev.PrevHash, out[start:])
 	out = append(out[:len(out)-1], `,"hash":"`...)
 	out = append(out, ev.Hash...)
 	out = append(out, `"}`...)

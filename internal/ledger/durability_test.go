@@ -3,6 +3,11 @@ package ledger
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -135,7 +140,8 @@ func TestAcksAnswerInSubmissionOrder(t *testing.T) {
 		for n := 0; n < len(acks); {
 			for i := n; i < len(acks); i++ {
 				select {
-				case err := <-acks[i].Ready():
+				case <-acks[i].Ready():
+					err := acks[i].Wait(ctx)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -314,4 +320,181 @@ func TestPlainReadLeadsTheCommitInline(t *testing.T) {
 			t.Fatal("durability every: every record was answered inside Submit")
 		}
 	})
+}
+
+// TestConcurrentSubmittersShareOneWrite: plain reads whose sessions finish together share
+// one group commit (one write(2) of the commit log), not only one fdatasync: the inline
+// leader lets the submitters that are ready to run queue behind it before it writes. On
+// one core, without that, every Record would be a commit of its own.
+func TestConcurrentSubmittersShareOneWrite(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	l := newLedger(t, &testStore{Store: s, dir: dir}, Options{CheckpointEvery: 1 << 30})
+	var commits, events atomic.Int64
+	l.ObserveCommits(func(c Commit, n int, _ time.Duration, err error) {
+		if c == CommitWritten && err == nil {
+			commits.Add(1)
+			events.Add(int64(n))
+		}
+	})
+	const sessions, each = 32, 50
+	var wg sync.WaitGroup
+	errs := make(chan error, sessions)
+	for w := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				if err := l.Record(ctx, stmtEvent(fmt.Sprintf("s%d", w), "SELECT", "SELECT 1", nil, nil)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if events.Load() != sessions*each {
+		t.Fatalf("%d records went through written commits, want %d", events.Load(), sessions*each)
+	}
+	t.Logf("%d records in %d written commits", events.Load(), commits.Load())
+	if per := float64(events.Load()) / float64(commits.Load()); per < 4 {
+		t.Fatalf("%d records in %d commits (%.1f per write): concurrent submitters did not share writes", events.Load(), commits.Load(), per)
+	}
+	if rep := verifyStore(t, l, s); !rep.OK {
+		t.Fatalf("chain:\n%s", rep)
+	}
+}
+
+// TestInlineLeaderLeavesSyncsToTheWriter: a submitter leading the commit inline writes the
+// records queued before the first one that must be fdatasync'd and leaves that one, and
+// everything behind it, to the writer goroutine, so no session waits inside Submit for an
+// fdatasync; the Acks still answer in order.
+func TestInlineLeaderLeavesSyncsToTheWriter(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	l := newLedger(t, &testStore{Store: s, dir: dir}, Options{CheckpointEvery: 1 << 30})
+	type commit struct {
+		c Commit
+		n int
+	}
+	var mu sync.Mutex
+	var seen []commit
+	l.ObserveCommits(func(c Commit, n int, _ time.Duration, err error) {
+		mu.Lock()
+		seen = append(seen, commit{c, n})
+		mu.Unlock()
+	})
+	denied := stmtEvent("alice", "SELECT", "SELECT 2", nil, nil)
+	denied.Decision = "deny"
+	evs := []*Event{stmtEvent("alice", "SELECT", "SELECT 1", nil, nil), denied, stmtEvent("alice", "SELECT", "SELECT 3", nil, nil)}
+	var acks []*Ack
+	l.chainMu.Lock()
+	l.qmu.Lock()
+	for _, ev := range evs {
+		ev.Time = time.Now().UTC()
+		a := &Ack{finished: l.finished}
+		acks = append(acks, a)
+		l.queue = append(l.queue, request{ev: ev, ack: a, sync: l.opts.Durability.mustSync(ev)})
+	}
+	l.qmu.Unlock()
+	empty := l.drain(maxInlineRounds, true)
+	mu.Lock()
+	inline := append([]commit(nil), seen...)
+	mu.Unlock()
+	l.chainMu.Unlock()
+	if empty || !acks[0].Answered() || acks[1].Answered() || acks[2].Answered() {
+		t.Fatalf("inline leader: queue left empty %v, answered %v %v %v; want only the plain read before the refusal", empty, acks[0].Answered(), acks[1].Answered(), acks[2].Answered())
+	}
+	if len(inline) != 1 || inline[0] != (commit{CommitWritten, 1}) {
+		t.Fatalf("inline leader committed %v, want one written commit of one record", inline)
+	}
+	l.wakeWriter()
+	for i, a := range acks {
+		if err := a.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if evs[i].Seq != int64(i+1) {
+			t.Fatalf("record %d has seq %d", i, evs[i].Seq)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 || seen[1] != (commit{CommitSynced, 2}) {
+		t.Fatalf("commits %v, want the refusal and the read behind it synced by the writer", seen)
+	}
+}
+
+// blockedCheckpoints is a store whose checkpoint appends wait for release (or their
+// context), to see who waits for them.
+type blockedCheckpoints struct {
+	Store
+	release chan struct{}
+}
+
+func (b *blockedCheckpoints) Append(ctx context.Context, recs []Record, cps []Checkpoint, c Commit) error {
+	if len(cps) > 0 {
+		select {
+		case <-b.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return b.Store.Append(ctx, recs, cps, c)
+}
+
+// TestDueCheckpointIsTheWritersWork: a checkpoint that falls due with a plain read is
+// signed and stored by the writer goroutine after the read is answered; neither the read's
+// Ack nor its Submit waits for it.
+func TestDueCheckpointIsTheWritersWork(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	bs := &blockedCheckpoints{Store: s, release: make(chan struct{})}
+	l := newLedger(t, &testStore{Store: bs, dir: dir}, Options{CheckpointEvery: 2, WriteTimeout: 2 * time.Second})
+	for i := range 2 {
+		a := l.Submit(ctx, stmtEvent("alice", "SELECT", "SELECT 1", nil, nil))
+		if !a.Answered() {
+			t.Fatalf("read %d: Submit returned before its record was written", i)
+		}
+		if err := a.Wait(ctx); err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+	}
+	if err := l.Healthy(); err != nil {
+		t.Fatalf("a read waited for a checkpoint: %v", err)
+	}
+	close(bs.release)
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cps, err := s.Checkpoints(ctx, "gh-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []int64
+	for _, cp := range cps {
+		seqs = append(seqs, cp.Seq)
+	}
+	if !slices.Equal(seqs, []int64{2}) {
+		t.Fatalf("checkpoints at %v, want one at 2", seqs)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -106,8 +107,8 @@ func touchesSensitive(ev *Event) bool {
 
 // request is one Record call waiting for its group commit, or (ev nil) a Sync barrier.
 type request struct {
-	ev   *Event
-	done chan error
+	ev  *Event
+	ack *Ack // answered when the record's commit ends
 	// sync: the record must be fdatasync'd before done answers (see Durability).
 	sync bool
 }
@@ -152,8 +153,13 @@ type Ledger struct {
 	// goroutine) or otherwise touches the chain state below; one holder at a time keeps
 	// one hash chain in order. It is held across a store commit (bounded by WriteTimeout),
 	// never across a wait for a caller.
-	chainMu    sync.Mutex
-	batch      []request // the batch being committed, reused
+	chainMu sync.Mutex
+	batch   []request // the batch being committed, reused
+	recs    []Record  // the batch's sealed records, reused (stores do not keep it)
+	// dueCPs are checkpoints that fell due and wait to be signed and stored by the writer
+	// goroutine (storeDueCheckpoints); lastCPSeq already counts them.
+	dueCPs     []Checkpoint
+	hasher     chainHasher
 	seq        int64
 	hash       string
 	stale      bool // head must be re-read from the store (after a failed commit)
@@ -327,67 +333,6 @@ func (l *Ledger) Record(ctx context.Context, ev *Event) error {
 	return l.Submit(ctx, ev).Wait(ctx)
 }
 
-// Ack is an event on its way into the ledger. Its Wait returns once the event is durable
-// as the Durability contract promises (or could not be recorded). Acks of one caller complete in the order they were submitted,
-// because commits are ordered: waiting for the newest Ack of a session covers all its older
-// ones. An Ack is safe to wait on from several goroutines.
-type Ack struct {
-	done chan error // receives the commit's result once
-	once sync.Once
-	err  error
-	// finished, when non-nil, is closed when the ledger's writer has stopped.
-	finished <-chan struct{}
-}
-
-// AnsweredAck is an Ack that is already answered with err (nil: recorded), for recorders
-// that write synchronously.
-func AnsweredAck(err error) *Ack { return failedAck(err) }
-
-// failedAck is an Ack that is already answered with err.
-func failedAck(err error) *Ack {
-	a := &Ack{done: make(chan error, 1)}
-	a.done <- err
-	return a
-}
-
-// Ready returns the channel the answer arrives on, for select. The value received is the
-// result and is delivered once: a caller that receives it must not call Wait or Answered
-// afterwards (they would wait for an answer already taken); use Answered to poll instead.
-func (a *Ack) Ready() <-chan error { return a.done }
-
-// settle keeps the answer received from done and returns it. ok is false when another
-// caller received it first; done is closed only after that caller kept it, so a.err is set.
-func (a *Ack) settle(err error, ok bool) error {
-	if ok {
-		a.once.Do(func() { a.err = err; close(a.done) })
-	}
-	return a.err
-}
-
-// Wait returns once the event is durable, or the error that kept it from being recorded.
-// It returns early (with ctx's error) when ctx ends; the event may still be committed.
-func (a *Ack) Wait(ctx context.Context) error {
-	select {
-	case err, ok := <-a.done:
-		return a.settle(err, ok)
-	default:
-	}
-	select {
-	case err, ok := <-a.done:
-		return a.settle(err, ok)
-	case <-a.finished:
-		// The writer stopped; it answers every request it took before stopping.
-		select {
-		case err, ok := <-a.done:
-			return a.settle(err, ok)
-		default:
-			return ErrClosed
-		}
-	case <-ctx.Done():
-		return fmt.Errorf("record event: %w", ctx.Err())
-	}
-}
-
 // Submit hands ev to the group commit; the returned Ack says when it is durable.
 // Everything said of Record holds for Submit + Ack.Wait, with one exception: a record that
 // needs only write(2) (see Durability), submitted while no commit is under way, is
@@ -420,8 +365,8 @@ func (l *Ledger) Sync(ctx context.Context) error {
 		return ErrClosed
 	default:
 	}
-	a := &Ack{done: make(chan error, 1), finished: l.finished}
-	if _, err := l.enqueue(ctx, request{done: a.done, sync: true}); err != nil {
+	a := &Ack{finished: l.finished}
+	if _, err := l.enqueue(ctx, request{ack: a, sync: true}); err != nil {
 		return fmt.Errorf("sync ledger: %w", err)
 	}
 	return a.Wait(ctx)
@@ -448,8 +393,8 @@ func (l *Ledger) submit(ctx context.Context, ev *Event, written bool) *Ack {
 	if err := ctx.Err(); err != nil {
 		return failedAck(fmt.Errorf("record %s event: %w", ev.Type, err))
 	}
-	a := &Ack{done: make(chan error, 1), finished: l.finished}
-	r := request{ev: ev, done: a.done, sync: l.opts.Durability.mustSync(ev)}
+	a := &Ack{finished: l.finished}
+	r := request{ev: ev, ack: a, sync: l.opts.Durability.mustSync(ev)}
 	if written && l.opts.Durability != DurabilityEvery {
 		r.sync = false
 	}
@@ -507,14 +452,30 @@ func (l *Ledger) enqueue(ctx context.Context, r request) (lead bool, err error) 
 // so a plain read's record costs its session a write(2), not a hand-off to the writer
 // goroutine and back. When another holder has the chain (a commit or background work under
 // way), the writer goroutine is woken to take the queue after it.
+//
+// Before it takes the queue the leader yields once (runtime.Gosched) with the queue marked
+// led: submitters that are ready to run at that moment (other sessions whose statements
+// finished together) queue their records behind its own and leave them to it, so one
+// write(2) and one pass through the store carry all of them. A lone submitter finds
+// nothing else to run and goes on at once.
+//
+// The inline leader only ever writes: it commits the queue up to the first record that
+// must be fdatasync'd (or a Sync barrier) and leaves that one and everything behind it to
+// the writer goroutine, and a checkpoint that has fallen due is the writer's too, so no
+// session waits inside Submit for an fdatasync or a signature.
 func (l *Ledger) leadInline() {
 	if !l.chainMu.TryLock() {
 		l.wakeWriter()
 		return
 	}
-	empty := l.drain(maxInlineRounds)
+	l.qmu.Lock()
+	l.leading = true
+	l.qmu.Unlock()
+	runtime.Gosched()
+	empty := l.drain(maxInlineRounds, true)
+	due := len(l.dueCPs) > 0
 	l.chainMu.Unlock()
-	if !empty {
+	if !empty || due {
 		l.wakeWriter()
 	}
 }
@@ -529,15 +490,26 @@ func (l *Ledger) wakeWriter() {
 
 // drain commits the queue, oldest first, batch by batch, until it is empty or rounds
 // batches are done (rounds < 0: until empty), and reports whether it left the queue
-// empty. Called with chainMu held.
-func (l *Ledger) drain(rounds int) bool {
+// empty. Inline (a submitter leading, see leadInline), it stops before the first record
+// that must be synced and leaves checkpoints to the writer goroutine; otherwise it seals a
+// checkpoint whenever one falls due. Called with chainMu held.
+func (l *Ledger) drain(rounds int, inline bool) bool {
 	for i := 0; rounds < 0 || i < rounds; i++ {
 		l.qmu.Lock()
 		n := min(len(l.queue), l.opts.MaxBatch)
+		if inline {
+			for k, r := range l.queue[:n] {
+				if r.sync {
+					n = k
+					break
+				}
+			}
+		}
 		if n == 0 {
 			l.leading = false
+			empty := len(l.queue) == 0
 			l.qmu.Unlock()
-			return true
+			return empty
 		}
 		if n == len(l.queue) {
 			// Take the whole queue; the emptied batch slice becomes the queue.
@@ -557,6 +529,15 @@ func (l *Ledger) drain(rounds int) bool {
 		l.commit(l.batch)
 		clear(l.batch)
 		l.batch = l.batch[:0]
+		if !l.stale && l.seq-l.lastCPSeq >= int64(l.opts.CheckpointEvery) {
+			// The head after this batch is checkpointed, as if in the batch; signing and
+			// storing it is the writer goroutine's (storeDueCheckpoints).
+			l.dueCPs = append(l.dueCPs, Checkpoint{Instance: l.opts.Instance, Seq: l.seq, Hash: l.hash, Time: l.opts.Now(), Kind: CheckpointPeriodic})
+			l.lastCPSeq = l.seq
+		}
+		if !inline {
+			l.storeDueCheckpoints()
+		}
 	}
 	l.qmu.Lock()
 	l.leading = false
@@ -610,7 +591,8 @@ func (l *Ledger) run() {
 		select {
 		case <-l.wake:
 			l.chainMu.Lock()
-			l.drain(-1)
+			l.drain(-1, false)
+			l.storeDueCheckpoints() // left by an inline leader
 			l.chainMu.Unlock()
 		case c := <-l.calls:
 			l.chainMu.Lock()
@@ -629,7 +611,8 @@ func (l *Ledger) run() {
 		case <-l.quit:
 			// Commit what is already queued (Close stopped the queue), then seal the head.
 			l.chainMu.Lock()
-			l.drain(-1)
+			l.drain(-1, false)
+			l.storeDueCheckpoints()
 			l.timedCheckpoint()
 			l.chainMu.Unlock()
 			return
@@ -701,16 +684,16 @@ func (l *Ledger) commit(batch []request) {
 
 // commitPart commits part of a batch as durably as c says and answers its callers.
 func (l *Ledger) commitPart(batch []request, c Commit) {
-	ctx, cancel := context.WithTimeout(context.Background(), l.opts.WriteTimeout)
-	defer cancel()
 	start := time.Now()
+	ctx := &commitCtx{deadline: start.Add(l.opts.WriteTimeout)}
 	err := l.commitBatch(ctx, batch, c)
+	ctx.release()
 	if obs := l.observer.Load(); obs != nil {
 		(*obs)(c, len(batch), time.Since(start), err)
 	}
 	l.setHealth(err)
 	for _, r := range batch {
-		r.done <- err
+		r.ack.answer(err)
 	}
 	if err == nil {
 		for _, s := range l.sinks {
@@ -729,7 +712,8 @@ func (l *Ledger) commitBatch(ctx context.Context, batch []request, c Commit) err
 		}
 		l.seq, l.hash, l.stale = seq, hash, false
 	}
-	recs := make([]Record, 0, len(batch))
+	recs := l.recs[:0]
+	defer func() { clear(recs); l.recs = recs[:0] }()
 	seq, hash := l.seq, l.hash
 	// One buffer holds the batch's records (they are stored and dropped together).
 	buf := make([]byte, 0, sealedSizeHint*len(batch))
@@ -742,7 +726,7 @@ func (l *Ledger) commitBatch(ctx context.Context, batch []request, c Commit) err
 		ev.Seq, ev.Instance, ev.PrevHash = seq, l.opts.Instance, hash
 		var body []byte
 		var err error
-		body, buf, err = sealEventAppend(buf, ev)
+		body, buf, err = sealEventAppend(buf, ev, &l.hasher)
 		if err != nil {
 			// Only an unencodable event gets here; refuse the whole batch rather than
 			// leave a hole in the chain.
@@ -751,11 +735,7 @@ func (l *Ledger) commitBatch(ctx context.Context, batch []request, c Commit) err
 		hash = ev.Hash
 		recs = append(recs, Record{Event: ev, Body: body})
 	}
-	var cps []Checkpoint
-	if seq-l.lastCPSeq >= int64(l.opts.CheckpointEvery) {
-		cps = append(cps, l.newCheckpoint(seq, hash, CheckpointPeriodic))
-	}
-	if len(recs) == 0 && len(cps) == 0 {
+	if len(recs) == 0 {
 		// Only Sync barriers: make what earlier batches wrote durable.
 		if c == CommitSynced {
 			if err := l.store.SyncWritten(ctx); err != nil {
@@ -765,14 +745,11 @@ func (l *Ledger) commitBatch(ctx context.Context, batch []request, c Commit) err
 		}
 		return nil
 	}
-	if err := l.store.Append(ctx, recs, cps, c); err != nil {
+	if err := l.store.Append(ctx, recs, nil, c); err != nil {
 		l.stale = true
 		return fmt.Errorf("ledger unavailable: %w", err)
 	}
 	l.seq, l.hash = seq, hash
-	for _, cp := range cps {
-		l.checkpointed(cp)
-	}
 	return nil
 }
 
@@ -795,6 +772,33 @@ func (l *Ledger) checkpointed(cp Checkpoint) {
 		// The checkpoint is in the store; the external copy is what catches a truncated
 		// store, so an operator must hear about it, but statements need not stop.
 		l.log.Error("write external checkpoint file", "path", l.cpf.path, "err", err)
+	}
+}
+
+// storeDueCheckpoints signs and stores the checkpoints that fell due (every
+// CheckpointEvery events, see drain), on the writer goroutine. Each names the head after
+// the batch that made it due, as when checkpoints were stored in that batch, but no
+// caller of that batch waits for its signature and sync. A store that cannot take them
+// cannot be trusted with records either: the ledger turns unhealthy until the probe finds
+// it writing again. Called with chainMu held.
+func (l *Ledger) storeDueCheckpoints() {
+	if len(l.dueCPs) == 0 {
+		return
+	}
+	cps := l.dueCPs
+	l.dueCPs = nil
+	for i := range cps {
+		cps[i].sign(l.key)
+	}
+	ctx := &commitCtx{deadline: time.Now().Add(l.opts.WriteTimeout)}
+	defer ctx.release()
+	if err := l.store.Append(ctx, nil, cps, CommitSynced); err != nil {
+		l.stale = true
+		l.setHealth(fmt.Errorf("ledger unavailable: store checkpoint at seq %d: %w", cps[len(cps)-1].Seq, err))
+		return
+	}
+	for _, cp := range cps {
+		l.checkpointed(cp)
 	}
 }
 
@@ -896,4 +900,71 @@ func (l *Ledger) onWriter(ctx context.Context, fn func() error) error {
 type call struct {
 	fn   func() error
 	done chan error
+}
+
+// commitCtx is the context of one group commit: it ends at the commit's deadline
+// (Options.WriteTimeout) or when the commit is over. context.WithTimeout costs four
+// allocations and a runtime timer per commit, yet a commit to the embedded store never
+// waits on its context (write(2) to the commit log is not interruptible); so the timed
+// context is made only when something asks for Done, as a PostgreSQL store's driver does.
+// Until then Err compares the clock with the deadline.
+type commitCtx struct {
+	deadline time.Time
+	mu       sync.Mutex
+	ctx      context.Context // the context behind Done, nil until asked for
+	cancel   context.CancelFunc
+	released bool // the commit is over
+}
+
+// Deadline implements context.Context.
+func (c *commitCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
+// Done implements context.Context: the channel of a context with the same deadline.
+func (c *commitCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithDeadline(context.Background(), c.deadline)
+		if c.released {
+			c.cancel()
+		}
+	}
+	return c.ctx.Done()
+}
+
+// Err implements context.Context.
+func (c *commitCtx) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.ctx != nil:
+		return c.ctx.Err()
+	case c.released:
+		return context.Canceled
+	case !time.Now().Before(c.deadline):
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// Value implements context.Context. Once Done was asked for, it answers for the timed
+// context, so that contexts derived from this one attach to it directly instead of each
+// starting a goroutine to watch Done.
+func (c *commitCtx) Value(key any) any {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx != nil {
+		return c.ctx.Value(key)
+	}
+	return nil
+}
+
+// release ends the commit's context, as the cancel function of context.WithTimeout does.
+func (c *commitCtx) release() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.released = true
+	if c.cancel != nil {
+		c.cancel()
+	}
 }

@@ -814,3 +814,41 @@ func TestSyntheticLoad(t *testing.T) {
 		assertRollupAgrees(t, ts.Store, TimeRange{From: now.Add(-60 * 24 * time.Hour), To: now})
 	})
 }
+
+// TestCommitContext: a commit's context behaves as context.WithTimeout's would, though it
+// makes its timer only when asked for Done: ended at its deadline, ended by release, and
+// contexts derived from it end with it.
+func TestCommitContext(t *testing.T) {
+	past := &commitCtx{deadline: time.Now().Add(-time.Second)}
+	if !errors.Is(past.Err(), context.DeadlineExceeded) {
+		t.Fatalf("past deadline: Err %v", past.Err())
+	}
+	<-past.Done()
+
+	c := &commitCtx{deadline: time.Now().Add(time.Hour)}
+	if c.Err() != nil {
+		t.Fatalf("live commit: Err %v", c.Err())
+	}
+	if d, ok := c.Deadline(); !ok || !d.Equal(c.deadline) {
+		t.Fatalf("deadline %v %v", d, ok)
+	}
+	child, cancel := context.WithCancel(c)
+	defer cancel()
+	select {
+	case <-child.Done():
+		t.Fatal("derived context ended before the commit")
+	default:
+	}
+	c.release()
+	<-child.Done()
+	if !errors.Is(c.Err(), context.Canceled) || !errors.Is(child.Err(), context.Canceled) {
+		t.Fatalf("after release: Err %v, derived %v", c.Err(), child.Err())
+	}
+
+	unasked := &commitCtx{deadline: time.Now().Add(time.Hour)}
+	unasked.release()
+	if !errors.Is(unasked.Err(), context.Canceled) {
+		t.Fatalf("released before Done was asked for: Err %v", unasked.Err())
+	}
+	<-unasked.Done()
+}
