@@ -250,8 +250,7 @@ func (cm *CopyMasker) AppendData(dst, data []byte) ([]byte, int, error) {
 		k := cm.ruleIndex(i, n)
 		var end int
 		if plain {
-			end = bytes.IndexByte(line[start:], delim)
-			if end < 0 {
+			if end = bytes.IndexByte(line[start:], delim); end < 0 {
 				end = len(line)
 			} else {
 				end += start
@@ -305,6 +304,19 @@ func (cm *CopyMasker) AppendData(dst, data []byte) ([]byte, int, error) {
 }
 
 var errCopyRow = errors.New("mask COPY row: malformed")
+
+// Byte masks for textPlain's eight-bytes-at-a-time search.
+const (
+	swarOnes  = 0x0101010101010101
+	swarLow7s = 0x7f7f7f7f7f7f7f7f
+)
+
+// swarMatch returns a word with the top bit set in every byte of w that equals the byte
+// pat repeats (pat = c * swarOnes), and no other bit set.
+func swarMatch(w, pat uint64) uint64 {
+	t := w ^ pat
+	return ^((t&swarLow7s + swarLow7s) | t | swarLow7s)
+}
 
 // countFields counts the fields of a text or CSV line.
 func (cm *CopyMasker) countFields(line []byte, csv, plain bool) (int, error) {
@@ -467,16 +479,7 @@ func appendText(out, f []byte, o *CopyOptions) []byte {
 	if f == nil {
 		return append(out, o.Null...)
 	}
-	plain := true
-	for _, c := range f {
-		// Every character text COPY escapes is a control character, the backslash or the
-		// delimiter.
-		if c < 0x20 || c == '\\' || c == o.Delimiter {
-			plain = false
-			break
-		}
-	}
-	if plain {
+	if textPlain(f, o.Delimiter) {
 		return append(out, f...)
 	}
 	for _, c := range f {
@@ -503,6 +506,27 @@ func appendText(out, f []byte, o *CopyOptions) []byte {
 		}
 	}
 	return out
+}
+
+// textPlain reports whether f needs no escaping as a text-format COPY field: every
+// character text COPY escapes is a control character, the backslash or the delimiter.
+// Eight bytes at a time: every masked value of a streamed COPY goes through it.
+func textPlain(f []byte, delim byte) bool {
+	bpat, dpat := swarOnes*uint64('\\'), swarOnes*uint64(delim)
+	i := 0
+	for ; i+8 <= len(f); i += 8 {
+		w := binary.LittleEndian.Uint64(f[i:])
+		// (w - 0x20 per byte) &^ w has a top bit set somewhere iff some byte is below 0x20.
+		if (w-swarOnes*0x20)&^w&(swarOnes<<7)|swarMatch(w, bpat)|swarMatch(w, dpat) != 0 {
+			return false
+		}
+	}
+	for ; i < len(f); i++ {
+		if c := f[i]; c < 0x20 || c == '\\' || c == delim {
+			return false
+		}
+	}
+	return true
 }
 
 // csvField returns the end (the delimiter's index, or len(line)) of the CSV field starting

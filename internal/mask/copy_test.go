@@ -3,6 +3,7 @@ package mask
 import (
 	"bytes"
 	"context"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -144,5 +145,51 @@ func TestCopyStarRules(t *testing.T) {
 	out, _, err = cm.MaskData([]byte("x\ty\n"))
 	if err != nil || string(out) != "x\t\\N\n" {
 		t.Errorf("column beyond the rules: %q %v", out, err)
+	}
+}
+
+// TestTextPlain holds textPlain's eight-bytes-at-a-time search for what text COPY escapes
+// to a byte loop, on values of every length around the word size made of delimiters,
+// backslashes, control characters and bytes that differ from them in one bit or in the top
+// bit only.
+func TestTextPlain(t *testing.T) {
+	alphabet := []byte{'a', '\t', '\t' | 0x80, '\\', '\\' | 0x80, ',', '"', 0, 0xff, '\t' ^ 1, '\\' ^ 1, 0x1f, 0x20, 0x9f, 0xa0, '|', '|' ^ 1}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, delim := range []byte{'\t', ',', '|'} {
+		for k := 0; k < 20000; k++ {
+			v := make([]byte, rng.IntN(41))
+			for i := range v {
+				v[i] = alphabet[rng.IntN(len(alphabet))]
+			}
+			escapes := false
+			for _, c := range v {
+				escapes = escapes || c < 0x20 || c == '\\' || c == delim
+			}
+			if textPlain(v, delim) == escapes {
+				t.Fatalf("%q (delimiter %q): textPlain %v", v, delim, !escapes)
+			}
+		}
+	}
+}
+
+// TestPartialEmailShapes: the first character and up to three stars for the local part, the
+// domain kept; a value without a local part is starred whole. (COPY masks e-mails of every
+// shape: this pins the shapes the in-place writing of partialEmail must keep.)
+func TestPartialEmailShapes(t *testing.T) {
+	for in, want := range map[string]string{
+		"john.doe@example.com": "j***@example.com",
+		"ab@x.io":              "a*@x.io",
+		"abc@x.io":             "a**@x.io",
+		"abcd@x.io":            "a***@x.io",
+		"a@x.io":               "*@x.io",
+		"@x.io":                "@*.**",
+		"a@b@x.io":             "a**@x.io",
+		"no-at-sign":           "n*-**-****",
+		"é1@x.io":              "\xc3**@x.io",
+		"":                     "",
+	} {
+		if got := string(partialEmail([]byte("prefix:"), []byte(in))); got != "prefix:"+want {
+			t.Errorf("partialEmail(%q) = %q, want %q", in, got, "prefix:"+want)
+		}
 	}
 }

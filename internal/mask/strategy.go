@@ -161,19 +161,17 @@ func partialEmail(dst, v []byte) []byte {
 	if at <= 0 {
 		return stars(dst, v, 1)
 	}
-	n := at - 1
-	if n > 3 {
-		n = 3
-	}
-	if n < 1 {
+	if at == 1 {
 		// One-character local part: hide it entirely.
 		dst = append(dst, '*')
 		return append(dst, v[at:]...)
 	}
-	dst = append(dst, v[0])
-	for i := 0; i < n; i++ {
-		dst = append(dst, '*')
-	}
+	// The first character, then one star per further character up to three: the result is
+	// written in place, one append for its length (a mask per row of a streamed result).
+	n := min(at-1, 3)
+	k := len(dst)
+	dst = append(dst, v[:1+n]...)
+	copy(dst[k+1:], "***"[:n])
 	return append(dst, v[at:]...)
 }
 

@@ -166,8 +166,14 @@ const (
 func (m *Masker) AppendApply(dst []byte, r *Rule, v []byte) ([]byte, Outcome) {
 	switch {
 	case r.Kind == KindText, r.Kind == KindOther && r.Format == 0 && len(r.Fields) == 0 && len(r.Keys) == 0:
-		if !r.sensitive() && (!r.FreeText || !mayContainSensitive(v)) {
-			return dst, Unchanged
+		if !r.sensitive() {
+			if !r.FreeText || !mayContainSensitive(v) {
+				return dst, Unchanged
+			}
+		} else if r.Strategy == Partial && !r.Derived && !r.Composite {
+			// A column of one class as it is stored, the commonest sensitive column: what
+			// appendText ends in, without its steps (every row of a streamed result).
+			return partial(dst, r.Class, v), Replaced
 		}
 		return m.appendText(dst, r, v)
 	case r.Kind == KindOpaque:
