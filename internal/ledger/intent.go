@@ -56,6 +56,8 @@ const (
 	pairByKind  = `EXISTS (SELECT 1 FROM ledger_statements s WHERE s.instance = e.instance AND s.seq = e.seq AND s.kind = ?)`
 	pairByTable = `EXISTS (SELECT 1 FROM ledger_tables t WHERE t.instance = e.instance AND t.seq = e.seq AND t.name = ?)`
 	pairByClass = `EXISTS (SELECT 1 FROM ledger_classes c WHERE c.instance = e.instance AND c.seq = e.seq AND c.class = ?)`
+	// pairByFacet probes the event's facets for a token (SQLite: facetToken).
+	pairByFacet = `instr(e.facets, ?) > 0`
 )
 
 // errAllAnswered stops reading a session once every intent asked about is answered.
@@ -262,6 +264,11 @@ func readersByIntent(ctx context.Context, r runner, class string, tr TimeRange) 
 	intents, err := queryIntents(ctx, r, q, []any{class, from, to})
 	if err != nil {
 		return nil, fmt.Errorf("find intents that read %s data: %w", class, err)
+	}
+	if r.dialect() == sqliteSQL {
+		// The SQLite store counts completed statements per second instead of keeping
+		// their class rows (index_agg.go): their facets name the classes they read.
+		return unmatchedIntents(ctx, r, pairByFacet, facetToken(tokClass, class), intents)
 	}
 	return unmatchedIntents(ctx, r, pairByClass, class, intents)
 }

@@ -787,8 +787,10 @@ func assertRollupAgrees(t *testing.T, st Store, tr TimeRange) {
 		t.Fatal(err)
 	}
 	from, to := tr.bounds()
-	want, err := runIdentityCounts(ctx, st.(runner), piiReadersSQL+"", []any{"pii", from, to})
-	if err != nil {
+	var want []IdentityCount
+	if _, ok := st.(*SQLiteStore); ok {
+		want = piiReadersByScan(t, st, "pii", tr) // no per-event rows there (index_agg.go)
+	} else if want, err = runIdentityCounts(ctx, st.(runner), piiReadersSQL+"", []any{"pii", from, to}); err != nil {
 		t.Fatal(err)
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {

@@ -40,10 +40,6 @@ const segmentShift = 8
 // facetSep separates facet tokens; no table, class or kind name contains it.
 const facetSep = "\x1f"
 
-// upsertTermSQL adds one term's time bounds to a segment.
-const upsertTermSQL = `INSERT INTO ledger_terms(term, seg, min_ns, max_ns) VALUES (?, ?, ?, ?)
-ON CONFLICT (term, seg) DO UPDATE SET min_ns = min(ledger_terms.min_ns, excluded.min_ns), max_ns = max(ledger_terms.max_ns, excluded.max_ns)`
-
 // eventIndex is what the indexer derives from one event. Events of one shape (type,
 // identity kind and statements) share one eventIndex, which derive memoizes (shapeMemo):
 // traffic repeats a few shapes, so deriving, joining the facets and boxing the column

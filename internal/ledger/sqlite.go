@@ -192,7 +192,9 @@ DROP INDEX ledger_classes_kind;
 DROP INDEX ledger_statements_kind;
 DROP INDEX ledger_statements_category;
 DROP TABLE ledger_fts;
-`}
+`,
+	// 12: completed statements' class rows become per-second counts (index_agg.go).
+	classAggMigration}
 
 // SQLiteStore is the embedded store: one SQLite file (WAL) in the data directory, fed by
 // a commit log next to it (journal.go). Append makes a batch durable in the log; the
@@ -604,20 +606,13 @@ func (s *SQLiteStore) DeleteThrough(ctx context.Context, instance string, seq in
 		return 0, fmt.Errorf("apply retention: begin: %w", err)
 	}
 	defer tx.Rollback()
-	var minNS, maxNS sql.NullInt64
-	if err := tx.QueryRowContext(ctx, `SELECT MIN(time_ns), MAX(time_ns) FROM ledger_classes WHERE instance = ? AND seq <= ?`, instance, seq).Scan(&minNS, &maxNS); err != nil {
-		return 0, fmt.Errorf("apply retention to the rollup: %w", err)
-	}
 	for _, t := range []string{"ledger_tables", "ledger_classes", "ledger_statements"} {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM `+t+` WHERE instance = ? AND seq <= ?`, instance, seq); err != nil {
 			return 0, fmt.Errorf("apply retention to %s: %w", t, err)
 		}
 	}
-	if minNS.Valid {
-		exec := func(q string, args ...any) error { _, err := tx.ExecContext(ctx, q, args...); return err }
-		if err := rebuildDays(floorDiv(minNS.Int64, dayNS), floorDiv(maxNS.Int64, dayNS), sqliteSQL, exec); err != nil {
-			return 0, err
-		}
+	if err := retireClassAggs(ctx, tx, instance, seq); err != nil {
+		return 0, err
 	}
 	res, err := tx.ExecContext(ctx, `DELETE FROM ledger_events WHERE instance = ? AND seq <= ?`, instance, seq)
 	if err != nil {
@@ -662,7 +657,7 @@ func (s *SQLiteStore) PIIReaders(ctx context.Context, class string, r TimeRange)
 	if err := s.ix.syncAll(ctx); err != nil {
 		return nil, err
 	}
-	return runPIIReaders(ctx, s, class, r)
+	return s.piiReaders(ctx, class, r)
 }
 
 // AgentsQueried implements Store.

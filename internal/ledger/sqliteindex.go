@@ -60,6 +60,9 @@ type sqliteIndexer struct {
 	// daily sums the rollup rows of the transaction being built (flushRollup writes them
 	// before it commits): one upsert per reader, class and day instead of one per event.
 	daily map[dailyKey]dailySum
+	// aggs sums the per-second sensitive-data counts of the completed statements of the
+	// transaction being built (index_agg.go); flush writes them and adds them to daily.
+	aggs map[classAggKey]classAggSum
 	// terms sums the segment terms of the transaction being built (flush writes them).
 	terms termSet
 	// texts caches the ids of interned statement texts (see derive).
@@ -69,6 +72,14 @@ type sqliteIndexer struct {
 	// tableRows and classRows queue the transaction's side-table rows (flush stores the
 	// last ones).
 	tableRows, classRows rowBuffer
+	// bulkArgs, bulkRows and bulkSQL are storeBatchesBulk's buffers and statements, kept
+	// between transactions.
+	bulkArgs []any
+	bulkRows []bulkRow
+	bulkSQL  map[int]string
+	// termKeys and termSQL are storeTerms' buffer and statements.
+	termKeys []termKey
+	termSQL  map[int]string
 	// busyTimeout, when set (tests), replaces the store's lock wait on this connection.
 	busyTimeout time.Duration
 
@@ -83,7 +94,7 @@ func newSQLiteIndexer(db *sql.DB, pending *pendingLog, log *slog.Logger) *sqlite
 	if log == nil {
 		log = slog.Default()
 	}
-	return &sqliteIndexer{db: db, log: log, pending: pending, others: map[string]int64{}, stmts: map[string]*sql.Stmt{}, synced: -1, dailySQL: classDailySQL(sqliteSQL), daily: map[dailyKey]dailySum{}, terms: termSet{m: map[termKey]termBounds{}}, texts: map[string]int64{}, shapes: newShapeMemo(),
+	return &sqliteIndexer{db: db, log: log, pending: pending, others: map[string]int64{}, stmts: map[string]*sql.Stmt{}, synced: -1, dailySQL: classDailySQL(sqliteSQL), daily: map[dailyKey]dailySum{}, aggs: map[classAggKey]classAggSum{}, bulkSQL: map[int]string{}, termSQL: map[int]string{}, terms: termSet{m: map[termKey]termBounds{}}, texts: map[string]int64{}, shapes: newShapeMemo(),
 		tableRows: newRowBuffer("ledger_tables", "instance, seq, time_ns, subject, identity_kind, decision, tbl, name, kind, category, access, type", 12),
 		classRows: newRowBuffer("ledger_classes", "instance, seq, time_ns, subject, identity_kind, decision, class, col, category, type", 10),
 		wake:      make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
@@ -494,8 +505,20 @@ func (x *sqliteIndexer) materialize(ctx context.Context) error {
 	}
 }
 
-// storeBatches inserts logged batches in one transaction. Called with mu held.
-func (x *sqliteIndexer) storeBatches(ctx context.Context, bs []logBatch) (err error) {
+// storeBatches inserts logged batches in one transaction: several events per INSERT
+// (storeBatchesBulk), or, when some were stored before (a replay after a crash), one by
+// one. Called with mu held.
+func (x *sqliteIndexer) storeBatches(ctx context.Context, bs []logBatch) error {
+	err := x.storeBatchesBulk(ctx, bs)
+	if errors.Is(err, errStoredBefore) {
+		return x.storeBatchesOneByOne(ctx, bs)
+	}
+	return err
+}
+
+// storeBatchesOneByOne inserts logged batches in one transaction, one event per INSERT,
+// and skips the events stored before. Called with mu held.
+func (x *sqliteIndexer) storeBatchesOneByOne(ctx context.Context, bs []logBatch) (err error) {
 	if err := x.connect(ctx); err != nil {
 		return err
 	}
@@ -512,7 +535,7 @@ func (x *sqliteIndexer) storeBatches(ctx context.Context, bs []logBatch) (err er
 	}()
 	// Events are indexed in the same transaction when their chain's index is caught up
 	// (the usual case), which saves reading them back; otherwise indexSome does it after.
-	hwms := map[string]int64{} // per chain: the last seq indexed here; -1 once not contiguous
+	marks := map[string]*chainMark{}
 	ins, err := x.stmt(ctx, insertEventSQL)
 	if err != nil {
 		return err
@@ -520,18 +543,15 @@ func (x *sqliteIndexer) storeBatches(ctx context.Context, bs []logBatch) (err er
 	for _, b := range bs {
 		for i := range b.rows {
 			r := &b.rows[i]
-			hwm, ok := hwms[r.instance]
-			if !ok {
-				if hwm, err = x.highWater(ctx, r.instance); err != nil {
-					return err
-				}
-				hwms[r.instance] = hwm
+			m, err := x.mark(ctx, marks, r.instance)
+			if err != nil {
+				return err
 			}
 			// Derive the index of the event first when its chain's index is caught up, so
 			// its row is stored with its facets in one insert.
 			var ev *Event
 			var d *eventIndex
-			if hwm >= 0 && hwm == r.seq-1 {
+			if m.last >= 0 && m.last == r.seq-1 {
 				ev = r.ev
 				if ev == nil {
 					if dec, err := decodeBody(r.body); err == nil {
@@ -553,11 +573,11 @@ func (x *sqliteIndexer) storeBatches(ctx context.Context, bs []logBatch) (err er
 				return fmt.Errorf("store event %s/%d: %w", r.instance, r.seq, err)
 			}
 			if n, _ := res.RowsAffected(); n == 0 {
-				hwms[r.instance] = -1 // stored before (replay after a crash): indexSome checks it
+				m.last = -1 // stored before (replay after a crash): indexSome checks it
 				continue
 			}
 			if ev == nil {
-				hwms[r.instance] = -1 // not contiguous, or undecodable (indexSome skips it with a warning)
+				m.last = -1 // not contiguous, or undecodable (indexSome skips it with a warning)
 				continue
 			}
 			id, err := res.LastInsertId()
@@ -567,7 +587,7 @@ func (x *sqliteIndexer) storeBatches(ctx context.Context, bs []logBatch) (err er
 			if err := x.indexEvent(ctx, id, ev, d); err != nil {
 				return err
 			}
-			hwms[r.instance] = r.seq
+			m.last, m.indexed = r.seq, r.seq
 		}
 		if err := storeLogged(ctx, func(q string) (*sql.Stmt, error) { return x.stmt(ctx, q) }, nil, b.cps); err != nil {
 			return err
@@ -576,12 +596,8 @@ func (x *sqliteIndexer) storeBatches(ctx context.Context, bs []logBatch) (err er
 	if err := x.flush(ctx); err != nil {
 		return err
 	}
-	for inst, hwm := range hwms {
-		if hwm > 0 {
-			if err := x.exec(ctx, setHighWaterSQL, inst, hwm); err != nil {
-				return fmt.Errorf("store index high-water mark: %w", err)
-			}
-		}
+	if err := x.storeMarks(ctx, marks); err != nil {
+		return err
 	}
 	if _, err := x.conn.ExecContext(ctx, `COMMIT`); err != nil {
 		return fmt.Errorf("commit: %w", err)
@@ -622,21 +638,17 @@ func (x *sqliteIndexer) indexEvent(ctx context.Context, id int64, ev *Event, d *
 			return err
 		}
 	}
-	for _, c := range d.classes {
+	for i := range d.classes {
+		c := &d.classes[i]
+		if ev.Type == EventStatement {
+			// Completed statements are counted per second (and per day), not stored per
+			// event: index_agg.go.
+			x.addClassAgg(ev, ns, c)
+			continue
+		}
 		if err := x.addRow(ctx, &x.classRows, ev.Instance, ev.Seq, ns, ev.Subject, ev.IdentityKind, ev.Decision, c.class, c.column, c.category, string(ev.Type)); err != nil {
 			return err
 		}
-		if ev.Type != EventStatement {
-			continue // the rollup counts completed statements only
-		}
-		k := dailyKey{class: c.class, category: c.category, decision: ev.Decision, day: floorDiv(ns, dayNS), subject: ev.Subject, identityKind: ev.IdentityKind}
-		s, ok := x.daily[k]
-		if !ok {
-			s = dailySum{first: ns, last: ns}
-		}
-		s.n++
-		s.first, s.last = min(s.first, ns), max(s.last, ns)
-		x.daily[k] = s
 	}
 	for _, st := range d.stmts {
 		if err := x.exec(ctx, `INSERT INTO ledger_statements(instance, seq, time_ns, kind, category, type) VALUES (?, ?, ?, ?, ?, ?)`,
@@ -715,6 +727,9 @@ func (x *sqliteIndexer) flush(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := x.flushClassAggs(ctx); err != nil {
+		return err
+	}
 	for k, d := range x.daily {
 		if err := x.exec(ctx, x.dailySQL, k.class, k.category, k.decision, k.day, k.subject, k.identityKind, d.n, d.first, d.last); err != nil {
 			return fmt.Errorf("roll up sensitive-data access: %w", err)
@@ -722,10 +737,8 @@ func (x *sqliteIndexer) flush(ctx context.Context) error {
 	}
 	clear(x.daily)
 	x.terms.expand()
-	for k, b := range x.terms.m {
-		if err := x.exec(ctx, upsertTermSQL, k.term, k.seg, b.min, b.max); err != nil {
-			return fmt.Errorf("store search terms: %w", err)
-		}
+	if err := x.storeTerms(ctx); err != nil {
+		return err
 	}
 	clear(x.terms.m)
 	return nil
@@ -734,6 +747,7 @@ func (x *sqliteIndexer) flush(ctx context.Context) error {
 // discard forgets what a transaction that is rolled back had summed or interned.
 func (x *sqliteIndexer) discard() {
 	clear(x.daily)
+	clear(x.aggs)
 	x.terms.reset()
 	for _, b := range []*rowBuffer{&x.tableRows, &x.classRows} {
 		clear(b.args)

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"slices"
 	"testing"
@@ -273,5 +274,227 @@ func TestSQLiteIndexBackpressure(t *testing.T) {
 	evs, err := s.Search(ctx, Query{Limit: MaxLimit})
 	if err != nil || len(evs) != sessions*each {
 		t.Fatalf("search: %d events, %v; want %d", len(evs), err, sessions*each)
+	}
+}
+
+// piiReadersByScan is the reference answer of PIIReaders for completed statements: every
+// event of every chain decoded, its class rows derived as the indexer derives them, and
+// counted when they read class in tr. The SQLite store keeps no per-event rows for those
+// (index_agg.go), so its answer is checked against this.
+func piiReadersByScan(t *testing.T, st Store, class string, tr TimeRange) []IdentityCount {
+	t.Helper()
+	ctx := context.Background()
+	from, to := tr.bounds()
+	insts, err := st.Instances(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[[2]string]*IdentityCount{}
+	for _, inst := range insts {
+		err := st.Scan(ctx, inst, 0, 0, func(se StoredEvent) error {
+			ev, err := decodeBody(se.Body)
+			if err != nil {
+				return err
+			}
+			ns := ev.Time.UnixNano()
+			if ev.Type != EventStatement || ev.Decision != "allow" || ns < from || ns >= to {
+				return nil
+			}
+			_, classes, _, _ := indexRows(&ev)
+			for _, c := range classes {
+				if c.class != class || c.category != "read" {
+					continue
+				}
+				k := [2]string{ev.Subject, ev.IdentityKind}
+				tm := ev.Time.UTC()
+				ic := counts[k]
+				if ic == nil {
+					counts[k] = &IdentityCount{Subject: ev.Subject, IdentityKind: ev.IdentityKind, Statements: 1, First: tm, Last: tm}
+					continue
+				}
+				ic.Statements++
+				if tm.Before(ic.First) {
+					ic.First = tm
+				}
+				if tm.After(ic.Last) {
+					ic.Last = tm
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out []IdentityCount
+	for _, ic := range counts {
+		out = append(out, *ic)
+	}
+	slices.SortFunc(out, func(a, b IdentityCount) int {
+		if a.Statements != b.Statements {
+			return int(b.Statements - a.Statements)
+		}
+		if a.Subject != b.Subject {
+			if a.Subject < b.Subject {
+				return -1
+			}
+			return 1
+		}
+		if a.IdentityKind < b.IdentityKind {
+			return -1
+		}
+		if a.IdentityKind > b.IdentityKind {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// TestClassCountsPerSecond: the SQLite store counts completed sensitive reads per second
+// (index_agg.go) and answers who read personal data exactly for any range — whole days,
+// whole seconds and the partial seconds at its ends — also after retention cut the
+// chain in the middle of a second that some identity's reads straddle.
+func TestClassCountsPerSecond(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ts := &testStore{Store: s, dir: dir}
+	l := newLedger(t, ts, Options{CheckpointEvery: 7})
+	// 300 reads 230 ms apart (about 69 s) around midnight three days ago, by three
+	// identities, every 5th refused, every 4th a write; then some a day later.
+	day0 := time.Now().UTC().Truncate(24 * time.Hour).Add(-3 * 24 * time.Hour)
+	start := day0.Add(-30 * time.Second)
+	var times []time.Time
+	for i := 0; i < 300; i++ {
+		kind := "SELECT"
+		if i%4 == 3 {
+			kind = "UPDATE"
+		}
+		ev := stmtEvent(fmt.Sprintf("u%d@corp", i%3), kind, "SELECT email FROM public.customers WHERE id = ?", []string{"public.customers"}, map[string]string{"public.customers.email": "email"})
+		ev.Time = start.Add(time.Duration(i) * 230 * time.Millisecond)
+		if i%5 == 4 {
+			ev.Decision = "deny"
+		}
+		if i >= 250 {
+			ev.Time = ev.Time.Add(24 * time.Hour)
+		}
+		times = append(times, ev.Time)
+		record(t, l, ev)
+	}
+	check := func(when string) {
+		t.Helper()
+		ranges := []TimeRange{
+			{},
+			{From: start, To: start.Add(5 * 24 * time.Hour)},
+			{From: start.Add(1500 * time.Millisecond), To: day0.Add(3*time.Second + 700*time.Millisecond)},
+			{From: day0.Add(-10*time.Second - 100*time.Millisecond), To: day0.Add(24*time.Hour + 5*time.Second + 1)},
+			{From: times[40].Add(-time.Nanosecond), To: times[41].Add(time.Nanosecond)},
+			{From: times[100], To: times[100]},
+			{From: times[10].Add(-300 * time.Millisecond)},
+			{To: times[200].Add(10 * time.Millisecond)},
+		}
+		for _, tr := range ranges {
+			for _, class := range []string{"pii", "email"} {
+				got, err := s.PIIReaders(ctx, class, tr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := piiReadersByScan(t, s, class, tr)
+				if fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Errorf("%s: readers of %s in %v..%v:\n got %+v\nwant %+v", when, class, tr.From, tr.To, got, want)
+				}
+			}
+		}
+		var total int64
+		all, _ := s.PIIReaders(ctx, "pii", TimeRange{})
+		for _, ic := range all {
+			total += ic.Statements
+		}
+		if total == 0 {
+			t.Fatalf("%s: no reads counted", when)
+		}
+	}
+	check("recorded")
+	// Retention through the event at times[57] (between two reads of one second).
+	if _, err := l.Retain(ctx, times[57].Add(time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.PIIReaders(ctx, "pii", TimeRange{To: times[57].Add(time.Millisecond)}); len(got) != 0 {
+		t.Errorf("readers before the retention cut: %+v; want none", got)
+	}
+	check("after retention")
+}
+
+// TestStoreBatchesStoredBefore: the indexer stores events several per INSERT with row ids
+// of its own; a batch holding events stored before (the commit log replayed after a crash)
+// falls back to storing row by row, skips those, and every event is stored and found once.
+func TestStoreBatchesStoredBefore(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenSQLite(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	start := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	var rows []eventRow
+	for i := 0; i < 50; i++ {
+		ev := stmtEvent(fmt.Sprintf("u%d@corp", i%4), "SELECT", "SELECT email FROM public.customers WHERE id = ?", []string{"public.customers"}, map[string]string{"public.customers.email": "email"})
+		ev.Instance, ev.Seq, ev.Time = "replay", int64(i+1), start.Add(time.Duration(i)*time.Second)
+		ev.SessionID, ev.Hash = "s1", fmt.Sprintf("%064x", i)
+		body, ok := appendCanonicalEvent(nil, ev)
+		if !ok {
+			t.Fatal("encode event")
+		}
+		rows = append(rows, rowOf(ev, body))
+	}
+	x := s.ix
+	x.mu.Lock()
+	// Seqs 14..21 stored without their index, as opening a store stores a crashed writer's
+	// commit log.
+	err = func() error {
+		tx, err := s.DB().BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		if err := storeLogged(ctx, func(q string) (*sql.Stmt, error) { return tx.PrepareContext(ctx, q) }, rows[13:21], nil); err != nil {
+			return err
+		}
+		return tx.Commit()
+	}()
+	if err == nil {
+		err = x.storeBatches(ctx, []logBatch{{rows: rows[:30]}}) // 14..21 stored before
+	}
+	if err == nil {
+		err = x.storeBatches(ctx, []logBatch{{rows: rows[25:]}}) // 26..30 stored before
+	}
+	x.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n, distinct int
+	if err := s.DB().QueryRowContext(ctx, `SELECT COUNT(*), COUNT(DISTINCT seq) FROM ledger_events WHERE instance = 'replay'`).Scan(&n, &distinct); err != nil || n != 50 || distinct != 50 {
+		t.Fatalf("events stored: %d (%d distinct), %v; want 50", n, distinct, err)
+	}
+	evs, err := s.Search(ctx, Query{Class: "email", Limit: MaxLimit})
+	if err != nil || len(evs) != 50 {
+		t.Fatalf("search after the replays: %d events, %v; want 50", len(evs), err)
+	}
+	for i, ev := range evs {
+		if ev.Seq != int64(50-i) {
+			t.Fatalf("search result %d is seq %d; want %d", i, ev.Seq, 50-i)
+		}
+	}
+	got, err := s.PIIReaders(ctx, "email", TimeRange{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := piiReadersByScan(t, s, "email", TimeRange{}); fmt.Sprint(got) != fmt.Sprint(want) || len(got) != 4 || got[0].Statements+got[1].Statements+got[2].Statements+got[3].Statements != 50 {
+		t.Fatalf("email readers after the replays:\n got %+v\nwant %+v", got, want)
 	}
 }

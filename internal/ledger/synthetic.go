@@ -42,21 +42,6 @@ syn AS (SELECT i, ik, name, kind, cls, ns,
 type syntheticDialect struct {
 	series, from, hex, json, text string
 	min, max                      string
-	fts                           bool
-}
-
-var syntheticSQLite = syntheticDialect{
-	series: `WITH RECURSIVE series(i) AS (SELECT $1 UNION ALL SELECT i + 1 FROM series WHERE i < $2),`,
-	from:   `series`,
-	hex:    `printf('%064x', i)`,
-	json: `json_object('seq', i, 'instance', $3, 'type', 'statement', 'time', strftime('%Y-%m-%dT%H:%M:%fZ', ns / 1000000000.0, 'unixepoch'),
-		'subject', subj, 'identity_kind', ik, 'target', target, 'environment', env, 'decision', dec,
-		'statements', json_array(json_object('kind', kind, 'category', cat, 'text', txt, 'tables_read', json_array('public.' || name),
-			'sensitive', json(CASE WHEN cls IS NULL THEN 'null' ELSE json_object('public.' || name || '.email', cls) END))))`,
-	text: "",
-	fts:  true,
-	min:  "min",
-	max:  "max",
 }
 
 var syntheticPostgres = syntheticDialect{
@@ -74,28 +59,13 @@ var syntheticPostgres = syntheticDialect{
 }
 
 // syntheticStatements returns the statements that load seqs $1..$2 of instance $3, with
-// times $4 + seq*$5 nanoseconds: for SQLite, the rows are generated once into a temporary
-// table (generating them is the slow part there) and copied into each table from it.
+// times $4 + seq*$5 nanoseconds, into the PostgreSQL store.
 func syntheticStatements(d syntheticDialect) (prep []string, inserts []string) {
 	cte := strings.NewReplacer("{SERIES}", d.series, "{FROM}", d.from).Replace(syntheticCTE)
 	src := "syn"
-	if d.fts {
-		// SQLite: numbered parameters are ?NNN.
-		r := strings.NewReplacer("$1", "?1", "$2", "?2", "$3", "?3", "$4", "?4", "$5", "?5")
-		prep = []string{`DROP TABLE IF EXISTS temp.syn_load`, r.Replace(`CREATE TEMP TABLE syn_load AS ` + cte + `SELECT * FROM syn`)}
-		cte, src = "", "syn_load"
-	}
 	t := d.text
 	qt := ", query_text"
 	qv := ", txt"
-	if d.fts {
-		qt, qv = "", ""
-	}
-	if d.fts {
-		// SQLite keeps facets, interned texts and segment terms (segindex.go) instead of
-		// the search-only side-table rows and per-event full text.
-		return prep, syntheticSQLiteInserts(d)
-	}
 	inserts = []string{
 		`INSERT INTO ledger_events(instance, seq, time_ns, type, subject, identity_kind, target, environment, decision, session, hash, body` + qt + `) ` + cte +
 			`SELECT $3` + t + `, i, ns, 'statement', subj, ik, target, env, dec, 's' || (i / 20), ` + d.hex + `, ` + d.json + qv + ` FROM ` + src,
@@ -114,90 +84,75 @@ func syntheticStatements(d syntheticDialect) (prep []string, inserts []string) {
 	return prep, inserts
 }
 
-// syntheticSQLiteInserts loads syn_load into the SQLite store's tables: events with their
-// facets and interned texts, the side-table rows the auditor questions read, the rollup and
-// the segment terms, as the indexer would have written them.
-func syntheticSQLiteInserts(d syntheticDialect) []string {
-	const sep = "char(31)"
-	facets := sep + ` || 'n:' || name || ` + sep + ` || 'T:public.' || name || ` + sep +
-		` || (CASE WHEN cls IS NULL THEN '' ELSE 'c:' || cls || ` + sep + ` || 'c:pii' || ` + sep + ` END)` +
-		` || 'k:' || kind || ` + sep + ` || 'g:' || cat || ` + sep + ` || 'q:' || kind || '|' || cat || ` + sep
-	terms := []string{`'*'`, `'s:' || subj`, `'i:' || ik`, `'t:' || target`, `'v:' || env`, `'@:' || ?3`, `'y:statement'`, `'d:' || dec`,
-		`'n:' || name`, `'T:public.' || name`, `'k:' || kind`, `'g:' || cat`, `'q:' || kind || '|' || cat`, `'x:' || text_id`}
-	var sel []string
-	for _, t := range terms {
-		sel = append(sel, `SELECT seg, ns, `+t+` AS term FROM syn_seg`)
-	}
-	sel = append(sel, `SELECT seg, ns, 'c:' || cls FROM syn_seg WHERE cls IS NOT NULL`, `SELECT seg, ns, 'c:pii' FROM syn_seg WHERE cls IS NOT NULL`)
-	return []string{
-		`DROP TABLE IF EXISTS temp.syn_maxtext`,
-		`CREATE TEMP TABLE syn_maxtext AS SELECT COALESCE(MAX(id), 0) AS m FROM ledger_texts`,
-		`INSERT INTO ledger_texts(text) SELECT DISTINCT txt FROM syn_load WHERE txt NOT IN (SELECT text FROM ledger_texts)`,
-		`INSERT INTO ledger_text_fts(rowid, text) SELECT id, text FROM ledger_texts WHERE id > (SELECT m FROM syn_maxtext)`,
-		`INSERT INTO ledger_events(instance, seq, time_ns, type, subject, identity_kind, target, environment, decision, session, hash, body, facets, text_id, aux)
-			SELECT ?3, i, ns, 'statement', subj, ik, target, env, dec, 's' || (i / 20), ` + d.hex + `, ` + strings.ReplaceAll(d.json, "$3", "?3") + `, ` + facets + `,
-			(SELECT id FROM ledger_texts WHERE text = txt), (ik = 'agent' OR kind LIKE 'DROP%' OR cls IS NOT NULL) FROM syn_load`,
-		`INSERT INTO ledger_tables(instance, seq, time_ns, subject, identity_kind, decision, tbl, name, kind, category, access)
-			SELECT ?3, i, ns, subj, ik, dec, 'public.' || name, name, kind, cat, CASE cat WHEN 'read' THEN 'r' ELSE 'w' END FROM syn_load WHERE ik = 'agent' OR kind LIKE 'DROP%'`,
-		`INSERT INTO ledger_classes(instance, seq, time_ns, subject, identity_kind, decision, class, col, category)
-			SELECT ?3, i, ns, subj, ik, dec, cls, 'public.' || name || '.email', cat FROM syn_load WHERE cls IS NOT NULL
-			UNION ALL SELECT ?3, i, ns, subj, ik, dec, 'pii', 'public.' || name || '.email', cat FROM syn_load WHERE cls IS NOT NULL`,
-		`INSERT INTO ledger_statements(instance, seq, time_ns, kind, category) SELECT ?3, i, ns, kind, cat FROM syn_load WHERE kind LIKE 'DROP%'`,
-		`INSERT INTO ledger_class_daily(class, category, decision, day, subject, identity_kind, n, first_ns, last_ns)
-			SELECT * FROM (SELECT cls, cat, dec, ns / 86400000000000 AS day, subj, ik, COUNT(*) AS n, MIN(ns) AS f, MAX(ns) AS l FROM syn_load WHERE cls IS NOT NULL GROUP BY cls, cat, dec, ns / 86400000000000, subj, ik
-			UNION ALL SELECT 'pii', cat, dec, ns / 86400000000000, subj, ik, COUNT(*), MIN(ns), MAX(ns) FROM syn_load WHERE cls IS NOT NULL GROUP BY cat, dec, ns / 86400000000000, subj, ik) x WHERE ?3 IS NOT NULL
-			ON CONFLICT (class, category, decision, day, subject, identity_kind) DO UPDATE SET n = ledger_class_daily.n + excluded.n,
-			first_ns = min(ledger_class_daily.first_ns, excluded.first_ns), last_ns = max(ledger_class_daily.last_ns, excluded.last_ns)`,
-		`DROP TABLE IF EXISTS temp.syn_seg`,
-		`CREATE TEMP TABLE syn_seg AS SELECT e.id >> ` + fmt.Sprint(segmentShift) + ` AS seg, s.*, e.text_id FROM syn_load s JOIN ledger_events e ON e.instance = ?3 AND e.seq = s.i`,
-		`INSERT INTO ledger_terms(term, seg, min_ns, max_ns) SELECT term, seg, MIN(ns), MAX(ns) FROM (` + strings.Join(sel, " UNION ALL ") + `) WHERE true GROUP BY term, seg
-			ON CONFLICT (term, seg) DO UPDATE SET min_ns = min(ledger_terms.min_ns, excluded.min_ns), max_ns = max(ledger_terms.max_ns, excluded.max_ns)`,
-		`DROP TABLE temp.syn_seg`,
-	}
-}
-
 // syntheticSpan spreads n events over 90 days ending at start.
 func syntheticSpan(n int64, start time.Time) (base, step int64) {
 	step = int64(90*24*time.Hour) / max(n, 1)
 	return start.Add(-90 * 24 * time.Hour).UnixNano(), step
 }
 
-// sqliteSyntheticChunk is how many synthetic events one SQLite transaction loads: large, as
-// the load runs without fsync and with the secondary indexes dropped.
-const sqliteSyntheticChunk = 1_000_000
+// sqliteSyntheticChunk is how many synthetic events one indexer transaction stores: large,
+// as the load runs with the secondary indexes dropped and its commits need no fsync.
+const sqliteSyntheticChunk = 16384
 
 // syntheticIndexedTables are the tables whose secondary indexes a SQLite synthetic load
 // drops and rebuilds: building an index once from sorted data is much cheaper than keeping
 // it up to date row by row once it no longer fits in the page cache.
-var syntheticIndexedTables = []string{"ledger_events", "ledger_tables", "ledger_classes", "ledger_statements"}
+var syntheticIndexedTables = []string{"ledger_events", "ledger_tables", "ledger_classes", "ledger_statements", "ledger_class_agg"}
 
-// LoadSynthetic implements Store. For speed it loads with synchronous=OFF (a crash during
-// the load can lose the load, never events committed before: they are durable already) and
-// drops the secondary indexes of the event and side tables for the load, building them again
-// at the end, also when the load fails. A process killed during the load leaves the
-// database without them: synthetic databases are for benchmarks, throw such one away.
+// syntheticEvent is event i of a synthetic load of the SQLite store: the distribution of
+// syntheticCTE, built in Go (the events the PostgreSQL load generates in SQL).
+func syntheticEvent(instance string, i, base, step int64) *Event {
+	ik, subj := "human", fmt.Sprintf("user%d@corp.example", i%5000)
+	switch {
+	case i%10 < 2:
+		ik, subj = "agent", fmt.Sprintf("agent-%d", i%50)
+	case i%10 < 4:
+		ik, subj = "service", fmt.Sprintf("svc-%d", i%30)
+	}
+	name := fmt.Sprintf("t%d", i%500)
+	if i%97 == 0 {
+		name = "customers"
+	}
+	kind, cat, txt := "SELECT", "read", "SELECT id, email FROM public."+name+" WHERE id = ?"
+	switch {
+	case i%10007 == 0:
+		kind, cat, txt = "DROP TABLE", "ddl", "DROP TABLE public."+name
+	case i%10 == 9:
+		kind, cat, txt = "UPDATE", "write", "UPDATE public."+name+" SET status = ? WHERE id = ?"
+	}
+	st := Statement{Kind: kind, Category: cat, Redacted: txt, TablesRead: []string{"public." + name}}
+	if i%7 == 0 {
+		st.Sensitive = map[string]string{"public." + name + ".email": "email"}
+	}
+	env, dec := "staging", "allow"
+	if i%3 == 0 {
+		env = "production"
+	}
+	if i%50 == 0 {
+		dec = "deny"
+	}
+	return &Event{Seq: i, Instance: instance, Type: EventStatement, Time: time.Unix(0, base+i*step).UTC(),
+		SessionID: fmt.Sprintf("s%d", i/20), Subject: subj, IdentityKind: ik, Target: fmt.Sprintf("db%d", i%20), Environment: env,
+		Statements: []Statement{st}, Decision: dec, Hash: fmt.Sprintf("%064x", i)}
+}
+
+// LoadSynthetic implements Store. It generates the events in Go and stores them through
+// the indexer (storeBatches, a large transaction per chunk), so they get exactly the
+// index a recorded event gets, at the indexer's cost per event. For speed it drops the
+// secondary indexes of the event and side tables for the load, building them again at
+// the end, also when the load fails. A process killed during the load leaves the database
+// without them: synthetic databases are for benchmarks, throw such one away.
 func (s *SQLiteStore) LoadSynthetic(ctx context.Context, instance string, n int64, start time.Time) (err error) {
-	prep, inserts := syntheticStatements(syntheticSQLite)
 	base, step := syntheticSpan(n, start)
-	// One connection: the temporary table, the page cache and the pragmas are per connection.
+	// The indexer must not store the commit log meanwhile: the load holds its lock.
+	x := s.ix
+	x.mu.Lock()
+	defer x.mu.Unlock()
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("load synthetic events: %w", err)
 	}
 	defer conn.Close()
-	for _, p := range []string{`PRAGMA cache_size = -1048576`, `PRAGMA synchronous = OFF`, `PRAGMA temp_store = MEMORY`, `PRAGMA threads = 4`} {
-		if _, err := conn.ExecContext(ctx, p); err != nil {
-			return fmt.Errorf("load synthetic events: %s: %w", p, err)
-		}
-	}
-	defer func() {
-		// Back to the store's settings before the connection returns to the pool.
-		for _, p := range []string{`PRAGMA cache_size = -2000`, `PRAGMA synchronous = FULL`, `PRAGMA temp_store = DEFAULT`, `PRAGMA threads = 0`, `PRAGMA analysis_limit = 0`, `DROP TABLE IF EXISTS temp.syn_load`} {
-			if _, perr := conn.ExecContext(context.WithoutCancel(ctx), p); perr != nil {
-				err = errors.Join(err, fmt.Errorf("load synthetic events: %s: %w", p, perr))
-			}
-		}
-	}()
 	indexes, err := dropSecondaryIndexes(ctx, conn)
 	if err != nil {
 		return err
@@ -205,6 +160,11 @@ func (s *SQLiteStore) LoadSynthetic(ctx context.Context, instance string, n int6
 	defer func() {
 		// Rebuild even when the load failed: the store must keep its indexes.
 		t := time.Now()
+		for _, q := range []string{`PRAGMA cache_size = -1048576`, `PRAGMA temp_store = MEMORY`, `PRAGMA threads = 4`} {
+			if _, perr := conn.ExecContext(context.WithoutCancel(ctx), q); perr != nil {
+				err = errors.Join(err, fmt.Errorf("load synthetic events: %s: %w", q, perr))
+			}
+		}
 		for _, ix := range indexes {
 			if _, ierr := conn.ExecContext(context.WithoutCancel(ctx), ix); ierr != nil {
 				err = errors.Join(err, fmt.Errorf("load synthetic events: rebuild index: %w", ierr))
@@ -221,32 +181,45 @@ func (s *SQLiteStore) LoadSynthetic(ctx context.Context, instance string, n int6
 				err = fmt.Errorf("load synthetic events: analyze: %w", err)
 			}
 		}
+		for _, q := range []string{`PRAGMA cache_size = -2000`, `PRAGMA temp_store = DEFAULT`, `PRAGMA threads = 0`, `PRAGMA analysis_limit = 0`} {
+			if _, perr := conn.ExecContext(context.WithoutCancel(ctx), q); perr != nil {
+				err = errors.Join(err, fmt.Errorf("load synthetic events: %s: %w", q, perr))
+			}
+		}
 	}()
+	// The indexer's connection, for the load: a page cache of 1 GiB (the segment terms of
+	// ten million events are a B-tree of about that size, upserted all over) and no fsync
+	// at checkpoints (a crash loses the load, never what was committed before it).
+	if err := x.connect(ctx); err != nil {
+		return fmt.Errorf("load synthetic events: %w", err)
+	}
+	for _, q := range []string{`PRAGMA cache_size = -1048576`, `PRAGMA synchronous = OFF`} {
+		if _, err := x.conn.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("load synthetic events: %s: %w", q, err)
+		}
+	}
+	// Back to the indexer's settings: a new connection makes them.
+	defer x.resetConn()
+	rows := make([]eventRow, 0, sqliteSyntheticChunk)
+	var buf []byte
 	for lo := int64(1); lo <= n; lo += sqliteSyntheticChunk {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("load synthetic events: %w", err)
+		}
 		hi := min(lo+sqliteSyntheticChunk-1, n)
-		tx, err := conn.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("load synthetic events: %w", err)
-		}
-		for _, q := range append(append([]string(nil), prep...), inserts...) {
-			var args []any
-			if strings.Contains(q, "?") {
-				args = []any{lo, hi, instance, base, step}
+		rows = rows[:0]
+		buf = buf[:0]
+		for i := lo; i <= hi; i++ {
+			ev := syntheticEvent(instance, i, base, step)
+			start := len(buf)
+			var ok bool
+			if buf, ok = appendCanonicalEvent(buf, ev); !ok {
+				return fmt.Errorf("load synthetic events: encode event %d", i)
 			}
-			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-				tx.Rollback()
-				return fmt.Errorf("load synthetic events %d..%d: %w", lo, hi, err)
-			}
+			rows = append(rows, rowOf(ev, buf[start:len(buf):len(buf)]))
 		}
-		// The load wrote the index rows of its events itself: the indexer must not do it
-		// again.
-		if _, err := tx.ExecContext(ctx, `INSERT INTO ledger_index_state(instance, seq) VALUES (?, ?)
-			ON CONFLICT (instance) DO UPDATE SET seq = max(seq, excluded.seq)`, instance, hi); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("load synthetic events: %w", err)
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("load synthetic events: %w", err)
+		if err := x.storeBatches(ctx, []logBatch{{rows: rows}}); err != nil {
+			return fmt.Errorf("load synthetic events %d..%d: %w", lo, hi, err)
 		}
 	}
 	return nil

@@ -1,0 +1,330 @@
+package ledger
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// The PII-readers question ("who read personal data in a period") used to read one
+// ledger_classes row per completed statement per sensitive class, each with two B-trees
+// to keep up to date: most of what indexing a sensitive read cost. The SQLite store now
+// keeps, for completed statements, one row per (class, category, decision, second,
+// subject, identity kind, chain) in ledger_class_agg with the count, the first and last
+// times and the seq bounds of its events. Repetitive traffic (an application reading the
+// same table as the same identity) adds a row per second and identity, not per statement;
+// the most varied traffic adds at most one per statement, as before.
+//
+//   - A question sums the daily rollup for the whole UTC days of its range, the per-second
+//     rows for the whole seconds at its edges, and reads the events of the partial seconds
+//     at its ends exactly (through the segment terms of the class), so its answer is exact
+//     and never reads more rows than the per-event rows did.
+//   - Intents keep their per-event class rows (intent.go pairs them with completions); the
+//     completions are found for that through their facets.
+//   - Retention deletes the rows of the deleted events by their seq bounds and counts again
+//     the events left of a row that straddles the cut (retireClassAggs).
+
+// classAggMigration is schema version 12 of the SQLite store: ledger_class_agg, filled from
+// the completed statements' class rows, which it replaces.
+const classAggMigration = `CREATE TABLE ledger_class_agg (
+	class TEXT NOT NULL, category TEXT NOT NULL, decision TEXT NOT NULL, sec INTEGER NOT NULL,
+	subject TEXT NOT NULL, identity_kind TEXT NOT NULL, instance TEXT NOT NULL,
+	n INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL, min_seq INTEGER NOT NULL, max_seq INTEGER NOT NULL,
+	PRIMARY KEY (class, category, decision, sec, subject, identity_kind, instance)
+) WITHOUT ROWID;
+CREATE INDEX ledger_class_agg_seq ON ledger_class_agg(instance, min_seq);
+INSERT INTO ledger_class_agg(class, category, decision, sec, subject, identity_kind, instance, n, first_ns, last_ns, min_seq, max_seq)
+SELECT class, COALESCE(category, ''), COALESCE(decision, ''), (CASE WHEN time_ns >= 0 THEN time_ns / 1000000000 ELSE (time_ns - 999999999) / 1000000000 END),
+	COALESCE(subject, ''), COALESCE(identity_kind, ''), instance, COUNT(*), MIN(time_ns), MAX(time_ns), MIN(seq), MAX(seq)
+FROM ledger_classes WHERE type = 'statement' GROUP BY 1, 2, 3, 4, 5, 6, 7;
+DELETE FROM ledger_classes WHERE type = 'statement';
+`
+
+// secNS is a second in nanoseconds; daySec a day in seconds.
+const (
+	secNS  = int64(1_000_000_000)
+	daySec = dayNS / secNS
+)
+
+// classAggKey is one row of ledger_class_agg; classAggSum what it counts.
+type classAggKey struct {
+	class, category, decision string
+	sec                       int64
+	subject, identityKind     string
+	instance                  string
+}
+
+type classAggSum struct{ n, first, last, minSeq, maxSeq int64 }
+
+func (s classAggSum) with(ns, seq int64) classAggSum {
+	if s.n == 0 {
+		return classAggSum{n: 1, first: ns, last: ns, minSeq: seq, maxSeq: seq}
+	}
+	return classAggSum{n: s.n + 1, first: min(s.first, ns), last: max(s.last, ns), minSeq: min(s.minSeq, seq), maxSeq: max(s.maxSeq, seq)}
+}
+
+// upsertClassAggSQL adds a sum to one row of ledger_class_agg.
+const upsertClassAggSQL = `INSERT INTO ledger_class_agg(class, category, decision, sec, subject, identity_kind, instance, n, first_ns, last_ns, min_seq, max_seq)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (class, category, decision, sec, subject, identity_kind, instance) DO UPDATE SET
+n = ledger_class_agg.n + excluded.n, first_ns = min(ledger_class_agg.first_ns, excluded.first_ns), last_ns = max(ledger_class_agg.last_ns, excluded.last_ns),
+min_seq = min(ledger_class_agg.min_seq, excluded.min_seq), max_seq = max(ledger_class_agg.max_seq, excluded.max_seq)`
+
+// addClassAgg counts class row c of the completed statement ev (time ns) in the
+// transaction's sums. Called with mu held.
+func (x *sqliteIndexer) addClassAgg(ev *Event, ns int64, c *classRow) {
+	k := classAggKey{class: c.class, category: c.category, decision: ev.Decision, sec: floorDiv(ns, secNS), subject: ev.Subject, identityKind: ev.IdentityKind, instance: ev.Instance}
+	x.aggs[k] = x.aggs[k].with(ns, ev.Seq)
+}
+
+// flushClassAggs writes the transaction's per-second sums and the daily rollup they add
+// up to. Called with mu held, inside the indexer's transaction.
+func (x *sqliteIndexer) flushClassAggs(ctx context.Context) error {
+	for k, s := range x.aggs {
+		if err := x.exec(ctx, upsertClassAggSQL, k.class, k.category, k.decision, k.sec, k.subject, k.identityKind, k.instance, s.n, s.first, s.last, s.minSeq, s.maxSeq); err != nil {
+			return fmt.Errorf("count sensitive-data access: %w", err)
+		}
+		dk := dailyKey{class: k.class, category: k.category, decision: k.decision, day: floorDiv(k.sec, daySec), subject: k.subject, identityKind: k.identityKind}
+		d, ok := x.daily[dk]
+		if !ok {
+			d = dailySum{first: s.first, last: s.last}
+		}
+		d.n += s.n
+		d.first, d.last = min(d.first, s.first), max(d.last, s.last)
+		x.daily[dk] = d
+	}
+	clear(x.aggs)
+	return nil
+}
+
+// ceilDivSafe is ceilDiv for any a (ceilDiv overflows for the smallest int64) and b > 0.
+func ceilDivSafe(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && a > 0 {
+		q++
+	}
+	return q
+}
+
+// piiReadersAggSQL reads the per-second rows (whole seconds from <= sec < to).
+const piiReadersAggSQL = `SELECT subject, identity_kind, SUM(n), MIN(first_ns), MAX(last_ns) FROM ledger_class_agg
+WHERE class = ? AND category = 'read' AND decision = 'allow' AND sec >= ? AND sec < ?
+GROUP BY subject, identity_kind`
+
+// piiReaders answers PIIReaders for the SQLite store: the daily rollup for the whole UTC
+// days of the range, the per-second rows for the whole seconds outside them, and the events
+// themselves for the partial seconds at the ends. Reads whose intent is recorded without a
+// completion count once each, as for the PostgreSQL store.
+func (s *SQLiteStore) piiReaders(ctx context.Context, class string, tr TimeRange) ([]IdentityCount, error) {
+	if class == "" {
+		class = "pii"
+	}
+	from, to := tr.bounds()
+	merged := map[[2]string]*IdentityCount{}
+	add := func(ic IdentityCount) {
+		k := [2]string{ic.Subject, ic.IdentityKind}
+		m := merged[k]
+		if m == nil {
+			c := ic
+			merged[k] = &c
+			return
+		}
+		m.Statements += ic.Statements
+		if ic.First.Before(m.First) {
+			m.First = ic.First
+		}
+		if ic.Last.After(m.Last) {
+			m.Last = ic.Last
+		}
+	}
+	query := func(q string, lo, hi int64) error {
+		if lo >= hi {
+			return nil
+		}
+		rows, err := runIdentityCounts(ctx, s, q, []any{class, lo, hi})
+		for _, ic := range rows {
+			add(ic)
+		}
+		return err
+	}
+	secFrom, secTo := ceilDivSafe(from, secNS), floorDiv(to, secNS)
+	var err error
+	if secFrom >= secTo {
+		err = s.piiReadersExact(ctx, class, from, to, add)
+	} else {
+		dayFrom, dayTo := ceilDivSafe(secFrom, daySec), floorDiv(secTo, daySec)
+		if dayFrom < dayTo {
+			err = query(piiReadersDailySQL, dayFrom, dayTo)
+			if err == nil {
+				err = query(piiReadersAggSQL, secFrom, dayFrom*daySec)
+			}
+			if err == nil {
+				err = query(piiReadersAggSQL, dayTo*daySec, secTo)
+			}
+		} else {
+			err = query(piiReadersAggSQL, secFrom, secTo)
+		}
+		if err == nil && from < secFrom*secNS {
+			err = s.piiReadersExact(ctx, class, from, secFrom*secNS, add)
+		}
+		if err == nil && secTo*secNS < to {
+			err = s.piiReadersExact(ctx, class, secTo*secNS, to, add)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("find readers of %s data: %w", class, err)
+	}
+	out := make([]IdentityCount, 0, len(merged))
+	for _, ic := range merged {
+		out = append(out, *ic)
+	}
+	slices.SortFunc(out, func(a, b IdentityCount) int {
+		if a.Statements != b.Statements {
+			return cmp.Compare(b.Statements, a.Statements)
+		}
+		return cmp.Or(strings.Compare(a.Subject, b.Subject), strings.Compare(a.IdentityKind, b.IdentityKind))
+	})
+	unknown, err := readersByIntent(ctx, s, class, tr)
+	if err != nil {
+		return nil, err
+	}
+	return addIntentCounts(out, unknown), nil
+}
+
+// piiReadersExact counts the allowed completed statements that read class in [from, to)
+// (less than a second) from the events themselves, found through the segment terms.
+func (s *SQLiteStore) piiReadersExact(ctx context.Context, class string, from, to int64, add func(IdentityCount)) error {
+	var p segSearch
+	p.facet(tokClass, class)
+	p.terms = append(p.terms, tokType+string(EventStatement), tokDecision+"allow")
+	p.where("e.type = ?", string(EventStatement))
+	p.where("e.decision = ?", "allow")
+	cands, err := s.candidates(ctx, p, from, to)
+	if err != nil || len(cands) == 0 {
+		return err
+	}
+	st, err := s.db.PrepareContext(ctx, p.eventsSQL(true))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for _, c := range cands {
+		var bodies [][]byte
+		if err := readHits(ctx, st, p.eventsArgs(c.seg, from, to, -1), func(h hit) { bodies = append(bodies, h.body) }); err != nil {
+			return err
+		}
+		for _, body := range bodies {
+			ev, err := decodeBody(body)
+			if err != nil {
+				return err
+			}
+			_, classes, _, _ := indexRows(&ev)
+			for _, cr := range classes {
+				if cr.class == class && cr.category == "read" {
+					t := ev.Time.UTC()
+					add(IdentityCount{Subject: ev.Subject, IdentityKind: ev.IdentityKind, Statements: 1, First: t, Last: t})
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// retireClassAggs applies retention (the events of instance through seq are being deleted
+// in tx) to the per-second rows and the daily rollup: rows whose events are all deleted go,
+// a row straddling the cut is counted again from the events it keeps, and the days touched
+// are summed again from the per-second rows. Called before the events are deleted or after:
+// it reads only events after seq.
+func retireClassAggs(ctx context.Context, tx *sql.Tx, instance string, seq int64) error {
+	type row struct {
+		k   classAggKey
+		sum classAggSum
+	}
+	var gone []row
+	rows, err := tx.QueryContext(ctx, `SELECT class, category, decision, sec, subject, identity_kind, n, first_ns, last_ns, min_seq, max_seq
+		FROM ledger_class_agg WHERE instance = ? AND min_seq <= ?`, instance, seq)
+	if err != nil {
+		return fmt.Errorf("apply retention to the sensitive-data counts: %w", err)
+	}
+	for rows.Next() {
+		r := row{k: classAggKey{instance: instance}}
+		if err := rows.Scan(&r.k.class, &r.k.category, &r.k.decision, &r.k.sec, &r.k.subject, &r.k.identityKind, &r.sum.n, &r.sum.first, &r.sum.last, &r.sum.minSeq, &r.sum.maxSeq); err != nil {
+			rows.Close()
+			return fmt.Errorf("apply retention to the sensitive-data counts: %w", err)
+		}
+		gone = append(gone, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("apply retention to the sensitive-data counts: %w", err)
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	straddle := map[classAggKey]classAggSum{}
+	top := seq
+	firstSec, lastSec := gone[0].k.sec, gone[0].k.sec
+	for _, r := range gone {
+		firstSec, lastSec = min(firstSec, r.k.sec), max(lastSec, r.k.sec)
+		if r.sum.maxSeq > seq {
+			straddle[r.k] = classAggSum{}
+			top = max(top, r.sum.maxSeq)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM ledger_class_agg WHERE instance = ? AND min_seq <= ?`, instance, seq); err != nil {
+		return fmt.Errorf("apply retention to the sensitive-data counts: %w", err)
+	}
+	if len(straddle) > 0 {
+		// The events kept of the straddling rows lie after the cut and up to the last
+		// of them; a row that did not straddle counted its events already.
+		rows, err := tx.QueryContext(ctx, `SELECT seq, body FROM ledger_events WHERE instance = ? AND seq > ? AND seq <= ? AND type = 'statement'`, instance, seq, top)
+		if err != nil {
+			return fmt.Errorf("apply retention to the sensitive-data counts: %w", err)
+		}
+		for rows.Next() {
+			var evSeq int64
+			var body []byte
+			if err := rows.Scan(&evSeq, &body); err != nil {
+				rows.Close()
+				return fmt.Errorf("apply retention to the sensitive-data counts: %w", err)
+			}
+			ev, err := decodeBody(body)
+			if err != nil {
+				continue // not indexed either (Verify reports it)
+			}
+			ns := ev.Time.UnixNano()
+			_, classes, _, _ := indexRows(&ev)
+			for _, c := range classes {
+				k := classAggKey{class: c.class, category: c.category, decision: ev.Decision, sec: floorDiv(ns, secNS), subject: ev.Subject, identityKind: ev.IdentityKind, instance: instance}
+				if s, ok := straddle[k]; ok {
+					straddle[k] = s.with(ns, evSeq)
+				}
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("apply retention to the sensitive-data counts: %w", err)
+		}
+		for k, s := range straddle {
+			if s.n == 0 {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, upsertClassAggSQL, k.class, k.category, k.decision, k.sec, k.subject, k.identityKind, k.instance, s.n, s.first, s.last, s.minSeq, s.maxSeq); err != nil {
+				return fmt.Errorf("apply retention to the sensitive-data counts: %w", err)
+			}
+		}
+	}
+	dayFrom, dayTo := floorDiv(firstSec, daySec), floorDiv(lastSec, daySec)+1
+	if _, err := tx.ExecContext(ctx, `DELETE FROM ledger_class_daily WHERE day >= ? AND day < ?`, dayFrom, dayTo); err != nil {
+		return fmt.Errorf("apply retention to the rollup: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO ledger_class_daily(class, category, decision, day, subject, identity_kind, n, first_ns, last_ns)
+		SELECT class, category, decision, (CASE WHEN sec >= 0 THEN sec / 86400 ELSE (sec - 86399) / 86400 END), subject, identity_kind, SUM(n), MIN(first_ns), MAX(last_ns)
+		FROM ledger_class_agg WHERE sec >= ? AND sec < ? GROUP BY 1, 2, 3, 4, 5, 6`, dayFrom*daySec, dayTo*daySec); err != nil {
+		return fmt.Errorf("apply retention to the rollup: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,247 @@
+package ledger
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"unsafe"
+)
+
+// The indexer stores the events of the commit log eventChunk rows per INSERT, with row ids
+// it assigns itself (it holds the write lock: the next id is MAX(id)+1), so it knows each
+// event's id without asking for it row by row. A statement's fixed cost (database/sql's
+// conversions and locks, the driver's, starting and halting SQLite's program) is then paid
+// once per chunk.
+//
+// An event stored before (the commit log replayed after a crash, or another process that
+// stored it) makes the chunk insert fewer rows than it holds: the transaction is rolled back
+// and storeBatchesOneByOne stores the batches instead, which checks every row.
+
+// eventChunk is how many events one INSERT stores. The driver finds each placeholder's
+// argument by a scan of the arguments, so a statement's binding grows with the square of
+// its placeholders: 16 columns × 8 rows is about the best (BenchmarkIndex).
+const eventChunk = 8
+
+// eventCols is the number of columns insertEventsSQL binds per event.
+const eventCols = 16
+
+// errStoredBefore ends a bulk store that met an event stored before.
+var errStoredBefore = errors.New("ledger event stored before")
+
+// insertEventsSQL returns the INSERT of n events with their row ids.
+func insertEventsSQL(n int) string {
+	tuple := "(?" + strings.Repeat(", ?", eventCols-1) + ")"
+	return `INSERT INTO ledger_events(id, instance, seq, time_ns, type, subject, identity_kind, target, environment, decision, session, hash, body, facets, text_id, aux) VALUES ` +
+		tuple + strings.Repeat(", "+tuple, n-1) + ` ON CONFLICT (instance, seq) DO NOTHING`
+}
+
+// bulkRow is one event of the chunk being built: its id, and its event and index when it is
+// indexed in this transaction (nil when its chain's index lags: indexSome does it later).
+type bulkRow struct {
+	id int64
+	ev *Event
+	d  *eventIndex
+}
+
+// storeBatchesBulk inserts logged batches in one transaction, eventChunk events per INSERT,
+// and indexes the events of chains whose index is caught up. It returns errStoredBefore,
+// having rolled back, when any event was stored before. Called with mu held.
+func (x *sqliteIndexer) storeBatchesBulk(ctx context.Context, bs []logBatch) (err error) {
+	if err := x.connect(ctx); err != nil {
+		return err
+	}
+	if _, err := x.conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			x.discard()
+			if _, rerr := x.conn.ExecContext(context.Background(), `ROLLBACK`); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
+			}
+		}
+	}()
+	var next int64
+	if err := x.conn.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) + 1 FROM ledger_events`).Scan(&next); err != nil {
+		return fmt.Errorf("read next event id: %w", err)
+	}
+	marks := map[string]*chainMark{}
+	args := x.bulkArgs[:0]
+	rows := x.bulkRows[:0]
+	defer func() {
+		clear(args)
+		x.bulkArgs, x.bulkRows = args[:0], rows[:0]
+	}()
+	flush := func() error {
+		if len(rows) == 0 {
+			return nil
+		}
+		q, ok := x.bulkSQL[len(rows)]
+		if !ok {
+			q = insertEventsSQL(len(rows))
+			x.bulkSQL[len(rows)] = q
+		}
+		st, err := x.stmt(ctx, q)
+		if err != nil {
+			return err
+		}
+		res, err := st.ExecContext(context.WithoutCancel(ctx), args...)
+		if err != nil {
+			return fmt.Errorf("store events: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != int64(len(rows)) {
+			return errStoredBefore
+		}
+		for i := range rows {
+			if rows[i].ev != nil {
+				if err := x.indexEvent(ctx, rows[i].id, rows[i].ev, rows[i].d); err != nil {
+					return err
+				}
+			}
+		}
+		clear(args)
+		args, rows = args[:0], rows[:0]
+		return nil
+	}
+	for _, b := range bs {
+		for i := range b.rows {
+			r := &b.rows[i]
+			m, err := x.mark(ctx, marks, r.instance)
+			if err != nil {
+				return err
+			}
+			var ev *Event
+			var d *eventIndex
+			if m.last >= 0 && m.last == r.seq-1 {
+				ev = r.ev
+				if ev == nil {
+					if dec, err := decodeBody(r.body); err == nil {
+						dec.Instance, dec.Seq = r.instance, r.seq
+						ev = &dec
+					}
+				}
+				if ev != nil {
+					if d, err = x.derive(ctx, ev); err != nil {
+						return err
+					}
+				}
+			}
+			if ev == nil {
+				m.last = -1 // not contiguous, or undecodable (indexSome skips it with a warning)
+			} else {
+				m.last, m.indexed = r.seq, r.seq
+			}
+			// The record is bound as text without a copy (the driver copies it for SQLite
+			// anyway): a sealed record is never modified.
+			body := unsafe.String(unsafe.SliceData(r.body), len(r.body))
+			args = append(args, next, r.instance, r.seq, r.timeNS, r.typ, r.subject, r.identityKind, r.target, r.environment, r.decision, r.session, r.hash, body, d.facetsArg(), d.textArg(), d.auxArg())
+			rows = append(rows, bulkRow{id: next, ev: ev, d: d})
+			next++
+			if len(rows) == eventChunk {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		if err := storeLogged(ctx, func(q string) (*sql.Stmt, error) { return x.stmt(ctx, q) }, nil, b.cps); err != nil {
+			return err
+		}
+	}
+	if err := x.flush(ctx); err != nil {
+		return err
+	}
+	if err := x.storeMarks(ctx, marks); err != nil {
+		return err
+	}
+	if _, err := x.conn.ExecContext(ctx, `COMMIT`); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// chainMark is how far a store of logged batches has indexed one chain.
+type chainMark struct {
+	last    int64 // the seq after which the next event is indexed here; -1 once not contiguous
+	indexed int64 // the last seq indexed here; 0: none
+}
+
+// mark returns instance's mark in marks, starting it at the chain's high-water mark.
+// Called with mu held, in a transaction.
+func (x *sqliteIndexer) mark(ctx context.Context, marks map[string]*chainMark, instance string) (*chainMark, error) {
+	if m, ok := marks[instance]; ok {
+		return m, nil
+	}
+	hwm, err := x.highWater(ctx, instance)
+	if err != nil {
+		return nil, err
+	}
+	m := &chainMark{last: hwm}
+	marks[instance] = m
+	return m, nil
+}
+
+// storeMarks stores the high-water mark of every chain indexed in this transaction: the
+// last event indexed, also when the chain stopped being contiguous after it (the events
+// after are indexed by indexSome). Called with mu held, in the transaction.
+func (x *sqliteIndexer) storeMarks(ctx context.Context, marks map[string]*chainMark) error {
+	for inst, m := range marks {
+		if m.indexed > 0 {
+			if err := x.exec(ctx, setHighWaterSQL, inst, m.indexed); err != nil {
+				return fmt.Errorf("store index high-water mark: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// termChunk is how many segment terms one upsert stores (4 columns each).
+const termChunk = 32
+
+// upsertTermsSQL returns the upsert of n segment terms.
+func upsertTermsSQL(n int) string {
+	return `INSERT INTO ledger_terms(term, seg, min_ns, max_ns) VALUES (?, ?, ?, ?)` + strings.Repeat(`, (?, ?, ?, ?)`, n-1) + `
+ON CONFLICT (term, seg) DO UPDATE SET min_ns = min(ledger_terms.min_ns, excluded.min_ns), max_ns = max(ledger_terms.max_ns, excluded.max_ns)`
+}
+
+// storeTerms upserts the transaction's segment terms termChunk per statement, in key
+// order (each statement's rows then land on neighbouring B-tree pages). Called with mu
+// held, inside the indexer's transaction.
+func (x *sqliteIndexer) storeTerms(ctx context.Context) error {
+	keys := x.termKeys[:0]
+	for k := range x.terms.m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b termKey) int { return cmp.Or(strings.Compare(a.term, b.term), cmp.Compare(a.seg, b.seg)) })
+	args := x.bulkArgs[:0]
+	defer func() {
+		clear(args)
+		clear(keys)
+		x.bulkArgs, x.termKeys = args[:0], keys[:0]
+	}()
+	for len(keys) > 0 {
+		n := min(len(keys), termChunk)
+		for _, k := range keys[:n] {
+			b := x.terms.m[k]
+			args = append(args, k.term, k.seg, b.min, b.max)
+		}
+		q, ok := x.termSQL[n]
+		if !ok {
+			q = upsertTermsSQL(n)
+			x.termSQL[n] = q
+		}
+		if err := x.exec(ctx, q, args...); err != nil {
+			return fmt.Errorf("store search terms: %w", err)
+		}
+		clear(args)
+		args = args[:0]
+		keys = keys[n:]
+	}
+	return nil
+}
