@@ -316,17 +316,28 @@ func (p *Planner) PlanResult(ctx context.Context, s *gate.Session, c *gate.Check
 		}
 		lin, linNames = p.lineageFor(sid, c, snap, names)
 	}
-	rm := &ResultMasker{m: p.masker, rules: make([]Rule, len(cols))}
+	// Most results mask nothing (no column is sensitive): their rules are planned on the
+	// stack and dropped, and only a result that masks allocates its masker.
+	var small [4]Rule
+	var rules []Rule
+	if len(cols) <= len(small) {
+		rules = small[:len(cols)]
+	} else {
+		rules = make([]Rule, len(cols))
+	}
+	var active []int
+	var entries uint64 // bit i: column i is the catalog's (ByAttr); from bit 63 on, maybe
 	for i, col := range cols {
-		r := &rm.rules[i]
+		r := &rules[i]
 		r.Kind, r.Format = KindOf(col.TypeOID), col.Format
 		decided := false
+		var entry *classify.Entry // the catalog's column, named in Origin once a rule is active
 		if name, ok := snap.SampleColumn(col.TableOID, col.AttNum); ok {
 			decided = true
 			r.Origin, r.Class, r.samples = []string{name}, classify.Secret, true
 		} else if e := snap.ByAttr(col.TableOID, col.AttNum); e != nil {
 			decided = true
-			r.Origin = []string{e.Key()}
+			entry = e
 			if e.IsSensitive() {
 				r.Class = e.Class
 			}
@@ -356,13 +367,32 @@ func (p *Planner) PlanResult(ctx context.Context, s *gate.Session, c *gate.Check
 				r.Class, r.Derived, r.Transformed = nc, true, true
 			}
 		}
-		r.plan(prof)
+		r.settle(prof)
+		if entry != nil {
+			entries |= 1 << min(i, 63)
+		}
 		if r.sensitive() || r.FreeText || len(r.Keys) > 0 {
-			rm.active = append(rm.active, i)
+			active = append(active, i)
 		}
 	}
-	if len(rm.active) == 0 {
+	if len(active) == 0 {
 		return nil
+	}
+	rm := &ResultMasker{m: p.masker, rules: append([]Rule(nil), rules...), active: active}
+	for i := range rm.rules {
+		if r := &rm.rules[i]; r.Strat == nil {
+			r.Strat = r.strategies(prof)
+		}
+	}
+	for i, col := range cols {
+		if i < 63 && entries&(1<<i) == 0 {
+			continue
+		}
+		if _, sample := snap.SampleColumn(col.TableOID, col.AttNum); !sample {
+			if e := snap.ByAttr(col.TableOID, col.AttNum); e != nil {
+				rm.rules[i].Origin = []string{e.Key()}
+			}
+		}
 	}
 	var consts map[string]bool
 	for _, i := range rm.active {
@@ -417,14 +447,33 @@ func textLike(k Kind) bool {
 // the class's partial strategy becomes redaction there, for the value and for anything the
 // value detectors find in it.
 func (r *Rule) plan(prof *Profile) {
-	r.Strat = prof.For
+	r.Strat = r.strategies(prof)
+	r.settle(prof)
+}
+
+// strategies is the rule's strategy per class: the profile's, with partial masks turned
+// into redaction for a transformed value.
+func (r *Rule) strategies(prof *Profile) StrategyFunc {
 	if r.Transformed {
-		r.Strat = revealNothing(prof.For)
+		return revealNothing(prof.For)
 	}
-	if r.Class != "" {
-		r.Strategy = r.Strat(r.Class)
-	} else if r.Composite {
-		r.Strategy = compositeStrategy(r.Strat, r.Keys)
+	return prof.For
+}
+
+// settle sets the rule's Strategy and FreeText from the profile. Strat is made here only
+// when the value's own class needs it (a function value is an allocation, and most rules of
+// most results have no class): PlanResult sets it afterwards on the rules of a result that
+// masks.
+func (r *Rule) settle(prof *Profile) {
+	if r.Class != "" || r.Composite {
+		if r.Strat == nil {
+			r.Strat = r.strategies(prof)
+		}
+		if r.Class != "" {
+			r.Strategy = r.Strat(r.Class)
+		} else {
+			r.Strategy = compositeStrategy(r.Strat, r.Keys)
+		}
 	}
 	r.FreeText = prof.FreeText && textLike(r.Kind)
 	if r.samples {

@@ -406,3 +406,33 @@ func TestStarOverUnseenTable(t *testing.T) {
 		t.Errorf("renamed star over an unseen table: %q", r)
 	}
 }
+
+// TestPlanNothingToMaskAllocatesNothing: a result of catalog columns none of which is
+// sensitive (pgbench -S, most of an application's reads) is planned without an allocation
+// and needs no masker, while a result with a sensitive column still gets its masker with
+// every column's origin.
+func TestPlanNothingToMaskAllocatesNothing(t *testing.T) {
+	h := newHarness(t)
+	plain := h.run(t, "SELECT id, amount_cents FROM orders ORDER BY id", 0, "")
+	if plain.rm != nil {
+		t.Fatalf("orders: a masker for non-sensitive columns: %+v", plain.rm.Rules())
+	}
+	ctx := context.Background()
+	check := &gate.Check{Statements: []*inspect.Statement{{Text: "SELECT id, amount_cents FROM orders"}}, Decision: gate.Decision{Action: gate.Allow}}
+	if n := testing.AllocsPerRun(100, func() {
+		if h.planner.PlanResult(ctx, h.session, check, plain.cols) != nil {
+			t.Fatal("masker for non-sensitive columns")
+		}
+	}); n != 0 {
+		t.Errorf("planning a result with nothing to mask: %.0f allocations, want 0", n)
+	}
+	res := h.run(t, "SELECT id, email, score FROM customers ORDER BY id", 0, "")
+	if res.rm == nil {
+		t.Fatal("customers: no masker")
+	}
+	for i, r := range res.rm.Rules() {
+		if len(r.Origin) != 1 || !strings.HasPrefix(r.Origin[0], "public.customers.") {
+			t.Errorf("column %d (%s): origin %v", i, res.cols[i].Name, r.Origin)
+		}
+	}
+}
