@@ -751,7 +751,7 @@ func (g *Gate) Done(ctx context.Context, s *Session, c *Check, o Outcome) error 
 // after it) to the client only once the Ack is answered without error.
 func (g *Gate) Finish(ctx context.Context, s *Session, c *Check, o Outcome) *ledger.Ack {
 	ev := g.statementEvent(ctx, ledger.EventStatement, s, c)
-	ev.Duration = g.now().Sub(c.Started)
+	ev.Duration = ev.Time.Sub(c.Started) // the event's time is the completion's: one clock read
 	ev.Rows, ev.Bytes, ev.SQLState, ev.Message, ev.ValuesMasked = o.Rows, o.Bytes, o.SQLState, o.Error, o.Masked
 	if c.Decision.SQLState == SyntaxErrorState && c.Denied != nil {
 		// The client saw the parser's own words, which may quote its text: the record keeps
