@@ -750,8 +750,14 @@ func (c *Catalog) Invalidate(target string) {
 // Snapshot returns the target's current snapshot, scanning first when there is none yet or
 // it was invalidated. When a rescan fails the previous snapshot is returned with the error.
 func (c *Catalog) Snapshot(ctx context.Context, target string) (*Snapshot, error) {
-	st := c.state(target)
+	// One critical section for the look-up and the state: every statement asks (for its
+	// sensitive columns, and again for its result's masking).
 	c.mu.Lock()
+	st, ok := c.targets[target]
+	if !ok {
+		st = &targetState{}
+		c.targets[target] = st
+	}
 	snap, stale, failedAt, lastErr := st.snap, st.stale, st.failedAt, st.lastErr
 	c.mu.Unlock()
 	if snap != nil && !stale {
