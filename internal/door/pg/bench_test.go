@@ -237,7 +237,7 @@ func BenchmarkMultiStatement(b *testing.B) {
 	}
 }
 
-func backendBytes(b *testing.B, msgs ...pgproto3.BackendMessage) []byte {
+func backendBytes(b testing.TB, msgs ...pgproto3.BackendMessage) []byte {
 	var out []byte
 	for _, m := range msgs {
 		var err error
@@ -248,83 +248,107 @@ func backendBytes(b *testing.B, msgs ...pgproto3.BackendMessage) []byte {
 	return out
 }
 
-// BenchmarkRoundTrip relays one round trip of a statement whose shape the relay has seen,
-// through both sides, gate check and ledger submission included, without sockets: allocs/op
-// is what the relay and the gate spend per statement. extended: a prepared statement (Bind,
-// Execute, Sync; BindComplete, a row, CommandComplete, ReadyForQuery), plain and masked;
-// unnamed: the unnamed statement parsed again every time, as pgbench -M extended and libpq's
-// PQexecParams do (Parse, Bind, Describe, Execute, Sync; ParseComplete, BindComplete,
-// RowDescription, a row, CommandComplete, ReadyForQuery); simple: a simple Query
-// (RowDescription, a row, CommandComplete, ReadyForQuery).
-func BenchmarkRoundTrip(b *testing.B) {
+// roundTrip is one round trip of a statement whose shape the relay has seen, without
+// sockets: setup and setupRes prepare it (not measured), req and res are what one round
+// trip reads from the client and from the upstream (nReq and nRes messages), and checks
+// are the gate checks the relay makes for it (the statement's text and how it came).
+type roundTrip struct {
+	name            string
+	masker          gate.MaskPlanner
+	setup, setupRes []byte
+	req, res        []byte
+	nReq, nRes      int
+	text            string
+	checks          []gate.Via
+}
+
+// roundTrips are the cases of BenchmarkRoundTrip and TestRoundTripAllocatesOnlyTheGates.
+// extended: a prepared statement (Bind, Execute, Sync; BindComplete, a row, CommandComplete,
+// ReadyForQuery), plain and masked; unnamed: the unnamed statement parsed again every time,
+// as pgbench -M extended and libpq's PQexecParams do (Parse, Bind, Describe, Execute, Sync;
+// ParseComplete, BindComplete, RowDescription, a row, CommandComplete, ReadyForQuery);
+// simple: a simple Query (RowDescription, a row, CommandComplete, ReadyForQuery).
+func roundTrips(tb testing.TB) []roundTrip {
 	cols := &pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("id"), DataTypeOID: 23}, {Name: []byte("ssn"), DataTypeOID: 25}}}
 	row := &pgproto3.DataRow{Values: [][]byte{[]byte("1"), []byte("123-45-6789")}}
 	done := &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}
 	idle := &pgproto3.ReadyForQuery{TxStatus: 'I'}
-	prepare := encodeFrames(b, &pgproto3.Parse{Name: "s1", Query: "select $1::int as id, 'x' as ssn"}, &pgproto3.Describe{ObjectType: 'S', Name: "s1"}, &pgproto3.Sync{})
-	prepared := backendBytes(b, &pgproto3.ParseComplete{}, &pgproto3.ParameterDescription{ParameterOIDs: []uint32{23}}, cols, idle)
-	bind := encodeFrames(b, &pgproto3.Bind{PreparedStatement: "s1", ParameterFormatCodes: []int16{1}, Parameters: [][]byte{{0, 0, 0, 1}}, ResultFormatCodes: []int16{1, 0}}, &pgproto3.Execute{}, &pgproto3.Sync{})
-	bound := backendBytes(b, &pgproto3.BindComplete{}, row, done, idle)
-	parse := encodeFrames(b, &pgproto3.Parse{Query: "select $1::int as id, 'x' as ssn"}, &pgproto3.Bind{ParameterFormatCodes: []int16{1}, Parameters: [][]byte{{0, 0, 0, 1}}}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{})
-	parsed := backendBytes(b, &pgproto3.ParseComplete{}, &pgproto3.BindComplete{}, cols, row, done, idle)
-	query := encodeFrames(b, &pgproto3.Query{String: "select 1 as id, 'x' as ssn"})
-	answer := backendBytes(b, cols, row, done, idle)
-	for _, tc := range []struct {
-		name            string
-		masker          gate.MaskPlanner
-		setup, setupRes []byte
-		req, res        []byte
-		nReq, nRes      int
-	}{
-		{"extended", nil, prepare, prepared, bind, bound, 3, 4},
-		{"extended-masked", &ssnMasker{}, prepare, prepared, bind, bound, 3, 4},
-		{"unnamed", nil, parse, parsed, parse, parsed, 5, 6},
-		{"unnamed-masked", &ssnMasker{}, parse, parsed, parse, parsed, 5, 6},
-		{"simple", nil, query, answer, query, answer, 1, 4},
-		{"simple-masked", &ssnMasker{}, query, answer, query, answer, 1, 4},
-	} {
+	const stmt, query = "select $1::int as id, 'x' as ssn", "select 1 as id, 'x' as ssn"
+	prepare := encodeFrames(tb, &pgproto3.Parse{Name: "s1", Query: stmt}, &pgproto3.Describe{ObjectType: 'S', Name: "s1"}, &pgproto3.Sync{})
+	prepared := backendBytes(tb, &pgproto3.ParseComplete{}, &pgproto3.ParameterDescription{ParameterOIDs: []uint32{23}}, cols, idle)
+	bind := encodeFrames(tb, &pgproto3.Bind{PreparedStatement: "s1", ParameterFormatCodes: []int16{1}, Parameters: [][]byte{{0, 0, 0, 1}}, ResultFormatCodes: []int16{1, 0}}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	bound := backendBytes(tb, &pgproto3.BindComplete{}, row, done, idle)
+	parse := encodeFrames(tb, &pgproto3.Parse{Query: stmt}, &pgproto3.Bind{ParameterFormatCodes: []int16{1}, Parameters: [][]byte{{0, 0, 0, 1}}}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	parsed := backendBytes(tb, &pgproto3.ParseComplete{}, &pgproto3.BindComplete{}, cols, row, done, idle)
+	simple := encodeFrames(tb, &pgproto3.Query{String: query})
+	answer := backendBytes(tb, cols, row, done, idle)
+	execute, parseExecute, viaQuery := []gate.Via{gate.ViaExecute}, []gate.Via{gate.ViaParse, gate.ViaExecute}, []gate.Via{gate.ViaQuery}
+	return []roundTrip{
+		{"extended", nil, prepare, prepared, bind, bound, 3, 4, stmt, execute},
+		{"extended-masked", &ssnMasker{}, prepare, prepared, bind, bound, 3, 4, stmt, execute},
+		{"unnamed", nil, parse, parsed, parse, parsed, 5, 6, stmt, parseExecute},
+		{"unnamed-masked", &ssnMasker{}, parse, parsed, parse, parsed, 5, 6, stmt, parseExecute},
+		{"simple", nil, simple, answer, simple, answer, 1, 4, query, viaQuery},
+		{"simple-masked", &ssnMasker{}, simple, answer, simple, answer, 1, 4, query, viaQuery},
+	}
+}
+
+// start returns an offline relay that has relayed the case's setup and one round trip (which
+// may ask for the portal's columns), and a function that relays one more round trip.
+func (tc roundTrip) start(tb testing.TB) (*relay, func()) {
+	r, _ := offlineRelay(bytes.NewReader(nil), tc.masker)
+	r.out = newClientOut(io.Discard, r.recordFailed)
+	r.uw.Reset(io.Discard)
+	r.srv.Gate.Inspector = inspect.New(1000)
+	r.srv.Gate.Recorder = discardRecorder{}
+	ctx := context.Background()
+	r.cr, r.ur = newFrameReader(bytes.NewReader(tc.setup), 0), newFrameReader(bytes.NewReader(tc.setupRes), 0)
+	relayAll(tb, r)
+	r.cr, r.ur = newFrameReader(bytes.NewReader(tc.req), 0), newFrameReader(bytes.NewReader(tc.res), 0)
+	relayAll(tb, r)
+	r.cr, r.ur = newFrameReader(&loopReader{data: tc.req}, 0), newFrameReader(&loopReader{data: tc.res}, 0)
+	return r, func() {
+		for range tc.nReq {
+			fr, err := r.cr.next()
+			if err != nil {
+				tb.Fatal(err)
+			}
+			if _, err := r.fromClient(ctx, fr); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		for range tc.nRes {
+			fr, err := r.ur.next()
+			if err != nil {
+				tb.Fatal(err)
+			}
+			if err := r.fromUpstream(ctx, fr); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		if err := r.out.release(ctx, true); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRoundTrip relays one round trip of a statement whose shape the relay has seen
+// (roundTrips), through both sides, gate check and ledger submission (to a recorder that
+// keeps nothing) included: allocs/op is what the relay and the gate spend per statement.
+func BenchmarkRoundTrip(b *testing.B) {
+	for _, tc := range roundTrips(b) {
 		b.Run(tc.name, func(b *testing.B) {
-			r, _ := offlineRelay(bytes.NewReader(nil), tc.masker)
-			r.out = newClientOut(io.Discard, r.recordFailed)
-			r.uw.Reset(io.Discard)
-			r.srv.Gate.Inspector = inspect.New(1000)
-			ctx := context.Background()
-			r.cr, r.ur = newFrameReader(bytes.NewReader(tc.setup), 0), newFrameReader(bytes.NewReader(tc.setupRes), 0)
-			relayAll(b, r)
-			// The first round trip may ask for the portal's columns: not measured.
-			r.cr, r.ur = newFrameReader(bytes.NewReader(tc.req), 0), newFrameReader(bytes.NewReader(tc.res), 0)
-			relayAll(b, r)
-			r.cr, r.ur = newFrameReader(&loopReader{data: tc.req}, 0), newFrameReader(&loopReader{data: tc.res}, 0)
+			_, once := tc.start(b)
 			b.ReportAllocs()
 			for b.Loop() {
-				for range tc.nReq {
-					fr, err := r.cr.next()
-					if err != nil {
-						b.Fatal(err)
-					}
-					if _, err := r.fromClient(ctx, fr); err != nil {
-						b.Fatal(err)
-					}
-				}
-				for range tc.nRes {
-					fr, err := r.ur.next()
-					if err != nil {
-						b.Fatal(err)
-					}
-					if err := r.fromUpstream(ctx, fr); err != nil {
-						b.Fatal(err)
-					}
-				}
-				if err := r.out.release(ctx, true); err != nil {
-					b.Fatal(err)
-				}
+				once()
 			}
 		})
 	}
 }
 
 // relayAll relays every client message r.cr holds, then every upstream message r.ur holds.
-func relayAll(b *testing.B, r *relay) {
+func relayAll(b testing.TB, r *relay) {
 	ctx := context.Background()
 	for {
 		fr, err := r.cr.next()
@@ -349,7 +373,7 @@ func relayAll(b *testing.B, r *relay) {
 	}
 }
 
-func encodeFrames(b *testing.B, msgs ...pgproto3.FrontendMessage) []byte {
+func encodeFrames(b testing.TB, msgs ...pgproto3.FrontendMessage) []byte {
 	var out []byte
 	for _, m := range msgs {
 		var err error

@@ -495,3 +495,32 @@ func TestRevokedTokenEndsSession(t *testing.T) {
 		return false
 	})
 }
+
+// TestRoundTripAllocatesOnlyTheGates: relaying a statement whose shape the relay has seen
+// allocates nothing of the relay's own. A round trip allocates exactly what the gate's
+// checks and its record allocate when called directly with the same statement (the gate's
+// allocations are the gate's to cut; masking's are left out, they are the masker's).
+func TestRoundTripAllocatesOnlyTheGates(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range roundTrips(t) {
+		if tc.masker != nil {
+			continue
+		}
+		t.Run(tc.name, func(t *testing.T) {
+			r, once := tc.start(t)
+			relayed := testing.AllocsPerRun(500, once)
+			g := r.srv.Gate
+			direct := testing.AllocsPerRun(500, func() {
+				for _, via := range tc.checks {
+					c := g.Check(ctx, r.sess, tc.text, via)
+					if via != gate.ViaParse {
+						g.Finish(ctx, r.sess, c, gate.Outcome{Rows: 1, Bytes: 20})
+					}
+				}
+			})
+			if relayed != direct {
+				t.Errorf("a round trip allocates %v times, the gate's checks and record alone %v: the relay allocates %v per round trip", relayed, direct, relayed-direct)
+			}
+		})
+	}
+}
