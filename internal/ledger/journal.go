@@ -13,12 +13,15 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // The SQLite store's durable commit is an append to a commit log, not a SQLite transaction.
@@ -26,15 +29,17 @@ import (
 // A group commit used to be a SQLite transaction with synchronous=FULL: every event row
 // touched the events table and its eight indexes, SQLite wrote each changed page to its WAL
 // with its own pwrite and then fsync'd. Under pgbench that was most of the proxy's CPU and
-// the latency every statement waited for. Now a group commit is one write(2) of the batch's
-// framed records to an append-only file plus one fdatasync(2); the SQLite rows (chain and
+// the latency every statement waited for. Now a group commit is one write of the batch's
+// framed records to an append-only file (a copy into the file's shared mapping, which puts
+// them in the page cache as write(2) would, without the system call: see journal.put) plus
+// one fdatasync(2); the SQLite rows (chain and
 // search indexes) are derived from the log right after, off the callers' path, in larger
 // transactions that need no fsync of their own.
 //
 // The rules that keep this safe:
 //   - A record is acknowledged (Append returns) only after its frame is fdatasync'd, or,
 //     for a CommitWritten batch (ledger.durability sensitive: plain reads and the like),
-//     once write(2) has put it in the page cache, where a crash or kill -9 of the process
+//     once its frame is in the page cache (copied into the mapped file), where a crash or kill -9 of the process
 //     cannot lose it; a syncer then fdatasyncs it within MaxSyncDelay.
 //   - Each frame carries its length and a CRC-32C, so a frame torn by a crash (never
 //     acknowledged) ends the replay of its file instead of being taken for data.
@@ -246,6 +251,7 @@ type journal struct {
 	syncFault error
 
 	f     *os.File // the file being written, nil before the first append
+	m     []byte   // f mapped shared, for writing frames without a write(2) (see put)
 	ack   *os.File // its acknowledged-offset file (see writeAck)
 	ackM  []byte   // ack mapped in memory, shared with the page cache
 	name  string
@@ -313,7 +319,7 @@ func (j *journal) probe() error {
 // (and every write before it); on failure it cuts the file back so that nothing of buf can
 // be replayed.
 func (j *journal) write(buf []byte, sync bool) error {
-	if _, err := j.f.WriteAt(buf, j.off); err != nil {
+	if err := j.put(buf); err != nil {
 		return j.fail(fmt.Errorf("write ledger log %s: %w", j.name, err), len(buf))
 	}
 	if sync {
@@ -337,6 +343,36 @@ func (j *journal) write(buf []byte, sync bool) error {
 	return nil
 }
 
+// put copies buf into the log at the end of the acknowledged frames.
+//
+// The log file is mapped shared and buf is copied into the mapping: the bytes are then in
+// the file's pages in the page cache, exactly where write(2) would have put them, so a
+// crash or kill -9 of the process cannot lose them and fdatasync flushes them (a store
+// through a shared mapping marks its page dirty). A write(2) cost more CPU than all the
+// rest of a plain read's commit (measured here: 6.7 µs of CPU per 700-byte pwrite into a
+// zero-filled file, 0.22 µs per copy into its mapping, fdatasync every 3,000 included).
+// The file's blocks were written (zero-filled) and synced when it was created, so a store
+// needs no block allocation; should one fault all the same (a copy-on-write file system
+// out of space, the file cut short by someone else), the fault is turned into an error
+// (debug.SetPanicOnFault) and the log is cut back as after a failed write(2). A batch
+// larger than what the mapping has left (only a segment's first batch can be) is written
+// with write(2).
+func (j *journal) put(buf []byte) (err error) {
+	end := j.off + int64(len(buf))
+	if j.m == nil || end > int64(len(j.m)) {
+		_, err = j.f.WriteAt(buf, j.off)
+		return err
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("memory fault writing the mapped log: %v", r)
+		}
+	}()
+	copy(j.m[j.off:end], buf)
+	return nil
+}
+
 // writeAck publishes how far f is acknowledged, for readers in other processes (the CLI):
 // they store frames up to there, never a frame whose sync may still fail and be cut off.
 // It is not synced (after a crash the log itself is the truth) and a failure only delays
@@ -345,9 +381,20 @@ func (j *journal) write(buf []byte, sync bool) error {
 // The file is mapped shared, so publishing is two stores into the page cache, not a
 // write(2) per commit (a sixth of the commit path's syscalls). A reader that catches the
 // stores half done sees a torn value and reads 0, as it would before the first commit.
+//
+// The stores are atomic, so another process never sees the offset before the frames it
+// covers (put copies them with plain stores; write(2) used to be the barrier).
 func (j *journal) writeAck() {
-	binary.LittleEndian.PutUint64(j.ackM[8:], ^uint64(j.off))
-	binary.LittleEndian.PutUint64(j.ackM[:8], uint64(j.off))
+	atomic.StoreUint64((*uint64)(unsafe.Pointer(&j.ackM[8])), nativeLE(^uint64(j.off)))
+	atomic.StoreUint64((*uint64)(unsafe.Pointer(&j.ackM[0])), nativeLE(uint64(j.off)))
+}
+
+// nativeLE returns the value whose in-memory form is v's little-endian encoding, the
+// acknowledged-offset file's format, whatever the machine's byte order.
+func nativeLE(v uint64) uint64 {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], v)
+	return binary.NativeEndian.Uint64(b[:])
 }
 
 // ackSize is the length of an acknowledged-offset file: the offset and its complement.
@@ -369,6 +416,14 @@ func openAck(name string) (*os.File, []byte, error) {
 		return nil, nil, fmt.Errorf("map %s: %w", ack.Name(), err)
 	}
 	return ack, m, nil
+}
+
+// unmap releases a log file's mapping (nil: none); what was copied into it stays in the
+// page cache.
+func unmap(m []byte) {
+	if m != nil {
+		syscall.Munmap(m) //nolint:errcheck // only fails for a bad mapping, which this is not
+	}
 }
 
 // closeAck unmaps and closes an acknowledged-offset file.
@@ -459,7 +514,7 @@ func (j *journal) ready(n int64) error {
 		return lf.err
 	}
 	j.files++
-	j.f, j.ack, j.ackM, j.name, j.size, j.off = lf.f, lf.ack, lf.ackM, lf.name, lf.size, int64(len(journalMagic))
+	j.f, j.m, j.ack, j.ackM, j.name, j.size, j.off = lf.f, lf.m, lf.ack, lf.ackM, lf.name, lf.size, int64(len(journalMagic))
 	j.writeAck()
 	return nil
 }
@@ -477,6 +532,7 @@ func (j *journal) prepareNext() {
 // durable in the directory.
 type logFile struct {
 	f, ack *os.File
+	m      []byte // f, mapped shared
 	ackM   []byte // ack, mapped
 	name   string
 	size   int64
@@ -522,11 +578,16 @@ func createLog(dir, token string, size int64) logFile {
 	if err := syncDir(dir); err != nil {
 		return fail(f, name, err)
 	}
+	m, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		return fail(f, name, fmt.Errorf("map %s: %w", name, err))
+	}
 	ack, ackM, err := openAck(name)
 	if err != nil {
+		unmap(m)
 		return fail(f, name, err)
 	}
-	return logFile{f: f, ack: ack, ackM: ackM, name: name, size: size}
+	return logFile{f: f, m: m, ack: ack, ackM: ackM, name: name, size: size}
 }
 
 // rotate syncs and closes the current file (its records stay queued) so the next append
@@ -546,9 +607,10 @@ func (j *journal) rotate() error {
 	j.pending.seal(j.name)
 	// The flock goes with the descriptor; the file stays until materialized. Another
 	// process opening the store meanwhile would replay it, which is idempotent.
+	unmap(j.m)
 	j.f.Close()
 	closeAck(j.ack, j.ackM)
-	j.f, j.ack, j.ackM, j.name, j.off = nil, nil, nil, "", 0
+	j.f, j.m, j.ack, j.ackM, j.name, j.off = nil, nil, nil, nil, "", 0
 	return err
 }
 
@@ -611,6 +673,7 @@ func (j *journal) close() {
 	}
 	if j.next != nil {
 		if lf := <-j.next; lf.err == nil {
+			unmap(lf.m)
 			lf.f.Close()
 			closeAck(lf.ack, lf.ackM)
 			os.Remove(lf.name)

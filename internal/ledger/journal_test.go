@@ -25,8 +25,11 @@ func (s *SQLiteStore) crash() {
 	s.ix.mu.Unlock()
 	s.wmu.Lock()
 	if s.jr.f != nil {
+		// The mapping holds the file (and its lock) as the descriptor does; a dead
+		// process has neither.
+		unmap(s.jr.m)
 		s.jr.f.Close()
-		s.jr.f = nil
+		s.jr.f, s.jr.m = nil, nil
 	}
 	s.wmu.Unlock()
 	s.db.Close()
@@ -287,5 +290,37 @@ func TestCommitLogRotation(t *testing.T) {
 	}
 	if m, _ := filepath.Glob(filepath.Join(journalDir(filepath.Join(dir, SQLiteFile)), "*")); len(m) != 0 {
 		t.Fatalf("files left in the log directory after a clean close: %v", m)
+	}
+}
+
+// TestMappedLogFaultFailsClosed: the commit log is written through a shared mapping of the
+// file; if a store into it faults (here the file is cut short under the mapping, as a full
+// copy-on-write file system would fault it), the record is refused and the ledger turns
+// unhealthy instead of the process dying.
+func TestMappedLogFaultFailsClosed(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	l := newLedger(t, &testStore{Store: s, dir: dir}, Options{CheckpointEvery: 1 << 30})
+	fill(t, l, 3)
+	s.wmu.Lock()
+	if s.jr.m == nil {
+		s.wmu.Unlock()
+		t.Fatal("the commit log is not mapped")
+	}
+	err = s.jr.f.Truncate(0)
+	s.wmu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Record(ctx, stmtEvent("alice", "SELECT", "SELECT 1", nil, nil)); err == nil || !strings.Contains(err.Error(), "fault") {
+		t.Fatalf("a record written over a faulting mapping: %v", err)
+	}
+	if l.Healthy() == nil {
+		t.Fatal("the ledger is healthy after a failed write")
 	}
 }
