@@ -264,6 +264,24 @@ func (f *frameReader) next() ([]byte, error) {
 	return frame, nil
 }
 
+// nextBuffered returns the next message when it is of type typ and already read whole, nil
+// otherwise (without reading: next then takes it), so a run of messages of one type (the
+// rows of a COPY) can be relayed in one loop.
+func (f *frameReader) nextBuffered(typ byte) []byte {
+	b := f.rb[f.r:f.w]
+	if len(b) < 5 || b[0] != typ {
+		return nil
+	}
+	total := int(binary.BigEndian.Uint32(b[1:])) + 1
+	if total < 5 || total > len(b) || total-1 > f.max {
+		return nil
+	}
+	f.release()
+	f.r += total
+	f.n += int64(total)
+	return b[:total:total]
+}
+
 // buffered reports whether more input is already waiting, so writers can delay a flush
 // until a burst (a pipeline) has been relayed.
 func (f *frameReader) buffered() int { return f.w - f.r }

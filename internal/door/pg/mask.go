@@ -155,21 +155,30 @@ func (r *relay) copyData(ctx context.Context, p *pending, frame []byte) error {
 		return nil
 	}
 	if fm, ok := p.copyMask.(copyFrameMasker); ok {
-		// The masked message is appended straight to the client's output: one copy.
-		dst := r.out.tail(len(frame) + copySlack)
-		buf, n, err := fm.MaskCopyData(dst, frame[5:])
-		if err != nil {
-			return r.copyFailed(ctx, p, err)
+		for {
+			// The masked message is appended straight to the client's output: one copy.
+			dst := r.out.tail(len(frame) + copySlack)
+			buf, n, err := fm.MaskCopyData(dst, frame[5:])
+			if err != nil {
+				return r.copyFailed(ctx, p, err)
+			}
+			if n == 0 {
+				p.out.Bytes += int64(len(frame))
+				r.emit(frame)
+			} else {
+				p.out.Masked += int64(n)
+				p.out.Bytes += int64(len(buf) - len(dst))
+				r.out.commit(buf)
+			}
+			// The rows already read are relayed here rather than one by one through the
+			// upstream loop, within the loop's bound on output held back for records.
+			if r.out.holding() > outHoldMax {
+				return nil
+			}
+			if frame = r.ur.nextBuffered('d'); frame == nil {
+				return nil
+			}
 		}
-		if n == 0 {
-			p.out.Bytes += int64(len(frame))
-			r.emit(frame)
-			return nil
-		}
-		p.out.Masked += int64(n)
-		p.out.Bytes += int64(len(buf) - len(dst))
-		r.out.commit(buf)
-		return nil
 	}
 	data, n, err := p.copyMask.MaskData(frame[5:])
 	if err != nil {
