@@ -127,6 +127,10 @@ type Console struct {
 	sensitiveAt time.Time
 	// exportBatch is how many events an export reads per search (exportBatch).
 	exportBatch int
+	// dataMapCache is the data map's last counts of readers; dataMapMu is held while they
+	// are read or counted, so concurrent viewers count them once.
+	dataMapMu    sync.Mutex
+	dataMapCache *dataMapReaders
 }
 
 // The console's ledger event types. Decisions on approval requests are recorded by the

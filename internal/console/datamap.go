@@ -60,15 +60,33 @@ type classReaders struct {
 
 type dataMapData struct {
 	// Profile is the masking profile of viewers the policy does not show raw values.
-	Profile   string
-	Targets   []dataMapTarget
-	Readers   []classReaders
+	Profile string
+	Targets []dataMapTarget
+	Readers []classReaders
+	// ReadersAt is when the readers were counted (they are reused for dataMapTTL).
+	ReadersAt time.Time
 	MayScan   bool
 	Rescanned string
 }
 
 // dataMapWindow is the period the data map counts readers over.
 const dataMapWindow = 30 * 24 * time.Hour
+
+// dataMapTTL is how long the data map's counts of readers are reused: they aggregate a month
+// of the ledger (up to dataMapEvents events per class, and the class index), about a second
+// at half a million events on a loaded 2-core machine, too much to redo for every view of a
+// month-long picture.
+const dataMapTTL = time.Minute
+
+// dataMapReaders are the data map's counts of readers, as last computed.
+type dataMapReaders struct {
+	// key names the targets' sensitive tables and classes they cover: a rescan that finds
+	// other columns needs them counted again.
+	key     string
+	at      time.Time
+	tables  map[string][]tableReaders // by target
+	classes []classReaders
+}
 
 // dataMapPage shows, per target, the sensitive columns the catalog found (class, confidence,
 // evidence, whether the policy file overrides it) and, per class, who read it in the last
@@ -109,41 +127,89 @@ func (c *Console) dataMapPage(w http.ResponseWriter, v *viewer) {
 		}
 		d.Targets = append(d.Targets, t)
 	}
+	r := c.monthOfReaders(ctx, d.Targets, classes)
+	for i := range d.Targets {
+		d.Targets[i].Tables = r.tables[d.Targets[i].Name]
+	}
+	d.Readers, d.ReadersAt = r.classes, r.at
+	c.render(w, http.StatusOK, "datamap", page{Title: "Data map", Nav: "datamap", Viewer: v, Data: d})
+}
+
+// monthOfReaders returns who read the targets' sensitive tables and each class in the last
+// dataMapWindow: the counts computed less than dataMapTTL ago for the same tables and
+// classes, else new ones (the per-table and the per-class counts read concurrently). A
+// viewer arriving while they are being counted waits for them rather than count again.
+func (c *Console) monthOfReaders(ctx context.Context, targets []dataMapTarget, classes map[string]bool) *dataMapReaders {
+	var kb strings.Builder
+	for _, t := range targets {
+		for _, col := range t.Columns {
+			fmt.Fprintf(&kb, "%s\x00%s.%s\x00%s\n", t.Name, col.Schema, col.Table, col.Class)
+		}
+	}
+	key := kb.String()
+	c.dataMapMu.Lock()
+	defer c.dataMapMu.Unlock()
 	now := c.opts.Now()
-	c.tableReaders(ctx, d.Targets, classes, ledger.TimeRange{From: now.Add(-dataMapWindow), To: now})
+	if r := c.dataMapCache; r != nil && r.key == key && !now.Before(r.at) && now.Sub(r.at) < dataMapTTL {
+		return r
+	}
+	window := ledger.TimeRange{From: now.Add(-dataMapWindow), To: now}
+	counted := slices.Clone(targets)
+	tablesOK := make(chan bool, 1)
+	go func() { tablesOK <- c.tableReaders(ctx, counted, classes, window) }()
+	perClass, classesOK := c.classReaders(ctx, classes, window)
+	tablesDone := <-tablesOK
+	r := &dataMapReaders{key: key, at: now, tables: map[string][]tableReaders{}, classes: perClass}
+	for _, t := range counted {
+		r.tables[t.Name] = t.Tables
+	}
+	if tablesDone && classesOK {
+		c.dataMapCache = r
+	}
+	return r
+}
+
+// classReaders counts who read each class in window, by identity kind. ok is false when a
+// class could not be counted (it is left out).
+func (c *Console) classReaders(ctx context.Context, classes map[string]bool, window ledger.TimeRange) (out []classReaders, ok bool) {
 	names := make([]string, 0, len(classes))
 	for k := range classes {
 		names = append(names, k)
 	}
 	slices.Sort(names)
+	ok = true
 	for _, class := range names {
-		rows, err := c.opts.Events.PIIReaders(ctx, class, ledger.TimeRange{From: now.Add(-dataMapWindow), To: now})
+		rows, err := c.opts.Events.PIIReaders(ctx, class, window)
 		if err != nil {
 			c.opts.Log.Error("console: data map readers", "class", class, "err", err)
+			ok = false
 			continue
 		}
 		cr := classReaders{Class: class, ByKind: map[string]int64{}, People: len(rows)}
 		for _, r := range rows {
 			cr.ByKind[r.IdentityKind] += r.Statements
 		}
-		d.Readers = append(d.Readers, cr)
+		out = append(out, cr)
 	}
-	c.render(w, http.StatusOK, "datamap", page{Title: "Data map", Nav: "datamap", Viewer: v, Data: d})
+	return out, ok
 }
 
 // tableReaders fills in, for each target's sensitive tables and classes, who read them in r
 // by identity kind. It aggregates the statement events touching each class (the newest
 // dataMapEvents of them) from the sensitive columns each statement recorded, so a class
-// counts for a table only when a column of that table with that class was read.
-func (c *Console) tableReaders(ctx context.Context, targets []dataMapTarget, classes map[string]bool, r ledger.TimeRange) {
+// counts for a table only when a column of that table with that class was read. It reports
+// whether every class could be read.
+func (c *Console) tableReaders(ctx context.Context, targets []dataMapTarget, classes map[string]bool, r ledger.TimeRange) bool {
 	type key struct{ target, table, class string }
 	acc := map[key]*tableReaders{}
 	seen := map[key]map[string]bool{}
 	capped := map[string]bool{}
+	ok := true
 	for class := range classes {
 		evs, err := c.opts.Events.Search(ctx, ledger.Query{Type: ledger.EventStatement, Class: class, From: r.From, To: r.To, Limit: dataMapEvents})
 		if err != nil {
 			c.opts.Log.Error("console: data map table readers", "class", class, "err", err)
+			ok = false
 			continue
 		}
 		capped[class] = len(evs) == dataMapEvents
@@ -196,6 +262,7 @@ func (c *Console) tableReaders(ctx context.Context, targets []dataMapTarget, cla
 			return strings.Compare(a.Class, b.Class)
 		})
 	}
+	return ok
 }
 
 // rescan scans a target's catalog again now (approvers).

@@ -2,6 +2,10 @@ package console
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,5 +55,79 @@ func TestTableReaders(t *testing.T) {
 	}
 	if tr := got["public.staff phone"]; tr.People["human"] != 1 || tr.Statements["human"] != 1 {
 		t.Errorf("staff phone: %+v", tr)
+	}
+}
+
+// stubCatalog is a catalog whose scan finds the columns it is given.
+type stubCatalog struct{ cols []classify.Entry }
+
+func (s *stubCatalog) Snapshot(context.Context, string) (*classify.Snapshot, error) {
+	return &classify.Snapshot{ScannedAt: time.Now(), Entries: s.cols}, nil
+}
+
+func (s *stubCatalog) Refresh(ctx context.Context, target string) (*classify.Snapshot, error) {
+	return s.Snapshot(ctx, target)
+}
+
+// The data map's month of readers is counted once a minute, not for every view: a read
+// recorded since shows once the counts are a minute old, or at once when a rescan found other
+// sensitive columns (whose readers the counts lack).
+func TestDataMapReadersReused(t *testing.T) {
+	c, led := testConsole(t)
+	ctx := context.Background()
+	entry := func(table, column string) classify.Entry {
+		e := classify.Entry{Schema: "public", Table: table, Column: column, Override: true}
+		e.Class = "email"
+		return e
+	}
+	cat := &stubCatalog{cols: []classify.Entry{entry("customers", "email")}}
+	c.opts.Catalog, c.opts.Targets = cat, func() []string { return []string{"main"} }
+	clock := time.Now()
+	c.opts.Now = func() time.Time { return clock }
+	read := func(table string) {
+		t.Helper()
+		ev := &ledger.Event{Type: ledger.EventStatement, Time: clock.Add(-time.Hour), Subject: "ann", IdentityKind: "human", Target: "main", Decision: "allow",
+			Statements: []ledger.Statement{{Kind: "SELECT", Category: "read", Redacted: "SELECT email FROM " + table,
+				TablesRead: []string{"public." + table}, Sensitive: map[string]string{"public." + table + ".email": "email"}}}}
+		if err := led.Record(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// humans is the human readers cell of table's row: "identities (statements)".
+	humans := func(table string) string {
+		t.Helper()
+		w := httptest.NewRecorder()
+		c.dataMapPage(w, &viewer{session: viewerIn("auditors"), r: httptest.NewRequest(http.MethodGet, "/console/datamap", nil)})
+		body := w.Body.String()
+		row := `data-table="public.` + table + `" data-class="email">`
+		i := strings.Index(body, row)
+		if w.Code != http.StatusOK || i < 0 {
+			t.Fatalf("data map: HTTP %d, no row for %s:\n%s", w.Code, table, body)
+		}
+		m := regexp.MustCompile(`<td class="human">([^<]*)</td>`).FindStringSubmatch(body[i:])
+		return m[1]
+	}
+	read("customers")
+	if got := humans("customers"); got != "1 (1)" {
+		t.Fatalf("customers' human readers: %q, want 1 (1)", got)
+	}
+	read("customers")
+	clock = clock.Add(dataMapTTL / 2)
+	if got := humans("customers"); got != "1 (1)" {
+		t.Fatalf("within a minute the counts are reused, got %q", got)
+	}
+	clock = clock.Add(dataMapTTL)
+	if got := humans("customers"); got != "1 (2)" {
+		t.Fatalf("a minute later the counts are new, got %q, want 1 (2)", got)
+	}
+	// A rescan that finds another sensitive column: counted at once.
+	read("staff")
+	read("customers")
+	cat.cols = append(cat.cols, entry("staff", "email"))
+	if got := humans("staff"); got != "1 (1)" {
+		t.Fatalf("a newly found column's readers: %q, want 1 (1)", got)
+	}
+	if got := humans("customers"); got != "1 (3)" {
+		t.Fatalf("recounted with it, customers' readers: %q, want 1 (3)", got)
 	}
 }
