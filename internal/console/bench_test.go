@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/approval"
+	"github.com/gatehouse/gatehouse/internal/classify"
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/ledger"
@@ -74,7 +75,11 @@ func BenchmarkPages(b *testing.B) {
 	}
 	c, err := New(Options{Auth: &identity.Chain{}, Ledger: discard{}, Events: st, Approvals: apr, Live: live.New(),
 		OIDC: func() []config.OIDC { return nil }, URL: func() string { return "http://127.0.0.1/console/" }, EvidenceKey: key,
-		Instance: "synthetic", Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return now }})
+		Instance: "synthetic", Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return now },
+		// The synthetic load's sensitive column, as the catalog would find it.
+		Catalog: &stubCatalog{cols: []classify.Entry{{Schema: "public", Table: "customers", Column: "email", Override: true,
+			Classification: classify.Classification{Class: "email", Confidence: 1}}}},
+		Targets: func() []string { return []string{"main"} }})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -96,6 +101,10 @@ func BenchmarkPages(b *testing.B) {
 		{"question/pii-readers-quarter", "/console/audit/questions/pii-readers?ask=1&class=pii&from=" + from + "&to=" + to, c.questionPage, "pii-readers"},
 		{"question/agents-week", "/console/audit/questions/agents?ask=1&table=customers&from=" + week + "&to=" + to, c.questionPage, "agents"},
 		{"overview", "/console/", c.overview, ""},
+		// The data map reuses its month of readers for a minute: "datamap" is a view within
+		// it, "datamap/counting" one that counts them.
+		{"datamap", "/console/datamap", c.dataMapPage, ""},
+		{"datamap/counting", "/console/datamap", func(w http.ResponseWriter, v *viewer) { c.dataMapCache = nil; c.dataMapPage(w, v) }, ""},
 	}
 	for _, p := range pages {
 		b.Run(p.name, func(b *testing.B) {
