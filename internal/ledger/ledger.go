@@ -465,7 +465,15 @@ func (l *Ledger) enqueue(ctx context.Context, r request) (lead bool, err error) 
 // session waits inside Submit for an fdatasync or a signature.
 func (l *Ledger) leadInline() {
 	if !l.chainMu.TryLock() {
-		l.wakeWriter()
+		// A holder that is leading takes the queue again (or wakes the writer) after it
+		// last looks at it under qmu, which is after this record was queued: waking the
+		// writer too would only make it find the queue empty.
+		l.qmu.Lock()
+		led := l.leading
+		l.qmu.Unlock()
+		if !led {
+			l.wakeWriter()
+		}
 		return
 	}
 	l.qmu.Lock()

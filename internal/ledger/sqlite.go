@@ -479,8 +479,11 @@ func (s *SQLiteStore) Append(ctx context.Context, recs []Record, cps []Checkpoin
 	s.wmu.Lock()
 	err := s.jr.append(rows, cps, c)
 	if err == nil {
-		for _, r := range rows {
-			s.heads[r.instance] = chainHead{r.seq, r.hash}
+		// A batch's rows are in chain order: the last of each instance is its head.
+		for i := range rows {
+			if r := &rows[i]; i == len(rows)-1 || rows[i+1].instance != r.instance {
+				s.heads[r.instance] = chainHead{r.seq, r.hash}
+			}
 		}
 	}
 	s.wmu.Unlock()
