@@ -324,3 +324,45 @@ func TestMappedLogFaultFailsClosed(t *testing.T) {
 		t.Fatal("the ledger is healthy after a failed write")
 	}
 }
+
+// TestSyncerSkipsWhenNothingWasWritten: the syncer fdatasyncs written records once, and not
+// again while nothing more is written (an idle ledger costs no sync), nor after a record
+// that was synced before its Ack.
+func TestSyncerSkipsWhenNothingWasWritten(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	l := newLedger(t, &testStore{Store: s, dir: dir}, Options{CheckpointEvery: 1 << 30})
+	syncs := func() int {
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+		return s.bgSyncs
+	}
+	fill(t, l, 3) // plain reads: written, left to the syncer
+	s.syncWritten()
+	after := syncs()
+	if after == 0 {
+		t.Fatal("written records were not synced")
+	}
+	for range 3 {
+		s.syncWritten()
+	}
+	denied := stmtEvent("alice", "SELECT", "SELECT 1", nil, nil)
+	denied.Decision = "deny"
+	if err := l.Record(ctx, denied); err != nil { // synced before its Ack
+		t.Fatal(err)
+	}
+	s.syncWritten()
+	if n := syncs(); n != after {
+		t.Fatalf("the syncer synced %d more times with nothing written since its last sync", n-after)
+	}
+	fill(t, l, 1)
+	s.syncWritten()
+	if syncs() == after {
+		t.Fatal("a new written record was not synced")
+	}
+}

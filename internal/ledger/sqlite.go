@@ -222,6 +222,8 @@ type SQLiteStore struct {
 	syncQuit chan struct{}
 	syncDone chan struct{}
 	syncStop sync.Once
+	// bgSyncs counts the syncer's fdatasyncs (guarded by wmu), to tell when it syncs.
+	bgSyncs int
 }
 
 // syncGather is how long the syncer lets written batches accumulate before one fdatasync
@@ -315,7 +317,8 @@ type syncRun struct {
 }
 
 // syncWritten fdatasyncs the log's written frames without holding the writer mutex during
-// the sync.
+// the sync. When nothing was written since the last sync (of any kind) it does nothing:
+// an idle ledger costs no fdatasync.
 func (s *SQLiteStore) syncWritten() {
 	s.wmu.Lock()
 	fd, gen, err := s.jr.beginSync()
@@ -325,6 +328,9 @@ func (s *SQLiteStore) syncWritten() {
 	}
 	run := &syncRun{done: make(chan struct{})}
 	s.inflight = run
+	if fd >= 0 {
+		s.bgSyncs++
+	}
 	s.wmu.Unlock()
 	if fd >= 0 {
 		err = fdatasyncFD(fd)
