@@ -78,7 +78,7 @@ type Entry struct {
 	removed    atomic.Bool
 
 	recentMu sync.Mutex
-	recent   [recentStatements]Statement // a ring; next is where the next one goes
+	recent   [RecentStatements]Statement // a ring; next is where the next one goes
 	next     int
 }
 
@@ -110,8 +110,8 @@ type Statement struct {
 // Refused reports whether policy refused the statement (held ones included).
 func (s Statement) Refused() bool { return s.Decision != "" && s.Decision != "allow" }
 
-// recentStatements is how many statements a live session keeps for its live view.
-const recentStatements = 50
+// RecentStatements is how many statements a live session keeps for its live view.
+const RecentStatements = 50
 
 // Count adds one finished statement to the session's totals and recent statements.
 func (e *Entry) Count(st Statement) {
@@ -131,7 +131,7 @@ func (e *Entry) Count(st Statement) {
 		e.reg.refused.Add(1)
 	}
 	e.recentMu.Lock()
-	e.recent[e.next%recentStatements] = st
+	e.recent[e.next%RecentStatements] = st
 	e.next++
 	e.recentMu.Unlock()
 	e.reg.version.Add(1)
@@ -165,10 +165,10 @@ func (e *Entry) Ended() bool { return e.removed.Load() }
 func (e *Entry) Recent() []Statement {
 	e.recentMu.Lock()
 	defer e.recentMu.Unlock()
-	n := min(e.next, recentStatements)
+	n := min(e.next, RecentStatements)
 	out := make([]Statement, 0, n)
 	for i := 1; i <= n; i++ {
-		out = append(out, e.recent[(e.next-i)%recentStatements])
+		out = append(out, e.recent[(e.next-i)%RecentStatements])
 	}
 	return out
 }

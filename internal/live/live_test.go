@@ -19,20 +19,20 @@ func TestRegistryAddCountEndRemove(t *testing.T) {
 	if rec, ok := r.Recent("a"); !ok || len(rec) != 2 || rec[0].Text != "DELETE FROM t" || !rec[0].Refused() || rec[1].Rows != 5 {
 		t.Fatalf("recent = %+v", rec)
 	}
-	for i := 0; i < 2*recentStatements; i++ {
+	for i := 0; i < 2*RecentStatements; i++ {
 		a.Count(Statement{Text: "SELECT 1", Decision: "allow"})
 	}
-	if rec, _ := r.Recent("a"); len(rec) != recentStatements {
-		t.Fatalf("recent keeps %d statements, want %d", len(rec), recentStatements)
+	if rec, _ := r.Recent("a"); len(rec) != RecentStatements {
+		t.Fatalf("recent keeps %d statements, want %d", len(rec), RecentStatements)
 	}
 	if r.Version() == v {
 		t.Fatal("counting did not change the version")
 	}
-	if tot := r.Totals(); tot != (Totals{Statements: 2 + 2*recentStatements, Refused: 1}) {
+	if tot := r.Totals(); tot != (Totals{Statements: 2 + 2*RecentStatements, Refused: 1}) {
 		t.Fatalf("totals %+v", tot)
 	}
 	list := r.List()
-	if len(list) != 2 || list[0].ID != "a" || list[0].Statements != 2+2*recentStatements || list[0].Rows != 5 {
+	if len(list) != 2 || list[0].ID != "a" || list[0].Statements != 2+2*RecentStatements || list[0].Rows != 5 {
 		t.Fatalf("list = %+v", list)
 	}
 	if _, err := r.End("a", "sec"); err != nil {

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"io"
 	"strconv"
 	"strings"
 	"testing"
@@ -69,7 +70,29 @@ func TestConsoleSharedStore(t *testing.T) {
 	if sum, _ := strconv.Atoi(br.text("#statements")); sum != ownB+onA || ownB != 0 {
 		t.Fatalf("B's overview: %d statements in all, %d on B, %d on A", sum, ownB, onA)
 	}
-	br.do(chromedp.Navigate(e.url+"sessions"), chromedp.WaitVisible(chromedp.CSS("#sessions")))
+	// A session on A, opened on B's console, shows its statements as A records them in the
+	// shared ledger, the next one without a reload, and that it ended.
+	inter := e.psql(t, dana, "interactive-on-a", "-f", "-")
+	if _, err := io.WriteString(inter.stdin, "SELECT 1 AS first_statement;\n"); err != nil {
+		t.Fatal(err)
+	}
+	open := `//tr[contains(@class,"session")][contains(., "interactive-on-a")]//a[contains(@class,"open")]`
+	br.do(chromedp.Navigate(e.url+"sessions"), chromedp.WaitVisible(chromedp.Search(open)), chromedp.Click(chromedp.Search(open)),
+		chromedp.WaitVisible(chromedp.CSS("#session-remote")))
+	run(br, chromedp.Poll[bool](`[...document.querySelectorAll("#statements tr.statement")].some(tr => tr.textContent.includes("first_statement"))`,
+		chromedp.WithPollingTimeout(30*time.Second)))
+	if _, err := io.WriteString(inter.stdin, "DROP TABLE second_statement;\n"); err != nil {
+		t.Fatal(err)
+	}
+	run(br, chromedp.Poll[bool](`document.querySelectorAll("#statements tr.statement.refused").length === 1`, chromedp.WithPollingTimeout(30*time.Second)))
+	if got := br.text("#statements tr.statement.refused"); !strings.Contains(got, "DROP TABLE second_statement") || !strings.Contains(got, "no-drops") {
+		t.Fatalf("the remote session's refused statement: %q", got)
+	}
+	inter.stdin.Close()
+	_ = inter.wait(t)
+	br.do(chromedp.WaitVisible(chromedp.CSS("#session-ended")))
+
+	br.do(chromedp.Navigate(e.url+"sessions"), chromedp.WaitVisible(chromedp.CSS("#sessions")), chromedp.WaitNotPresent(chromedp.CSS(`tr.session`)))
 	ps := e.psql(t, dana, "on-instance-a", "-c", "SELECT pg_sleep(120)")
 	// The row arrives over server-sent events from the other instance, without a reload.
 	br.do(chromedp.WaitVisible(chromedp.CSS(`tr.session button.end`)))
