@@ -219,11 +219,11 @@ func (x *sqliteIndexer) storeTerms(ctx context.Context) error {
 		keys = append(keys, k)
 	}
 	slices.SortFunc(keys, func(a, b termKey) int { return cmp.Or(strings.Compare(a.term, b.term), cmp.Compare(a.seg, b.seg)) })
-	args := x.bulkArgs[:0]
+	args := x.termArgs[:0]
 	defer func() {
 		clear(args)
 		clear(keys)
-		x.bulkArgs, x.termKeys = args[:0], keys[:0]
+		x.termArgs, x.termKeys = args[:0], keys[:0]
 	}()
 	for len(keys) > 0 {
 		n := min(len(keys), termChunk)

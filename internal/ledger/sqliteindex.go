@@ -77,8 +77,9 @@ type sqliteIndexer struct {
 	bulkArgs []any
 	bulkRows []bulkRow
 	bulkSQL  map[int]string
-	// termKeys and termSQL are storeTerms' buffer and statements.
+	// termKeys, termArgs and termSQL are storeTerms' buffers and statements.
 	termKeys []termKey
+	termArgs []any
 	termSQL  map[int]string
 	// busyTimeout, when set (tests), replaces the store's lock wait on this connection.
 	busyTimeout time.Duration
