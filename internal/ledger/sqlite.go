@@ -326,6 +326,7 @@ func (s *SQLiteStore) syncWritten() {
 		s.wmu.Unlock()
 		return
 	}
+	name, off := s.jr.name, s.jr.off
 	run := &syncRun{done: make(chan struct{})}
 	s.inflight = run
 	if fd >= 0 {
@@ -338,6 +339,9 @@ func (s *SQLiteStore) syncWritten() {
 	}
 	s.wmu.Lock()
 	s.jr.endSync(gen, err)
+	if err == nil {
+		s.jr.dropSynced(name, off)
+	}
 	s.inflight = nil
 	close(run.done)
 	s.wmu.Unlock()
