@@ -438,23 +438,33 @@ func closeAck(f *os.File, m []byte) {
 }
 
 // readAck returns the acknowledged end of the log file path, as its writer published it
-// (0 when it has published none or the value is torn by a concurrent write).
+// (0 when it has published none). A value torn by a concurrent write (the offset and its
+// complement disagree) is read again: the writer's two stores follow each other at once,
+// and returning 0 would hide from a reader what was acknowledged before it asked.
 func readAck(path string) int64 {
 	f, err := os.Open(ackPath(path))
 	if err != nil {
 		return 0
 	}
 	defer f.Close()
-	var b [16]byte
-	if _, err := io.ReadFull(f, b[:]); err != nil {
-		return 0
+	var b [ackSize]byte
+	for range ackReads {
+		if _, err := f.ReadAt(b[:], 0); err != nil {
+			return 0
+		}
+		v, c := binary.LittleEndian.Uint64(b[:]), binary.LittleEndian.Uint64(b[8:])
+		if v == ^c {
+			return int64(v)
+		}
+		if v == 0 && c == 0 {
+			return 0 // as created: nothing published yet (a prepared file)
+		}
 	}
-	v := binary.LittleEndian.Uint64(b[:])
-	if v != ^binary.LittleEndian.Uint64(b[8:]) {
-		return 0
-	}
-	return int64(v)
+	return 0
 }
+
+// ackReads bounds how often readAck reads a torn value again before it gives up (0).
+const ackReads = 100
 
 func ackPath(logPath string) string { return logPath + ".ack" }
 
@@ -987,6 +997,15 @@ func randomToken() string {
 // catchUpOthers stores what other processes' commit logs hold acknowledged and SQLite does
 // not yet (a CLI search while `gatehouse serve` writes), and recovers the logs of writers
 // that died meanwhile. Called with mu held.
+//
+// What it stores of a writer must be a prefix of that writer's frames: a reader that stored
+// a newer file's frames without all of an older file's would show a hole in the chain (the
+// writer fills it later, but a verify meanwhile reports events removed). A writer appends to
+// one file at a time and moves to the next only once the current one is sealed, so the
+// acknowledged ends are read newest file first: when a newer file already held a frame, the
+// older one was sealed before its end was read, and that end is final. Reading them oldest
+// first, as catch-up used to, let the writer add frames to a file after its end was read and
+// then move on to the next file, whose frames were stored past the hole.
 func (x *sqliteIndexer) catchUpOthers(ctx context.Context) error {
 	if x.logDir == "" {
 		return nil
@@ -998,16 +1017,44 @@ func (x *sqliteIndexer) catchUpOthers(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list ledger logs: %w", err)
 	}
-	seen := map[string]bool{}
+	var logs []otherLog
+	defer func() {
+		for _, l := range logs {
+			if l.f != nil {
+				l.f.Close()
+			}
+		}
+	}()
 	for _, e := range ents {
 		name := e.Name()
 		if e.IsDir() || !strings.HasSuffix(name, ".log") || strings.HasSuffix(name, "-"+x.ownToken+".log") {
 			continue
 		}
-		path := filepath.Join(x.logDir, name)
-		seen[path] = true
-		if err := x.catchUpLog(ctx, path); err != nil {
+		logs = append(logs, otherLog{path: filepath.Join(x.logDir, name)})
+	}
+	// Oldest first, by the creation time each name starts with (os.ReadDir sorts by name,
+	// which is the same order; sort anyway, so the order does not rest on that).
+	sort.SliceStable(logs, func(a, b int) bool {
+		return logOrder(filepath.Base(logs[a].path)) < logOrder(filepath.Base(logs[b].path))
+	})
+	// The acknowledged ends, newest first (see above).
+	for i := len(logs) - 1; i >= 0; i-- {
+		if err := logs[i].open(); err != nil {
 			return err
+		}
+	}
+	seen := map[string]bool{}
+	for i := range logs {
+		l := &logs[i]
+		if l.f == nil {
+			continue // its writer stored and deleted it meanwhile
+		}
+		seen[l.path] = true
+		if err := x.catchUpLog(ctx, l); err != nil {
+			return err
+		}
+		if x.caughtUp != nil {
+			x.caughtUp(l.path)
 		}
 	}
 	for p := range x.others {
@@ -1018,29 +1065,50 @@ func (x *sqliteIndexer) catchUpOthers(ctx context.Context) error {
 	return nil
 }
 
-// catchUpLog stores the acknowledged frames of another writer's log past what was stored
-// from it before. Called with mu held.
-func (x *sqliteIndexer) catchUpLog(ctx context.Context, path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+// otherLog is another writer's log file as one catch-up pass found it.
+type otherLog struct {
+	path string
+	f    *os.File // open (nil: gone), and locked when orphan
+	// orphan: no live process holds it (its writer died); it is stored whole and deleted.
+	orphan bool
+	// ack is the acknowledged end of its frames when the pass read it.
+	ack int64
+}
+
+// open opens l and reads its acknowledged end, or finds it orphaned.
+func (l *otherLog) open() error {
+	f, err := os.OpenFile(l.path, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil // its writer stored and deleted it meanwhile
 	}
 	if err != nil {
 		return fmt.Errorf("open ledger log: %w", err)
 	}
-	defer f.Close()
-	if !liveWriter(path) && syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+	if !liveWriter(l.path) && syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
 		// Nobody holds it: its writer died. Store all of it and delete it, as at open.
-		if _, err := os.Stat(path); err != nil {
+		if _, err := os.Stat(l.path); err != nil {
+			f.Close()
 			return nil
 		}
+		l.f, l.orphan = f, true
+		return nil
+	}
+	l.f, l.ack = f, readAck(l.path)
+	return nil
+}
+
+// catchUpLog stores the acknowledged frames of another writer's log past what was stored
+// from it before, up to the end catchUpOthers read. Called with mu held.
+func (x *sqliteIndexer) catchUpLog(ctx context.Context, l *otherLog) error {
+	path, f := l.path, l.f
+	if l.orphan {
 		return recoverLogFile(ctx, x.db, f, x.log)
 	}
 	from := x.others[path]
 	if from == 0 {
 		from = int64(len(journalMagic))
 	}
-	to := readAck(path)
+	to := l.ack
 	if to <= from {
 		return nil
 	}

@@ -401,3 +401,94 @@ func TestSyncedLogPagesAreHandedBack(t *testing.T) {
 		t.Fatalf("log after handing pages back: %d events, torn %v, %v", len(rows), torn, err)
 	}
 }
+
+// TestCatchUpStoresAPrefixOfAnotherWritersLog: a reader catching up another process's commit
+// log (the CLI while `gatehouse serve` writes) stores a prefix of the writer's acknowledged
+// events, also when the writer adds to the file the reader has just stored and moves on to
+// its next file before the reader gets there. A reader that stored that next file's events
+// past the ones it missed showed a hole in the chain (TestReadsWhileBusy under load: verify
+// found events "removed"). The hole was the reader's: the writer stores everything it
+// acknowledged, and the chain is whole once it has.
+func TestCatchUpStoresAPrefixOfAnotherWritersLog(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	w, err := OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	// The writer's indexer stays idle, so its events live only in its log until the end.
+	w.ix.stopOnce.Do(func() { close(w.ix.quit) })
+	<-w.ix.done
+	l := abandonedLedger(t, w, dir)
+	pad := strings.Repeat("x", 900)
+	n := 0
+	add := func() {
+		n++
+		record(t, l, stmtEvent("etl", "SELECT", fmt.Sprintf("SELECT '%s' FROM t WHERE id = %d", pad, n), []string{"public.t"}, nil))
+	}
+	state := func() (files int, preparing bool) {
+		w.wmu.Lock()
+		defer w.wmu.Unlock()
+		return w.jr.files, w.jr.next != nil
+	}
+	// Past half of the first file the writer prepares its next one, which readers list too.
+	for _, preparing := state(); !preparing; _, preparing = state() {
+		add()
+	}
+	acks := filepath.Join(journalDir(filepath.Join(dir, SQLiteFile)), "*.log.ack")
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if m, _ := filepath.Glob(acks); len(m) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the writer's next log file was not prepared")
+		}
+	}
+	before := n
+
+	r, err := OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	// Once the reader has stored the writer's first file, the writer fills that file up
+	// and goes on in the next one.
+	stored := 0
+	r.ix.caughtUp = func(string) {
+		stored++
+		if stored > 1 {
+			return
+		}
+		for files, _ := state(); files < 2; files, _ = state() {
+			add()
+		}
+		add()
+	}
+	r.ix.mu.Lock()
+	err = r.ix.catchUpOthers(ctx)
+	r.ix.mu.Unlock()
+	r.ix.caughtUp = nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files, _ := state(); stored != 2 || files != 2 {
+		t.Fatalf("the reader stored %d log files while the writer had %d; want the reader on both, the writer rotated", stored, files)
+	}
+	var count, top int64
+	if err := r.DB().QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM ledger_events`).Scan(&count, &top); err != nil {
+		t.Fatal(err)
+	}
+	if count != top || top < int64(before) {
+		t.Fatalf("after one catch-up the reader holds %d events up to seq %d; want every seq up to at least %d, without a hole", count, top, before)
+	}
+
+	// The writer stores what it acknowledged: the chain is whole, every event once.
+	if _, err := w.Search(ctx, Query{Limit: 1}); err != nil {
+		t.Fatal(err)
+	}
+	rep := verifyStore(t, l, r)
+	if !rep.OK || rep.Chains[0].Events != int64(n) {
+		t.Fatalf("after the writer stored its log (%d events acknowledged):\n%s", n, rep)
+	}
+}

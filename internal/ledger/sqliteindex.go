@@ -46,6 +46,9 @@ type sqliteIndexer struct {
 	// of those logs is stored (guarded by mu).
 	logDir, ownToken string
 	others           map[string]int64
+	// caughtUp, when set (tests), is called after catchUpOthers stored each of those logs,
+	// to interleave a writer's appends and rotations with a reader's pass.
+	caughtUp func(path string)
 
 	// mu serialises indexing passes (the goroutine's and the searches' catch-ups) and
 	// guards everything below it.
