@@ -752,7 +752,8 @@ func (g *Gate) Done(ctx context.Context, s *Session, c *Check, o Outcome) error 
 func (g *Gate) Finish(ctx context.Context, s *Session, c *Check, o Outcome) *ledger.Ack {
 	ev := g.statementEvent(ctx, ledger.EventStatement, s, c)
 	ev.Duration = ev.Time.Sub(c.Started) // the event's time is the completion's: one clock read
-	ev.Rows, ev.Bytes, ev.SQLState, ev.Message, ev.ValuesMasked = o.Rows, o.Bytes, o.SQLState, o.Error, o.Masked
+	ev.Rows, ev.Bytes, ev.SQLState, ev.ValuesMasked = o.Rows, o.Bytes, o.SQLState, o.Masked
+	ev.Message = recordedMessage(o.SQLState, o.Error, c.Statements)
 	if c.Decision.SQLState == SyntaxErrorState && c.Denied != nil {
 		// The client saw the parser's own words, which may quote its text: the record keeps
 		// only the message and position.

@@ -1283,11 +1283,15 @@ func (r *relay) errorResponse(ctx context.Context, p *pending, frame []byte) err
 	r.pop()
 	if failed.capAbort {
 		// Gatehouse's own failure that undid a write over its limit: the client was told.
-		r.skipToSync(ctx, "not run: an earlier message before Sync failed")
+		r.skipToSync(ctx, nil)
 		return nil
 	}
 	if failed.check == nil {
-		r.skipToSync(ctx, "not run: an earlier message before Sync failed")
+		// A Bind or a Describe failed. PostgreSQL plans an unnamed statement with its
+		// parameters at Bind, so a value that does not fit fails there, not at Execute:
+		// the Execute it skips is the statement that failed, recorded with this error
+		// before the client sees it.
+		r.skipToSync(ctx, &failed.out)
 		// Even the error of a Describe Gatehouse injected is shown: it stands for the
 		// failure of the client's Execute that follows it, which PostgreSQL now skips.
 		r.emit(msg)
@@ -1296,24 +1300,45 @@ func (r *relay) errorResponse(ctx context.Context, p *pending, frame []byte) err
 	// The failed statement is recorded first, then the refusals PostgreSQL skips; its error
 	// leaves once all of them are on record.
 	ack := r.srv.Gate.Finish(ctx, r.sess, failed.check, failed.out)
-	r.skipToSync(ctx, "not run: an earlier message before Sync failed")
+	r.skipToSync(ctx, nil)
 	r.out.emitHeld(ack, msg)
 	return nil
 }
 
 // skipToSync drops the messages PostgreSQL discards after an error, up to the next Sync (or
-// simple Query, which it also discards), recording denied ones: they were refused even
-// though the client never sees that refusal.
-func (r *relay) skipToSync(ctx context.Context, why string) {
+// simple Query, which it also discards), and records the statements among them: denied ones
+// were refused even though the client never sees that refusal, and allowed Executes were
+// asked for and never ran. failure, when set, is the outcome of the first allowed Execute
+// (its own Bind or Describe failed).
+func (r *relay) skipToSync(ctx context.Context, failure *gate.Outcome) {
 	for {
 		p := r.peek()
 		if p == nil || p.kind == pSync {
 			return
 		}
 		r.pop()
-		if p.denied && p.check != nil {
-			r.recordUnseen(ctx, p.check, gate.Outcome{SQLState: "42501", Error: why})
+		if failure != nil && !p.denied && p.kind == pExecute && p.check != nil {
+			r.recordUnseen(ctx, p.check, *failure)
+			failure = nil
+			continue
 		}
+		r.recordSkipped(ctx, p)
+	}
+}
+
+// notRunWhy is the recorded outcome of a message PostgreSQL skipped after an earlier error.
+const notRunWhy = "not run: an earlier message before Sync failed"
+
+// recordSkipped records a statement PostgreSQL skipped after an earlier error: a denied
+// one as refused, an allowed Execute as not run (25P02, PostgreSQL's code for commands
+// ignored after an error).
+func (r *relay) recordSkipped(ctx context.Context, p *pending) {
+	switch {
+	case p.check == nil:
+	case p.denied:
+		r.recordUnseen(ctx, p.check, gate.Outcome{SQLState: "42501", Error: notRunWhy})
+	case p.kind == pExecute && !p.capAbort:
+		r.recordUnseen(ctx, p.check, gate.Outcome{SQLState: "25P02", Error: notRunWhy})
 	}
 }
 
@@ -1366,9 +1391,7 @@ func (r *relay) ready(ctx context.Context, frame []byte) error {
 		}
 		// A message that was never answered (it followed an error): drop it.
 		r.pop()
-		if p.denied && p.check != nil {
-			r.recordUnseen(ctx, p.check, gate.Outcome{SQLState: "42501", Error: "not run"})
-		}
+		r.recordSkipped(ctx, p)
 	}
 	r.emit(frame)
 	return nil
