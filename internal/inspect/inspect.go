@@ -75,6 +75,12 @@ func (in *Inspector) inspectOne(sql string) []*Statement {
 				one := &soleStatement{st: *v[0]}
 				one.st.Text = soleStatementText(sql)
 				one.list[0] = &one.st
+				if shape == sql {
+					// A text without literals (a prepared statement's, with $n parameters)
+					// is its own shape: it has no variants to push anything out, and
+					// finding it by its shape again would normalize it again.
+					in.cache.put(sql, one.list[:])
+				}
 				return one.list[:]
 			}
 		}
