@@ -114,21 +114,9 @@ func (x *sqliteIndexer) storeBatchesBulk(ctx context.Context, bs []logBatch) (er
 			if err != nil {
 				return err
 			}
-			var ev *Event
-			var d *eventIndex
-			if m.last >= 0 && m.last == r.seq-1 {
-				ev = r.ev
-				if ev == nil {
-					if dec, err := decodeBody(r.body); err == nil {
-						dec.Instance, dec.Seq = r.instance, r.seq
-						ev = &dec
-					}
-				}
-				if ev != nil {
-					if d, err = x.derive(ctx, ev); err != nil {
-						return err
-					}
-				}
+			ev, d, err := x.indexable(ctx, m, r)
+			if err != nil {
+				return err
 			}
 			if ev == nil {
 				m.last = -1 // not contiguous, or undecodable (indexSome skips it with a warning)
@@ -244,4 +232,27 @@ func (x *sqliteIndexer) storeTerms(ctx context.Context) error {
 		keys = keys[n:]
 	}
 	return nil
+}
+
+// indexable returns logged row r's event and its index when r's chain is indexed up to the
+// row before it (m), so r is indexed in this transaction; nil when the chain is not
+// contiguous here or the body does not decode (indexSome deals with those later).
+func (x *sqliteIndexer) indexable(ctx context.Context, m *chainMark, r *eventRow) (*Event, *eventIndex, error) {
+	if m.last < 0 || m.last != r.seq-1 {
+		return nil, nil, nil
+	}
+	ev := r.ev
+	if ev == nil {
+		dec, err := decodeBody(r.body)
+		if err != nil {
+			return nil, nil, nil
+		}
+		dec.Instance, dec.Seq = r.instance, r.seq
+		ev = &dec
+	}
+	d, err := x.derive(ctx, ev)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ev, d, nil
 }

@@ -553,21 +553,9 @@ func (x *sqliteIndexer) storeBatchesOneByOne(ctx context.Context, bs []logBatch)
 			}
 			// Derive the index of the event first when its chain's index is caught up, so
 			// its row is stored with its facets in one insert.
-			var ev *Event
-			var d *eventIndex
-			if m.last >= 0 && m.last == r.seq-1 {
-				ev = r.ev
-				if ev == nil {
-					if dec, err := decodeBody(r.body); err == nil {
-						dec.Instance, dec.Seq = r.instance, r.seq
-						ev = &dec
-					}
-				}
-				if ev != nil {
-					if d, err = x.derive(ctx, ev); err != nil {
-						return err
-					}
-				}
+			ev, d, err := x.indexable(ctx, m, r)
+			if err != nil {
+				return err
 			}
 			// The record is bound as text without a copy (the driver copies it for SQLite
 			// anyway): a sealed record is never modified.
