@@ -42,6 +42,10 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// Buffered reports how many bytes given back with Unread are still to be read: a reader
+// that reads the socket itself must take them with Read first.
+func (c *Conn) Buffered() int { return len(c.unread) }
+
 // Unread gives back bytes that were read from the connection but not consumed (what a
 // relay's buffered reader still held when its session ended); the next Read returns them
 // first. b is copied.

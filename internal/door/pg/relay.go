@@ -20,6 +20,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/gate"
 	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/upstream"
 )
 
 // pendKind is the kind of client message whose response the relay is waiting for.
@@ -194,6 +195,7 @@ func newRelay(s *Server, c *conn, h *pgconn.HijackedConn, sess *gate.Session, fr
 		upGone: make(chan struct{}),
 	}
 	r.out = newClientOut(c.Conn, r.recordFailed)
+	r.rawSockets(c, h)
 	r.out.pool = &s.outBufs
 	r.cr.pool, r.ur.pool = &s.inBufs, &s.inBufs
 	r.cr.max = DefaultMaxMessageSize
@@ -201,6 +203,38 @@ func newRelay(s *Server, c *conn, h *pgconn.HijackedConn, sess *gate.Session, fr
 		r.cr.max = max
 	}
 	return r
+}
+
+// rawSockets makes the relay's loops read and write both sockets with raw system calls
+// (rawSock) when they are plain sockets: the client's unless it speaks TLS, the upstream's
+// unless it does. The connections stay as they are for deadlines and Close.
+func (r *relay) rawSockets(c *conn, h *pgconn.HijackedConn) {
+	if rs, ok := newRawSock(c.Conn); ok {
+		r.cr.rd, r.out.w = rs, rs
+	}
+	if uc, ok := h.Conn.(*upstream.Conn); ok {
+		if rs, ok := newRawSock(uc.Conn); ok {
+			r.ur.rd, r.uw.w = &upReader{up: uc, raw: rs}, rs
+		}
+	}
+}
+
+// upReader reads an upstream connection's socket with raw system calls once the bytes given
+// back to the connection (upstream.Conn.Unread, by a previous session or its reset) are read.
+type upReader struct {
+	up  *upstream.Conn
+	raw *rawSock
+}
+
+func (u *upReader) Read(b []byte) (int, error) {
+	if u.up.Buffered() > 0 {
+		n, err := u.up.Read(b)
+		if err != nil {
+			return n, fmt.Errorf("read upstream: %w", err)
+		}
+		return n, nil
+	}
+	return u.raw.Read(b)
 }
 
 // recordFailed logs a ledger record that could not be written; the client is told through
@@ -439,11 +473,9 @@ func (r *relay) denyToken() string {
 // socket's readiness when a read starts (internal/poll prepareRead), so only a read that
 // came back empty proves a wait will be woken. One goroutine per direction is also the
 // fewest that watch both sockets at once (a goroutine waits on one), and it parks and wakes
-// once per socket event, as an event loop would. Measured and not kept: making the socket
-// calls raw system calls without the runtime's syscall bookkeeping (syscall.RawConn with
-// RawSyscall) changed neither the CPU per pgbench -S transaction nor the wake-ups of the
-// runtime's monitor thread (sysmon), so those come from the round trip's other system calls
-// and timers (the ledger's file writes are the likely ones).
+// once per socket event, as an event loop would. The socket calls themselves are raw system
+// calls (rawSock), so they neither wake the runtime's monitor thread nor get their P
+// handed to another thread.
 func (r *relay) clientLoop(ctx context.Context) string {
 	for {
 		frame, err := r.cr.next()

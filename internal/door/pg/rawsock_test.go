@@ -1,0 +1,178 @@
+//go:build linux
+
+package pg
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/upstream"
+)
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (a, b net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	acc := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			acc <- nil
+			return
+		}
+		acc <- c
+	}()
+	a, err = net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = <-acc
+	if b == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
+	return a, b
+}
+
+func rawOf(t *testing.T, c net.Conn) *rawSock {
+	t.Helper()
+	rs, ok := newRawSock(c)
+	if !ok {
+		t.Fatalf("newRawSock(%T) refused a TCP connection", c)
+	}
+	return rs
+}
+
+// A write larger than the socket buffers waits for the reader (EAGAIN, then the poller)
+// and arrives whole and in order; the peer's close reads as io.EOF.
+func TestRawSockLargeWriteAndEOF(t *testing.T) {
+	a, b := tcpPair(t)
+	wa, rb := rawOf(t, a), rawOf(t, b)
+	want := make([]byte, 8<<20)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	werr := make(chan error, 1)
+	go func() {
+		n, err := wa.Write(want)
+		if err == nil && n != len(want) {
+			err = io.ErrShortWrite
+		}
+		if err == nil {
+			err = a.Close()
+		}
+		werr <- err
+	}()
+	got, err := io.ReadAll(rb)
+	if err != nil {
+		t.Fatalf("ReadAll: %v", err)
+	}
+	if err := <-werr; err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes, not the %d written (or not in order)", len(got), len(want))
+	}
+	if n, err := rb.Read(make([]byte, 10)); n != 0 || err != io.EOF {
+		t.Fatalf("read after EOF: %d, %v", n, err)
+	}
+}
+
+// A read honours the connection's deadline, and Close ends a read that waits.
+func TestRawSockDeadlineAndClose(t *testing.T) {
+	a, _ := tcpPair(t)
+	ra := rawOf(t, a)
+	_ = a.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	_, err := ra.Read(make([]byte, 10))
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("read past the deadline: %v, want a timeout", err)
+	}
+	_ = a.SetReadDeadline(time.Time{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := ra.Read(make([]byte, 10))
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	_ = a.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("read on a closed connection: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not end a waiting read")
+	}
+}
+
+// The upstream reader returns the bytes given back to the connection before the socket's.
+func TestUpReaderReadsUnreadFirst(t *testing.T) {
+	a, b := tcpPair(t)
+	up := &upstream.Conn{Conn: b}
+	up.Unread([]byte("given back"))
+	u := &upReader{up: up, raw: rawOf(t, b)}
+	if _, err := a.Write([]byte(" then the socket")); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	buf := make([]byte, 64)
+	for len(got) < len("given back then the socket") {
+		n, err := u.Read(buf)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if string(got) != "given back then the socket" {
+		t.Fatalf("read %q", got)
+	}
+}
+
+// A session over plain TCP relays through raw sockets on both sides; TLS connections keep
+// their own reads and writes.
+func TestRelayUsesRawSockets(t *testing.T) {
+	e := startEnv(t)
+	ctx := ctxT(t, 10*time.Second)
+	c := connect(t, e.dsn("alice", "main"))
+	if _, err := c.Exec(ctx, "select 1"); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.mu.Lock()
+	var rs []*relay
+	for _, l := range e.srv.sessions {
+		rs = append(rs, l...)
+	}
+	e.srv.mu.Unlock()
+	if len(rs) != 1 {
+		t.Fatalf("%d relays registered, want 1", len(rs))
+	}
+	r := rs[0]
+	if _, ok := r.cr.rd.(*rawSock); !ok {
+		t.Errorf("client reader is %T, want *rawSock", r.cr.rd)
+	}
+	if _, ok := r.out.w.(*rawSock); !ok {
+		t.Errorf("client writer is %T, want *rawSock", r.out.w)
+	}
+	if _, ok := r.ur.rd.(*upReader); !ok {
+		t.Errorf("upstream reader is %T, want *upReader", r.ur.rd)
+	}
+	if _, ok := r.uw.w.(*rawSock); !ok {
+		t.Errorf("upstream writer is %T, want *rawSock", r.uw.w)
+	}
+	a, _ := tcpPair(t)
+	if _, ok := newRawSock(tlsLike{a}); ok {
+		t.Error("newRawSock took a connection that is not a plain socket")
+	}
+}
+
+// tlsLike is a connection that wraps a socket, as a TLS connection does.
+type tlsLike struct{ net.Conn }
