@@ -258,3 +258,75 @@ func BenchmarkSubmitPlainRead(b *testing.B) {
 	}
 	b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/event")
 }
+
+// BenchmarkTPCB measures what the records of one pgbench TPC-B transaction cost under
+// ledger.durability sensitive (embedded store), 8 sessions at a time, as the gate makes
+// them: BEGIN; three UPDATEs, a SELECT and an INSERT, each write's intent written (its
+// block's intents are synced together before END is forwarded) and every statement's
+// completion submitted and waited for; END after a Sync. One op is one transaction.
+func BenchmarkTPCB(b *testing.B) {
+	s, err := OpenSQLite(context.Background(), b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	l, err := New(context.Background(), s, Options{Instance: "bench", Key: testKey(nil), CheckpointEvery: 1000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close(context.Background())
+	ctx := context.Background()
+	stmts := []struct{ kind, text, table string }{
+		{"BEGIN", "BEGIN", ""},
+		{"UPDATE", "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2", "public.pgbench_accounts"},
+		{"SELECT", "SELECT abalance FROM pgbench_accounts WHERE aid = $1", "public.pgbench_accounts"},
+		{"UPDATE", "UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2", "public.pgbench_tellers"},
+		{"UPDATE", "UPDATE pgbench_branches SET bbalance = bbalance + $1 WHERE bid = $2", "public.pgbench_branches"},
+		{"INSERT", "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)", "public.pgbench_history"},
+		{"COMMIT", "END", ""},
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	cpu0 := processCPU(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				for _, st := range stmts {
+					var tables []string
+					if st.table != "" {
+						tables = []string{st.table}
+					}
+					switch st.kind {
+					case "UPDATE", "INSERT":
+						ev := stmtEvent("bench@corp", st.kind, st.text, tables, nil)
+						ev.Type = EventStatementIntent
+						if err := l.RecordWritten(ctx, ev); err != nil {
+							b.Error(err)
+							return
+						}
+					case "COMMIT":
+						if err := l.Sync(ctx); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+					if err := l.Submit(ctx, stmtEvent("bench@corp", st.kind, st.text, tables, nil)).Wait(ctx); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "txn/s")
+	if err := s.ix.sync(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/txn")
+}

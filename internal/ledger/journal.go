@@ -251,7 +251,14 @@ type journal struct {
 	syncFault error
 
 	f *os.File // the file being written, nil before the first append
-	m []byte   // f mapped shared, for writing frames without a write(2) (see put)
+	// fd is f's descriptor, taken once when f was created: os.File.Fd puts the descriptor
+	// in blocking mode (an fcntl) every time it is called.
+	fd int
+	// syncing is the file a sync outside the writer mutex is using (beginSync to endSync),
+	// nil when none: a rotation meanwhile leaves closing it to endSync, so the sync never
+	// runs on a descriptor closed (and perhaps reused) under it.
+	syncing *os.File
+	m       []byte // f mapped shared, for writing frames without a write(2) (see put)
 	// dropped is how much of m (whole pages from its start) was handed back after a sync
 	// (see dropSynced).
 	dropped int64
@@ -328,7 +335,7 @@ func (j *journal) write(buf []byte, sync bool) error {
 	if sync {
 		err := j.syncFault
 		if err == nil {
-			err = fdatasync(j.f)
+			err = fdatasyncFD(j.fd)
 		}
 		if err != nil {
 			return j.fail(fmt.Errorf("sync ledger log %s: %w", j.name, err), len(buf))
@@ -527,7 +534,7 @@ func (j *journal) ready(n int64) error {
 		return lf.err
 	}
 	j.files++
-	j.f, j.m, j.ack, j.ackM, j.name, j.size, j.off = lf.f, lf.m, lf.ack, lf.ackM, lf.name, lf.size, int64(len(journalMagic))
+	j.f, j.fd, j.m, j.ack, j.ackM, j.name, j.size, j.off = lf.f, lf.fd, lf.m, lf.ack, lf.ackM, lf.name, lf.size, int64(len(journalMagic))
 	j.dropped = 0
 	j.writeAck()
 	return nil
@@ -546,6 +553,7 @@ func (j *journal) prepareNext() {
 // durable in the directory.
 type logFile struct {
 	f, ack *os.File
+	fd     int    // f's descriptor
 	m      []byte // f, mapped shared
 	ackM   []byte // ack, mapped
 	name   string
@@ -601,7 +609,7 @@ func createLog(dir, token string, size int64) logFile {
 		unmap(m)
 		return fail(f, name, err)
 	}
-	return logFile{f: f, m: m, ack: ack, ackM: ackM, name: name, size: size}
+	return logFile{f: f, fd: int(f.Fd()), m: m, ack: ack, ackM: ackM, name: name, size: size}
 }
 
 // rotate syncs and closes the current file (its records stay queued) so the next append
@@ -611,7 +619,7 @@ func createLog(dir, token string, size int64) logFile {
 func (j *journal) rotate() error {
 	var err error
 	if j.sgen != j.wgen {
-		if err = fdatasync(j.f); err != nil {
+		if err = fdatasyncFD(j.fd); err != nil {
 			err = fmt.Errorf("sync ledger log %s: %w", j.name, err)
 			j.syncErr = err
 		} else {
@@ -622,16 +630,22 @@ func (j *journal) rotate() error {
 	// The flock goes with the descriptor; the file stays until materialized. Another
 	// process opening the store meanwhile would replay it, which is idempotent.
 	unmap(j.m)
-	j.f.Close()
+	if j.syncing != j.f {
+		j.f.Close()
+	} // else endSync closes it, once the sync using its descriptor is over
 	closeAck(j.ack, j.ackM)
-	j.f, j.m, j.ack, j.ackM, j.name, j.off = nil, nil, nil, nil, "", 0
+	j.f, j.fd, j.m, j.ack, j.ackM, j.name, j.off = nil, -1, nil, nil, nil, "", 0
 	return err
 }
 
-// beginSync returns a duplicate descriptor of the file holding written but unsynced
-// frames and the write generation it covers (fd -1: nothing to sync). The caller syncs
-// and closes it without the store's writer mutex, so appends go on meanwhile; the
-// duplicate stays valid even if a rotation closes the journal's own descriptor.
+// beginSync returns the descriptor of the file holding written but unsynced frames and
+// the write generation it covers (fd -1: nothing to sync). The caller syncs it without the
+// store's writer mutex, so appends go on meanwhile, and then calls endSync; until then a
+// rotation does not close the file (see syncing). One sync at a time may be begun.
+//
+// It used to sync a dup(2) of the descriptor and close that after, and took the
+// descriptor with os.File.Fd (an fcntl): three system calls per background sync besides
+// the fdatasync.
 func (j *journal) beginSync() (fd int, gen uint64, err error) {
 	if j.f == nil || j.sgen == j.wgen {
 		return -1, 0, nil
@@ -639,28 +653,8 @@ func (j *journal) beginSync() (fd int, gen uint64, err error) {
 	if j.syncFault != nil {
 		return -1, j.wgen, j.syncFault
 	}
-	fd, err = syscall.Dup(int(j.f.Fd()))
-	if err != nil {
-		return -1, j.wgen, fmt.Errorf("duplicate ledger log descriptor: %w", err)
-	}
-	return fd, j.wgen, nil
-}
-
-// syncAll fdatasyncs the written frames now, under the store's writer mutex (a failed
-// sync is kept in syncErr, as endSync does).
-func (j *journal) syncAll() error {
-	if j.syncErr != nil {
-		return fmt.Errorf("ledger log not synced since a failed sync: %w", j.syncErr)
-	}
-	if j.f == nil || j.sgen == j.wgen {
-		return nil
-	}
-	err := j.syncFault
-	if err == nil {
-		err = fdatasync(j.f)
-	}
-	j.endSync(j.wgen, err)
-	return j.syncErr
+	j.syncing = j.f
+	return j.fd, j.wgen, nil
 }
 
 // dropSynced hands back the mapping's pages that lie wholly before off in the log file
@@ -674,8 +668,8 @@ func (j *journal) dropSynced(name string, off int64) {
 		return // rotated since: the old mapping is gone already
 	}
 	end := off &^ int64(os.Getpagesize()-1)
-	if end <= j.dropped {
-		return
+	if end-j.dropped < dropChunk {
+		return // not worth an madvise yet
 	}
 	if err := syscall.Madvise(j.m[j.dropped:end], syscall.MADV_DONTNEED); err != nil {
 		return // only residency is at stake; the next sync tries again
@@ -683,8 +677,16 @@ func (j *journal) dropSynced(name string, off int64) {
 	j.dropped = end
 }
 
+// dropChunk is how much of the mapping at least a dropSynced hands back at once: once
+// per sync (a few milliseconds under load) the madvise cost more than the pages it saved.
+const dropChunk = 256 << 10
+
 // endSync notes the result of a sync that beginSync started at gen.
 func (j *journal) endSync(gen uint64, err error) {
+	if j.syncing != nil && j.syncing != j.f {
+		j.syncing.Close() // rotated during the sync
+	}
+	j.syncing = nil
 	if err != nil {
 		if j.syncErr == nil {
 			j.log.Error("ledger commit log sync failed: records already released may be lost on a power failure; refusing statements until a sync succeeds", "file", j.name, "err", err)
@@ -954,8 +956,6 @@ func closeAll(fs []*os.File) {
 		f.Close()
 	}
 }
-
-func fdatasync(f *os.File) error { return fdatasyncFD(int(f.Fd())) }
 
 func fdatasyncFD(fd int) error {
 	for {

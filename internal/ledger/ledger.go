@@ -105,7 +105,7 @@ func touchesSensitive(ev *Event) bool {
 	return false
 }
 
-// request is one Record call waiting for its group commit, or (ev nil) a Sync barrier.
+// request is one Record call waiting for its group commit.
 type request struct {
 	ev  *Event
 	ack *Ack // answered when the record's commit ends
@@ -354,22 +354,34 @@ func (l *Ledger) RecordWritten(ctx context.Context, ev *Event) error {
 	return l.submit(ctx, ev, true).Wait(ctx)
 }
 
-// Sync returns once every record whose Ack has answered is fdatasync'd: one group commit's
-// sync (shared with the records committed beside it), or nothing when all is synced. An
-// error means records already answered may not be on stable storage: the caller must not
-// let a change take effect that relies on them (the ledger is then unhealthy until a
-// sync succeeds).
+// Sync returns once every record whose Ack has answered is fdatasync'd: one fdatasync of
+// the commit log (shared with every caller whose records it covers, and with the
+// background syncer's), or nothing when all is synced. An error means records already
+// answered may not be on stable storage: the caller must not let a change take effect that
+// relies on them (the ledger is then unhealthy until a sync succeeds).
+//
+// Sync goes to the store directly, not through the commit queue: every record whose Ack has
+// answered is already in the commit log, so the sync needs no place in the chain's order.
+// As a barrier in the queue it woke the writer goroutine, which held the chain across the
+// fdatasync (plain reads queued behind it meanwhile) and then woke the caller.
 func (l *Ledger) Sync(ctx context.Context) error {
 	select {
 	case <-l.quit:
 		return ErrClosed
 	default:
 	}
-	a := &Ack{finished: l.finished}
-	if _, err := l.enqueue(ctx, request{ack: a, sync: true}); err != nil {
+	if err := l.store.SyncWritten(ctx); err != nil {
+		if ctx.Err() == nil {
+			// The disk failed, not the caller's patience: fail closed until the probe finds
+			// the store writing (and syncing) again.
+			l.chainMu.Lock()
+			l.stale = true
+			l.chainMu.Unlock()
+			l.setHealth(fmt.Errorf("ledger unavailable: %w", err))
+		}
 		return fmt.Errorf("sync ledger: %w", err)
 	}
-	return a.Wait(ctx)
+	return nil
 }
 
 // submit is Submit; written asks for write(2) only, whatever the event is (see
@@ -460,7 +472,7 @@ func (l *Ledger) enqueue(ctx context.Context, r request) (lead bool, err error) 
 // nothing else to run and goes on at once.
 //
 // The inline leader only ever writes: it commits the queue up to the first record that
-// must be fdatasync'd (or a Sync barrier) and leaves that one and everything behind it to
+// must be fdatasync'd and leaves that one and everything behind it to
 // the writer goroutine, and a checkpoint that has fallen due is the writer's too, so no
 // session waits inside Submit for an fdatasync or a signature.
 func (l *Ledger) leadInline() {
@@ -727,9 +739,6 @@ func (l *Ledger) commitBatch(ctx context.Context, batch []request, c Commit) err
 	buf := make([]byte, 0, sealedSizeHint*len(batch))
 	for _, r := range batch {
 		ev := r.ev
-		if ev == nil {
-			continue // a Sync barrier: the part's sync covers it
-		}
 		seq++
 		ev.Seq, ev.Instance, ev.PrevHash = seq, l.opts.Instance, hash
 		var body []byte
@@ -742,16 +751,6 @@ func (l *Ledger) commitBatch(ctx context.Context, batch []request, c Commit) err
 		}
 		hash = ev.Hash
 		recs = append(recs, Record{Event: ev, Body: body})
-	}
-	if len(recs) == 0 {
-		// Only Sync barriers: make what earlier batches wrote durable.
-		if c == CommitSynced {
-			if err := l.store.SyncWritten(ctx); err != nil {
-				l.stale = true // the probe brings the store back (and clears the failed sync)
-				return fmt.Errorf("ledger unavailable: %w", err)
-			}
-		}
-		return nil
 	}
 	if err := l.store.Append(ctx, recs, nil, c); err != nil {
 		l.stale = true

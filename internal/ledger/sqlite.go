@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/store"
@@ -288,63 +287,76 @@ func (s *SQLiteStore) syncLoop() {
 
 // SyncWritten fdatasyncs every frame written to the commit log so far (the ledger's Sync
 // barrier): what CommitWritten batches acknowledged becomes durable now, not within
-// MaxSyncDelay.
+// MaxSyncDelay. The fdatasync runs without the writer mutex (appends go on meanwhile), and
+// a sync already under way that covers the frames, or one of its own begun by a concurrent
+// caller, is waited for instead of queueing a second fdatasync behind it: concurrent
+// transactions' COMMIT barriers share one sync.
 func (s *SQLiteStore) SyncWritten(ctx context.Context) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	for s.inflight != nil {
-		// The syncer's fdatasync covers what was written before it began, often all of
-		// it; a second one would wait for it anyway.
-		run := s.inflight
-		s.wmu.Unlock()
-		select {
-		case <-run.done:
-		case <-ctx.Done():
-			s.wmu.Lock()
-			return fmt.Errorf("sync ledger: %w", ctx.Err())
-		}
-		s.wmu.Lock()
-	}
-	if err := s.jr.syncAll(); err != nil {
+	if _, err := s.syncTo(ctx, s.jr.wgen); err != nil {
 		return fmt.Errorf("sync ledger: %w", err)
 	}
 	return nil
 }
 
-// syncRun is one background fdatasync under way; done is closed when it has ended.
+// syncTo returns once the log's writes through generation gen are synced, and how many
+// fdatasyncs it ran itself. Called with wmu held, which it lets go while it waits or syncs.
+func (s *SQLiteStore) syncTo(ctx context.Context, gen uint64) (int, error) {
+	led := 0
+	for {
+		if s.jr.syncErr != nil {
+			return led, fmt.Errorf("ledger log not synced since a failed sync: %w", s.jr.syncErr)
+		}
+		if s.jr.sgen >= gen {
+			return led, nil
+		}
+		if run := s.inflight; run != nil {
+			s.wmu.Unlock()
+			select {
+			case <-run.done:
+			case <-ctx.Done():
+				s.wmu.Lock()
+				return led, ctx.Err()
+			}
+			s.wmu.Lock()
+			continue
+		}
+		fd, at, err := s.jr.beginSync()
+		if fd < 0 && err == nil {
+			return led, nil // nothing written since the last sync
+		}
+		name, off := s.jr.name, s.jr.off
+		run := &syncRun{done: make(chan struct{})}
+		s.inflight = run
+		if fd >= 0 {
+			led++
+			s.wmu.Unlock()
+			err = fdatasyncFD(fd)
+			s.wmu.Lock()
+		}
+		s.jr.endSync(at, err)
+		if err == nil {
+			s.jr.dropSynced(name, off)
+		}
+		s.inflight = nil
+		close(run.done)
+	}
+}
+
+// syncRun is one fdatasync under way; done is closed when it has ended.
 type syncRun struct {
 	done chan struct{}
 }
 
-// syncWritten fdatasyncs the log's written frames without holding the writer mutex during
-// the sync. When nothing was written since the last sync (of any kind) it does nothing:
-// an idle ledger costs no fdatasync.
+// syncWritten fdatasyncs the log's written frames (the background syncer's turn). When
+// nothing was written since the last sync (of any kind) it does nothing: an idle ledger
+// costs no fdatasync.
 func (s *SQLiteStore) syncWritten() {
 	s.wmu.Lock()
-	fd, gen, err := s.jr.beginSync()
-	if fd < 0 && err == nil {
-		s.wmu.Unlock()
-		return
-	}
-	name, off := s.jr.name, s.jr.off
-	run := &syncRun{done: make(chan struct{})}
-	s.inflight = run
-	if fd >= 0 {
-		s.bgSyncs++
-	}
-	s.wmu.Unlock()
-	if fd >= 0 {
-		err = fdatasyncFD(fd)
-		syscall.Close(fd)
-	}
-	s.wmu.Lock()
-	s.jr.endSync(gen, err)
-	if err == nil {
-		s.jr.dropSynced(name, off)
-	}
-	s.inflight = nil
-	close(run.done)
-	s.wmu.Unlock()
+	defer s.wmu.Unlock()
+	n, _ := s.syncTo(context.Background(), s.jr.wgen) // a failure is kept in syncErr
+	s.bgSyncs += n
 }
 
 // recoverLogs stores the records of commit logs no live process writes (their writer
