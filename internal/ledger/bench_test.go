@@ -329,4 +329,7 @@ func BenchmarkTPCB(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/txn")
+	s.wmu.Lock()
+	b.ReportMetric(float64(s.bgSyncs)/float64(b.N), "bg-syncs/txn")
+	s.wmu.Unlock()
 }

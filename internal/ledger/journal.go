@@ -280,6 +280,12 @@ type journal struct {
 	// log takes no more batches until a synced write (the ledger's probe) succeeds.
 	wgen, sgen uint64
 	syncErr    error
+	// unsynced is when the oldest write not known synced (sgen < wgen) was made, or, after
+	// a sync that covered only part of them, when that sync began (earlier than any write
+	// it did not cover): the background syncer's deadline counts from it (see syncDue).
+	unsynced time.Time
+	// syncBegan is when the sync under way (beginSync) began.
+	syncBegan time.Time
 }
 
 // journalDir is where the log files of the ledger database at dbPath live.
@@ -342,6 +348,9 @@ func (j *journal) write(buf []byte, sync bool) error {
 		}
 	}
 	j.off += int64(len(buf))
+	if !sync && j.sgen == j.wgen {
+		j.unsynced = time.Now()
+	}
 	j.wgen++
 	if sync {
 		j.sgen = j.wgen
@@ -654,7 +663,21 @@ func (j *journal) beginSync() (fd int, gen uint64, err error) {
 		return -1, j.wgen, j.syncFault
 	}
 	j.syncing = j.f
+	j.syncBegan = time.Now()
 	return j.fd, j.wgen, nil
+}
+
+// syncDue reports whether written frames wait for a sync and, if so, when the background
+// syncer should sync them: syncGather after the oldest of them was written. A COMMIT
+// barrier's sync (SyncWritten) meanwhile moves that deadline on, so under a write load the
+// barriers' syncs carry the plain records too and the syncer rarely adds one of its own.
+// Nothing is due while a failed sync keeps the log closed (the probe's synced write
+// reopens it).
+func (j *journal) syncDue() (time.Time, bool) {
+	if j.syncErr != nil || j.sgen == j.wgen {
+		return time.Time{}, false
+	}
+	return j.unsynced.Add(syncGather), true
 }
 
 // dropSynced hands back the mapping's pages that lie wholly before off in the log file
@@ -696,6 +719,7 @@ func (j *journal) endSync(gen uint64, err error) {
 	}
 	if gen > j.sgen {
 		j.sgen = gen
+		j.unsynced = j.syncBegan
 	}
 }
 

@@ -275,7 +275,8 @@ func (l *Ledger) retainLoop() {
 }
 
 // CommitObserver is told of every group commit: how durable it was, how many events it
-// held, how long writing (and syncing) took, and whether it failed.
+// held, how long writing (and syncing) took, and whether it failed. A Sync is a synced
+// commit of no events of its own.
 type CommitObserver func(c Commit, events int, took time.Duration, err error)
 
 // ObserveCommits sets the commit observer (for metrics); nil removes it.
@@ -370,7 +371,12 @@ func (l *Ledger) Sync(ctx context.Context) error {
 		return ErrClosed
 	default:
 	}
-	if err := l.store.SyncWritten(ctx); err != nil {
+	start := time.Now()
+	err := l.store.SyncWritten(ctx)
+	if obs := l.observer.Load(); obs != nil {
+		(*obs)(CommitSynced, 0, time.Since(start), err) // a synced commit of no events of its own
+	}
+	if err != nil {
 		if ctx.Err() == nil {
 			// The disk failed, not the caller's patience: fail closed until the probe finds
 			// the store writing (and syncing) again.

@@ -225,8 +225,8 @@ type SQLiteStore struct {
 	bgSyncs int
 }
 
-// syncGather is how long the syncer lets written batches accumulate before one fdatasync
-// covers them all; with the sync's own time it stays well inside MaxSyncDelay.
+// syncGather is how long after the oldest written batch the syncer syncs them all with one
+// fdatasync; with the sync's own time it stays well inside MaxSyncDelay.
 const syncGather = 3 * time.Millisecond
 
 type chainHead struct {
@@ -266,22 +266,38 @@ func OpenSQLiteFile(ctx context.Context, path string) (*SQLiteStore, error) {
 	return s, nil
 }
 
-// syncLoop makes CommitWritten batches durable: woken by such a batch, it waits
-// syncGather for more and syncs them all with one fdatasync, off the callers' path.
+// syncLoop makes CommitWritten batches durable: woken by such a batch, it syncs them all
+// with one fdatasync syncGather after the oldest of them was written, off the callers'
+// path, unless a COMMIT barrier's sync (SyncWritten) has covered them by then (see
+// journal.syncDue).
 func (s *SQLiteStore) syncLoop() {
 	defer close(s.syncDone)
+	t := time.NewTimer(time.Hour)
+	t.Stop()
 	for {
 		select {
 		case <-s.syncWake:
 		case <-s.syncQuit:
 			return
 		}
-		select {
-		case <-time.After(syncGather):
-		case <-s.syncQuit:
-			return // Close syncs what is left
+		for {
+			s.wmu.Lock()
+			due, ok := s.jr.syncDue()
+			s.wmu.Unlock()
+			if !ok {
+				break
+			}
+			if d := time.Until(due); d > 0 {
+				t.Reset(d)
+				select {
+				case <-t.C:
+				case <-s.syncQuit:
+					return // Close syncs what is left
+				}
+				continue
+			}
+			s.syncWritten()
 		}
-		s.syncWritten()
 	}
 }
 
