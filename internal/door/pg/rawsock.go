@@ -32,6 +32,11 @@ type rawSock struct {
 	addr string // for error messages
 }
 
+// maxRawIO bounds the bytes one raw system call reads or writes. A raw call keeps its P
+// (and holds up a stop-the-world) until it returns; the kernel's copy of a few hundred KiB
+// takes tens of microseconds, so a large write is made of several such calls.
+const maxRawIO = 256 << 10
+
 // newRawSock returns the raw reader and writer of c when c is a plain TCP or Unix socket
 // (not TLS), and false otherwise.
 func newRawSock(c net.Conn) (*rawSock, bool) {
@@ -60,6 +65,9 @@ func newRawSock(c net.Conn) (*rawSock, bool) {
 func (s *rawSock) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
+	}
+	if len(b) > maxRawIO {
+		b = b[:maxRawIO]
 	}
 	var n int
 	var errno syscall.Errno
@@ -97,7 +105,7 @@ func (s *rawSock) Write(b []byte) (int, error) {
 	var errno syscall.Errno
 	err := s.rc.Write(func(fd uintptr) bool {
 		for n < len(b) {
-			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[n])), uintptr(len(b)-n))
+			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[n])), uintptr(min(len(b)-n, maxRawIO)))
 			switch e {
 			case 0:
 				n += int(r)
