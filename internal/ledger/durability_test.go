@@ -250,7 +250,8 @@ func TestRecordWrittenThenSync(t *testing.T) {
 // TestPlainReadLeadsTheCommitInline: under "sensitive", a plain read submitted while no
 // commit is under way is written by its submitter itself, so Submit returns an Ack that has
 // already answered (no hand-off to the writer goroutine and back); a record that must be
-// synced is still left to the writer, and under "every" nothing is committed inline. While
+// synced is still left to the writer, and under "every" nothing is committed inline by
+// Submit (Record, whose caller waits anyway, commits and syncs its own record). While
 // the chain is held by other work, Submit does not wait for it: the record is queued and
 // answered after it.
 func TestPlainReadLeadsTheCommitInline(t *testing.T) {
@@ -324,6 +325,22 @@ func TestPlainReadLeadsTheCommitInline(t *testing.T) {
 		}
 		if inline == 50 {
 			t.Fatal("durability every: every record was answered inside Submit")
+		}
+		// Record's caller waits anyway: with no commit under way it commits (and syncs) its
+		// own record, with no hand-off to the writer goroutine.
+		// (Most of them: the writer goroutine's tick may hold the chain at that moment.)
+		inline = 0
+		for range 20 {
+			a := l.submit(ctx, plain(), false, true)
+			if a.Answered() {
+				inline++
+			}
+			if err := a.Wait(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if inline < 10 {
+			t.Fatalf("durability every: %d of 20 waiting callers' synced records committed by the caller, want most", inline)
 		}
 	})
 }
@@ -418,7 +435,7 @@ func TestInlineLeaderLeavesSyncsToTheWriter(t *testing.T) {
 		l.queue = append(l.queue, request{ev: ev, ack: a, sync: l.opts.Durability.mustSync(ev)})
 	}
 	l.qmu.Unlock()
-	empty := l.drain(maxInlineRounds, true)
+	empty := l.drain(maxInlineRounds, true, true)
 	mu.Lock()
 	inline := append([]commit(nil), seen...)
 	mu.Unlock()

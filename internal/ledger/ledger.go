@@ -330,8 +330,14 @@ func (l *Ledger) Healthy() error {
 // caller gave up may still be committed (the ledger then holds more than the client saw,
 // never less). The ledger keeps ev (its store indexes it after the commit): the caller must
 // not change it once Record is called.
+//
+// Since its caller waits anyway, Record commits the queue itself when no commit is under
+// way, a record that must be fdatasync'd included (Submit leaves such a record to the
+// writer goroutine): the intent of a write outside a transaction block, or any record
+// under DurabilityEvery, then costs its session no hand-off to the writer goroutine and
+// back.
 func (l *Ledger) Record(ctx context.Context, ev *Event) error {
-	return l.Submit(ctx, ev).Wait(ctx)
+	return l.submit(ctx, ev, false, true).Wait(ctx)
 }
 
 // Submit hands ev to the group commit; the returned Ack says when it is durable.
@@ -341,7 +347,7 @@ func (l *Ledger) Record(ctx context.Context, ev *Event) error {
 // already answered. That commit is bounded by Options.WriteTimeout, not by ctx, since it
 // also carries other callers' records; Submit waits for ctx only before the commit starts.
 func (l *Ledger) Submit(ctx context.Context, ev *Event) *Ack {
-	return l.submit(ctx, ev, false)
+	return l.submit(ctx, ev, false, false)
 }
 
 // RecordWritten appends ev and returns once it is written to the commit log (write(2)
@@ -352,7 +358,7 @@ func (l *Ledger) Submit(ctx context.Context, ev *Event) *Ack {
 // intent is fdatasync'd before the change can take effect (see the README's durability
 // rule). A store that cannot tell written from synced (PostgreSQL) syncs it anyway.
 func (l *Ledger) RecordWritten(ctx context.Context, ev *Event) error {
-	return l.submit(ctx, ev, true).Wait(ctx)
+	return l.submit(ctx, ev, true, true).Wait(ctx)
 }
 
 // Sync returns once every record whose Ack has answered is fdatasync'd: one fdatasync of
@@ -391,8 +397,9 @@ func (l *Ledger) Sync(ctx context.Context) error {
 }
 
 // submit is Submit; written asks for write(2) only, whatever the event is (see
-// RecordWritten).
-func (l *Ledger) submit(ctx context.Context, ev *Event, written bool) *Ack {
+// RecordWritten); waits says that the caller waits for the Ack at once, so it may lead a
+// commit that syncs (see Record).
+func (l *Ledger) submit(ctx context.Context, ev *Event, written, waits bool) *Ack {
 	if ev == nil {
 		return failedAck(errors.New("record: nil event"))
 	}
@@ -416,22 +423,22 @@ func (l *Ledger) submit(ctx context.Context, ev *Event, written bool) *Ack {
 	if written && l.opts.Durability != DurabilityEvery {
 		r.sync = false
 	}
-	lead, err := l.enqueue(ctx, r)
+	lead, err := l.enqueue(ctx, r, waits)
 	if err != nil {
 		return failedAck(fmt.Errorf("record %s event: %w", ev.Type, err))
 	}
 	if lead {
-		l.leadInline()
+		l.leadInline(r.sync)
 	}
 	return a
 }
 
 // enqueue queues r for the group commit. It reports whether the caller should lead the
-// commit itself: r needs only write(2) and no commit is under way. A record that must be
-// synced is left to a leader at work or to the writer goroutine, so that its submitter
-// does not wait for an fdatasync inside Submit. It waits (as ctx allows) while the queue
-// is full.
-func (l *Ledger) enqueue(ctx context.Context, r request) (lead bool, err error) {
+// commit itself: no commit is under way, and r needs only write(2) or its caller waits
+// for it anyway (waits). A record that must be synced is otherwise left to a leader at
+// work or to the writer goroutine, so that its submitter does not wait for an fdatasync
+// inside Submit. It waits (as ctx allows) while the queue is full.
+func (l *Ledger) enqueue(ctx context.Context, r request, waits bool) (lead bool, err error) {
 	l.qmu.Lock()
 	for len(l.queue) >= maxQueued && !l.closed {
 		if l.room == nil {
@@ -459,7 +466,7 @@ func (l *Ledger) enqueue(ctx context.Context, r request) (lead bool, err error) 
 	if leading {
 		return false, nil // the leader takes the queue again before it lets go
 	}
-	if !r.sync {
+	if !r.sync || waits {
 		return true, nil
 	}
 	l.wakeWriter()
@@ -481,7 +488,11 @@ func (l *Ledger) enqueue(ctx context.Context, r request) (lead bool, err error) 
 // must be fdatasync'd and leaves that one and everything behind it to
 // the writer goroutine, and a checkpoint that has fallen due is the writer's too, so no
 // session waits inside Submit for an fdatasync or a signature.
-func (l *Ledger) leadInline() {
+//
+// A leader whose own record must be synced (sync: Record and RecordWritten leading for
+// their waiting caller) commits one batch, synced records included, and leaves what is
+// queued behind it to the writer goroutine: its session waits for nothing but that batch.
+func (l *Ledger) leadInline(sync bool) {
 	if !l.chainMu.TryLock() {
 		// A holder that is leading takes the queue again (or wakes the writer) after it
 		// last looks at it under qmu, which is after this record was queued: waking the
@@ -498,7 +509,12 @@ func (l *Ledger) leadInline() {
 	l.leading = true
 	l.qmu.Unlock()
 	runtime.Gosched()
-	empty := l.drain(maxInlineRounds, true)
+	var empty bool
+	if sync {
+		empty = l.drain(1, false, true)
+	} else {
+		empty = l.drain(maxInlineRounds, true, true)
+	}
 	due := len(l.dueCPs) > 0
 	l.chainMu.Unlock()
 	if !empty || due {
@@ -516,14 +532,15 @@ func (l *Ledger) wakeWriter() {
 
 // drain commits the queue, oldest first, batch by batch, until it is empty or rounds
 // batches are done (rounds < 0: until empty), and reports whether it left the queue
-// empty. Inline (a submitter leading, see leadInline), it stops before the first record
-// that must be synced and leaves checkpoints to the writer goroutine; otherwise it seals a
-// checkpoint whenever one falls due. Called with chainMu held.
-func (l *Ledger) drain(rounds int, inline bool) bool {
+// empty. When writeOnly (a submitter of a plain record leading, see leadInline), it stops
+// before the first record that must be synced. A submitter leading (inline) leaves
+// checkpoints to the writer goroutine; otherwise drain seals a checkpoint whenever one
+// falls due. Called with chainMu held.
+func (l *Ledger) drain(rounds int, writeOnly, inline bool) bool {
 	for i := 0; rounds < 0 || i < rounds; i++ {
 		l.qmu.Lock()
 		n := min(len(l.queue), l.opts.MaxBatch)
-		if inline {
+		if writeOnly {
 			for k, r := range l.queue[:n] {
 				if r.sync {
 					n = k
@@ -617,7 +634,7 @@ func (l *Ledger) run() {
 		select {
 		case <-l.wake:
 			l.chainMu.Lock()
-			l.drain(-1, false)
+			l.drain(-1, false, false)
 			l.storeDueCheckpoints() // left by an inline leader
 			l.chainMu.Unlock()
 		case c := <-l.calls:
@@ -637,7 +654,7 @@ func (l *Ledger) run() {
 		case <-l.quit:
 			// Commit what is already queued (Close stopped the queue), then seal the head.
 			l.chainMu.Lock()
-			l.drain(-1, false)
+			l.drain(-1, false, false)
 			l.storeDueCheckpoints()
 			l.timedCheckpoint()
 			l.chainMu.Unlock()
