@@ -30,6 +30,18 @@ import (
 type rawSock struct {
 	rc   syscall.RawConn
 	addr string // for error messages
+
+	// The state of the read and of the write under way, and the functions RawConn calls
+	// with the descriptor, bound once: a closure per call would cost allocations. A
+	// rawSock has one reader and one writer at a time (a relay loop each).
+	rbuf   []byte
+	rn     int
+	rerrno syscall.Errno
+	readFn func(fd uintptr) bool
+	wbuf   []byte
+	wn     int
+	werrno syscall.Errno
+	wrFn   func(fd uintptr) bool
 }
 
 // maxRawIO bounds the bytes one raw system call reads or writes. A raw call keeps its P
@@ -57,7 +69,47 @@ func newRawSock(c net.Conn) (*rawSock, bool) {
 	if a := c.RemoteAddr(); a != nil {
 		addr = a.String()
 	}
-	return &rawSock{rc: rc, addr: addr}, true
+	s := &rawSock{rc: rc, addr: addr}
+	s.readFn, s.wrFn = s.readOnce, s.writeSome
+	return s, true
+}
+
+// readOnce reads into rbuf; false (EAGAIN) makes RawConn wait for readiness and call again.
+func (s *rawSock) readOnce(fd uintptr) bool {
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&s.rbuf[0])), uintptr(len(s.rbuf)))
+		switch e {
+		case 0:
+			s.rn = int(r)
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.rerrno = e
+			return true
+		}
+	}
+}
+
+// writeSome writes what is left of wbuf; false (EAGAIN: the socket's buffer is full) makes
+// RawConn wait for room and call again.
+func (s *rawSock) writeSome(fd uintptr) bool {
+	for s.wn < len(s.wbuf) {
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&s.wbuf[s.wn])), uintptr(min(len(s.wbuf)-s.wn, maxRawIO)))
+		switch e {
+		case 0:
+			s.wn += int(r)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.werrno = e
+			return true
+		}
+	}
+	return true
 }
 
 // Read reads what the socket has, waiting (through the poller) while it has nothing. At
@@ -69,25 +121,10 @@ func (s *rawSock) Read(b []byte) (int, error) {
 	if len(b) > maxRawIO {
 		b = b[:maxRawIO]
 	}
-	var n int
-	var errno syscall.Errno
-	err := s.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-			switch e {
-			case 0:
-				n = int(r)
-				return true
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // nothing yet: the poller waits for readiness, then calls again
-			default:
-				errno = e
-				return true
-			}
-		}
-	})
+	s.rbuf, s.rn, s.rerrno = b, 0, 0
+	err := s.rc.Read(s.readFn)
+	n, errno := s.rn, s.rerrno
+	s.rbuf = nil
 	switch {
 	case err != nil:
 		return 0, fmt.Errorf("read from %s: %w", s.addr, err)
@@ -101,24 +138,10 @@ func (s *rawSock) Read(b []byte) (int, error) {
 
 // Write writes all of b, waiting (through the poller) while the socket's buffer is full.
 func (s *rawSock) Write(b []byte) (int, error) {
-	n := 0
-	var errno syscall.Errno
-	err := s.rc.Write(func(fd uintptr) bool {
-		for n < len(b) {
-			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[n])), uintptr(min(len(b)-n, maxRawIO)))
-			switch e {
-			case 0:
-				n += int(r)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
-		}
-		return true
-	})
+	s.wbuf, s.wn, s.werrno = b, 0, 0
+	err := s.rc.Write(s.wrFn)
+	n, errno := s.wn, s.werrno
+	s.wbuf = nil
 	switch {
 	case err != nil:
 		return n, fmt.Errorf("write to %s: %w", s.addr, err)

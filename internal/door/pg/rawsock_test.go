@@ -176,3 +176,26 @@ func TestRelayUsesRawSockets(t *testing.T) {
 
 // tlsLike is a connection that wraps a socket, as a TLS connection does.
 type tlsLike struct{ net.Conn }
+
+// A round trip of reads and writes allocates nothing (a closure per call would).
+func TestRawSockAllocatesNothing(t *testing.T) {
+	a, b := tcpPair(t)
+	wa, rb := rawOf(t, a), rawOf(t, b)
+	msg := []byte("Q\x00\x00\x00\x0dselect 1\x00")
+	buf := make([]byte, 64)
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := wa.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		for n := 0; n < len(msg); {
+			k, err := rb.Read(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += k
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per write and read, want 0", allocs)
+	}
+}
