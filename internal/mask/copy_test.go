@@ -172,6 +172,68 @@ func TestTextPlain(t *testing.T) {
 	}
 }
 
+// TestIndexEither holds indexEither's eight-bytes-at-a-time search for a field's end to a
+// byte loop, from every start of lines of every length around the word size (the last,
+// overlapping word included), made of both bytes sought and bytes that differ from them in
+// one bit or in the top bit only.
+func TestIndexEither(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, ds := range [][2]byte{{'\t', '\\'}, {',', '"'}, {'|', '\\'}} {
+		d, s := ds[0], ds[1]
+		alphabet := []byte{'a', d, d | 0x80, d ^ 1, s, s | 0x80, s ^ 1, 0, 0xff, '\n'}
+		for k := 0; k < 20000; k++ {
+			b := make([]byte, rng.IntN(41))
+			for i := range b {
+				if rng.IntN(4) == 0 {
+					b[i] = alphabet[rng.IntN(len(alphabet))]
+				} else {
+					b[i] = 'a' + byte(rng.IntN(26))
+				}
+			}
+			for from := 0; from <= len(b); from++ {
+				want := len(b)
+				for i := from; i < len(b); i++ {
+					if b[i] == d || b[i] == s {
+						want = i
+						break
+					}
+				}
+				if got := indexEither(b, from, swarOnes*uint64(d), swarOnes*uint64(s)); got != want {
+					t.Fatalf("indexEither(%q, %d, %q, %q) = %d, want %d", b, from, d, s, got, want)
+				}
+			}
+		}
+	}
+}
+
+// TestCopyLateEscape: a line whose escape (text) or quote (CSV) comes after a value that was
+// already masked is masked whole by the decoding path, from the start of the line.
+func TestCopyLateEscape(t *testing.T) {
+	m := newMasker(t)
+	rules := []Rule{*rule(KindText, 0, "email"), *rule(KindText, 0, ""), *rule(KindText, 0, "email")}
+	for _, tc := range []struct {
+		opts    CopyOptions
+		in, out string
+	}{
+		{CopyOptions{Format: "text", Delimiter: '\t', Null: `\N`}, "ann@example.com\tplain\tbob@example.com\n", "a**@example.com\tplain\tb**@example.com\n"},
+		{CopyOptions{Format: "text", Delimiter: '\t', Null: `\N`}, "ann@example.com\ta\\tb\tbob@example.com\n", "a**@example.com\ta\\tb\tb**@example.com\n"},
+		{CopyOptions{Format: "text", Delimiter: '\t', Null: `\N`}, "ann@example.com\tx\tbo\\\\b@example.com\n", "a**@example.com\tx\tb***@example.com\n"},
+		{CopyOptions{Format: "csv", Delimiter: ',', Quote: '"', Escape: '"'}, "ann@example.com,\"a,b\",bob@example.com\n", "a**@example.com,\"a,b\",b**@example.com\n"},
+		{CopyOptions{Format: "csv", Delimiter: ',', Quote: '"', Escape: '"'}, "ann@example.com,x,\"bob@example.com\"\n", "a**@example.com,x,b**@example.com\n"},
+	} {
+		cm := NewCopyMasker(m, rules, tc.opts)
+		out, n, err := cm.MaskData([]byte(tc.in))
+		if err != nil || n != 2 || string(out) != tc.out {
+			t.Errorf("%s %q: %q %d %v, want %q", tc.opts.Format, tc.in, out, n, err, tc.out)
+		}
+		// The same line appended after other output: what is before it stays as it was.
+		dst, n, err := cm.AppendData([]byte("prefix"), []byte(tc.in))
+		if err != nil || n != 2 || string(dst) != "prefix"+tc.out {
+			t.Errorf("%s %q appended: %q %d %v", tc.opts.Format, tc.in, dst, n, err)
+		}
+	}
+}
+
 // TestPartialEmailShapes: the first character and up to three stars for the local part, the
 // domain kept; a value without a local part is starred whole. (COPY masks e-mails of every
 // shape: this pins the shapes the in-place writing of partialEmail must keep.)

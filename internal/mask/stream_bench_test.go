@@ -143,6 +143,7 @@ func BenchmarkDataRowMasked(b *testing.B) {
 		var out []byte
 		b.SetBytes(int64(len(frames[0])))
 		b.ReportAllocs()
+		cpuClock(b)
 		i := 0
 		for b.Loop() {
 			if err := row.Decode(frames[i%n][5:]); err != nil {
@@ -162,6 +163,7 @@ func BenchmarkDataRowMasked(b *testing.B) {
 		var out []byte
 		b.SetBytes(int64(len(frames[0])))
 		b.ReportAllocs()
+		cpuClock(b)
 		i := 0
 		for b.Loop() {
 			var err error

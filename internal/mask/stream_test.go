@@ -366,3 +366,46 @@ func FuzzMaskDataRow(f *testing.F) {
 		checkDataRow(t, rm, body)
 	})
 }
+
+// TestFastPathsAgree: what the streaming paths do with a value through the fast path of its
+// rule (fastOf, appendFast) is what AppendApply does, for rules of every kind, format,
+// class, strategy and derivation, and values of every shape.
+func TestFastPathsAgree(t *testing.T) {
+	m := newMasker(t)
+	prof := BuiltinProfiles()[ProfileDefault]
+	values := []string{"", "a", "ann@example.com", "order 1234567", "123-45-6789", "4242 4242 4242 4242",
+		"call 555 123 4567 or mail x@y.io", "1990-02-03", "10.1.2.3", "\x00\x00\x00\x01", "(1,ann@example.com)", `{"email":"a@b.io"}`}
+	fast := map[fastPath]int{}
+	for _, kind := range []Kind{KindText, KindJSON, KindArray, KindJSONArr, KindDate, KindTime, KindInet, KindRecord, KindOpaque, KindOther} {
+		for _, format := range []int16{0, 1} {
+			for _, class := range []string{"", classify.Email, classify.SSN, classify.Phone, classify.DOB, classify.IP, classify.Name, classify.Secret} {
+				for _, strat := range []Strategy{Partial, Hash, Redact, Null, Raw} {
+					for _, flags := range []int{0, 1, 2, 3, 4, 8} {
+						r := &Rule{Kind: kind, Format: format, Class: class, Strat: prof.For}
+						if class != "" {
+							r.Strategy = strat
+						}
+						r.Derived, r.Composite, r.FreeText = flags&1 != 0, flags&2 != 0, flags&4 != 0
+						if flags&8 != 0 {
+							r.Keys = map[string]string{"email": classify.Email}
+						}
+						f := fastOf(r)
+						fast[f]++
+						for _, v := range values {
+							want, wres := m.AppendApply([]byte("dst:"), r, []byte(v))
+							got, gres := m.appendFast([]byte("dst:"), f, r, []byte(v))
+							if gres != wres || !bytes.Equal(got, want) {
+								t.Fatalf("%+v (fast path %d), %q: %q %d, AppendApply %q %d", r, f, v, got, gres, want, wres)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	for f := fastNone; f <= fastNull; f++ {
+		if fast[f] == 0 {
+			t.Errorf("no rule has fast path %d", f)
+		}
+	}
+}
