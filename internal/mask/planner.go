@@ -126,6 +126,42 @@ type ResultMasker struct {
 	counts []int64
 	// val holds the value MaskDataRow is masking, reused from row to row.
 	val []byte
+	// MaskDataRow's view of the rules, made at its first row (see prepare): isActive[i]
+	// reports whether i is in active, and fast[i] is the fast path of rules[i].
+	prepared bool
+	fast     []fastPath
+	isActive []bool
+}
+
+// prepare makes MaskDataRow's view of the rules (once: the rules of a result do not change
+// once its rows flow).
+func (r *ResultMasker) prepare() {
+	r.prepared = true
+	r.fast = make([]fastPath, len(r.rules))
+	r.isActive = make([]bool, len(r.rules))
+	for _, i := range r.active {
+		if i < 0 || i >= len(r.rules) {
+			continue
+		}
+		r.fast[i] = fastOf(&r.rules[i])
+		r.isActive[i] = true
+	}
+}
+
+// NewResultMasker returns a masker for the rows of a result with one rule per column, for
+// rules made outside a Planner (PlanResult plans a result's rules from its columns). It
+// returns nil when no rule masks anything.
+func NewResultMasker(m *Masker, rules []Rule) *ResultMasker {
+	var active []int
+	for i := range rules {
+		if r := &rules[i]; r.sensitive() || r.FreeText || len(r.Keys) > 0 {
+			active = append(active, i)
+		}
+	}
+	if len(active) == 0 {
+		return nil
+	}
+	return &ResultMasker{m: m, rules: append([]Rule(nil), rules...), active: active}
 }
 
 // MaskRow implements gate.RowMasker.
@@ -159,11 +195,16 @@ func (r *ResultMasker) MaskDataRow(dst, body []byte) ([]byte, int, error) {
 	if len(body) < 2 {
 		return dst, 0, errDataRow
 	}
+	if !r.prepared {
+		r.prepare()
+	}
 	count := int(binary.BigEndian.Uint16(body))
 	base := len(dst)
-	p, copied, n, next := 2, 0, 0, 0
+	isActive, fast, val := r.isActive, r.fast, r.val
+	p, copied, n := 2, 0, 0
 	for i := 0; i < count; i++ {
 		if p+4 > len(body) {
+			r.val = val
 			return dst[:base], 0, errDataRow
 		}
 		start := p
@@ -173,18 +214,16 @@ func (r *ResultMasker) MaskDataRow(dst, body []byte) ([]byte, int, error) {
 			continue
 		}
 		if l < 0 || l > len(body)-p {
+			r.val = val
 			return dst[:base], 0, errDataRow
 		}
-		v := body[p : p+l]
+		v := body[p : p+l : p+l]
 		p += l
-		for next < len(r.active) && r.active[next] < i {
-			next++
-		}
-		if next == len(r.active) || r.active[next] != i {
+		if i >= len(isActive) || !isActive[i] {
 			continue
 		}
-		val, res := r.m.AppendApply(r.val[:0], &r.rules[i], v)
-		r.val = val
+		var res Outcome
+		val, res = r.m.appendFast(val[:0], fast[i], &r.rules[i], v)
 		if res == Unchanged {
 			continue
 		}
@@ -205,6 +244,7 @@ func (r *ResultMasker) MaskDataRow(dst, body []byte) ([]byte, int, error) {
 		}
 		r.counts[i]++
 	}
+	r.val = val
 	if p != len(body) {
 		return dst[:base], 0, errDataRow
 	}

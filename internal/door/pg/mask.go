@@ -234,23 +234,36 @@ type frameMasker interface {
 	MaskDataRow(dst, body []byte) ([]byte, int, error)
 }
 
-// maskedRow forwards one DataRow masked by fm.
+// maskedRow forwards one DataRow masked by fm, and the DataRows after it that are already
+// read: they are relayed here rather than one by one through the upstream loop (as
+// copyData relays CopyData), within the loop's bound on output held back for records. A
+// result under a row limit goes row by row (dataRow counts its rows against the limit).
 func (r *relay) maskedRow(p *pending, fm frameMasker, frame []byte) error {
-	// The masked message is appended straight to the client's output: one copy.
-	dst := r.out.tail(len(frame) + copySlack)
-	buf, n, err := fm.MaskDataRow(dst, frame[5:])
-	if err != nil {
-		return fmt.Errorf("malformed DataRow from upstream: %w", err)
+	batch := p.check == nil || p.check.Decision.MaxRows <= 0
+	for {
+		// The masked message is appended straight to the client's output: one copy.
+		dst := r.out.tail(len(frame) + copySlack)
+		buf, n, err := fm.MaskDataRow(dst, frame[5:])
+		if err != nil {
+			return fmt.Errorf("malformed DataRow from upstream: %w", err)
+		}
+		if n == 0 {
+			p.out.Bytes += int64(len(frame))
+			r.emit(frame)
+		} else {
+			p.out.Masked += int64(n)
+			p.out.Bytes += int64(len(buf) - len(dst))
+			r.out.commit(buf)
+		}
+		if !batch || r.out.holding() > outHoldMax {
+			return nil
+		}
+		if frame = r.ur.nextBuffered('D'); frame == nil {
+			return nil
+		}
+		p.rows++
+		p.resRows++
 	}
-	if n == 0 {
-		p.out.Bytes += int64(len(frame))
-		r.emit(frame)
-		return nil
-	}
-	p.out.Masked += int64(n)
-	p.out.Bytes += int64(len(buf) - len(dst))
-	r.out.commit(buf)
-	return nil
 }
 
 // textCheck is the check whose masking profile applies to free text arriving now: the
