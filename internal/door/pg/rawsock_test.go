@@ -4,9 +4,11 @@ package pg
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -171,6 +173,52 @@ func TestRelayUsesRawSockets(t *testing.T) {
 	a, _ := tcpPair(t)
 	if _, ok := newRawSock(tlsLike{a}); ok {
 		t.Error("newRawSock took a connection that is not a plain socket")
+	}
+}
+
+// A TLS session runs over raw socket calls too, and relays a large result whole.
+func TestTLSRelaysOverRawSockets(t *testing.T) {
+	e := startEnv(t, func(e *env) { e.srv.TLS = selfSigned(t) })
+	ctx := ctxT(t, 30*time.Second)
+	c := connect(t, strings.Replace(e.dsn("alice", "main"), "sslmode=disable", "sslmode=require", 1))
+	if _, ok := c.PgConn().Conn().(*tls.Conn); !ok {
+		t.Fatal("sslmode=require connection is not TLS")
+	}
+	var n, total int64
+	if err := c.QueryRow(ctx, "select count(*), sum(length(x)) from (select repeat('y', g) x from generate_series(1, 3000) g) s").Scan(&n, &total); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := c.Query(ctx, "select repeat('y', g) from generate_series(1, 3000) g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, sum int64
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		got++
+		sum += int64(len(s))
+	}
+	if rows.Err() != nil || got != n || sum != total {
+		t.Fatalf("TLS result: %d rows of %d bytes, want %d of %d (%v)", got, sum, n, total, rows.Err())
+	}
+	e.srv.mu.Lock()
+	var rs []*relay
+	for _, l := range e.srv.sessions {
+		rs = append(rs, l...)
+	}
+	e.srv.mu.Unlock()
+	if len(rs) != 1 {
+		t.Fatalf("%d relays registered, want 1", len(rs))
+	}
+	tc, ok := rs[0].client.(*tls.Conn)
+	if !ok {
+		t.Fatalf("client connection is %T, want *tls.Conn", rs[0].client)
+	}
+	if _, ok := tc.NetConn().(*sockConn); !ok {
+		t.Errorf("TLS runs over %T, want *sockConn", tc.NetConn())
 	}
 }
 

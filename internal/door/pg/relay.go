@@ -219,6 +219,26 @@ func (r *relay) rawSockets(c *conn, h *pgconn.HijackedConn) {
 	}
 }
 
+// sockConn is a connection whose reads and writes are raw system calls (rawSock), for a
+// TLS connection to run over; deadlines, addresses and Close are the connection's own. The
+// TLS connection serializes its reads and its writes, as rawSock requires.
+type sockConn struct {
+	net.Conn
+	rs *rawSock
+}
+
+func (c *sockConn) Read(b []byte) (int, error)  { return c.rs.Read(b) }
+func (c *sockConn) Write(b []byte) (int, error) { return c.rs.Write(b) }
+
+// rawSockConn returns c reading and writing with raw system calls when it is a plain
+// socket, else c itself.
+func rawSockConn(c net.Conn) net.Conn {
+	if rs, ok := newRawSock(c); ok {
+		return &sockConn{Conn: c, rs: rs}
+	}
+	return c
+}
+
 // upReader reads an upstream connection's socket with raw system calls once the bytes given
 // back to the connection (upstream.Conn.Unread, by a previous session or its reset) are read.
 type upReader struct {

@@ -253,7 +253,7 @@ func (s *Server) handle(ctx context.Context, nc net.Conn) {
 			if _, err := c.Write([]byte{'S'}); err != nil {
 				return
 			}
-			tc := tls.Server(c.Conn, s.TLS)
+			tc := tls.Server(rawSockConn(c.Conn), s.TLS)
 			hctx, cancel := context.WithDeadline(ctx, deadline)
 			err := tc.HandshakeContext(hctx)
 			cancel()
