@@ -11,11 +11,10 @@ import (
 	"unsafe"
 )
 
-// The indexer stores the events of the commit log eventChunk rows per INSERT, with row ids
-// it assigns itself (it holds the write lock: the next id is MAX(id)+1), so it knows each
-// event's id without asking for it row by row. A statement's fixed cost (database/sql's
-// conversions and locks, the driver's, starting and halting SQLite's program) is then paid
-// once per chunk.
+// The indexer stores the events of the commit log eventChunk rows per INSERT, with the row
+// ids SQLite gives them (it holds the write lock: the next id is MAX(id)+1), so it knows
+// each event's id without asking for it row by row. A statement's fixed cost (the driver's
+// conversions, starting and halting SQLite's program) is then paid once per chunk.
 //
 // An event stored before (the commit log replayed after a crash, or another process that
 // stored it) makes the chunk insert fewer rows than it holds: the transaction is rolled back
@@ -23,20 +22,25 @@ import (
 
 // eventChunk is how many events one INSERT stores. The driver finds each placeholder's
 // argument by a scan of the arguments, so a statement's binding grows with the square of
-// its placeholders: 16 columns × 8 rows is about the best (BenchmarkIndex).
+// its placeholders: 8 rows of 14 values is about the best (BenchmarkIndex; 4 measured the
+// same within noise, 16 worse).
 const eventChunk = 8
-
-// eventCols is the number of columns insertEventsSQL binds per event.
-const eventCols = 16
 
 // errStoredBefore ends a bulk store that met an event stored before.
 var errStoredBefore = errors.New("ledger event stored before")
 
-// insertEventsSQL returns the INSERT of n events with their row ids.
+// insertEventsSQL returns the INSERT of n events, 14 values each. The row id is not bound:
+// SQLite gives a new row MAX(id)+1, the id storeBatchesBulk expects (it checks the last),
+// so 16 columns' binding cost 14's (binding is quadratic in a statement's placeholders).
+// Nor is the hash (insertEventSQL says why). OR IGNORE instead of ON CONFLICT DO NOTHING:
+// a statement that cannot abort needs no statement journal, which copied the B-tree pages
+// each INSERT changed (9% of indexing a sensitive read: BenchmarkIndex profile); a row it
+// ignores, stored before or not, makes the store fall back to one by one as before, where
+// any error is reported.
 func insertEventsSQL(n int) string {
-	tuple := "(?" + strings.Repeat(", ?", eventCols-1) + ")"
-	return `INSERT INTO ledger_events(id, instance, seq, time_ns, type, subject, identity_kind, target, environment, decision, session, hash, body, facets, text_id, aux) VALUES ` +
-		tuple + strings.Repeat(", "+tuple, n-1) + ` ON CONFLICT (instance, seq) DO NOTHING`
+	tuple := "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?)"
+	return `INSERT OR IGNORE INTO ledger_events(instance, seq, time_ns, type, subject, identity_kind, target, environment, decision, session, hash, body, facets, text_id, aux) VALUES ` +
+		tuple + strings.Repeat(", "+tuple, n-1)
 }
 
 // bulkRow is one event of the chunk being built: its id, and its event and index when it is
@@ -85,16 +89,15 @@ func (x *sqliteIndexer) storeBatchesBulk(ctx context.Context, bs []logBatch) (er
 			q = insertEventsSQL(len(rows))
 			x.bulkSQL[len(rows)] = q
 		}
-		st, err := x.stmt(ctx, q)
-		if err != nil {
-			return err
-		}
-		res, err := st.ExecContext(context.WithoutCancel(ctx), args...)
+		res, err := x.execRaw(ctx, q, args)
 		if err != nil {
 			return fmt.Errorf("store events: %w", err)
 		}
 		if n, _ := res.RowsAffected(); n != int64(len(rows)) {
 			return errStoredBefore
+		}
+		if id, err := res.LastInsertId(); err != nil || id != rows[len(rows)-1].id {
+			return fmt.Errorf("store events: row ids %d..%d expected, last is %d (%v)", rows[0].id, rows[len(rows)-1].id, id, err)
 		}
 		for i := range rows {
 			if rows[i].ev != nil {
@@ -126,7 +129,7 @@ func (x *sqliteIndexer) storeBatchesBulk(ctx context.Context, bs []logBatch) (er
 			// The record is bound as text without a copy (the driver copies it for SQLite
 			// anyway): a sealed record is never modified.
 			body := unsafe.String(unsafe.SliceData(r.body), len(r.body))
-			args = append(args, next, r.instance, r.seq, r.timeNS, r.typ, r.subject, r.identityKind, r.target, r.environment, r.decision, r.session, r.hash, body, d.facetsArg(), d.textArg(), d.auxArg())
+			args = append(args, r.instance, r.seq, r.timeNS, r.typ, r.subject, r.identityKind, r.target, r.environment, r.decision, r.session, body, d.facetsArg(), d.textArg(), d.auxArg())
 			rows = append(rows, bulkRow{id: next, ev: ev, d: d})
 			next++
 			if len(rows) == eventChunk {

@@ -46,16 +46,16 @@ func TestSQLitePlansUseIndexes(t *testing.T) {
 		sql               func(cond string) string
 	}{
 		{"who-dropped bare", "customers", "ledger_tables_drops", func(c string) string {
-			return strings.ReplaceAll(fmt.Sprintf(whoDroppedSQL, c), "{NOIX}", "+")
+			return intentSQL(sqliteSQL, strings.ReplaceAll(fmt.Sprintf(whoDroppedSQL, c), "{NOIX}", "+"), "ledger_tables_drops")
 		}},
 		{"who-dropped qualified", "public.customers", "ledger_tables_drops", func(c string) string {
-			return strings.ReplaceAll(fmt.Sprintf(whoDroppedSQL, c), "{NOIX}", "+")
+			return intentSQL(sqliteSQL, strings.ReplaceAll(fmt.Sprintf(whoDroppedSQL, c), "{NOIX}", "+"), "ledger_tables_drops")
 		}},
 		{"agents bare", "customers", "COVERING INDEX ledger_tables_agents", func(c string) string {
-			return fmt.Sprintf(agentsQueriedSQL, c)
+			return strings.Replace(fmt.Sprintf(agentsQueriedSQL, c), "{IX}", indexHint(sqliteSQL, "ledger_tables_agents"), 1)
 		}},
 		{"agents qualified", "public.customers", "ledger_tables_agents", func(c string) string {
-			return fmt.Sprintf(agentsQueriedSQL, c)
+			return strings.Replace(fmt.Sprintf(agentsQueriedSQL, c), "{IX}", indexHint(sqliteSQL, "ledger_tables_agents"), 1)
 		}},
 	} {
 		alias := "d"

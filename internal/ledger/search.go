@@ -300,7 +300,11 @@ func ftsMatch(s string) string {
 // to the table's few DROP rows; with only sampled statistics SQLite would otherwise walk
 // every row of the table through the (name, decision, time_ns) index (0.2-0.4 s cold at ten
 // million events instead of milliseconds).
-const whoDroppedSQL = `SELECT e.body, d.tbl, d.kind FROM ledger_tables d JOIN ledger_events e ON e.instance = d.instance AND e.seq = d.seq
+//
+// {IX} names the DROP rows' partial index for SQLite (intentSQL): its sampled statistics
+// (a synthetic load's ANALYZE) made the planner walk the whole side table in one run of
+// TestSQLitePlansUseIndexes out of five.
+const whoDroppedSQL = `SELECT e.body, d.tbl, d.kind FROM ledger_tables d {IX} JOIN ledger_events e ON e.instance = d.instance AND e.seq = d.seq
 WHERE %s AND d.kind >= 'DROP ' AND d.kind < 'DROP~' AND {NOIX}d.type = 'statement' AND {NOIX}d.decision = 'allow' AND {NOIX}d.time_ns >= ? AND {NOIX}d.time_ns < ? ORDER BY d.time_ns, d.seq`
 
 const piiReadersSQL = `SELECT subject, identity_kind, COUNT(*), MIN(time_ns), MAX(time_ns) FROM ledger_classes
@@ -333,7 +337,9 @@ func classDailySQL(d dialect) string {
 	return strings.NewReplacer("{MIN}", "min", "{MAX}", "max").Replace(classDailyUpsert)
 }
 
-const agentsQueriedSQL = `SELECT subject, identity_kind, COUNT(*), MIN(time_ns), MAX(time_ns) FROM ledger_tables
+// agentsQueriedSQL counts the agents that queried a table (%s: tableMatch's condition);
+// {IX} names the agents' partial index for SQLite, as in whoDroppedSQL.
+const agentsQueriedSQL = `SELECT subject, identity_kind, COUNT(*), MIN(time_ns), MAX(time_ns) FROM ledger_tables {IX}
 WHERE %s AND identity_kind = 'agent' AND time_ns >= ? AND time_ns < ? AND type = 'statement'
 GROUP BY subject, identity_kind ORDER BY COUNT(*) DESC, subject`
 

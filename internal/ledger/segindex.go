@@ -305,6 +305,17 @@ type termBounds struct{ min, max int64 }
 type termSet struct {
 	m      map[termKey]termBounds
 	groups []termGroup
+	// byKey finds a group that is not among the latest few (traffic that rotates over
+	// more identities than termGroupScan): without it each such event would start a group
+	// of its own, and expand would update a dozen terms per event.
+	byKey map[termGroupKey]int
+}
+
+// termGroupKey is what tells termGroups apart.
+type termGroupKey struct {
+	seg    int64
+	fields [numFields]string
+	d      *eventIndex
 }
 
 // termGroup is events of one segment with the same field values and index.
@@ -339,6 +350,16 @@ func (s *termSet) add(id, ns int64, ev *Event, d *eventIndex) {
 			return
 		}
 	}
+	k := termGroupKey{seg: seg, fields: f, d: d}
+	if i, ok := s.byKey[k]; ok {
+		g := &s.groups[i]
+		g.min, g.max = min(g.min, ns), max(g.max, ns)
+		return
+	}
+	if s.byKey == nil {
+		s.byKey = map[termGroupKey]int{}
+	}
+	s.byKey[k] = len(s.groups)
 	s.groups = append(s.groups, termGroup{seg: seg, fields: f, d: d, min: ns, max: ns})
 }
 
@@ -364,12 +385,14 @@ func (s *termSet) expand() {
 		}
 	}
 	s.groups = s.groups[:0]
+	clear(s.byKey)
 }
 
 // reset forgets everything summed.
 func (s *termSet) reset() {
 	clear(s.m)
 	s.groups = s.groups[:0]
+	clear(s.byKey)
 }
 
 // Terms of single-valued event fields, and the term every event has.

@@ -51,7 +51,7 @@ func runWhoDropped(ctx context.Context, r runner, table string, tr TimeRange) ([
 	if r.dialect() == sqliteSQL {
 		noix = "+"
 	}
-	sql := rebind(r.dialect(), strings.ReplaceAll(fmt.Sprintf(whoDroppedSQL, cond), "{NOIX}", noix))
+	sql := intentSQL(r.dialect(), strings.ReplaceAll(fmt.Sprintf(whoDroppedSQL, cond), "{NOIX}", noix), "ledger_tables_drops")
 	var out []DropRecord
 	err := r.queryRows(ctx, sql, append(args, from, to), func(scan func(...any) error) error {
 		var body []byte
@@ -186,7 +186,7 @@ func ceilDiv(a, b int64) int64 { return -floorDiv(-a, b) }
 func runAgentsQueried(ctx context.Context, r runner, table string, tr TimeRange) ([]IdentityCount, error) {
 	cond, args := tableMatch("", table)
 	from, to := tr.bounds()
-	out, err := runIdentityCounts(ctx, r, fmt.Sprintf(agentsQueriedSQL, cond), append(args, from, to))
+	out, err := runIdentityCounts(ctx, r, strings.Replace(fmt.Sprintf(agentsQueriedSQL, cond), "{IX}", indexHint(r.dialect(), "ledger_tables_agents"), 1), append(args, from, to))
 	if err != nil {
 		return nil, fmt.Errorf("find agents that queried %s: %w", table, err)
 	}
@@ -279,9 +279,9 @@ func runLastBefore(ctx context.Context, r runner, instance string, t time.Time) 
 	if err != nil {
 		return 0, "", fmt.Errorf("find events before %s: %w", t.Format(time.RFC3339), err)
 	}
-	q, args := `SELECT seq, hash FROM ledger_events WHERE instance = ? AND seq < ? ORDER BY seq DESC LIMIT 1`, []any{instance, first}
+	q, args := `SELECT seq, `+eventHashExpr(r.dialect())+` FROM ledger_events WHERE instance = ? AND seq < ? ORDER BY seq DESC LIMIT 1`, []any{instance, first}
 	if !found {
-		q, args = `SELECT seq, hash FROM ledger_events WHERE instance = ? ORDER BY seq DESC LIMIT 1`, []any{instance}
+		q, args = `SELECT seq, `+eventHashExpr(r.dialect())+` FROM ledger_events WHERE instance = ? ORDER BY seq DESC LIMIT 1`, []any{instance}
 	}
 	var seq int64
 	var hash string
@@ -295,11 +295,27 @@ func runLastBefore(ctx context.Context, r runner, instance string, t time.Time) 
 	return seq, hash, nil
 }
 
+// indexHint is the INDEXED BY clause naming index in SQLite, nothing in PostgreSQL.
+func indexHint(d dialect, index string) string {
+	if d == sqliteSQL {
+		return "INDEXED BY " + index
+	}
+	return ""
+}
+
+// eventHashExpr reads an event row's hash in dialect d.
+func eventHashExpr(d dialect) string {
+	if d == sqliteSQL {
+		return sqliteHashExpr
+	}
+	return "hash"
+}
+
 func runHead(ctx context.Context, r runner, instance string) (int64, string, error) {
 	var seq int64
 	var hash string
 	found := false
-	err := r.queryRows(ctx, rebind(r.dialect(), `SELECT seq, hash FROM ledger_events WHERE instance = ? ORDER BY seq DESC LIMIT 1`), []any{instance}, func(scan func(...any) error) error {
+	err := r.queryRows(ctx, rebind(r.dialect(), `SELECT seq, `+eventHashExpr(r.dialect())+` FROM ledger_events WHERE instance = ? ORDER BY seq DESC LIMIT 1`), []any{instance}, func(scan func(...any) error) error {
 		found = true
 		return scan(&seq, &hash)
 	})
