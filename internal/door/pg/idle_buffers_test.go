@@ -89,7 +89,7 @@ func TestUpWriter(t *testing.T) {
 	var dst bytes.Buffer
 	u := &upWriter{w: &dst, pool: &pool}
 	var want []byte
-	for _, n := range []int{5, 100, outFlushAt - 50, 10, 2 * outFlushAt, 7} {
+	for _, n := range []int{5, 100, outBufSize - 50, 10, 2 * outBufSize, 7} {
 		p := frameOf('Q', n)
 		want = append(want, p...)
 		if k, err := u.Write(p); err != nil || k != len(p) {

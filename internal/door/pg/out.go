@@ -11,9 +11,15 @@ import (
 
 // Sizes of the client-bound output buffer (see clientOut).
 const (
+	// outBufSize is the capacity the buffers of the door's pool are made with (and the
+	// size at which upWriter writes): a round trip's output fits many times.
+	outBufSize = 32 << 10
 	// outFlushAt is the size at which the relayed bytes that nothing holds back are written
-	// without waiting for the end of the burst.
-	outFlushAt = 32 << 10
+	// without waiting for the end of the burst. It is larger than outBufSize: the rows of a
+	// large result leave in writes of this size, a quarter of the system calls (and of the
+	// client's wake-ups) of 32 KiB writes; the buffer grows to it once and goes back to the
+	// pool grown (up to outShrinkAbove).
+	outFlushAt = 128 << 10
 	// outHoldMax bounds the bytes held back behind unanswered ledger records: above it the
 	// upstream loop waits for the records instead of reading on.
 	outHoldMax = 256 << 10
@@ -39,7 +45,7 @@ type clientOut struct {
 	w     io.Writer
 	buf   []byte
 	bp    *[]byte    // the pool's holder of buf, reused for the hand-back
-	pool  *sync.Pool // of *[]byte with outFlushAt capacity; nil keeps the buffer
+	pool  *sync.Pool // of *[]byte with outBufSize capacity or more; nil keeps the buffer
 	holds []hold     // in buffer order
 	err   error      // the first failed write; later writes are dropped
 	// failed is told about every record that could not be written (for the log).
@@ -68,7 +74,7 @@ func (o *clientOut) take() {
 			return
 		}
 	}
-	o.buf = make([]byte, 0, outFlushAt)
+	o.buf = make([]byte, 0, outBufSize)
 }
 
 // giveBack returns the empty buffer's backing array to the pool, so an idle session holds
@@ -225,13 +231,13 @@ func (o *clientOut) writeOut(b []byte) {
 }
 
 // upWriter buffers what the client loop sends upstream until Flush, like a bufio.Writer of
-// outFlushAt bytes, in a buffer taken from the door's pool (when pool is set) and given back
+// outBufSize bytes, in a buffer taken from the door's pool (when pool is set) and given back
 // once flushed, so an idle session holds none.
 type upWriter struct {
 	w    io.Writer
 	buf  []byte
 	bp   *[]byte
-	pool *sync.Pool // of *[]byte with outFlushAt capacity; nil keeps the buffer
+	pool *sync.Pool // of *[]byte with outBufSize capacity or more; nil keeps the buffer
 	err  error      // the first failed write: every later Write and Flush returns it
 }
 
@@ -243,12 +249,12 @@ func (u *upWriter) Write(p []byte) (int, error) {
 	if u.err != nil {
 		return 0, u.err
 	}
-	if len(u.buf)+len(p) > outFlushAt && len(u.buf) > 0 {
+	if len(u.buf)+len(p) > outBufSize && len(u.buf) > 0 {
 		if err := u.Flush(); err != nil {
 			return 0, err
 		}
 	}
-	if len(p) >= outFlushAt {
+	if len(p) >= outBufSize {
 		n, err := u.w.Write(p)
 		u.err = err
 		return n, err
@@ -295,5 +301,5 @@ func (u *upWriter) take() {
 			return
 		}
 	}
-	u.buf = make([]byte, 0, outFlushAt)
+	u.buf = make([]byte, 0, outBufSize)
 }
