@@ -281,11 +281,9 @@ type journal struct {
 	wgen, sgen uint64
 	syncErr    error
 	// unsynced is when the oldest write not known synced (sgen < wgen) was made, or, after
-	// a sync that covered only part of them, when that sync began (earlier than any write
-	// it did not cover): the background syncer's deadline counts from it (see syncDue).
+	// a sync that covered only part of them, when that sync ended: the background syncer's
+	// deadline counts from it (see syncDue).
 	unsynced time.Time
-	// syncBegan is when the sync under way (beginSync) began.
-	syncBegan time.Time
 }
 
 // journalDir is where the log files of the ledger database at dbPath live.
@@ -663,12 +661,13 @@ func (j *journal) beginSync() (fd int, gen uint64, err error) {
 		return -1, j.wgen, j.syncFault
 	}
 	j.syncing = j.f
-	j.syncBegan = time.Now()
 	return j.fd, j.wgen, nil
 }
 
 // syncDue reports whether written frames wait for a sync and, if so, when the background
-// syncer should sync them: syncGather after the oldest of them was written. A COMMIT
+// syncer should sync them: syncGather after the oldest of them was written (or after the
+// last sync ended, when they were written during it; with the sync's own time that stays
+// within MaxSyncDelay). A COMMIT
 // barrier's sync (SyncWritten) meanwhile moves that deadline on, so under a write load the
 // barriers' syncs carry the plain records too and the syncer rarely adds one of its own.
 // Nothing is due while a failed sync keeps the log closed (the probe's synced write
@@ -719,7 +718,12 @@ func (j *journal) endSync(gen uint64, err error) {
 	}
 	if gen > j.sgen {
 		j.sgen = gen
-		j.unsynced = j.syncBegan
+		// What the sync did not cover was written while it ran. Counting from its end
+		// (not its start) keeps the syncer's pace under a read load at one sync per
+		// syncGather plus the sync's own time, as before: counting from the start
+		// synced back to back whenever a sync took longer than syncGather, each one
+		// writing the log's tail page again.
+		j.unsynced = time.Now()
 	}
 }
 
