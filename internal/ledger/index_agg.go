@@ -43,6 +43,95 @@ FROM ledger_classes WHERE type = 'statement' GROUP BY 1, 2, 3, 4, 5, 6, 7;
 DELETE FROM ledger_classes WHERE type = 'statement';
 `
 
+// Who read a class over a month sums the daily rollup of ~30 rows per reader (at ten
+// million events, 150,000 rows through a temporary B-tree: 1.2 s under load). The SQLite
+// store therefore also keeps, per (class, category, decision, subject, identity kind),
+// running totals over the days (ledger_class_run: the day's count and the total of every day
+// up to it) and the list of those readers with their first and last day
+// (ledger_class_readers). The count of whole days [d1, d2) is then the total of the last
+// row before d2 less the total before the first row from d1 (its total less its own
+// count): two index seeks per reader, whatever the range. The only invariant is that, per
+// reader, a row's total less its count is the total of the row before it; the absolute
+// level is free, so it survives retention that drops the oldest rows.
+
+// classRunMigration is schema version 13 of the SQLite store: the running totals and the
+// readers list, built from the daily rollup.
+const classRunMigration = `CREATE TABLE ledger_class_run (
+	class TEXT NOT NULL, category TEXT NOT NULL, decision TEXT NOT NULL, subject TEXT NOT NULL, identity_kind TEXT NOT NULL,
+	day INTEGER NOT NULL, n INTEGER NOT NULL, total INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
+	PRIMARY KEY (class, category, decision, subject, identity_kind, day)
+) WITHOUT ROWID;
+CREATE TABLE ledger_class_readers (
+	class TEXT NOT NULL, category TEXT NOT NULL, decision TEXT NOT NULL, subject TEXT NOT NULL, identity_kind TEXT NOT NULL,
+	first_day INTEGER NOT NULL, last_day INTEGER NOT NULL,
+	PRIMARY KEY (class, category, decision, subject, identity_kind)
+) WITHOUT ROWID;
+` + rebuildClassRunsSQL
+
+// rebuildClassRunsSQL builds the running totals and the readers list again from the daily
+// rollup (migration, retention, the end of a synthetic load).
+const rebuildClassRunsSQL = `DELETE FROM ledger_class_run;
+DELETE FROM ledger_class_readers;
+INSERT INTO ledger_class_run(class, category, decision, subject, identity_kind, day, n, total, first_ns, last_ns)
+SELECT class, category, decision, subject, identity_kind, day, n,
+	SUM(n) OVER (PARTITION BY class, category, decision, subject, identity_kind ORDER BY day), first_ns, last_ns
+FROM ledger_class_daily;
+INSERT INTO ledger_class_readers(class, category, decision, subject, identity_kind, first_day, last_day)
+SELECT class, category, decision, subject, identity_kind, MIN(day), MAX(day) FROM ledger_class_daily GROUP BY 1, 2, 3, 4, 5;
+`
+
+// Statements that keep the running totals when n events of a reader are added to day: the
+// days after it move up by n; the day's row adds n to its count and total, or is created
+// with the total of the day before it plus n; the reader's first and last day.
+const (
+	classRunShiftSQL = `UPDATE ledger_class_run SET total = total + ?
+WHERE class = ? AND category = ? AND decision = ? AND subject = ? AND identity_kind = ? AND day > ?`
+	classRunUpsertSQL = `INSERT INTO ledger_class_run(class, category, decision, subject, identity_kind, day, n, total, first_ns, last_ns)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7 + COALESCE((SELECT total FROM ledger_class_run
+	WHERE class = ?1 AND category = ?2 AND decision = ?3 AND subject = ?4 AND identity_kind = ?5 AND day < ?6 ORDER BY day DESC LIMIT 1), 0), ?8, ?9)
+ON CONFLICT (class, category, decision, subject, identity_kind, day) DO UPDATE SET
+n = ledger_class_run.n + excluded.n, total = ledger_class_run.total + excluded.n,
+first_ns = min(ledger_class_run.first_ns, excluded.first_ns), last_ns = max(ledger_class_run.last_ns, excluded.last_ns)`
+	classReadersUpsertSQL = `INSERT INTO ledger_class_readers(class, category, decision, subject, identity_kind, first_day, last_day)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (class, category, decision, subject, identity_kind) DO UPDATE SET
+first_day = min(ledger_class_readers.first_day, excluded.first_day), last_day = max(ledger_class_readers.last_day, excluded.last_day)`
+)
+
+// piiReadersRunSQL counts the allowed reads of a class on whole days [?2, ?3) from the
+// running totals: per reader whose days meet the range, the first row from ?2 (lo) and the
+// last row before ?3 (hi), each found by one seek.
+const piiReadersRunSQL = `SELECT r.subject, r.identity_kind, hi.total - lo.total + lo.n, lo.first_ns, hi.last_ns
+FROM ledger_class_readers r
+JOIN ledger_class_run lo ON lo.class = r.class AND lo.category = r.category AND lo.decision = r.decision AND lo.subject = r.subject AND lo.identity_kind = r.identity_kind
+	AND lo.day = (SELECT MIN(x.day) FROM ledger_class_run x WHERE x.class = r.class AND x.category = r.category AND x.decision = r.decision
+		AND x.subject = r.subject AND x.identity_kind = r.identity_kind AND x.day >= ?2)
+JOIN ledger_class_run hi ON hi.class = r.class AND hi.category = r.category AND hi.decision = r.decision AND hi.subject = r.subject AND hi.identity_kind = r.identity_kind
+	AND hi.day = (SELECT MAX(x.day) FROM ledger_class_run x WHERE x.class = r.class AND x.category = r.category AND x.decision = r.decision
+		AND x.subject = r.subject AND x.identity_kind = r.identity_kind AND x.day < ?3)
+WHERE r.class = ?1 AND r.category = 'read' AND r.decision = 'allow' AND r.last_day >= ?2 AND r.first_day < ?3 AND lo.day < ?3`
+
+// flushClassRuns adds the transaction's daily sums (x.daily, before flush writes them to
+// the daily rollup) to the running totals and the readers list. Called with mu held,
+// inside the indexer's transaction.
+func (x *sqliteIndexer) flushClassRuns(ctx context.Context) error {
+	if x.runsLater {
+		return nil
+	}
+	for k, d := range x.daily {
+		if err := x.exec(ctx, classRunShiftSQL, d.n, k.class, k.category, k.decision, k.subject, k.identityKind, k.day); err != nil {
+			return fmt.Errorf("count sensitive-data access: %w", err)
+		}
+		if err := x.exec(ctx, classRunUpsertSQL, k.class, k.category, k.decision, k.subject, k.identityKind, k.day, d.n, d.first, d.last); err != nil {
+			return fmt.Errorf("count sensitive-data access: %w", err)
+		}
+		if err := x.exec(ctx, classReadersUpsertSQL, k.class, k.category, k.decision, k.subject, k.identityKind, k.day, k.day); err != nil {
+			return fmt.Errorf("count sensitive-data access: %w", err)
+		}
+	}
+	return nil
+}
+
 // secNS is a second in nanoseconds; daySec a day in seconds.
 const (
 	secNS  = int64(1_000_000_000)
@@ -97,7 +186,7 @@ func (x *sqliteIndexer) flushClassAggs(ctx context.Context) error {
 		x.daily[dk] = d
 	}
 	clear(x.aggs)
-	return nil
+	return x.flushClassRuns(ctx)
 }
 
 // ceilDivSafe is ceilDiv for any a (ceilDiv overflows for the smallest int64) and b > 0.
@@ -157,7 +246,7 @@ func (s *SQLiteStore) piiReaders(ctx context.Context, class string, tr TimeRange
 	} else {
 		dayFrom, dayTo := ceilDivSafe(secFrom, daySec), floorDiv(secTo, daySec)
 		if dayFrom < dayTo {
-			err = query(piiReadersDailySQL, dayFrom, dayTo)
+			err = query(piiReadersRunSQL, dayFrom, dayTo)
 			if err == nil {
 				err = query(piiReadersAggSQL, secFrom, dayFrom*daySec)
 			}
@@ -325,6 +414,10 @@ func retireClassAggs(ctx context.Context, tx *sql.Tx, instance string, seq int64
 		SELECT class, category, decision, (CASE WHEN sec >= 0 THEN sec / 86400 ELSE (sec - 86399) / 86400 END), subject, identity_kind, SUM(n), MIN(first_ns), MAX(last_ns)
 		FROM ledger_class_agg WHERE sec >= ? AND sec < ? GROUP BY 1, 2, 3, 4, 5, 6`, dayFrom*daySec, dayTo*daySec); err != nil {
 		return fmt.Errorf("apply retention to the rollup: %w", err)
+	}
+	// Retention is rare: the running totals are built again from the daily rollup.
+	if _, err := tx.ExecContext(ctx, rebuildClassRunsSQL); err != nil {
+		return fmt.Errorf("apply retention to the running totals: %w", err)
 	}
 	return nil
 }

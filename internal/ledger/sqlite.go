@@ -193,7 +193,9 @@ DROP INDEX ledger_statements_category;
 DROP TABLE ledger_fts;
 `,
 	// 12: completed statements' class rows become per-second counts (index_agg.go).
-	classAggMigration}
+	classAggMigration,
+	// 13: running totals of sensitive-data reads per reader and day (index_agg.go).
+	classRunMigration}
 
 // SQLiteStore is the embedded store: one SQLite file (WAL) in the data directory, fed by
 // a commit log next to it (journal.go). Append makes a batch durable in the log; the

@@ -71,6 +71,8 @@ type sqliteIndexer struct {
 	// aggs sums the per-second sensitive-data counts of the completed statements of the
 	// transaction being built (index_agg.go); flush writes them and adds them to daily.
 	aggs map[classAggKey]classAggSum
+	// runsLater: a synthetic load builds the running totals at its end (index_agg.go).
+	runsLater bool
 	// terms sums the segment terms of the transaction being built (flush writes them).
 	terms termSet
 	// texts caches the ids of interned statement texts (see derive).

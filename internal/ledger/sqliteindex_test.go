@@ -79,6 +79,7 @@ func TestSQLiteIndexCatchesUpAfterCrash(t *testing.T) {
 	for _, q := range []string{
 		`UPDATE ledger_events SET facets = NULL, text_id = NULL`, `DELETE FROM ledger_terms`,
 		`DELETE FROM ledger_tables`, `DELETE FROM ledger_classes`, `DELETE FROM ledger_statements`, `DELETE FROM ledger_class_daily`,
+		`DELETE FROM ledger_class_agg`, `DELETE FROM ledger_class_run`, `DELETE FROM ledger_class_readers`,
 		`UPDATE ledger_index_state SET seq = 0`,
 	} {
 		if _, err := raw.DB().ExecContext(ctx, q); err != nil {

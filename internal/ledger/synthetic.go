@@ -200,6 +200,15 @@ func (s *SQLiteStore) LoadSynthetic(ctx context.Context, instance string, n int6
 	}
 	// Back to the indexer's settings: a new connection makes them.
 	defer x.resetConn()
+	// The running totals of sensitive-data reads are built once at the end, from the daily
+	// rollup, rather than kept day by day (also when the load fails: they must agree with it).
+	x.runsLater = true
+	defer func() {
+		x.runsLater = false
+		if _, rerr := x.conn.ExecContext(context.WithoutCancel(ctx), rebuildClassRunsSQL); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("load synthetic events: running totals: %w", rerr))
+		}
+	}()
 	rows := make([]eventRow, 0, sqliteSyntheticChunk)
 	var buf []byte
 	for lo := int64(1); lo <= n; lo += sqliteSyntheticChunk {
