@@ -39,12 +39,21 @@ type policyData struct {
 	Hash        string
 	Text        string
 	FileChanged bool
-	Reloads     []ledger.Event
+	Reloads     []policyReload
 	ReloadsMore bool
 	ReloadsErr  bool
 	Form        tryForm
 	Targets     []string
 	Results     []string
+}
+
+// policyReload is one reload of the policy page's history: when, the file, and the hash
+// of the policy it put in force (empty for reloads recorded before events carried it).
+type policyReload struct {
+	Time    time.Time
+	File    string
+	Hash    string
+	InForce bool // the policy in force now has this hash
 }
 
 // reloadsShown is how many reloads the policy page lists.
@@ -84,7 +93,10 @@ func (c *Console) policyPage(w http.ResponseWriter, v *viewer) {
 	if len(evs) > reloadsShown {
 		evs, d.ReloadsMore = evs[:reloadsShown], true
 	}
-	d.Reloads = evs
+	for _, ev := range evs {
+		file, hash := ledger.ParsePolicyReload(ev.Message)
+		d.Reloads = append(d.Reloads, policyReload{Time: ev.Time, File: file, Hash: hash, InForce: hash != "" && hash == inForce.Hash})
+	}
 	if d.Form.SQL != "" {
 		if !identity.Kind(d.Form.Kind).Valid() || d.Form.As == "" {
 			c.render(w, http.StatusBadRequest, "policy", page{Title: "Policy", Nav: "policy", Viewer: v, Error: "Name the identity and its kind (human, service or agent).", Data: d})

@@ -65,11 +65,27 @@ func TestPolicyPageShowsThePolicyInForce(t *testing.T) {
 		t.Fatalf("the policy page after a refused edit:\n%s", body)
 	}
 
-	for i := range reloadsShown + 1 {
-		ev := &ledger.Event{Type: ledger.EventPolicyReload, Time: time.Now().Add(time.Duration(i) * time.Millisecond), Message: path}
+	// Reloads name the policy they put in force; the newest is the one in force, an older
+	// one another policy, and reloads recorded before events carried the hash say so.
+	reload := func(i int, msg string) {
+		t.Helper()
+		ev := &ledger.Event{Type: ledger.EventPolicyReload, Time: time.Now().Add(time.Duration(i) * time.Millisecond), Message: msg}
 		if err := led.Record(ctx, ev); err != nil {
 			t.Fatal(err)
 		}
+	}
+	reload(0, ledger.PolicyReloadMessage(path, "0123456789abcdef01234567"))
+	reload(1, path)
+	reload(2, ledger.PolicyReloadMessage(path, eng.Policy().Hash))
+	body = show()
+	if strings.Count(body, `<tr class="reload">`) != 3 || strings.Count(body, `class="reload-in-force"`) != 1 ||
+		!strings.Contains(body, `<code class="reload-hash">`+eng.Policy().Hash+`</code> <span class="reload-in-force">in force</span>`) ||
+		!strings.Contains(body, `<code class="reload-hash">0123456789abcdef01234567</code></td>`) || !strings.Contains(body, "not recorded") ||
+		strings.Contains(body, "policy 0123") {
+		t.Fatalf("reloads with the hash of the policy each put in force:\n%s", body)
+	}
+	for i := range reloadsShown + 1 {
+		reload(3+i, ledger.PolicyReloadMessage(path, eng.Policy().Hash))
 	}
 	body = show()
 	if n := strings.Count(body, `<tr class="reload">`); n != reloadsShown || !strings.Contains(body, `id="reloads-more"`) ||

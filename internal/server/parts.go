@@ -183,8 +183,11 @@ func (in *Instance) startBackground(ctx context.Context) {
 				in.log.Error("policy reload refused; keeping the previous policy", "file", path, "err", err)
 				return
 			}
-			in.log.Info("policy reloaded", "file", path)
-			ev := &ledger.Event{Type: ledger.EventPolicyReload, Time: time.Now(), Message: path}
+			// Watch calls back after putting the new policy in force and before it looks at
+			// the file again, so the policy in force is the one this reload loaded.
+			hash := in.policy.Policy().Hash
+			in.log.Info("policy reloaded", "file", path, "hash", hash)
+			ev := &ledger.Event{Type: ledger.EventPolicyReload, Time: time.Now(), Message: ledger.PolicyReloadMessage(path, hash)}
 			if err := in.ledger.Record(ctx, ev); err != nil {
 				in.log.Error("record policy reload", "err", err)
 			}

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/ledger"
 	"github.com/gatehouse/gatehouse/internal/policy"
 	"github.com/gatehouse/gatehouse/internal/server/servertest"
 )
@@ -277,5 +278,39 @@ func TestAuditAPI(t *testing.T) {
 	code, body = call("audra", auditor, "/api/v1/audit/events?type=admin&identity=audra")
 	if code != 200 || !strings.Contains(body, "/api/v1/audit/agents") {
 		t.Fatalf("API use not recorded: %d %s", code, body)
+	}
+}
+
+// TestPolicyReloadRecordsHash: editing the policy file puts the new policy in force, and
+// the policy.reload event names the file and the hash of the policy it put in force.
+func TestPolicyReloadRecordsHash(t *testing.T) {
+	p := servertest.Start(t, servertest.Options{})
+	ctx := context.Background()
+	text := strings.Replace(servertest.PermissivePolicy, "rules: []", "rules:\n  - name: no-vacuum\n    when: statement.kind == \"VACUUM\"\n    action: deny\n    message: no", 1)
+	want, err := policy.Parse(p.Config.Policy, []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p.Config.Policy, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := p.Instance.Ledger().Store()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		evs, err := st.Search(ctx, ledger.Query{Type: ledger.EventPolicyReload})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) > 0 {
+			if len(evs) != 1 || evs[0].Message != ledger.PolicyReloadMessage(p.Config.Policy, want.Hash) {
+				t.Fatalf("policy reload events: %+v; want one naming %s and hash %s", evs, p.Config.Policy, want.Hash)
+			}
+			if path, hash := ledger.ParsePolicyReload(evs[0].Message); path != p.Config.Policy || hash != want.Hash {
+				t.Fatalf("parsed reload message: %q %q", path, hash)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no policy.reload event after editing the policy file")
+		}
 	}
 }
