@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -98,18 +99,62 @@ ON CONFLICT (class, category, decision, subject, identity_kind) DO UPDATE SET
 first_day = min(ledger_class_readers.first_day, excluded.first_day), last_day = max(ledger_class_readers.last_day, excluded.last_day)`
 )
 
-// piiReadersRunSQL counts the allowed reads of a class on whole days [?2, ?3) from the
-// running totals: per reader whose days meet the range, the first row from ?2 (lo) and the
-// last row before ?3 (hi), each found by one seek.
-const piiReadersRunSQL = `SELECT r.subject, r.identity_kind, hi.total - lo.total + lo.n, lo.first_ns, hi.last_ns
+// piiReadersRunSQL finds, per reader of class ?1 whose days meet the whole days [?2, ?3),
+// the first running-total row from ?2 (its day, the total before it and its first time)
+// and the last row before ?3 (its total and last time): one index seek each, the values
+// packed in one text per row (the reads count total - before when that first day is before
+// ?3).
+const piiReadersRunSQL = `SELECT r.subject, r.identity_kind,
+	(SELECT printf('%d %d %d', x.day, x.total - x.n, x.first_ns) FROM ledger_class_run x WHERE x.class = r.class AND x.category = r.category
+		AND x.decision = r.decision AND x.subject = r.subject AND x.identity_kind = r.identity_kind AND x.day >= ?2 ORDER BY x.day LIMIT 1),
+	(SELECT printf('%d %d', x.total, x.last_ns) FROM ledger_class_run x WHERE x.class = r.class AND x.category = r.category
+		AND x.decision = r.decision AND x.subject = r.subject AND x.identity_kind = r.identity_kind AND x.day < ?3 ORDER BY x.day DESC LIMIT 1)
 FROM ledger_class_readers r
-JOIN ledger_class_run lo ON lo.class = r.class AND lo.category = r.category AND lo.decision = r.decision AND lo.subject = r.subject AND lo.identity_kind = r.identity_kind
-	AND lo.day = (SELECT MIN(x.day) FROM ledger_class_run x WHERE x.class = r.class AND x.category = r.category AND x.decision = r.decision
-		AND x.subject = r.subject AND x.identity_kind = r.identity_kind AND x.day >= ?2)
-JOIN ledger_class_run hi ON hi.class = r.class AND hi.category = r.category AND hi.decision = r.decision AND hi.subject = r.subject AND hi.identity_kind = r.identity_kind
-	AND hi.day = (SELECT MAX(x.day) FROM ledger_class_run x WHERE x.class = r.class AND x.category = r.category AND x.decision = r.decision
-		AND x.subject = r.subject AND x.identity_kind = r.identity_kind AND x.day < ?3)
-WHERE r.class = ?1 AND r.category = 'read' AND r.decision = 'allow' AND r.last_day >= ?2 AND r.first_day < ?3 AND lo.day < ?3`
+WHERE r.class = ?1 AND r.category = 'read' AND r.decision = 'allow' AND r.last_day >= ?2 AND r.first_day < ?3`
+
+// piiReadersRuns counts the allowed reads of class on the whole days [dayFrom, dayTo) from
+// the running totals.
+func (s *SQLiteStore) piiReadersRuns(ctx context.Context, class string, dayFrom, dayTo int64, add func(IdentityCount)) error {
+	return s.queryRows(ctx, piiReadersRunSQL, []any{class, dayFrom, dayTo}, func(scan func(...any) error) error {
+		var subject, kind string
+		var lo, hi sql.NullString
+		if err := scan(&subject, &kind, &lo, &hi); err != nil {
+			return err
+		}
+		if !lo.Valid || !hi.Valid {
+			return nil
+		}
+		l, err := parseInts(lo.String, 3)
+		if err != nil {
+			return err
+		}
+		h, err := parseInts(hi.String, 2)
+		if err != nil {
+			return err
+		}
+		if l[0] >= dayTo || h[0] <= l[1] {
+			return nil // no read on the days of the range
+		}
+		add(IdentityCount{Subject: subject, IdentityKind: kind, Statements: h[0] - l[1], First: nsTime(l[2]), Last: nsTime(h[1])})
+		return nil
+	})
+}
+
+// parseInts parses n space-separated integers.
+func parseInts(s string, n int) ([]int64, error) {
+	out := make([]int64, 0, n)
+	for f := range strings.FieldsSeq(s) {
+		v, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("running totals: %q: %w", s, err)
+		}
+		out = append(out, v)
+	}
+	if len(out) != n {
+		return nil, fmt.Errorf("running totals: %q: want %d numbers", s, n)
+	}
+	return out, nil
+}
 
 // flushClassRuns adds the transaction's daily sums (x.daily, before flush writes them to
 // the daily rollup) to the running totals and the readers list. Called with mu held,
@@ -246,7 +291,7 @@ func (s *SQLiteStore) piiReaders(ctx context.Context, class string, tr TimeRange
 	} else {
 		dayFrom, dayTo := ceilDivSafe(secFrom, daySec), floorDiv(secTo, daySec)
 		if dayFrom < dayTo {
-			err = query(piiReadersRunSQL, dayFrom, dayTo)
+			err = s.piiReadersRuns(ctx, class, dayFrom, dayTo, add)
 			if err == nil {
 				err = query(piiReadersAggSQL, secFrom, dayFrom*daySec)
 			}
