@@ -86,6 +86,7 @@ func BenchmarkPages(b *testing.B) {
 	auditor := &session{id: &identity.Identity{Subject: "auditor@corp.example", Kind: identity.Human, Groups: []string{"auditors"}}, seesAll: true, csrf: "x"}
 	from, to := now.Add(-90*24*time.Hour).Format(time.RFC3339), now.Format(time.RFC3339)
 	week := now.Add(-7 * 24 * time.Hour).Format(time.RFC3339)
+	month := now.Add(-30 * 24 * time.Hour).Format(time.RFC3339)
 	pages := []struct {
 		name, path string
 		handler    func(http.ResponseWriter, *viewer)
@@ -99,6 +100,7 @@ func BenchmarkPages(b *testing.B) {
 		{"activity/older-page", "/console/audit?identity=user44@corp.example&before=" + week, c.auditPage, ""},
 		{"question/who-dropped", "/console/audit/questions/who-dropped?ask=1&table=t7&from=" + from + "&to=" + to, c.questionPage, "who-dropped"},
 		{"question/pii-readers-quarter", "/console/audit/questions/pii-readers?ask=1&class=pii&from=" + from + "&to=" + to, c.questionPage, "pii-readers"},
+		{"question/pii-readers-month", "/console/audit/questions/pii-readers?ask=1&class=pii&from=" + month + "&to=" + to, c.questionPage, "pii-readers"},
 		{"question/agents-week", "/console/audit/questions/agents?ask=1&table=customers&from=" + week + "&to=" + to, c.questionPage, "agents"},
 		{"overview", "/console/", c.overview, ""},
 		// The data map reuses its month of readers for a minute: "datamap" is a view within
