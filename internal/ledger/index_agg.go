@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -287,7 +288,7 @@ func (s *SQLiteStore) piiReaders(ctx context.Context, class string, tr TimeRange
 	secFrom, secTo := ceilDivSafe(from, secNS), floorDiv(to, secNS)
 	var err error
 	if secFrom >= secTo {
-		err = s.piiReadersExact(ctx, class, from, to, add)
+		err = s.piiReadersPartial(ctx, class, from, to, add)
 	} else {
 		dayFrom, dayTo := ceilDivSafe(secFrom, daySec), floorDiv(secTo, daySec)
 		if dayFrom < dayTo {
@@ -302,10 +303,10 @@ func (s *SQLiteStore) piiReaders(ctx context.Context, class string, tr TimeRange
 			err = query(piiReadersAggSQL, secFrom, secTo)
 		}
 		if err == nil && from < secFrom*secNS {
-			err = s.piiReadersExact(ctx, class, from, secFrom*secNS, add)
+			err = s.piiReadersPartial(ctx, class, from, secFrom*secNS, add)
 		}
 		if err == nil && secTo*secNS < to {
-			err = s.piiReadersExact(ctx, class, secTo*secNS, to, add)
+			err = s.piiReadersPartial(ctx, class, secTo*secNS, to, add)
 		}
 	}
 	if err != nil {
@@ -328,32 +329,78 @@ func (s *SQLiteStore) piiReaders(ctx context.Context, class string, tr TimeRange
 	return addIntentCounts(out, unknown), nil
 }
 
-// piiReadersExact counts the allowed completed statements that read class in [from, to)
-// (less than a second) from the events themselves, found through the segment terms.
-func (s *SQLiteStore) piiReadersExact(ctx context.Context, class string, from, to int64, add func(IdentityCount)) error {
-	var p segSearch
-	p.facet(tokClass, class)
-	p.terms = append(p.terms, tokType+string(EventStatement), tokDecision+"allow")
-	p.where("e.type = ?", string(EventStatement))
-	p.where("e.decision = ?", "allow")
-	cands, err := s.candidates(ctx, p, from, to)
-	if err != nil || len(cands) == 0 {
-		return err
+// classAggSecondSQL reads the per-second rows of the allowed reads of a class in one second.
+const classAggSecondSQL = `SELECT subject, identity_kind, instance, n, first_ns, last_ns, min_seq, max_seq FROM ledger_class_agg
+WHERE class = ? AND category = 'read' AND decision = 'allow' AND sec = ?`
+
+// piiReadersPartial counts the allowed completed statements that read class in [from, to),
+// a range of less than a whole second at each end, second by second from the per-second
+// rows: a row whose reads all fall inside the range counts whole, one with none is
+// skipped, and only the events of the rows that straddle an end are read (by their seq
+// bounds) and counted one by one.
+func (s *SQLiteStore) piiReadersPartial(ctx context.Context, class string, from, to int64, add func(IdentityCount)) error {
+	for sec := floorDiv(from, secNS); from < to; sec++ {
+		hi := to // the last second of time (sec+1 seconds overflow)
+		if sec < math.MaxInt64/secNS {
+			hi = min(to, (sec+1)*secNS)
+		}
+		if err := s.piiReadersInSecond(ctx, class, sec, from, hi, add); err != nil {
+			return err
+		}
+		from = hi
 	}
-	st, err := s.db.PrepareContext(ctx, p.eventsSQL(true))
+	return nil
+}
+
+// piiReadersInSecond is piiReadersPartial for [from, to) inside second sec.
+func (s *SQLiteStore) piiReadersInSecond(ctx context.Context, class string, sec, from, to int64, add func(IdentityCount)) error {
+	type reader struct{ subject, kind, instance string }
+	straddle := map[reader]bool{}
+	seqs := map[string][2]int64{} // per chain, the seq bounds of the straddling rows
+	err := s.queryRows(ctx, classAggSecondSQL, []any{class, sec}, func(scan func(...any) error) error {
+		var r reader
+		var n, first, last, minSeq, maxSeq int64
+		if err := scan(&r.subject, &r.kind, &r.instance, &n, &first, &last, &minSeq, &maxSeq); err != nil {
+			return err
+		}
+		switch {
+		case last < from || first >= to:
+		case first >= from && last < to:
+			add(IdentityCount{Subject: r.subject, IdentityKind: r.kind, Statements: n, First: nsTime(first), Last: nsTime(last)})
+		default:
+			straddle[r] = true
+			b, ok := seqs[r.instance]
+			if ok {
+				minSeq, maxSeq = min(minSeq, b[0]), max(maxSeq, b[1])
+			}
+			seqs[r.instance] = [2]int64{minSeq, maxSeq}
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	for _, c := range cands {
+	for inst, b := range seqs {
 		var bodies [][]byte
-		if err := readHits(ctx, st, p.eventsArgs(c.seg, from, to, -1), func(h hit) { bodies = append(bodies, h.body) }); err != nil {
+		err := s.queryRows(ctx, `SELECT body FROM ledger_events WHERE instance = ? AND seq >= ? AND seq <= ? AND type = 'statement' AND decision = 'allow' AND time_ns >= ? AND time_ns < ?`,
+			[]any{inst, b[0], b[1], from, to}, func(scan func(...any) error) error {
+				var body []byte
+				if err := scan(&body); err != nil {
+					return err
+				}
+				bodies = append(bodies, body)
+				return nil
+			})
+		if err != nil {
 			return err
 		}
 		for _, body := range bodies {
 			ev, err := decodeBody(body)
 			if err != nil {
-				return err
+				continue // not indexed either (Verify reports it)
+			}
+			if !straddle[reader{ev.Subject, ev.IdentityKind, inst}] {
+				continue // counted whole above, or another class's reader
 			}
 			_, classes, _, _ := indexRows(&ev)
 			for _, cr := range classes {
