@@ -162,14 +162,7 @@ func (r *relay) copyData(ctx context.Context, p *pending, frame []byte) error {
 			if err != nil {
 				return r.copyFailed(ctx, p, err)
 			}
-			if n == 0 {
-				p.out.Bytes += int64(len(frame))
-				r.emit(frame)
-			} else {
-				p.out.Masked += int64(n)
-				p.out.Bytes += int64(len(buf) - len(dst))
-				r.out.commit(buf)
-			}
+			r.relayMasked(p, frame, dst, buf, n)
 			// The rows already read are relayed here rather than one by one through the
 			// upstream loop, within the loop's bound on output held back for records.
 			if r.out.holding() > outHoldMax {
@@ -234,6 +227,20 @@ type frameMasker interface {
 	MaskDataRow(dst, body []byte) ([]byte, int, error)
 }
 
+// relayMasked sends a message a frame masker handled: the masked copy it appended to dst
+// (buf, committed to the client's output) when it masked n > 0 values, else the original
+// frame as it came, and counts the bytes and values for the statement's record.
+func (r *relay) relayMasked(p *pending, frame, dst, buf []byte, n int) {
+	if n == 0 {
+		p.out.Bytes += int64(len(frame))
+		r.emit(frame)
+		return
+	}
+	p.out.Masked += int64(n)
+	p.out.Bytes += int64(len(buf) - len(dst))
+	r.out.commit(buf)
+}
+
 // maskedRow forwards one DataRow masked by fm, and the DataRows after it that are already
 // read: they are relayed here rather than one by one through the upstream loop (as
 // copyData relays CopyData), within the loop's bound on output held back for records. A
@@ -247,14 +254,7 @@ func (r *relay) maskedRow(p *pending, fm frameMasker, frame []byte) error {
 		if err != nil {
 			return fmt.Errorf("malformed DataRow from upstream: %w", err)
 		}
-		if n == 0 {
-			p.out.Bytes += int64(len(frame))
-			r.emit(frame)
-		} else {
-			p.out.Masked += int64(n)
-			p.out.Bytes += int64(len(buf) - len(dst))
-			r.out.commit(buf)
-		}
+		r.relayMasked(p, frame, dst, buf, n)
 		if !batch || r.out.holding() > outHoldMax {
 			return nil
 		}
