@@ -244,10 +244,7 @@ func OpenSQLite(ctx context.Context, dataDir string) (*SQLiteStore, error) {
 // OpenSQLiteFile opens (creating and migrating) the ledger database at path, and stores
 // what the commit logs of crashed writers hold.
 func OpenSQLiteFile(ctx context.Context, path string) (*SQLiteStore, error) {
-	if err := createWithPageSize(ctx, path); err != nil {
-		return nil, fmt.Errorf("open ledger store: %w", err)
-	}
-	db, err := store.Open(ctx, path)
+	db, err := store.OpenPageSize(ctx, path, ledgerPageSize)
 	if err != nil {
 		return nil, fmt.Errorf("open ledger store: %w", err)
 	}
@@ -276,31 +273,6 @@ func OpenSQLiteFile(ctx context.Context, path string) (*SQLiteStore, error) {
 // once per transaction or checkpoint: larger pages mean fewer write(2) calls (two per WAL
 // frame, one per checkpointed page) and less per-page overhead for the same bytes.
 const ledgerPageSize = 16384
-
-// createWithPageSize creates the ledger database at path with ledgerPageSize pages when it
-// does not exist yet (an existing file keeps its page size: changing it needs a VACUUM
-// outside WAL mode). The page size is fixed by the file's first write, which store.Open's
-// WAL setting would otherwise make with the default.
-func createWithPageSize(ctx context.Context, path string) error {
-	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("create data directory for %s: %w", path, err)
-	}
-	db, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(1)
-	// Setting the (unused) user version writes the file's first page, which fixes its
-	// page size; WAL mode is set by store.Open as for any store.
-	if _, err := db.ExecContext(ctx, fmt.Sprintf(`PRAGMA page_size = %d; PRAGMA user_version = 1; PRAGMA user_version = 0`, ledgerPageSize)); err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	return nil
-}
 
 // syncLoop makes CommitWritten batches durable: woken by such a batch, it syncs them all
 // with one fdatasync syncGather after the oldest of them was written, off the callers'

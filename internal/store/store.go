@@ -8,6 +8,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,8 +19,20 @@ import (
 // Open opens (creating if needed) the SQLite database at path with settings suited to a
 // proxy: WAL journal, a busy timeout instead of immediate lock errors, foreign keys on.
 func Open(ctx context.Context, path string) (*sql.DB, error) {
+	return OpenPageSize(ctx, path, 0)
+}
+
+// OpenPageSize is Open for a database whose file, when this call creates it, gets pages of
+// pageSize bytes (0: SQLite's default); an existing file keeps its own (changing it needs a
+// VACUUM outside WAL mode).
+func OpenPageSize(ctx context.Context, path string, pageSize int) (*sql.DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory for %s: %w", path, err)
+	}
+	if pageSize > 0 {
+		if err := createWithPageSize(ctx, path, pageSize); err != nil {
+			return nil, err
+		}
 	}
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)"
 	db, err := sql.Open("sqlite", dsn)
@@ -37,6 +50,27 @@ func Open(ctx context.Context, path string) (*sql.DB, error) {
 		return nil, fmt.Errorf("create migrations table in %s: %w", path, err)
 	}
 	return db, nil
+}
+
+// createWithPageSize creates the database file at path with pages of pageSize bytes when it
+// does not exist yet. The page size is fixed by the file's first write; Open's WAL setting
+// would make that write with the default size (the driver runs its DSN pragmas in
+// lexicographic order, journal_mode before page_size), so the file is made here first.
+func createWithPageSize(ctx context.Context, path string, pageSize int) error {
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	// Setting the (unused) user version writes the file's first page.
+	if _, err := db.ExecContext(ctx, fmt.Sprintf(`PRAGMA page_size = %d; PRAGMA user_version = 1; PRAGMA user_version = 0`, pageSize)); err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	return nil
 }
 
 // Migrate applies, in order and each in its own transaction, the migrations of component
