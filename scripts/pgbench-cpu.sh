@@ -5,7 +5,7 @@
 # in /tmp/pbcpu-NAME between runs, ports derived from NAME), `BIN serve` in front of it with
 # the built-in policy and the embedded ledger, pgbench through it; prints TPS, Gatehouse's
 # CPU (user+system from /proc/PID/stat) per transaction and the bytes it had written to disk
-# per transaction (/proc/PID/io write_bytes). No pgbench args: TPC-B; `-S`, `-S -M extended`.
+# per transaction (/proc/PID/io write_bytes) and its threads' context switches per transaction. No pgbench args: TPC-B; `-S`, `-S -M extended`.
 # Env: CLIENTS (8), DURATION (8 s), PROFILE=file (serve --cpuprofile), DURABILITY (ledger.durability),
 # PERF=1 (perf record -g of serve for 4 s into /tmp/pbcpu-NAME/perf.data), STRACE=1 (strace -c -f),
 # KEEP=1 (leave the cluster running). Needs root (runuser), loopback only.
@@ -59,14 +59,17 @@ if [ -n "$PERF" ]; then perf record -F 2000 -g -p $GPID -o $D/perf.data -- sleep
 if [ -n "$STRACE" ]; then strace -c -f -p $GPID -o $D/strace.txt & SPID=$!; sleep 1; fi
 t0=$(awk '{print $14+$15}' /proc/$GPID/stat)
 w0=$(awk "/^write_bytes/{print \$2}" /proc/$GPID/io)
+cs() { cat /proc/$GPID/task/*/status 2>/dev/null | awk '/ctxt_switches/{n+=$2} END{print n}'; }
+c0=$(cs)
 OUT=$(PGPASSWORD=$TOK pgbench -h 127.0.0.1 -p $GHP -U bench -c ${CLIENTS:-8} -j 2 -T ${DURATION:-8} "$@" main 2>&1)
 sleep 1.5
 t1=$(awk '{print $14+$15}' /proc/$GPID/stat)
 w1=$(awk "/^write_bytes/{print \$2}" /proc/$GPID/io)
+c1=$(cs)
 [ -n "$STRACE" ] && { kill -INT $SPID; sleep 1; head -25 $D/strace.txt; }
 N=$(echo "$OUT" | awk '/number of transactions actually processed/{print $NF}' | cut -d/ -f1)
 TPS=$(echo "$OUT" | awk '/^tps/{print $3}')
 LAT=$(echo "$OUT" | awk '/latency average/{print $4}')
-echo "$NAME tps=$TPS txns=$N lat_ms=$LAT cpu_us_per_txn=$(echo "($t1-$t0)*10000/$N" | bc -l | cut -c1-6) wbytes_per_txn=$(( (w1-w0)/N ))"
+echo "$NAME tps=$TPS txns=$N lat_ms=$LAT cpu_us_per_txn=$(echo "($t1-$t0)*10000/$N" | bc -l | cut -c1-6) wbytes_per_txn=$(( (w1-w0)/N )) cswitch_per_txn=$(echo "($c1-$c0)/$N" | bc -l | cut -c1-5)"
 kill -INT $GPID; wait $GPID 2>/dev/null || true
 [ -n "$KEEP" ] || runuser -u postgres -- $PGB/pg_ctl -D $D/pg stop -m fast >/dev/null
