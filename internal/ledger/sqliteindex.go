@@ -58,9 +58,14 @@ type sqliteIndexer struct {
 	stmts map[string]*sql.Stmt
 	// raw holds the statements execRaw prepared on conn's driver connection; nvs is its
 	// argument buffer.
-	raw    map[string]driver.Stmt
-	nvs    []driver.NamedValue
-	synced int64 // MAX(ledger_events.id) when the last complete pass started; -1: none yet
+	raw map[string]driver.Stmt
+	nvs []driver.NamedValue
+	// native runs execRaw's statements through SQLite's own interface on conn's driver
+	// connection (index_native.go); nil until the first one, or when the driver's
+	// connection is not one it knows (noNative: execRaw then goes through the driver).
+	native   *nativeConn
+	noNative bool
+	synced   int64 // MAX(ledger_events.id) when the last complete pass started; -1: none yet
 	// backfilled: events stored before schema version 11 have their search terms.
 	backfilled bool
 
@@ -308,15 +313,19 @@ func (x *sqliteIndexer) resetConn() {
 		st.Close()
 	}
 	clear(x.stmts)
-	if x.conn != nil && len(x.raw) > 0 {
+	if x.conn != nil && (len(x.raw) > 0 || x.native != nil) {
 		x.conn.Raw(func(any) error {
 			for _, st := range x.raw {
 				st.Close()
+			}
+			if x.native != nil {
+				x.native.close()
 			}
 			return nil
 		})
 	}
 	clear(x.raw)
+	x.native, x.noNative = nil, false
 	if x.conn != nil {
 		x.conn.Close()
 		x.conn = nil
@@ -341,13 +350,23 @@ func (x *sqliteIndexer) exec(ctx context.Context, q string, args ...any) error {
 	return err
 }
 
-// execRaw runs q with args through the driver's own statement interface on the indexer's
-// connection, without database/sql in between: its per-argument conversion and checks
-// and its locks cost an eighth of what storing an event did (BenchmarkIndex profile), and
-// the indexer's arguments are driver values already (int, the one exception, is
-// converted here). Called with mu held.
+// execRaw runs q with args on the indexer's connection through SQLite's own statement
+// interface (index_native.go), or, when the driver's connection is not one that code knows,
+// through the driver's statement interface, without database/sql in between: its
+// per-argument conversion and checks and its locks cost an eighth of what storing an event
+// did (BenchmarkIndex profile), and the indexer's arguments are driver values already
+// (int, the one exception, is converted here). Called with mu held.
 func (x *sqliteIndexer) execRaw(ctx context.Context, q string, args []any) (res driver.Result, err error) {
 	err = x.conn.Raw(func(dc any) error {
+		if x.native == nil && !x.noNative {
+			x.native, _ = nativeOf(dc)
+			x.noNative = x.native == nil
+		}
+		if x.native != nil {
+			r, err := x.native.exec(q, args)
+			res = r
+			return err
+		}
 		st, ok := x.raw[q]
 		if !ok {
 			pc, ok := dc.(driver.ConnPrepareContext)
