@@ -39,17 +39,12 @@ type dataMapColumn struct {
 }
 
 // tableReaders is who read one class of one table in the window, by identity kind:
-// distinct identities and statements. Capped: the class had more reading events than one
-// data map aggregates (the newest were counted).
+// distinct identities and statements.
 type tableReaders struct {
 	Table, Class string
 	People       map[string]int
 	Statements   map[string]int64
-	Capped       bool
 }
-
-// dataMapEvents bounds the statement events aggregated per class for the per-table readers.
-const dataMapEvents = 10_000
 
 // classReaders is who read one class in the last 30 days, by identity kind.
 type classReaders struct {
@@ -73,9 +68,9 @@ type dataMapData struct {
 const dataMapWindow = 30 * 24 * time.Hour
 
 // dataMapTTL is how long the data map's counts of readers are reused: they aggregate a month
-// of the ledger (up to dataMapEvents events per class, and the class index), about a second
-// at half a million events on a loaded 2-core machine, too much to redo for every view of a
-// month-long picture.
+// of the ledger (the readers of each class, from its running totals, and of each table,
+// from its hourly rollup), tens of milliseconds at ten million events, more than a
+// month-long picture needs redoing for every view.
 const dataMapTTL = time.Minute
 
 // dataMapReaders are the data map's counts of readers, as last computed.
@@ -156,7 +151,7 @@ func (c *Console) monthOfReaders(ctx context.Context, targets []dataMapTarget, c
 	window := ledger.TimeRange{From: now.Add(-dataMapWindow), To: now}
 	counted := slices.Clone(targets)
 	tablesOK := make(chan bool, 1)
-	go func() { tablesOK <- c.tableReaders(ctx, counted, classes, window) }()
+	go func() { tablesOK <- c.tableReaders(ctx, counted, window) }()
 	perClass, classesOK := c.classReaders(ctx, classes, window)
 	tablesDone := <-tablesOK
 	r := &dataMapReaders{key: key, at: now, tables: map[string][]tableReaders{}, classes: perClass}
@@ -195,64 +190,47 @@ func (c *Console) classReaders(ctx context.Context, classes map[string]bool, win
 }
 
 // tableReaders fills in, for each target's sensitive tables and classes, who read them in r
-// by identity kind. It aggregates the statement events touching each class (the newest
-// dataMapEvents of them) from the sensitive columns each statement recorded, so a class
-// counts for a table only when a column of that table with that class was read. It reports
-// whether every class could be read.
-func (c *Console) tableReaders(ctx context.Context, targets []dataMapTarget, classes map[string]bool, r ledger.TimeRange) bool {
-	type key struct{ target, table, class string }
-	acc := map[key]*tableReaders{}
-	seen := map[key]map[string]bool{}
-	capped := map[string]bool{}
-	ok := true
-	for class := range classes {
-		evs, err := c.opts.Events.Search(ctx, ledger.Query{Type: ledger.EventStatement, Class: class, From: r.From, To: r.To, Limit: dataMapEvents})
-		if err != nil {
-			c.opts.Log.Error("console: data map table readers", "class", class, "err", err)
-			ok = false
-			continue
+// by identity kind: distinct identities and statements, each statement counting once per
+// column of that table and class it recorded (the ledger's rollup, TableReaders). It
+// reports whether they could be counted.
+func (c *Console) tableReaders(ctx context.Context, targets []dataMapTarget, r ledger.TimeRange) bool {
+	var keys []ledger.TableClass
+	for _, t := range targets {
+		for _, col := range t.Columns {
+			keys = append(keys, ledger.TableClass{Target: t.Name, Table: col.Schema + "." + col.Table, Class: string(col.Class)})
 		}
-		capped[class] = len(evs) == dataMapEvents
-		for i := range evs {
-			e := &evs[i]
-			for _, st := range e.Statements {
-				for col, cl := range st.Sensitive {
-					if cl != class {
-						continue
-					}
-					table := col
-					if i := strings.LastIndexByte(col, '.'); i > 0 {
-						table = col[:i]
-					}
-					k := key{e.Target, table, class}
-					tr := acc[k]
-					if tr == nil {
-						tr = &tableReaders{Table: table, Class: class, People: map[string]int{}, Statements: map[string]int64{}}
-						acc[k], seen[k] = tr, map[string]bool{}
-					}
-					if !seen[k][e.Subject] {
-						seen[k][e.Subject] = true
-						tr.People[e.IdentityKind]++
-					}
-					tr.Statements[e.IdentityKind]++
-				}
+	}
+	ok := true
+	acc := map[ledger.TableClass]*tableReaders{}
+	if len(keys) > 0 {
+		readers, err := c.opts.Events.TableReaders(ctx, keys, r)
+		if err != nil {
+			c.opts.Log.Error("console: data map table readers", "err", err)
+			ok = false
+		}
+		for _, rd := range readers {
+			tr := acc[rd.TableClass]
+			if tr == nil {
+				tr = &tableReaders{Table: rd.Table, Class: rd.Class, People: map[string]int{}, Statements: map[string]int64{}}
+				acc[rd.TableClass] = tr
 			}
+			tr.People[rd.IdentityKind]++
+			tr.Statements[rd.IdentityKind] += rd.Statements
 		}
 	}
 	for i := range targets {
 		t := &targets[i]
-		done := map[key]bool{}
+		done := map[ledger.TableClass]bool{}
 		for _, col := range t.Columns {
-			k := key{t.Name, col.Schema + "." + col.Table, string(col.Class)}
+			k := ledger.TableClass{Target: t.Name, Table: col.Schema + "." + col.Table, Class: string(col.Class)}
 			if done[k] {
 				continue
 			}
 			done[k] = true
 			tr := acc[k]
 			if tr == nil {
-				tr = &tableReaders{Table: k.table, Class: k.class}
+				tr = &tableReaders{Table: k.Table, Class: k.Class}
 			}
-			tr.Capped = capped[k.class]
 			t.Tables = append(t.Tables, *tr)
 		}
 		slices.SortFunc(t.Tables, func(a, b tableReaders) int {

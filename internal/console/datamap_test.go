@@ -39,7 +39,7 @@ func TestTableReaders(t *testing.T) {
 		return dataMapColumn{Entry: e}
 	}
 	targets := []dataMapTarget{{Name: "main", Columns: []dataMapColumn{col("customers", "email", "email"), col("staff", "email", "email"), col("staff", "phone", "phone")}}}
-	c.tableReaders(ctx, targets, map[string]bool{"email": true, "phone": true}, ledger.TimeRange{From: now.Add(-dataMapWindow), To: now})
+	c.tableReaders(ctx, targets, ledger.TimeRange{From: now.Add(-dataMapWindow), To: now})
 	got := map[string]tableReaders{}
 	for _, tr := range targets[0].Tables {
 		got[tr.Table+" "+tr.Class] = tr

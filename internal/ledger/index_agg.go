@@ -232,6 +232,9 @@ func (x *sqliteIndexer) flushClassAggs(ctx context.Context) error {
 		x.daily[dk] = d
 	}
 	clear(x.aggs)
+	if err := x.flushTableReads(ctx); err != nil {
+		return err
+	}
 	return x.flushClassRuns(ctx)
 }
 
@@ -420,6 +423,26 @@ func (s *SQLiteStore) piiReadersInSecond(ctx context.Context, class string, sec,
 // are summed again from the per-second rows. Called before the events are deleted or after:
 // it reads only events after seq.
 func retireClassAggs(ctx context.Context, tx *sql.Tx, instance string, seq int64) error {
+	query := func(q string, args []any, fn func(scan func(...any) error) error) error {
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := fn(rows.Scan); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	}
+	exec := func(q string, args ...any) error {
+		_, err := tx.ExecContext(ctx, q, args...)
+		return err
+	}
+	if err := retireTableReads(ctx, sqliteSQL, instance, seq, query, exec); err != nil {
+		return err
+	}
 	type row struct {
 		k   classAggKey
 		sum classAggSum

@@ -136,7 +136,9 @@ CREATE INDEX ledger_classes_intents ON ledger_classes(class, category, time_ns) 
 CREATE INDEX ledger_statements_intents ON ledger_statements(kind, time_ns) WHERE type = 'statement.intent';
 DROP INDEX ledger_events_session;
 CREATE INDEX ledger_events_session ON ledger_events(session, seq);
-`}
+`,
+	// 8: sensitive columns read per table and hour, for the console's data map (tablereads.go).
+	tableReadsPostgresMigration}
 
 // PostgresStore keeps the ledger in PostgreSQL, shared by several Gatehouse instances (each
 // appends to its own chain). A commit is durable by PostgreSQL's own rules
@@ -240,9 +242,16 @@ func (s *PostgresStore) Head(ctx context.Context, instance string) (int64, strin
 // PostgreSQL store does not relax the contract.
 func (s *PostgresStore) Append(ctx context.Context, recs []Record, cps []Checkpoint, _ Commit) error {
 	b := &pgx.Batch{}
+	var reads map[tableReadKey]tableReadSum // the batch's sensitive columns per table and hour
 	for _, r := range recs {
 		ev := r.Event
 		ns := ev.Time.UnixNano()
+		if ev.Type == EventStatement && hasSensitive(ev) {
+			if reads == nil {
+				reads = map[tableReadKey]tableReadSum{}
+			}
+			addTableReads(reads, ev, ns)
+		}
 		tables, classes, stmts, text := indexRows(ev)
 		b.Queue(`INSERT INTO ledger_events(instance, seq, time_ns, type, subject, identity_kind, target, environment, decision, session, hash, body, query_text)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
@@ -261,6 +270,9 @@ func (s *PostgresStore) Append(ctx context.Context, recs []Record, cps []Checkpo
 		for _, st := range stmts {
 			b.Queue(`INSERT INTO ledger_statements(instance, seq, time_ns, kind, category, type) VALUES ($1, $2, $3, $4, $5, $6)`, ev.Instance, ev.Seq, ns, st.kind, st.category, string(ev.Type))
 		}
+	}
+	for k, r := range reads {
+		b.Queue(upsertTableReads(postgresSQL), k.target, k.table, k.class, k.hour, k.identityKind, k.subject, k.instance, r.n, r.minSeq, r.maxSeq)
 	}
 	for _, cp := range cps {
 		b.Queue(`INSERT INTO ledger_checkpoints(instance, seq, hash, time_ns, kind, signature) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
@@ -327,6 +339,23 @@ func (s *PostgresStore) DeleteThrough(ctx context.Context, instance string, seq 
 			if err := rebuildDays(floorDiv(*minNS, dayNS), floorDiv(*maxNS, dayNS), postgresSQL, exec); err != nil {
 				return err
 			}
+		}
+		query := func(q string, args []any, fn func(scan func(...any) error) error) error {
+			rows, err := tx.Query(ctx, q, args...)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				if err := fn(rows.Scan); err != nil {
+					return err
+				}
+			}
+			return rows.Err()
+		}
+		exec := func(q string, args ...any) error { _, err := tx.Exec(ctx, q, args...); return err }
+		if err := retireTableReads(ctx, postgresSQL, instance, seq, query, exec); err != nil {
+			return err
 		}
 		tag, err := tx.Exec(ctx, `DELETE FROM ledger_events WHERE instance = $1 AND seq <= $2`, instance, seq)
 		if err != nil {

@@ -195,7 +195,9 @@ DROP TABLE ledger_fts;
 	// 12: completed statements' class rows become per-second counts (index_agg.go).
 	classAggMigration,
 	// 13: running totals of sensitive-data reads per reader and day (index_agg.go).
-	classRunMigration}
+	classRunMigration,
+	// 14: sensitive columns read per table and hour (tablereads.go).
+	tableReadsMigration}
 
 // SQLiteStore is the embedded store: one SQLite file (WAL) in the data directory, fed by
 // a commit log next to it (journal.go). Append makes a batch durable in the log; the

@@ -78,6 +78,8 @@ type sqliteIndexer struct {
 	aggs map[classAggKey]classAggSum
 	// runsLater: a synthetic load builds the running totals at its end (index_agg.go).
 	runsLater bool
+	// tableReads sums the sensitive columns per table of the transaction (tablereads.go).
+	tableReads map[tableReadKey]tableReadSum
 	// terms sums the segment terms of the transaction being built (flush writes them).
 	terms termSet
 	// texts caches the ids of interned statement texts (see derive).
@@ -714,6 +716,9 @@ func (x *sqliteIndexer) indexEvent(ctx context.Context, id int64, ev *Event, d *
 			return err
 		}
 	}
+	if ev.Type == EventStatement && len(d.classes) > 0 {
+		x.addTableReads(ev, ns)
+	}
 	for i := range d.classes {
 		c := &d.classes[i]
 		if ev.Type == EventStatement {
@@ -824,6 +829,7 @@ func (x *sqliteIndexer) flush(ctx context.Context) error {
 func (x *sqliteIndexer) discard() {
 	clear(x.daily)
 	clear(x.aggs)
+	clear(x.tableReads)
 	x.terms.reset()
 	for _, b := range []*rowBuffer{&x.tableRows, &x.classRows} {
 		clear(b.args)

@@ -48,6 +48,9 @@ type Store interface {
 	WhoDropped(ctx context.Context, table string, r TimeRange) ([]DropRecord, error)
 	PIIReaders(ctx context.Context, class string, r TimeRange) ([]IdentityCount, error)
 	AgentsQueried(ctx context.Context, table string, r TimeRange) ([]IdentityCount, error)
+	// TableReaders counts, per identity, the completed statements that touched a column of
+	// each table and class in keys during r (the console's data map).
+	TableReaders(ctx context.Context, keys []TableClass, r TimeRange) ([]TableReader, error)
 	// LoadSynthetic inserts n synthetic events for instance directly in the database (not
 	// chained, not through Record), for benchmarks of search at millions of events.
 	LoadSynthetic(ctx context.Context, instance string, n int64, start time.Time) error

@@ -80,6 +80,11 @@ func syntheticStatements(d syntheticDialect) (prep []string, inserts []string) {
 			UNION ALL SELECT 'pii', cat, dec, ns / 86400000000000, subj, ik, COUNT(*), MIN(ns), MAX(ns) FROM ` + src + ` WHERE cls IS NOT NULL GROUP BY cat, dec, ns / 86400000000000, subj, ik) x WHERE $3` + t + ` IS NOT NULL
 			ON CONFLICT (class, category, decision, day, subject, identity_kind) DO UPDATE SET n = ledger_class_daily.n + excluded.n,
 			first_ns = ` + d.min + `(ledger_class_daily.first_ns, excluded.first_ns), last_ns = ` + d.max + `(ledger_class_daily.last_ns, excluded.last_ns)`,
+		`INSERT INTO ledger_table_reads(` + tableReadsColumns + `) ` + cte +
+			`SELECT target, 'public.' || name, cls, ns / 3600000000000, ik, subj, $3` + t + `, COUNT(*), MIN(i), MAX(i) FROM ` + src + ` WHERE cls IS NOT NULL
+			GROUP BY target, name, cls, ns / 3600000000000, ik, subj
+			ON CONFLICT (target, tbl, class, hour, identity_kind, subject, instance) DO UPDATE SET n = ledger_table_reads.n + excluded.n,
+			min_seq = ` + d.min + `(ledger_table_reads.min_seq, excluded.min_seq), max_seq = ` + d.max + `(ledger_table_reads.max_seq, excluded.max_seq)`,
 	}
 	return prep, inserts
 }
@@ -274,7 +279,7 @@ func dropSecondaryIndexes(ctx context.Context, conn *sql.Conn) ([]string, error)
 const postgresSyntheticChunk = 1_000_000
 
 // syntheticPostgresTables are the tables a PostgreSQL synthetic load fills.
-var syntheticPostgresTables = []string{"ledger_events", "ledger_tables", "ledger_classes", "ledger_statements", "ledger_class_daily"}
+var syntheticPostgresTables = []string{"ledger_events", "ledger_tables", "ledger_classes", "ledger_statements", "ledger_class_daily", "ledger_table_reads"}
 
 // postgresSyntheticWorkers is how many connections load chunks side by side.
 const postgresSyntheticWorkers = 2
@@ -359,7 +364,7 @@ func (s *PostgresStore) LoadSynthetic(ctx context.Context, instance string, n in
 	// The per-event rows of different chunks go in side by side (generating them is CPU
 	// bound); the rollup's upserts of a chunk can meet another chunk's on the same keys,
 	// so they run one chunk after the other, on this connection.
-	perEvent, rollup := stmts[:len(stmts)-1], stmts[len(stmts)-1]
+	perEvent, rollups := stmts[:len(stmts)-2], stmts[len(stmts)-2:]
 	chunks := make(chan int64)
 	errs := make(chan error, postgresSyntheticWorkers)
 	var wg sync.WaitGroup
@@ -410,8 +415,10 @@ func (s *PostgresStore) LoadSynthetic(ctx context.Context, instance string, n in
 	}
 	for lo := int64(1); lo <= n; lo += postgresSyntheticChunk {
 		hi := min(lo+postgresSyntheticChunk-1, n)
-		if _, err := conn.Exec(ctx, rollup, lo, hi, instance, base, step); err != nil {
-			return fmt.Errorf("load synthetic events %d..%d: rollup: %w", lo, hi, err)
+		for _, rollup := range rollups {
+			if _, err := conn.Exec(ctx, rollup, lo, hi, instance, base, step); err != nil {
+				return fmt.Errorf("load synthetic events %d..%d: rollup: %w", lo, hi, err)
+			}
 		}
 	}
 	return nil
