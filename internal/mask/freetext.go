@@ -2,6 +2,8 @@ package mask
 
 import (
 	"bytes"
+	"encoding/binary"
+	"math/bits"
 	"unsafe"
 
 	"github.com/gatehouse/gatehouse/internal/classify"
@@ -33,12 +35,66 @@ const (
 // value (no '@', fewer than nine digits, no token or hash prefix) before any detector runs.
 // Most bytes cost one bit test.
 func mayContainSensitive(v []byte) bool {
-	digits := 0
+	// Eight bytes at a time while they hold nothing but digits among the trigger bytes (the
+	// commonest clean text: words, spaces and numbers), then byte by byte from the first
+	// word with another trigger byte.
+	digits, i := 0, 0
+	for ; i+8 <= len(v); i += 8 {
+		x := binary.LittleEndian.Uint64(v[i:])
+		if triggerWord(x) != 0 {
+			break
+		}
+		if digits += digitsInWord(x); digits >= 9 {
+			return true
+		}
+	}
+	if rest := len(v) - i; rest > 0 && rest < 8 && len(v) >= 8 {
+		// The last bytes, as the end of the last whole word, the bytes already seen
+		// shifted out (zero bytes are neither digits nor triggers).
+		x := binary.LittleEndian.Uint64(v[len(v)-8:]) >> (8 * (8 - rest))
+		if triggerWord(x) == 0 {
+			return digits+digitsInWord(x) >= 9
+		}
+	}
+	return mayContainSensitiveFrom(v, i, digits)
+}
+
+// Word-at-a-time constants: every byte 0x01, every byte 0x80.
+const (
+	wordOnes uint64 = 0x0101010101010101
+	wordHigh uint64 = 0x8080808080808080
+)
+
+// digitsInWord counts the ASCII digits among the eight bytes of x.
+func digitsInWord(x uint64) int {
+	// y's bytes are x's without their high bit (at most 0x7f: no carry crosses a byte
+	// below); a byte's high bit in y+0x50 says y >= '0', in y+0x46 that y > '9'.
+	y := x &^ wordHigh
+	d := (y + 0x50*wordOnes) &^ (y + 0x46*wordOnes) &^ x & wordHigh
+	return bits.OnesCount64(d)
+}
+
+// triggerWord returns a non-zero value when one of the eight bytes of x is an ASCII trigger
+// byte other than a digit (see triggerLo and triggerHi): '$', '-', '@', 'J', 'K', 'S', '_'
+// or 'x'.
+func triggerWord(x uint64) uint64 {
+	y := x &^ wordHigh
+	// A byte of y^c is zero exactly where y's byte is c; adding 0x7f to a byte of at most
+	// 0x7f sets its high bit exactly when it is not zero (and never carries).
+	const k = 0x7f * wordOnes
+	ne := (y ^ '$'*wordOnes + k) & (y ^ '-'*wordOnes + k) & (y ^ '@'*wordOnes + k) & (y ^ 'J'*wordOnes + k) &
+		(y ^ 'K'*wordOnes + k) & (y ^ 'S'*wordOnes + k) & (y ^ '_'*wordOnes + k) & (y ^ 'x'*wordOnes + k)
+	return ^ne & wordHigh &^ x
+}
+
+// mayContainSensitiveFrom is mayContainSensitive's byte loop from v[start:], with the
+// digits of v[:start] (which holds no other trigger byte) already counted.
+func mayContainSensitiveFrom(v []byte, start, digits int) bool {
 	n := len(v)
 	// The trigger bits of every byte value, 64 per word: bytes of 128 and up (UTF-8) never
 	// trigger. One load, shift and test per byte.
 	trigger := [4]uint64{triggerLo, triggerHi, 0, 0}
-	for i := 0; i < n; i++ {
+	for i := start; i < n; i++ {
 		c := v[i]
 		if c-'0' < 10 {
 			// A digit, the commonest trigger: counted without the switch's search.

@@ -222,6 +222,30 @@ func (r *ResultMasker) MaskDataRow(dst, body []byte) ([]byte, int, error) {
 		if i >= len(isActive) || !isActive[i] {
 			continue
 		}
+		if f := fast[i]; f == fastEmail || f == fastPartial {
+			// Always replaced (an e-mail or other single-class column as it is stored):
+			// the mask is written into dst in place, after its length, saving the copy
+			// from val (a value of every row of a streamed result).
+			if n == 0 {
+				dst = append(dst, 'D', 0, 0, 0, 0)
+			}
+			dst = append(dst, body[copied:start]...)
+			at := len(dst)
+			dst = append(dst, 0, 0, 0, 0)
+			if f == fastEmail {
+				dst = partialEmail(dst, v)
+			} else {
+				dst = partial(dst, r.rules[i].Class, v)
+			}
+			binary.BigEndian.PutUint32(dst[at:], uint32(len(dst)-at-4))
+			copied = p
+			n++
+			if r.counts == nil {
+				r.counts = make([]int64, len(r.rules))
+			}
+			r.counts[i]++
+			continue
+		}
 		var res Outcome
 		val, res = r.m.appendFast(val[:0], fast[i], &r.rules[i], v)
 		if res == Unchanged {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -408,4 +409,60 @@ func TestFastPathsAgree(t *testing.T) {
 			t.Errorf("no rule has fast path %d", f)
 		}
 	}
+}
+
+// TestMayContainSensitiveWords: the word-at-a-time pass of mayContainSensitive answers as
+// the byte loop alone does, for every byte value at every position of a word and for the
+// digit counts around its threshold.
+func TestMayContainSensitiveWords(t *testing.T) {
+	check := func(v []byte) {
+		t.Helper()
+		if got, want := mayContainSensitive(v), mayContainSensitiveFrom(v, 0, 0); got != want {
+			t.Fatalf("%q: %v, byte by byte %v", v, got, want)
+		}
+	}
+	base := []byte("order number 1234 of the day, shipped")
+	for pos := 0; pos < 24; pos++ {
+		for c := 0; c < 256; c++ {
+			v := append([]byte(nil), base...)
+			v[pos] = byte(c)
+			check(v)
+			check(v[:pos+1])
+		}
+	}
+	for digits := 0; digits < 20; digits++ {
+		for gap := 0; gap < 10; gap++ {
+			var v []byte
+			for i := 0; i < digits; i++ {
+				v = append(v, byte('0'+i%10))
+				v = append(v, bytes.Repeat([]byte{' '}, gap)...)
+			}
+			check(v)
+			check(append([]byte("xxxxxxxx"), v...))
+		}
+	}
+	// Every trigger in the context that makes it one, at every offset in a word.
+	for _, trig := range []string{"a@b", "$1$x", "$2a$", "$argon2", "sha256$", "-----BEGIN", "ghp_", "sk_live", "github_pat_", "AKIA", "ASIA", "xoxb", "eyJ", "123456789"} {
+		for pad := 0; pad < 16; pad++ {
+			v := []byte(strings.Repeat("w", pad) + trig + " and the rest of it")
+			if !mayContainSensitiveFrom(v, 0, 0) {
+				t.Fatalf("%q: the byte loop finds nothing", v)
+			}
+			check(v)
+		}
+	}
+	for _, v := range []string{"order 1234567", "user12345678@example.com", "\xc0\xa0 12345678 9", "é1234567é89"} {
+		check([]byte(v))
+	}
+}
+
+func FuzzMayContainSensitive(f *testing.F) {
+	for _, s := range []string{"order 1234567", "a@b", "$2a$10$", "ABCDEFGH12345678", "\xff\xfe0123456789"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, v []byte) {
+		if got, want := mayContainSensitive(v), mayContainSensitiveFrom(v, 0, 0); got != want {
+			t.Fatalf("%q: %v, byte by byte %v", v, got, want)
+		}
+	})
 }
