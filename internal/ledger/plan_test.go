@@ -68,10 +68,10 @@ func TestSQLitePlansUseIndexes(t *testing.T) {
 			t.Errorf("%s: plan does not use %s:\n%s", tc.name, tc.want, got)
 		}
 	}
-	// Searches: each term's segments come from the terms' primary key, and each segment's
-	// events from a row id range of the events table.
-	if got := plan(termsSQL, "n:customers", from, to); !strings.Contains(got, "USING PRIMARY KEY (term=?)") {
-		t.Errorf("search terms: plan does not seek the term:\n%s", got)
+	// Searches: each term's segments of a block come from a range of the terms' primary
+	// key, and each segment's events from a row id range of the events table.
+	if got := plan(termsSQL, "n:customers", 0, 256, from, to); !strings.Contains(got, "USING PRIMARY KEY (term=? AND seg>? AND seg<?)") {
+		t.Errorf("search terms: plan does not seek the term's segments of a block:\n%s", got)
 	}
 	for _, q := range []Query{
 		{Table: "customers"}, {Table: "public.customers", Decision: "deny"}, {Class: "email", Decision: "deny"},

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -40,10 +41,14 @@ func (p *segSearch) facet(prefix, v string) {
 // it the texts filter the events only (a word that most statements share narrows nothing).
 const maxTextTerms = 256
 
-// searchSegments answers q from the segment terms: it lists the segments that hold every
-// term of the query, reads them newest first (by the bound on their matching events'
-// times), filters their events exactly, and stops once no segment left can hold an event
-// newer than the limit-th match found. Results are ordered by time, then seq, as Query says.
+// searchSegments answers q from the segment terms: it walks the blocks of segments
+// (ledger_term_blocks) newest first, lists the segments of a block that hold every term of
+// the query, reads them newest first (by the bound on their matching events' times),
+// filters their events exactly, and stops once no segment left, in this block or the
+// blocks after it, can hold an event newer than the limit-th match found. Results are
+// ordered by time, then seq, as Query says. The terms read are those of the blocks walked,
+// so a search for recent events reads a few hundred term rows, not one per segment of the
+// ledger.
 func (s *SQLiteStore) searchSegments(ctx context.Context, q Query, now time.Time) ([]Event, error) {
 	if err := q.Validate(); err != nil {
 		return nil, err
@@ -56,14 +61,9 @@ func (s *SQLiteStore) searchSegments(ctx context.Context, q Query, now time.Time
 	if empty {
 		return nil, nil
 	}
-	cands, err := s.candidates(ctx, p, from, to)
+	blocks, err := s.termBlocks(ctx, from, to, q.Ascending)
 	if err != nil {
 		return nil, fmt.Errorf("search ledger: %w", err)
-	}
-	if q.Ascending {
-		slices.SortFunc(cands, func(a, b segCandidate) int { return cmp.Or(cmp.Compare(a.lower, b.lower), cmp.Compare(a.seg, b.seg)) })
-	} else {
-		slices.SortFunc(cands, func(a, b segCandidate) int { return cmp.Or(cmp.Compare(b.upper, a.upper), cmp.Compare(b.seg, a.seg)) })
 	}
 	limit := q.limit()
 	sqlText := p.eventsSQL(q.Ascending)
@@ -74,25 +74,51 @@ func (s *SQLiteStore) searchSegments(ctx context.Context, q Query, now time.Time
 		}
 		return c
 	}
-	var hits []hit
-	st, err := s.db.PrepareContext(ctx, sqlText)
-	if err != nil {
-		return nil, fmt.Errorf("search ledger: %w", err)
-	}
-	defer st.Close()
-	for _, c := range cands {
-		if len(hits) >= limit {
-			last := hits[limit-1].ns
-			if (!q.Ascending && c.upper < last) || (q.Ascending && c.lower > last) {
-				break
-			}
+	// beyond reports that no event from a segment with these time bounds can enter the
+	// result any more.
+	beyond := func(hits []hit, lower, upper int64) bool {
+		if len(hits) < limit {
+			return false
 		}
-		if err := readHits(ctx, st, p.eventsArgs(c.seg, from, to, limit), func(h hit) { hits = append(hits, h) }); err != nil {
+		last := hits[limit-1].ns
+		return (!q.Ascending && upper < last) || (q.Ascending && lower > last)
+	}
+	var hits []hit
+	var st *sql.Stmt
+	defer func() {
+		if st != nil {
+			st.Close()
+		}
+	}()
+	for _, b := range blocks {
+		if beyond(hits, b.restLower, b.restUpper) {
+			break // nor can the blocks after it
+		}
+		cands, err := s.candidates(ctx, p, from, to, b.block<<termBlockShift, (b.block+1)<<termBlockShift)
+		if err != nil {
 			return nil, fmt.Errorf("search ledger: %w", err)
 		}
-		slices.SortStableFunc(hits, before)
-		if len(hits) > limit {
-			hits = hits[:limit]
+		if q.Ascending {
+			slices.SortFunc(cands, func(a, b segCandidate) int { return cmp.Or(cmp.Compare(a.lower, b.lower), cmp.Compare(a.seg, b.seg)) })
+		} else {
+			slices.SortFunc(cands, func(a, b segCandidate) int { return cmp.Or(cmp.Compare(b.upper, a.upper), cmp.Compare(b.seg, a.seg)) })
+		}
+		for _, c := range cands {
+			if beyond(hits, c.lower, c.upper) {
+				break
+			}
+			if st == nil {
+				if st, err = s.db.PrepareContext(ctx, sqlText); err != nil {
+					return nil, fmt.Errorf("search ledger: %w", err)
+				}
+			}
+			if err := readHits(ctx, st, p.eventsArgs(c.seg, from, to, limit), func(h hit) { hits = append(hits, h) }); err != nil {
+				return nil, fmt.Errorf("search ledger: %w", err)
+			}
+			slices.SortStableFunc(hits, before)
+			if len(hits) > limit {
+				hits = hits[:limit]
+			}
 		}
 	}
 	out := make([]Event, 0, len(hits))
@@ -102,6 +128,65 @@ func (s *SQLiteStore) searchSegments(ctx context.Context, q Query, now time.Time
 			return nil, fmt.Errorf("search ledger: %w", err)
 		}
 		out = append(out, ev)
+	}
+	return out, nil
+}
+
+// termBlockShift sets the size of a block of segments: 256 segments (65,536 event row ids).
+const termBlockShift = 8
+
+// termBlocksMigration is schema version 15 of the SQLite store: the time bounds of the
+// events of each block of segments, kept by triggers from the segments' "*" terms (every
+// event has it) and filled from them. Bounds only widen (retention leaves a block's bounds
+// as they were): they stay bounds of the events a block holds.
+const termBlocksMigration = `CREATE TABLE ledger_term_blocks (block INTEGER PRIMARY KEY, min_ns INTEGER NOT NULL, max_ns INTEGER NOT NULL);
+CREATE TRIGGER ledger_term_blocks_insert AFTER INSERT ON ledger_terms WHEN NEW.term = '*' BEGIN
+INSERT INTO ledger_term_blocks(block, min_ns, max_ns) VALUES (NEW.seg >> 8, NEW.min_ns, NEW.max_ns)
+ON CONFLICT (block) DO UPDATE SET min_ns = min(ledger_term_blocks.min_ns, excluded.min_ns), max_ns = max(ledger_term_blocks.max_ns, excluded.max_ns);
+END;
+CREATE TRIGGER ledger_term_blocks_update AFTER UPDATE ON ledger_terms WHEN NEW.term = '*' BEGIN
+INSERT INTO ledger_term_blocks(block, min_ns, max_ns) VALUES (NEW.seg >> 8, NEW.min_ns, NEW.max_ns)
+ON CONFLICT (block) DO UPDATE SET min_ns = min(ledger_term_blocks.min_ns, excluded.min_ns), max_ns = max(ledger_term_blocks.max_ns, excluded.max_ns);
+END;
+INSERT INTO ledger_term_blocks(block, min_ns, max_ns) SELECT seg >> 8, MIN(min_ns), MAX(max_ns) FROM ledger_terms WHERE term = '*' GROUP BY 1;
+`
+
+// termBlock is a block of segments a search walks, with the bounds of the times of the
+// events in it and in every block walked after it.
+type termBlock struct {
+	block                int64
+	restLower, restUpper int64
+}
+
+// termBlocks lists the blocks of segments with events in [from, to) in the order a search
+// walks them (newest first, or oldest first when ascending), each with the bounds of the
+// times of the events of the blocks from it on.
+func (s *SQLiteStore) termBlocks(ctx context.Context, from, to int64, ascending bool) ([]termBlock, error) {
+	type bounds struct{ block, lower, upper int64 }
+	var bs []bounds
+	err := s.queryRows(ctx, `SELECT block, min_ns, max_ns FROM ledger_term_blocks WHERE max_ns >= ? AND min_ns < ?`, []any{from, to}, func(scan func(...any) error) error {
+		var b bounds
+		if err := scan(&b.block, &b.lower, &b.upper); err != nil {
+			return err
+		}
+		bs = append(bs, b)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read segment blocks: %w", err)
+	}
+	// Row ids, so blocks, follow time but for events stored late: walk by the bound on
+	// their events' times.
+	if ascending {
+		slices.SortFunc(bs, func(a, b bounds) int { return cmp.Or(cmp.Compare(a.lower, b.lower), cmp.Compare(a.block, b.block)) })
+	} else {
+		slices.SortFunc(bs, func(a, b bounds) int { return cmp.Or(cmp.Compare(b.upper, a.upper), cmp.Compare(b.block, a.block)) })
+	}
+	out := make([]termBlock, len(bs))
+	lower, upper := int64(math.MaxInt64), int64(math.MinInt64)
+	for i := len(bs) - 1; i >= 0; i-- {
+		lower, upper = min(lower, bs[i].lower), max(upper, bs[i].upper)
+		out[i] = termBlock{block: bs[i].block, restLower: lower, restUpper: upper}
 	}
 	return out, nil
 }
@@ -150,8 +235,9 @@ func (p *segSearch) eventsArgs(seg, from, to int64, limit int) []any {
 	return append(args, limit)
 }
 
-// termsSQL reads the segments of one term with events in [from, to).
-const termsSQL = `SELECT seg, min_ns, max_ns FROM ledger_terms WHERE term = ? AND max_ns >= ? AND min_ns < ?`
+// termsSQL reads the segments of one term with events in [from, to) among segments
+// [lo, hi): one range of the primary key.
+const termsSQL = `SELECT seg, min_ns, max_ns FROM ledger_terms WHERE term = ? AND seg >= ? AND seg < ? AND max_ns >= ? AND min_ns < ?`
 
 // planSearch resolves q's filters into segment terms and event conditions. empty reports a
 // query nothing can match (a text no statement has).
@@ -232,11 +318,12 @@ func (s *SQLiteStore) planSearch(ctx context.Context, q Query) (p segSearch, emp
 	return p, false, nil
 }
 
-// candidates lists the segments holding every term of p (and one of p.any) with events in
-// [from, to), with bounds on the times of the events there that carry them all.
-func (s *SQLiteStore) candidates(ctx context.Context, p segSearch, from, to int64) ([]segCandidate, error) {
+// candidates lists the segments among [lo, hi) holding every term of p (and one of p.any)
+// with events in [from, to), with bounds on the times of the events there that carry them
+// all.
+func (s *SQLiteStore) candidates(ctx context.Context, p segSearch, from, to, lo, hi int64) ([]segCandidate, error) {
 	read := func(term string, fn func(c segCandidate)) error {
-		return s.queryRows(ctx, termsSQL, []any{term, from, to}, func(scan func(...any) error) error {
+		return s.queryRows(ctx, termsSQL, []any{term, lo, hi, from, to}, func(scan func(...any) error) error {
 			var c segCandidate
 			if err := scan(&c.seg, &c.lower, &c.upper); err != nil {
 				return err

@@ -197,7 +197,10 @@ DROP TABLE ledger_fts;
 	// 13: running totals of sensitive-data reads per reader and day (index_agg.go).
 	classRunMigration,
 	// 14: sensitive columns read per table and hour (tablereads.go).
-	tableReadsMigration}
+	tableReadsMigration,
+	// 15: the time bounds of blocks of segments, so a search reads the terms of the blocks
+	// it needs only (searchseg.go).
+	termBlocksMigration}
 
 // SQLiteStore is the embedded store: one SQLite file (WAL) in the data directory, fed by
 // a commit log next to it (journal.go). Append makes a batch durable in the log; the
