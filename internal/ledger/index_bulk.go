@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"unsafe"
@@ -25,6 +26,10 @@ import (
 // square as through the driver (where 8 rows was the best): 32 rows took 5-10% less CPU per
 // event than 8 (BenchmarkIndex, four alternated runs; 128 no better than 32).
 const eventChunk = 32
+
+// yieldChunks is how many chunks the indexer stores between yields of its P (about a
+// millisecond of work): see storeBatchesBulk.
+const yieldChunks = 8
 
 // errStoredBefore ends a bulk store that met an event stored before.
 var errStoredBefore = errors.New("ledger event stored before")
@@ -80,6 +85,7 @@ func (x *sqliteIndexer) storeBatchesBulk(ctx context.Context, bs []logBatch) (er
 		clear(args)
 		x.bulkArgs, x.bulkRows = args[:0], rows[:0]
 	}()
+	chunks := 0
 	flush := func() error {
 		if len(rows) == 0 {
 			return nil
@@ -108,6 +114,12 @@ func (x *sqliteIndexer) storeBatchesBulk(ctx context.Context, bs []logBatch) (er
 		}
 		clear(args)
 		args, rows = args[:0], rows[:0]
+		if chunks++; chunks%yieldChunks == 0 {
+			// A pass can hold its P for tens of milliseconds (a quarter second of commits
+			// under load), and Go preempts a running goroutine only after 10 ms: the
+			// sessions whose reads became ready on this P would wait behind it.
+			runtime.Gosched()
+		}
 		return nil
 	}
 	for _, b := range bs {
