@@ -27,9 +27,9 @@ import (
 // event than 8 (BenchmarkIndex, four alternated runs; 128 no better than 32).
 const eventChunk = 32
 
-// yieldChunks is how many chunks the indexer stores between yields of its P (about a
-// millisecond of work): see storeBatchesBulk.
-const yieldChunks = 8
+// yieldChunks is how many chunks the indexer stores between yields of its P (64 events,
+// well under a millisecond of work): see storeBatchesBulk.
+const yieldChunks = max(1, 64/eventChunk)
 
 // errStoredBefore ends a bulk store that met an event stored before.
 var errStoredBefore = errors.New("ledger event stored before")
