@@ -138,3 +138,24 @@ func TestSealFallsBackOnInvalidUTF8(t *testing.T) {
 		t.Fatalf("record sealed from invalid UTF-8 hashes to %s (%v), sealed %s", h, err, ev.Hash)
 	}
 }
+
+// BenchmarkCanonicalEvent measures the canonical encoding of a pgbench -S statement event
+// as the gate records it (every event's sealing pays it, on the statement's path).
+func BenchmarkCanonicalEvent(b *testing.B) {
+	ev := stmtEvent("bench@corp.example", "SELECT", "SELECT abalance FROM pgbench_accounts WHERE aid = $1", []string{"pgbench_accounts"}, nil)
+	ev.Seq, ev.Instance, ev.SessionID, ev.Database, ev.AuthMethod = 32688, "vm", "52c9bda323a15527", "app", "token"
+	ev.PrevHash = "85e94c3937e4e5e19270ce8c411139e3b8a476a20006ca33ae573345bac23f2a"
+	ev.Time = time.Date(2026, 12, 7, 19, 18, 19, 669102036, time.UTC)
+	ev.Rows, ev.Bytes, ev.Duration, ev.Via = 1, 12, 104920, "query"
+	ev.Statements[0].Fingerprint = "348bee4e67e86ca6"
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		var ok bool
+		buf, ok = appendCanonicalEvent(buf[:0], ev)
+		if !ok {
+			b.Fatal("not encoded")
+		}
+	}
+	b.SetBytes(int64(len(buf)))
+}
