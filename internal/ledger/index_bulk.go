@@ -95,7 +95,7 @@ func (x *sqliteIndexer) storeBatchesBulk(ctx context.Context, bs []logBatch) (er
 			q = insertEventsSQL(len(rows))
 			x.bulkSQL[len(rows)] = q
 		}
-		res, err := x.execRaw(ctx, q, args)
+		res, err := x.execArgs(ctx, q, args)
 		if err != nil {
 			return fmt.Errorf("store events: %w", err)
 		}
@@ -138,10 +138,19 @@ func (x *sqliteIndexer) storeBatchesBulk(ctx context.Context, bs []logBatch) (er
 			} else {
 				m.last, m.indexed = r.seq, r.seq
 			}
-			// The record is bound as text without a copy (the driver copies it for SQLite
-			// anyway): a sealed record is never modified.
+			// The record is bound as text without a copy (it is copied for SQLite anyway):
+			// a sealed record is never modified.
 			body := unsafe.String(unsafe.SliceData(r.body), len(r.body))
-			args = append(args, r.instance, r.seq, r.timeNS, r.typ, r.subject, r.identityKind, r.target, r.environment, r.decision, r.session, body, d.facetsArg(), d.textArg(), d.auxArg())
+			facets, err := anyArg(d.facetsArg())
+			if err != nil {
+				return fmt.Errorf("store event %s/%d: facets: %w", r.instance, r.seq, err)
+			}
+			text, err := anyArg(d.textArg())
+			if err != nil {
+				return fmt.Errorf("store event %s/%d: text: %w", r.instance, r.seq, err)
+			}
+			args = append(args, textArg(r.instance), intArg(r.seq), intArg(r.timeNS), textArg(r.typ), textArg(r.subject), textArg(r.identityKind), textArg(r.target), textArg(r.environment),
+				textArg(r.decision), textArg(r.session), textArg(body), facets, text, intArg(int64(d.auxArg())))
 			rows = append(rows, bulkRow{id: next, ev: ev, d: d})
 			next++
 			if len(rows) == eventChunk {

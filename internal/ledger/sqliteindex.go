@@ -91,7 +91,7 @@ type sqliteIndexer struct {
 	tableRows, classRows rowBuffer
 	// bulkArgs, bulkRows and bulkSQL are storeBatchesBulk's buffers and statements, kept
 	// between transactions.
-	bulkArgs []any
+	bulkArgs []nativeArg
 	bulkRows []bulkRow
 	bulkSQL  map[int]string
 	// termKeys, termArgs and termSQL are storeTerms' buffers and statements.
@@ -358,16 +358,38 @@ func (x *sqliteIndexer) exec(ctx context.Context, q string, args ...any) error {
 // per-argument conversion and checks and its locks cost an eighth of what storing an event
 // did (BenchmarkIndex profile), and the indexer's arguments are driver values already
 // (int, the one exception, is converted here). Called with mu held.
-func (x *sqliteIndexer) execRaw(ctx context.Context, q string, args []any) (res driver.Result, err error) {
+func (x *sqliteIndexer) execRaw(ctx context.Context, q string, args []any) (driver.Result, error) {
+	return x.execWith(ctx, q, args, nil)
+}
+
+// execArgs is execRaw with unboxed arguments (index_native.go). Called with mu held.
+func (x *sqliteIndexer) execArgs(ctx context.Context, q string, args []nativeArg) (driver.Result, error) {
+	return x.execWith(ctx, q, nil, args)
+}
+
+// execWith runs q with args, or with typed when it is not nil. Called with mu held.
+func (x *sqliteIndexer) execWith(ctx context.Context, q string, args []any, typed []nativeArg) (res driver.Result, err error) {
 	err = x.conn.Raw(func(dc any) error {
 		if x.native == nil && !x.noNative {
 			x.native, _ = nativeOf(dc)
 			x.noNative = x.native == nil
 		}
 		if x.native != nil {
-			r, err := x.native.exec(q, args)
+			var r nativeResult
+			var err error
+			if typed != nil {
+				r, err = x.native.execTyped(q, typed)
+			} else {
+				r, err = x.native.exec(q, args)
+			}
 			res = r
 			return err
+		}
+		if typed != nil {
+			args = make([]any, len(typed))
+			for i := range typed {
+				args[i] = typed[i].value()
+			}
 		}
 		st, ok := x.raw[q]
 		if !ok {
