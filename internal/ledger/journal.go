@@ -951,8 +951,10 @@ func (j *journal) close() {
 			unmap(lf.m)
 			lf.f.Close()
 			closeAck(lf.ack, lf.ackM)
-			os.Remove(lf.name)
 			os.Remove(ackPath(lf.name))
+			if !spareLog(lf.name) { // it holds no frame: the next writer can use it as it is
+				os.Remove(lf.name)
+			}
 		}
 		j.next = nil
 	}
