@@ -45,7 +45,22 @@ type frameReader struct {
 	held        int64
 	conn        interface{ SetReadDeadline(time.Time) error }
 	bodyTimeout time.Duration
+
+	// The upstream reader only: hint is told when the messages handed out become, and stop
+	// being, the rows of a streaming result (streaming says which was told last).
+	hint      bulkHinter
+	streaming bool
 }
+
+// bulkHinter is a reader that reads a streaming result differently (rawSock's bulk reading).
+type bulkHinter interface {
+	// bulk is on while the messages handed out are DataRow or CopyData, off from the first
+	// other message.
+	bulk(on bool)
+}
+
+// bulk passes the hint to the upstream connection's socket reader.
+func (u *upReader) bulk(on bool) { u.raw.bulk(on) }
 
 // errFrame is a malformed, oversized or stalled message: the peer is not speaking the
 // protocol (SQLSTATE 08P01), or Gatehouse cannot take the message now (code says which).
@@ -215,6 +230,12 @@ func (f *frameReader) next() ([]byte, error) {
 		return nil, &errFrame{msg: fmt.Sprintf("message of type %q is %d bytes long, more than the limit of %d bytes", hdr[0], n, f.max)}
 	}
 	total := int(n) + 1
+	if f.hint != nil {
+		if on := hdr[0] == 'D' || hdr[0] == 'd'; on != f.streaming {
+			f.streaming = on
+			f.hint.bulk(on)
+		}
+	}
 	if f.budget != nil && n > bigMessage {
 		if !f.budget.take(int64(total)) {
 			return nil, &errFrame{msg: fmt.Sprintf("gatehouse is holding too many large messages from all clients to take a message of %d bytes now; retry shortly", n-4), code: "53200"}

@@ -3,6 +3,7 @@ package pg
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 	"testing/iotest"
@@ -53,5 +54,48 @@ func TestFrameReaderChunks(t *testing.T) {
 		if _, err := fr.next(); !errors.As(err, &fe) {
 			t.Fatalf("%x: %v, want a malformed-message error", bad, err)
 		}
+	}
+}
+
+// hintLog records a frameReader's bulk hints.
+type hintLog struct{ hints []bool }
+
+func (h *hintLog) bulk(on bool) { h.hints = append(h.hints, on) }
+
+// TestFrameReaderBulkHints: the upstream reader says when the messages it hands out become
+// rows of a result (DataRow, CopyData) and when they stop being, once per change, whether
+// rows come through next or nextBuffered: so the socket's bulk reading ends at the first
+// message after the rows.
+func TestFrameReaderBulkHints(t *testing.T) {
+	stream := bytes.Join([][]byte{
+		frame('T', []byte("cols")), frame('D', []byte("r1")), frame('D', []byte("r2")), frame('D', []byte("r3")),
+		frame('C', []byte("SELECT 3\x00")), frame('H', []byte("copy")), frame('d', []byte("l1")), frame('d', []byte("l2")),
+		frame('c', nil), frame('C', []byte("COPY 2\x00")), frame('Z', []byte("I")),
+	}, nil)
+	h := &hintLog{}
+	fr := newFrameReader(bytes.NewReader(stream), 1<<20)
+	fr.hint = h
+	var types []byte
+	for {
+		f, err := fr.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		types = append(types, f[0])
+		for f[0] == 'D' || f[0] == 'd' {
+			if f = fr.nextBuffered(f[0]); f == nil {
+				break
+			}
+			types = append(types, f[0])
+		}
+	}
+	if string(types) != "TDDDCHddcCZ" {
+		t.Fatalf("read %q", types)
+	}
+	if fmt.Sprint(h.hints) != "[true false true false]" {
+		t.Fatalf("hints %v, want on and off around each run of rows", h.hints)
 	}
 }

@@ -5,6 +5,7 @@ package pg
 import (
 	"io"
 	"net"
+	"time"
 )
 
 // rawSock is the Linux raw-system-call socket reader and writer (rawsock.go); elsewhere the
@@ -12,3 +13,7 @@ import (
 type rawSock struct{ io.ReadWriter }
 
 func newRawSock(net.Conn) (*rawSock, bool) { return nil, false }
+
+func (s *rawSock) enableBulk(interface{ SetReadDeadline(time.Time) error }) {}
+
+func (s *rawSock) bulk(bool) {}

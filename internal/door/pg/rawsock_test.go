@@ -247,3 +247,165 @@ func TestRawSockAllocatesNothing(t *testing.T) {
 		t.Fatalf("%.1f allocations per write and read, want 0", allocs)
 	}
 }
+
+// readN reads exactly n bytes from r within d, or fails the test: a read that waits for a
+// low-water mark the peer never reaches would hang.
+func readN(t *testing.T, r io.Reader, n int, d time.Duration) []byte {
+	t.Helper()
+	got := make(chan []byte, 1)
+	errc := make(chan error, 1)
+	go func() {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r, b); err != nil {
+			errc <- err
+			return
+		}
+		got <- b
+	}()
+	select {
+	case b := <-got:
+		return b
+	case err := <-errc:
+		t.Fatalf("read %d bytes: %v", n, err)
+	case <-time.After(d):
+		t.Fatalf("%d bytes written were not read within %s", n, d)
+	}
+	return nil
+}
+
+// lowatOf returns the socket's receive low-water mark, 1 for the default (an accepted
+// socket reports 0, which the kernel reads as 1).
+func lowatOf(t *testing.T, rs *rawSock) int {
+	t.Helper()
+	v, err := rs.lowat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return max(v, 1)
+}
+
+// writeLater writes the chunks to w in order from another goroutine, pausing pause
+// between them, and returns a channel that gets the first error once all are written; the
+// caller waits for it before w writes again (a rawSock has one writer at a time).
+func writeLater(w io.Writer, pause time.Duration, chunks ...[]byte) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		for i, c := range chunks {
+			if i > 0 {
+				time.Sleep(pause)
+			}
+			if _, err := w.Write(c); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	return done
+}
+
+func waitWritten(t *testing.T, done <-chan error) {
+	t.Helper()
+	if err := <-done; err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+// Bulk reading: once bulkAfter bytes of a streaming result are read, a read that has to
+// wait raises the socket's low-water mark for at most bulkWait; a tail smaller than the mark
+// (the end of a result) still arrives, after which the mark is back to the default; below
+// bulkAfter, or with the hint off, nothing is raised; the hint going off lowers a raised
+// mark at once.
+func TestRawSockBulkReadsTheTail(t *testing.T) {
+	a, b := tcpPair(t)
+	w, r := rawOf(t, a), rawOf(t, b)
+	r.enableBulk(b)
+	r.bulk(true)
+
+	// A small result, and a wait after it, as before: no mark.
+	small := bytes.Repeat([]byte{'s'}, 1000)
+	done := writeLater(w, 20*time.Millisecond, small, small)
+	readN(t, r, 2000, 5*time.Second)
+	waitWritten(t, done)
+	if m, n := lowatOf(t, r), r.raises.Load(); m != 1 || n != 0 {
+		t.Fatalf("mark %d after %d raises below bulkAfter, want 1 and none", m, n)
+	}
+
+	// A large one: past bulkAfter, the read that waits for the tail raises the mark, and
+	// the tail (written well after bulkWait) is read all the same.
+	r.bulk(false)
+	r.bulk(true)
+	big := make([]byte, bulkAfter)
+	for i := range big {
+		big[i] = byte(i)
+	}
+	tail := []byte("CommandComplete and ReadyForQuery")
+	done = writeLater(w, 50*time.Millisecond, big, tail)
+	got := readN(t, r, len(big)+len(tail), 10*time.Second)
+	waitWritten(t, done)
+	if !bytes.Equal(got[:len(big)], big) || !bytes.Equal(got[len(big):], tail) {
+		t.Fatal("bytes read differ from those written")
+	}
+	if m, n := lowatOf(t, r), r.raises.Load(); m != 1 || n != 1 {
+		t.Fatalf("after the tail: mark %d, %d raises; want 1 and 1", m, n)
+	}
+
+	// The hint going off puts a raised mark back at once.
+	if err := r.rc.Control(func(fd uintptr) {
+		if err := setLowat(fd, bulkLowat); err != nil {
+			t.Error(err)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r.raised = true
+	r.bulk(false)
+	if m := lowatOf(t, r); m != 1 || r.raised {
+		t.Fatalf("mark %d (raised %v) once the hint is off, want 1", m, r.raised)
+	}
+
+	// With the hint off nothing is raised, however much is read.
+	done = writeLater(w, 20*time.Millisecond, big, tail)
+	readN(t, r, len(big)+len(tail), 10*time.Second)
+	waitWritten(t, done)
+	if m, n := lowatOf(t, r), r.raises.Load(); m != 1 || n != 1 {
+		t.Fatalf("with the hint off: mark %d, %d raises; want 1 and still 1", m, n)
+	}
+}
+
+// With the hint on, a deadline set on the connection below bulkAfter is honoured as before,
+// and Close ends a read that waits after a bulk wait.
+func TestRawSockBulkCloseAndDeadline(t *testing.T) {
+	a, b := tcpPair(t)
+	w, r := rawOf(t, a), rawOf(t, b)
+	r.enableBulk(b)
+	r.bulk(true)
+	_ = b.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	_, err := r.Read(make([]byte, 10))
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("read past the deadline: %v, want a timeout", err)
+	}
+	_ = b.SetReadDeadline(time.Time{})
+
+	big := make([]byte, bulkAfter)
+	done := writeLater(w, 0, big)
+	readN(t, r, len(big), 10*time.Second)
+	waitWritten(t, done)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := r.Read(make([]byte, 10))
+		errc <- err
+	}()
+	eventually(t, 5*time.Second, "a bulk wait", func() bool { return r.raises.Load() == 1 })
+	time.Sleep(20 * time.Millisecond)
+	_ = b.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("read on a closed connection: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not end the read")
+	}
+}

@@ -214,7 +214,9 @@ func (r *relay) rawSockets(c *conn, h *pgconn.HijackedConn) {
 	}
 	if uc, ok := h.Conn.(*upstream.Conn); ok {
 		if rs, ok := newRawSock(uc.Conn); ok {
-			r.ur.rd, r.uw.w = &upReader{up: uc, raw: rs}, rs
+			ur := &upReader{up: uc, raw: rs}
+			rs.enableBulk(uc.Conn)
+			r.ur.rd, r.uw.w, r.ur.hint = ur, rs, ur
 		}
 	}
 }
