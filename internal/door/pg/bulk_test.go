@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/gatehouse/gatehouse/internal/upstream"
 )
@@ -198,5 +199,64 @@ func TestBulkReadingRelaysLargeResults(t *testing.T) {
 	}
 	if st := pool.Stats(); st.Reused != 1 {
 		t.Fatalf("pool stats %+v, want one reuse", st)
+	}
+}
+
+// BenchmarkLargeResult streams a 200,000-row SELECT (≈21 MB of DataRows) from PostgreSQL
+// through the door to a pgconn client reading every row, with the upstream socket's bulk
+// reading and without it (the relay's rawSock told to leave the low-water mark alone).
+// Reported per MB of rows: the upstream reads that found nothing and waited for the poller
+// (the relay's wake-ups), and the CPU time of this process (the door and the client, whose
+// decoding dominates it; PostgreSQL runs apart).
+func BenchmarkLargeResult(b *testing.B) {
+	for _, bulk := range []bool{true, false} {
+		name := "bulk"
+		if !bulk {
+			name = "plain"
+		}
+		b.Run(name, func(b *testing.B) {
+			e := startEnv(b)
+			ctx := context.Background()
+			c, err := pgconn.Connect(ctx, e.dsn("alice", "main"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close(ctx)
+			e.srv.mu.Lock()
+			var rs *rawSock
+			for _, l := range e.srv.sessions {
+				for _, r := range l {
+					if ur, ok := r.ur.rd.(*upReader); ok {
+						rs = ur.raw
+					}
+				}
+			}
+			e.srv.mu.Unlock()
+			if rs == nil {
+				b.Fatal("no raw upstream socket")
+			}
+			if !bulk {
+				rs.dl = nil
+			}
+			q := bigQuery(200_000)
+			var bytes int64
+			start := processCPU()
+			for b.Loop() {
+				rr := c.ExecParams(ctx, q, nil, nil, nil, nil)
+				rows := 0
+				for rr.NextRow() {
+					for _, v := range rr.Values() {
+						bytes += int64(len(v)) + 4
+					}
+					rows++
+				}
+				if _, err := rr.Close(); err != nil || rows != 200_000 {
+					b.Fatalf("%d rows: %v", rows, err)
+				}
+			}
+			mb := float64(bytes) / 1e6
+			b.ReportMetric(float64(processCPU()-start)/mb, "cpu-ns/MB")
+			b.ReportMetric(float64(rs.waits.Load())/mb, "upstream-waits/MB")
+		})
 	}
 }

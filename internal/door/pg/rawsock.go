@@ -57,6 +57,7 @@ type rawSock struct {
 	bounded  bool
 	lowerFn  func(fd uintptr)
 	raises   atomic.Int64 // times the mark was raised, for tests
+	waits    atomic.Int64 // reads that found nothing and waited, for benchmarks
 }
 
 // Bulk reading of a streaming result (see bulk). Woken for every chunk PostgreSQL sends
@@ -168,6 +169,7 @@ func (s *rawSock) readOnce(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			s.waits.Add(1)
 			if s.bulkOn && !s.bounded && s.bulkRead >= bulkAfter {
 				// A large result is streaming in: wait for bulkLowat bytes, not the next
 				// chunk, for at most bulkWait.

@@ -16,7 +16,7 @@ import (
 )
 
 // tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (a, b net.Conn) {
+func tcpPair(t testing.TB) (a, b net.Conn) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -44,7 +44,7 @@ func tcpPair(t *testing.T) (a, b net.Conn) {
 	return a, b
 }
 
-func rawOf(t *testing.T, c net.Conn) *rawSock {
+func rawOf(t testing.TB, c net.Conn) *rawSock {
 	t.Helper()
 	rs, ok := newRawSock(c)
 	if !ok {
