@@ -46,10 +46,10 @@ func bigQuery(rows int) string {
 	return fmt.Sprintf("select g, repeat('x', 90) from generate_series(1, %d) g", rows)
 }
 
-// pausedQuery is bigQuery with a pause of 20 ms every 5,000 rows (500 KB): the relay
+// pausedQuery is bigQuery with a pause of 50 ms every 5,000 rows (500 KB): the relay
 // catches up and waits at each, so bulk reading is certain to start past bulkAfter.
 func pausedQuery(rows int) string {
-	return fmt.Sprintf("select g, repeat('x', 90) from generate_series(1, %d) g where g %% 5000 <> 0 or pg_sleep(0.02) is not null", rows)
+	return fmt.Sprintf("select g, repeat('x', 90) from generate_series(1, %d) g where g %% 5000 <> 0 or pg_sleep(0.05) is not null", rows)
 }
 
 // countRows runs q and returns its rows and the sum of its first column.
