@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"hash"
+	"slices"
 	"sync"
 	"unicode/utf8"
 
@@ -166,13 +167,19 @@ func partialEmail(dst, v []byte) []byte {
 		dst = append(dst, '*')
 		return append(dst, v[at:]...)
 	}
-	// The first character, then one star per further character up to three: the result is
-	// written in place, one append for its length (a mask per row of a streamed result).
+	// The first character, then one star per further character up to three, then the
+	// domain: written in place after one growth of dst, with one copy (a mask per row of a
+	// streamed result).
 	n := min(at-1, 3)
-	k := len(dst)
-	dst = append(dst, v[:1+n]...)
-	copy(dst[k+1:], "***"[:n])
-	return append(dst, v[at:]...)
+	k, size := len(dst), 1+n+len(v)-at
+	dst = slices.Grow(dst, size)[:k+size]
+	out := dst[k:]
+	out[0] = v[0]
+	for i := 1; i <= n; i++ {
+		out[i] = '*'
+	}
+	copy(out[1+n:], v[at:])
+	return dst
 }
 
 // keepLastDigits replaces every digit but the last keep with '*', keeping separators:
