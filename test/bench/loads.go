@@ -96,7 +96,11 @@ type streamResult struct {
 	elapsed time.Duration
 }
 
-func (r streamResult) mbps() float64 { return float64(r.bytes) / 1e6 / r.elapsed.Seconds() }
+// rowsPerSec is the pass's rate in rows a second. Every leg streams the same rows, so the
+// ratio of two legs' rates is the inverse ratio of their times; a rate of value bytes would
+// count a masked leg slower for the shorter values it delivers (u***@example.com for
+// user1234567@example.com: a leg as fast as direct scored 0.84).
+func (r streamResult) rowsPerSec() float64 { return float64(r.rows) / r.elapsed.Seconds() }
 
 // rawEmail reports whether email is the generated, unmasked address of row id.
 func rawEmail(buf []byte, id, email []byte) bool {
