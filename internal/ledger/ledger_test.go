@@ -854,3 +854,41 @@ func TestCommitContext(t *testing.T) {
 	}
 	<-unasked.Done()
 }
+
+// TestInlineLeaderYieldsOnlyWhenOthersJoin: a plain record's inline leader stops yielding
+// once leads in a row found nobody to join them (a lone session pays no thread wake-up),
+// probes now and then, and yields again as soon as a batch carried others' records; a
+// record that must be synced always yields.
+func TestInlineLeaderYieldsOnlyWhenOthersJoin(t *testing.T) {
+	l := &Ledger{}
+	lead := func(sync bool, batch int) bool {
+		y := l.yieldFirst(sync)
+		l.firstBatch = batch
+		l.noteLead()
+		return y
+	}
+	for i := 0; i < soloYieldAfter; i++ {
+		if !lead(false, 1) {
+			t.Fatalf("lead %d did not yield before %d solo leads", i+1, soloYieldAfter)
+		}
+	}
+	yields := 0
+	for i := 0; i < 4*soloProbeEvery; i++ {
+		if lead(false, 1) {
+			yields++
+		}
+	}
+	if yields != 4 {
+		t.Fatalf("alone, %d yields in %d leads, want one probe every %d", yields, 4*soloProbeEvery, soloProbeEvery)
+	}
+	if !lead(true, 1) {
+		t.Fatal("a synced record's leader did not yield")
+	}
+	for !lead(false, 3) { // the next probe finds others
+	}
+	for i := 0; i < soloYieldAfter; i++ {
+		if !lead(false, 1) {
+			t.Fatalf("after a shared batch, lead %d did not yield", i+1)
+		}
+	}
+}
