@@ -424,17 +424,7 @@ func (s *SQLiteStore) piiReadersInSecond(ctx context.Context, class string, sec,
 // it reads only events after seq.
 func retireClassAggs(ctx context.Context, tx *sql.Tx, instance string, seq int64) error {
 	query := func(q string, args []any, fn func(scan func(...any) error) error) error {
-		rows, err := tx.QueryContext(ctx, q, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			if err := fn(rows.Scan); err != nil {
-				return err
-			}
-		}
-		return rows.Err()
+		return eachRow(ctx, tx, q, args, fn)
 	}
 	exec := func(q string, args ...any) error {
 		_, err := tx.ExecContext(ctx, q, args...)

@@ -218,17 +218,22 @@ func (s *PostgresStore) Pool() *pgxpool.Pool { return s.pool }
 func (s *PostgresStore) dialect() dialect { return postgresSQL }
 
 func (s *PostgresStore) queryRows(ctx context.Context, q string, args []any, fn func(scan func(dest ...any) error) error) error {
-	rows, err := s.pool.Query(ctx, q, args...)
+	return eachPgxRow(ctx, s.pool, q, args, fn)
+}
+
+// pgxQuerier runs a query through pgx: a pool, a connection or a transaction.
+type pgxQuerier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// eachPgxRow is eachRow through pgx.
+func eachPgxRow(ctx context.Context, db pgxQuerier, q string, args []any, fn func(scan func(dest ...any) error) error) error {
+	rows, err := db.Query(ctx, q, args...)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
-	for rows.Next() {
-		if err := fn(rows.Scan); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
+	return scanEach(rows, fn)
 }
 
 // Head implements Store.
@@ -341,17 +346,7 @@ func (s *PostgresStore) DeleteThrough(ctx context.Context, instance string, seq 
 			}
 		}
 		query := func(q string, args []any, fn func(scan func(...any) error) error) error {
-			rows, err := tx.Query(ctx, q, args...)
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			for rows.Next() {
-				if err := fn(rows.Scan); err != nil {
-					return err
-				}
-			}
-			return rows.Err()
+			return eachPgxRow(ctx, tx, q, args, fn)
 		}
 		exec := func(q string, args ...any) error { _, err := tx.Exec(ctx, q, args...); return err }
 		if err := retireTableReads(ctx, postgresSQL, instance, seq, query, exec); err != nil {

@@ -3,6 +3,7 @@ package ledger
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"fmt"
 	"slices"
 	"strings"
@@ -347,4 +348,38 @@ func rebuildDays(first, last int64, d dialect, exec func(q string, args ...any) 
 		}
 	}
 	return nil
+}
+
+// sqlQuerier runs a query through database/sql: a *sql.DB, *sql.Conn or *sql.Tx.
+type sqlQuerier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// eachRow runs q on db and calls fn with the Scan of each row it returns, stopping at fn's
+// first error.
+func eachRow(ctx context.Context, db sqlQuerier, q string, args []any, fn func(scan func(dest ...any) error) error) error {
+	rows, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	return scanEach(rows, fn)
+}
+
+// scannedRows is the part of a query's result that scanEach reads: *sql.Rows and pgx.Rows
+// both have it.
+type scannedRows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// scanEach calls fn with the Scan of each of rows, stopping at fn's first error.
+func scanEach(rows scannedRows, fn func(scan func(dest ...any) error) error) error {
+	for rows.Next() {
+		if err := fn(rows.Scan); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }

@@ -493,17 +493,7 @@ func (s *SQLiteStore) IndexBacklog() int { return s.pending.waiting() }
 func (s *SQLiteStore) dialect() dialect { return sqliteSQL }
 
 func (s *SQLiteStore) queryRows(ctx context.Context, q string, args []any, fn func(scan func(dest ...any) error) error) error {
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		if err := fn(rows.Scan); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
+	return eachRow(ctx, s.db, q, args, fn)
 }
 
 // Head implements Store.
