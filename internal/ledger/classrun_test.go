@@ -14,12 +14,7 @@ import (
 // after retention cut the chain in the middle of a day.
 func TestClassRunsAnyRange(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, dir := openTestSQLite(t)
 	ts := &testStore{Store: s, dir: dir}
 	l := newLedger(t, ts, Options{})
 	const days = 12

@@ -119,12 +119,7 @@ func TestDurabilitySensitiveWritesPlainRecordsWithoutWaitingForSync(t *testing.T
 // are synced: no Ack may answer before one submitted earlier.
 func TestAcksAnswerInSubmissionOrder(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, dir := openTestSQLite(t)
 	l := newLedger(t, &testStore{Store: s, dir: dir}, Options{})
 	for round := 0; round < 20; round++ {
 		var acks []*Ack
@@ -352,12 +347,7 @@ func TestPlainReadLeadsTheCommitInline(t *testing.T) {
 func TestConcurrentSubmittersShareOneWrite(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, dir := openTestSQLite(t)
 	l := newLedger(t, &testStore{Store: s, dir: dir}, Options{CheckpointEvery: 1 << 30})
 	var commits, events atomic.Int64
 	l.ObserveCommits(func(c Commit, n int, _ time.Duration, err error) {
@@ -404,12 +394,7 @@ func TestConcurrentSubmittersShareOneWrite(t *testing.T) {
 // fdatasync; the Acks still answer in order.
 func TestInlineLeaderLeavesSyncsToTheWriter(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, dir := openTestSQLite(t)
 	l := newLedger(t, &testStore{Store: s, dir: dir}, Options{CheckpointEvery: 1 << 30})
 	type commit struct {
 		c Commit
@@ -485,12 +470,7 @@ func (b *blockedCheckpoints) Append(ctx context.Context, recs []Record, cps []Ch
 // Ack nor its Submit waits for it.
 func TestDueCheckpointIsTheWritersWork(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, dir := openTestSQLite(t)
 	bs := &blockedCheckpoints{Store: s, release: make(chan struct{})}
 	l := newLedger(t, &testStore{Store: bs, dir: dir}, Options{CheckpointEvery: 2, WriteTimeout: 2 * time.Second})
 	for i := range 2 {

@@ -57,6 +57,19 @@ func abandonedLedger(t *testing.T, s *SQLiteStore, dir string) *Ledger {
 	return l
 }
 
+// openTestSQLite opens an embedded store in a new temporary directory, closed when the
+// test ends, and returns it with that directory.
+func openTestSQLite(t testing.TB) (*SQLiteStore, string) {
+	t.Helper()
+	dir := t.TempDir()
+	s, err := OpenSQLite(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, dir
+}
+
 func logFiles(t *testing.T, dir string) []string {
 	t.Helper()
 	m, err := filepath.Glob(filepath.Join(journalDir(filepath.Join(dir, SQLiteFile)), "*.log"))
@@ -160,12 +173,7 @@ func TestCommitLogCrashRecovery(t *testing.T) {
 // again when the database can be written.
 func TestCommitLogBackpressure(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, dir := openTestSQLite(t)
 	s.jr.maxPending = 20
 	l, err := New(ctx, s, Options{Instance: "gh-1", DataDir: dir, WriteTimeout: time.Second})
 	if err != nil {
@@ -314,12 +322,7 @@ func TestCommitLogRotation(t *testing.T) {
 // unhealthy instead of the process dying.
 func TestMappedLogFaultFailsClosed(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, dir := openTestSQLite(t)
 	l := newLedger(t, &testStore{Store: s, dir: dir}, Options{CheckpointEvery: 1 << 30})
 	fill(t, l, 3)
 	s.wmu.Lock()
@@ -327,7 +330,7 @@ func TestMappedLogFaultFailsClosed(t *testing.T) {
 		s.wmu.Unlock()
 		t.Fatal("the commit log is not mapped")
 	}
-	err = s.jr.f.Truncate(0)
+	err := s.jr.f.Truncate(0)
 	s.wmu.Unlock()
 	if err != nil {
 		t.Fatal(err)
@@ -345,12 +348,7 @@ func TestMappedLogFaultFailsClosed(t *testing.T) {
 // that was synced before its Ack.
 func TestSyncerSkipsWhenNothingWasWritten(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, dir := openTestSQLite(t)
 	l := newLedger(t, &testStore{Store: s, dir: dir}, Options{CheckpointEvery: 1 << 30})
 	syncs := func() int {
 		s.wmu.Lock()
@@ -387,13 +385,7 @@ func TestSyncerSkipsWhenNothingWasWritten(t *testing.T) {
 // grow Gatehouse's resident set), and what they hold is intact: the mapping reads back
 // what the file holds.
 func TestSyncedLogPagesAreHandedBack(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, dir := openTestSQLite(t)
 	l := newLedger(t, &testStore{Store: s, dir: dir}, Options{CheckpointEvery: 1 << 30})
 	// Plain reads (written, left to the syncer) until the log holds more than the least
 	// that is handed back at once.
@@ -541,13 +533,7 @@ func TestSyncedLogWritesBackWhatChanged(t *testing.T) {
 		t.Fatal("no write_bytes in /proc/self/io")
 		return 0
 	}
-	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, dir := openTestSQLite(t)
 	l := newLedger(t, &testStore{Store: s, dir: dir}, Options{CheckpointEvery: 1 << 30})
 	fill(t, l, 1) // the first record opens the log file
 	s.syncWritten()

@@ -17,12 +17,7 @@ import (
 // each block reads its terms through.)
 func TestSearchWalksBlocksInTimeOrder(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, dir := openTestSQLite(t)
 	now := time.Now().UTC().Truncate(time.Hour)
 	// Two blocks and a part of a third (65,536 row ids each), times rising with the ids.
 	const n = 140000
