@@ -344,3 +344,21 @@ func (w *tWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// relayUpstreamMessage does with the next upstream message what upstreamLoop does (short of
+// its cap on held output): handles it and, once nothing more is buffered, writes what it
+// released to the client.
+func relayUpstreamMessage(tb testing.TB, ctx context.Context, r *relay) {
+	fr, err := r.ur.next()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := r.fromUpstream(ctx, fr); err != nil {
+		tb.Fatal(err)
+	}
+	if r.ur.buffered() == 0 {
+		if err := r.out.release(ctx, true); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}

@@ -692,18 +692,7 @@ func BenchmarkCopyOutMasked(b *testing.B) {
 			// An op is a row (every row has one value masked); the door may relay several
 			// rows per message it is handed.
 			for p.out.Masked < int64(b.N) {
-				fr, err := r.ur.next()
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := r.fromUpstream(ctx, fr); err != nil {
-					b.Fatal(err)
-				}
-				if r.ur.buffered() == 0 {
-					if err := r.out.release(ctx, true); err != nil {
-						b.Fatal(err)
-					}
-				}
+				relayUpstreamMessage(b, ctx, r)
 			}
 			b.StopTimer()
 			// CPU time per row: on a shared, loaded machine wall time swings with the load.

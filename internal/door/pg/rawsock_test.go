@@ -106,14 +106,7 @@ func TestRawSockDeadlineAndClose(t *testing.T) {
 	}()
 	time.Sleep(50 * time.Millisecond)
 	_ = a.Close()
-	select {
-	case err := <-done:
-		if !errors.Is(err, net.ErrClosed) {
-			t.Fatalf("read on a closed connection: %v, want net.ErrClosed", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close did not end a waiting read")
-	}
+	expectClosedRead(t, done, "a waiting read")
 }
 
 // The upstream reader returns the bytes given back to the connection before the socket's.
@@ -250,6 +243,20 @@ func TestRawSockAllocatesNothing(t *testing.T) {
 
 // readN reads exactly n bytes from r within d, or fails the test: a read that waits for a
 // low-water mark the peer never reaches would hang.
+// expectClosedRead waits for the result of a read that Close of its connection must end
+// (what names the read in the failure): net.ErrClosed, within 5 s.
+func expectClosedRead(t *testing.T, result <-chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-result:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("read on a closed connection: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("Close did not end %s", what)
+	}
+}
+
 func readN(t *testing.T, r io.Reader, n int, d time.Duration) []byte {
 	t.Helper()
 	got := make(chan []byte, 1)
@@ -419,12 +426,5 @@ func TestRawSockBulkCloseAndDeadline(t *testing.T) {
 	eventually(t, 5*time.Second, "a bulk wait", func() bool { return r.raises.Load() == 1 })
 	time.Sleep(20 * time.Millisecond)
 	_ = b.Close()
-	select {
-	case err := <-errc:
-		if !errors.Is(err, net.ErrClosed) {
-			t.Fatalf("read on a closed connection: %v, want net.ErrClosed", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close did not end the read")
-	}
+	expectClosedRead(t, errc, "the read")
 }

@@ -180,18 +180,7 @@ func BenchmarkMaskedRows(b *testing.B) {
 			start := processCPU()
 			b.ResetTimer()
 			for p.rows < int64(b.N) {
-				fr, err := r.ur.next()
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := r.fromUpstream(ctx, fr); err != nil {
-					b.Fatal(err)
-				}
-				if r.ur.buffered() == 0 {
-					if err := r.out.release(ctx, true); err != nil {
-						b.Fatal(err)
-					}
-				}
+				relayUpstreamMessage(b, ctx, r)
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(processCPU()-start)/float64(p.rows), "cpu-ns/op")
