@@ -8,6 +8,8 @@
 # per transaction (/proc/PID/io write_bytes) and its threads' context switches per transaction. No pgbench args: TPC-B; `-S`, `-S -M extended`.
 # Env: CLIENTS (8), DURATION (8 s), PROFILE=file (serve --cpuprofile), DURABILITY (ledger.durability),
 # PERF=1 (perf record -g of serve for 4 s into /tmp/pbcpu-NAME/perf.data), STRACE=1 (strace -c -f),
+# SYSCOUNT=1 (system calls, context switches and page faults per transaction over 4 s: perf stat on
+# the syscall tracepoints, which unlike strace barely slows the run),
 # KEEP=1 (leave the cluster running). Needs root (runuser), loopback only.
 set -e
 NAME=$1; BIN=$2; shift 2
@@ -57,6 +59,8 @@ PGPASSWORD=$TOK pgbench -h 127.0.0.1 -p $GHP -U bench -c ${CLIENTS:-8} -j 2 -T 2
 sleep 0.5
 if [ -n "$PERF" ]; then perf record -F 2000 -g -p $GPID -o $D/perf.data -- sleep 4 >/dev/null 2>&1 & fi
 if [ -n "$STRACE" ]; then strace -c -f -p $GPID -o $D/strace.txt & SPID=$!; sleep 1; fi
+SC=syscalls:sys_enter_
+if [ -n "$SYSCOUNT" ]; then perf stat -x, -e ${SC}read,${SC}write,${SC}futex,${SC}nanosleep,${SC}epoll_pwait,${SC}pwrite64,${SC}fdatasync,${SC}sched_yield,${SC}pread64,${SC}madvise,${SC}mmap,${SC}munmap,context-switches,page-faults -p $GPID -o $D/syscount.txt -- sleep 4 & fi
 t0=$(awk '{print $14+$15}' /proc/$GPID/stat)
 w0=$(awk "/^write_bytes/{print \$2}" /proc/$GPID/io)
 cs() { cat /proc/$GPID/task/*/status 2>/dev/null | awk '/ctxt_switches/{n+=$2} END{print n}'; }
@@ -67,6 +71,7 @@ t1=$(awk '{print $14+$15}' /proc/$GPID/stat)
 w1=$(awk "/^write_bytes/{print \$2}" /proc/$GPID/io)
 c1=$(cs)
 [ -n "$STRACE" ] && { kill -INT $SPID; sleep 1; head -25 $D/strace.txt; }
+[ -n "$SYSCOUNT" ] && awk -F, -v tps="$(echo "$OUT" | awk '/^tps/{print $3}')" 'NF>2 && $1+0>0 {printf "  %-40s %8.3f per txn\n", $3, $1/(tps*4)}' $D/syscount.txt
 N=$(echo "$OUT" | awk '/number of transactions actually processed/{print $NF}' | cut -d/ -f1)
 TPS=$(echo "$OUT" | awk '/^tps/{print $3}')
 LAT=$(echo "$OUT" | awk '/latency average/{print $4}')
