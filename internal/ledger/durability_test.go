@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gatehouse/gatehouse/internal/uring"
 )
 
 func TestDurabilityClassifiesRecords(t *testing.T) {
@@ -209,6 +211,9 @@ func TestRecordWrittenThenSync(t *testing.T) {
 		}
 		if err := l.Sync(ctx); err != nil {
 			t.Fatalf("Sync with nothing to sync: %v", err)
+		}
+		if uring.KernelAllows() && s.jr.ring.Syncs() == 0 {
+			t.Fatal("the log was synced without its io_uring (a thread blocked in fdatasync)")
 		}
 
 		s.setSyncFault(errors.New("injected: the disk fails"))

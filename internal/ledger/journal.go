@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"github.com/gatehouse/gatehouse/internal/uring"
 )
 
 // The SQLite store's durable commit is an append to a commit log, not a SQLite transaction.
@@ -304,6 +306,9 @@ type journal struct {
 	// syncFault, when set (tests), fails every sync after the write reached the file, as a
 	// failing disk does.
 	syncFault error
+	// ring makes the log's fdatasyncs wait in the network poller instead of in a blocking
+	// system call (see package uring); nil where io_uring is unavailable.
+	ring *uring.Ring
 
 	f *os.File // the file being written, nil before the first append
 	// fd is f's descriptor, taken once when f was created: os.File.Fd puts the descriptor
@@ -406,7 +411,7 @@ func (j *journal) write(buf []byte, sync bool) error {
 	if sync {
 		err := j.syncFault
 		if err == nil {
-			err = fdatasyncFD(j.fd)
+			err = j.ring.Fdatasync(j.fd)
 		}
 		if err != nil {
 			return j.fail(fmt.Errorf("sync ledger log %s: %w", j.name, err), len(buf))
@@ -837,7 +842,7 @@ func fillEvicted(f *os.File, m []byte) error {
 func (j *journal) rotate() error {
 	var err error
 	if j.sgen != j.wgen {
-		if err = fdatasyncFD(j.fd); err != nil {
+		if err = j.ring.Fdatasync(j.fd); err != nil {
 			err = fmt.Errorf("sync ledger log %s: %w", j.name, err)
 			j.syncErr = err
 		} else {
@@ -957,6 +962,9 @@ func (j *journal) close() {
 			}
 		}
 		j.next = nil
+	}
+	if err := j.ring.Close(); err != nil {
+		j.log.Error("close the ledger log's io_uring", "err", err)
 	}
 }
 

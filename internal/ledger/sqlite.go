@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/store"
+	"github.com/gatehouse/gatehouse/internal/uring"
 )
 
 // SQLiteFile is the ledger's database file inside the data directory. The ledger has a file
@@ -263,8 +264,12 @@ func OpenSQLiteFile(ctx context.Context, path string) (*SQLiteStore, error) {
 		return nil, fmt.Errorf("open ledger store: %w", err)
 	}
 	p := &pendingLog{drained: make(chan struct{}, 1)}
+	ring, err := uring.Open()
+	if err != nil {
+		log.Info("ledger log syncs block a thread: io_uring is unavailable", "err", err)
+	}
 	s := &SQLiteStore{db: db, ix: newSQLiteIndexer(db, p, log), pending: p, log: log,
-		jr:       &journal{dir: journalDir(path), token: randomToken(), pending: p, log: log, maxPending: maxPendingRecords},
+		jr:       &journal{dir: journalDir(path), token: randomToken(), pending: p, log: log, maxPending: maxPendingRecords, ring: ring},
 		heads:    map[string]chainHead{},
 		syncWake: make(chan struct{}, 1), syncQuit: make(chan struct{}), syncDone: make(chan struct{})}
 	s.ix.logDir, s.ix.ownToken = s.jr.dir, s.jr.token
@@ -361,7 +366,7 @@ func (s *SQLiteStore) syncTo(ctx context.Context, gen uint64) (int, error) {
 		if fd >= 0 {
 			led++
 			s.wmu.Unlock()
-			err = fdatasyncFD(fd)
+			err = s.jr.ring.Fdatasync(fd)
 			s.wmu.Lock()
 		}
 		s.jr.endSync(at, err)
