@@ -176,6 +176,11 @@ func (r *Ring) Fdatasync(fd int) error {
 		// answer is the disk's.
 		return fdatasync(fd)
 	}
+	if res == -int32(syscall.ECANCELED) || res == -int32(syscall.EINTR) {
+		// The kernel dropped the request (its submitting thread exited before a worker
+		// took it): not the disk's answer.
+		return fdatasync(fd)
+	}
 	if res < 0 {
 		return syscall.Errno(-res)
 	}
