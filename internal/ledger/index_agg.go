@@ -218,6 +218,13 @@ func (x *sqliteIndexer) addClassAgg(ev *Event, ns int64, c *classRow) {
 // flushClassAggs writes the transaction's per-second sums and the daily rollup they add
 // up to. Called with mu held, inside the indexer's transaction.
 func (x *sqliteIndexer) flushClassAggs(ctx context.Context) error {
+	if x.later != nil {
+		// A synthetic load writes them in its own order, the daily rollup at its end.
+		if err := x.flushSyntheticAggs(ctx, x.later, false); err != nil {
+			return err
+		}
+		return x.flushTableReads(ctx)
+	}
 	for k, s := range x.aggs {
 		if err := x.exec(ctx, upsertClassAggSQL, k.class, k.category, k.decision, k.sec, k.subject, k.identityKind, k.instance, s.n, s.first, s.last, s.minSeq, s.maxSeq); err != nil {
 			return fmt.Errorf("count sensitive-data access: %w", err)

@@ -78,6 +78,9 @@ type sqliteIndexer struct {
 	aggs map[classAggKey]classAggSum
 	// runsLater: a synthetic load builds the running totals at its end (index_agg.go).
 	runsLater bool
+	// later: a synthetic load sums the segment terms and the rollups for the whole load
+	// and writes them at its end (synthetic_sqlite.go).
+	later *syntheticLater
 	// tableReads sums the sensitive columns per table of the transaction (tablereads.go).
 	tableReads map[tableReadKey]tableReadSum
 	// terms sums the segment terms of the transaction being built (flush writes them).
@@ -765,6 +768,10 @@ func (x *sqliteIndexer) indexEvent(ctx context.Context, id int64, ev *Event, d *
 			ev.Instance, ev.Seq, ns, st.kind, st.category, string(ev.Type)); err != nil {
 			return fmt.Errorf("index statements of event %d: %w", ev.Seq, err)
 		}
+	}
+	if x.later != nil {
+		x.later.add(id, ns, ev, d) // a synthetic load sums them on another goroutine
+		return nil
 	}
 	x.terms.add(id, ns, ev, d)
 	return nil

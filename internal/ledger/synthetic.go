@@ -95,15 +95,6 @@ func syntheticSpan(n int64, start time.Time) (base, step int64) {
 	return start.Add(-90 * 24 * time.Hour).UnixNano(), step
 }
 
-// sqliteSyntheticChunk is how many synthetic events one indexer transaction stores: large,
-// as the load runs with the secondary indexes dropped and its commits need no fsync.
-const sqliteSyntheticChunk = 16384
-
-// syntheticIndexedTables are the tables whose secondary indexes a SQLite synthetic load
-// drops and rebuilds: building an index once from sorted data is much cheaper than keeping
-// it up to date row by row once it no longer fits in the page cache.
-var syntheticIndexedTables = []string{"ledger_events", "ledger_tables", "ledger_classes", "ledger_statements", "ledger_class_agg"}
-
 // syntheticEvent is event i of a synthetic load of the SQLite store: the distribution of
 // syntheticCTE, built in Go (the events the PostgreSQL load generates in SQL).
 func syntheticEvent(instance string, i, base, step int64) *Event {
@@ -141,109 +132,11 @@ func syntheticEvent(instance string, i, base, step int64) *Event {
 		Statements: []Statement{st}, Decision: dec, Hash: fmt.Sprintf("%064x", i)}
 }
 
-// LoadSynthetic implements Store. It generates the events in Go and stores them through
-// the indexer (storeBatches, a large transaction per chunk), so they get exactly the
-// index a recorded event gets, at the indexer's cost per event. For speed it drops the
-// secondary indexes of the event and side tables for the load, building them again at
-// the end, also when the load fails. A process killed during the load leaves the database
-// without them: synthetic databases are for benchmarks, throw such one away.
-func (s *SQLiteStore) LoadSynthetic(ctx context.Context, instance string, n int64, start time.Time) (err error) {
-	base, step := syntheticSpan(n, start)
-	// The indexer must not store the commit log meanwhile: the load holds its lock.
-	x := s.ix
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("load synthetic events: %w", err)
-	}
-	defer conn.Close()
-	indexes, err := dropSecondaryIndexes(ctx, conn)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		// Rebuild even when the load failed: the store must keep its indexes.
-		t := time.Now()
-		for _, q := range []string{`PRAGMA cache_size = -1048576`, `PRAGMA temp_store = MEMORY`, `PRAGMA threads = 4`} {
-			if _, perr := conn.ExecContext(context.WithoutCancel(ctx), q); perr != nil {
-				err = errors.Join(err, fmt.Errorf("load synthetic events: %s: %w", q, perr))
-			}
-		}
-		for _, ix := range indexes {
-			if _, ierr := conn.ExecContext(context.WithoutCancel(ctx), ix); ierr != nil {
-				err = errors.Join(err, fmt.Errorf("load synthetic events: rebuild index: %w", ierr))
-			}
-		}
-		slog.Debug("synthetic load rebuilt indexes", "indexes", len(indexes), "took", time.Since(t))
-		if err == nil {
-			// Statistics for the planner, from a sample of each index (a full ANALYZE of
-			// ten million rows takes minutes).
-			if _, err = conn.ExecContext(ctx, `PRAGMA analysis_limit = 10000`); err == nil {
-				_, err = conn.ExecContext(ctx, `ANALYZE`)
-			}
-			if err != nil {
-				err = fmt.Errorf("load synthetic events: analyze: %w", err)
-			}
-		}
-		for _, q := range []string{`PRAGMA cache_size = -2000`, `PRAGMA temp_store = DEFAULT`, `PRAGMA threads = 0`, `PRAGMA analysis_limit = 0`} {
-			if _, perr := conn.ExecContext(context.WithoutCancel(ctx), q); perr != nil {
-				err = errors.Join(err, fmt.Errorf("load synthetic events: %s: %w", q, perr))
-			}
-		}
-	}()
-	// The indexer's connection, for the load: a page cache of 1 GiB (the segment terms of
-	// ten million events are a B-tree of about that size, upserted all over) and no fsync
-	// at checkpoints (a crash loses the load, never what was committed before it).
-	if err := x.connect(ctx); err != nil {
-		return fmt.Errorf("load synthetic events: %w", err)
-	}
-	for _, q := range []string{`PRAGMA cache_size = -1048576`, `PRAGMA synchronous = OFF`} {
-		if _, err := x.conn.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("load synthetic events: %s: %w", q, err)
-		}
-	}
-	// Back to the indexer's settings: a new connection makes them.
-	defer x.resetConn()
-	// The running totals of sensitive-data reads are built once at the end, from the daily
-	// rollup, rather than kept day by day (also when the load fails: they must agree with it).
-	x.runsLater = true
-	defer func() {
-		x.runsLater = false
-		if _, rerr := x.conn.ExecContext(context.WithoutCancel(ctx), rebuildClassRunsSQL); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("load synthetic events: running totals: %w", rerr))
-		}
-	}()
-	rows := make([]eventRow, 0, sqliteSyntheticChunk)
-	var buf []byte
-	for lo := int64(1); lo <= n; lo += sqliteSyntheticChunk {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("load synthetic events: %w", err)
-		}
-		hi := min(lo+sqliteSyntheticChunk-1, n)
-		rows = rows[:0]
-		buf = buf[:0]
-		for i := lo; i <= hi; i++ {
-			ev := syntheticEvent(instance, i, base, step)
-			start := len(buf)
-			var ok bool
-			if buf, ok = appendCanonicalEvent(buf, ev); !ok {
-				return fmt.Errorf("load synthetic events: encode event %d", i)
-			}
-			rows = append(rows, rowOf(ev, buf[start:len(buf):len(buf)]))
-		}
-		if err := x.storeBatches(ctx, []logBatch{{rows: rows}}); err != nil {
-			return fmt.Errorf("load synthetic events %d..%d: %w", lo, hi, err)
-		}
-	}
-	return nil
-}
-
 // dropSecondaryIndexes drops the explicitly created indexes of the tables a synthetic load
 // fills and returns the statements that create them again.
 func dropSecondaryIndexes(ctx context.Context, conn *sql.Conn) ([]string, error) {
 	q := `SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ('` +
-		strings.Join(syntheticIndexedTables, "', '") + `') ORDER BY name`
+		strings.Join(sqliteSyntheticIndexedTables, "', '") + `') ORDER BY name`
 	rows, err := conn.QueryContext(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("load synthetic events: list indexes: %w", err)

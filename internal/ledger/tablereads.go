@@ -140,6 +140,11 @@ func (x *sqliteIndexer) flushTableReads(ctx context.Context) error {
 	if len(x.tableReads) == 0 {
 		return nil
 	}
+	if x.later != nil {
+		x.later.takeReads(x.tableReads) // a synthetic load writes them at its end
+		clear(x.tableReads)
+		return nil
+	}
 	q := upsertTableReads(sqliteSQL)
 	for k, s := range x.tableReads {
 		if err := x.exec(ctx, q, k.target, k.table, k.class, k.hour, k.identityKind, k.subject, k.instance, s.n, s.minSeq, s.maxSeq); err != nil {
