@@ -77,8 +77,11 @@ type Entry struct {
 	ending     atomic.Bool
 	removed    atomic.Bool
 
+	// recent grows by append up to RecentStatements and is a ring from then on (next is
+	// where the next one goes): an idle session that ran one statement holds one, not
+	// RecentStatements (5 KiB, a tenth of an idle session's memory).
 	recentMu sync.Mutex
-	recent   [RecentStatements]Statement // a ring; next is where the next one goes
+	recent   []Statement
 	next     int
 }
 
@@ -131,7 +134,11 @@ func (e *Entry) Count(st Statement) {
 		e.reg.refused.Add(1)
 	}
 	e.recentMu.Lock()
-	e.recent[e.next%RecentStatements] = st
+	if len(e.recent) < RecentStatements {
+		e.recent = append(e.recent, st)
+	} else {
+		e.recent[e.next%RecentStatements] = st
+	}
 	e.next++
 	e.recentMu.Unlock()
 	e.reg.version.Add(1)

@@ -2,6 +2,7 @@ package live
 
 import (
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,20 +20,25 @@ func TestRegistryAddCountEndRemove(t *testing.T) {
 	if rec, ok := r.Recent("a"); !ok || len(rec) != 2 || rec[0].Text != "DELETE FROM t" || !rec[0].Refused() || rec[1].Rows != 5 {
 		t.Fatalf("recent = %+v", rec)
 	}
-	for i := 0; i < 2*RecentStatements; i++ {
-		a.Count(Statement{Text: "SELECT 1", Decision: "allow"})
+	for i := 0; i < 2*RecentStatements+3; i++ {
+		a.Count(Statement{Text: fmt.Sprintf("SELECT %d", i), Decision: "allow"})
 	}
-	if rec, _ := r.Recent("a"); len(rec) != RecentStatements {
+	rec, _ := r.Recent("a")
+	if len(rec) != RecentStatements {
 		t.Fatalf("recent keeps %d statements, want %d", len(rec), RecentStatements)
+	}
+	newest, oldest := fmt.Sprintf("SELECT %d", 2*RecentStatements+2), fmt.Sprintf("SELECT %d", RecentStatements+3)
+	if rec[0].Text != newest || rec[RecentStatements-1].Text != oldest {
+		t.Fatalf("recent runs %q .. %q, want %q .. %q", rec[0].Text, rec[RecentStatements-1].Text, newest, oldest)
 	}
 	if r.Version() == v {
 		t.Fatal("counting did not change the version")
 	}
-	if tot := r.Totals(); tot != (Totals{Statements: 2 + 2*RecentStatements, Refused: 1}) {
+	if tot := r.Totals(); tot != (Totals{Statements: 2 + 2*RecentStatements + 3, Refused: 1}) {
 		t.Fatalf("totals %+v", tot)
 	}
 	list := r.List()
-	if len(list) != 2 || list[0].ID != "a" || list[0].Statements != 2+2*RecentStatements || list[0].Rows != 5 {
+	if len(list) != 2 || list[0].ID != "a" || list[0].Statements != 2+2*RecentStatements+3 || list[0].Rows != 5 {
 		t.Fatalf("list = %+v", list)
 	}
 	if _, err := r.End("a", "sec"); err != nil {
