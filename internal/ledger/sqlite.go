@@ -266,7 +266,7 @@ func OpenSQLiteFile(ctx context.Context, path string) (*SQLiteStore, error) {
 	p := &pendingLog{drained: make(chan struct{}, 1)}
 	ring, err := uring.Open()
 	if err != nil {
-		log.Info("ledger log syncs block a thread: io_uring is unavailable", "err", err)
+		log.Debug("ledger log syncs block a thread: io_uring is unavailable", "err", err)
 	}
 	s := &SQLiteStore{db: db, ix: newSQLiteIndexer(db, p, log), pending: p, log: log,
 		jr:       &journal{dir: journalDir(path), token: randomToken(), pending: p, log: log, maxPending: maxPendingRecords, ring: ring},
