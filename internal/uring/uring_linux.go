@@ -74,6 +74,7 @@ type cqe struct {
 type Ring struct {
 	mu     sync.Mutex // one operation at a time; guards everything below
 	closed bool
+	broken bool     // out of step with the kernel: not used again (see do)
 	fd     int      // the ring's descriptor (os.File.Fd would make it blocking again)
 	file   *os.File // the same descriptor, non-blocking, in the poller
 	rc     syscall.RawConn
@@ -205,7 +206,7 @@ func (r *Ring) Syncs() int64 {
 	return r.synced.Load()
 }
 
-// errClosed is returned for an operation on a closed ring.
+// errClosed is returned for an operation on a closed or broken ring.
 var errClosed = errors.New("io_uring closed")
 
 // do submits one operation and waits for its completion (at most wait, when not zero),
@@ -213,7 +214,7 @@ var errClosed = errors.New("io_uring closed")
 func (r *Ring) do(op *sqe, wait time.Duration) (int32, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed {
+	if r.closed || r.broken {
 		return 0, errClosed
 	}
 	r.seq++
@@ -230,6 +231,10 @@ func (r *Ring) do(op *sqe, wait time.Duration) (int32, error) {
 			continue
 		}
 		if e != 0 {
+			// The entry may still sit in the submission ring, to be submitted by the
+			// next call in place of that call's own: the ring is out of step, so it
+			// is not used again (its callers sync the plain way).
+			r.broken = true
 			return 0, fmt.Errorf("io_uring_enter: %w", e)
 		}
 		break
@@ -240,6 +245,9 @@ func (r *Ring) do(op *sqe, wait time.Duration) (int32, error) {
 		defer r.file.SetReadDeadline(time.Time{})
 	}
 	if err := r.rc.Read(r.reapFn); err != nil {
+		if wait == 0 {
+			r.broken = true // the completion will never be reaped: out of step too
+		}
 		return 0, fmt.Errorf("wait for io_uring completion: %w", err)
 	}
 	return r.res, nil

@@ -114,3 +114,36 @@ func TestClosedRingStillSyncs(t *testing.T) {
 		t.Fatal("a closed ring counted a sync")
 	}
 }
+
+// TestRingOutOfStepIsNotUsedAgain: when a submission fails (here the descriptor is not a
+// ring), the sync is still made, the plain way, and so is every later one: a ring whose
+// submission queue may hold a stale entry would answer a later caller with another's
+// completion, or never.
+func TestRingOutOfStepIsNotUsedAgain(t *testing.T) {
+	r, err := Open()
+	if err != nil {
+		if KernelAllows() {
+			t.Fatal(err)
+		}
+		return
+	}
+	defer r.Close()
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	ringFD := r.fd
+	r.fd = int(null.Fd())
+	f := openTestFile(t)
+	if err := r.Fdatasync(int(f.Fd())); err != nil {
+		t.Fatalf("sync after a failed submission: %v", err)
+	}
+	r.fd = ringFD
+	if err := r.Fdatasync(int(f.Fd())); err != nil {
+		t.Fatalf("a later sync: %v", err)
+	}
+	if r.Syncs() != 0 || !r.broken {
+		t.Fatalf("syncs through the ring %d, broken %v: want 0 and true", r.Syncs(), r.broken)
+	}
+}
