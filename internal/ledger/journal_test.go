@@ -79,6 +79,20 @@ func logFiles(t *testing.T, dir string) []string {
 	return m
 }
 
+// awaitPrepared waits for the log file that s may be preparing in the background
+// (prepareNext) and leaves it to be used as before: until it is ready, its header may not be
+// written yet, and a test listing the log directory would read it as a file with none.
+func awaitPrepared(s *SQLiteStore) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.jr.next != nil {
+		lf := <-s.jr.next
+		ch := make(chan logFile, 1)
+		ch <- lf
+		s.jr.next = ch
+	}
+}
+
 func reopenVerified(t *testing.T, dir string, wantEvents int) *SQLiteStore {
 	t.Helper()
 	ctx := context.Background()
@@ -583,6 +597,7 @@ func TestRecycledLogSegments(t *testing.T) {
 	// made from the spares.
 	lock := lockSQLite(t, dir)
 	fill(t, l, 300)
+	awaitPrepared(s)
 	files := logFiles(t, dir)
 	recycled := 0
 	for _, f := range files {
