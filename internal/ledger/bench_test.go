@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -112,6 +113,38 @@ func processCPU(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// processIO is what the process has written to disk so far (/proc/self/io write_bytes:
+// the bytes of the page cache pages it dirtied, which writeback sends to the disk) and its
+// minor page faults: the disk bytes and faults a record costs, besides its CPU. ok is
+// false where /proc/self/io cannot be read (the metrics are then left out).
+func processIO(b *testing.B) (writeBytes, faults int64, ok bool) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	data, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0, 0, false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, found := strings.CutPrefix(line, "write_bytes: "); found {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n, ru.Minflt, err == nil
+		}
+	}
+	return 0, 0, false
+}
+
+// reportIO reports the disk bytes and minor faults per op since processIO's w0, f0.
+func reportIO(b *testing.B, w0, f0 int64, ok bool, per string) {
+	w1, f1, ok1 := processIO(b)
+	if !ok || !ok1 || b.N == 0 {
+		return
+	}
+	b.ReportMetric(float64(w1-w0)/float64(b.N), "disk-B/"+per)
+	b.ReportMetric(float64(f1-f0)/float64(b.N), "faults/"+per)
 }
 
 // BenchmarkSearch measures searches and the auditor aggregations over a ledger of
@@ -288,6 +321,7 @@ func BenchmarkTPCB(b *testing.B) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	cpu0 := processCPU(b)
+	w0, f0, iok := processIO(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range 8 {
@@ -329,6 +363,7 @@ func BenchmarkTPCB(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/txn")
+	reportIO(b, w0, f0, iok, "txn")
 	s.wmu.Lock()
 	b.ReportMetric(float64(s.bgSyncs)/float64(b.N), "bg-syncs/txn")
 	s.wmu.Unlock()

@@ -52,6 +52,7 @@ func BenchmarkIndex(b *testing.B) {
 			x.mu.Lock()
 			defer x.mu.Unlock()
 			cpu0 := processCPU(b)
+			w0, f0, iok := processIO(b)
 			b.ResetTimer()
 			for i := 0; i < len(rows); i += batch {
 				if err := x.storeBatches(ctx, []logBatch{{rows: rows[i:min(i+batch, len(rows))]}}); err != nil {
@@ -60,6 +61,7 @@ func BenchmarkIndex(b *testing.B) {
 			}
 			b.StopTimer()
 			b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/event")
+			reportIO(b, w0, f0, iok, "event")
 		})
 	}
 }
@@ -102,6 +104,7 @@ func BenchmarkSustained(b *testing.B) {
 			var next atomic.Int64
 			var wg sync.WaitGroup
 			cpu0 := processCPU(b)
+			w0, f0, iok := processIO(b)
 			b.ResetTimer()
 			start := time.Now()
 			for w := 0; w < sessions; w++ {
@@ -128,6 +131,7 @@ func BenchmarkSustained(b *testing.B) {
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
 			b.ReportMetric(float64(time.Since(recorded).Milliseconds()), "index-lag-ms")
 			b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/event")
+			reportIO(b, w0, f0, iok, "event")
 		})
 	}
 }
