@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -95,30 +96,70 @@ func syntheticSpan(n int64, start time.Time) (base, step int64) {
 	return start.Add(-90 * 24 * time.Hour).UnixNano(), step
 }
 
+// syntheticNames are the strings synthetic events are made of, built once per load
+// (formatting them for every event was a fifth of generating it). Events share them, their
+// table lists and their sensitive-column maps: nothing modifies an event once made.
+type syntheticNames struct {
+	humans, agents, services, targets []string
+	tables                            []syntheticTable // t0..t499, then customers
+}
+
+type syntheticTable struct {
+	name, selectText, updateText, dropText string
+	read                                   []string          // its qualified name
+	email                                  map[string]string // its email column, class email
+}
+
+func newSyntheticNames() *syntheticNames {
+	nm := &syntheticNames{}
+	for i := range 5000 {
+		nm.humans = append(nm.humans, fmt.Sprintf("user%d@corp.example", i))
+	}
+	for i := range 50 {
+		nm.agents = append(nm.agents, fmt.Sprintf("agent-%d", i))
+	}
+	for i := range 30 {
+		nm.services = append(nm.services, fmt.Sprintf("svc-%d", i))
+	}
+	for i := range 20 {
+		nm.targets = append(nm.targets, fmt.Sprintf("db%d", i))
+	}
+	for i := range 501 {
+		name := fmt.Sprintf("t%d", i)
+		if i == 500 {
+			name = "customers"
+		}
+		nm.tables = append(nm.tables, syntheticTable{name: name,
+			selectText: "SELECT id, email FROM public." + name + " WHERE id = ?", updateText: "UPDATE public." + name + " SET status = ? WHERE id = ?",
+			dropText: "DROP TABLE public." + name, read: []string{"public." + name}, email: map[string]string{"public." + name + ".email": "email"}})
+	}
+	return nm
+}
+
 // syntheticEvent is event i of a synthetic load of the SQLite store: the distribution of
 // syntheticCTE, built in Go (the events the PostgreSQL load generates in SQL).
-func syntheticEvent(instance string, i, base, step int64) *Event {
-	ik, subj := "human", fmt.Sprintf("user%d@corp.example", i%5000)
+func syntheticEvent(nm *syntheticNames, instance string, i, base, step int64) *Event {
+	ik, subj := "human", nm.humans[i%5000]
 	switch {
 	case i%10 < 2:
-		ik, subj = "agent", fmt.Sprintf("agent-%d", i%50)
+		ik, subj = "agent", nm.agents[i%50]
 	case i%10 < 4:
-		ik, subj = "service", fmt.Sprintf("svc-%d", i%30)
+		ik, subj = "service", nm.services[i%30]
 	}
-	name := fmt.Sprintf("t%d", i%500)
+	t := &nm.tables[i%500]
 	if i%97 == 0 {
-		name = "customers"
+		t = &nm.tables[500]
 	}
-	kind, cat, txt := "SELECT", "read", "SELECT id, email FROM public."+name+" WHERE id = ?"
+	kind, cat, txt := "SELECT", "read", t.selectText
 	switch {
 	case i%10007 == 0:
-		kind, cat, txt = "DROP TABLE", "ddl", "DROP TABLE public."+name
+		kind, cat, txt = "DROP TABLE", "ddl", t.dropText
 	case i%10 == 9:
-		kind, cat, txt = "UPDATE", "write", "UPDATE public."+name+" SET status = ? WHERE id = ?"
+		kind, cat, txt = "UPDATE", "write", t.updateText
 	}
-	st := Statement{Kind: kind, Category: cat, Redacted: txt, TablesRead: []string{"public." + name}}
+	st := Statement{Kind: kind, Category: cat, Redacted: txt, TablesRead: t.read}
 	if i%7 == 0 {
-		st.Sensitive = map[string]string{"public." + name + ".email": "email"}
+		st.Sensitive = t.email
 	}
 	env, dec := "staging", "allow"
 	if i%3 == 0 {
@@ -127,16 +168,17 @@ func syntheticEvent(instance string, i, base, step int64) *Event {
 	if i%50 == 0 {
 		dec = "deny"
 	}
+	hash := strconv.FormatInt(i, 16)
 	return &Event{Seq: i, Instance: instance, Type: EventStatement, Time: time.Unix(0, base+i*step).UTC(),
-		SessionID: fmt.Sprintf("s%d", i/20), Subject: subj, IdentityKind: ik, Target: fmt.Sprintf("db%d", i%20), Environment: env,
-		Statements: []Statement{st}, Decision: dec, Hash: fmt.Sprintf("%064x", i)}
+		SessionID: "s" + strconv.FormatInt(i/20, 10), Subject: subj, IdentityKind: ik, Target: nm.targets[i%20], Environment: env,
+		Statements: []Statement{st}, Decision: dec, Hash: strings.Repeat("0", 64-len(hash)) + hash}
 }
 
 // dropSecondaryIndexes drops the explicitly created indexes of the tables a synthetic load
 // fills and returns the statements that create them again.
 func dropSecondaryIndexes(ctx context.Context, conn *sql.Conn) ([]string, error) {
 	q := `SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ('` +
-		strings.Join(sqliteSyntheticIndexedTables, "', '") + `') ORDER BY name`
+		strings.Join(sqliteSyntheticIndexedTables, "', '") + `') AND name NOT IN ('` + strings.Join(sqliteSyntheticKeptIndexes, "', '") + `') ORDER BY name`
 	rows, err := conn.QueryContext(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("load synthetic events: list indexes: %w", err)

@@ -33,8 +33,9 @@ func TestSQLiteSyntheticLoadMatchesIndexer(t *testing.T) {
 	appended, _ := openTestSQLite(t)
 	base, step := syntheticSpan(n, now)
 	var recs []Record
+	nm := newSyntheticNames()
 	for i := int64(1); i <= n; i++ {
-		ev := syntheticEvent("synthetic", i, base, step)
+		ev := syntheticEvent(nm, "synthetic", i, base, step)
 		body, ok := appendCanonicalEvent(nil, ev)
 		if !ok {
 			t.Fatalf("encode event %d", i)
