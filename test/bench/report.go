@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -51,7 +52,7 @@ func seconds(v float64) string { return fmt.Sprintf("%.2f s", v) }
 
 // rowDefs are issue 9's goals, in its order, plus a few lines that explain them.
 func rowDefs(o options) []rowDef {
-	return []rowDef{
+	return slices.Concat([]rowDef{
 		{"sel-simple", fmt.Sprintf("-S simple, %d clients (TPS)", o.clients), tps, vsBouncer, false, 0.8, 1.0, ""},
 		{"sel-extended", fmt.Sprintf("-S extended, %d clients (TPS)", o.clients), tps, vsBouncer, false, 0.8, 1.0, ""},
 		{"sel-prepared", fmt.Sprintf("-S prepared, %d clients (TPS; PgBouncer session mode)", o.clients), tps, vsBouncer, false, 0.8, 1.0, ""},
@@ -75,10 +76,23 @@ func rowDefs(o options) []rowDef {
 		{"ledger-bench", fmt.Sprintf("embedded ledger: internal/ledger BenchmarkSustained -cpu 1, %s events (events/s)", formatCount(float64(o.ledgerEvents))), perSec, itself, false, 50_000, 100_000, "ledger-bench-lag"},
 		{"ledger-bench-lag", "  BenchmarkSustained: index lag after the last Record (info)", seconds, itself, true, none, none, ""},
 		{"console", consoleLabel(o.consoleEvents), millis, itself, true, 300, 300, ""},
+		{"console-load", "  embedded store: synthetic load, indexes and ANALYZE (info)", seconds, itself, true, none, none, ""},
+	}, consolePageRows("console", "embedded"), []rowDef{
 		{"console-pg", consolePGLabel(o.consolePGEvents), millis, itself, true, 300, 300, ""},
 		{"console-pg-load", "  PostgreSQL store: synthetic load, indexes and ANALYZE (info)", seconds, itself, true, none, none, ""},
+	}, consolePageRows("console-pg", "PostgreSQL"), []rowDef{
 		{"mcp", "MCP query tool, one-row SELECT, 300 sequential calls, p50 (÷ direct pgx query)", millisFine, vsDirect, true, none, none, ""},
+	})
+}
+
+// consolePageRows are the info rows of one console leg's pages (key: its row): each page's
+// p50 and max.
+func consolePageRows(key, store string) []rowDef {
+	rows := make([]rowDef, len(consolePages))
+	for i, p := range consolePages {
+		rows[i] = rowDef{consolePageKey(key, i), fmt.Sprintf("  %s store: %s, p50 (max) (info)", store, p.name), millis, itself, true, none, none, ""}
 	}
+	return rows
 }
 
 // consoleLabel names the console row with its ledger's size.
