@@ -179,7 +179,7 @@ func (x *sqliteIndexer) loop() {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		done, err := x.syncStep(ctx, false, false)
+		done, err := x.syncStep(ctx, false)
 		cancel()
 		more = err == nil && !done
 		if err != nil {
@@ -205,7 +205,7 @@ func (x *sqliteIndexer) syncAll(ctx context.Context) error {
 
 func (x *sqliteIndexer) syncWith(ctx context.Context, others bool) error {
 	for {
-		done, err := x.syncStep(ctx, others, true)
+		done, err := x.syncStep(ctx, others)
 		if err != nil || done {
 			return err
 		}
@@ -219,11 +219,11 @@ func (x *sqliteIndexer) syncWith(ctx context.Context, others bool) error {
 // still lack their search terms it backfills one batch of them and reports not done: the
 // lock is released between batches, so the commit log keeps being stored in SQLite (the
 // ledger would otherwise refuse records once too many wait) while a large ledger is
-// backfilled after an upgrade. all is materialize's: false for the background loop's passes.
-func (x *sqliteIndexer) syncStep(ctx context.Context, others, all bool) (done bool, err error) {
+// backfilled after an upgrade.
+func (x *sqliteIndexer) syncStep(ctx context.Context, others bool) (done bool, err error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	err = x.syncLocked(ctx, others, all)
+	err = x.syncLocked(ctx, others)
 	if errors.Is(err, errBackfillPending) {
 		return false, nil
 	}
@@ -233,14 +233,14 @@ func (x *sqliteIndexer) syncStep(ctx context.Context, others, all bool) (done bo
 // errBackfillPending ends a sync step that backfilled a batch and has more to do.
 var errBackfillPending = errors.New("backfill pending")
 
-func (x *sqliteIndexer) syncLocked(ctx context.Context, others, all bool) error {
+func (x *sqliteIndexer) syncLocked(ctx context.Context, others bool) error {
 	if others {
 		if err := x.catchUpOthers(ctx); err != nil {
 			x.resetConn()
 			return err
 		}
 	}
-	if err := x.materialize(ctx, all); err != nil {
+	if err := x.materialize(ctx); err != nil {
 		x.resetConn()
 		return err
 	}
@@ -614,15 +614,7 @@ const materializeBatch = 4096
 
 // materialize stores in SQLite what the commit log holds and SQLite does not yet, then
 // deletes the log files that are fully stored. Called with mu held.
-//
-// With all (readers, stop) it stores until nothing is pending. Without it (the background
-// loop) it stops after a transaction that did not fill materializeBatch: what was committed
-// while that transaction ran waits for the next pass, a gather later, instead of getting a
-// small transaction of its own. Each transaction rewrites some pages whatever it holds
-// (the search terms of every term it touches, one leaf page per term, the high-water mark,
-// the database header): under pgbench TPC-B every other transaction was such a follow-up
-// of 15-50 WAL frames beside the 120-230 of a full pass, a fifth of the WAL's bytes.
-func (x *sqliteIndexer) materialize(ctx context.Context, all bool) error {
+func (x *sqliteIndexer) materialize(ctx context.Context) error {
 	if x.pending == nil {
 		return nil
 	}
@@ -640,19 +632,10 @@ func (x *sqliteIndexer) materialize(ctx context.Context, all bool) error {
 				return err
 			}
 		}
-		if len(bs) == 0 || !all && batchRecords(bs) < materializeBatch {
+		if len(bs) == 0 {
 			return nil
 		}
 	}
-}
-
-// batchRecords is how many records (events and checkpoints) bs holds.
-func batchRecords(bs []logBatch) int {
-	n := 0
-	for _, b := range bs {
-		n += len(b.rows) + len(b.cps)
-	}
-	return n
 }
 
 // storeBatches inserts logged batches in one transaction: several events per INSERT
