@@ -178,9 +178,7 @@ func (x *sqliteIndexer) loop() {
 		case <-x.quit:
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		done, err := x.syncStep(ctx, false)
-		cancel()
+		done, err := x.backgroundStep()
 		more = err == nil && !done
 		if err != nil {
 			x.log.Error("index ledger events", "err", err)
@@ -223,6 +221,21 @@ func (x *sqliteIndexer) syncWith(ctx context.Context, others bool) error {
 func (x *sqliteIndexer) syncStep(ctx context.Context, others bool) (done bool, err error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	return x.stepLocked(ctx, others)
+}
+
+// backgroundStep is the background loop's syncStep. Its minute starts once it holds the
+// lock: a long holder (a reader storing a large backlog, a synthetic load) used to spend it,
+// and the pass then failed at its first query with "context deadline exceeded".
+func (x *sqliteIndexer) backgroundStep() (done bool, err error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return x.stepLocked(ctx, false)
+}
+
+func (x *sqliteIndexer) stepLocked(ctx context.Context, others bool) (done bool, err error) {
 	err = x.syncLocked(ctx, others)
 	if errors.Is(err, errBackfillPending) {
 		return false, nil
