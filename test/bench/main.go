@@ -79,7 +79,7 @@ func main() {
 	flag.DurationVar(&o.connectTime, "connect-time", 2*time.Second, "length of each connection-churn run")
 	flag.DurationVar(&o.ledgerTime, "ledger-time", 5*time.Second, "length of each embedded-ledger load")
 	flag.Int64Var(&o.consoleEvents, "console-events", 10_000_000, "synthetic events in the console row's embedded ledger (fewer when they cannot be loaded within -console-budget)")
-	flag.DurationVar(&o.consoleBudget, "console-budget", 4*time.Minute, "time the console section may take, loading its ledgers (side by side) and timing the pages included: the embedded leg loads fewer than -console-events when they are not predicted to fit")
+	flag.DurationVar(&o.consoleBudget, "console-budget", 270*time.Second, "time the console section may take, loading its ledgers (side by side) and timing the pages included: the embedded leg loads fewer than -console-events when they are not predicted to fit")
 	flag.Int64Var(&o.consolePGEvents, "console-pg-events", 1_000_000, "synthetic events in the console row's PostgreSQL ledger store (0: skip that leg; 10M loads in about 20 minutes on a 2-core machine, so make bench takes 1M)")
 	flag.IntVar(&o.ledgerEvents, "ledger-events", 50_000, "events per durability contract of internal/ledger's BenchmarkSustained")
 	flag.StringVar(&o.only, "only", "", "comma-separated sections to run ("+strings.Join(sections, ",")+"); default all")
