@@ -194,6 +194,18 @@ type classAggKey struct {
 
 type classAggSum struct{ n, first, last, minSeq, maxSeq int64 }
 
+// addDaily adds one second's sum to the daily rollup it belongs to.
+func addDaily(daily map[dailyKey]dailySum, k classAggKey, s classAggSum) {
+	dk := dailyKey{class: k.class, category: k.category, decision: k.decision, day: floorDiv(k.sec, daySec), subject: k.subject, identityKind: k.identityKind}
+	d, ok := daily[dk]
+	if !ok {
+		d = dailySum{first: s.first, last: s.last}
+	}
+	d.n += s.n
+	d.first, d.last = min(d.first, s.first), max(d.last, s.last)
+	daily[dk] = d
+}
+
 func (s classAggSum) with(ns, seq int64) classAggSum {
 	if s.n == 0 {
 		return classAggSum{n: 1, first: ns, last: ns, minSeq: seq, maxSeq: seq}
@@ -229,14 +241,7 @@ func (x *sqliteIndexer) flushClassAggs(ctx context.Context) error {
 		if err := x.exec(ctx, upsertClassAggSQL, k.class, k.category, k.decision, k.sec, k.subject, k.identityKind, k.instance, s.n, s.first, s.last, s.minSeq, s.maxSeq); err != nil {
 			return fmt.Errorf("count sensitive-data access: %w", err)
 		}
-		dk := dailyKey{class: k.class, category: k.category, decision: k.decision, day: floorDiv(k.sec, daySec), subject: k.subject, identityKind: k.identityKind}
-		d, ok := x.daily[dk]
-		if !ok {
-			d = dailySum{first: s.first, last: s.last}
-		}
-		d.n += s.n
-		d.first, d.last = min(d.first, s.first), max(d.last, s.last)
-		x.daily[dk] = d
+		addDaily(x.daily, k, s)
 	}
 	clear(x.aggs)
 	if err := x.flushTableReads(ctx); err != nil {

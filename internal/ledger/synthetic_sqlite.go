@@ -265,15 +265,7 @@ func (x *sqliteIndexer) flushSyntheticAggs(ctx context.Context, l *syntheticLate
 			intArg(s.n), intArg(s.first), intArg(s.last), intArg(s.minSeq), intArg(s.maxSeq)); err != nil {
 			return err
 		}
-		// As flushClassAggs sums them.
-		dk := dailyKey{class: k.class, category: k.category, decision: k.decision, day: floorDiv(k.sec, daySec), subject: k.subject, identityKind: k.identityKind}
-		d, ok := l.daily[dk]
-		if !ok {
-			d = dailySum{first: s.first, last: s.last}
-		}
-		d.n += s.n
-		d.first, d.last = min(d.first, s.first), max(d.last, s.last)
-		l.daily[dk] = d
+		addDaily(l.daily, k, s) // as flushClassAggs sums them
 	}
 	return w.flush(ctx)
 }
