@@ -273,6 +273,12 @@ func TestRewrittenChainCaughtByCheckpoint(t *testing.T) {
 	ts := storeMakers(t)[0].make(t)
 	l := newLedger(t, ts, Options{CheckpointEvery: 10})
 	fill(t, l, 20)
+	// The periodic checkpoints are written after the events they cover, not with them: on
+	// a loaded machine the rewrite below could come first and find nothing signed yet.
+	waitFor(t, "the checkpoints of seq 10 and 20", func() bool {
+		rep := verifyStore(t, l, ts)
+		return len(rep.Chains) == 1 && rep.Chains[0].Checkpoints >= 2
+	})
 	// Rewrite seq 13 and re-hash everything after it, as an attacker who knows the format
 	// (but not the signing key) would.
 	var evs []Event
